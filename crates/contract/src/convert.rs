@@ -1,0 +1,829 @@
+//! Proto <-> domain conversions, at the edge. Proto to domain validates and
+//! names the field at fault; domain to proto cannot fail.
+
+use chrono::{DateTime, Utc};
+use passerelle_domain as domain;
+use passerelle_domain::person::{self, MAX_ADDRESS, MAX_SHORT_TEXT};
+use passerelle_domain::FieldError;
+
+use crate::v1;
+
+type Result<T> = std::result::Result<T, FieldError>;
+
+/// Maps a proto enum value to its domain twin; zero and unknown values are refused.
+pub fn enum_field<P, D>(field: &str, value: i32, map: impl Fn(P) -> Option<D>) -> Result<D>
+where
+    P: TryFrom<i32>,
+{
+    let proto = P::try_from(value).map_err(|_| FieldError::new(field, format!("has unknown value {value}")))?;
+    map(proto).ok_or_else(|| FieldError::new(field, "is required"))
+}
+
+pub fn timestamp_from(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>> {
+    let ts = ts.ok_or_else(|| FieldError::new(field, "is required"))?;
+    let nanos = u32::try_from(ts.nanos).map_err(|_| FieldError::new(field, "has negative nanos"))?;
+    DateTime::from_timestamp(ts.seconds, nanos).ok_or_else(|| FieldError::new(field, "is out of range"))
+}
+
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
+}
+
+fn optional_timestamp(at: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
+    at.map(timestamp)
+}
+
+fn required<'a, T>(field: &str, value: Option<&'a T>) -> Result<&'a T> {
+    value.ok_or_else(|| FieldError::new(field, "is required"))
+}
+
+/// A case or record identifier: a UUID in its hyphenated form.
+pub fn identifier(field: &str, value: &str) -> Result<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(FieldError::new(field, "is required"));
+    }
+    uuid_like(trimmed).then(|| trimmed.to_owned()).ok_or_else(|| FieldError::new(field, "is not a UUID"))
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_hexdigit() })
+}
+
+/// A lowercase or uppercase hex SHA-256 digest.
+pub fn sha256_hex(field: &str, value: &str) -> Result<String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(FieldError::new(field, "is required"));
+    }
+    if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(FieldError::new(field, "is not a SHA-256 hex digest"));
+    }
+    Ok(v.to_ascii_lowercase())
+}
+
+// ---- vocabulary -------------------------------------------------------------
+
+pub fn institution(p: v1::Institution) -> Option<domain::Institution> {
+    match p {
+        v1::Institution::Unspecified => None,
+        v1::Institution::Emploi => Some(domain::Institution::Emploi),
+        v1::Institution::Social => Some(domain::Institution::Social),
+        v1::Institution::Pilotage => Some(domain::Institution::Pilotage),
+    }
+}
+
+impl From<domain::Institution> for v1::Institution {
+    fn from(d: domain::Institution) -> Self {
+        match d {
+            domain::Institution::Emploi => v1::Institution::Emploi,
+            domain::Institution::Social => v1::Institution::Social,
+            domain::Institution::Pilotage => v1::Institution::Pilotage,
+        }
+    }
+}
+
+pub fn role(p: v1::Role) -> Option<domain::Role> {
+    match p {
+        v1::Role::Unspecified => None,
+        v1::Role::Counsellor => Some(domain::Role::Counsellor),
+        v1::Role::SocialWorker => Some(domain::Role::SocialWorker),
+        v1::Role::Coordinator => Some(domain::Role::Coordinator),
+        v1::Role::Service => Some(domain::Role::Service),
+        v1::Role::Steering => Some(domain::Role::Steering),
+        v1::Role::Dpo => Some(domain::Role::Dpo),
+    }
+}
+
+pub fn purpose(p: v1::Purpose) -> Option<domain::Purpose> {
+    match p {
+        v1::Purpose::Unspecified => None,
+        v1::Purpose::Referral => Some(domain::Purpose::Referral),
+        v1::Purpose::GlobalSupport => Some(domain::Purpose::GlobalSupport),
+        v1::Purpose::ExclusiveSocialSupport => Some(domain::Purpose::ExclusiveSocialSupport),
+        v1::Purpose::RsaJobseekerList => Some(domain::Purpose::RsaJobseekerList),
+        v1::Purpose::JobseekerFile => Some(domain::Purpose::JobseekerFile),
+        v1::Purpose::Statistics => Some(domain::Purpose::Statistics),
+        v1::Purpose::SubjectAccess => Some(domain::Purpose::SubjectAccess),
+        v1::Purpose::ConsentRecord => Some(domain::Purpose::ConsentRecord),
+    }
+}
+
+impl From<domain::Purpose> for v1::Purpose {
+    fn from(d: domain::Purpose) -> Self {
+        match d {
+            domain::Purpose::Referral => v1::Purpose::Referral,
+            domain::Purpose::GlobalSupport => v1::Purpose::GlobalSupport,
+            domain::Purpose::ExclusiveSocialSupport => v1::Purpose::ExclusiveSocialSupport,
+            domain::Purpose::RsaJobseekerList => v1::Purpose::RsaJobseekerList,
+            domain::Purpose::JobseekerFile => v1::Purpose::JobseekerFile,
+            domain::Purpose::Statistics => v1::Purpose::Statistics,
+            domain::Purpose::SubjectAccess => v1::Purpose::SubjectAccess,
+            domain::Purpose::ConsentRecord => v1::Purpose::ConsentRecord,
+        }
+    }
+}
+
+pub fn legal_basis(p: v1::LegalBasis) -> Option<domain::LegalBasis> {
+    match p {
+        v1::LegalBasis::Unspecified => None,
+        v1::LegalBasis::Consent => Some(domain::LegalBasis::Consent),
+        v1::LegalBasis::LegalObligation => Some(domain::LegalBasis::LegalObligation),
+        v1::LegalBasis::PublicTask => Some(domain::LegalBasis::PublicTask),
+    }
+}
+
+pub fn data_category(p: v1::DataCategory) -> Option<domain::DataCategory> {
+    match p {
+        v1::DataCategory::Unspecified => None,
+        v1::DataCategory::Public => Some(domain::DataCategory::Public),
+        v1::DataCategory::Identity => Some(domain::DataCategory::Identity),
+        v1::DataCategory::Contact => Some(domain::DataCategory::Contact),
+        v1::DataCategory::Case => Some(domain::DataCategory::Case),
+        v1::DataCategory::Barrier => Some(domain::DataCategory::Barrier),
+        v1::DataCategory::Employment => Some(domain::DataCategory::Employment),
+        v1::DataCategory::SocialPlan => Some(domain::DataCategory::SocialPlan),
+        v1::DataCategory::LocalOnly => Some(domain::DataCategory::LocalOnly),
+        v1::DataCategory::Aggregate => Some(domain::DataCategory::Aggregate),
+    }
+}
+
+impl From<domain::DataCategory> for v1::DataCategory {
+    fn from(d: domain::DataCategory) -> Self {
+        match d {
+            domain::DataCategory::Public => v1::DataCategory::Public,
+            domain::DataCategory::Identity => v1::DataCategory::Identity,
+            domain::DataCategory::Contact => v1::DataCategory::Contact,
+            domain::DataCategory::Case => v1::DataCategory::Case,
+            domain::DataCategory::Barrier => v1::DataCategory::Barrier,
+            domain::DataCategory::Employment => v1::DataCategory::Employment,
+            domain::DataCategory::SocialPlan => v1::DataCategory::SocialPlan,
+            domain::DataCategory::LocalOnly => v1::DataCategory::LocalOnly,
+            domain::DataCategory::Aggregate => v1::DataCategory::Aggregate,
+        }
+    }
+}
+
+fn network(p: v1::Network) -> Option<domain::Network> {
+    match p {
+        v1::Network::Unspecified => None,
+        v1::Network::Emploi => Some(domain::Network::Emploi),
+        v1::Network::Social => Some(domain::Network::Social),
+    }
+}
+
+impl From<domain::Network> for v1::Network {
+    fn from(d: domain::Network) -> Self {
+        match d {
+            domain::Network::Emploi => v1::Network::Emploi,
+            domain::Network::Social => v1::Network::Social,
+        }
+    }
+}
+
+// ---- person -----------------------------------------------------------------
+
+fn barrier_category(p: v1::BarrierCategory) -> Option<domain::BarrierCategory> {
+    use domain::BarrierCategory as D;
+    use v1::BarrierCategory as P;
+    Some(match p {
+        P::Unspecified => return None,
+        P::Mobility => D::Mobility,
+        P::Housing => D::Housing,
+        P::Health => D::Health,
+        P::FamilyChildcare => D::FamilyChildcare,
+        P::Financial => D::Financial,
+        P::AdministrativeLegal => D::AdministrativeLegal,
+        P::Digital => D::Digital,
+        P::LiteracyNumeracy => D::LiteracyNumeracy,
+        P::SocialInsertion => D::SocialInsertion,
+    })
+}
+
+impl From<domain::BarrierCategory> for v1::BarrierCategory {
+    fn from(d: domain::BarrierCategory) -> Self {
+        use domain::BarrierCategory as D;
+        use v1::BarrierCategory as P;
+        match d {
+            D::Mobility => P::Mobility,
+            D::Housing => P::Housing,
+            D::Health => P::Health,
+            D::FamilyChildcare => P::FamilyChildcare,
+            D::Financial => P::Financial,
+            D::AdministrativeLegal => P::AdministrativeLegal,
+            D::Digital => P::Digital,
+            D::LiteracyNumeracy => P::LiteracyNumeracy,
+            D::SocialInsertion => P::SocialInsertion,
+        }
+    }
+}
+
+fn barrier_level(p: v1::BarrierLevel) -> Option<domain::BarrierLevel> {
+    match p {
+        v1::BarrierLevel::Unspecified => None,
+        v1::BarrierLevel::Low => Some(domain::BarrierLevel::Low),
+        v1::BarrierLevel::Medium => Some(domain::BarrierLevel::Medium),
+        v1::BarrierLevel::High => Some(domain::BarrierLevel::High),
+    }
+}
+
+impl From<domain::BarrierLevel> for v1::BarrierLevel {
+    fn from(d: domain::BarrierLevel) -> Self {
+        match d {
+            domain::BarrierLevel::Low => v1::BarrierLevel::Low,
+            domain::BarrierLevel::Medium => v1::BarrierLevel::Medium,
+            domain::BarrierLevel::High => v1::BarrierLevel::High,
+        }
+    }
+}
+
+pub fn barriers(field: &str, list: &[v1::Barrier]) -> Result<Vec<domain::Barrier>> {
+    let out = list
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let at = format!("{field}[{i}]");
+            Ok(domain::Barrier {
+                category: enum_field(&format!("{at}.category"), b.category, barrier_category)?,
+                level: enum_field(&format!("{at}.level"), b.level, barrier_level)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    person::check_barriers(field, &out)?;
+    Ok(out)
+}
+
+fn barriers_to_proto(list: &[domain::Barrier]) -> Vec<v1::Barrier> {
+    list.iter()
+        .map(|b| v1::Barrier {
+            category: v1::BarrierCategory::from(b.category) as i32,
+            level: v1::BarrierLevel::from(b.level) as i32,
+        })
+        .collect()
+}
+
+impl TryFrom<&v1::PersonIdentity> for domain::PersonIdentity {
+    type Error = FieldError;
+    fn try_from(p: &v1::PersonIdentity) -> Result<Self> {
+        Ok(domain::PersonIdentity {
+            first_name: person::required_text("first_name", &p.first_name, MAX_SHORT_TEXT)?,
+            last_name: person::required_text("last_name", &p.last_name, MAX_SHORT_TEXT)?,
+            birth_date: person::parse_date("birth_date", &p.birth_date)?,
+            jobseeker_number: person::optional_text("jobseeker_number", &p.jobseeker_number, 32)?,
+        })
+    }
+}
+
+impl From<&domain::PersonIdentity> for v1::PersonIdentity {
+    fn from(d: &domain::PersonIdentity) -> Self {
+        v1::PersonIdentity {
+            first_name: d.first_name.clone(),
+            last_name: d.last_name.clone(),
+            birth_date: d.birth_date.format("%Y-%m-%d").to_string(),
+            jobseeker_number: d.jobseeker_number.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<&v1::Contact> for domain::Contact {
+    type Error = FieldError;
+    fn try_from(c: &v1::Contact) -> Result<Self> {
+        let email = person::optional_text("email", &c.email, 254)?;
+        if email.as_deref().is_some_and(|e| !e.contains('@')) {
+            return Err(FieldError::new("email", "is not an e-mail address"));
+        }
+        Ok(domain::Contact {
+            phone: person::optional_text("phone", &c.phone, 32)?,
+            email,
+            postal_address: person::optional_text("postal_address", &c.postal_address, MAX_ADDRESS)?,
+        })
+    }
+}
+
+impl From<&domain::Contact> for v1::Contact {
+    fn from(d: &domain::Contact) -> Self {
+        v1::Contact {
+            phone: d.phone.clone().unwrap_or_default(),
+            email: d.email.clone().unwrap_or_default(),
+            postal_address: d.postal_address.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<&v1::EmploymentSummary> for domain::EmploymentSummary {
+    type Error = FieldError;
+    fn try_from(e: &v1::EmploymentSummary) -> Result<Self> {
+        let registration_date = match e.registration_date.trim() {
+            "" => None,
+            d => Some(person::parse_date("registration_date", d)?),
+        };
+        if registration_date.is_some() && !e.registered {
+            return Err(FieldError::new("registration_date", "is set but registered is false"));
+        }
+        Ok(domain::EmploymentSummary { registered: e.registered, registration_date, rsa_beneficiary: e.rsa_beneficiary })
+    }
+}
+
+impl From<&domain::EmploymentSummary> for v1::EmploymentSummary {
+    fn from(d: &domain::EmploymentSummary) -> Self {
+        v1::EmploymentSummary {
+            registered: d.registered,
+            registration_date: d.registration_date.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default(),
+            rsa_beneficiary: d.rsa_beneficiary,
+        }
+    }
+}
+
+// ---- consent ----------------------------------------------------------------
+
+fn evidence_kind(p: v1::EvidenceKind) -> Option<domain::EvidenceKind> {
+    match p {
+        v1::EvidenceKind::Unspecified => None,
+        v1::EvidenceKind::SignedReferralForm => Some(domain::EvidenceKind::SignedReferralForm),
+        v1::EvidenceKind::SignedContract => Some(domain::EvidenceKind::SignedContract),
+    }
+}
+
+impl TryFrom<&v1::ConsentEvidence> for domain::Evidence {
+    type Error = FieldError;
+    fn try_from(e: &v1::ConsentEvidence) -> Result<Self> {
+        Ok(domain::Evidence {
+            kind: enum_field("kind", e.kind, evidence_kind)?,
+            document_sha256: sha256_hex("document_sha256", &e.document_sha256)?,
+            signed_at: timestamp_from("signed_at", e.signed_at.as_ref())?,
+            collected_by: person::required_text("collected_by", &e.collected_by, MAX_SHORT_TEXT)?,
+        })
+    }
+}
+
+impl From<&domain::Evidence> for v1::ConsentEvidence {
+    fn from(d: &domain::Evidence) -> Self {
+        v1::ConsentEvidence {
+            kind: match d.kind {
+                domain::EvidenceKind::SignedReferralForm => v1::EvidenceKind::SignedReferralForm,
+                domain::EvidenceKind::SignedContract => v1::EvidenceKind::SignedContract,
+            } as i32,
+            document_sha256: d.document_sha256.clone(),
+            signed_at: Some(timestamp(d.signed_at)),
+            collected_by: d.collected_by.clone(),
+        }
+    }
+}
+
+fn set_of<P: TryFrom<i32>, D: Ord>(field: &str, values: &[i32], map: impl Fn(P) -> Option<D>) -> Result<std::collections::BTreeSet<D>> {
+    if values.is_empty() {
+        return Err(FieldError::new(field, "needs at least one value"));
+    }
+    values.iter().enumerate().map(|(i, v)| enum_field(&format!("{field}[{i}]"), *v, &map)).collect()
+}
+
+/// A consent as an agent records it: the service assigns its id and state.
+pub fn new_consent(c: &v1::ConsentRecord) -> Result<domain::NewConsent> {
+    let case_id = match c.case_id.trim() {
+        "" => None,
+        id => Some(identifier("case_id", id)?),
+    };
+    let evidence = domain::Evidence::try_from(required("evidence", c.evidence.as_ref())?).map_err(|e| e.within("evidence"))?;
+    let valid_from = timestamp_from("valid_from", c.valid_from.as_ref())?;
+    let valid_until = timestamp_from("valid_until", c.valid_until.as_ref())?;
+    if valid_until <= valid_from {
+        return Err(FieldError::new("valid_until", "is not after valid_from"));
+    }
+    let categories = set_of("categories", &c.categories, data_category)?;
+    if categories.contains(&domain::DataCategory::LocalOnly) {
+        return Err(FieldError::new("categories", "cannot include LOCAL_ONLY: such data never leaves its service"));
+    }
+    Ok(domain::NewConsent {
+        case_id,
+        purposes: set_of("purposes", &c.purposes, purpose)?,
+        recipients: set_of("recipients", &c.recipients, institution)?,
+        categories,
+        evidence,
+        valid_from,
+        valid_until,
+    })
+}
+
+fn consent_state(p: v1::ConsentState) -> Option<domain::ConsentState> {
+    match p {
+        v1::ConsentState::Unspecified => None,
+        v1::ConsentState::Given => Some(domain::ConsentState::Given),
+        v1::ConsentState::Withdrawn => Some(domain::ConsentState::Withdrawn),
+        v1::ConsentState::Revoked => Some(domain::ConsentState::Revoked),
+        v1::ConsentState::Expired => Some(domain::ConsentState::Expired),
+    }
+}
+
+/// A complete consent record, as the partner shares it.
+impl TryFrom<&v1::ConsentRecord> for domain::Consent {
+    type Error = FieldError;
+    fn try_from(c: &v1::ConsentRecord) -> Result<Self> {
+        let draft = new_consent(c)?;
+        Ok(domain::Consent {
+            consent_id: identifier("consent_id", &c.consent_id)?,
+            case_id: draft.case_id.ok_or_else(|| FieldError::new("case_id", "is required"))?,
+            purposes: draft.purposes,
+            recipients: draft.recipients,
+            categories: draft.categories,
+            evidence: draft.evidence,
+            valid_from: draft.valid_from,
+            valid_until: draft.valid_until,
+            state: enum_field("state", c.state, consent_state)?,
+            state_changed_at: timestamp_from("state_changed_at", c.state_changed_at.as_ref())?,
+            holder: enum_field("holder", c.holder, institution)?,
+        })
+    }
+}
+
+impl From<&domain::Consent> for v1::ConsentRecord {
+    fn from(d: &domain::Consent) -> Self {
+        v1::ConsentRecord {
+            consent_id: d.consent_id.clone(),
+            case_id: d.case_id.clone(),
+            purposes: d.purposes.iter().map(|p| v1::Purpose::from(*p) as i32).collect(),
+            recipients: d.recipients.iter().map(|i| v1::Institution::from(*i) as i32).collect(),
+            categories: d.categories.iter().map(|c| v1::DataCategory::from(*c) as i32).collect(),
+            evidence: Some(v1::ConsentEvidence::from(&d.evidence)),
+            valid_from: Some(timestamp(d.valid_from)),
+            valid_until: Some(timestamp(d.valid_until)),
+            state: match d.state {
+                domain::ConsentState::Given => v1::ConsentState::Given,
+                domain::ConsentState::Withdrawn => v1::ConsentState::Withdrawn,
+                domain::ConsentState::Revoked => v1::ConsentState::Revoked,
+                domain::ConsentState::Expired => v1::ConsentState::Expired,
+            } as i32,
+            state_changed_at: Some(timestamp(d.state_changed_at)),
+            holder: v1::Institution::from(d.holder) as i32,
+        }
+    }
+}
+
+// ---- referral and diagnosis ---------------------------------------------------
+
+/// A referral as an agent submits it.
+pub fn referral_draft(r: &v1::Referral) -> Result<domain::ReferralDraft> {
+    Ok(domain::ReferralDraft {
+        case_id: identifier("case_id", &r.case_id)?,
+        office_code: person::required_text("office_code", &r.office_code, MAX_SHORT_TEXT)?,
+        person: domain::PersonIdentity::try_from(required("person", r.person.as_ref())?).map_err(|e| e.within("person"))?,
+        contact: r
+            .contact
+            .as_ref()
+            .map(domain::Contact::try_from)
+            .transpose()
+            .map_err(|e| e.within("contact"))?
+            .unwrap_or_default(),
+        barriers: barriers("barriers", &r.barriers)?,
+        employment: r
+            .employment
+            .as_ref()
+            .map(domain::EmploymentSummary::try_from)
+            .transpose()
+            .map_err(|e| e.within("employment"))?
+            .unwrap_or_default(),
+        consent_id: identifier("consent_id", &r.consent_id)?,
+    })
+}
+
+/// A complete referral, as the partner sends it.
+impl TryFrom<&v1::Referral> for domain::Referral {
+    type Error = FieldError;
+    fn try_from(r: &v1::Referral) -> Result<Self> {
+        let draft = referral_draft(r)?;
+        Ok(draft.complete(
+            enum_field("referring_network", r.referring_network, network)?,
+            person::required_text("referred_by", &r.referred_by, MAX_SHORT_TEXT)?,
+            timestamp_from("referred_at", r.referred_at.as_ref())?,
+        ))
+    }
+}
+
+impl From<&domain::Referral> for v1::Referral {
+    fn from(d: &domain::Referral) -> Self {
+        v1::Referral {
+            case_id: d.case_id.clone(),
+            referring_network: v1::Network::from(d.referring_network) as i32,
+            referred_by: d.referred_by.clone(),
+            office_code: d.office_code.clone(),
+            person: Some((&d.person).into()),
+            contact: Some((&d.contact).into()),
+            barriers: barriers_to_proto(&d.barriers),
+            employment: Some((&d.employment).into()),
+            referred_at: Some(timestamp(d.referred_at)),
+            consent_id: d.consent_id.clone(),
+        }
+    }
+}
+
+fn agreement(p: v1::Agreement) -> Option<domain::Agreement> {
+    match p {
+        v1::Agreement::Unspecified => None,
+        v1::Agreement::Agree => Some(domain::Agreement::Agree),
+        v1::Agreement::Disagree => Some(domain::Agreement::Disagree),
+    }
+}
+
+pub fn diagnosis_draft(h: &v1::DiagnosisHalf) -> Result<domain::DiagnosisDraft> {
+    Ok(domain::DiagnosisDraft {
+        case_id: identifier("case_id", &h.case_id)?,
+        barriers: barriers("barriers", &h.barriers)?,
+        agreement: enum_field("agreement", h.agreement, agreement)?,
+    })
+}
+
+impl TryFrom<&v1::DiagnosisHalf> for domain::DiagnosisHalf {
+    type Error = FieldError;
+    fn try_from(h: &v1::DiagnosisHalf) -> Result<Self> {
+        let draft = diagnosis_draft(h)?;
+        Ok(domain::DiagnosisHalf {
+            case_id: draft.case_id,
+            author_institution: enum_field("author_institution", h.author_institution, institution)?,
+            author: person::required_text("author", &h.author, MAX_SHORT_TEXT)?,
+            barriers: draft.barriers,
+            agreement: draft.agreement,
+            recorded_at: timestamp_from("recorded_at", h.recorded_at.as_ref())?,
+        })
+    }
+}
+
+impl From<&domain::DiagnosisHalf> for v1::DiagnosisHalf {
+    fn from(d: &domain::DiagnosisHalf) -> Self {
+        v1::DiagnosisHalf {
+            case_id: d.case_id.clone(),
+            author_institution: v1::Institution::from(d.author_institution) as i32,
+            author: d.author.clone(),
+            barriers: barriers_to_proto(&d.barriers),
+            agreement: match d.agreement {
+                domain::Agreement::Agree => v1::Agreement::Agree,
+                domain::Agreement::Disagree => v1::Agreement::Disagree,
+            } as i32,
+            recorded_at: Some(timestamp(d.recorded_at)),
+        }
+    }
+}
+
+// ---- case -------------------------------------------------------------------
+
+pub fn track(p: v1::Track) -> Option<domain::Track> {
+    match p {
+        v1::Track::Unspecified => None,
+        v1::Track::Global => Some(domain::Track::Global),
+        v1::Track::SocialExclusive => Some(domain::Track::SocialExclusive),
+    }
+}
+
+impl From<domain::Track> for v1::Track {
+    fn from(d: domain::Track) -> Self {
+        match d {
+            domain::Track::Global => v1::Track::Global,
+            domain::Track::SocialExclusive => v1::Track::SocialExclusive,
+        }
+    }
+}
+
+pub fn exit_reason(p: v1::ExitReason) -> Option<domain::ExitReason> {
+    use domain::ExitReason as D;
+    use v1::ExitReason as P;
+    Some(match p {
+        P::Unspecified => return None,
+        P::Job => D::Job,
+        P::Training => D::Training,
+        P::JobSearchAutonomy => D::JobSearchAutonomy,
+        P::SocialProblemSolved => D::SocialProblemSolved,
+        P::EndedByPerson => D::EndedByPerson,
+        P::MissedAppointments => D::MissedAppointments,
+        P::Deregistered => D::Deregistered,
+        P::EndOfTerm => D::EndOfTerm,
+    })
+}
+
+impl From<domain::ExitReason> for v1::ExitReason {
+    fn from(d: domain::ExitReason) -> Self {
+        use domain::ExitReason as D;
+        use v1::ExitReason as P;
+        match d {
+            D::Job => P::Job,
+            D::Training => P::Training,
+            D::JobSearchAutonomy => P::JobSearchAutonomy,
+            D::SocialProblemSolved => P::SocialProblemSolved,
+            D::EndedByPerson => P::EndedByPerson,
+            D::MissedAppointments => P::MissedAppointments,
+            D::Deregistered => P::Deregistered,
+            D::EndOfTerm => P::EndOfTerm,
+        }
+    }
+}
+
+pub fn pair(p: &v1::Pair) -> Result<domain::Pair> {
+    Ok(domain::Pair {
+        counsellor: person::required_text("counsellor", &p.counsellor, MAX_SHORT_TEXT)?,
+        social_worker: person::required_text("social_worker", &p.social_worker, MAX_SHORT_TEXT)?,
+    })
+}
+
+impl From<&domain::Pair> for v1::Pair {
+    fn from(d: &domain::Pair) -> Self {
+        v1::Pair { counsellor: d.counsellor.clone(), social_worker: d.social_worker.clone() }
+    }
+}
+
+/// An entry as the partner reports it.
+impl TryFrom<&v1::CaseEntry> for domain::CaseEntry {
+    type Error = FieldError;
+    fn try_from(e: &v1::CaseEntry) -> Result<Self> {
+        let evidence = required("evidence", e.evidence.as_ref())?;
+        Ok(domain::CaseEntry {
+            pair: pair(required("pair", e.pair.as_ref())?).map_err(|err| err.within("pair"))?,
+            track: enum_field("track", e.track, track)?,
+            entered_at: timestamp_from("entered_at", e.entered_at.as_ref())?,
+            contract_sha256: sha256_hex("evidence.document_sha256", &evidence.document_sha256)?,
+        })
+    }
+}
+
+impl From<&domain::CaseEntry> for v1::CaseEntry {
+    fn from(d: &domain::CaseEntry) -> Self {
+        v1::CaseEntry {
+            pair: Some((&d.pair).into()),
+            track: v1::Track::from(d.track) as i32,
+            entered_at: Some(timestamp(d.entered_at)),
+            evidence: Some(v1::ConsentEvidence {
+                kind: v1::EvidenceKind::SignedContract as i32,
+                document_sha256: d.contract_sha256.clone(),
+                signed_at: Some(timestamp(d.entered_at)),
+                collected_by: d.pair.counsellor.clone(),
+            }),
+        }
+    }
+}
+
+impl TryFrom<&v1::CaseExit> for domain::CaseExit {
+    type Error = FieldError;
+    fn try_from(e: &v1::CaseExit) -> Result<Self> {
+        Ok(domain::CaseExit {
+            reason: enum_field("reason", e.reason, exit_reason)?,
+            exited_at: timestamp_from("exited_at", e.exited_at.as_ref())?,
+        })
+    }
+}
+
+impl From<&domain::CaseExit> for v1::CaseExit {
+    fn from(d: &domain::CaseExit) -> Self {
+        v1::CaseExit { reason: v1::ExitReason::from(d.reason) as i32, exited_at: Some(timestamp(d.exited_at)) }
+    }
+}
+
+impl TryFrom<&v1::CaseEvent> for domain::CaseEvent {
+    type Error = FieldError;
+    fn try_from(e: &v1::CaseEvent) -> Result<Self> {
+        match e.change.as_ref() {
+            Some(v1::case_event::Change::Entry(entry)) => {
+                domain::CaseEntry::try_from(entry).map(domain::CaseEvent::Entered).map_err(|err| err.within("entry"))
+            }
+            Some(v1::case_event::Change::Exit(exit)) => {
+                domain::CaseExit::try_from(exit).map(domain::CaseEvent::Exited).map_err(|err| err.within("exit"))
+            }
+            None => Err(FieldError::new("change", "is required")),
+        }
+    }
+}
+
+pub fn case_event(case_id: &str, d: &domain::CaseEvent) -> v1::CaseEvent {
+    v1::CaseEvent {
+        case_id: case_id.to_owned(),
+        change: Some(match d {
+            domain::CaseEvent::Entered(entry) => v1::case_event::Change::Entry(entry.into()),
+            domain::CaseEvent::Exited(exit) => v1::case_event::Change::Exit(exit.into()),
+        }),
+    }
+}
+
+impl From<&domain::Case> for v1::Case {
+    fn from(d: &domain::Case) -> Self {
+        use domain::CaseState as S;
+        v1::Case {
+            case_id: d.case_id.clone(),
+            track: v1::Track::from(d.track) as i32,
+            state: match d.state {
+                S::Referred => v1::CaseState::Referred,
+                S::Diagnosed => v1::CaseState::Diagnosed,
+                S::Active => v1::CaseState::Active,
+                S::Exited => v1::CaseState::Exited,
+                S::NotEntered => v1::CaseState::NotEntered,
+            } as i32,
+            pair: d.pair.as_ref().map(Into::into),
+            referring_network: v1::Network::from(d.referring_network) as i32,
+            referred_at: Some(timestamp(d.referred_at)),
+            diagnosed_at: optional_timestamp(d.diagnosed_at),
+            entered_at: optional_timestamp(d.entered_at),
+            exited_at: optional_timestamp(d.exited_at),
+            exit_reason: d.exit_reason.map(|r| v1::ExitReason::from(r) as i32).unwrap_or_default(),
+        }
+    }
+}
+
+// ---- indicators -----------------------------------------------------------------
+
+impl From<&domain::Cell> for v1::Cell {
+    fn from(d: &domain::Cell) -> Self {
+        v1::Cell { key: d.key.clone(), count: d.count.unwrap_or(0), suppressed: d.count.is_none() }
+    }
+}
+
+pub fn cell(c: &v1::Cell) -> domain::Cell {
+    domain::Cell { key: c.key.clone(), count: (!c.suppressed).then_some(c.count) }
+}
+
+impl From<&domain::Indicators> for v1::Indicators {
+    fn from(d: &domain::Indicators) -> Self {
+        v1::Indicators {
+            source: v1::Institution::from(d.source) as i32,
+            computed_at: Some(timestamp(d.computed_at)),
+            referrals_sent: Some((&d.referrals_sent).into()),
+            entries: Some((&d.entries).into()),
+            in_progress: Some((&d.in_progress).into()),
+            entry_delay_days_sum: d.entry_delay_days_sum,
+            entry_delay_count: d.entry_delay_count,
+            exits_by_type: d.exits_by_type.iter().map(Into::into).collect(),
+            referrals_by_network: d.referrals_by_network.iter().map(Into::into).collect(),
+            min_cell_size: d.min_cell_size,
+            entry_delay_suppressed: d.entry_delay_suppressed,
+        }
+    }
+}
+
+impl TryFrom<&v1::Indicators> for domain::Indicators {
+    type Error = FieldError;
+    fn try_from(p: &v1::Indicators) -> Result<Self> {
+        let cell_of = |field: &str, c: Option<&v1::Cell>| required(field, c).map(cell);
+        Ok(domain::Indicators {
+            source: enum_field("source", p.source, institution)?,
+            computed_at: timestamp_from("computed_at", p.computed_at.as_ref())?,
+            referrals_sent: cell_of("referrals_sent", p.referrals_sent.as_ref())?,
+            entries: cell_of("entries", p.entries.as_ref())?,
+            in_progress: cell_of("in_progress", p.in_progress.as_ref())?,
+            entry_delay_days_sum: p.entry_delay_days_sum,
+            entry_delay_count: p.entry_delay_count,
+            entry_delay_suppressed: p.entry_delay_suppressed,
+            exits_by_type: p.exits_by_type.iter().map(cell).collect(),
+            referrals_by_network: p.referrals_by_network.iter().map(cell).collect(),
+            min_cell_size: p.min_cell_size,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn referral() -> v1::Referral {
+        v1::Referral {
+            case_id: "0193a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d".into(),
+            office_code: "CDAS-RENNES-NORD".into(),
+            person: Some(v1::PersonIdentity {
+                first_name: "Léa".into(),
+                last_name: "Martin".into(),
+                birth_date: "1988-04-12".into(),
+                jobseeker_number: String::new(),
+            }),
+            barriers: vec![v1::Barrier { category: v1::BarrierCategory::Housing as i32, level: v1::BarrierLevel::High as i32 }],
+            consent_id: "0193a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6e".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_valid_draft_converts() {
+        let draft = referral_draft(&referral()).expect("valid");
+        assert_eq!(draft.person.first_name, "Léa");
+    }
+
+    #[test]
+    fn errors_name_the_nested_field() {
+        let mut r = referral();
+        r.person.as_mut().expect("set").birth_date = "1988-13-40".into();
+        assert_eq!(referral_draft(&r).unwrap_err().field, "person.birth_date");
+
+        let mut r = referral();
+        r.barriers[0].level = 42;
+        let err = referral_draft(&r).unwrap_err();
+        assert_eq!(err.field, "barriers[0].level");
+        assert!(err.reason.contains("unknown value 42"));
+
+        let mut r = referral();
+        r.person = None;
+        assert_eq!(referral_draft(&r).unwrap_err().field, "person");
+    }
+
+    #[test]
+    fn referral_round_trips() {
+        let complete = referral_draft(&referral()).expect("valid").complete(
+            domain::Network::Social,
+            "sw-1".into(),
+            DateTime::from_timestamp(1_700_000_000, 0).expect("valid"),
+        );
+        let proto = v1::Referral::from(&complete);
+        assert_eq!(domain::Referral::try_from(&proto), Ok(complete));
+    }
+}

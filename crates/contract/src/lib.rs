@@ -1,0 +1,56 @@
+//! The shared contract: generated gRPC code, the embedded descriptor set (for
+//! reflection and for the boundary's annotation-driven policy), and the
+//! conversions between proto messages and domain types.
+
+use std::sync::OnceLock;
+
+use prost_reflect::DescriptorPool;
+
+pub mod convert;
+
+/// Generated from `proto/passerelle/v1`.
+#[allow(
+    clippy::doc_lazy_continuation,
+    clippy::large_enum_variant,
+    clippy::derive_partial_eq_without_eq,
+    missing_debug_implementations,
+    unused_qualifications
+)]
+pub mod v1 {
+    tonic::include_proto!("passerelle.v1");
+}
+
+/// The contract's encoded `FileDescriptorSet`, as compiled by the build script.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/passerelle_descriptor.bin"));
+
+/// The proto package every service lives in.
+pub const PACKAGE: &str = "passerelle.v1";
+
+/// The contract's descriptors, decoded once.
+pub fn descriptor_pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        #[allow(clippy::expect_used)]
+        DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("the build script wrote a valid descriptor set")
+    })
+}
+
+/// Full names of the services in the contract.
+pub mod services {
+    pub const EMPLOI: &str = "passerelle.v1.EmploiService";
+    pub const SOCIAL: &str = "passerelle.v1.SocialService";
+    pub const PILOTAGE: &str = "passerelle.v1.PilotageService";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_set_holds_the_three_services() {
+        let pool = descriptor_pool();
+        for name in [services::EMPLOI, services::SOCIAL, services::PILOTAGE] {
+            assert!(pool.get_service_by_name(name).is_some(), "{name} missing");
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The life of one case: referral, shared diagnosis, entry, exit.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DomainError;
+use crate::person::{Barrier, Contact, EmploymentSummary, PersonIdentity};
+use crate::vocabulary::{coded_enum, Institution, Network};
+
+/// The referral form (fiche de liaison).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Referral {
+    pub case_id: String,
+    pub referring_network: Network,
+    pub referred_by: String,
+    pub office_code: String,
+    pub person: PersonIdentity,
+    pub contact: Contact,
+    pub barriers: Vec<Barrier>,
+    pub employment: EmploymentSummary,
+    pub referred_at: DateTime<Utc>,
+    pub consent_id: String,
+}
+
+/// What an agent submits; the service adds who, when and from which network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferralDraft {
+    pub case_id: String,
+    pub office_code: String,
+    pub person: PersonIdentity,
+    pub contact: Contact,
+    pub barriers: Vec<Barrier>,
+    pub employment: EmploymentSummary,
+    pub consent_id: String,
+}
+
+impl ReferralDraft {
+    pub fn complete(self, referring_network: Network, referred_by: String, referred_at: DateTime<Utc>) -> Referral {
+        Referral {
+            case_id: self.case_id,
+            referring_network,
+            referred_by,
+            office_code: self.office_code,
+            person: self.person,
+            contact: self.contact,
+            barriers: self.barriers,
+            employment: self.employment,
+            referred_at,
+            consent_id: self.consent_id,
+        }
+    }
+}
+
+/// What an agent submits of its half of the diagnosis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagnosisDraft {
+    pub case_id: String,
+    pub barriers: Vec<Barrier>,
+    pub agreement: Agreement,
+}
+
+coded_enum!(Agreement { Agree => "agree", Disagree => "disagree" });
+
+/// One institution's half of the shared diagnosis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiagnosisHalf {
+    pub case_id: String,
+    pub author_institution: Institution,
+    pub author: String,
+    pub barriers: Vec<Barrier>,
+    pub agreement: Agreement,
+    pub recorded_at: DateTime<Utc>,
+}
+
+coded_enum!(Track { Global => "global", SocialExclusive => "social_exclusive" });
+
+coded_enum!(
+    CaseState {
+        Referred => "referred",
+        Diagnosed => "diagnosed",
+        Active => "active",
+        Exited => "exited",
+        NotEntered => "not_entered",
+    }
+);
+
+coded_enum!(
+    ExitReason {
+        Job => "job",
+        Training => "training",
+        JobSearchAutonomy => "job_search_autonomy",
+        SocialProblemSolved => "social_problem_solved",
+        EndedByPerson => "ended_by_person",
+        MissedAppointments => "missed_appointments",
+        Deregistered => "deregistered",
+        EndOfTerm => "end_of_term",
+    }
+);
+
+coded_enum!(
+    /// How the steering committee groups exits.
+    ExitType { Job => "job", Training => "training", Other => "other" }
+);
+
+impl ExitReason {
+    pub fn exit_type(self) -> ExitType {
+        match self {
+            ExitReason::Job => ExitType::Job,
+            ExitReason::Training => ExitType::Training,
+            _ => ExitType::Other,
+        }
+    }
+}
+
+/// The counsellor + social worker pair (binôme).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pair {
+    pub counsellor: String,
+    pub social_worker: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseEntry {
+    pub pair: Pair,
+    pub track: Track,
+    pub entered_at: DateTime<Utc>,
+    /// Digest of the signed contract; the document stays with the employment side.
+    pub contract_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseExit {
+    pub reason: ExitReason,
+    pub exited_at: DateTime<Utc>,
+}
+
+/// A change of state told to the partner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CaseEvent {
+    Entered(CaseEntry),
+    Exited(CaseExit),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Case {
+    pub case_id: String,
+    pub track: Track,
+    pub state: CaseState,
+    pub pair: Option<Pair>,
+    pub referring_network: Network,
+    pub referred_at: DateTime<Utc>,
+    pub diagnosed_at: Option<DateTime<Utc>>,
+    pub entered_at: Option<DateTime<Utc>>,
+    pub exited_at: Option<DateTime<Utc>>,
+    pub exit_reason: Option<ExitReason>,
+}
+
+impl Case {
+    pub fn referred(referral: &Referral) -> Self {
+        Case {
+            case_id: referral.case_id.clone(),
+            track: Track::Global,
+            state: CaseState::Referred,
+            pair: None,
+            referring_network: referral.referring_network,
+            referred_at: referral.referred_at,
+            diagnosed_at: None,
+            entered_at: None,
+            exited_at: None,
+            exit_reason: None,
+        }
+    }
+
+    /// Takes the halves known so far. Both halves agreeing makes the case
+    /// diagnosed; either disagreeing means the person does not enter.
+    pub fn apply_diagnosis(&mut self, halves: &[DiagnosisHalf]) {
+        if !matches!(self.state, CaseState::Referred | CaseState::Diagnosed | CaseState::NotEntered) {
+            return;
+        }
+        let half = |who| halves.iter().find(|h| h.author_institution == who);
+        let (Some(emploi), Some(social)) = (half(Institution::Emploi), half(Institution::Social)) else {
+            return;
+        };
+        let both_agree = emploi.agreement == Agreement::Agree && social.agreement == Agreement::Agree;
+        self.state = if both_agree { CaseState::Diagnosed } else { CaseState::NotEntered };
+        self.diagnosed_at = Some(emploi.recorded_at.max(social.recorded_at));
+    }
+
+    /// The person's signature starts the case.
+    pub fn enter(&mut self, entry: &CaseEntry) -> Result<(), DomainError> {
+        match self.state {
+            CaseState::Diagnosed => {}
+            CaseState::Active if self.entered_at == Some(entry.entered_at) => return Ok(()),
+            CaseState::Referred => {
+                return Err(DomainError::FailedPrecondition(
+                    "the shared diagnosis is not complete: both halves are needed before entry".into(),
+                ));
+            }
+            CaseState::NotEntered => {
+                return Err(DomainError::FailedPrecondition(
+                    "one of the pair did not agree at diagnosis: the person cannot enter".into(),
+                ));
+            }
+            s => return Err(DomainError::FailedPrecondition(format!("a case in state {s} cannot be entered"))),
+        }
+        if entry.entered_at < self.referred_at {
+            return Err(DomainError::Invalid(crate::FieldError::new("entry.entered_at", "is before the referral")));
+        }
+        self.state = CaseState::Active;
+        self.track = entry.track;
+        self.pair = Some(entry.pair.clone());
+        self.entered_at = Some(entry.entered_at);
+        Ok(())
+    }
+
+    pub fn exit(&mut self, exit: &CaseExit) -> Result<(), DomainError> {
+        match self.state {
+            CaseState::Active => {}
+            CaseState::Exited if self.exited_at == Some(exit.exited_at) && self.exit_reason == Some(exit.reason) => {
+                return Ok(());
+            }
+            s => return Err(DomainError::FailedPrecondition(format!("a case in state {s} cannot exit"))),
+        }
+        if self.entered_at.is_some_and(|entered| exit.exited_at < entered) {
+            return Err(DomainError::Invalid(crate::FieldError::new("exit.exited_at", "is before the entry")));
+        }
+        self.state = CaseState::Exited;
+        self.exited_at = Some(exit.exited_at);
+        self.exit_reason = Some(exit.reason);
+        Ok(())
+    }
+
+    /// Applies a change the partner made; the partner's own rules already ran.
+    pub fn apply_partner_event(&mut self, event: &CaseEvent) -> Result<(), DomainError> {
+        match event {
+            CaseEvent::Entered(entry) => {
+                if self.state == CaseState::Referred {
+                    // The partner may know the diagnosis outcome before our copy of its half arrives.
+                    self.state = CaseState::Diagnosed;
+                }
+                self.enter(entry)
+            }
+            CaseEvent::Exited(exit) => self.exit(exit),
+        }
+    }
+
+    /// Whole days from referral to entry, the agreements' headline delay.
+    pub fn entry_delay_days(&self) -> Option<i64> {
+        self.entered_at.map(|e| (e - self.referred_at).num_days())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, NaiveDate};
+
+    use super::*;
+    use crate::person::{BarrierCategory, BarrierLevel};
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).expect("valid")
+    }
+
+    fn referral() -> Referral {
+        Referral {
+            case_id: "k".into(),
+            referring_network: Network::Social,
+            referred_by: "sw".into(),
+            office_code: "CDAS-01".into(),
+            person: PersonIdentity {
+                first_name: "A".into(),
+                last_name: "B".into(),
+                birth_date: NaiveDate::from_ymd_opt(1990, 1, 1).expect("valid"),
+                jobseeker_number: None,
+            },
+            contact: Contact::default(),
+            barriers: vec![Barrier { category: BarrierCategory::Housing, level: BarrierLevel::High }],
+            employment: EmploymentSummary::default(),
+            referred_at: t0(),
+            consent_id: "c".into(),
+        }
+    }
+
+    fn half(who: Institution, agreement: Agreement, days: i64) -> DiagnosisHalf {
+        DiagnosisHalf {
+            case_id: "k".into(),
+            author_institution: who,
+            author: "x".into(),
+            barriers: vec![],
+            agreement,
+            recorded_at: t0() + Duration::days(days),
+        }
+    }
+
+    fn entry(days: i64) -> CaseEntry {
+        CaseEntry {
+            pair: Pair { counsellor: "c".into(), social_worker: "s".into() },
+            track: Track::Global,
+            entered_at: t0() + Duration::days(days),
+            contract_sha256: "ab".repeat(32),
+        }
+    }
+
+    #[test]
+    fn entry_needs_both_halves_agreeing() {
+        let mut case = Case::referred(&referral());
+        case.apply_diagnosis(&[half(Institution::Emploi, Agreement::Agree, 3)]);
+        assert_eq!(case.state, CaseState::Referred);
+        assert!(case.enter(&entry(10)).is_err());
+
+        case.apply_diagnosis(&[half(Institution::Emploi, Agreement::Agree, 3), half(Institution::Social, Agreement::Agree, 5)]);
+        assert_eq!(case.state, CaseState::Diagnosed);
+        assert_eq!(case.diagnosed_at, Some(t0() + Duration::days(5)));
+        case.enter(&entry(12)).expect("enters");
+        assert_eq!(case.state, CaseState::Active);
+        assert_eq!(case.entry_delay_days(), Some(12));
+    }
+
+    #[test]
+    fn one_disagreement_keeps_the_person_out() {
+        let mut case = Case::referred(&referral());
+        case.apply_diagnosis(&[half(Institution::Emploi, Agreement::Agree, 3), half(Institution::Social, Agreement::Disagree, 4)]);
+        assert_eq!(case.state, CaseState::NotEntered);
+        assert!(matches!(case.enter(&entry(5)), Err(DomainError::FailedPrecondition(_))));
+    }
+
+    #[test]
+    fn exit_needs_an_active_case_and_is_idempotent() {
+        let mut case = Case::referred(&referral());
+        let exit = CaseExit { reason: ExitReason::Training, exited_at: t0() + Duration::days(100) };
+        assert!(case.exit(&exit).is_err());
+        case.apply_diagnosis(&[half(Institution::Emploi, Agreement::Agree, 1), half(Institution::Social, Agreement::Agree, 1)]);
+        case.enter(&entry(2)).expect("enters");
+        case.exit(&exit).expect("exits");
+        case.exit(&exit).expect("same exit again is a no-op");
+        assert_eq!(case.exit_reason.map(ExitReason::exit_type), Some(ExitType::Training));
+        let other = CaseExit { reason: ExitReason::Job, ..exit };
+        assert!(case.exit(&other).is_err());
+    }
+
+    #[test]
+    fn exit_before_entry_is_refused() {
+        let mut case = Case::referred(&referral());
+        case.apply_diagnosis(&[half(Institution::Emploi, Agreement::Agree, 1), half(Institution::Social, Agreement::Agree, 1)]);
+        case.enter(&entry(20)).expect("enters");
+        let early = CaseExit { reason: ExitReason::Job, exited_at: t0() + Duration::days(3) };
+        assert!(matches!(case.exit(&early), Err(DomainError::Invalid(_))));
+    }
+}

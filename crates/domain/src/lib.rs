@@ -1,0 +1,21 @@
+//! The accompaniment's domain: what a referral, a consent, a diagnosis and a
+//! case are, and the rules that move a case along. Nothing here knows about
+//! gRPC or SQL; the edges convert into these types.
+
+pub mod case;
+pub mod clock;
+pub mod consent;
+pub mod error;
+pub mod indicators;
+pub mod outbound;
+pub mod person;
+pub mod vocabulary;
+
+pub use case::{Agreement, Case, CaseEntry, CaseEvent, CaseExit, CaseState, DiagnosisDraft, DiagnosisHalf, ExitReason, ExitType, Pair, Referral, ReferralDraft, Track};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use consent::{Consent, ConsentRefusal, ConsentState, Evidence, EvidenceKind, NewConsent};
+pub use error::{DomainError, FieldError};
+pub use indicators::{Cell, Indicators};
+pub use outbound::Outbound;
+pub use person::{Barrier, BarrierCategory, BarrierLevel, Contact, EmploymentSummary, PersonIdentity};
+pub use vocabulary::{DataCategory, Institution, LegalBasis, Network, Purpose, Role};
