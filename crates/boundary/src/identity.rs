@@ -1,0 +1,281 @@
+//! Identity comes only from a verified JWT: the issuer's key is fixed in
+//! configuration (never taken from the token), the algorithm is on an allow
+//! list, and `iss`, `aud` and `exp` are checked. Each issuer may only speak for
+//! the institutions configured for it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use passerelle_domain::{Institution, Role};
+use serde::{Deserialize, Serialize};
+
+/// Asymmetric algorithms only: a shared secret would let any verifier mint tokens.
+pub const ALLOWED_ALGORITHMS: &[Algorithm] = &[Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256, Algorithm::PS256];
+
+/// Who is calling, as established by the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The agent's (or service's) stable identifier: the token's `sub`.
+    pub agent: String,
+    pub institution: Institution,
+    pub role: Role,
+    pub issuer: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    pub iat: u64,
+    pub institution: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("algorithm not allowed")]
+    AlgorithmNotAllowed,
+    #[error("unknown issuer")]
+    UnknownIssuer,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("issuer may not speak for this institution")]
+    InstitutionNotAllowedForIssuer,
+    #[error("unknown institution or role claim")]
+    UnknownClaim,
+}
+
+/// An issuer this service trusts, with its key from configuration.
+#[derive(Clone)]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    pub algorithm: Algorithm,
+    pub key: DecodingKey,
+    pub institutions: BTreeSet<Institution>,
+}
+
+impl std::fmt::Debug for TrustedIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustedIssuer")
+            .field("issuer", &self.issuer)
+            .field("algorithm", &self.algorithm)
+            .field("institutions", &self.institutions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrustedIssuer {
+    pub fn ed25519(issuer: impl Into<String>, public_key_pem: &str, institutions: BTreeSet<Institution>) -> Result<Self, IdentityError> {
+        Ok(TrustedIssuer {
+            issuer: issuer.into(),
+            algorithm: Algorithm::EdDSA,
+            key: DecodingKey::from_ed_pem(public_key_pem.as_bytes()).map_err(|e| IdentityError::Invalid(e.to_string()))?,
+            institutions,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    audience: String,
+    issuers: HashMap<String, TrustedIssuer>,
+    leeway_seconds: u64,
+}
+
+#[derive(Deserialize)]
+struct IssuerOnly {
+    iss: Option<String>,
+}
+
+impl Verifier {
+    pub fn new(audience: impl Into<String>, issuers: impl IntoIterator<Item = TrustedIssuer>, leeway_seconds: u64) -> Self {
+        Verifier {
+            audience: audience.into(),
+            issuers: issuers.into_iter().map(|i| (i.issuer.clone(), i)).collect(),
+            leeway_seconds,
+        }
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Caller, IdentityError> {
+        // `alg: none` and unknown algorithms fail here: jsonwebtoken has no such variant.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| IdentityError::Malformed)?;
+        if !ALLOWED_ALGORITHMS.contains(&header.alg) {
+            return Err(IdentityError::AlgorithmNotAllowed);
+        }
+        // The issuer is read unverified only to pick the configured key.
+        let unverified = jsonwebtoken::dangerous::insecure_decode::<IssuerOnly>(token).map_err(|_| IdentityError::Malformed)?;
+        let iss = unverified.claims.iss.ok_or(IdentityError::Malformed)?;
+        let issuer = self.issuers.get(&iss).ok_or(IdentityError::UnknownIssuer)?;
+        if header.alg != issuer.algorithm {
+            return Err(IdentityError::AlgorithmNotAllowed);
+        }
+        let mut validation = Validation::new(issuer.algorithm);
+        validation.set_issuer(&[&issuer.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = self.leeway_seconds;
+        validation.validate_exp = true;
+        let data = jsonwebtoken::decode::<Claims>(token, &issuer.key, &validation)
+            .map_err(|e| IdentityError::Invalid(format!("{:?}", e.kind())))?;
+        let claims = data.claims;
+        let institution = Institution::from_code(&claims.institution).ok_or(IdentityError::UnknownClaim)?;
+        let role = Role::from_code(&claims.role).ok_or(IdentityError::UnknownClaim)?;
+        if !issuer.institutions.contains(&institution) {
+            return Err(IdentityError::InstitutionNotAllowedForIssuer);
+        }
+        Ok(Caller { agent: claims.sub, institution, role, issuer: claims.iss })
+    }
+}
+
+/// Mints tokens: a service's own identity for its outgoing calls, or the
+/// local development issuer of `passerelle token`.
+#[derive(Clone)]
+pub struct Signer {
+    issuer: String,
+    key: EncodingKey,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Signer {
+    pub fn ed25519(issuer: impl Into<String>, private_key_pem: &str) -> Result<Self, IdentityError> {
+        Ok(Signer {
+            issuer: issuer.into(),
+            key: EncodingKey::from_ed_pem(private_key_pem.as_bytes()).map_err(|e| IdentityError::Invalid(e.to_string()))?,
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn sign(&self, agent: &str, institution: Institution, role: Role, audience: &str, ttl_seconds: u64) -> Result<String, IdentityError> {
+        let iat = unix_now();
+        self.sign_claims(&Claims {
+            iss: self.issuer.clone(),
+            sub: agent.to_owned(),
+            aud: audience.to_owned(),
+            exp: iat + ttl_seconds,
+            iat,
+            institution: institution.code().to_owned(),
+            role: role.code().to_owned(),
+        })
+    }
+
+    pub fn sign_claims(&self, claims: &Claims) -> Result<String, IdentityError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.key).map_err(|e| IdentityError::Invalid(e.to_string()))
+    }
+}
+
+/// An Ed25519 key pair in PEM (PKCS#8 private, SPKI public).
+#[derive(Clone)]
+pub struct KeyPair {
+    pub private_pem: String,
+    pub public_pem: String,
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPair").field("public_pem", &self.public_pem).finish_non_exhaustive()
+    }
+}
+
+impl KeyPair {
+    pub fn generate() -> Result<Self, IdentityError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| IdentityError::Invalid(e.to_string()))?;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let private_pem = signing.to_pkcs8_pem(LineEnding::LF).map_err(|e| IdentityError::Invalid(e.to_string()))?;
+        let public_pem =
+            signing.verifying_key().to_public_key_pem(LineEnding::LF).map_err(|e| IdentityError::Invalid(e.to_string()))?;
+        Ok(KeyPair { private_pem: private_pem.to_string(), public_pem })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (Signer, Verifier) {
+        let keys = KeyPair::generate().expect("keys");
+        let signer = Signer::ed25519("https://idp.test", &keys.private_pem).expect("signer");
+        let trusted = TrustedIssuer::ed25519("https://idp.test", &keys.public_pem, [Institution::Social].into()).expect("issuer");
+        (signer, Verifier::new("passerelle-emploi", [trusted], 0))
+    }
+
+    #[test]
+    fn a_valid_token_gives_the_caller() {
+        let (signer, verifier) = setup();
+        let token = signer.sign("sw-1", Institution::Social, Role::SocialWorker, "passerelle-emploi", 60).expect("token");
+        let caller = verifier.verify(&token).expect("valid");
+        assert_eq!(caller.agent, "sw-1");
+        assert_eq!(caller.institution, Institution::Social);
+        assert_eq!(caller.role, Role::SocialWorker);
+    }
+
+    #[test]
+    fn wrong_audience_expired_and_foreign_institution_are_refused() {
+        let (signer, verifier) = setup();
+        let other_aud = signer.sign("sw", Institution::Social, Role::SocialWorker, "passerelle-social", 60).expect("token");
+        assert!(matches!(verifier.verify(&other_aud), Err(IdentityError::Invalid(_))));
+
+        let now = unix_now();
+        let expired = signer
+            .sign_claims(&Claims {
+                iss: "https://idp.test".into(),
+                sub: "sw".into(),
+                aud: "passerelle-emploi".into(),
+                exp: now - 120,
+                iat: now - 180,
+                institution: "social".into(),
+                role: "social_worker".into(),
+            })
+            .expect("token");
+        assert!(matches!(verifier.verify(&expired), Err(IdentityError::Invalid(_))));
+
+        let emploi = signer.sign("c", Institution::Emploi, Role::Counsellor, "passerelle-emploi", 60).expect("token");
+        assert_eq!(verifier.verify(&emploi), Err(IdentityError::InstitutionNotAllowedForIssuer));
+    }
+
+    #[test]
+    fn alg_none_and_other_keys_are_refused() {
+        let (_, verifier) = setup();
+        // {"alg":"none","typ":"JWT"} . {"iss":"https://idp.test",...} . (no signature)
+        let header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
+        let payload = "eyJpc3MiOiJodHRwczovL2lkcC50ZXN0Iiwic3ViIjoieCIsImF1ZCI6InBhc3NlcmVsbGUtZW1wbG9pIiwiZXhwIjo0MTAyNDQ0ODAwLCJpYXQiOjEsImluc3RpdHV0aW9uIjoic29jaWFsIiwicm9sZSI6InNlcnZpY2UifQ";
+        assert_eq!(verifier.verify(&format!("{header}.{payload}.")), Err(IdentityError::Malformed));
+
+        let stranger = KeyPair::generate().expect("keys");
+        let forged = Signer::ed25519("https://idp.test", &stranger.private_pem)
+            .expect("signer")
+            .sign("x", Institution::Social, Role::Service, "passerelle-emploi", 60)
+            .expect("token");
+        assert!(matches!(verifier.verify(&forged), Err(IdentityError::Invalid(_))));
+
+        let unknown = Signer::ed25519("https://elsewhere", &stranger.private_pem)
+            .expect("signer")
+            .sign("x", Institution::Social, Role::Service, "passerelle-emploi", 60)
+            .expect("token");
+        assert_eq!(verifier.verify(&unknown), Err(IdentityError::UnknownIssuer));
+    }
+}

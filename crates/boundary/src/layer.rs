@@ -1,0 +1,170 @@
+//! The gate in front of every contract RPC: authenticate (JWT only), then the
+//! deny-by-default allow list. Health and reflection stay open so probes and
+//! tooling work without a token; they carry no personal data.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use chrono::{DateTime, Utc};
+use tonic::Status;
+use tower::{Layer, Service};
+
+use crate::audit::{AuditEntry, Decision, Direction};
+use crate::identity::{Caller, Verifier};
+use crate::policy::{Policy, RpcRule};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Durable, append-only audit storage. The layer waits for the append before
+/// answering: a decision that cannot be recorded is not given (fail closed).
+pub trait AuditAppend: Send + Sync + 'static {
+    fn append(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), String>>;
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// Put in the request's extensions once the caller is admitted.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub caller: Caller,
+    pub rule: RpcRule,
+}
+
+#[derive(Clone)]
+pub struct BoundaryLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    verifier: Verifier,
+    policy: Policy,
+    audit: Arc<dyn AuditAppend>,
+}
+
+impl std::fmt::Debug for BoundaryLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundaryLayer").field("audience", &self.shared.verifier.audience()).finish_non_exhaustive()
+    }
+}
+
+impl BoundaryLayer {
+    pub fn new(verifier: Verifier, policy: Policy, audit: Arc<dyn AuditAppend>) -> Self {
+        BoundaryLayer { shared: Arc::new(Shared { verifier, policy, audit }) }
+    }
+}
+
+impl<S> Layer<S> for BoundaryLayer {
+    type Service = BoundaryService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        BoundaryService { inner, shared: self.shared.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct BoundaryService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> std::fmt::Debug for BoundaryService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundaryService").finish_non_exhaustive()
+    }
+}
+
+/// Only the contract's own services sit behind the gate.
+fn is_guarded(path: &str) -> bool {
+    path.starts_with("/passerelle.")
+}
+
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+impl Shared {
+    /// Authenticates and authorises; on refusal, records the denial first.
+    async fn admit(&self, path: &str, token: Option<String>) -> Result<Admission, Status> {
+        let caller = match token.as_deref().map(|t| self.verifier.verify(t)) {
+            Some(Ok(caller)) => caller,
+            failure => {
+                let reason = match failure {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "missing bearer token".to_owned(),
+                };
+                self.record_denial(path, None, &reason).await?;
+                return Err(Status::unauthenticated(reason));
+            }
+        };
+        match self.policy.authorize(&caller, path) {
+            Ok(rule) => Ok(Admission { caller, rule: rule.clone() }),
+            Err(denial) => {
+                let reason = denial.to_string();
+                self.record_denial(path, Some(&caller), &reason).await?;
+                Err(Status::permission_denied(reason))
+            }
+        }
+    }
+
+    async fn record_denial(&self, path: &str, caller: Option<&Caller>, reason: &str) -> Result<(), Status> {
+        let rule = self.policy.rule(path);
+        let crossing = rule.and_then(|r| r.crossing.as_ref());
+        let entry = AuditEntry {
+            at: self.audit.now(),
+            direction: Direction::Inbound,
+            agent: caller.map(|c| c.agent.clone()),
+            agent_institution: caller.map(|c| c.institution),
+            agent_role: caller.map(|c| c.role),
+            counterpart: caller.map(|c| c.institution),
+            method: path.to_owned(),
+            case_id: None,
+            purpose: crossing.map(|c| c.purpose),
+            legal_basis: crossing.map(|c| c.legal_basis),
+            consent_id: None,
+            categories: Default::default(),
+            fields: vec![],
+            decision: Decision::Denied,
+            reason: Some(reason.to_owned()),
+        };
+        self.audit.append(entry).await.map_err(|e| {
+            tracing::error!(error = %e, "audit append failed; refusing the call");
+            Status::unavailable("audit log unavailable")
+        })
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for BoundaryService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The ready service goes with this call; a fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path().to_owned();
+        if !is_guarded(&path) {
+            return Box::pin(inner.call(request));
+        }
+        let shared = self.shared.clone();
+        let token = bearer(request.headers()).map(str::to_owned);
+        Box::pin(async move {
+            match shared.admit(&path, token).await {
+                Ok(admission) => {
+                    request.extensions_mut().insert(admission);
+                    inner.call(request).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}

@@ -1,0 +1,209 @@
+//! Data minimisation at run time, driven by the same annotations as the
+//! contract test: any field whose category the crossing does not allow is
+//! cleared before the message leaves (defence in depth). Unclassified fields
+//! are cleared too: deny by default.
+
+use std::collections::BTreeSet;
+
+use passerelle_contract::{convert, v1};
+use passerelle_domain::DataCategory;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, ReflectMessage, Value};
+
+#[derive(Debug, Clone)]
+pub struct Minimiser {
+    pool: DescriptorPool,
+    category: ExtensionDescriptor,
+}
+
+/// A message after minimisation, with what was kept and stripped (field
+/// paths, never values) for the audit record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Minimised<M> {
+    pub message: M,
+    pub kept: Vec<String>,
+    pub stripped: Vec<String>,
+    pub categories: BTreeSet<DataCategory>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MinimiseError {
+    #[error("message {0} is not in the contract")]
+    UnknownMessage(String),
+    #[error("could not re-decode {0}")]
+    Decode(String),
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    kept: Vec<String>,
+    stripped: Vec<String>,
+    categories: BTreeSet<DataCategory>,
+}
+
+impl Minimiser {
+    pub fn from_contract() -> Self {
+        #[allow(clippy::expect_used)]
+        Self::from_pool(passerelle_contract::descriptor_pool().clone()).expect("the contract defines passerelle.v1.category")
+    }
+
+    pub fn from_pool(pool: DescriptorPool) -> Option<Self> {
+        let category = pool.get_extension_by_name("passerelle.v1.category")?;
+        Some(Minimiser { pool, category })
+    }
+
+    /// The category a field is annotated with, if any.
+    pub fn category(&self, field: &FieldDescriptor) -> Option<DataCategory> {
+        let n = field.options().get_extension(&self.category).as_enum_number()?;
+        v1::DataCategory::try_from(n).ok().and_then(convert::data_category)
+    }
+
+    /// Minimises a generated message for a crossing allowing `allowed`.
+    pub fn minimise<M>(&self, message: &M, allowed: &BTreeSet<DataCategory>) -> Result<Minimised<M>, MinimiseError>
+    where
+        M: Message + prost::Name + Default,
+    {
+        let name = M::full_name();
+        let descriptor = self.pool.get_message_by_name(&name).ok_or_else(|| MinimiseError::UnknownMessage(name.clone()))?;
+        let mut dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+            .map_err(|_| MinimiseError::Decode(name.clone()))?;
+        let report = self.minimise_dynamic(&mut dynamic, allowed);
+        let message = M::decode(dynamic.encode_to_vec().as_slice()).map_err(|_| MinimiseError::Decode(name))?;
+        Ok(Minimised { message, kept: report.kept, stripped: report.stripped, categories: report.categories })
+    }
+
+    /// Paths of the set fields of a message (for the audit record), without changing it.
+    pub fn present_fields<M>(&self, message: &M) -> Vec<String>
+    where
+        M: Message + prost::Name + Default,
+    {
+        let all: BTreeSet<DataCategory> = DataCategory::ALL.iter().copied().collect();
+        self.minimise(message, &all).map(|m| m.kept).unwrap_or_default()
+    }
+
+    fn minimise_dynamic(&self, message: &mut DynamicMessage, allowed: &BTreeSet<DataCategory>) -> Report {
+        let mut report = Report::default();
+        self.walk(message, "", allowed, &mut report);
+        report
+    }
+
+    fn walk(&self, message: &mut DynamicMessage, prefix: &str, allowed: &BTreeSet<DataCategory>, report: &mut Report) {
+        let fields: Vec<FieldDescriptor> = message.descriptor().fields().collect();
+        for field in fields {
+            if !message.has_field(&field) {
+                continue;
+            }
+            let path = format!("{prefix}{}", field.name());
+            match self.category(&field) {
+                Some(category) if allowed.contains(&category) => {
+                    if matches!(field.kind(), Kind::Message(_)) && !field.is_map() {
+                        let before = report.kept.len();
+                        match message.get_field_mut(&field) {
+                            Value::Message(inner) => self.walk(inner, &format!("{path}."), allowed, report),
+                            Value::List(items) => {
+                                for item in items.iter_mut() {
+                                    if let Value::Message(inner) = item {
+                                        self.walk(inner, &format!("{path}[]."), allowed, report);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                        if report.kept.len() == before {
+                            // Everything inside was stripped: the empty shell goes too.
+                            message.clear_field(&field);
+                        }
+                    } else {
+                        if !report.kept.contains(&path) {
+                            report.kept.push(path);
+                        }
+                        report.categories.insert(category);
+                    }
+                }
+                _ => {
+                    message.clear_field(&field);
+                    report.stripped.push(path);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crossing message that (wrongly) carries a LOCAL_ONLY field: the static
+    /// contract test forbids this in the real contract, so the run-time filter
+    /// is shown on a contract of its own.
+    fn leaky_pool() -> DescriptorPool {
+        let dir = std::env::temp_dir().join(format!("passerelle-minimise-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("leaky")).expect("dir");
+        std::fs::write(dir.join("leaky/boundary.proto"), include_str!("../../../proto/passerelle/v1/boundary.proto")).expect("write");
+        std::fs::write(
+            dir.join("leaky/leaky.proto"),
+            r#"syntax = "proto3";
+package leaky;
+import "leaky/boundary.proto";
+message Person {
+  string name = 1 [(passerelle.v1.category) = DATA_CATEGORY_IDENTITY];
+  string nir = 2 [(passerelle.v1.category) = DATA_CATEGORY_LOCAL_ONLY];
+}
+message Crossing {
+  Person person = 1 [(passerelle.v1.category) = DATA_CATEGORY_IDENTITY];
+  repeated Person others = 2 [(passerelle.v1.category) = DATA_CATEGORY_IDENTITY];
+  string note = 3 [(passerelle.v1.category) = DATA_CATEGORY_LOCAL_ONLY];
+  string unclassified = 4;
+}
+"#,
+        )
+        .expect("write");
+        let mut compiler = protox::Compiler::new([&dir]).expect("compiler");
+        compiler.include_imports(true).open_file("leaky/leaky.proto").expect("compile");
+        DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).expect("pool")
+    }
+
+    #[test]
+    fn local_only_and_unclassified_fields_are_stripped_at_every_depth() {
+        let pool = leaky_pool();
+        let minimiser = Minimiser::from_pool(pool.clone()).expect("category option");
+        let crossing = pool.get_message_by_name("leaky.Crossing").expect("message");
+        let person = pool.get_message_by_name("leaky.Person").expect("message");
+        let mut p = DynamicMessage::new(person);
+        p.set_field_by_name("name", Value::String("Léa".into()));
+        p.set_field_by_name("nir", Value::String("2880435123456".into()));
+        let mut m = DynamicMessage::new(crossing);
+        m.set_field_by_name("person", Value::Message(p.clone()));
+        m.set_field_by_name("others", Value::List(vec![Value::Message(p)]));
+        m.set_field_by_name("note", Value::String("secret narrative".into()));
+        m.set_field_by_name("unclassified", Value::String("?".into()));
+
+        let allowed = [DataCategory::Identity].into();
+        let report = minimiser.minimise_dynamic(&mut m, &allowed);
+
+        assert_eq!(report.kept, vec!["person.name", "others[].name"]);
+        assert_eq!(report.stripped, vec!["person.nir", "others[].nir", "note", "unclassified"]);
+        let bytes = m.encode_to_vec();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("2880435123456"));
+        assert!(!text.contains("secret narrative"));
+        assert!(text.contains("Léa"));
+    }
+
+    #[test]
+    fn generated_messages_are_minimised_by_their_contract_name() {
+        let minimiser = Minimiser::from_contract();
+        let referral = v1::Referral {
+            case_id: "k".into(),
+            person: Some(v1::PersonIdentity { first_name: "Léa".into(), ..Default::default() }),
+            contact: Some(v1::Contact { phone: "0600000000".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        let allowed = [DataCategory::Case, DataCategory::Identity].into();
+        let out = minimiser.minimise(&referral, &allowed).expect("minimised");
+        assert_eq!(out.message.contact, None);
+        assert_eq!(out.message.person.as_ref().map(|p| p.first_name.as_str()), Some("Léa"));
+        assert_eq!(out.stripped, vec!["contact"]);
+        assert_eq!(out.categories, allowed);
+    }
+}
