@@ -731,24 +731,21 @@ impl From<&domain::Cell> for v1::Cell {
     }
 }
 
-pub fn cell(c: &v1::Cell) -> domain::Cell {
-    domain::Cell { key: c.key.clone(), count: (!c.suppressed).then_some(c.count) }
-}
-
 impl From<&domain::Indicators> for v1::Indicators {
     fn from(d: &domain::Indicators) -> Self {
         v1::Indicators {
             source: v1::Institution::from(d.source) as i32,
             computed_at: Some(timestamp(d.computed_at)),
-            referrals_sent: Some((&d.referrals_sent).into()),
-            entries: Some((&d.entries).into()),
-            in_progress: Some((&d.in_progress).into()),
+            referrals_sent: d.referrals_sent,
+            entries: d.entries,
+            in_progress: d.in_progress,
             entry_delay_days_sum: d.entry_delay_days_sum,
             entry_delay_count: d.entry_delay_count,
-            exits_by_type: d.exits_by_type.iter().map(Into::into).collect(),
-            referrals_by_network: d.referrals_by_network.iter().map(Into::into).collect(),
-            min_cell_size: d.min_cell_size,
-            entry_delay_suppressed: d.entry_delay_suppressed,
+            exits_by_type: d
+                .exits_by_type
+                .iter()
+                .map(|(key, count)| v1::Cell { key: key.clone(), count: *count, suppressed: false })
+                .collect(),
         }
     }
 }
@@ -756,19 +753,18 @@ impl From<&domain::Indicators> for v1::Indicators {
 impl TryFrom<&v1::Indicators> for domain::Indicators {
     type Error = FieldError;
     fn try_from(p: &v1::Indicators) -> Result<Self> {
-        let cell_of = |field: &str, c: Option<&v1::Cell>| required(field, c).map(cell);
+        if let Some(i) = p.exits_by_type.iter().position(|c| c.suppressed) {
+            return Err(FieldError::new(format!("exits_by_type[{i}].suppressed"), "sources send exact counts"));
+        }
         Ok(domain::Indicators {
             source: enum_field("source", p.source, institution)?,
             computed_at: timestamp_from("computed_at", p.computed_at.as_ref())?,
-            referrals_sent: cell_of("referrals_sent", p.referrals_sent.as_ref())?,
-            entries: cell_of("entries", p.entries.as_ref())?,
-            in_progress: cell_of("in_progress", p.in_progress.as_ref())?,
+            referrals_sent: p.referrals_sent,
+            entries: p.entries,
+            in_progress: p.in_progress,
             entry_delay_days_sum: p.entry_delay_days_sum,
             entry_delay_count: p.entry_delay_count,
-            entry_delay_suppressed: p.entry_delay_suppressed,
-            exits_by_type: p.exits_by_type.iter().map(cell).collect(),
-            referrals_by_network: p.referrals_by_network.iter().map(cell).collect(),
-            min_cell_size: p.min_cell_size,
+            exits_by_type: p.exits_by_type.iter().map(|c| (c.key.clone(), c.count)).collect(),
         })
     }
 }

@@ -45,21 +45,18 @@ pub fn publish_group(raw: &[(String, u64)], min_cell_size: u64) -> Vec<Cell> {
     cells
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Exact aggregates from one institution; secrecy is applied on publication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Indicators {
     pub source: Institution,
     pub computed_at: DateTime<Utc>,
-    pub referrals_sent: Cell,
-    pub entries: Cell,
-    pub in_progress: Cell,
-    /// Sum of entry delays (days) and how many entries it covers; both zero
-    /// and `entry_delay_suppressed` set when too few entries back them.
+    pub referrals_sent: u64,
+    pub entries: u64,
+    pub in_progress: u64,
     pub entry_delay_days_sum: u64,
     pub entry_delay_count: u64,
-    pub entry_delay_suppressed: bool,
-    pub exits_by_type: Vec<Cell>,
-    pub referrals_by_network: Vec<Cell>,
-    pub min_cell_size: u32,
+    /// Keyed by [`crate::ExitType`] code.
+    pub exits_by_type: Vec<(String, u64)>,
 }
 
 #[cfg(test)]

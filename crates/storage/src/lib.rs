@@ -1,0 +1,140 @@
+//! Storage for the three services. SQLite is the embedded default, PostgreSQL
+//! the production database; both run the same runtime queries through sqlx's
+//! `Any` driver, with migrations kept per backend.
+
+pub mod audit;
+pub mod institution;
+pub mod pilotage;
+pub mod testing;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+use sqlx::AnyPool;
+
+pub use institution::InstitutionStore;
+pub use pilotage::PilotageStore;
+
+static INSTITUTION_SQLITE: Migrator = sqlx::migrate!("migrations/institution/sqlite");
+static INSTITUTION_POSTGRES: Migrator = sqlx::migrate!("migrations/institution/postgres");
+static PILOTAGE_SQLITE: Migrator = sqlx::migrate!("migrations/pilotage/sqlite");
+static PILOTAGE_POSTGRES: Migrator = sqlx::migrate!("migrations/pilotage/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Config("database URL must start with sqlite: or postgres://".into()))
+        }
+    }
+}
+
+/// Which service's schema a database holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    Institution,
+    Pilotage,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// A unique or primary-key violation: another writer got there first.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A connection pool with the schema of one service applied.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Database {
+    /// Connects, creating an SQLite file if needed, and applies migrations.
+    pub async fn connect(url: &str, schema: Schema, max_connections: u32) -> Result<Self> {
+        install_default_drivers();
+        let backend = Backend::of_url(url)?;
+        let url = match backend {
+            // Create the file on first start; a fresh machine needs nothing else.
+            Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let options = sqlx::any::AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers work while the outbox relay writes.
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
+        let migrator = match (schema, backend) {
+            (Schema::Institution, Backend::Sqlite) => &INSTITUTION_SQLITE,
+            (Schema::Institution, Backend::Postgres) => &INSTITUTION_POSTGRES,
+            (Schema::Pilotage, Backend::Sqlite) => &PILOTAGE_SQLITE,
+            (Schema::Pilotage, Backend::Postgres) => &PILOTAGE_POSTGRES,
+        };
+        migrator.run(&pool).await?;
+        Ok(Database { pool, backend })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Readiness: the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Instants are stored as microseconds since the epoch: exact and portable.
+pub fn to_micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+pub fn from_micros(micros: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::Corrupt(format!("instant {micros} out of range")))
+}

@@ -1,0 +1,509 @@
+//! The store of an institution's service (employment or social side). Writes
+//! go through [`Tx`], so a change, its outbox message and its idempotency
+//! record commit together or not at all.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use passerelle_domain::{
+    Agreement, Case, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf, Evidence, EvidenceKind, ExitReason, Institution,
+    Network, Outbound, Pair, Purpose, Referral, Track,
+};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::audit::AuditLog;
+use crate::{from_micros, to_micros, Database, Result, Schema, StoreError};
+
+/// Where a referral came from, seen from this institution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Written by this institution's own agents.
+    Local,
+    /// Received from the partner.
+    Partner,
+}
+
+impl Origin {
+    fn code(self) -> &'static str {
+        match self {
+            Origin::Local => "local",
+            Origin::Partner => "partner",
+        }
+    }
+}
+
+/// A message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMessage {
+    pub id: i64,
+    pub message_key: String,
+    pub message: Outbound,
+    pub attempts: i64,
+}
+
+/// The outbox's state, for health and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxDepth {
+    pub pending: i64,
+    pub abandoned: i64,
+    pub oldest_pending_at: Option<i64>,
+}
+
+/// Case counts the indicators are computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CaseCounts {
+    pub referrals_sent: u64,
+    pub entries: u64,
+    pub in_progress: u64,
+    pub entry_delay_days_sum: u64,
+    pub entry_delay_count: u64,
+    pub exits_by_reason: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InstitutionStore {
+    db: Database,
+    audit: AuditLog,
+}
+
+fn codes<T: Copy>(set: &BTreeSet<T>, code: fn(T) -> &'static str) -> String {
+    set.iter().map(|v| code(*v)).collect::<Vec<_>>().join(",")
+}
+
+fn parse_codes<T: Ord>(text: &str, parse: fn(&str) -> Option<T>) -> Result<BTreeSet<T>> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown code {s}"))))
+        .collect()
+}
+
+fn parse_code<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown code {text}")))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn consent_from_row(row: &AnyRow) -> Result<Consent> {
+    Ok(Consent {
+        consent_id: row.try_get("consent_id")?,
+        case_id: row.try_get("case_id")?,
+        purposes: parse_codes(&row.try_get::<String, _>("purposes")?, Purpose::from_code)?,
+        recipients: parse_codes(&row.try_get::<String, _>("recipients")?, Institution::from_code)?,
+        categories: parse_codes(&row.try_get::<String, _>("categories")?, DataCategory::from_code)?,
+        evidence: Evidence {
+            kind: parse_code(&row.try_get::<String, _>("evidence_kind")?, EvidenceKind::from_code)?,
+            document_sha256: row.try_get("evidence_sha256")?,
+            signed_at: from_micros(row.try_get("evidence_signed_at")?)?,
+            collected_by: row.try_get("evidence_collected_by")?,
+        },
+        valid_from: from_micros(row.try_get("valid_from")?)?,
+        valid_until: from_micros(row.try_get("valid_until")?)?,
+        state: parse_code(&row.try_get::<String, _>("state")?, ConsentState::from_code)?,
+        state_changed_at: from_micros(row.try_get("state_changed_at")?)?,
+        holder: parse_code(&row.try_get::<String, _>("holder")?, Institution::from_code)?,
+    })
+}
+
+fn optional_instant(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>> {
+    row.try_get::<Option<i64>, _>(column)?.map(from_micros).transpose()
+}
+
+fn case_from_row(row: &AnyRow) -> Result<Case> {
+    let counsellor: Option<String> = row.try_get("counsellor")?;
+    let social_worker: Option<String> = row.try_get("social_worker")?;
+    Ok(Case {
+        case_id: row.try_get("case_id")?,
+        track: parse_code(&row.try_get::<String, _>("track")?, Track::from_code)?,
+        state: parse_code(&row.try_get::<String, _>("state")?, CaseState::from_code)?,
+        pair: match (counsellor, social_worker) {
+            (Some(counsellor), Some(social_worker)) => Some(Pair { counsellor, social_worker }),
+            _ => None,
+        },
+        referring_network: parse_code(&row.try_get::<String, _>("referring_network")?, Network::from_code)?,
+        referred_at: from_micros(row.try_get("referred_at")?)?,
+        diagnosed_at: optional_instant(row, "diagnosed_at")?,
+        entered_at: optional_instant(row, "entered_at")?,
+        exited_at: optional_instant(row, "exited_at")?,
+        exit_reason: row
+            .try_get::<Option<String>, _>("exit_reason")?
+            .map(|r| parse_code(&r, ExitReason::from_code))
+            .transpose()?,
+    })
+}
+
+const CASE_COLUMNS: &str =
+    "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason";
+
+impl InstitutionStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let db = Database::connect(url, Schema::Institution, max_connections).await?;
+        Ok(Self::from_database(db))
+    }
+
+    pub fn from_database(db: Database) -> Self {
+        let audit = AuditLog::new(db.clone());
+        InstitutionStore { db, audit }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(Tx { tx: self.db.pool().begin().await? })
+    }
+
+    pub async fn consents_for_case(&self, case_id: &str) -> Result<Vec<Consent>> {
+        let rows = sqlx::query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
+            .bind(case_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(consent_from_row).collect()
+    }
+
+    pub async fn case(&self, case_id: &str) -> Result<Option<Case>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1")))
+            .bind(case_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(case_from_row).transpose()
+    }
+
+    pub async fn referral(&self, case_id: &str) -> Result<Option<Referral>> {
+        let row = sqlx::query("SELECT body FROM referrals WHERE case_id = $1").bind(case_id).fetch_optional(self.db.pool()).await?;
+        row.map(|r| from_json(&r.try_get::<String, _>("body")?)).transpose()
+    }
+
+    pub async fn diagnoses(&self, case_id: &str) -> Result<Vec<DiagnosisHalf>> {
+        let rows = sqlx::query("SELECT body FROM diagnoses WHERE case_id = $1 ORDER BY author_institution")
+            .bind(case_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(|r| from_json(&r.try_get::<String, _>("body")?)).collect()
+    }
+
+    pub async fn local_notes(&self, case_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT note FROM local_notes WHERE case_id = $1 ORDER BY id").bind(case_id).fetch_all(self.db.pool()).await?;
+        rows.iter().map(|r| Ok(r.try_get("note")?)).collect()
+    }
+
+    /// The oldest undelivered messages, in the order they were written.
+    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<PendingMessage>> {
+        let rows = sqlx::query(
+            "SELECT id, message_key, payload, attempts FROM outbox
+             WHERE delivered_at IS NULL AND abandoned_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingMessage {
+                    id: r.try_get("id")?,
+                    message_key: r.try_get("message_key")?,
+                    message: from_json(&r.try_get::<String, _>("payload")?)?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2")
+            .bind(to_micros(at))
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_failed_attempt(&self, id: i64, error: &str) -> Result<()> {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2")
+            .bind(error)
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Gives up on a message the partner refused for good, keeping it for review.
+    pub async fn abandon(&self, id: i64, at: DateTime<Utc>, error: &str) -> Result<()> {
+        sqlx::query("UPDATE outbox SET abandoned_at = $1, attempts = attempts + 1, last_error = $2 WHERE id = $3")
+            .bind(to_micros(at))
+            .bind(error)
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn outbox_depth(&self) -> Result<OutboxDepth> {
+        let row = sqlx::query(
+            "SELECT
+               COUNT(CASE WHEN delivered_at IS NULL AND abandoned_at IS NULL THEN 1 END) AS pending,
+               COUNT(abandoned_at) AS abandoned,
+               MIN(CASE WHEN delivered_at IS NULL AND abandoned_at IS NULL THEN created_at END) AS oldest
+             FROM outbox",
+        )
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok(OutboxDepth { pending: row.try_get("pending")?, abandoned: row.try_get("abandoned")?, oldest_pending_at: row.try_get("oldest")? })
+    }
+
+    /// Counts for the indicators; lifecycle figures only for entries this
+    /// institution recorded, so the steering service can add sources up.
+    pub async fn case_counts(&self, own: Institution) -> Result<CaseCounts> {
+        let pool = self.db.pool();
+        let referrals_sent: i64 = sqlx::query("SELECT COUNT(*) AS n FROM referrals WHERE origin = 'local'")
+            .fetch_one(pool)
+            .await?
+            .try_get("n")?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS entries,
+                    COUNT(CASE WHEN state = 'active' THEN 1 END) AS in_progress
+             FROM cases WHERE entered_at IS NOT NULL AND entry_recorded_by = $1",
+        )
+        .bind(own.code())
+        .fetch_one(pool)
+        .await?;
+        let entries: i64 = row.try_get("entries")?;
+        let in_progress: i64 = row.try_get("in_progress")?;
+        // Delays are summed in whole days per case, as the agreements count them.
+        let delays = sqlx::query("SELECT referred_at, entered_at FROM cases WHERE entered_at IS NOT NULL AND entry_recorded_by = $1")
+            .bind(own.code())
+            .fetch_all(pool)
+            .await?;
+        let mut entry_delay_days_sum = 0u64;
+        for r in &delays {
+            let days = (r.try_get::<i64, _>("entered_at")? - r.try_get::<i64, _>("referred_at")?) / 86_400_000_000;
+            entry_delay_days_sum += u64::try_from(days.max(0)).unwrap_or(0);
+        }
+        let exits = sqlx::query(
+            "SELECT exit_reason, COUNT(*) AS n FROM cases
+             WHERE exited_at IS NOT NULL AND entry_recorded_by = $1 GROUP BY exit_reason ORDER BY exit_reason",
+        )
+        .bind(own.code())
+        .fetch_all(pool)
+        .await?;
+        let to_u64 = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(CaseCounts {
+            referrals_sent: to_u64(referrals_sent),
+            entries: to_u64(entries),
+            in_progress: to_u64(in_progress),
+            entry_delay_days_sum,
+            entry_delay_count: delays.len() as u64,
+            exits_by_reason: exits
+                .iter()
+                .map(|r| Ok((r.try_get::<String, _>("exit_reason")?, to_u64(r.try_get("n")?))))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// One unit of work.
+#[derive(Debug)]
+pub struct Tx {
+    tx: Transaction<'static, Any>,
+}
+
+/// A stored answer to an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub request_sha256: String,
+    pub response: Vec<u8>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn idempotent_response(&mut self, method: &str, key: &str) -> Result<Option<StoredResponse>> {
+        let row = sqlx::query("SELECT request_sha256, response FROM idempotency WHERE method = $1 AND idempotency_key = $2")
+            .bind(method)
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| Ok(StoredResponse { request_sha256: r.try_get("request_sha256")?, response: r.try_get("response")? }))
+            .transpose()
+    }
+
+    pub async fn save_response(&mut self, method: &str, key: &str, request_sha256: &str, response: &[u8], at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO idempotency (method, idempotency_key, request_sha256, response, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(method)
+        .bind(key)
+        .bind(request_sha256)
+        .bind(response)
+        .bind(to_micros(at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn consent(&mut self, consent_id: &str) -> Result<Option<Consent>> {
+        let row = sqlx::query("SELECT * FROM consents WHERE consent_id = $1").bind(consent_id).fetch_optional(&mut *self.tx).await?;
+        row.as_ref().map(consent_from_row).transpose()
+    }
+
+    pub async fn consents_for_case(&mut self, case_id: &str) -> Result<Vec<Consent>> {
+        let rows = sqlx::query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
+            .bind(case_id)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(consent_from_row).collect()
+    }
+
+    /// Inserts a consent, or takes the newer state of a known one (a consent
+    /// only ever moves away from `given`, so the latest change wins).
+    pub async fn upsert_consent(&mut self, c: &Consent) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO consents (consent_id, case_id, purposes, recipients, categories, evidence_kind, evidence_sha256,
+                evidence_signed_at, evidence_collected_by, valid_from, valid_until, state, state_changed_at, holder)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT (consent_id) DO UPDATE SET state = excluded.state, state_changed_at = excluded.state_changed_at
+             WHERE excluded.state_changed_at >= consents.state_changed_at AND consents.state = 'given'",
+        )
+        .bind(&c.consent_id)
+        .bind(&c.case_id)
+        .bind(codes(&c.purposes, Purpose::code))
+        .bind(codes(&c.recipients, Institution::code))
+        .bind(codes(&c.categories, DataCategory::code))
+        .bind(c.evidence.kind.code())
+        .bind(&c.evidence.document_sha256)
+        .bind(to_micros(c.evidence.signed_at))
+        .bind(&c.evidence.collected_by)
+        .bind(to_micros(c.valid_from))
+        .bind(to_micros(c.valid_until))
+        .bind(c.state.code())
+        .bind(to_micros(c.state_changed_at))
+        .bind(c.holder.code())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Inserts a referral; `false` when the case already has one.
+    pub async fn insert_referral(&mut self, r: &Referral, origin: Origin) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO referrals (case_id, referring_network, referred_at, origin, body) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (case_id) DO NOTHING",
+        )
+        .bind(&r.case_id)
+        .bind(r.referring_network.code())
+        .bind(to_micros(r.referred_at))
+        .bind(origin.code())
+        .bind(json(r)?)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn referral_exists(&mut self, case_id: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 AS one FROM referrals WHERE case_id = $1").bind(case_id).fetch_optional(&mut *self.tx).await?.is_some())
+    }
+
+    pub async fn upsert_diagnosis(&mut self, d: &DiagnosisHalf) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO diagnoses (case_id, author_institution, agreement, recorded_at, body) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (case_id, author_institution) DO UPDATE
+             SET agreement = excluded.agreement, recorded_at = excluded.recorded_at, body = excluded.body
+             WHERE excluded.recorded_at >= diagnoses.recorded_at",
+        )
+        .bind(&d.case_id)
+        .bind(d.author_institution.code())
+        .bind(match d.agreement {
+            Agreement::Agree => "agree",
+            Agreement::Disagree => "disagree",
+        })
+        .bind(to_micros(d.recorded_at))
+        .bind(json(d)?)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn diagnoses(&mut self, case_id: &str) -> Result<Vec<DiagnosisHalf>> {
+        let rows = sqlx::query("SELECT body FROM diagnoses WHERE case_id = $1 ORDER BY author_institution")
+            .bind(case_id)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(|r| from_json(&r.try_get::<String, _>("body")?)).collect()
+    }
+
+    pub async fn insert_note(&mut self, case_id: &str, author: &str, topic: &str, note: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO local_notes (case_id, author, topic, note, written_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(case_id)
+            .bind(author)
+            .bind(topic)
+            .bind(note)
+            .bind(to_micros(at))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn case(&mut self, case_id: &str) -> Result<Option<Case>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1")))
+            .bind(case_id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(case_from_row).transpose()
+    }
+
+    /// Writes the case. `entry_recorded_by` names the institution where the
+    /// person signed; it is set once.
+    pub async fn save_case(&mut self, c: &Case, entry_recorded_by: Option<Institution>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO cases (case_id, track, state, counsellor, social_worker, referring_network, referred_at,
+                diagnosed_at, entered_at, exited_at, exit_reason, entry_recorded_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (case_id) DO UPDATE SET track = excluded.track, state = excluded.state,
+                counsellor = excluded.counsellor, social_worker = excluded.social_worker,
+                diagnosed_at = excluded.diagnosed_at, entered_at = excluded.entered_at,
+                exited_at = excluded.exited_at, exit_reason = excluded.exit_reason,
+                entry_recorded_by = COALESCE(cases.entry_recorded_by, excluded.entry_recorded_by)",
+        )
+        .bind(&c.case_id)
+        .bind(c.track.code())
+        .bind(c.state.code())
+        .bind(c.pair.as_ref().map(|p| p.counsellor.clone()))
+        .bind(c.pair.as_ref().map(|p| p.social_worker.clone()))
+        .bind(c.referring_network.code())
+        .bind(to_micros(c.referred_at))
+        .bind(c.diagnosed_at.map(to_micros))
+        .bind(c.entered_at.map(to_micros))
+        .bind(c.exited_at.map(to_micros))
+        .bind(c.exit_reason.map(|r| r.code()))
+        .bind(entry_recorded_by.map(|i| i.code()))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues a message for the partner in this same transaction.
+    pub async fn enqueue(&mut self, message_key: &str, message: &Outbound, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO outbox (message_key, case_id, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(message_key)
+            .bind(message.case_id())
+            .bind(message.kind())
+            .bind(json(message)?)
+            .bind(to_micros(at))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! The steering service's store: snapshots of each institution's aggregates.
+
+use chrono::{DateTime, Utc};
+use passerelle_domain::{Indicators, Institution};
+use sqlx::Row;
+
+use crate::audit::AuditLog;
+use crate::{from_micros, to_micros, Database, Result, Schema, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct PilotageStore {
+    db: Database,
+    audit: AuditLog,
+}
+
+const EXITS: &str = "exits_by_type";
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> Result<u64> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+}
+
+impl PilotageStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let db = Database::connect(url, Schema::Pilotage, max_connections).await?;
+        let audit = AuditLog::new(db.clone());
+        Ok(PilotageStore { db, audit })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    pub async fn save_snapshot(&self, indicators: &Indicators, fetched_at: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.db.pool().begin().await?;
+        let id: i64 = sqlx::query(
+            "INSERT INTO indicator_snapshots (source, computed_at, fetched_at, entry_delay_days_sum, entry_delay_count)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(indicators.source.code())
+        .bind(to_micros(indicators.computed_at))
+        .bind(to_micros(fetched_at))
+        .bind(to_i64(indicators.entry_delay_days_sum))
+        .bind(to_i64(indicators.entry_delay_count))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("id")?;
+        let scalars = [
+            ("referrals_sent", indicators.referrals_sent),
+            ("entries", indicators.entries),
+            ("in_progress", indicators.in_progress),
+        ];
+        let cells = scalars
+            .iter()
+            .map(|(metric, n)| (*metric, String::new(), *n))
+            .chain(indicators.exits_by_type.iter().map(|(k, n)| (EXITS, k.clone(), *n)));
+        for (metric, key, count) in cells {
+            sqlx::query("INSERT INTO indicator_cells (snapshot_id, metric, cell_key, count) VALUES ($1, $2, $3, $4)")
+                .bind(id)
+                .bind(metric)
+                .bind(key)
+                .bind(to_i64(count))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The most recent snapshot received from `source`.
+    pub async fn latest_snapshot(&self, source: Institution) -> Result<Option<Indicators>> {
+        let Some(row) = sqlx::query(
+            "SELECT id, computed_at, entry_delay_days_sum, entry_delay_count FROM indicator_snapshots
+             WHERE source = $1 ORDER BY fetched_at DESC, id DESC LIMIT 1",
+        )
+        .bind(source.code())
+        .fetch_optional(self.db.pool())
+        .await?
+        else {
+            return Ok(None);
+        };
+        let id: i64 = row.try_get("id")?;
+        let mut indicators = Indicators {
+            source,
+            computed_at: from_micros(row.try_get("computed_at")?)?,
+            referrals_sent: 0,
+            entries: 0,
+            in_progress: 0,
+            entry_delay_days_sum: to_u64(row.try_get("entry_delay_days_sum")?)?,
+            entry_delay_count: to_u64(row.try_get("entry_delay_count")?)?,
+            exits_by_type: vec![],
+        };
+        let cells = sqlx::query("SELECT metric, cell_key, count FROM indicator_cells WHERE snapshot_id = $1 ORDER BY metric, cell_key")
+            .bind(id)
+            .fetch_all(self.db.pool())
+            .await?;
+        for cell in &cells {
+            let metric: String = cell.try_get("metric")?;
+            let key: String = cell.try_get("cell_key")?;
+            let count = to_u64(cell.try_get("count")?)?;
+            match metric.as_str() {
+                "referrals_sent" => indicators.referrals_sent = count,
+                "entries" => indicators.entries = count,
+                "in_progress" => indicators.in_progress = count,
+                EXITS => indicators.exits_by_type.push((key, count)),
+                other => return Err(StoreError::Corrupt(format!("unknown metric {other}"))),
+            }
+        }
+        Ok(Some(indicators))
+    }
+}

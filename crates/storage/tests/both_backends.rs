@@ -1,0 +1,157 @@
+//! The store behaves the same on SQLite and PostgreSQL. PostgreSQL runs when
+//! PASSERELLE_TEST_POSTGRES is set (CI sets it).
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use passerelle_boundary::audit::{AuditEntry, Decision, Direction};
+use passerelle_domain::*;
+use passerelle_storage::institution::Origin;
+use passerelle_storage::testing::{fresh_postgres_database, postgres_base_url};
+use passerelle_storage::{InstitutionStore, PilotageStore};
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_735_689_600, 123_456_000).expect("valid")
+}
+
+async fn urls(label: &str) -> Vec<(String, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut out = vec![(format!("sqlite://{}", dir.path().join("db.sqlite").display()), Some(dir))];
+    if let Some(base) = postgres_base_url() {
+        out.push((fresh_postgres_database(&base, label).await.expect("postgres database"), None));
+    }
+    out
+}
+
+fn consent(case_id: &str) -> Consent {
+    Consent {
+        consent_id: "c-1".into(),
+        case_id: case_id.into(),
+        purposes: [Purpose::Referral, Purpose::GlobalSupport].into(),
+        recipients: [Institution::Emploi].into(),
+        categories: [DataCategory::Identity, DataCategory::Case].into(),
+        evidence: Evidence {
+            kind: EvidenceKind::SignedReferralForm,
+            document_sha256: "ab".repeat(32),
+            signed_at: t0(),
+            collected_by: "sw-1".into(),
+        },
+        valid_from: t0(),
+        valid_until: t0() + Duration::days(365),
+        state: ConsentState::Given,
+        state_changed_at: t0(),
+        holder: Institution::Social,
+    }
+}
+
+fn referral(case_id: &str) -> Referral {
+    Referral {
+        case_id: case_id.into(),
+        referring_network: Network::Social,
+        referred_by: "sw-1".into(),
+        office_code: "CDAS-1".into(),
+        person: PersonIdentity {
+            first_name: "Léa".into(),
+            last_name: "Martin".into(),
+            birth_date: NaiveDate::from_ymd_opt(1988, 4, 12).expect("valid"),
+            jobseeker_number: None,
+        },
+        contact: Contact::default(),
+        barriers: vec![Barrier { category: BarrierCategory::Housing, level: BarrierLevel::High }],
+        employment: EmploymentSummary::default(),
+        referred_at: t0(),
+        consent_id: "c-1".into(),
+    }
+}
+
+#[tokio::test]
+async fn institution_store_round_trips_on_every_backend() {
+    for (url, _dir) in urls("store").await {
+        let store = InstitutionStore::connect(&url, 4).await.expect("connect");
+        let mut tx = store.begin().await.expect("begin");
+        tx.upsert_consent(&consent("k-1")).await.expect("consent");
+        assert!(tx.insert_referral(&referral("k-1"), Origin::Local).await.expect("referral"));
+        assert!(!tx.insert_referral(&referral("k-1"), Origin::Local).await.expect("again"), "second insert is a no-op");
+        let case = Case::referred(&referral("k-1"));
+        tx.save_case(&case, None).await.expect("case");
+        tx.enqueue("m-1", &Outbound::Referral(referral("k-1")), t0()).await.expect("enqueue");
+        tx.save_response("/m", "key", "sha", b"resp", t0()).await.expect("idempotency");
+        tx.commit().await.expect("commit");
+
+        assert_eq!(store.consents_for_case("k-1").await.expect("read"), vec![consent("k-1")], "{url}");
+        assert_eq!(store.case("k-1").await.expect("read"), Some(case), "{url}");
+        assert_eq!(store.referral("k-1").await.expect("read"), Some(referral("k-1")));
+        let pending = store.pending_outbox(10).await.expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].message, Outbound::Referral(referral("k-1")));
+
+        // A withdrawal replaces the given state; an older given state does not come back.
+        let mut withdrawn = consent("k-1");
+        withdrawn.state = ConsentState::Withdrawn;
+        withdrawn.state_changed_at = t0() + Duration::days(1);
+        let mut tx = store.begin().await.expect("begin");
+        tx.upsert_consent(&withdrawn).await.expect("withdraw");
+        tx.upsert_consent(&consent("k-1")).await.expect("stale share");
+        let stored = tx.idempotent_response("/m", "key").await.expect("lookup").expect("stored");
+        assert_eq!(stored.response, b"resp");
+        tx.commit().await.expect("commit");
+        assert_eq!(store.consents_for_case("k-1").await.expect("read")[0].state, ConsentState::Withdrawn);
+
+        store.mark_delivered(pending[0].id, t0()).await.expect("delivered");
+        assert!(store.pending_outbox(10).await.expect("pending").is_empty());
+    }
+}
+
+#[tokio::test]
+async fn audit_log_chains_and_refuses_changes_on_every_backend() {
+    for (url, _dir) in urls("audit").await {
+        let store = InstitutionStore::connect(&url, 4).await.expect("connect");
+        for i in 0..3 {
+            store
+                .audit()
+                .append(&AuditEntry {
+                    at: t0(),
+                    direction: Direction::Inbound,
+                    agent: Some(format!("agent-{i}")),
+                    agent_institution: Some(Institution::Social),
+                    agent_role: Some(Role::Service),
+                    counterpart: Some(Institution::Social),
+                    method: "/x".into(),
+                    case_id: Some("k".into()),
+                    purpose: Some(Purpose::Referral),
+                    legal_basis: Some(LegalBasis::Consent),
+                    consent_id: None,
+                    categories: Default::default(),
+                    fields: vec![],
+                    decision: Decision::Allowed,
+                    reason: None,
+                })
+                .await
+                .expect("append");
+        }
+        store.audit().verify().await.expect("intact");
+        assert_eq!(store.audit().entries().await.expect("entries").len(), 3);
+        let tamper = sqlx::query("UPDATE audit_log SET decision = 'denied' WHERE seq = 2").execute(store.database().pool()).await;
+        assert!(tamper.is_err(), "{url}: the audit log must refuse updates");
+        let delete = sqlx::query("DELETE FROM audit_log").execute(store.database().pool()).await;
+        assert!(delete.is_err(), "{url}: the audit log must refuse deletes");
+    }
+}
+
+#[tokio::test]
+async fn pilotage_snapshots_round_trip_on_every_backend() {
+    for (url, _dir) in urls("pilotage").await {
+        let store = PilotageStore::connect(&url, 2).await.expect("connect");
+        let indicators = Indicators {
+            source: Institution::Emploi,
+            computed_at: t0(),
+            referrals_sent: 40,
+            entries: 30,
+            in_progress: 12,
+            entry_delay_days_sum: 600,
+            entry_delay_count: 30,
+            exits_by_type: vec![("job".into(), 10), ("other".into(), 8)],
+        };
+        store.save_snapshot(&indicators, t0()).await.expect("save");
+        assert_eq!(store.latest_snapshot(Institution::Emploi).await.expect("read"), Some(indicators));
+        assert_eq!(store.latest_snapshot(Institution::Social).await.expect("read"), None);
+    }
+}
