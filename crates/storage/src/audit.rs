@@ -79,6 +79,11 @@ impl AuditLog {
             .collect()
     }
 
+    /// Closes the underlying pool (at shutdown).
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+
     /// Checks the whole chain; the error names the first broken record.
     pub async fn verify(&self) -> Result<()> {
         verify_chain(&self.records().await?).map_err(|seq| StoreError::Corrupt(format!("audit chain broken at record {seq}")))

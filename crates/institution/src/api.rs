@@ -1,0 +1,300 @@
+//! Handlers shared by the employment and social services. Their generated
+//! request types differ only by name, so [`casework_service!`] writes the
+//! trait impl for each and every method lands here: validate, call the
+//! casework layer, convert back.
+
+use passerelle_contract::{convert, v1};
+use passerelle_domain::{Consent, DiagnosisHalf, FieldError, Institution, Referral};
+use prost::Message;
+use tonic::{Request, Status};
+
+use crate::app::InstitutionApp;
+use crate::casework::{request_digest, CaseView};
+use crate::error::{within, ApiError};
+use crate::gate::{admission, Ticket};
+
+/// Wire path of a partner's RPC.
+pub fn partner_path(partner: Institution, rpc: &str) -> String {
+    let service = match partner {
+        Institution::Emploi => "EmploiService",
+        Institution::Social => "SocialService",
+        Institution::Pilotage => "PilotageService",
+    };
+    format!("/passerelle.v1.{service}/{rpc}")
+}
+
+struct Local<'a> {
+    caller: &'a passerelle_boundary::Caller,
+    method: &'a str,
+    digest: String,
+}
+
+fn local<R: Message>(request: &Request<R>) -> Result<Local<'_>, Status> {
+    let admission = admission(request)?;
+    Ok(Local { caller: &admission.caller, method: &admission.rule.path, digest: request_digest(&request.get_ref().encode_to_vec()) })
+}
+
+fn required<'a, T>(field: &str, value: Option<&'a T>) -> Result<&'a T, ApiError> {
+    value.ok_or_else(|| FieldError::new(field, "is required").into())
+}
+
+pub async fn record_consent<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    key: &str,
+    consent: Option<&v1::ConsentRecord>,
+) -> Result<v1::ConsentRecord, Status> {
+    let l = local(request)?;
+    let new = convert::new_consent(required("consent", consent)?).map_err(within("consent"))?;
+    let consent = app.casework.record_consent(l.caller, l.method, key, &l.digest, new).await?;
+    Ok((&consent).into())
+}
+
+pub async fn withdraw_consent<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    key: &str,
+    consent_id: &str,
+) -> Result<v1::ConsentRecord, Status> {
+    let l = local(request)?;
+    let consent_id = convert::identifier("consent_id", consent_id).map_err(ApiError::from)?;
+    let consent = app.casework.withdraw_consent(l.caller, l.method, key, &l.digest, &consent_id).await?;
+    Ok((&consent).into())
+}
+
+pub async fn create_referral<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    key: &str,
+    referral: Option<&v1::Referral>,
+    local_note: &str,
+) -> Result<v1::Referral, Status> {
+    let l = local(request)?;
+    let draft = convert::referral_draft(required("referral", referral)?).map_err(within("referral"))?;
+    let target = partner_path(app.casework.partner(), "ReceiveReferral");
+    let referral = app.casework.create_referral(l.caller, l.method, key, &l.digest, draft, local_note, &target).await?;
+    Ok((&referral).into())
+}
+
+pub async fn record_diagnosis<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    key: &str,
+    half: Option<&v1::DiagnosisHalf>,
+    local_note: &str,
+) -> Result<v1::DiagnosisHalf, Status> {
+    let l = local(request)?;
+    let draft = convert::diagnosis_draft(required("half", half)?).map_err(within("half"))?;
+    let target = partner_path(app.casework.partner(), "ReceiveDiagnosis");
+    let half = app.casework.record_diagnosis(l.caller, l.method, key, &l.digest, draft, local_note, &target).await?;
+    Ok((&half).into())
+}
+
+pub async fn sign_contract<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    key: &str,
+    case_id: &str,
+    entry: Option<&v1::CaseEntry>,
+) -> Result<v1::Case, Status> {
+    let l = local(request)?;
+    let case_id = convert::identifier("case_id", case_id).map_err(ApiError::from)?;
+    let entry = required("entry", entry)?;
+    let pair = convert::pair(required("entry.pair", entry.pair.as_ref())?).map_err(within("entry.pair"))?;
+    let track = convert::enum_field("entry.track", entry.track, convert::track).map_err(ApiError::from)?;
+    let evidence = required("entry.evidence", entry.evidence.as_ref())?;
+    let digest = convert::sha256_hex("entry.evidence.document_sha256", &evidence.document_sha256).map_err(ApiError::from)?;
+    let target = partner_path(app.casework.partner(), "ReceiveCaseEvent");
+    let case = app.casework.sign_contract(l.caller, l.method, key, &l.digest, &case_id, pair, track, digest, &target).await?;
+    Ok((&case).into())
+}
+
+pub async fn exit_case<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    key: &str,
+    case_id: &str,
+    exit: Option<&v1::CaseExit>,
+) -> Result<v1::Case, Status> {
+    let l = local(request)?;
+    let case_id = convert::identifier("case_id", case_id).map_err(ApiError::from)?;
+    let reason = convert::enum_field("exit.reason", required("exit", exit)?.reason, convert::exit_reason).map_err(ApiError::from)?;
+    let case = app.casework.exit_case(l.caller, l.method, key, &l.digest, &case_id, reason).await?;
+    Ok((&case).into())
+}
+
+/// The parts of a GetCase answer, as the generated response types share them.
+#[derive(Debug)]
+pub struct CaseAnswer {
+    pub case: v1::Case,
+    pub referral: Option<v1::Referral>,
+    pub diagnoses: Vec<v1::DiagnosisHalf>,
+    pub consents: Vec<v1::ConsentRecord>,
+    pub local_notes: Vec<String>,
+}
+
+pub async fn get_case(app: &InstitutionApp, case_id: &str) -> Result<CaseAnswer, Status> {
+    let case_id = convert::identifier("case_id", case_id).map_err(ApiError::from)?;
+    let CaseView { case, referral, diagnoses, consents, local_notes } = app.casework.case_view(&case_id).await?;
+    Ok(CaseAnswer {
+        case: (&case).into(),
+        referral: referral.as_ref().map(Into::into),
+        diagnoses: diagnoses.iter().map(Into::into).collect(),
+        consents: consents.iter().map(Into::into).collect(),
+        local_notes,
+    })
+}
+
+// ---- crossings ------------------------------------------------------------------
+
+/// Admits a push crossing about `case_id` and minimises what arrived.
+pub async fn admit_push<M>(app: &InstitutionApp, request: Request<M>, case_id: impl Fn(&M) -> &str) -> Result<(Ticket, M, String), Status>
+where
+    M: Message + prost::Name + Default,
+{
+    let subject = convert::identifier("case_id", case_id(request.get_ref())).map_err(ApiError::from)?;
+    let ticket = app.gate.admit(&request, Some(&subject)).await?;
+    let message = app.gate.receive(&ticket, request.into_inner()).await?;
+    let digest = request_digest(&message.encode_to_vec());
+    Ok((ticket, message, digest))
+}
+
+fn same_case(field: &'static str, inner: &str, subject: &str) -> Result<(), ApiError> {
+    if inner == subject {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, "does not match case_id").into())
+    }
+}
+
+pub async fn receive_consent(app: &InstitutionApp, t: &Ticket, key: &str, digest: &str, case_id: &str, consent: Option<&v1::ConsentRecord>) -> Result<(), Status> {
+    let consent = Consent::try_from(required("consent", consent)?).map_err(within("consent"))?;
+    same_case("consent.case_id", &consent.case_id, case_id)?;
+    Ok(app.casework.receive_consent(t.caller.institution, &t.method, key, digest, consent).await?)
+}
+
+pub async fn receive_referral(app: &InstitutionApp, t: &Ticket, key: &str, digest: &str, case_id: &str, referral: Option<&v1::Referral>) -> Result<(), Status> {
+    let referral = Referral::try_from(required("referral", referral)?).map_err(within("referral"))?;
+    same_case("referral.case_id", &referral.case_id, case_id)?;
+    Ok(app.casework.receive_referral(t.caller.institution, &t.method, key, digest, referral).await?)
+}
+
+pub async fn receive_diagnosis(app: &InstitutionApp, t: &Ticket, key: &str, digest: &str, case_id: &str, half: Option<&v1::DiagnosisHalf>) -> Result<(), Status> {
+    let half = DiagnosisHalf::try_from(required("half", half)?).map_err(within("half"))?;
+    same_case("half.case_id", &half.case_id, case_id)?;
+    Ok(app.casework.receive_diagnosis(t.caller.institution, &t.method, key, digest, half).await?)
+}
+
+pub async fn receive_case_event(app: &InstitutionApp, t: &Ticket, key: &str, digest: &str, case_id: &str, event: Option<&v1::CaseEvent>) -> Result<(), Status> {
+    let proto = required("event", event)?;
+    same_case("event.case_id", &proto.case_id, case_id)?;
+    let event = passerelle_domain::CaseEvent::try_from(proto).map_err(within("event"))?;
+    Ok(app.casework.receive_case_event(&t.method, key, digest, case_id, event).await?)
+}
+
+/// Aggregates for the steering service (a pull crossing on the public task).
+pub async fn indicators<M: Message>(app: &InstitutionApp, request: &Request<M>) -> Result<(Ticket, v1::Indicators), Status> {
+    let ticket = app.gate.admit(request, None).await?;
+    let indicators = app.casework.indicators().await?;
+    Ok((ticket, (&indicators).into()))
+}
+
+/// Writes the impl of an institution service's casework RPCs for `$api`
+/// (a type with a `ready: Ready<InstitutionApp>` field). `$extra` holds the
+/// service's own RPCs.
+#[macro_export]
+macro_rules! casework_service {
+    ($api:ty, $service:ident, { $($extra:tt)* }) => {
+        $crate::pastey::paste! {
+            #[tonic::async_trait]
+            impl $crate::v1::[<$service:snake _server>]::$service for $api {
+                #[tracing::instrument(skip_all, fields(rpc = "RecordConsent"))]
+                async fn record_consent(&self, request: tonic::Request<$crate::v1::[<$service RecordConsentRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service RecordConsentResponse>]>, tonic::Status> {
+                    let m = request.get_ref();
+                    let consent = $crate::api::record_consent(self.ready.get()?, &request, &m.idempotency_key, m.consent.as_ref()).await?;
+                    Ok(tonic::Response::new($crate::v1::[<$service RecordConsentResponse>] { consent: Some(consent) }))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "WithdrawConsent"))]
+                async fn withdraw_consent(&self, request: tonic::Request<$crate::v1::[<$service WithdrawConsentRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service WithdrawConsentResponse>]>, tonic::Status> {
+                    let m = request.get_ref();
+                    let consent = $crate::api::withdraw_consent(self.ready.get()?, &request, &m.idempotency_key, &m.consent_id).await?;
+                    Ok(tonic::Response::new($crate::v1::[<$service WithdrawConsentResponse>] { consent: Some(consent) }))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "CreateReferral"))]
+                async fn create_referral(&self, request: tonic::Request<$crate::v1::[<$service CreateReferralRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service CreateReferralResponse>]>, tonic::Status> {
+                    let m = request.get_ref();
+                    let referral = $crate::api::create_referral(self.ready.get()?, &request, &m.idempotency_key, m.referral.as_ref(), &m.local_note).await?;
+                    Ok(tonic::Response::new($crate::v1::[<$service CreateReferralResponse>] { referral: Some(referral) }))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "RecordDiagnosis"))]
+                async fn record_diagnosis(&self, request: tonic::Request<$crate::v1::[<$service RecordDiagnosisRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service RecordDiagnosisResponse>]>, tonic::Status> {
+                    let m = request.get_ref();
+                    let half = $crate::api::record_diagnosis(self.ready.get()?, &request, &m.idempotency_key, m.half.as_ref(), &m.local_note).await?;
+                    Ok(tonic::Response::new($crate::v1::[<$service RecordDiagnosisResponse>] { half: Some(half) }))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "GetCase"))]
+                async fn get_case(&self, request: tonic::Request<$crate::v1::[<$service GetCaseRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service GetCaseResponse>]>, tonic::Status> {
+                    let a = $crate::api::get_case(self.ready.get()?, &request.get_ref().case_id).await?;
+                    Ok(tonic::Response::new($crate::v1::[<$service GetCaseResponse>] {
+                        case: Some(a.case), referral: a.referral, diagnoses: a.diagnoses, consents: a.consents, local_notes: a.local_notes,
+                    }))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "ShareConsent"))]
+                async fn share_consent(&self, request: tonic::Request<$crate::v1::[<$service ShareConsentRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service ShareConsentResponse>]>, tonic::Status> {
+                    let app = self.ready.get()?;
+                    let (t, m, digest) = $crate::api::admit_push(app, request, |m| &m.case_id).await?;
+                    $crate::api::receive_consent(app, &t, &m.idempotency_key, &digest, &m.case_id, m.consent.as_ref()).await?;
+                    Ok(tonic::Response::new(Default::default()))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "ReceiveReferral"))]
+                async fn receive_referral(&self, request: tonic::Request<$crate::v1::[<$service ReceiveReferralRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service ReceiveReferralResponse>]>, tonic::Status> {
+                    let app = self.ready.get()?;
+                    let (t, m, digest) = $crate::api::admit_push(app, request, |m| &m.case_id).await?;
+                    $crate::api::receive_referral(app, &t, &m.idempotency_key, &digest, &m.case_id, m.referral.as_ref()).await?;
+                    Ok(tonic::Response::new(Default::default()))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "ReceiveDiagnosis"))]
+                async fn receive_diagnosis(&self, request: tonic::Request<$crate::v1::[<$service ReceiveDiagnosisRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service ReceiveDiagnosisResponse>]>, tonic::Status> {
+                    let app = self.ready.get()?;
+                    let (t, m, digest) = $crate::api::admit_push(app, request, |m| &m.case_id).await?;
+                    $crate::api::receive_diagnosis(app, &t, &m.idempotency_key, &digest, &m.case_id, m.half.as_ref()).await?;
+                    Ok(tonic::Response::new(Default::default()))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "ReceiveCaseEvent"))]
+                async fn receive_case_event(&self, request: tonic::Request<$crate::v1::[<$service ReceiveCaseEventRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service ReceiveCaseEventResponse>]>, tonic::Status> {
+                    let app = self.ready.get()?;
+                    let (t, m, digest) = $crate::api::admit_push(app, request, |m| &m.case_id).await?;
+                    $crate::api::receive_case_event(app, &t, &m.idempotency_key, &digest, &m.case_id, m.event.as_ref()).await?;
+                    Ok(tonic::Response::new(Default::default()))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "GetIndicators"))]
+                async fn get_indicators(&self, request: tonic::Request<$crate::v1::[<$service GetIndicatorsRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service GetIndicatorsResponse>]>, tonic::Status> {
+                    let app = self.ready.get()?;
+                    let (ticket, indicators) = $crate::api::indicators(app, &request).await?;
+                    app.gate.release(&ticket, $crate::v1::[<$service GetIndicatorsResponse>] { indicators: Some(indicators) }).await
+                }
+
+                $($extra)*
+            }
+        }
+    };
+}

@@ -1,0 +1,84 @@
+//! The state of an institution's service (employment or social side).
+
+use std::sync::Arc;
+
+use passerelle_boundary::{Minimiser, Policy};
+use passerelle_domain::Clock;
+use passerelle_storage::audit::AuditLog;
+use passerelle_storage::InstitutionStore;
+use tonic::service::Routes;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::casework::Casework;
+use crate::config::ServiceConfig;
+use crate::gate::Gate;
+use crate::partner::Outgoing;
+use crate::relay::Relay;
+use crate::server::{self, Ready, ServiceHandle, ServiceState};
+
+#[derive(Debug, Clone)]
+pub struct InstitutionApp {
+    pub casework: Casework,
+    pub gate: Gate,
+    relay: Option<Relay>,
+}
+
+impl InstitutionApp {
+    /// Opens the database and wires the gate and the relay from configuration.
+    pub async fn connect(config: &ServiceConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = InstitutionStore::connect(&config.database_url.0, config.database_max_connections).await?;
+        let casework = Casework { own: config.institution, store: store.clone(), clock: clock.clone(), wake_relay: Arc::new(Notify::new()) };
+        let minimiser = Minimiser::from_contract();
+        let gate = Gate { own: config.institution, minimiser: minimiser.clone(), audit: store.audit().clone(), clock, consents: Some(store) };
+        let partner = casework.partner();
+        let relay = match (config.endpoint(partner), config.signer()?) {
+            (Some(url), Some(signer)) => Some(Relay {
+                casework: casework.clone(),
+                target: Outgoing::new(url, signer, config.institution, partner, config.request_timeout()).map_err(anyhow::Error::msg)?,
+                minimiser,
+                policy: Policy::from_contract().map_err(anyhow::Error::msg)?,
+                config: config.outbox.clone(),
+            }),
+            _ => {
+                tracing::warn!(%partner, "no partner endpoint or service identity configured: messages stay in the outbox");
+                None
+            }
+        };
+        Ok(InstitutionApp { casework, gate, relay })
+    }
+}
+
+impl ServiceState for InstitutionApp {
+    fn audit_log(&self) -> &AuditLog {
+        self.casework.store.audit()
+    }
+
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.casework.clock
+    }
+
+    fn start_background(&self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        self.relay.clone().map(|relay| tokio::spawn(relay.run(shutdown))).into_iter().collect()
+    }
+}
+
+/// Serves an institution's service: its API (`routes`, answering through
+/// `ready`), opening the database in the background.
+pub async fn serve_institution(
+    config: ServiceConfig,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    service_name: &'static str,
+    ready: Ready<InstitutionApp>,
+    routes: Routes,
+) -> anyhow::Result<ServiceHandle> {
+    let connect_config = config.clone();
+    server::start(&config, listener, service_name, ready, routes, move || {
+        let config = connect_config.clone();
+        let clock = clock.clone();
+        Box::pin(async move { InstitutionApp::connect(&config, clock).await })
+    })
+    .await
+}

@@ -1,0 +1,36 @@
+//! The `main` of every service binary: configuration, logs, listen, serve
+//! until SIGTERM, drain.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use clap::Parser;
+use passerelle_domain::{Clock, Institution, SystemClock};
+use tokio::net::TcpListener;
+
+use crate::config::ServiceConfig;
+use crate::server::{termination_signal, ServiceHandle};
+
+#[derive(Debug, Parser)]
+#[command(about = "A Passerelle service. Settings: defaults, then --config FILE, then PASSERELLE_* variables.")]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "PASSERELLE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+pub type Start = fn(ServiceConfig, TcpListener, Arc<dyn Clock>) -> Pin<Box<dyn Future<Output = anyhow::Result<ServiceHandle>> + Send>>;
+
+pub async fn run(institution: Institution, start: Start) -> anyhow::Result<()> {
+    let args = Args::parse();
+    passerelle_telemetry::init(passerelle_telemetry::Format::Json, "info");
+    let config = ServiceConfig::load(institution, args.config.as_deref())?;
+    tracing::info!(?config, "starting");
+    let listener = TcpListener::bind(config.listen).await?;
+    let handle = start(config, listener, Arc::new(SystemClock)).await?;
+    termination_signal().await;
+    tracing::info!("termination requested; draining");
+    handle.shutdown().await
+}

@@ -1,0 +1,239 @@
+//! One typed configuration per service process: defaults, then an optional
+//! TOML file, then `PASSERELLE_*` environment variables. Secrets (database
+//! passwords, private keys) are never printed: `Debug` redacts them.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use passerelle_boundary::{Signer, TrustedIssuer, Verifier};
+use passerelle_domain::Institution;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("configuration key `{key}`: {reason}")]
+    Key { key: String, reason: String },
+}
+
+fn key_error(key: &str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Key { key: key.to_owned(), reason: reason.to_string() }
+}
+
+/// A database URL; may hold a password, so it is never printed whole.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.0.split(':').next().unwrap_or("");
+        write!(f, "{scheme}:<redacted>")
+    }
+}
+
+/// A token issuer this service trusts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    /// Ed25519 public key (SPKI PEM) of the issuer.
+    pub public_key_file: PathBuf,
+    /// Institutions the issuer may speak for.
+    pub institutions: BTreeSet<Institution>,
+}
+
+/// The key this service signs its own outgoing calls with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceIdentityConfig {
+    pub issuer: String,
+    /// Ed25519 private key (PKCS#8 PEM), mounted as a file in production.
+    pub private_key_file: PathBuf,
+}
+
+/// Where the other services are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoints {
+    pub emploi: Option<String>,
+    pub social: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutboxConfig {
+    /// How often the relay looks for work when nothing wakes it.
+    pub poll_interval_ms: u64,
+    /// Backoff after a failed delivery starts here and doubles up to the max.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// How long one delivery may take.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig { poll_interval_ms: 1_000, initial_backoff_ms: 200, max_backoff_ms: 30_000, request_timeout_ms: 5_000 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub institution: Institution,
+    pub listen: SocketAddr,
+    pub database_url: DatabaseUrl,
+    pub database_max_connections: u32,
+    /// The `aud` this service's tokens must carry.
+    pub audience: String,
+    pub token_leeway_seconds: u64,
+    pub trusted_issuers: Vec<IssuerConfig>,
+    pub service_identity: Option<ServiceIdentityConfig>,
+    pub endpoints: Endpoints,
+    pub outbox: OutboxConfig,
+    /// Published cells hold at least this many persons (pilotage).
+    pub min_cell_size: u64,
+}
+
+/// The audience a service's tokens carry.
+pub fn audience_of(institution: Institution) -> String {
+    format!("passerelle-{}", institution.code())
+}
+
+impl ServiceConfig {
+    pub fn defaults(institution: Institution) -> Self {
+        let port = match institution {
+            Institution::Emploi => 50051,
+            Institution::Social => 50052,
+            Institution::Pilotage => 50053,
+        };
+        ServiceConfig {
+            institution,
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            database_url: DatabaseUrl(format!("sqlite://.passerelle/{}.sqlite", institution.code())),
+            database_max_connections: 8,
+            audience: audience_of(institution),
+            token_leeway_seconds: 30,
+            trusted_issuers: vec![],
+            service_identity: None,
+            endpoints: Endpoints::default(),
+            outbox: OutboxConfig::default(),
+            min_cell_size: 11,
+        }
+    }
+
+    /// Defaults, then the file if given, then `PASSERELLE_*` variables
+    /// (nested keys with `__`, e.g. `PASSERELLE_OUTBOX__MAX_BACKOFF_MS`).
+    pub fn load(institution: Institution, file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Self::defaults(institution)));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!("file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: ServiceConfig = figment
+            .merge(Env::prefixed("PASSERELLE_").split("__").ignore(&["test_postgres"]))
+            .extract()
+            .map_err(|e| match e.path.first() {
+                Some(_) => key_error(&e.path.join("."), e.kind),
+                None => ConfigError::Invalid(e.to_string()),
+            })?;
+        if config.institution != institution {
+            return Err(key_error("institution", format!("this binary serves {institution}")));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database_max_connections == 0 {
+            return Err(key_error("database_max_connections", "must be at least 1"));
+        }
+        if self.min_cell_size < 2 {
+            return Err(key_error("min_cell_size", "must be at least 2"));
+        }
+        if self.outbox.initial_backoff_ms == 0 || self.outbox.max_backoff_ms < self.outbox.initial_backoff_ms {
+            return Err(key_error("outbox.max_backoff_ms", "must be at least outbox.initial_backoff_ms, which must be positive"));
+        }
+        for (i, issuer) in self.trusted_issuers.iter().enumerate() {
+            if issuer.institutions.is_empty() {
+                return Err(key_error(&format!("trusted_issuers[{i}].institutions"), "must name at least one institution"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn verifier(&self) -> Result<Verifier, ConfigError> {
+        let issuers = self
+            .trusted_issuers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let key = format!("trusted_issuers[{i}].public_key_file");
+                let pem = std::fs::read_to_string(&c.public_key_file).map_err(|e| key_error(&key, e))?;
+                TrustedIssuer::ed25519(c.issuer.clone(), &pem, c.institutions.clone()).map_err(|e| key_error(&key, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Verifier::new(self.audience.clone(), issuers, self.token_leeway_seconds))
+    }
+
+    pub fn signer(&self) -> Result<Option<Signer>, ConfigError> {
+        self.service_identity
+            .as_ref()
+            .map(|identity| {
+                let key = "service_identity.private_key_file";
+                let pem = std::fs::read_to_string(&identity.private_key_file).map_err(|e| key_error(key, e))?;
+                Signer::ed25519(identity.issuer.clone(), &pem).map_err(|e| key_error(key, e))
+            })
+            .transpose()
+    }
+
+    pub fn endpoint(&self, institution: Institution) -> Option<&str> {
+        match institution {
+            Institution::Emploi => self.endpoints.emploi.as_deref(),
+            Institution::Social => self.endpoints.social.as_deref(),
+            Institution::Pilotage => None,
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.outbox.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_redacted() {
+        let url = DatabaseUrl("postgres://app:s3cret@db/passerelle".into());
+        assert_eq!(format!("{url:?}"), "postgres:<redacted>");
+        let config = ServiceConfig { database_url: url, ..ServiceConfig::defaults(Institution::Emploi) };
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_bad_values_name_their_key() {
+        let dir = std::env::temp_dir().join(format!("passerelle-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "institution = \"social\"\nlisten = \"0.0.0.0:6000\"\n[outbox]\nmax_backoff_ms = 5000\n").expect("write");
+        let config = ServiceConfig::load(Institution::Social, Some(&good)).expect("loads");
+        assert_eq!(config.listen.port(), 6000);
+        assert_eq!(config.outbox.max_backoff_ms, 5000);
+        assert_eq!(config.outbox.initial_backoff_ms, OutboxConfig::default().initial_backoff_ms);
+
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "institution = \"social\"\nlisten = \"not an address\"\n").expect("write");
+        let err = ServiceConfig::load(Institution::Social, Some(&bad)).unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+
+        let wrong = dir.join("wrong.toml");
+        std::fs::write(&wrong, "institution = \"emploi\"\n").expect("write");
+        let err = ServiceConfig::load(Institution::Social, Some(&wrong)).unwrap_err().to_string();
+        assert!(err.contains("institution"), "{err}");
+    }
+}

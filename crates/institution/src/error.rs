@@ -1,0 +1,71 @@
+//! The one mapping from domain errors to gRPC status codes.
+
+use passerelle_domain::{DomainError, FieldError};
+use passerelle_storage::StoreError;
+use tonic::{Code, Status};
+
+/// Wraps a domain error on its way out of a handler.
+#[derive(Debug)]
+pub struct ApiError(pub DomainError);
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError(DomainError::Invalid(e))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError(DomainError::internal(e))
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(ApiError(e): ApiError) -> Self {
+        match e {
+            // The field path is the client's own vocabulary: safe to return.
+            DomainError::Invalid(f) => Status::invalid_argument(format!("{}: {}", f.field, f.reason)),
+            DomainError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            DomainError::FailedPrecondition(why) => Status::failed_precondition(why),
+            DomainError::PermissionDenied(why) => Status::permission_denied(why),
+            DomainError::IdempotencyConflict => {
+                Status::invalid_argument("idempotency_key: already used for a different request")
+            }
+            DomainError::Internal(source) => {
+                // Details go to the log, never to the caller.
+                tracing::error!(error = %source, "internal error");
+                Status::new(Code::Internal, "internal error")
+            }
+        }
+    }
+}
+
+/// Prefixes a field error with the request field it came from.
+pub fn within(parent: &'static str) -> impl Fn(FieldError) -> ApiError {
+    move |e| ApiError::from(e.within(parent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_never_reach_the_caller() {
+        let status = Status::from(ApiError(DomainError::internal(std::io::Error::other("password=hunter2 at db-7"))));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn invalid_input_names_the_field() {
+        let status = Status::from(ApiError::from(FieldError::new("referral.person.birth_date", "is not a date")));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with("referral.person.birth_date"));
+    }
+}

@@ -1,0 +1,210 @@
+//! Serving one Passerelle service: the boundary layer in front of the
+//! contract's RPCs, gRPC health (readiness NOT_SERVING until the database is
+//! up), reflection v1 and v1alpha, and a graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use passerelle_boundary::audit::AuditEntry;
+use passerelle_boundary::layer::BoxFuture;
+use passerelle_boundary::{AuditAppend, BoundaryLayer, Policy};
+use passerelle_domain::Clock;
+use passerelle_storage::audit::AuditLog;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, OnceCell};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic::Status;
+use tonic_health::ServingStatus;
+
+use crate::config::ServiceConfig;
+
+/// The health service name probes use for liveness: SERVING while the process runs.
+pub const LIVENESS: &str = "liveness";
+
+/// Set once the service's database is up; handlers answer UNAVAILABLE until then.
+#[derive(Debug)]
+pub struct Ready<A>(Arc<OnceCell<A>>);
+
+impl<A> Clone for Ready<A> {
+    fn clone(&self) -> Self {
+        Ready(self.0.clone())
+    }
+}
+
+impl<A> Default for Ready<A> {
+    fn default() -> Self {
+        Ready(Arc::new(OnceCell::new()))
+    }
+}
+
+impl<A> Ready<A> {
+    pub fn get(&self) -> Result<&A, Status> {
+        self.0.get().ok_or_else(|| Status::unavailable("starting: the database is not ready yet"))
+    }
+}
+
+/// What the serving loop needs from a service's application state.
+pub trait ServiceState: Send + Sync + 'static {
+    fn audit_log(&self) -> &AuditLog;
+    fn clock(&self) -> &Arc<dyn Clock>;
+    /// Starts background work (the outbox relay) once the state exists.
+    fn start_background(&self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>>;
+}
+
+/// The layer's audit sink: the service's own log, once it is ready.
+struct ReadyAudit<A>(Ready<A>);
+
+impl<A: ServiceState> AuditAppend for ReadyAudit<A> {
+    fn append(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let state = self.0.get().map_err(|s| s.message().to_owned())?;
+            state.audit_log().append(&entry).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.0.get().map(|s| s.clock().now()).unwrap_or_else(|_| Utc::now())
+    }
+}
+
+pub type Connect<A> = Pin<Box<dyn Future<Output = anyhow::Result<A>> + Send>>;
+
+/// A running service.
+#[derive(Debug)]
+pub struct ServiceHandle {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl ServiceHandle {
+    /// Stops accepting calls, drains those in flight, stops background work.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await?
+    }
+
+    /// Waits until the service stops by itself (it does not, unless it fails).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts serving on `listener` at once; `connect` opens the database (it is
+/// retried until it succeeds) and readiness turns SERVING when it has.
+pub async fn start<A: ServiceState>(
+    config: &ServiceConfig,
+    listener: TcpListener,
+    service_name: &'static str,
+    ready: Ready<A>,
+    routes: Routes,
+    connect: impl Fn() -> Connect<A> + Send + 'static,
+) -> anyhow::Result<ServiceHandle> {
+    let addr = listener.local_addr()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::NotServing).await;
+    health.set_service_status(service_name, ServingStatus::NotServing).await;
+    health.set_service_status(LIVENESS, ServingStatus::Serving).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(passerelle_contract::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(passerelle_contract::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let policy = Policy::from_contract().map_err(anyhow::Error::msg)?;
+    let layer = BoundaryLayer::new(config.verifier()?, policy, Arc::new(ReadyAudit(ready.clone())));
+    let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+
+    let mut initial_shutdown = shutdown_rx.clone();
+    let background_shutdown = shutdown_rx.clone();
+    let init_health = health.clone();
+    let init_ready = ready.clone();
+    let init: JoinHandle<Vec<JoinHandle<()>>> = tokio::spawn(async move {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match connect().await {
+                Ok(state) => {
+                    let background = state.start_background(background_shutdown);
+                    if init_ready.0.set(state).is_err() {
+                        tracing::error!("state set twice");
+                    }
+                    init_health.set_service_status("", ServingStatus::Serving).await;
+                    init_health.set_service_status(service_name, ServingStatus::Serving).await;
+                    tracing::info!(service = service_name, "ready");
+                    return background;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "database not ready");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = initial_shutdown.changed() => return vec![],
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    });
+
+    let mut serve_shutdown = shutdown_rx.clone();
+    let task = tokio::spawn(async move {
+        let signal = async move {
+            let _ = serve_shutdown.wait_for(|stop| *stop).await;
+        };
+        let served = Server::builder()
+            .layer(layer)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await;
+        health.set_service_status("", ServingStatus::NotServing).await;
+        let background = init.await.unwrap_or_default();
+        for task in background {
+            let _ = task.await;
+        }
+        if let Ok(state) = ready.get() {
+            state.audit_log().close().await;
+        }
+        served.map_err(anyhow::Error::from)
+    });
+    tracing::info!(%addr, service = service_name, "listening");
+    Ok(ServiceHandle { addr, shutdown: shutdown_tx, task })
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
