@@ -4,6 +4,7 @@
 //! the tamper-evident audit record of every decision.
 
 pub mod audit;
+pub mod contract;
 pub mod identity;
 pub mod layer;
 pub mod minimise;

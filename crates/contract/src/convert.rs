@@ -769,6 +769,30 @@ impl TryFrom<&v1::Indicators> for domain::Indicators {
     }
 }
 
+impl From<&domain::Dashboard> for v1::Dashboard {
+    fn from(d: &domain::Dashboard) -> Self {
+        v1::Dashboard {
+            assembled_at: Some(timestamp(d.assembled_at)),
+            entries: Some((&d.entries).into()),
+            in_progress: Some((&d.in_progress).into()),
+            average_entry_delay_days: d.average_entry_delay_days.unwrap_or(0.0),
+            average_entry_delay_suppressed: d.average_entry_delay_days.is_none(),
+            exits_by_type: d.exits_by_type.iter().map(Into::into).collect(),
+            referrals_by_network: d.referrals_by_network.iter().map(Into::into).collect(),
+            sources: d
+                .sources
+                .iter()
+                .map(|s| v1::SourceStatus {
+                    source: v1::Institution::from(s.source) as i32,
+                    computed_at: Some(timestamp(s.computed_at)),
+                    fresh: s.fresh,
+                })
+                .collect(),
+            min_cell_size: u32::try_from(d.min_cell_size).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

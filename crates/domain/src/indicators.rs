@@ -59,9 +59,109 @@ pub struct Indicators {
     pub exits_by_type: Vec<(String, u64)>,
 }
 
+/// What one source contributed to a dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    pub source: Institution,
+    pub computed_at: DateTime<Utc>,
+    /// False when the source did not answer and its last snapshot is used.
+    pub fresh: bool,
+}
+
+/// The steering committee's published figures: combined across sources,
+/// then put under statistical secrecy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dashboard {
+    pub assembled_at: DateTime<Utc>,
+    pub entries: Cell,
+    pub in_progress: Cell,
+    /// `None` when fewer than `min_cell_size` entries back the average.
+    pub average_entry_delay_days: Option<f64>,
+    pub exits_by_type: Vec<Cell>,
+    pub referrals_by_network: Vec<Cell>,
+    pub sources: Vec<SourceStatus>,
+    pub min_cell_size: u64,
+}
+
+impl Dashboard {
+    pub fn publish(snapshots: &[(Indicators, bool)], min_cell_size: u64, assembled_at: DateTime<Utc>) -> Self {
+        let sum = |f: fn(&Indicators) -> u64| snapshots.iter().map(|(i, _)| f(i)).sum::<u64>();
+        let delay_count = sum(|i| i.entry_delay_count);
+        let average_entry_delay_days =
+            (delay_count >= min_cell_size && delay_count > 0).then(|| sum(|i| i.entry_delay_days_sum) as f64 / delay_count as f64);
+        let mut exits: Vec<(String, u64)> = Vec::new();
+        for (indicators, _) in snapshots {
+            for (key, n) in &indicators.exits_by_type {
+                match exits.iter_mut().find(|(k, _)| k == key) {
+                    Some(slot) => slot.1 += n,
+                    None => exits.push((key.clone(), *n)),
+                }
+            }
+        }
+        let referrals: Vec<(String, u64)> = [Institution::Emploi, Institution::Social]
+            .iter()
+            .map(|network| {
+                let n = snapshots.iter().filter(|(i, _)| i.source == *network).map(|(i, _)| i.referrals_sent).sum();
+                (network.code().to_owned(), n)
+            })
+            .collect();
+        Dashboard {
+            assembled_at,
+            entries: Cell::publish("entries", sum(|i| i.entries), min_cell_size),
+            in_progress: Cell::publish("in_progress", sum(|i| i.in_progress), min_cell_size),
+            average_entry_delay_days,
+            exits_by_type: publish_group(&exits, min_cell_size),
+            referrals_by_network: publish_group(&referrals, min_cell_size),
+            sources: snapshots
+                .iter()
+                .map(|(i, fresh)| SourceStatus { source: i.source, computed_at: i.computed_at, fresh: *fresh })
+                .collect(),
+            min_cell_size,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn indicators(source: Institution, referrals: u64, entries: u64, exits: &[(&str, u64)]) -> Indicators {
+        Indicators {
+            source,
+            computed_at: DateTime::from_timestamp(1_700_000_000, 0).expect("valid"),
+            referrals_sent: referrals,
+            entries,
+            in_progress: entries / 2,
+            entry_delay_days_sum: entries * 20,
+            entry_delay_count: entries,
+            exits_by_type: exits.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn sources_are_combined_before_secrecy_is_applied() {
+        let now = DateTime::from_timestamp(1_700_000_100, 0).expect("valid");
+        // Each source alone has too few training exits to publish; together they have 12.
+        let emploi = indicators(Institution::Emploi, 30, 40, &[("job", 15), ("training", 6), ("other", 4)]);
+        let social = indicators(Institution::Social, 25, 0, &[("job", 0), ("training", 6), ("other", 9)]);
+        let d = Dashboard::publish(&[(emploi, true), (social, false)], 11, now);
+        assert_eq!(d.entries.count, Some(40));
+        assert_eq!(d.average_entry_delay_days, Some(20.0));
+        let exits: Vec<_> = d.exits_by_type.iter().map(|c| (c.key.as_str(), c.count)).collect();
+        assert_eq!(exits, vec![("job", Some(15)), ("training", Some(12)), ("other", Some(13))]);
+        let referrals: Vec<_> = d.referrals_by_network.iter().map(|c| c.count).collect();
+        assert_eq!(referrals, vec![Some(30), Some(25)]);
+        assert!(!d.sources[1].fresh);
+    }
+
+    #[test]
+    fn small_totals_are_masked_and_the_average_withheld() {
+        let now = DateTime::from_timestamp(1_700_000_100, 0).expect("valid");
+        let d = Dashboard::publish(&[(indicators(Institution::Emploi, 5, 7, &[("job", 3)]), true)], 11, now);
+        assert_eq!(d.entries.count, None);
+        assert_eq!(d.average_entry_delay_days, None);
+        assert!(d.referrals_by_network.iter().any(|c| c.key == "emploi" && c.count.is_none()));
+    }
 
     #[test]
     fn small_cells_are_masked_but_zero_is_not() {

@@ -15,7 +15,7 @@ pub use case::{Agreement, Case, CaseEntry, CaseEvent, CaseExit, CaseState, Diagn
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentRefusal, ConsentState, Evidence, EvidenceKind, NewConsent};
 pub use error::{DomainError, FieldError};
-pub use indicators::{Cell, Indicators};
+pub use indicators::{Cell, Dashboard, Indicators, SourceStatus};
 pub use outbound::Outbound;
 pub use person::{Barrier, BarrierCategory, BarrierLevel, Contact, EmploymentSummary, PersonIdentity};
 pub use vocabulary::{DataCategory, Institution, LegalBasis, Network, Purpose, Role};

@@ -92,7 +92,7 @@ pub struct ServiceConfig {
     pub service_identity: Option<ServiceIdentityConfig>,
     pub endpoints: Endpoints,
     pub outbox: OutboxConfig,
-    /// Published cells hold at least this many persons (pilotage).
+    /// Published cells hold at least this many persons (pilotage); 11 by default.
     pub min_cell_size: u64,
 }
 
@@ -151,8 +151,8 @@ impl ServiceConfig {
         if self.database_max_connections == 0 {
             return Err(key_error("database_max_connections", "must be at least 1"));
         }
-        if self.min_cell_size < 2 {
-            return Err(key_error("min_cell_size", "must be at least 2"));
+        if self.min_cell_size == 0 {
+            return Err(key_error("min_cell_size", "must be at least 1 (1 disables statistical secrecy: tests only)"));
         }
         if self.outbox.initial_backoff_ms == 0 || self.outbox.max_backoff_ms < self.outbox.initial_backoff_ms {
             return Err(key_error("outbox.max_backoff_ms", "must be at least outbox.initial_backoff_ms, which must be positive"));

@@ -1,1 +1,11 @@
-fn main() {}
+//! `passerelle-pilotage`: the steering committee's service.
+
+use passerelle_domain::Institution;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    passerelle_institution::binary::run(Institution::Pilotage, |config, listener, clock| {
+        Box::pin(passerelle_pilotage::start(config, listener, clock))
+    })
+    .await
+}

@@ -1,0 +1,6 @@
+//! The `passerelle` command's library: a local stack of the three services
+//! (used by `up`, `demo` and the end-to-end tests), the demo scenario, and
+//! development tokens.
+
+pub mod demo;
+pub mod stack;

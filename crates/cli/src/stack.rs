@@ -1,0 +1,210 @@
+//! Three services wired together on one machine: development keys, one
+//! configuration per service, each with its own database.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use passerelle_boundary::{KeyPair, Signer};
+use passerelle_domain::{Clock, Institution, Role};
+use passerelle_institution::config::{audience_of, DatabaseUrl, Endpoints, IssuerConfig, ServiceIdentityConfig};
+use passerelle_institution::{ServiceConfig, ServiceHandle};
+use tokio::net::TcpListener;
+
+/// Issuer of the local development tokens (`passerelle token`).
+pub const DEV_ISSUER: &str = "passerelle-dev";
+/// Tokens minted for local use live this long.
+pub const DEV_TOKEN_TTL_SECONDS: u64 = 12 * 3600;
+
+pub const INSTITUTIONS: [Institution; 3] = [Institution::Emploi, Institution::Social, Institution::Pilotage];
+
+/// Where each service's data goes.
+#[derive(Debug, Clone)]
+pub enum Databases {
+    /// One SQLite file per service under the data directory.
+    Sqlite,
+    /// One PostgreSQL database per service: emploi, social, pilotage.
+    Postgres([String; 3]),
+}
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub data_dir: PathBuf,
+    pub databases: Databases,
+    /// Fixed addresses (emploi, social, pilotage), or port 0 for each.
+    pub addresses: Option<[SocketAddr; 3]>,
+    /// Fast retries for tests and demos; production defaults otherwise.
+    pub quick_retries: bool,
+    /// Statistical secrecy threshold of the steering service.
+    pub min_cell_size: u64,
+}
+
+fn issuer_of(institution: Institution) -> String {
+    format!("passerelle-{}-service", institution.code())
+}
+
+fn key_path(dir: &Path, name: &str, public: bool) -> PathBuf {
+    dir.join("keys").join(format!("{name}.{}", if public { "pub.pem" } else { "key.pem" }))
+}
+
+/// Creates the key pair `name` under `dir/keys` unless it exists.
+pub fn ensure_key(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let private = key_path(dir, name, false);
+    if private.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir.join("keys"))?;
+    let pair = KeyPair::generate()?;
+    write_private(&private, &pair.private_pem)?;
+    std::fs::write(key_path(dir, name, true), pair.public_pem)?;
+    Ok(())
+}
+
+fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        file.write_all(pem.as_bytes())?;
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, pem)?;
+        Ok(())
+    }
+}
+
+/// The development issuer's signer, for `passerelle token` and the demo.
+pub fn dev_signer(data_dir: &Path) -> anyhow::Result<Signer> {
+    let path = key_path(data_dir, "dev-issuer", false);
+    let pem = std::fs::read_to_string(&path)
+        .with_context(|| format!("no development key at {}: run `passerelle up` first", path.display()))?;
+    Ok(Signer::ed25519(DEV_ISSUER, &pem)?)
+}
+
+/// The configuration of one service of the local stack.
+pub fn service_config(options: &StackOptions, institution: Institution, addresses: &[SocketAddr; 3]) -> ServiceConfig {
+    let dir = &options.data_dir;
+    let index = INSTITUTIONS.iter().position(|i| *i == institution).unwrap_or(0);
+    let url = |i: usize| format!("http://{}", addresses[i]);
+    let mut trusted_issuers = vec![IssuerConfig {
+        issuer: DEV_ISSUER.into(),
+        public_key_file: key_path(dir, "dev-issuer", true),
+        institutions: INSTITUTIONS.into_iter().collect(),
+    }];
+    for other in INSTITUTIONS.into_iter().filter(|o| *o != institution) {
+        trusted_issuers.push(IssuerConfig {
+            issuer: issuer_of(other),
+            public_key_file: key_path(dir, other.code(), true),
+            institutions: BTreeSet::from([other]),
+        });
+    }
+    let mut config = ServiceConfig::defaults(institution);
+    config.listen = addresses[index];
+    config.database_url = DatabaseUrl(match &options.databases {
+        Databases::Sqlite => format!("sqlite://{}", dir.join(format!("{}.sqlite", institution.code())).display()),
+        Databases::Postgres(urls) => urls[index].clone(),
+    });
+    config.audience = audience_of(institution);
+    config.trusted_issuers = trusted_issuers;
+    config.service_identity =
+        Some(ServiceIdentityConfig { issuer: issuer_of(institution), private_key_file: key_path(dir, institution.code(), false) });
+    config.endpoints = Endpoints { emploi: Some(url(0)), social: Some(url(1)) };
+    config.min_cell_size = options.min_cell_size;
+    if options.quick_retries {
+        config.outbox.poll_interval_ms = 100;
+        config.outbox.initial_backoff_ms = 50;
+        config.outbox.max_backoff_ms = 400;
+        config.outbox.request_timeout_ms = 2_000;
+    }
+    config
+}
+
+/// The three services, running.
+#[derive(Debug)]
+pub struct Stack {
+    pub options: StackOptions,
+    pub addresses: [SocketAddr; 3],
+    pub clock: Arc<dyn Clock>,
+    handles: [Option<ServiceHandle>; 3],
+    signer: Signer,
+}
+
+async fn start_one(config: ServiceConfig, clock: Arc<dyn Clock>) -> anyhow::Result<ServiceHandle> {
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    match config.institution {
+        Institution::Emploi => passerelle_emploi::start(config, listener, clock).await,
+        Institution::Social => passerelle_social::start(config, listener, clock).await,
+        Institution::Pilotage => passerelle_pilotage::start(config, listener, clock).await,
+    }
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&options.data_dir)?;
+        for name in ["dev-issuer", "emploi", "social", "pilotage"] {
+            ensure_key(&options.data_dir, name)?;
+        }
+        let addresses = match options.addresses {
+            Some(fixed) => fixed,
+            None => {
+                // Reserve three ports now so each service knows where the others are.
+                let mut found = [SocketAddr::from(([127, 0, 0, 1], 0)); 3];
+                for slot in &mut found {
+                    *slot = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+                }
+                found
+            }
+        };
+        let mut stack = Stack { signer: dev_signer(&options.data_dir)?, options, addresses, clock, handles: [None, None, None] };
+        for institution in INSTITUTIONS {
+            stack.restart(institution).await?;
+        }
+        Ok(stack)
+    }
+
+    fn index(institution: Institution) -> usize {
+        INSTITUTIONS.iter().position(|i| *i == institution).unwrap_or(0)
+    }
+
+    pub fn config(&self, institution: Institution) -> ServiceConfig {
+        service_config(&self.options, institution, &self.addresses)
+    }
+
+    pub fn url(&self, institution: Institution) -> String {
+        format!("http://{}", self.addresses[Self::index(institution)])
+    }
+
+    /// Stops one service (its database stays).
+    pub async fn stop(&mut self, institution: Institution) -> anyhow::Result<()> {
+        if let Some(handle) = self.handles[Self::index(institution)].take() {
+            handle.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts (or starts again) one service on its address.
+    pub async fn restart(&mut self, institution: Institution) -> anyhow::Result<()> {
+        self.stop(institution).await?;
+        let handle = start_one(self.config(institution), self.clock.clone()).await?;
+        self.handles[Self::index(institution)] = Some(handle);
+        Ok(())
+    }
+
+    /// A development token for an agent.
+    pub fn token(&self, institution: Institution, role: Role, agent: &str, audience: Institution) -> anyhow::Result<String> {
+        Ok(self.signer.sign(agent, institution, role, &audience_of(audience), DEV_TOKEN_TTL_SECONDS)?)
+    }
+
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        for institution in INSTITUTIONS {
+            self.stop(institution).await?;
+        }
+        Ok(())
+    }
+
+}
