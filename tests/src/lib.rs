@@ -1,0 +1,274 @@
+//! Test harness: the three services on port 0 with real gRPC, on SQLite and,
+//! when `PASSERELLE_TEST_POSTGRES` is set, on PostgreSQL too.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use passerelle_cli::stack::{Databases, Stack, StackOptions};
+use passerelle_contract::v1;
+use passerelle_contract::v1::emploi_service_client::EmploiServiceClient;
+use passerelle_contract::v1::pilotage_service_client::PilotageServiceClient;
+use passerelle_contract::v1::social_service_client::SocialServiceClient;
+use passerelle_domain::{Institution, ManualClock, Role};
+use passerelle_storage::testing::{fresh_postgres_database, postgres_base_url};
+use passerelle_storage::InstitutionStore;
+use tonic::transport::Channel;
+use tonic::Request;
+
+pub use passerelle_contract::v1 as pb;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite always; PostgreSQL when configured. With `PASSERELLE_REQUIRE_POSTGRES`
+/// set (CI), a missing PostgreSQL fails instead of being skipped.
+pub fn backends() -> Vec<Backend> {
+    let mut out = vec![Backend::Sqlite];
+    if postgres_base_url().is_some() {
+        out.push(Backend::Postgres);
+    } else if std::env::var_os("PASSERELLE_REQUIRE_POSTGRES").is_some() {
+        panic!("PASSERELLE_REQUIRE_POSTGRES is set but PASSERELLE_TEST_POSTGRES is not");
+    }
+    out
+}
+
+/// The instant every test starts at.
+pub fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2025-03-03T09:00:00Z").expect("valid").with_timezone(&Utc)
+}
+
+#[derive(Debug)]
+pub struct TestStack {
+    pub stack: Stack,
+    pub clock: ManualClock,
+    pub backend: Backend,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn start(backend: Backend, min_cell_size: u64) -> TestStack {
+    passerelle_telemetry::init(passerelle_telemetry::Format::Text, "warn");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let databases = match backend {
+        Backend::Sqlite => Databases::Sqlite,
+        Backend::Postgres => {
+            let base = postgres_base_url().expect("postgres configured");
+            let mut urls = vec![];
+            for label in ["emploi", "social", "pilotage"] {
+                urls.push(fresh_postgres_database(&base, label).await.expect("postgres database"));
+            }
+            Databases::Postgres(urls.try_into().expect("three"))
+        }
+    };
+    let clock = ManualClock::new(t0());
+    let options =
+        StackOptions { data_dir: dir.path().to_path_buf(), databases, addresses: None, quick_retries: true, min_cell_size };
+    let stack = Stack::start(options, Arc::new(clock.clone())).await.expect("stack starts");
+    let t = TestStack { stack, clock, backend, _dir: dir };
+    t.wait_ready().await;
+    t
+}
+
+impl TestStack {
+    pub async fn channel(&self, institution: Institution) -> Channel {
+        Channel::from_shared(self.stack.url(institution)).expect("url").connect().await.expect("connects")
+    }
+
+    pub async fn emploi(&self) -> EmploiServiceClient<Channel> {
+        EmploiServiceClient::new(self.channel(Institution::Emploi).await)
+    }
+
+    pub async fn social(&self) -> SocialServiceClient<Channel> {
+        SocialServiceClient::new(self.channel(Institution::Social).await)
+    }
+
+    pub async fn pilotage(&self) -> PilotageServiceClient<Channel> {
+        PilotageServiceClient::new(self.channel(Institution::Pilotage).await)
+    }
+
+    /// Waits until every service reports SERVING.
+    pub async fn wait_ready(&self) {
+        for institution in passerelle_cli::stack::INSTITUTIONS {
+            let channel = self.channel(institution).await;
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            eventually("service ready", async || {
+                health
+                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                    .await
+                    .map(|r| r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+                    .unwrap_or(false)
+            })
+            .await;
+        }
+    }
+
+    /// A request carrying an agent's token for `audience`'s service.
+    pub fn as_agent<T>(&self, institution: Institution, role: Role, agent: &str, audience: Institution, message: T) -> Request<T> {
+        let token = self.stack.token(institution, role, agent, audience).expect("token");
+        with_token(message, &token)
+    }
+
+    pub fn as_social_worker<T>(&self, message: T) -> Request<T> {
+        self.as_agent(Institution::Social, Role::SocialWorker, "sw-rennes-1", Institution::Social, message)
+    }
+
+    pub fn as_counsellor<T>(&self, message: T) -> Request<T> {
+        self.as_agent(Institution::Emploi, Role::Counsellor, "ft-counsellor-7", Institution::Emploi, message)
+    }
+
+    pub fn as_steering<T>(&self, message: T) -> Request<T> {
+        self.as_agent(Institution::Pilotage, Role::Steering, "copil-1", Institution::Pilotage, message)
+    }
+
+    /// A request signed with `from`'s own service key, as its relay sends.
+    pub fn as_service<T>(&self, from: Institution, to: Institution, message: T) -> Request<T> {
+        let config = self.stack.config(from);
+        let signer = config.signer().expect("signer").expect("service identity");
+        let token = signer.sign(&format!("service:{}", from.code()), from, Role::Service, &passerelle_institution::config::audience_of(to), 60).expect("token");
+        with_token(message, &token)
+    }
+
+    /// A second connection to a service's own database, to inspect it.
+    pub async fn store(&self, institution: Institution) -> InstitutionStore {
+        InstitutionStore::connect(&self.stack.config(institution).database_url.0, 2).await.expect("store")
+    }
+
+    pub fn database_url(&self, institution: Institution) -> String {
+        self.stack.config(institution).database_url.0
+    }
+
+    pub async fn shutdown(self) {
+        self.stack.shutdown().await.expect("clean shutdown");
+    }
+}
+
+pub fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    request
+}
+
+/// Polls `condition` until it holds; fails the test after 20 seconds.
+pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut condition: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Runs `scenario` once per backend.
+pub async fn on_every_backend<F, Fut>(scenario: F)
+where
+    F: Fn(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for backend in backends() {
+        scenario(backend).await;
+    }
+}
+
+// ---- realistic inputs ---------------------------------------------------------------
+
+pub fn sha256_of(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    passerelle_contract::convert::timestamp(at)
+}
+
+/// A consent the person signed on a referral form, for `purposes`, to `recipients`.
+pub fn consent(clock: &ManualClock, purposes: &[v1::Purpose], recipients: &[v1::Institution]) -> v1::ConsentRecord {
+    use passerelle_domain::Clock;
+    let now = clock.now();
+    v1::ConsentRecord {
+        purposes: purposes.iter().map(|p| *p as i32).collect(),
+        recipients: recipients.iter().map(|i| *i as i32).collect(),
+        categories: [
+            v1::DataCategory::Identity,
+            v1::DataCategory::Contact,
+            v1::DataCategory::Case,
+            v1::DataCategory::Barrier,
+            v1::DataCategory::Employment,
+        ]
+        .iter()
+        .map(|c| *c as i32)
+        .collect(),
+        evidence: Some(v1::ConsentEvidence {
+            kind: v1::EvidenceKind::SignedReferralForm as i32,
+            document_sha256: sha256_of("fiche de liaison signée"),
+            signed_at: Some(timestamp(now)),
+            collected_by: "sw-rennes-1".into(),
+        }),
+        valid_from: Some(timestamp(now)),
+        valid_until: Some(timestamp(now + chrono::Duration::days(365))),
+        ..Default::default()
+    }
+}
+
+pub fn referral(case_id: &str, consent_id: &str, first_name: &str) -> v1::Referral {
+    v1::Referral {
+        case_id: case_id.into(),
+        office_code: "CDAS-RENNES-NORD".into(),
+        person: Some(v1::PersonIdentity {
+            first_name: first_name.into(),
+            last_name: "Le Gall".into(),
+            birth_date: "1986-11-02".into(),
+            jobseeker_number: "4471234A".into(),
+        }),
+        contact: Some(v1::Contact { phone: "06 12 34 56 78".into(), email: "a.legall@example.org".into(), postal_address: String::new() }),
+        barriers: vec![
+            v1::Barrier { category: v1::BarrierCategory::Housing as i32, level: v1::BarrierLevel::High as i32 },
+            v1::Barrier { category: v1::BarrierCategory::Mobility as i32, level: v1::BarrierLevel::Medium as i32 },
+        ],
+        employment: Some(v1::EmploymentSummary { registered: true, registration_date: "2024-09-15".into(), rsa_beneficiary: true }),
+        consent_id: consent_id.into(),
+        ..Default::default()
+    }
+}
+
+/// Every text value in every table of a database, to look for leaks.
+pub async fn all_text(url: &str) -> Vec<(String, String)> {
+    use sqlx::{Column, Row};
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.expect("connect");
+    let tables: Vec<String> = if url.starts_with("sqlite") {
+        sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&pool)
+            .await
+            .expect("tables")
+            .iter()
+            .map(|r| r.get::<String, _>("name"))
+            .collect()
+    } else {
+        sqlx::query("SELECT table_name::text AS name FROM information_schema.tables WHERE table_schema = 'public'")
+            .fetch_all(&pool)
+            .await
+            .expect("tables")
+            .iter()
+            .map(|r| r.get::<String, _>("name"))
+            .collect()
+    };
+    let mut out = vec![];
+    for table in tables {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}"))).fetch_all(&pool).await.unwrap_or_default();
+        for row in rows {
+            for column in row.columns() {
+                if let Ok(Some(text)) = row.try_get::<Option<String>, _>(column.ordinal()) {
+                    out.push((format!("{table}.{}", column.name()), text));
+                }
+            }
+        }
+    }
+    pool.close().await;
+    out
+}

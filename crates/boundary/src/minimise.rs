@@ -96,7 +96,7 @@ impl Minimiser {
             let path = format!("{prefix}{}", field.name());
             match self.category(&field) {
                 Some(category) if allowed.contains(&category) => {
-                    if matches!(field.kind(), Kind::Message(_)) && !field.is_map() {
+                    if is_contract_message(&field) {
                         let before = report.kept.len();
                         match message.get_field_mut(&field) {
                             Value::Message(inner) => self.walk(inner, &format!("{path}."), allowed, report),
@@ -126,6 +126,15 @@ impl Minimiser {
                 }
             }
         }
+    }
+}
+
+/// Our own messages are walked field by field; well-known types such as
+/// `google.protobuf.Timestamp` are leaves classified by the field holding them.
+fn is_contract_message(field: &FieldDescriptor) -> bool {
+    match field.kind() {
+        Kind::Message(m) => !field.is_map() && !m.full_name().starts_with("google.protobuf."),
+        _ => false,
     }
 }
 
@@ -188,6 +197,18 @@ message Crossing {
         assert!(!text.contains("2880435123456"));
         assert!(!text.contains("secret narrative"));
         assert!(text.contains("Léa"));
+    }
+
+    #[test]
+    fn well_known_types_cross_whole_under_their_field_category() {
+        let minimiser = Minimiser::from_contract();
+        let evidence = v1::ConsentEvidence {
+            signed_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 5 }),
+            ..Default::default()
+        };
+        let out = minimiser.minimise(&evidence, &[DataCategory::Case].into()).expect("minimised");
+        assert_eq!(out.message.signed_at, evidence.signed_at);
+        assert_eq!(out.kept, vec!["signed_at"]);
     }
 
     #[test]

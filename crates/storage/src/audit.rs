@@ -24,7 +24,7 @@ impl AuditLog {
     /// Appends durably (committed before this returns).
     pub async fn append(&self, entry: &AuditEntry) -> Result<AuditRecord> {
         let _writer = self.writer.lock().await;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         if self.db.backend() == Backend::Postgres {
             sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
         }

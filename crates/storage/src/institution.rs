@@ -161,7 +161,7 @@ impl InstitutionStore {
     }
 
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(Tx { tx: self.db.pool().begin().await? })
+        Ok(Tx { tx: self.db.begin_write().await? })
     }
 
     pub async fn consents_for_case(&self, case_id: &str) -> Result<Vec<Consent>> {

@@ -39,7 +39,7 @@ impl PilotageStore {
     }
 
     pub async fn save_snapshot(&self, indicators: &Indicators, fetched_at: DateTime<Utc>) -> Result<()> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let id: i64 = sqlx::query(
             "INSERT INTO indicator_snapshots (source, computed_at, fetched_at, entry_delay_days_sum, entry_delay_count)
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
