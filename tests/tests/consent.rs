@@ -1,0 +1,203 @@
+//! Consent is checked on every crossing whose legal basis is consent: at the
+//! sender before anything is queued, at the relay before each delivery, and
+//! at the receiver. Every refusal is audited.
+
+use passerelle_boundary::Decision;
+use passerelle_domain::Institution;
+use passerelle_tests::pb as v1;
+use passerelle_tests::*;
+use tonic::Code;
+
+async fn record_consent(t: &TestStack, key: &str, purposes: &[v1::Purpose]) -> v1::ConsentRecord {
+    t.social()
+        .await
+        .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
+            idempotency_key: key.into(),
+            consent: Some(consent(&t.clock, purposes, &[v1::Institution::Emploi, v1::Institution::Social])),
+        }))
+        .await
+        .expect("consent recorded")
+        .into_inner()
+        .consent
+        .expect("consent")
+}
+
+/// A referral pushed straight at the employment side, as the social service's relay would.
+fn direct_referral(t: &TestStack, case_id: &str, consent_id: &str) -> tonic::Request<v1::EmploiServiceReceiveReferralRequest> {
+    let mut r = referral(case_id, consent_id, "Gwenola");
+    r.referring_network = v1::Network::Social as i32;
+    r.referred_by = "sw-rennes-1".into();
+    r.referred_at = Some(timestamp(t0()));
+    t.as_service(
+        Institution::Social,
+        Institution::Emploi,
+        v1::EmploiServiceReceiveReferralRequest { idempotency_key: format!("direct-{case_id}"), case_id: case_id.into(), referral: Some(r) },
+    )
+}
+
+async fn denials(t: &TestStack, institution: Institution, case_id: &str) -> Vec<String> {
+    t.store(institution)
+        .await
+        .audit()
+        .entries()
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.decision == Decision::Denied && e.case_id.as_deref() == Some(case_id))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+async fn consent_known_at_emploi(t: &TestStack, case_id: &str, state: passerelle_domain::ConsentState) {
+    let store = t.store(Institution::Emploi).await;
+    eventually("consent copy at emploi", async || {
+        store.consents_for_case(case_id).await.expect("consents").iter().any(|c| c.state == state)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_crossing_without_consent_is_denied_and_audited() {
+    on_every_backend(async |backend| {
+        let t = start(backend, 11).await;
+        let case_id = "0193b2c4-0000-7000-8000-00000000c0de";
+        let status = t.emploi().await.receive_referral(direct_referral(&t, case_id, "0193b2c4-0000-7000-8000-00000000c0df")).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{backend:?}");
+        assert_eq!(denials(&t, Institution::Emploi, case_id).await, vec!["no consent covers this case"]);
+        assert!(t.store(Institution::Emploi).await.referral(case_id).await.expect("read").is_none());
+        t.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn consent_for_another_purpose_is_denied_on_both_sides() {
+    on_every_backend(async |backend| {
+        let t = start(backend, 11).await;
+        // The person agreed to global support, not to being referred.
+        let consent = record_consent(&t, "c-other-purpose", &[v1::Purpose::GlobalSupport]).await;
+        consent_known_at_emploi(&t, &consent.case_id, passerelle_domain::ConsentState::Given).await;
+
+        // Sender side: nothing is queued.
+        let status = t
+            .social()
+            .await
+            .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+                idempotency_key: "r-other-purpose".into(),
+                referral: Some(referral(&consent.case_id, &consent.consent_id, "Gwenola")),
+                local_note: String::new(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert!(status.message().contains("purpose referral"), "{}", status.message());
+        assert_eq!(denials(&t, Institution::Social, &consent.case_id).await.len(), 1);
+        assert!(t.store(Institution::Social).await.referral(&consent.case_id).await.expect("read").is_none());
+
+        // Receiver side: a push that bypasses the sender is refused too.
+        let status = t.emploi().await.receive_referral(direct_referral(&t, &consent.case_id, &consent.consent_id)).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{backend:?}");
+        assert_eq!(denials(&t, Institution::Emploi, &consent.case_id).await, vec!["the consent does not cover the purpose referral"]);
+        t.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
+    on_every_backend(async |backend| {
+        let t = start(backend, 11).await;
+        let consent = record_consent(&t, "c-withdraw", &[v1::Purpose::Referral, v1::Purpose::GlobalSupport]).await;
+        let mut social = t.social().await;
+        social
+            .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+                idempotency_key: "r-withdraw".into(),
+                referral: Some(referral(&consent.case_id, &consent.consent_id, "Gwenola")),
+                local_note: String::new(),
+            }))
+            .await
+            .expect("referral");
+        let emploi_store = t.store(Institution::Emploi).await;
+        eventually("referral at emploi", async || emploi_store.referral(&consent.case_id).await.expect("read").is_some()).await;
+
+        let withdrawn = social
+            .withdraw_consent(t.as_social_worker(v1::SocialServiceWithdrawConsentRequest {
+                idempotency_key: "w-1".into(),
+                consent_id: consent.consent_id.clone(),
+            }))
+            .await
+            .expect("withdrawn")
+            .into_inner()
+            .consent
+            .expect("consent");
+        assert_eq!(withdrawn.state, v1::ConsentState::Withdrawn as i32);
+
+        // The very next call that would carry data to the partner is refused.
+        let status = social
+            .record_diagnosis(t.as_social_worker(v1::SocialServiceRecordDiagnosisRequest {
+                idempotency_key: "d-after-withdrawal".into(),
+                half: Some(v1::DiagnosisHalf { case_id: consent.case_id.clone(), agreement: v1::Agreement::Agree as i32, ..Default::default() }),
+                local_note: String::new(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(status.message(), "the consent was withdrawn");
+
+        // The withdrawal reaches the employment side, which refuses from then on.
+        consent_known_at_emploi(&t, &consent.case_id, passerelle_domain::ConsentState::Withdrawn).await;
+        let half = v1::DiagnosisHalf {
+            case_id: consent.case_id.clone(),
+            author_institution: v1::Institution::Social as i32,
+            author: "sw-rennes-1".into(),
+            agreement: v1::Agreement::Agree as i32,
+            recorded_at: Some(timestamp(t0())),
+            barriers: vec![],
+        };
+        let status = t
+            .emploi()
+            .await
+            .receive_diagnosis(t.as_service(
+                Institution::Social,
+                Institution::Emploi,
+                v1::EmploiServiceReceiveDiagnosisRequest { idempotency_key: "d-direct".into(), case_id: consent.case_id.clone(), half: Some(half) },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{backend:?}");
+        assert!(denials(&t, Institution::Emploi, &consent.case_id).await.contains(&"the consent was withdrawn".to_owned()));
+        t.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_withdrawal_stops_what_was_queued_before_it() {
+    let mut t = start(Backend::Sqlite, 11).await;
+    let consent = record_consent(&t, "c-queued", &[v1::Purpose::Referral]).await;
+    t.stack.stop(Institution::Emploi).await.expect("stop emploi");
+    let mut social = t.social().await;
+    social
+        .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+            idempotency_key: "r-queued".into(),
+            referral: Some(referral(&consent.case_id, &consent.consent_id, "Gwenola")),
+            local_note: String::new(),
+        }))
+        .await
+        .expect("queued while emploi is down");
+    social
+        .withdraw_consent(t.as_social_worker(v1::SocialServiceWithdrawConsentRequest { idempotency_key: "w-q".into(), consent_id: consent.consent_id.clone() }))
+        .await
+        .expect("withdrawn");
+    t.stack.restart(Institution::Emploi).await.expect("restart emploi");
+    t.wait_ready().await;
+
+    // The withdrawal arrives; the referral queued before it never does.
+    consent_known_at_emploi(&t, &consent.case_id, passerelle_domain::ConsentState::Withdrawn).await;
+    let social_store = t.store(Institution::Social).await;
+    eventually("outbox settled", async || social_store.outbox_depth().await.expect("depth").pending == 0).await;
+    assert!(t.store(Institution::Emploi).await.referral(&consent.case_id).await.expect("read").is_none());
+    assert_eq!(social_store.outbox_depth().await.expect("depth").abandoned, 1);
+    assert!(denials(&t, Institution::Social, &consent.case_id).await.contains(&"the consent was withdrawn".to_owned()));
+    t.shutdown().await;
+}

@@ -1,0 +1,99 @@
+//! Idempotency keys and the transactional outbox: nothing lost, nothing twice.
+
+use passerelle_domain::Institution;
+use passerelle_tests::pb as v1;
+use passerelle_tests::*;
+use tonic::Code;
+
+async fn consent_for(t: &TestStack, key: &str) -> v1::ConsentRecord {
+    t.social()
+        .await
+        .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
+            idempotency_key: key.into(),
+            consent: Some(consent(&t.clock, &[v1::Purpose::Referral, v1::Purpose::GlobalSupport], &[v1::Institution::Emploi, v1::Institution::Social])),
+        }))
+        .await
+        .expect("consent")
+        .into_inner()
+        .consent
+        .expect("consent")
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_creates_one_referral() {
+    on_every_backend(async |backend| {
+        let t = start(backend, 11).await;
+        let consent = consent_for(&t, "c-idem").await;
+        let request = v1::SocialServiceCreateReferralRequest {
+            idempotency_key: "referral-idem-1".into(),
+            referral: Some(referral(&consent.case_id, &consent.consent_id, "Nolwenn")),
+            local_note: "premier contact".into(),
+        };
+        let mut social = t.social().await;
+        let first = social.create_referral(t.as_social_worker(request.clone())).await.expect("first").into_inner();
+        let second = social.create_referral(t.as_social_worker(request.clone())).await.expect("replay").into_inner();
+        assert_eq!(first, second, "a replay returns the first answer");
+
+        // Concurrent replays too.
+        let mut replays = vec![];
+        for _ in 0..4 {
+            let mut client = t.social().await;
+            let req = t.as_social_worker(request.clone());
+            replays.push(tokio::spawn(async move { client.create_referral(req).await.map(|r| r.into_inner()) }));
+        }
+        for replay in replays {
+            assert_eq!(replay.await.expect("task").expect("replay"), first);
+        }
+
+        let mut changed = request.clone();
+        changed.local_note = "autre chose".into();
+        let status = social.create_referral(t.as_social_worker(changed)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with("idempotency_key:"));
+
+        let store = t.store(Institution::Social).await;
+        assert_eq!(store.local_notes(&consent.case_id).await.expect("notes").len(), 1);
+        let emploi = t.store(Institution::Emploi).await;
+        eventually("delivered", async || emploi.referral(&consent.case_id).await.expect("read").is_some()).await;
+        eventually("outbox drained", async || store.outbox_depth().await.expect("depth").pending == 0).await;
+        use sqlx::Row;
+        let queued: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE kind = 'referral'").fetch_one(store.database().pool()).await.expect("count").get("n");
+        assert_eq!(queued, 1, "{backend:?}: one referral, one message");
+        t.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_referral_made_while_the_employment_side_is_down_arrives_once_it_is_back() {
+    on_every_backend(async |backend| {
+        let mut t = start(backend, 11).await;
+        let consent = consent_for(&t, "c-down").await;
+        t.stack.stop(Institution::Emploi).await.expect("stop");
+
+        t.social()
+            .await
+            .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+                idempotency_key: "referral-down".into(),
+                referral: Some(referral(&consent.case_id, &consent.consent_id, "Tanguy")),
+                local_note: String::new(),
+            }))
+            .await
+            .expect("accepted while the partner is down");
+        let social = t.store(Institution::Social).await;
+        eventually("a failed attempt is recorded", async || {
+            use sqlx::Row;
+            sqlx::query("SELECT COALESCE(MAX(attempts), 0) AS n FROM outbox").fetch_one(social.database().pool()).await.expect("q").get::<i64, _>("n") > 0
+        })
+        .await;
+        assert_eq!(social.outbox_depth().await.expect("depth").pending, 2, "consent and referral wait, in order");
+
+        t.stack.restart(Institution::Emploi).await.expect("restart");
+        let emploi = t.store(Institution::Emploi).await;
+        eventually("delivered after the restart", async || emploi.referral(&consent.case_id).await.expect("read").is_some()).await;
+        eventually("outbox drained", async || social.outbox_depth().await.expect("depth").pending == 0).await;
+        assert_eq!(social.outbox_depth().await.expect("depth").abandoned, 0, "{backend:?}");
+        t.shutdown().await;
+    })
+    .await;
+}
