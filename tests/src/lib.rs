@@ -92,18 +92,7 @@ impl TestStack {
 
     /// Waits until every service reports SERVING.
     pub async fn wait_ready(&self) {
-        for institution in passerelle_cli::stack::INSTITUTIONS {
-            let channel = self.channel(institution).await;
-            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-            eventually("service ready", async || {
-                health
-                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
-                    .await
-                    .map(|r| r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-                    .unwrap_or(false)
-            })
-            .await;
-        }
+        self.stack.wait_ready().await.expect("services ready");
     }
 
     /// A request carrying an agent's token for `audience`'s service.

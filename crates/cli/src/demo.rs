@@ -1,1 +1,384 @@
-pub fn placeholder() {}
+//! `passerelle demo`: a few hundred synthetic people through the whole
+//! accompaniment, over real gRPC between the three services, on a simulated
+//! clock so months pass in seconds. Both networks refer; some people refuse
+//! or withdraw their consent; one of the pair sometimes disagrees; exits of
+//! every type happen. The steering committee's figures close the run.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use passerelle_contract::v1;
+use passerelle_contract::v1::emploi_service_client::EmploiServiceClient;
+use passerelle_contract::v1::pilotage_service_client::PilotageServiceClient;
+use passerelle_contract::v1::social_service_client::SocialServiceClient;
+use passerelle_domain::{Clock, Institution, ManualClock, Role};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+use crate::stack::Stack;
+
+/// A small deterministic generator (SplitMix64): the same seed, the same run.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `low..=high`.
+    pub fn between(&mut self, low: i64, high: i64) -> i64 {
+        low + (self.next_u64() % ((high - low + 1) as u64)) as i64
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next_u64() % items.len() as u64) as usize]
+    }
+}
+
+const FIRST_NAMES: &[&str] = &["Maëlle", "Yannick", "Soizic", "Erwan", "Nolwenn", "Tanguy", "Gwenola", "Loïc", "Aziz", "Fatoumata", "Inès", "Kévin", "Sandrine", "Mathéo", "Chloé", "Rachid"];
+const LAST_NAMES: &[&str] = &["Le Gall", "Le Goff", "Martin", "Bernard", "Diallo", "Moreau", "Guillou", "Rivière", "Nguyen", "Caradec"];
+const OFFICES: &[&str] = &["CDAS-RENNES-NORD", "CDAS-SAINT-MALO", "CDAS-VITRE", "CDAS-REDON", "CDAS-FOUGERES"];
+const BARRIERS: &[v1::BarrierCategory] = &[
+    v1::BarrierCategory::Mobility,
+    v1::BarrierCategory::Housing,
+    v1::BarrierCategory::Health,
+    v1::BarrierCategory::FamilyChildcare,
+    v1::BarrierCategory::Financial,
+    v1::BarrierCategory::AdministrativeLegal,
+    v1::BarrierCategory::Digital,
+    v1::BarrierCategory::LiteracyNumeracy,
+];
+const EXITS: &[v1::ExitReason] = &[
+    v1::ExitReason::Job,
+    v1::ExitReason::Job,
+    v1::ExitReason::Job,
+    v1::ExitReason::Training,
+    v1::ExitReason::Training,
+    v1::ExitReason::JobSearchAutonomy,
+    v1::ExitReason::SocialProblemSolved,
+    v1::ExitReason::EndedByPerson,
+    v1::ExitReason::MissedAppointments,
+    v1::ExitReason::Deregistered,
+    v1::ExitReason::EndOfTerm,
+];
+
+/// What the scenario did, to set beside what the system reports.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub people: u64,
+    pub referred_by: BTreeMap<&'static str, u64>,
+    pub consent_refused: u64,
+    pub consent_withdrawn: u64,
+    pub not_entered: u64,
+    pub entered: u64,
+    pub exits: BTreeMap<String, u64>,
+    pub rpc_calls: u64,
+}
+
+struct Clients {
+    emploi: EmploiServiceClient<Channel>,
+    social: SocialServiceClient<Channel>,
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn ts(at: DateTime<Utc>) -> prost_types::Timestamp {
+    passerelle_contract::convert::timestamp(at)
+}
+
+/// The partner learns of a change through the outbox a moment later: a
+/// dependent call is retried while it still answers NOT_FOUND / FAILED_PRECONDITION.
+async fn when_delivered<T, F, Fut>(mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match call().await {
+            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The life of one person, as a list of dated steps.
+struct Person {
+    index: u64,
+    by: Institution,
+    refuses_consent: bool,
+    withdraws: bool,
+    disagreement: Option<Institution>,
+    exit: Option<v1::ExitReason>,
+    days: [i64; 4],
+}
+
+impl Stack {
+    fn agent(&self, by: Institution, index: u64) -> (Role, String) {
+        match by {
+            Institution::Emploi => (Role::Counsellor, format!("ft-counsellor-{}", index % 10 + 1)),
+            _ => (Role::SocialWorker, format!("sw-{}", index % 14 + 1)),
+        }
+    }
+
+    fn as_agent<T>(&self, by: Institution, index: u64, message: T) -> anyhow::Result<Request<T>> {
+        let (role, agent) = self.agent(by, index);
+        let token = self.token(by, role, &agent, by)?;
+        let mut request = Request::new(message);
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        Ok(request)
+    }
+}
+
+async fn run_person(stack: &Stack, clock: &ManualClock, clients: &mut Clients, p: &Person, rng: &mut Rng, tally: &mut Tally) -> anyhow::Result<()> {
+    let start = clock.now();
+    let key = |step: &str| format!("demo-{}-{step}", p.index);
+    let by = p.by;
+    tally.people += 1;
+    if p.refuses_consent {
+        // Informed, the person declines: nothing is recorded, nothing crosses.
+        tally.consent_refused += 1;
+        return Ok(());
+    }
+    *tally.referred_by.entry(by.code()).or_default() += 1;
+    let consent = v1::ConsentRecord {
+        purposes: vec![v1::Purpose::Referral as i32, v1::Purpose::GlobalSupport as i32],
+        recipients: vec![v1::Institution::Emploi as i32, v1::Institution::Social as i32],
+        categories: [v1::DataCategory::Identity, v1::DataCategory::Contact, v1::DataCategory::Case, v1::DataCategory::Barrier, v1::DataCategory::Employment]
+            .iter()
+            .map(|c| *c as i32)
+            .collect(),
+        evidence: Some(v1::ConsentEvidence {
+            kind: v1::EvidenceKind::SignedReferralForm as i32,
+            document_sha256: sha256_hex(&format!("fiche de liaison {}", p.index)),
+            signed_at: Some(ts(start)),
+            collected_by: stack.agent(by, p.index).1,
+        }),
+        valid_from: Some(ts(start)),
+        valid_until: Some(ts(start + chrono::Duration::days(730))),
+        ..Default::default()
+    };
+    let first = *rng.pick(FIRST_NAMES);
+    let barriers: Vec<v1::Barrier> = (0..rng.between(1, 3))
+        .map(|i| BARRIERS[(p.index as usize + i as usize * 3) % BARRIERS.len()])
+        .map(|category| v1::Barrier { category: category as i32, level: rng.between(1, 3) as i32 })
+        .collect();
+    let referral = |case_id: &str, consent_id: &str, rng: &mut Rng| v1::Referral {
+        case_id: case_id.into(),
+        office_code: (*rng.pick(OFFICES)).into(),
+        person: Some(v1::PersonIdentity {
+            first_name: first.into(),
+            last_name: (*rng.pick(LAST_NAMES)).into(),
+            birth_date: format!("{}-{:02}-{:02}", rng.between(1962, 2004), rng.between(1, 12), rng.between(1, 28)),
+            jobseeker_number: format!("{:07}{}", rng.between(1, 9_999_999), (b'A' + rng.between(0, 25) as u8) as char),
+        }),
+        contact: Some(v1::Contact { phone: format!("06 {:02} {:02} {:02} {:02}", rng.between(0, 99), rng.between(0, 99), rng.between(0, 99), rng.between(0, 99)), ..Default::default() }),
+        barriers: barriers.clone(),
+        employment: Some(v1::EmploymentSummary { registered: true, registration_date: "2024-06-01".into(), rsa_beneficiary: rng.chance(52) }),
+        consent_id: consent_id.into(),
+        ..Default::default()
+    };
+    let note = "éléments de contexte confiés lors de l'entretien (reste au service)".to_owned();
+
+    let (case_id, consent_id) = match by {
+        Institution::Emploi => {
+            let c = clients.emploi.record_consent(stack.as_agent(by, p.index, v1::EmploiServiceRecordConsentRequest { idempotency_key: key("consent"), consent: Some(consent) })?).await?.into_inner().consent.unwrap_or_default();
+            let r = referral(&c.case_id, &c.consent_id, rng);
+            clients.emploi.create_referral(stack.as_agent(by, p.index, v1::EmploiServiceCreateReferralRequest { idempotency_key: key("referral"), referral: Some(r), local_note: note })?).await?;
+            (c.case_id, c.consent_id)
+        }
+        _ => {
+            let c = clients.social.record_consent(stack.as_agent(by, p.index, v1::SocialServiceRecordConsentRequest { idempotency_key: key("consent"), consent: Some(consent) })?).await?.into_inner().consent.unwrap_or_default();
+            let r = referral(&c.case_id, &c.consent_id, rng);
+            clients.social.create_referral(stack.as_agent(by, p.index, v1::SocialServiceCreateReferralRequest { idempotency_key: key("referral"), referral: Some(r), local_note: note })?).await?;
+            (c.case_id, c.consent_id)
+        }
+    };
+    tally.rpc_calls += 3;
+
+    if p.withdraws {
+        clock.set(start + chrono::Duration::days(p.days[0]));
+        let request = v1::SocialServiceWithdrawConsentRequest { idempotency_key: key("withdraw"), consent_id: consent_id.clone() };
+        match by {
+            Institution::Emploi => {
+                let request = v1::EmploiServiceWithdrawConsentRequest { idempotency_key: request.idempotency_key, consent_id: request.consent_id };
+                clients.emploi.withdraw_consent(stack.as_agent(by, p.index, request)?).await?;
+            }
+            _ => {
+                clients.social.withdraw_consent(stack.as_agent(by, p.index, request)?).await?;
+            }
+        }
+        tally.consent_withdrawn += 1;
+        tally.rpc_calls += 1;
+        return Ok(());
+    }
+
+    let agreement = |who: Institution| if p.disagreement == Some(who) { v1::Agreement::Disagree } else { v1::Agreement::Agree } as i32;
+    clock.set(start + chrono::Duration::days(p.days[0]));
+    let half = v1::DiagnosisHalf { case_id: case_id.clone(), barriers: barriers.clone(), agreement: agreement(Institution::Emploi), ..Default::default() };
+    when_delivered(|| async {
+        let request = stack.as_agent(Institution::Emploi, p.index, v1::EmploiServiceRecordDiagnosisRequest { idempotency_key: key("diag-emploi"), half: Some(half.clone()), local_note: String::new() })
+            .map_err(|e| Status::internal(e.to_string()))?;
+        clients.emploi.clone().record_diagnosis(request).await
+    })
+    .await?;
+    clock.set(start + chrono::Duration::days(p.days[1]));
+    let half = v1::DiagnosisHalf { agreement: agreement(Institution::Social), ..half };
+    when_delivered(|| async {
+        let request = stack.as_agent(Institution::Social, p.index, v1::SocialServiceRecordDiagnosisRequest { idempotency_key: key("diag-social"), half: Some(half.clone()), local_note: String::new() })
+            .map_err(|e| Status::internal(e.to_string()))?;
+        clients.social.clone().record_diagnosis(request).await
+    })
+    .await?;
+    tally.rpc_calls += 2;
+    if p.disagreement.is_some() {
+        tally.not_entered += 1;
+        return Ok(());
+    }
+
+    clock.set(start + chrono::Duration::days(p.days[2]));
+    let entry = v1::CaseEntry {
+        pair: Some(v1::Pair { counsellor: stack.agent(Institution::Emploi, p.index).1, social_worker: stack.agent(Institution::Social, p.index).1 }),
+        track: v1::Track::Global as i32,
+        evidence: Some(v1::ConsentEvidence { kind: v1::EvidenceKind::SignedContract as i32, document_sha256: sha256_hex(&format!("contrat {}", p.index)), ..Default::default() }),
+        ..Default::default()
+    };
+    when_delivered(|| async {
+        let request = stack.as_agent(Institution::Emploi, p.index, v1::SignContractRequest { idempotency_key: key("sign"), case_id: case_id.clone(), entry: Some(entry.clone()) })
+            .map_err(|e| Status::internal(e.to_string()))?;
+        clients.emploi.clone().sign_contract(request).await
+    })
+    .await?;
+    tally.entered += 1;
+    tally.rpc_calls += 1;
+
+    if let Some(reason) = p.exit {
+        clock.set(start + chrono::Duration::days(p.days[3]));
+        let request = stack.as_agent(Institution::Emploi, p.index, v1::ExitCaseRequest { idempotency_key: key("exit"), case_id, exit: Some(v1::CaseExit { reason: reason as i32, ..Default::default() }) })?;
+        clients.emploi.exit_case(request).await?;
+        *tally.exits.entry(reason.as_str_name().trim_start_matches("EXIT_REASON_").to_lowercase()).or_default() += 1;
+        tally.rpc_calls += 1;
+    }
+    Ok(())
+}
+
+/// Runs the scenario for `people` persons arriving over `months` months.
+pub async fn run(stack: &Stack, clock: &ManualClock, people: u64, seed: u64) -> anyhow::Result<Tally> {
+    let mut rng = Rng::new(seed);
+    let channel = |i| Channel::from_shared(stack.url(i)).map(|e| e.connect_lazy());
+    let mut clients = Clients { emploi: EmploiServiceClient::new(channel(Institution::Emploi)?), social: SocialServiceClient::new(channel(Institution::Social)?) };
+    let origin = clock.now();
+    let mut tally = Tally::default();
+    // People arrive over a year; each one's steps are laid out from their arrival.
+    let mut persons: Vec<(i64, Person)> = (0..people)
+        .map(|index| {
+            let arrival = rng.between(0, 364);
+            let diag_emploi = rng.between(3, 12);
+            let diag_social = diag_emploi + rng.between(1, 10);
+            let entry = diag_social + rng.between(2, 20);
+            let stays = rng.between(60, 300);
+            let exits_before_end = arrival + entry + stays < 420;
+            let person = Person {
+                index,
+                by: if rng.chance(55) { Institution::Social } else { Institution::Emploi },
+                refuses_consent: rng.chance(6),
+                withdraws: rng.chance(4),
+                disagreement: if rng.chance(9) { Some(if rng.chance(50) { Institution::Emploi } else { Institution::Social }) } else { None },
+                exit: exits_before_end.then(|| *rng.pick(EXITS)),
+                days: [diag_emploi, diag_social, entry, entry + stays],
+            };
+            (arrival, person)
+        })
+        .collect();
+    persons.sort_by_key(|(arrival, p)| (*arrival, p.index));
+    for (arrival, person) in &persons {
+        clock.set(origin + chrono::Duration::days(*arrival));
+        run_person(stack, clock, &mut clients, person, &mut rng, &mut tally).await?;
+    }
+    // Let the last messages reach the partner before the committee looks.
+    clock.set(origin + chrono::Duration::days(420));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(tally)
+}
+
+pub async fn dashboard(stack: &Stack) -> anyhow::Result<v1::Dashboard> {
+    let token = stack.token(Institution::Pilotage, Role::Steering, "copil-demo", Institution::Pilotage)?;
+    let mut request = Request::new(v1::GetDashboardRequest {});
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+    let channel = Channel::from_shared(stack.url(Institution::Pilotage))?.connect().await?;
+    let dashboard = PilotageServiceClient::new(channel).get_dashboard(request).await?.into_inner().dashboard;
+    dashboard.ok_or_else(|| anyhow::anyhow!("empty dashboard"))
+}
+
+fn cell(c: Option<&v1::Cell>) -> String {
+    match c {
+        Some(c) if c.suppressed => "< seuil (masqué)".to_owned(),
+        Some(c) => c.count.to_string(),
+        None => "—".to_owned(),
+    }
+}
+
+/// The committee's indicators as a readable table.
+pub fn render(d: &v1::Dashboard, tally: &Tally) -> String {
+    let mut out = String::new();
+    let mut row = |label: &str, value: String| out.push_str(&format!("  {label:<44} {value:>18}\n"));
+    row("Entrées cumulées (entries)", cell(d.entries.as_ref()));
+    row("En cours d'accompagnement (in progress)", cell(d.in_progress.as_ref()));
+    row(
+        "Délai moyen orientation → entrée (jours)",
+        if d.average_entry_delay_suppressed { "< seuil (masqué)".into() } else { format!("{:.1}", d.average_entry_delay_days) },
+    );
+    for c in &d.referrals_by_network {
+        row(&format!("Orientations par le réseau {}", c.key), cell(Some(c)));
+    }
+    for c in &d.exits_by_type {
+        row(&format!("Sorties : {}", c.key), cell(Some(c)));
+    }
+    let mut text = String::from("\nComité de pilotage — indicateurs (agrégats seulement, cellules < ");
+    text.push_str(&format!("{} masquées)\n", d.min_cell_size));
+    text.push_str(&"-".repeat(66));
+    text.push('\n');
+    text.push_str(&out);
+    text.push_str(&"-".repeat(66));
+    text.push_str(&format!(
+        "\nScénario : {} personnes, {} refus de consentement, {} retraits, {} désaccords au diagnostic, {} entrées, {} appels gRPC.\n",
+        tally.people, tally.consent_refused, tally.consent_withdrawn, tally.not_entered, tally.entered, tally.rpc_calls
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generator_is_deterministic_and_in_range() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        for _ in 0..1000 {
+            let x = a.between(3, 12);
+            assert_eq!(x, b.between(3, 12));
+            assert!((3..=12).contains(&x));
+        }
+    }
+}

@@ -1,1 +1,115 @@
-fn main() {}
+//! `passerelle`: run the three services locally, play the demo scenario, mint
+//! development tokens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use passerelle_cli::demo;
+use passerelle_cli::stack::{dev_signer, Databases, Stack, StackOptions, DEV_TOKEN_TTL_SECONDS};
+use passerelle_domain::{Institution, ManualClock, Role, SystemClock};
+use passerelle_institution::config::audience_of;
+use passerelle_institution::server::termination_signal;
+
+#[derive(Debug, Parser)]
+#[command(name = "passerelle", about = "Passerelle: joint employment and social support, across an enforced GDPR boundary.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the three services on embedded SQLite in a fresh directory, run a
+    /// realistic scenario and print the steering committee's indicators.
+    Demo {
+        /// How many people go through the scenario.
+        #[arg(long, default_value_t = 300)]
+        people: u64,
+        /// Seed of the synthetic scenario (same seed, same run).
+        #[arg(long, default_value_t = 35)]
+        seed: u64,
+        /// Keep the data here instead of a temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Start the employment (:50051), social (:50052) and steering (:50053)
+    /// services locally and serve until interrupted.
+    Up {
+        /// Keys and SQLite files live here.
+        #[arg(long, default_value = ".passerelle")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+    },
+    /// Print a token signed by the local development issuer.
+    Token {
+        /// emploi, social or pilotage.
+        #[arg(long)]
+        institution: String,
+        /// counsellor, social_worker, coordinator, service, steering or dpo.
+        #[arg(long)]
+        role: String,
+        /// The agent's identifier (the token's `sub`).
+        #[arg(long)]
+        subject: String,
+        /// The service to call (emploi, social, pilotage); defaults to the agent's own.
+        #[arg(long)]
+        audience: Option<String>,
+        #[arg(long, default_value = ".passerelle")]
+        data_dir: PathBuf,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = DEV_TOKEN_TTL_SECONDS)]
+        ttl: u64,
+    },
+}
+
+fn institution(text: &str) -> anyhow::Result<Institution> {
+    Institution::from_code(text).with_context(|| format!("unknown institution {text}: emploi, social or pilotage"))
+}
+
+#[allow(clippy::print_stdout)]
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo { people, seed, data_dir } => {
+            passerelle_telemetry::init(passerelle_telemetry::Format::Text, "error");
+            let temp = tempfile::tempdir()?;
+            let data_dir = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
+            let start = chrono::DateTime::parse_from_rfc3339("2025-01-06T09:00:00Z")?.with_timezone(&chrono::Utc);
+            let clock = ManualClock::new(start);
+            let options = StackOptions { data_dir: data_dir.clone(), databases: Databases::Sqlite, addresses: None, quick_retries: true, min_cell_size: 11 };
+            let stack = Stack::start(options, Arc::new(clock.clone())).await?;
+            println!("Passerelle demo: three services on 127.0.0.1 (emploi {}, social {}, pilotage {}), data in {}", stack.addresses[0], stack.addresses[1], stack.addresses[2], data_dir.display());
+            println!("Running {people} people through referral, consent, shared diagnosis, entry and exit…");
+            let began = std::time::Instant::now();
+            let tally = demo::run(&stack, &clock, people, seed).await?;
+            let dashboard = demo::dashboard(&stack).await?;
+            print!("{}", demo::render(&dashboard, &tally));
+            println!("Done in {:.1} s.", began.elapsed().as_secs_f64());
+            stack.shutdown().await?;
+        }
+        Command::Up { data_dir, host } => {
+            passerelle_telemetry::init(passerelle_telemetry::Format::Json, "info");
+            let addresses = [50051, 50052, 50053].map(|port| SocketAddr::new(host, port));
+            let options = StackOptions { data_dir: data_dir.clone(), databases: Databases::Sqlite, addresses: Some(addresses), quick_retries: false, min_cell_size: 11 };
+            let stack = Stack::start(options, Arc::new(SystemClock)).await?;
+            eprintln!("Passerelle is up: emploi {}, social {}, pilotage {} (data in {}).", addresses[0], addresses[1], addresses[2], data_dir.display());
+            eprintln!("Get a token with: passerelle token --institution social --role social_worker --subject sw-1");
+            termination_signal().await;
+            eprintln!("Stopping…");
+            stack.shutdown().await?;
+        }
+        Command::Token { institution: inst, role, subject, audience, data_dir, ttl } => {
+            let inst = institution(&inst)?;
+            let role = Role::from_code(&role).with_context(|| format!("unknown role {role}"))?;
+            let audience = audience.as_deref().map(institution).transpose()?.unwrap_or(inst);
+            let token = dev_signer(&data_dir)?.sign(&subject, inst, role, &audience_of(audience), ttl)?;
+            println!("{token}");
+        }
+    }
+    Ok(())
+}

@@ -164,7 +164,31 @@ impl Stack {
         for institution in INSTITUTIONS {
             stack.restart(institution).await?;
         }
+        stack.wait_ready().await?;
         Ok(stack)
+    }
+
+    /// Waits until every running service reports SERVING (its database is up).
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        for (i, institution) in INSTITUTIONS.into_iter().enumerate() {
+            if self.handles[i].is_none() {
+                continue;
+            }
+            let channel = tonic::transport::Channel::from_shared(self.url(institution))?.connect_lazy();
+            let mut health = HealthClient::new(channel);
+            loop {
+                let status = health.check(HealthCheckRequest { service: String::new() }).await.map(|r| r.into_inner().status);
+                if status.as_ref().is_ok_and(|s| *s == ServingStatus::Serving as i32) {
+                    break;
+                }
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "{institution} did not become ready: {status:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
     }
 
     fn index(institution: Institution) -> usize {
@@ -192,7 +216,7 @@ impl Stack {
         self.stop(institution).await?;
         let handle = start_one(self.config(institution), self.clock.clone()).await?;
         self.handles[Self::index(institution)] = Some(handle);
-        Ok(())
+        self.wait_ready().await
     }
 
     /// A development token for an agent.

@@ -119,6 +119,14 @@ impl Casework {
         serde_json::from_slice(response).map_err(internal)
     }
 
+    /// A case this service does not know is NOT_FOUND, whatever else is wrong.
+    async fn known_case(&self, case_id: &str) -> Result<()> {
+        match self.store.case(case_id).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError(DomainError::NotFound("case"))),
+        }
+    }
+
     /// Sender-side boundary check: data leaves for the partner only under a
     /// consent that covers it; a refusal is audited.
     async fn check_outbound(&self, caller: &Caller, case_id: &str, purpose: Purpose, target_method: &str) -> Result<Consent> {
@@ -264,6 +272,7 @@ impl Casework {
         target_method: &str,
     ) -> Result<DiagnosisHalf> {
         let local_note = note(local_note)?;
+        self.known_case(&draft.case_id).await?;
         self.check_outbound(caller, &draft.case_id, Purpose::Referral, target_method).await?;
         let now = self.clock.now();
         self.once(method, key, digest, async |tx: &mut Tx| {
@@ -302,6 +311,7 @@ impl Casework {
         contract_sha256: String,
         target_method: &str,
     ) -> Result<Case> {
+        self.known_case(case_id).await?;
         self.check_outbound(caller, case_id, Purpose::GlobalSupport, target_method).await?;
         let now = self.clock.now();
         self.once(method, key, digest, async |tx: &mut Tx| {
