@@ -12,10 +12,10 @@ use passerelle_contract::v1::emploi_service_client::EmploiServiceClient;
 use passerelle_contract::v1::pilotage_service_client::PilotageServiceClient;
 use passerelle_contract::v1::social_service_client::SocialServiceClient;
 use passerelle_domain::{Institution, ManualClock, Role};
-use passerelle_storage::testing::{fresh_postgres_database, postgres_base_url};
 use passerelle_storage::InstitutionStore;
-use tonic::transport::Channel;
+use passerelle_storage::testing::{fresh_postgres_database, postgres_base_url};
 use tonic::Request;
+use tonic::transport::Channel;
 
 pub use passerelle_contract::v1 as pb;
 
@@ -39,7 +39,9 @@ pub fn backends() -> Vec<Backend> {
 
 /// The instant every test starts at.
 pub fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2025-03-03T09:00:00Z").expect("valid").with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2025-03-03T09:00:00Z")
+        .expect("valid")
+        .with_timezone(&Utc)
 }
 
 #[derive(Debug)]
@@ -59,23 +61,43 @@ pub async fn start(backend: Backend, min_cell_size: u64) -> TestStack {
             let base = postgres_base_url().expect("postgres configured");
             let mut urls = vec![];
             for label in ["emploi", "social", "pilotage"] {
-                urls.push(fresh_postgres_database(&base, label).await.expect("postgres database"));
+                urls.push(
+                    fresh_postgres_database(&base, label)
+                        .await
+                        .expect("postgres database"),
+                );
             }
             Databases::Postgres(urls.try_into().expect("three"))
         }
     };
     let clock = ManualClock::new(t0());
-    let options =
-        StackOptions { data_dir: dir.path().to_path_buf(), databases, addresses: None, quick_retries: true, min_cell_size };
-    let stack = Stack::start(options, Arc::new(clock.clone())).await.expect("stack starts");
-    let t = TestStack { stack, clock, backend, _dir: dir };
+    let options = StackOptions {
+        data_dir: dir.path().to_path_buf(),
+        databases,
+        addresses: None,
+        quick_retries: true,
+        min_cell_size,
+    };
+    let stack = Stack::start(options, Arc::new(clock.clone()))
+        .await
+        .expect("stack starts");
+    let t = TestStack {
+        stack,
+        clock,
+        backend,
+        _dir: dir,
+    };
     t.wait_ready().await;
     t
 }
 
 impl TestStack {
     pub async fn channel(&self, institution: Institution) -> Channel {
-        Channel::from_shared(self.stack.url(institution)).expect("url").connect().await.expect("connects")
+        Channel::from_shared(self.stack.url(institution))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connects")
     }
 
     pub async fn emploi(&self) -> EmploiServiceClient<Channel> {
@@ -96,34 +118,72 @@ impl TestStack {
     }
 
     /// A request carrying an agent's token for `audience`'s service.
-    pub fn as_agent<T>(&self, institution: Institution, role: Role, agent: &str, audience: Institution, message: T) -> Request<T> {
-        let token = self.stack.token(institution, role, agent, audience).expect("token");
+    pub fn as_agent<T>(
+        &self,
+        institution: Institution,
+        role: Role,
+        agent: &str,
+        audience: Institution,
+        message: T,
+    ) -> Request<T> {
+        let token = self
+            .stack
+            .token(institution, role, agent, audience)
+            .expect("token");
         with_token(message, &token)
     }
 
     pub fn as_social_worker<T>(&self, message: T) -> Request<T> {
-        self.as_agent(Institution::Social, Role::SocialWorker, "sw-rennes-1", Institution::Social, message)
+        self.as_agent(
+            Institution::Social,
+            Role::SocialWorker,
+            "sw-rennes-1",
+            Institution::Social,
+            message,
+        )
     }
 
     pub fn as_counsellor<T>(&self, message: T) -> Request<T> {
-        self.as_agent(Institution::Emploi, Role::Counsellor, "ft-counsellor-7", Institution::Emploi, message)
+        self.as_agent(
+            Institution::Emploi,
+            Role::Counsellor,
+            "ft-counsellor-7",
+            Institution::Emploi,
+            message,
+        )
     }
 
     pub fn as_steering<T>(&self, message: T) -> Request<T> {
-        self.as_agent(Institution::Pilotage, Role::Steering, "copil-1", Institution::Pilotage, message)
+        self.as_agent(
+            Institution::Pilotage,
+            Role::Steering,
+            "copil-1",
+            Institution::Pilotage,
+            message,
+        )
     }
 
     /// A request signed with `from`'s own service key, as its relay sends.
     pub fn as_service<T>(&self, from: Institution, to: Institution, message: T) -> Request<T> {
         let config = self.stack.config(from);
         let signer = config.signer().expect("signer").expect("service identity");
-        let token = signer.sign(&format!("service:{}", from.code()), from, Role::Service, &passerelle_institution::config::audience_of(to), 60).expect("token");
+        let token = signer
+            .sign(
+                &format!("service:{}", from.code()),
+                from,
+                Role::Service,
+                &passerelle_institution::config::audience_of(to),
+                60,
+            )
+            .expect("token");
         with_token(message, &token)
     }
 
     /// A second connection to a service's own database, to inspect it.
     pub async fn store(&self, institution: Institution) -> InstitutionStore {
-        InstitutionStore::connect(&self.stack.config(institution).database_url.0, 2).await.expect("store")
+        InstitutionStore::connect(&self.stack.config(institution).database_url.0, 2)
+            .await
+            .expect("store")
     }
 
     pub fn database_url(&self, institution: Institution) -> String {
@@ -137,7 +197,10 @@ impl TestStack {
 
 pub fn with_token<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
     request
 }
 
@@ -148,7 +211,10 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut condition: F) {
         if condition().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -176,7 +242,11 @@ pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
 }
 
 /// A consent the person signed on a referral form, for `purposes`, to `recipients`.
-pub fn consent(clock: &ManualClock, purposes: &[v1::Purpose], recipients: &[v1::Institution]) -> v1::ConsentRecord {
+pub fn consent(
+    clock: &ManualClock,
+    purposes: &[v1::Purpose],
+    recipients: &[v1::Institution],
+) -> v1::ConsentRecord {
     use passerelle_domain::Clock;
     let now = clock.now();
     v1::ConsentRecord {
@@ -214,12 +284,26 @@ pub fn referral(case_id: &str, consent_id: &str, first_name: &str) -> v1::Referr
             birth_date: "1986-11-02".into(),
             jobseeker_number: "4471234A".into(),
         }),
-        contact: Some(v1::Contact { phone: "06 12 34 56 78".into(), email: "a.legall@example.org".into(), postal_address: String::new() }),
+        contact: Some(v1::Contact {
+            phone: "06 12 34 56 78".into(),
+            email: "a.legall@example.org".into(),
+            postal_address: String::new(),
+        }),
         barriers: vec![
-            v1::Barrier { category: v1::BarrierCategory::Housing as i32, level: v1::BarrierLevel::High as i32 },
-            v1::Barrier { category: v1::BarrierCategory::Mobility as i32, level: v1::BarrierLevel::Medium as i32 },
+            v1::Barrier {
+                category: v1::BarrierCategory::Housing as i32,
+                level: v1::BarrierLevel::High as i32,
+            },
+            v1::Barrier {
+                category: v1::BarrierCategory::Mobility as i32,
+                level: v1::BarrierLevel::Medium as i32,
+            },
         ],
-        employment: Some(v1::EmploymentSummary { registered: true, registration_date: "2024-09-15".into(), rsa_beneficiary: true }),
+        employment: Some(v1::EmploymentSummary {
+            registered: true,
+            registration_date: "2024-09-15".into(),
+            rsa_beneficiary: true,
+        }),
         consent_id: consent_id.into(),
         ..Default::default()
     }
@@ -249,7 +333,10 @@ pub async fn all_text(url: &str) -> Vec<(String, String)> {
     };
     let mut out = vec![];
     for table in tables {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}"))).fetch_all(&pool).await.unwrap_or_default();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
         for row in rows {
             for column in row.columns() {
                 if let Ok(Some(text)) = row.try_get::<Option<String>, _>(column.ordinal()) {

@@ -13,7 +13,11 @@ async fn record_consent(t: &TestStack, key: &str, purposes: &[v1::Purpose]) -> v
         .await
         .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
             idempotency_key: key.into(),
-            consent: Some(consent(&t.clock, purposes, &[v1::Institution::Emploi, v1::Institution::Social])),
+            consent: Some(consent(
+                &t.clock,
+                purposes,
+                &[v1::Institution::Emploi, v1::Institution::Social],
+            )),
         }))
         .await
         .expect("consent recorded")
@@ -23,7 +27,11 @@ async fn record_consent(t: &TestStack, key: &str, purposes: &[v1::Purpose]) -> v
 }
 
 /// A referral pushed straight at the employment side, as the social service's relay would.
-fn direct_referral(t: &TestStack, case_id: &str, consent_id: &str) -> tonic::Request<v1::EmploiServiceReceiveReferralRequest> {
+fn direct_referral(
+    t: &TestStack,
+    case_id: &str,
+    consent_id: &str,
+) -> tonic::Request<v1::EmploiServiceReceiveReferralRequest> {
     let mut r = referral(case_id, consent_id, "Gwenola");
     r.referring_network = v1::Network::Social as i32;
     r.referred_by = "sw-rennes-1".into();
@@ -31,7 +39,11 @@ fn direct_referral(t: &TestStack, case_id: &str, consent_id: &str) -> tonic::Req
     t.as_service(
         Institution::Social,
         Institution::Emploi,
-        v1::EmploiServiceReceiveReferralRequest { idempotency_key: format!("direct-{case_id}"), case_id: case_id.into(), referral: Some(r) },
+        v1::EmploiServiceReceiveReferralRequest {
+            idempotency_key: format!("direct-{case_id}"),
+            case_id: case_id.into(),
+            referral: Some(r),
+        },
     )
 }
 
@@ -48,10 +60,19 @@ async fn denials(t: &TestStack, institution: Institution, case_id: &str) -> Vec<
         .collect()
 }
 
-async fn consent_known_at_emploi(t: &TestStack, case_id: &str, state: passerelle_domain::ConsentState) {
+async fn consent_known_at_emploi(
+    t: &TestStack,
+    case_id: &str,
+    state: passerelle_domain::ConsentState,
+) {
     let store = t.store(Institution::Emploi).await;
     eventually("consent copy at emploi", async || {
-        store.consents_for_case(case_id).await.expect("consents").iter().any(|c| c.state == state)
+        store
+            .consents_for_case(case_id)
+            .await
+            .expect("consents")
+            .iter()
+            .any(|c| c.state == state)
     })
     .await;
 }
@@ -61,10 +82,29 @@ async fn a_crossing_without_consent_is_denied_and_audited() {
     on_every_backend(async |backend| {
         let t = start(backend, 11).await;
         let case_id = "0193b2c4-0000-7000-8000-00000000c0de";
-        let status = t.emploi().await.receive_referral(direct_referral(&t, case_id, "0193b2c4-0000-7000-8000-00000000c0df")).await.unwrap_err();
+        let status = t
+            .emploi()
+            .await
+            .receive_referral(direct_referral(
+                &t,
+                case_id,
+                "0193b2c4-0000-7000-8000-00000000c0df",
+            ))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied, "{backend:?}");
-        assert_eq!(denials(&t, Institution::Emploi, case_id).await, vec!["no consent covers this case"]);
-        assert!(t.store(Institution::Emploi).await.referral(case_id).await.expect("read").is_none());
+        assert_eq!(
+            denials(&t, Institution::Emploi, case_id).await,
+            vec!["no consent covers this case"]
+        );
+        assert!(
+            t.store(Institution::Emploi)
+                .await
+                .referral(case_id)
+                .await
+                .expect("read")
+                .is_none()
+        );
         t.shutdown().await;
     })
     .await;
@@ -90,14 +130,38 @@ async fn consent_for_another_purpose_is_denied_on_both_sides() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);
-        assert!(status.message().contains("purpose referral"), "{}", status.message());
-        assert_eq!(denials(&t, Institution::Social, &consent.case_id).await.len(), 1);
-        assert!(t.store(Institution::Social).await.referral(&consent.case_id).await.expect("read").is_none());
+        assert!(
+            status.message().contains("purpose referral"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(
+            denials(&t, Institution::Social, &consent.case_id)
+                .await
+                .len(),
+            1
+        );
+        assert!(
+            t.store(Institution::Social)
+                .await
+                .referral(&consent.case_id)
+                .await
+                .expect("read")
+                .is_none()
+        );
 
         // Receiver side: a push that bypasses the sender is refused too.
-        let status = t.emploi().await.receive_referral(direct_referral(&t, &consent.case_id, &consent.consent_id)).await.unwrap_err();
+        let status = t
+            .emploi()
+            .await
+            .receive_referral(direct_referral(&t, &consent.case_id, &consent.consent_id))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied, "{backend:?}");
-        assert_eq!(denials(&t, Institution::Emploi, &consent.case_id).await, vec!["the consent does not cover the purpose referral"]);
+        assert_eq!(
+            denials(&t, Institution::Emploi, &consent.case_id).await,
+            vec!["the consent does not cover the purpose referral"]
+        );
         t.shutdown().await;
     })
     .await;
@@ -107,7 +171,12 @@ async fn consent_for_another_purpose_is_denied_on_both_sides() {
 async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
     on_every_backend(async |backend| {
         let t = start(backend, 11).await;
-        let consent = record_consent(&t, "c-withdraw", &[v1::Purpose::Referral, v1::Purpose::GlobalSupport]).await;
+        let consent = record_consent(
+            &t,
+            "c-withdraw",
+            &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
+        )
+        .await;
         let mut social = t.social().await;
         social
             .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
@@ -118,7 +187,14 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
             .await
             .expect("referral");
         let emploi_store = t.store(Institution::Emploi).await;
-        eventually("referral at emploi", async || emploi_store.referral(&consent.case_id).await.expect("read").is_some()).await;
+        eventually("referral at emploi", async || {
+            emploi_store
+                .referral(&consent.case_id)
+                .await
+                .expect("read")
+                .is_some()
+        })
+        .await;
 
         let withdrawn = social
             .withdraw_consent(t.as_social_worker(v1::SocialServiceWithdrawConsentRequest {
@@ -136,7 +212,11 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
         let status = social
             .record_diagnosis(t.as_social_worker(v1::SocialServiceRecordDiagnosisRequest {
                 idempotency_key: "d-after-withdrawal".into(),
-                half: Some(v1::DiagnosisHalf { case_id: consent.case_id.clone(), agreement: v1::Agreement::Agree as i32, ..Default::default() }),
+                half: Some(v1::DiagnosisHalf {
+                    case_id: consent.case_id.clone(),
+                    agreement: v1::Agreement::Agree as i32,
+                    ..Default::default()
+                }),
                 local_note: String::new(),
             }))
             .await
@@ -145,7 +225,12 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
         assert_eq!(status.message(), "the consent was withdrawn");
 
         // The withdrawal reaches the employment side, which refuses from then on.
-        consent_known_at_emploi(&t, &consent.case_id, passerelle_domain::ConsentState::Withdrawn).await;
+        consent_known_at_emploi(
+            &t,
+            &consent.case_id,
+            passerelle_domain::ConsentState::Withdrawn,
+        )
+        .await;
         let half = v1::DiagnosisHalf {
             case_id: consent.case_id.clone(),
             author_institution: v1::Institution::Social as i32,
@@ -160,12 +245,20 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
             .receive_diagnosis(t.as_service(
                 Institution::Social,
                 Institution::Emploi,
-                v1::EmploiServiceReceiveDiagnosisRequest { idempotency_key: "d-direct".into(), case_id: consent.case_id.clone(), half: Some(half) },
+                v1::EmploiServiceReceiveDiagnosisRequest {
+                    idempotency_key: "d-direct".into(),
+                    case_id: consent.case_id.clone(),
+                    half: Some(half),
+                },
             ))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied, "{backend:?}");
-        assert!(denials(&t, Institution::Emploi, &consent.case_id).await.contains(&"the consent was withdrawn".to_owned()));
+        assert!(
+            denials(&t, Institution::Emploi, &consent.case_id)
+                .await
+                .contains(&"the consent was withdrawn".to_owned())
+        );
         t.shutdown().await;
     })
     .await;
@@ -175,7 +268,10 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
 async fn a_withdrawal_stops_what_was_queued_before_it() {
     let mut t = start(Backend::Sqlite, 11).await;
     let consent = record_consent(&t, "c-queued", &[v1::Purpose::Referral]).await;
-    t.stack.stop(Institution::Emploi).await.expect("stop emploi");
+    t.stack
+        .stop(Institution::Emploi)
+        .await
+        .expect("stop emploi");
     let mut social = t.social().await;
     social
         .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
@@ -186,18 +282,46 @@ async fn a_withdrawal_stops_what_was_queued_before_it() {
         .await
         .expect("queued while emploi is down");
     social
-        .withdraw_consent(t.as_social_worker(v1::SocialServiceWithdrawConsentRequest { idempotency_key: "w-q".into(), consent_id: consent.consent_id.clone() }))
+        .withdraw_consent(t.as_social_worker(v1::SocialServiceWithdrawConsentRequest {
+            idempotency_key: "w-q".into(),
+            consent_id: consent.consent_id.clone(),
+        }))
         .await
         .expect("withdrawn");
-    t.stack.restart(Institution::Emploi).await.expect("restart emploi");
+    t.stack
+        .restart(Institution::Emploi)
+        .await
+        .expect("restart emploi");
     t.wait_ready().await;
 
     // The withdrawal arrives; the referral queued before it never does.
-    consent_known_at_emploi(&t, &consent.case_id, passerelle_domain::ConsentState::Withdrawn).await;
+    consent_known_at_emploi(
+        &t,
+        &consent.case_id,
+        passerelle_domain::ConsentState::Withdrawn,
+    )
+    .await;
     let social_store = t.store(Institution::Social).await;
-    eventually("outbox settled", async || social_store.outbox_depth().await.expect("depth").pending == 0).await;
-    assert!(t.store(Institution::Emploi).await.referral(&consent.case_id).await.expect("read").is_none());
-    assert_eq!(social_store.outbox_depth().await.expect("depth").abandoned, 1);
-    assert!(denials(&t, Institution::Social, &consent.case_id).await.contains(&"the consent was withdrawn".to_owned()));
+    eventually("outbox settled", async || {
+        social_store.outbox_depth().await.expect("depth").pending == 0
+    })
+    .await;
+    assert!(
+        t.store(Institution::Emploi)
+            .await
+            .referral(&consent.case_id)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert_eq!(
+        social_store.outbox_depth().await.expect("depth").abandoned,
+        1
+    );
+    assert!(
+        denials(&t, Institution::Social, &consent.case_id)
+            .await
+            .contains(&"the consent was withdrawn".to_owned())
+    );
     t.shutdown().await;
 }

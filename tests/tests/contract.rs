@@ -1,6 +1,6 @@
 //! The contract is the boundary: these tests read its annotations.
 
-use passerelle_boundary::contract::{check, Violation};
+use passerelle_boundary::contract::{Violation, check};
 use passerelle_domain::DataCategory;
 use prost_reflect::DescriptorPool;
 
@@ -8,7 +8,9 @@ fn compile(root: &std::path::Path) -> DescriptorPool {
     let mut compiler = protox::Compiler::new([root]).expect("compiler");
     compiler.include_imports(true);
     for file in ["boundary", "casework", "emploi", "social", "pilotage"] {
-        compiler.open_file(format!("passerelle/v1/{file}.proto")).expect("compiles");
+        compiler
+            .open_file(format!("passerelle/v1/{file}.proto"))
+            .expect("compiles");
     }
     DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).expect("pool")
 }
@@ -24,9 +26,17 @@ fn mutated(file: &str, edit: impl Fn(&str) -> String) -> DescriptorPool {
     std::fs::create_dir_all(&target).expect("dir");
     for entry in std::fs::read_dir(proto_root().join("passerelle/v1")).expect("proto dir") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         let text = std::fs::read_to_string(&path).expect("read");
-        std::fs::write(target.join(&name), if name == file { edit(&text) } else { text }).expect("write");
+        std::fs::write(
+            target.join(&name),
+            if name == file { edit(&text) } else { text },
+        )
+        .expect("write");
     }
     compile(dir.path())
 }
@@ -43,7 +53,9 @@ fn an_unannotated_field_fails_the_contract() {
     let pool = mutated("casework.proto", |text| {
         text.replace("  string office_code = 4 [(category) = DATA_CATEGORY_PUBLIC];", "  string office_code = 4 [(category) = DATA_CATEGORY_PUBLIC];\n  string nickname = 42;")
     });
-    assert!(check(&pool).contains(&Violation::UnclassifiedField { field: "passerelle.v1.Referral.nickname".into() }));
+    assert!(check(&pool).contains(&Violation::UnclassifiedField {
+        field: "passerelle.v1.Referral.nickname".into()
+    }));
 }
 
 #[test]
@@ -55,7 +67,10 @@ fn a_local_only_field_reachable_from_a_crossing_fails_the_contract() {
         )
     });
     let violations = check(&pool);
-    for method in ["/passerelle.v1.EmploiService/ReceiveDiagnosis", "/passerelle.v1.SocialService/ReceiveDiagnosis"] {
+    for method in [
+        "/passerelle.v1.EmploiService/ReceiveDiagnosis",
+        "/passerelle.v1.SocialService/ReceiveDiagnosis",
+    ] {
         assert!(
             violations.contains(&Violation::CategoryNotAllowed {
                 method: method.into(),
@@ -72,17 +87,26 @@ fn an_rpc_without_policy_fails_the_contract() {
     let pool = mutated("pilotage.proto", |text| {
         text.replace("service PilotageService {", "service PilotageService {\n  rpc Open(GetDashboardRequest) returns (GetDashboardResponse);")
     });
-    assert!(check(&pool).contains(&Violation::RpcWithoutPolicy { method: "/passerelle.v1.PilotageService/Open".into() }));
+    assert!(check(&pool).contains(&Violation::RpcWithoutPolicy {
+        method: "/passerelle.v1.PilotageService/Open".into()
+    }));
 }
 
 #[test]
 fn no_crossing_to_the_steering_service_carries_personal_data() {
     let policy = passerelle_boundary::Policy::from_contract().expect("policy");
-    let to_pilotage: Vec<_> = policy.rules().filter(|r| r.callers.contains(&passerelle_domain::Institution::Pilotage)).collect();
+    let to_pilotage: Vec<_> = policy
+        .rules()
+        .filter(|r| {
+            r.callers
+                .contains(&passerelle_domain::Institution::Pilotage)
+        })
+        .collect();
     assert!(!to_pilotage.is_empty());
     for rule in to_pilotage {
         if let Some(crossing) = &rule.crossing {
-            let allowed: std::collections::BTreeSet<_> = [DataCategory::Public, DataCategory::Aggregate].into();
+            let allowed: std::collections::BTreeSet<_> =
+                [DataCategory::Public, DataCategory::Aggregate].into();
             assert!(crossing.categories.is_subset(&allowed), "{}", rule.path);
         }
     }

@@ -16,8 +16,17 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
 
     let consent = social
         .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
-            idempotency_key: format!("consent-{}", first_name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")),
-            consent: Some(consent(&t.clock, &[v1::Purpose::Referral, v1::Purpose::GlobalSupport], &[v1::Institution::Emploi, v1::Institution::Social])),
+            idempotency_key: format!(
+                    "consent-{}",
+                    first_name
+                        .to_ascii_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                ),
+            consent: Some(consent(
+                &t.clock,
+                &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
+                &[v1::Institution::Emploi, v1::Institution::Social],
+            )),
         }))
         .await
         .expect("consent recorded")
@@ -28,7 +37,12 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
 
     let referral = social
         .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
-            idempotency_key: format!("referral-{}", first_name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")),
+            idempotency_key: format!(
+                    "referral-{}",
+                    first_name
+                        .to_ascii_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                ),
             referral: Some(referral(&consent.case_id, &consent.consent_id, first_name)),
             local_note: CANARY_NOTE.into(),
         }))
@@ -43,21 +57,55 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
 
     // The referral reaches the employment side through the outbox.
     eventually("referral delivered to emploi", async || {
-        emploi.get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest { case_id: case_id.clone() })).await.is_ok()
+        emploi
+            .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
+                case_id: case_id.clone(),
+            }))
+            .await
+            .is_ok()
     })
     .await;
-    let seen = emploi.get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest { case_id: case_id.clone() })).await.expect("case").into_inner();
+    let seen = emploi
+        .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
+            case_id: case_id.clone(),
+        }))
+        .await
+        .expect("case")
+        .into_inner();
     let received = seen.referral.expect("referral at emploi");
-    assert_eq!(received.person.as_ref().map(|p| p.first_name.as_str()), Some(first_name));
-    assert!(seen.local_notes.is_empty(), "the social side's note must not reach the employment side");
-    assert_eq!(seen.consents.len(), 1, "the consent travelled with the referral");
+    assert_eq!(
+        received.person.as_ref().map(|p| p.first_name.as_str()),
+        Some(first_name)
+    );
+    assert!(
+        seen.local_notes.is_empty(),
+        "the social side's note must not reach the employment side"
+    );
+    assert_eq!(
+        seen.consents.len(),
+        1,
+        "the consent travelled with the referral"
+    );
 
     t.clock.advance(Duration::days(6));
-    let barriers = vec![v1::Barrier { category: v1::BarrierCategory::Housing as i32, level: v1::BarrierLevel::High as i32 }];
+    let barriers = vec![v1::Barrier {
+        category: v1::BarrierCategory::Housing as i32,
+        level: v1::BarrierLevel::High as i32,
+    }];
     emploi
         .record_diagnosis(t.as_counsellor(v1::EmploiServiceRecordDiagnosisRequest {
-            idempotency_key: format!("diag-e-{}", first_name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")),
-            half: Some(v1::DiagnosisHalf { case_id: case_id.clone(), barriers: barriers.clone(), agreement: v1::Agreement::Agree as i32, ..Default::default() }),
+            idempotency_key: format!(
+                    "diag-e-{}",
+                    first_name
+                        .to_ascii_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                ),
+            half: Some(v1::DiagnosisHalf {
+                case_id: case_id.clone(),
+                barriers: barriers.clone(),
+                agreement: v1::Agreement::Agree as i32,
+                ..Default::default()
+            }),
             local_note: "entretien du 9 mars".into(),
         }))
         .await
@@ -65,15 +113,31 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
     t.clock.advance(Duration::days(4));
     social
         .record_diagnosis(t.as_social_worker(v1::SocialServiceRecordDiagnosisRequest {
-            idempotency_key: format!("diag-s-{}", first_name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")),
-            half: Some(v1::DiagnosisHalf { case_id: case_id.clone(), barriers, agreement: v1::Agreement::Agree as i32, ..Default::default() }),
+            idempotency_key: format!(
+                    "diag-s-{}",
+                    first_name
+                        .to_ascii_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                ),
+            half: Some(v1::DiagnosisHalf {
+                case_id: case_id.clone(),
+                barriers,
+                agreement: v1::Agreement::Agree as i32,
+                ..Default::default()
+            }),
             local_note: CANARY_NOTE.into(),
         }))
         .await
         .expect("social half");
 
     eventually("both halves known at emploi", async || {
-        let case = emploi.get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest { case_id: case_id.clone() })).await.expect("case").into_inner();
+        let case = emploi
+            .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
+                case_id: case_id.clone(),
+            }))
+            .await
+            .expect("case")
+            .into_inner();
         case.case.map(|c| c.state) == Some(v1::CaseState::Diagnosed as i32)
     })
     .await;
@@ -81,10 +145,18 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
     t.clock.advance(Duration::days(5));
     let entered = emploi
         .sign_contract(t.as_counsellor(v1::SignContractRequest {
-            idempotency_key: format!("sign-{}", first_name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")),
+            idempotency_key: format!(
+                    "sign-{}",
+                    first_name
+                        .to_ascii_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                ),
             case_id: case_id.clone(),
             entry: Some(v1::CaseEntry {
-                pair: Some(v1::Pair { counsellor: "ft-counsellor-7".into(), social_worker: "sw-rennes-1".into() }),
+                pair: Some(v1::Pair {
+                    counsellor: "ft-counsellor-7".into(),
+                    social_worker: "sw-rennes-1".into(),
+                }),
                 track: v1::Track::Global as i32,
                 evidence: Some(v1::ConsentEvidence {
                     kind: v1::EvidenceKind::SignedContract as i32,
@@ -104,9 +176,17 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
     t.clock.advance(Duration::days(120));
     let exited = emploi
         .exit_case(t.as_counsellor(v1::ExitCaseRequest {
-            idempotency_key: format!("exit-{}", first_name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")),
+            idempotency_key: format!(
+                    "exit-{}",
+                    first_name
+                        .to_ascii_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                ),
             case_id: case_id.clone(),
-            exit: Some(v1::CaseExit { reason: exit as i32, ..Default::default() }),
+            exit: Some(v1::CaseExit {
+                reason: exit as i32,
+                ..Default::default()
+            }),
         }))
         .await
         .expect("exited")
@@ -116,7 +196,13 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
     assert_eq!(exited.exit_reason, exit as i32);
 
     eventually("exit known at the social side", async || {
-        let case = social.get_case(t.as_social_worker(v1::SocialServiceGetCaseRequest { case_id: case_id.clone() })).await.expect("case").into_inner();
+        let case = social
+            .get_case(t.as_social_worker(v1::SocialServiceGetCaseRequest {
+                case_id: case_id.clone(),
+            }))
+            .await
+            .expect("case")
+            .into_inner();
         case.case.map(|c| c.state) == Some(v1::CaseState::Exited as i32)
     })
     .await;
@@ -130,36 +216,90 @@ async fn the_thin_flow_runs_end_to_end() {
         let first = one_case(&t, "Maëlle", v1::ExitReason::Job).await;
         let second = one_case(&t, "Yannick", v1::ExitReason::Job).await;
 
-        let dashboard = t.pilotage().await.get_dashboard(t.as_steering(v1::GetDashboardRequest {})).await.expect("dashboard").into_inner().dashboard.expect("dashboard");
-        assert_eq!(dashboard.entries.as_ref().map(|c| (c.count, c.suppressed)), Some((2, false)), "{backend:?}");
+        let dashboard = t
+            .pilotage()
+            .await
+            .get_dashboard(t.as_steering(v1::GetDashboardRequest {}))
+            .await
+            .expect("dashboard")
+            .into_inner()
+            .dashboard
+            .expect("dashboard");
+        assert_eq!(
+            dashboard.entries.as_ref().map(|c| (c.count, c.suppressed)),
+            Some((2, false)),
+            "{backend:?}"
+        );
         assert_eq!(dashboard.in_progress.as_ref().map(|c| c.count), Some(0));
         // Referral → entry: 6 + 4 + 5 days for each person.
         assert!(!dashboard.average_entry_delay_suppressed);
-        assert!((dashboard.average_entry_delay_days - 15.0).abs() < f64::EPSILON, "{}", dashboard.average_entry_delay_days);
-        let exits: Vec<_> = dashboard.exits_by_type.iter().map(|c| (c.key.as_str(), c.count)).collect();
+        assert!(
+            (dashboard.average_entry_delay_days - 15.0).abs() < f64::EPSILON,
+            "{}",
+            dashboard.average_entry_delay_days
+        );
+        let exits: Vec<_> = dashboard
+            .exits_by_type
+            .iter()
+            .map(|c| (c.key.as_str(), c.count))
+            .collect();
         assert_eq!(exits, vec![("job", 2), ("training", 0), ("other", 0)]);
-        let referrals: Vec<_> = dashboard.referrals_by_network.iter().map(|c| (c.key.as_str(), c.count)).collect();
+        let referrals: Vec<_> = dashboard
+            .referrals_by_network
+            .iter()
+            .map(|c| (c.key.as_str(), c.count))
+            .collect();
         assert_eq!(referrals, vec![("emploi", 0), ("social", 2)]);
         assert!(dashboard.sources.iter().all(|s| s.fresh));
 
         // LOCAL_ONLY never reached the employment side; it is kept where written.
         let emploi_text = all_text(&t.database_url(Institution::Emploi)).await;
-        assert!(!emploi_text.iter().any(|(_, v)| v.contains("CANARY-NOTE")), "a local note reached the employment side");
+        assert!(
+            !emploi_text.iter().any(|(_, v)| v.contains("CANARY-NOTE")),
+            "a local note reached the employment side"
+        );
         let social_text = all_text(&t.database_url(Institution::Social)).await;
-        assert!(social_text.iter().any(|(c, v)| c == "local_notes.note" && v.contains("CANARY-NOTE")));
+        assert!(
+            social_text
+                .iter()
+                .any(|(c, v)| c == "local_notes.note" && v.contains("CANARY-NOTE"))
+        );
 
         // The steering service's database holds aggregates only.
         let url = t.database_url(Institution::Pilotage);
         let pilotage_text = all_text(&url).await;
-        for secret in [first.as_str(), second.as_str(), "Maëlle", "Yannick", "Le Gall", "1986-11-02", "4471234A", "sw-rennes-1", "ft-counsellor-7"] {
-            assert!(!pilotage_text.iter().any(|(_, v)| v.contains(secret)), "{secret} found in the steering database");
+        for secret in [
+            first.as_str(),
+            second.as_str(),
+            "Maëlle",
+            "Yannick",
+            "Le Gall",
+            "1986-11-02",
+            "4471234A",
+            "sw-rennes-1",
+            "ft-counsellor-7",
+        ] {
+            assert!(
+                !pilotage_text.iter().any(|(_, v)| v.contains(secret)),
+                "{secret} found in the steering database"
+            );
         }
-        let mut tables: Vec<_> = pilotage_text.iter().map(|(c, _)| c.split('.').next().unwrap_or("").to_owned()).collect();
+        let mut tables: Vec<_> = pilotage_text
+            .iter()
+            .map(|(c, _)| c.split('.').next().unwrap_or("").to_owned())
+            .collect();
         tables.sort();
         tables.dedup();
         for table in &tables {
             assert!(
-                ["indicator_snapshots", "indicator_cells", "audit_log", "_sqlx_migrations", "sqlite_sequence"].contains(&table.as_str()),
+                [
+                    "indicator_snapshots",
+                    "indicator_cells",
+                    "audit_log",
+                    "_sqlx_migrations",
+                    "sqlite_sequence"
+                ]
+                .contains(&table.as_str()),
                 "unexpected table {table} in the steering database"
             );
         }
@@ -169,10 +309,18 @@ async fn the_thin_flow_runs_end_to_end() {
             let store = t.store(institution).await;
             store.audit().verify().await.expect("audit chain intact");
             let entries = store.audit().entries().await.expect("entries");
-            assert!(entries.iter().any(|e| e.case_id.as_deref() == Some(first.as_str()) && e.decision == passerelle_boundary::Decision::Allowed));
+            assert!(
+                entries
+                    .iter()
+                    .any(|e| e.case_id.as_deref() == Some(first.as_str())
+                        && e.decision == passerelle_boundary::Decision::Allowed)
+            );
             for entry in &entries {
                 let json = serde_json::to_string(entry).expect("json");
-                assert!(!json.contains("Maëlle") && !json.contains("06 12 34 56 78"), "a value was written to the audit log");
+                assert!(
+                    !json.contains("Maëlle") && !json.contains("06 12 34 56 78"),
+                    "a value was written to the audit log"
+                );
             }
         }
         t.shutdown().await;
@@ -184,9 +332,25 @@ async fn the_thin_flow_runs_end_to_end() {
 async fn small_counts_are_not_published() {
     let t = start(Backend::Sqlite, 11).await;
     one_case(&t, "Soizic", v1::ExitReason::Training).await;
-    let dashboard = t.pilotage().await.get_dashboard(t.as_steering(v1::GetDashboardRequest {})).await.expect("dashboard").into_inner().dashboard.expect("dashboard");
-    assert_eq!(dashboard.entries.as_ref().map(|c| (c.count, c.suppressed)), Some((0, true)));
+    let dashboard = t
+        .pilotage()
+        .await
+        .get_dashboard(t.as_steering(v1::GetDashboardRequest {}))
+        .await
+        .expect("dashboard")
+        .into_inner()
+        .dashboard
+        .expect("dashboard");
+    assert_eq!(
+        dashboard.entries.as_ref().map(|c| (c.count, c.suppressed)),
+        Some((0, true))
+    );
     assert!(dashboard.average_entry_delay_suppressed);
-    assert!(dashboard.exits_by_type.iter().any(|c| c.key == "training" && c.suppressed));
+    assert!(
+        dashboard
+            .exits_by_type
+            .iter()
+            .any(|c| c.key == "training" && c.suppressed)
+    );
     t.shutdown().await;
 }

@@ -1,6 +1,6 @@
 //! Identity comes only from a verified token; the allow list is deny by default.
 
-use passerelle_boundary::identity::{unix_now, Claims};
+use passerelle_boundary::identity::{Claims, unix_now};
 use passerelle_boundary::{Decision, KeyPair, Signer};
 use passerelle_domain::{Institution, Role};
 use passerelle_tests::pb as v1;
@@ -20,7 +20,9 @@ fn claims(aud: &str, exp: u64) -> Claims {
 }
 
 async fn get_case_with(t: &TestStack, token: Option<&str>) -> tonic::Status {
-    let message = v1::SocialServiceGetCaseRequest { case_id: "0193b2c4-0000-7000-8000-000000000001".into() };
+    let message = v1::SocialServiceGetCaseRequest {
+        case_id: "0193b2c4-0000-7000-8000-000000000001".into(),
+    };
     let request = match token {
         Some(token) => with_token(message, token),
         None => tonic::Request::new(message),
@@ -33,19 +35,54 @@ async fn bad_tokens_are_unauthenticated() {
     let t = start(Backend::Sqlite, 11).await;
     let dev = passerelle_cli::stack::dev_signer(&t.stack.options.data_dir).expect("dev signer");
     let stranger = KeyPair::generate().expect("keys");
-    let forged = Signer::ed25519(passerelle_cli::stack::DEV_ISSUER, &stranger.private_pem).expect("signer");
-    let other_issuer = Signer::ed25519("https://idp.elsewhere.example", &stranger.private_pem).expect("signer");
+    let forged =
+        Signer::ed25519(passerelle_cli::stack::DEV_ISSUER, &stranger.private_pem).expect("signer");
+    let other_issuer =
+        Signer::ed25519("https://idp.elsewhere.example", &stranger.private_pem).expect("signer");
     // {"alg":"none"} with valid-looking claims and no signature.
     let unsigned = {
-        let payload = serde_json::to_vec(&claims("passerelle-social", unix_now() + 600)).expect("json");
-        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", base64url(&payload))
+        let payload =
+            serde_json::to_vec(&claims("passerelle-social", unix_now() + 600)).expect("json");
+        format!(
+            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+            base64url(&payload)
+        )
     };
     let cases = [
         ("missing", None),
-        ("expired", Some(dev.sign_claims(&claims("passerelle-social", unix_now() - 3600)).expect("token"))),
-        ("wrong audience", Some(dev.sign_claims(&claims("passerelle-emploi", unix_now() + 600)).expect("token"))),
-        ("wrong issuer", Some(other_issuer.sign_claims(&Claims { iss: "https://idp.elsewhere.example".into(), ..claims("passerelle-social", unix_now() + 600) }).expect("token"))),
-        ("another key", Some(forged.sign_claims(&claims("passerelle-social", unix_now() + 600)).expect("token"))),
+        (
+            "expired",
+            Some(
+                dev.sign_claims(&claims("passerelle-social", unix_now() - 3600))
+                    .expect("token"),
+            ),
+        ),
+        (
+            "wrong audience",
+            Some(
+                dev.sign_claims(&claims("passerelle-emploi", unix_now() + 600))
+                    .expect("token"),
+            ),
+        ),
+        (
+            "wrong issuer",
+            Some(
+                other_issuer
+                    .sign_claims(&Claims {
+                        iss: "https://idp.elsewhere.example".into(),
+                        ..claims("passerelle-social", unix_now() + 600)
+                    })
+                    .expect("token"),
+            ),
+        ),
+        (
+            "another key",
+            Some(
+                forged
+                    .sign_claims(&claims("passerelle-social", unix_now() + 600))
+                    .expect("token"),
+            ),
+        ),
         ("alg none", Some(unsigned)),
         ("garbage", Some("not.a.token".to_owned())),
     ];
@@ -53,8 +90,20 @@ async fn bad_tokens_are_unauthenticated() {
         let status = get_case_with(&t, token.as_deref()).await;
         assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
     }
-    let denied = t.store(Institution::Social).await.audit().entries().await.expect("audit");
-    assert_eq!(denied.iter().filter(|e| e.decision == Decision::Denied && e.agent.is_none()).count(), cases.len());
+    let denied = t
+        .store(Institution::Social)
+        .await
+        .audit()
+        .entries()
+        .await
+        .expect("audit");
+    assert_eq!(
+        denied
+            .iter()
+            .filter(|e| e.decision == Decision::Denied && e.agent.is_none())
+            .count(),
+        cases.len()
+    );
     t.shutdown().await;
 }
 
@@ -62,33 +111,84 @@ async fn bad_tokens_are_unauthenticated() {
 async fn a_valid_token_of_an_institution_not_on_the_allow_list_is_denied() {
     let t = start(Backend::Sqlite, 11).await;
     // A counsellor (employment side) calling the social side's local RPC.
-    let request = t.as_agent(Institution::Emploi, Role::Counsellor, "ft-counsellor-7", Institution::Social, v1::SocialServiceGetCaseRequest {
-        case_id: "0193b2c4-0000-7000-8000-000000000001".into(),
-    });
+    let request = t.as_agent(
+        Institution::Emploi,
+        Role::Counsellor,
+        "ft-counsellor-7",
+        Institution::Social,
+        v1::SocialServiceGetCaseRequest {
+            case_id: "0193b2c4-0000-7000-8000-000000000001".into(),
+        },
+    );
     let status = t.social().await.get_case(request).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     // The steering service's own identity cannot push a referral.
     let status = t
         .emploi()
         .await
-        .receive_referral(t.as_service(Institution::Pilotage, Institution::Emploi, v1::EmploiServiceReceiveReferralRequest::default()))
+        .receive_referral(t.as_service(
+            Institution::Pilotage,
+            Institution::Emploi,
+            v1::EmploiServiceReceiveReferralRequest::default(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     // A social worker may not call a service-to-service crossing either.
-    let request = t.as_agent(Institution::Social, Role::SocialWorker, "sw-rennes-1", Institution::Emploi, v1::EmploiServiceReceiveReferralRequest::default());
-    assert_eq!(t.emploi().await.receive_referral(request).await.unwrap_err().code(), Code::PermissionDenied);
+    let request = t.as_agent(
+        Institution::Social,
+        Role::SocialWorker,
+        "sw-rennes-1",
+        Institution::Emploi,
+        v1::EmploiServiceReceiveReferralRequest::default(),
+    );
+    assert_eq!(
+        t.emploi()
+            .await
+            .receive_referral(request)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
     // A service key may only speak for its own institution.
-    let social_key = std::fs::read_to_string(t.stack.options.data_dir.join("keys/social.key.pem")).expect("key");
+    let social_key =
+        std::fs::read_to_string(t.stack.options.data_dir.join("keys/social.key.pem")).expect("key");
     let impostor = Signer::ed25519("passerelle-social-service", &social_key)
         .expect("signer")
-        .sign("service:social", Institution::Emploi, Role::Service, "passerelle-social", 60)
+        .sign(
+            "service:social",
+            Institution::Emploi,
+            Role::Service,
+            "passerelle-social",
+            60,
+        )
         .expect("token");
-    let request = with_token(v1::SocialServiceReceiveReferralRequest::default(), &impostor);
-    assert_eq!(t.social().await.receive_referral(request).await.unwrap_err().code(), Code::Unauthenticated);
+    let request = with_token(
+        v1::SocialServiceReceiveReferralRequest::default(),
+        &impostor,
+    );
+    assert_eq!(
+        t.social()
+            .await
+            .receive_referral(request)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
 
-    let entries = t.store(Institution::Emploi).await.audit().entries().await.expect("audit");
-    assert!(entries.iter().any(|e| e.decision == Decision::Denied && e.agent_institution == Some(Institution::Pilotage)));
+    let entries = t
+        .store(Institution::Emploi)
+        .await
+        .audit()
+        .entries()
+        .await
+        .expect("audit");
+    assert!(
+        entries.iter().any(|e| e.decision == Decision::Denied
+            && e.agent_institution == Some(Institution::Pilotage))
+    );
     t.shutdown().await;
 }
 
@@ -99,29 +199,52 @@ async fn health_and_reflection_need_no_token() {
         let channel = t.channel(institution).await;
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         for service in ["", "liveness"] {
-            let status = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.expect("health").into_inner().status;
-            assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .expect("health")
+                .into_inner()
+                .status;
+            assert_eq!(
+                status,
+                tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            );
         }
         let services = reflection_services(channel).await;
-        assert!(services.iter().any(|s| s.starts_with("passerelle.v1.")), "{services:?}");
+        assert!(
+            services.iter().any(|s| s.starts_with("passerelle.v1.")),
+            "{services:?}"
+        );
         assert!(services.contains(&"grpc.health.v1.Health".to_owned()));
     }
     t.shutdown().await;
 }
 
 async fn reflection_services(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut stream = ServerReflectionClient::new(channel)
         .server_reflection_info(tokio_stream::iter(vec![request]))
         .await
         .expect("reflection v1alpha")
         .into_inner();
-    match stream.message().await.expect("answer").and_then(|r| r.message_response) {
-        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
+    match stream
+        .message()
+        .await
+        .expect("answer")
+        .and_then(|r| r.message_response)
+    {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
         other => panic!("unexpected reflection answer {other:?}"),
     }
 }
@@ -130,7 +253,10 @@ fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }

@@ -10,7 +10,11 @@ async fn consent_for(t: &TestStack, key: &str) -> v1::ConsentRecord {
         .await
         .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
             idempotency_key: key.into(),
-            consent: Some(consent(&t.clock, &[v1::Purpose::Referral, v1::Purpose::GlobalSupport], &[v1::Institution::Emploi, v1::Institution::Social])),
+            consent: Some(consent(
+                &t.clock,
+                &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
+                &[v1::Institution::Emploi, v1::Institution::Social],
+            )),
         }))
         .await
         .expect("consent")
@@ -30,8 +34,16 @@ async fn the_same_idempotency_key_creates_one_referral() {
             local_note: "premier contact".into(),
         };
         let mut social = t.social().await;
-        let first = social.create_referral(t.as_social_worker(request.clone())).await.expect("first").into_inner();
-        let second = social.create_referral(t.as_social_worker(request.clone())).await.expect("replay").into_inner();
+        let first = social
+            .create_referral(t.as_social_worker(request.clone()))
+            .await
+            .expect("first")
+            .into_inner();
+        let second = social
+            .create_referral(t.as_social_worker(request.clone()))
+            .await
+            .expect("replay")
+            .into_inner();
         assert_eq!(first, second, "a replay returns the first answer");
 
         // Concurrent replays too.
@@ -39,7 +51,9 @@ async fn the_same_idempotency_key_creates_one_referral() {
         for _ in 0..4 {
             let mut client = t.social().await;
             let req = t.as_social_worker(request.clone());
-            replays.push(tokio::spawn(async move { client.create_referral(req).await.map(|r| r.into_inner()) }));
+            replays.push(tokio::spawn(async move {
+                client.create_referral(req).await.map(|r| r.into_inner())
+            }));
         }
         for replay in replays {
             assert_eq!(replay.await.expect("task").expect("replay"), first);
@@ -47,17 +61,41 @@ async fn the_same_idempotency_key_creates_one_referral() {
 
         let mut changed = request.clone();
         changed.local_note = "autre chose".into();
-        let status = social.create_referral(t.as_social_worker(changed)).await.unwrap_err();
+        let status = social
+            .create_referral(t.as_social_worker(changed))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().starts_with("idempotency_key:"));
 
         let store = t.store(Institution::Social).await;
-        assert_eq!(store.local_notes(&consent.case_id).await.expect("notes").len(), 1);
+        assert_eq!(
+            store
+                .local_notes(&consent.case_id)
+                .await
+                .expect("notes")
+                .len(),
+            1
+        );
         let emploi = t.store(Institution::Emploi).await;
-        eventually("delivered", async || emploi.referral(&consent.case_id).await.expect("read").is_some()).await;
-        eventually("outbox drained", async || store.outbox_depth().await.expect("depth").pending == 0).await;
+        eventually("delivered", async || {
+            emploi
+                .referral(&consent.case_id)
+                .await
+                .expect("read")
+                .is_some()
+        })
+        .await;
+        eventually("outbox drained", async || {
+            store.outbox_depth().await.expect("depth").pending == 0
+        })
+        .await;
         use sqlx::Row;
-        let queued: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE kind = 'referral'").fetch_one(store.database().pool()).await.expect("count").get("n");
+        let queued: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE kind = 'referral'")
+            .fetch_one(store.database().pool())
+            .await
+            .expect("count")
+            .get("n");
         assert_eq!(queued, 1, "{backend:?}: one referral, one message");
         t.shutdown().await;
     })
@@ -83,16 +121,39 @@ async fn a_referral_made_while_the_employment_side_is_down_arrives_once_it_is_ba
         let social = t.store(Institution::Social).await;
         eventually("a failed attempt is recorded", async || {
             use sqlx::Row;
-            sqlx::query("SELECT COALESCE(MAX(attempts), 0) AS n FROM outbox").fetch_one(social.database().pool()).await.expect("q").get::<i64, _>("n") > 0
+            sqlx::query("SELECT COALESCE(MAX(attempts), 0) AS n FROM outbox")
+                .fetch_one(social.database().pool())
+                .await
+                .expect("q")
+                .get::<i64, _>("n")
+                > 0
         })
         .await;
-        assert_eq!(social.outbox_depth().await.expect("depth").pending, 2, "consent and referral wait, in order");
+        assert_eq!(
+            social.outbox_depth().await.expect("depth").pending,
+            2,
+            "consent and referral wait, in order"
+        );
 
         t.stack.restart(Institution::Emploi).await.expect("restart");
         let emploi = t.store(Institution::Emploi).await;
-        eventually("delivered after the restart", async || emploi.referral(&consent.case_id).await.expect("read").is_some()).await;
-        eventually("outbox drained", async || social.outbox_depth().await.expect("depth").pending == 0).await;
-        assert_eq!(social.outbox_depth().await.expect("depth").abandoned, 0, "{backend:?}");
+        eventually("delivered after the restart", async || {
+            emploi
+                .referral(&consent.case_id)
+                .await
+                .expect("read")
+                .is_some()
+        })
+        .await;
+        eventually("outbox drained", async || {
+            social.outbox_depth().await.expect("depth").pending == 0
+        })
+        .await;
+        assert_eq!(
+            social.outbox_depth().await.expect("depth").abandoned,
+            0,
+            "{backend:?}"
+        );
         t.shutdown().await;
     })
     .await;

@@ -125,7 +125,12 @@ mod tests {
             .map(|(i, e)| {
                 let json = e.canonical_json();
                 let hash = chain_hash(&prev, &json);
-                let r = AuditRecord { seq: i as i64 + 1, entry_json: json, prev_hash: prev.clone(), hash: hash.clone() };
+                let r = AuditRecord {
+                    seq: i as i64 + 1,
+                    entry_json: json,
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                };
                 prev = hash;
                 r
             })

@@ -15,23 +15,42 @@ const OWN_PACKAGE_PREFIX: &str = "passerelle.";
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Violation {
-    UnclassifiedField { field: String },
-    RpcWithoutPolicy { method: String },
-    CategoryNotAllowed { method: String, field: String, category: DataCategory },
-    ConsentCrossingWithoutSubject { method: String },
-    CrossingWithoutReference { method: String },
+    UnclassifiedField {
+        field: String,
+    },
+    RpcWithoutPolicy {
+        method: String,
+    },
+    CategoryNotAllowed {
+        method: String,
+        field: String,
+        category: DataCategory,
+    },
+    ConsentCrossingWithoutSubject {
+        method: String,
+    },
+    CrossingWithoutReference {
+        method: String,
+    },
 }
 
 /// All violations in `pool`; empty when the contract is sound.
 pub fn check(pool: &DescriptorPool) -> Vec<Violation> {
     let mut violations = BTreeSet::new();
     let Some(minimiser) = Minimiser::from_pool(pool.clone()) else {
-        return vec![Violation::UnclassifiedField { field: "passerelle.v1.category option is missing".into() }];
+        return vec![Violation::UnclassifiedField {
+            field: "passerelle.v1.category option is missing".into(),
+        }];
     };
-    for message in pool.all_messages().filter(|m| m.full_name().starts_with(OWN_PACKAGE_PREFIX)) {
+    for message in pool
+        .all_messages()
+        .filter(|m| m.full_name().starts_with(OWN_PACKAGE_PREFIX))
+    {
         for field in message.fields() {
             if minimiser.category(&field).is_none() {
-                violations.insert(Violation::UnclassifiedField { field: field.full_name().to_owned() });
+                violations.insert(Violation::UnclassifiedField {
+                    field: field.full_name().to_owned(),
+                });
             }
         }
     }
@@ -39,23 +58,39 @@ pub fn check(pool: &DescriptorPool) -> Vec<Violation> {
         Ok(p) => p,
         Err(e) => return vec![Violation::RpcWithoutPolicy { method: e }],
     };
-    for service in pool.services().filter(|s| s.full_name().starts_with(OWN_PACKAGE_PREFIX)) {
+    for service in pool
+        .services()
+        .filter(|s| s.full_name().starts_with(OWN_PACKAGE_PREFIX))
+    {
         for method in service.methods() {
             let path = format!("/{}/{}", service.full_name(), method.name());
             let Some(rule) = policy.rule(&path) else {
                 violations.insert(Violation::RpcWithoutPolicy { method: path });
                 continue;
             };
-            let Some(crossing) = &rule.crossing else { continue };
+            let Some(crossing) = &rule.crossing else {
+                continue;
+            };
             if crossing.legal_reference.trim().is_empty() {
-                violations.insert(Violation::CrossingWithoutReference { method: path.clone() });
+                violations.insert(Violation::CrossingWithoutReference {
+                    method: path.clone(),
+                });
             }
             if crossing.legal_basis == LegalBasis::Consent && rule.subject_field.is_none() {
-                violations.insert(Violation::ConsentCrossingWithoutSubject { method: path.clone() });
+                violations.insert(Violation::ConsentCrossingWithoutSubject {
+                    method: path.clone(),
+                });
             }
             for carried in [method.input(), method.output()] {
                 let mut seen = HashSet::new();
-                reachable(&minimiser, &carried, &crossing.categories, &path, &mut seen, &mut violations);
+                reachable(
+                    &minimiser,
+                    &carried,
+                    &crossing.categories,
+                    &path,
+                    &mut seen,
+                    &mut violations,
+                );
             }
         }
     }
@@ -74,15 +109,19 @@ fn reachable(
         return;
     }
     for field in message.fields() {
-        if let Some(category) = minimiser.category(&field) {
-            if !allowed.contains(&category) {
-                out.insert(Violation::CategoryNotAllowed { method: method.to_owned(), field: field.full_name().to_owned(), category });
-            }
+        if let Some(category) = minimiser.category(&field)
+            && !allowed.contains(&category)
+        {
+            out.insert(Violation::CategoryNotAllowed {
+                method: method.to_owned(),
+                field: field.full_name().to_owned(),
+                category,
+            });
         }
-        if let Kind::Message(inner) = field.kind() {
-            if inner.full_name().starts_with(OWN_PACKAGE_PREFIX) {
-                reachable(minimiser, &inner, allowed, method, seen, out);
-            }
+        if let Kind::Message(inner) = field.kind()
+            && inner.full_name().starts_with(OWN_PACKAGE_PREFIX)
+        {
+            reachable(minimiser, &inner, allowed, method, seen, out);
         }
     }
 }

@@ -12,7 +12,12 @@ use passerelle_domain::{Institution, Role};
 use serde::{Deserialize, Serialize};
 
 /// Asymmetric algorithms only: a shared secret would let any verifier mint tokens.
-pub const ALLOWED_ALGORITHMS: &[Algorithm] = &[Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256, Algorithm::PS256];
+pub const ALLOWED_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::EdDSA,
+    Algorithm::ES256,
+    Algorithm::RS256,
+    Algorithm::PS256,
+];
 
 /// Who is calling, as established by the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,11 +78,16 @@ impl std::fmt::Debug for TrustedIssuer {
 }
 
 impl TrustedIssuer {
-    pub fn ed25519(issuer: impl Into<String>, public_key_pem: &str, institutions: BTreeSet<Institution>) -> Result<Self, IdentityError> {
+    pub fn ed25519(
+        issuer: impl Into<String>,
+        public_key_pem: &str,
+        institutions: BTreeSet<Institution>,
+    ) -> Result<Self, IdentityError> {
         Ok(TrustedIssuer {
             issuer: issuer.into(),
             algorithm: Algorithm::EdDSA,
-            key: DecodingKey::from_ed_pem(public_key_pem.as_bytes()).map_err(|e| IdentityError::Invalid(e.to_string()))?,
+            key: DecodingKey::from_ed_pem(public_key_pem.as_bytes())
+                .map_err(|e| IdentityError::Invalid(e.to_string()))?,
             institutions,
         })
     }
@@ -96,7 +106,11 @@ struct IssuerOnly {
 }
 
 impl Verifier {
-    pub fn new(audience: impl Into<String>, issuers: impl IntoIterator<Item = TrustedIssuer>, leeway_seconds: u64) -> Self {
+    pub fn new(
+        audience: impl Into<String>,
+        issuers: impl IntoIterator<Item = TrustedIssuer>,
+        leeway_seconds: u64,
+    ) -> Self {
         Verifier {
             audience: audience.into(),
             issuers: issuers.into_iter().map(|i| (i.issuer.clone(), i)).collect(),
@@ -115,7 +129,8 @@ impl Verifier {
             return Err(IdentityError::AlgorithmNotAllowed);
         }
         // The issuer is read unverified only to pick the configured key.
-        let unverified = jsonwebtoken::dangerous::insecure_decode::<IssuerOnly>(token).map_err(|_| IdentityError::Malformed)?;
+        let unverified = jsonwebtoken::dangerous::insecure_decode::<IssuerOnly>(token)
+            .map_err(|_| IdentityError::Malformed)?;
         let iss = unverified.claims.iss.ok_or(IdentityError::Malformed)?;
         let issuer = self.issuers.get(&iss).ok_or(IdentityError::UnknownIssuer)?;
         if header.alg != issuer.algorithm {
@@ -130,12 +145,18 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &issuer.key, &validation)
             .map_err(|e| IdentityError::Invalid(format!("{:?}", e.kind())))?;
         let claims = data.claims;
-        let institution = Institution::from_code(&claims.institution).ok_or(IdentityError::UnknownClaim)?;
+        let institution =
+            Institution::from_code(&claims.institution).ok_or(IdentityError::UnknownClaim)?;
         let role = Role::from_code(&claims.role).ok_or(IdentityError::UnknownClaim)?;
         if !issuer.institutions.contains(&institution) {
             return Err(IdentityError::InstitutionNotAllowedForIssuer);
         }
-        Ok(Caller { agent: claims.sub, institution, role, issuer: claims.iss })
+        Ok(Caller {
+            agent: claims.sub,
+            institution,
+            role,
+            issuer: claims.iss,
+        })
     }
 }
 
@@ -149,19 +170,28 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("Signer")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Signer {
-    pub fn ed25519(issuer: impl Into<String>, private_key_pem: &str) -> Result<Self, IdentityError> {
+    pub fn ed25519(
+        issuer: impl Into<String>,
+        private_key_pem: &str,
+    ) -> Result<Self, IdentityError> {
         Ok(Signer {
             issuer: issuer.into(),
-            key: EncodingKey::from_ed_pem(private_key_pem.as_bytes()).map_err(|e| IdentityError::Invalid(e.to_string()))?,
+            key: EncodingKey::from_ed_pem(private_key_pem.as_bytes())
+                .map_err(|e| IdentityError::Invalid(e.to_string()))?,
         })
     }
 
@@ -169,7 +199,14 @@ impl Signer {
         &self.issuer
     }
 
-    pub fn sign(&self, agent: &str, institution: Institution, role: Role, audience: &str, ttl_seconds: u64) -> Result<String, IdentityError> {
+    pub fn sign(
+        &self,
+        agent: &str,
+        institution: Institution,
+        role: Role,
+        audience: &str,
+        ttl_seconds: u64,
+    ) -> Result<String, IdentityError> {
         let iat = unix_now();
         self.sign_claims(&Claims {
             iss: self.issuer.clone(),
@@ -183,7 +220,8 @@ impl Signer {
     }
 
     pub fn sign_claims(&self, claims: &Claims) -> Result<String, IdentityError> {
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.key).map_err(|e| IdentityError::Invalid(e.to_string()))
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.key)
+            .map_err(|e| IdentityError::Invalid(e.to_string()))
     }
 }
 
@@ -196,7 +234,9 @@ pub struct KeyPair {
 
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPair").field("public_pem", &self.public_pem).finish_non_exhaustive()
+        f.debug_struct("KeyPair")
+            .field("public_pem", &self.public_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,10 +245,17 @@ impl KeyPair {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| IdentityError::Invalid(e.to_string()))?;
         let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-        let private_pem = signing.to_pkcs8_pem(LineEnding::LF).map_err(|e| IdentityError::Invalid(e.to_string()))?;
-        let public_pem =
-            signing.verifying_key().to_public_key_pem(LineEnding::LF).map_err(|e| IdentityError::Invalid(e.to_string()))?;
-        Ok(KeyPair { private_pem: private_pem.to_string(), public_pem })
+        let private_pem = signing
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| IdentityError::Invalid(e.to_string()))?;
+        let public_pem = signing
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| IdentityError::Invalid(e.to_string()))?;
+        Ok(KeyPair {
+            private_pem: private_pem.to_string(),
+            public_pem,
+        })
     }
 }
 
@@ -219,14 +266,27 @@ mod tests {
     fn setup() -> (Signer, Verifier) {
         let keys = KeyPair::generate().expect("keys");
         let signer = Signer::ed25519("https://idp.test", &keys.private_pem).expect("signer");
-        let trusted = TrustedIssuer::ed25519("https://idp.test", &keys.public_pem, [Institution::Social].into()).expect("issuer");
+        let trusted = TrustedIssuer::ed25519(
+            "https://idp.test",
+            &keys.public_pem,
+            [Institution::Social].into(),
+        )
+        .expect("issuer");
         (signer, Verifier::new("passerelle-emploi", [trusted], 0))
     }
 
     #[test]
     fn a_valid_token_gives_the_caller() {
         let (signer, verifier) = setup();
-        let token = signer.sign("sw-1", Institution::Social, Role::SocialWorker, "passerelle-emploi", 60).expect("token");
+        let token = signer
+            .sign(
+                "sw-1",
+                Institution::Social,
+                Role::SocialWorker,
+                "passerelle-emploi",
+                60,
+            )
+            .expect("token");
         let caller = verifier.verify(&token).expect("valid");
         assert_eq!(caller.agent, "sw-1");
         assert_eq!(caller.institution, Institution::Social);
@@ -236,8 +296,19 @@ mod tests {
     #[test]
     fn wrong_audience_expired_and_foreign_institution_are_refused() {
         let (signer, verifier) = setup();
-        let other_aud = signer.sign("sw", Institution::Social, Role::SocialWorker, "passerelle-social", 60).expect("token");
-        assert!(matches!(verifier.verify(&other_aud), Err(IdentityError::Invalid(_))));
+        let other_aud = signer
+            .sign(
+                "sw",
+                Institution::Social,
+                Role::SocialWorker,
+                "passerelle-social",
+                60,
+            )
+            .expect("token");
+        assert!(matches!(
+            verifier.verify(&other_aud),
+            Err(IdentityError::Invalid(_))
+        ));
 
         let now = unix_now();
         let expired = signer
@@ -251,10 +322,24 @@ mod tests {
                 role: "social_worker".into(),
             })
             .expect("token");
-        assert!(matches!(verifier.verify(&expired), Err(IdentityError::Invalid(_))));
+        assert!(matches!(
+            verifier.verify(&expired),
+            Err(IdentityError::Invalid(_))
+        ));
 
-        let emploi = signer.sign("c", Institution::Emploi, Role::Counsellor, "passerelle-emploi", 60).expect("token");
-        assert_eq!(verifier.verify(&emploi), Err(IdentityError::InstitutionNotAllowedForIssuer));
+        let emploi = signer
+            .sign(
+                "c",
+                Institution::Emploi,
+                Role::Counsellor,
+                "passerelle-emploi",
+                60,
+            )
+            .expect("token");
+        assert_eq!(
+            verifier.verify(&emploi),
+            Err(IdentityError::InstitutionNotAllowedForIssuer)
+        );
     }
 
     #[test]
@@ -263,18 +348,36 @@ mod tests {
         // {"alg":"none","typ":"JWT"} . {"iss":"https://idp.test",...} . (no signature)
         let header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
         let payload = "eyJpc3MiOiJodHRwczovL2lkcC50ZXN0Iiwic3ViIjoieCIsImF1ZCI6InBhc3NlcmVsbGUtZW1wbG9pIiwiZXhwIjo0MTAyNDQ0ODAwLCJpYXQiOjEsImluc3RpdHV0aW9uIjoic29jaWFsIiwicm9sZSI6InNlcnZpY2UifQ";
-        assert_eq!(verifier.verify(&format!("{header}.{payload}.")), Err(IdentityError::Malformed));
+        assert_eq!(
+            verifier.verify(&format!("{header}.{payload}.")),
+            Err(IdentityError::Malformed)
+        );
 
         let stranger = KeyPair::generate().expect("keys");
         let forged = Signer::ed25519("https://idp.test", &stranger.private_pem)
             .expect("signer")
-            .sign("x", Institution::Social, Role::Service, "passerelle-emploi", 60)
+            .sign(
+                "x",
+                Institution::Social,
+                Role::Service,
+                "passerelle-emploi",
+                60,
+            )
             .expect("token");
-        assert!(matches!(verifier.verify(&forged), Err(IdentityError::Invalid(_))));
+        assert!(matches!(
+            verifier.verify(&forged),
+            Err(IdentityError::Invalid(_))
+        ));
 
         let unknown = Signer::ed25519("https://elsewhere", &stranger.private_pem)
             .expect("signer")
-            .sign("x", Institution::Social, Role::Service, "passerelle-emploi", 60)
+            .sign(
+                "x",
+                Institution::Social,
+                Role::Service,
+                "passerelle-emploi",
+                60,
+            )
             .expect("token");
         assert_eq!(verifier.verify(&unknown), Err(IdentityError::UnknownIssuer));
     }

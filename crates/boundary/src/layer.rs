@@ -44,20 +44,31 @@ struct Shared {
 
 impl std::fmt::Debug for BoundaryLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BoundaryLayer").field("audience", &self.shared.verifier.audience()).finish_non_exhaustive()
+        f.debug_struct("BoundaryLayer")
+            .field("audience", &self.shared.verifier.audience())
+            .finish_non_exhaustive()
     }
 }
 
 impl BoundaryLayer {
     pub fn new(verifier: Verifier, policy: Policy, audit: Arc<dyn AuditAppend>) -> Self {
-        BoundaryLayer { shared: Arc::new(Shared { verifier, policy, audit }) }
+        BoundaryLayer {
+            shared: Arc::new(Shared {
+                verifier,
+                policy,
+                audit,
+            }),
+        }
     }
 }
 
 impl<S> Layer<S> for BoundaryLayer {
     type Service = BoundaryService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        BoundaryService { inner, shared: self.shared.clone() }
+        BoundaryService {
+            inner,
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -79,7 +90,12 @@ fn is_guarded(path: &str) -> bool {
 }
 
 fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+    headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 impl Shared {
@@ -97,7 +113,10 @@ impl Shared {
             }
         };
         match self.policy.authorize(&caller, path) {
-            Ok(rule) => Ok(Admission { caller, rule: rule.clone() }),
+            Ok(rule) => Ok(Admission {
+                caller,
+                rule: rule.clone(),
+            }),
             Err(denial) => {
                 let reason = denial.to_string();
                 self.record_denial(path, Some(&caller), &reason).await?;
@@ -106,7 +125,12 @@ impl Shared {
         }
     }
 
-    async fn record_denial(&self, path: &str, caller: Option<&Caller>, reason: &str) -> Result<(), Status> {
+    async fn record_denial(
+        &self,
+        path: &str,
+        caller: Option<&Caller>,
+        reason: &str,
+    ) -> Result<(), Status> {
         let rule = self.policy.rule(path);
         let crossing = rule.and_then(|r| r.crossing.as_ref());
         let entry = AuditEntry {
@@ -135,7 +159,10 @@ impl Shared {
 
 impl<S, B> Service<http::Request<B>> for BoundaryService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {

@@ -8,7 +8,10 @@ use std::collections::BTreeSet;
 use passerelle_contract::{convert, v1};
 use passerelle_domain::DataCategory;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, ReflectMessage, Value};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, ReflectMessage,
+    Value,
+};
 
 #[derive(Debug, Clone)]
 pub struct Minimiser {
@@ -44,7 +47,8 @@ struct Report {
 impl Minimiser {
     pub fn from_contract() -> Self {
         #[allow(clippy::expect_used)]
-        Self::from_pool(passerelle_contract::descriptor_pool().clone()).expect("the contract defines passerelle.v1.category")
+        Self::from_pool(passerelle_contract::descriptor_pool().clone())
+            .expect("the contract defines passerelle.v1.category")
     }
 
     pub fn from_pool(pool: DescriptorPool) -> Option<Self> {
@@ -54,22 +58,40 @@ impl Minimiser {
 
     /// The category a field is annotated with, if any.
     pub fn category(&self, field: &FieldDescriptor) -> Option<DataCategory> {
-        let n = field.options().get_extension(&self.category).as_enum_number()?;
-        v1::DataCategory::try_from(n).ok().and_then(convert::data_category)
+        let n = field
+            .options()
+            .get_extension(&self.category)
+            .as_enum_number()?;
+        v1::DataCategory::try_from(n)
+            .ok()
+            .and_then(convert::data_category)
     }
 
     /// Minimises a generated message for a crossing allowing `allowed`.
-    pub fn minimise<M>(&self, message: &M, allowed: &BTreeSet<DataCategory>) -> Result<Minimised<M>, MinimiseError>
+    pub fn minimise<M>(
+        &self,
+        message: &M,
+        allowed: &BTreeSet<DataCategory>,
+    ) -> Result<Minimised<M>, MinimiseError>
     where
         M: Message + prost::Name + Default,
     {
         let name = M::full_name();
-        let descriptor = self.pool.get_message_by_name(&name).ok_or_else(|| MinimiseError::UnknownMessage(name.clone()))?;
+        let descriptor = self
+            .pool
+            .get_message_by_name(&name)
+            .ok_or_else(|| MinimiseError::UnknownMessage(name.clone()))?;
         let mut dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
             .map_err(|_| MinimiseError::Decode(name.clone()))?;
         let report = self.minimise_dynamic(&mut dynamic, allowed);
-        let message = M::decode(dynamic.encode_to_vec().as_slice()).map_err(|_| MinimiseError::Decode(name))?;
-        Ok(Minimised { message, kept: report.kept, stripped: report.stripped, categories: report.categories })
+        let message = M::decode(dynamic.encode_to_vec().as_slice())
+            .map_err(|_| MinimiseError::Decode(name))?;
+        Ok(Minimised {
+            message,
+            kept: report.kept,
+            stripped: report.stripped,
+            categories: report.categories,
+        })
     }
 
     /// Paths of the set fields of a message (for the audit record), without changing it.
@@ -78,16 +100,28 @@ impl Minimiser {
         M: Message + prost::Name + Default,
     {
         let all: BTreeSet<DataCategory> = DataCategory::ALL.iter().copied().collect();
-        self.minimise(message, &all).map(|m| m.kept).unwrap_or_default()
+        self.minimise(message, &all)
+            .map(|m| m.kept)
+            .unwrap_or_default()
     }
 
-    fn minimise_dynamic(&self, message: &mut DynamicMessage, allowed: &BTreeSet<DataCategory>) -> Report {
+    fn minimise_dynamic(
+        &self,
+        message: &mut DynamicMessage,
+        allowed: &BTreeSet<DataCategory>,
+    ) -> Report {
         let mut report = Report::default();
         self.walk(message, "", allowed, &mut report);
         report
     }
 
-    fn walk(&self, message: &mut DynamicMessage, prefix: &str, allowed: &BTreeSet<DataCategory>, report: &mut Report) {
+    fn walk(
+        &self,
+        message: &mut DynamicMessage,
+        prefix: &str,
+        allowed: &BTreeSet<DataCategory>,
+        report: &mut Report,
+    ) {
         let fields: Vec<FieldDescriptor> = message.descriptor().fields().collect();
         for field in fields {
             if !message.has_field(&field) {
@@ -99,7 +133,9 @@ impl Minimiser {
                     if is_contract_message(&field) {
                         let before = report.kept.len();
                         match message.get_field_mut(&field) {
-                            Value::Message(inner) => self.walk(inner, &format!("{path}."), allowed, report),
+                            Value::Message(inner) => {
+                                self.walk(inner, &format!("{path}."), allowed, report)
+                            }
                             Value::List(items) => {
                                 for item in items.iter_mut() {
                                     if let Value::Message(inner) = item {
@@ -148,7 +184,11 @@ mod tests {
     fn leaky_pool() -> DescriptorPool {
         let dir = std::env::temp_dir().join(format!("passerelle-minimise-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("leaky")).expect("dir");
-        std::fs::write(dir.join("leaky/boundary.proto"), include_str!("../../../proto/passerelle/v1/boundary.proto")).expect("write");
+        std::fs::write(
+            dir.join("leaky/boundary.proto"),
+            include_str!("../../../proto/passerelle/v1/boundary.proto"),
+        )
+        .expect("write");
         std::fs::write(
             dir.join("leaky/leaky.proto"),
             r#"syntax = "proto3";
@@ -168,7 +208,10 @@ message Crossing {
         )
         .expect("write");
         let mut compiler = protox::Compiler::new([&dir]).expect("compiler");
-        compiler.include_imports(true).open_file("leaky/leaky.proto").expect("compile");
+        compiler
+            .include_imports(true)
+            .open_file("leaky/leaky.proto")
+            .expect("compile");
         DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).expect("pool")
     }
 
@@ -191,7 +234,10 @@ message Crossing {
         let report = minimiser.minimise_dynamic(&mut m, &allowed);
 
         assert_eq!(report.kept, vec!["person.name", "others[].name"]);
-        assert_eq!(report.stripped, vec!["person.nir", "others[].nir", "note", "unclassified"]);
+        assert_eq!(
+            report.stripped,
+            vec!["person.nir", "others[].nir", "note", "unclassified"]
+        );
         let bytes = m.encode_to_vec();
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("2880435123456"));
@@ -203,10 +249,15 @@ message Crossing {
     fn well_known_types_cross_whole_under_their_field_category() {
         let minimiser = Minimiser::from_contract();
         let evidence = v1::ConsentEvidence {
-            signed_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 5 }),
+            signed_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5,
+            }),
             ..Default::default()
         };
-        let out = minimiser.minimise(&evidence, &[DataCategory::Case].into()).expect("minimised");
+        let out = minimiser
+            .minimise(&evidence, &[DataCategory::Case].into())
+            .expect("minimised");
         assert_eq!(out.message.signed_at, evidence.signed_at);
         assert_eq!(out.kept, vec!["signed_at"]);
     }
@@ -216,14 +267,23 @@ message Crossing {
         let minimiser = Minimiser::from_contract();
         let referral = v1::Referral {
             case_id: "k".into(),
-            person: Some(v1::PersonIdentity { first_name: "Léa".into(), ..Default::default() }),
-            contact: Some(v1::Contact { phone: "0600000000".into(), ..Default::default() }),
+            person: Some(v1::PersonIdentity {
+                first_name: "Léa".into(),
+                ..Default::default()
+            }),
+            contact: Some(v1::Contact {
+                phone: "0600000000".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let allowed = [DataCategory::Case, DataCategory::Identity].into();
         let out = minimiser.minimise(&referral, &allowed).expect("minimised");
         assert_eq!(out.message.contact, None);
-        assert_eq!(out.message.person.as_ref().map(|p| p.first_name.as_str()), Some("Léa"));
+        assert_eq!(
+            out.message.person.as_ref().map(|p| p.first_name.as_str()),
+            Some("Léa")
+        );
         assert_eq!(out.stripped, vec!["contact"]);
         assert_eq!(out.categories, allowed);
     }

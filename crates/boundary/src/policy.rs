@@ -48,7 +48,10 @@ pub enum Denial {
     #[error("unknown method {0}")]
     UnknownMethod(String),
     #[error("{institution} is not allowed to call {method}")]
-    InstitutionNotAllowed { institution: Institution, method: String },
+    InstitutionNotAllowed {
+        institution: Institution,
+        method: String,
+    },
     #[error("role {role} is not allowed to call {method}")]
     RoleNotAllowed { role: Role, method: String },
 }
@@ -120,33 +123,61 @@ impl Policy {
 
     /// Deny by default: allowed only when (institution, role, RPC) is listed.
     pub fn authorize(&self, caller: &Caller, path: &str) -> Result<&RpcRule, Denial> {
-        let rule = self.rules.get(path).ok_or_else(|| Denial::UnknownMethod(path.to_owned()))?;
+        let rule = self
+            .rules
+            .get(path)
+            .ok_or_else(|| Denial::UnknownMethod(path.to_owned()))?;
         if !rule.callers.contains(&caller.institution) {
-            return Err(Denial::InstitutionNotAllowed { institution: caller.institution, method: path.to_owned() });
+            return Err(Denial::InstitutionNotAllowed {
+                institution: caller.institution,
+                method: path.to_owned(),
+            });
         }
         if !rule.roles.contains(&caller.role) {
-            return Err(Denial::RoleNotAllowed { role: caller.role, method: path.to_owned() });
+            return Err(Denial::RoleNotAllowed {
+                role: caller.role,
+                method: path.to_owned(),
+            });
         }
         Ok(rule)
     }
 }
 
-fn enum_list<P: TryFrom<i32>, D: Ord>(msg: &DynamicMessage, field: &str, map: impl Fn(P) -> Option<D>) -> Result<BTreeSet<D>, String> {
+fn enum_list<P: TryFrom<i32>, D: Ord>(
+    msg: &DynamicMessage,
+    field: &str,
+    map: impl Fn(P) -> Option<D>,
+) -> Result<BTreeSet<D>, String> {
     let Some(Value::List(values)) = msg.get_field_by_name(field).map(|v| v.into_owned()) else {
         return Ok(BTreeSet::new());
     };
     values
         .iter()
         .map(|v| {
-            let n = v.as_enum_number().ok_or_else(|| format!("{field} holds a non-enum"))?;
-            P::try_from(n).ok().and_then(&map).ok_or_else(|| format!("{field} holds unknown or unspecified value {n}"))
+            let n = v
+                .as_enum_number()
+                .ok_or_else(|| format!("{field} holds a non-enum"))?;
+            P::try_from(n)
+                .ok()
+                .and_then(&map)
+                .ok_or_else(|| format!("{field} holds unknown or unspecified value {n}"))
         })
         .collect()
 }
 
-fn enum_value<P: TryFrom<i32>, D>(msg: &DynamicMessage, field: &str, map: impl Fn(P) -> Option<D>) -> Result<D, String> {
-    let n = msg.get_field_by_name(field).and_then(|v| v.as_enum_number()).unwrap_or(0);
-    P::try_from(n).ok().and_then(map).ok_or_else(|| format!("{field} is unspecified"))
+fn enum_value<P: TryFrom<i32>, D>(
+    msg: &DynamicMessage,
+    field: &str,
+    map: impl Fn(P) -> Option<D>,
+) -> Result<D, String> {
+    let n = msg
+        .get_field_by_name(field)
+        .and_then(|v| v.as_enum_number())
+        .unwrap_or(0);
+    P::try_from(n)
+        .ok()
+        .and_then(map)
+        .ok_or_else(|| format!("{field} is unspecified"))
 }
 
 fn rule_from(
@@ -158,7 +189,8 @@ fn rule_from(
 ) -> Result<RpcRule, String> {
     let context = |e: String| format!("{path}: {e}");
     let crossing = if policy.has_field_by_name("crossing") {
-        let Some(Value::Message(c)) = policy.get_field_by_name("crossing").map(|v| v.into_owned()) else {
+        let Some(Value::Message(c)) = policy.get_field_by_name("crossing").map(|v| v.into_owned())
+        else {
             return Err(context("crossing is not a message".into()));
         };
         let flow = match c.get_field_by_name("flow").and_then(|v| v.as_enum_number()) {
@@ -169,7 +201,10 @@ fn rule_from(
         Some(CrossingRule {
             purpose: enum_value(&c, "purpose", convert::purpose).map_err(context)?,
             legal_basis: enum_value(&c, "legal_basis", convert::legal_basis).map_err(context)?,
-            legal_reference: c.get_field_by_name("legal_reference").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            legal_reference: c
+                .get_field_by_name("legal_reference")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
             flow,
             categories: enum_list(&c, "categories", convert::data_category).map_err(context)?,
         })
@@ -193,13 +228,20 @@ mod tests {
     use super::*;
 
     fn caller(institution: Institution, role: Role) -> Caller {
-        Caller { agent: "a".into(), institution, role, issuer: "test".into() }
+        Caller {
+            agent: "a".into(),
+            institution,
+            role,
+            issuer: "test".into(),
+        }
     }
 
     #[test]
     fn the_contract_policy_reads_purposes_and_categories() {
         let policy = Policy::from_contract().expect("policy");
-        let rule = policy.rule("/passerelle.v1.EmploiService/ReceiveReferral").expect("rule");
+        let rule = policy
+            .rule("/passerelle.v1.EmploiService/ReceiveReferral")
+            .expect("rule");
         let crossing = rule.crossing.as_ref().expect("crossing");
         assert_eq!(crossing.purpose, Purpose::Referral);
         assert_eq!(crossing.legal_basis, LegalBasis::Consent);
@@ -214,7 +256,11 @@ mod tests {
     fn deny_by_default() {
         let policy = Policy::from_contract().expect("policy");
         let path = "/passerelle.v1.EmploiService/ReceiveReferral";
-        assert!(policy.authorize(&caller(Institution::Social, Role::Service), path).is_ok());
+        assert!(
+            policy
+                .authorize(&caller(Institution::Social, Role::Service), path)
+                .is_ok()
+        );
         assert!(matches!(
             policy.authorize(&caller(Institution::Pilotage, Role::Service), path),
             Err(Denial::InstitutionNotAllowed { .. })
@@ -224,7 +270,10 @@ mod tests {
             Err(Denial::RoleNotAllowed { .. })
         ));
         assert!(matches!(
-            policy.authorize(&caller(Institution::Social, Role::Service), "/passerelle.v1.EmploiService/Nope"),
+            policy.authorize(
+                &caller(Institution::Social, Role::Service),
+                "/passerelle.v1.EmploiService/Nope"
+            ),
             Err(Denial::UnknownMethod(_))
         ));
     }

@@ -51,9 +51,35 @@ impl Rng {
     }
 }
 
-const FIRST_NAMES: &[&str] = &["Maëlle", "Yannick", "Soizic", "Erwan", "Nolwenn", "Tanguy", "Gwenola", "Loïc", "Aziz", "Fatoumata", "Inès", "Kévin", "Sandrine", "Mathéo", "Chloé", "Rachid"];
-const LAST_NAMES: &[&str] = &["Le Gall", "Le Goff", "Martin", "Bernard", "Diallo", "Moreau", "Guillou", "Rivière", "Nguyen", "Caradec"];
-const OFFICES: &[&str] = &["CDAS-RENNES-NORD", "CDAS-SAINT-MALO", "CDAS-VITRE", "CDAS-REDON", "CDAS-FOUGERES"];
+const FIRST_NAMES: &[&str] = &[
+    "Maëlle",
+    "Yannick",
+    "Soizic",
+    "Erwan",
+    "Nolwenn",
+    "Tanguy",
+    "Gwenola",
+    "Loïc",
+    "Aziz",
+    "Fatoumata",
+    "Inès",
+    "Kévin",
+    "Sandrine",
+    "Mathéo",
+    "Chloé",
+    "Rachid",
+];
+const LAST_NAMES: &[&str] = &[
+    "Le Gall", "Le Goff", "Martin", "Bernard", "Diallo", "Moreau", "Guillou", "Rivière", "Nguyen",
+    "Caradec",
+];
+const OFFICES: &[&str] = &[
+    "CDAS-RENNES-NORD",
+    "CDAS-SAINT-MALO",
+    "CDAS-VITRE",
+    "CDAS-REDON",
+    "CDAS-FOUGERES",
+];
 const BARRIERS: &[v1::BarrierCategory] = &[
     v1::BarrierCategory::Mobility,
     v1::BarrierCategory::Housing,
@@ -115,7 +141,10 @@ where
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         match call().await {
-            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) && tokio::time::Instant::now() < deadline => {
+            Err(s)
+                if matches!(s.code(), Code::NotFound | Code::FailedPrecondition)
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             other => return other,
@@ -137,7 +166,10 @@ struct Person {
 impl Stack {
     fn agent(&self, by: Institution, index: u64) -> (Role, String) {
         match by {
-            Institution::Emploi => (Role::Counsellor, format!("ft-counsellor-{}", index % 10 + 1)),
+            Institution::Emploi => (
+                Role::Counsellor,
+                format!("ft-counsellor-{}", index % 10 + 1),
+            ),
             _ => (Role::SocialWorker, format!("sw-{}", index % 14 + 1)),
         }
     }
@@ -146,12 +178,21 @@ impl Stack {
         let (role, agent) = self.agent(by, index);
         let token = self.token(by, role, &agent, by)?;
         let mut request = Request::new(message);
-        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
         Ok(request)
     }
 }
 
-async fn run_person(stack: &Stack, clock: &ManualClock, clients: &mut Clients, p: &Person, rng: &mut Rng, tally: &mut Tally) -> anyhow::Result<()> {
+async fn run_person(
+    stack: &Stack,
+    clock: &ManualClock,
+    clients: &mut Clients,
+    p: &Person,
+    rng: &mut Rng,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
     let start = clock.now();
     let key = |step: &str| format!("demo-{}-{step}", p.index);
     let by = p.by;
@@ -163,12 +204,24 @@ async fn run_person(stack: &Stack, clock: &ManualClock, clients: &mut Clients, p
     }
     *tally.referred_by.entry(by.code()).or_default() += 1;
     let consent = v1::ConsentRecord {
-        purposes: vec![v1::Purpose::Referral as i32, v1::Purpose::GlobalSupport as i32],
-        recipients: vec![v1::Institution::Emploi as i32, v1::Institution::Social as i32],
-        categories: [v1::DataCategory::Identity, v1::DataCategory::Contact, v1::DataCategory::Case, v1::DataCategory::Barrier, v1::DataCategory::Employment]
-            .iter()
-            .map(|c| *c as i32)
-            .collect(),
+        purposes: vec![
+            v1::Purpose::Referral as i32,
+            v1::Purpose::GlobalSupport as i32,
+        ],
+        recipients: vec![
+            v1::Institution::Emploi as i32,
+            v1::Institution::Social as i32,
+        ],
+        categories: [
+            v1::DataCategory::Identity,
+            v1::DataCategory::Contact,
+            v1::DataCategory::Case,
+            v1::DataCategory::Barrier,
+            v1::DataCategory::Employment,
+        ]
+        .iter()
+        .map(|c| *c as i32)
+        .collect(),
         evidence: Some(v1::ConsentEvidence {
             kind: v1::EvidenceKind::SignedReferralForm as i32,
             document_sha256: sha256_hex(&format!("fiche de liaison {}", p.index)),
@@ -182,7 +235,10 @@ async fn run_person(stack: &Stack, clock: &ManualClock, clients: &mut Clients, p
     let first = *rng.pick(FIRST_NAMES);
     let barriers: Vec<v1::Barrier> = (0..rng.between(1, 3))
         .map(|i| BARRIERS[(p.index as usize + i as usize * 3) % BARRIERS.len()])
-        .map(|category| v1::Barrier { category: category as i32, level: rng.between(1, 3) as i32 })
+        .map(|category| v1::Barrier {
+            category: category as i32,
+            level: rng.between(1, 3) as i32,
+        })
         .collect();
     let referral = |case_id: &str, consent_id: &str, rng: &mut Rng| v1::Referral {
         case_id: case_id.into(),
@@ -190,12 +246,34 @@ async fn run_person(stack: &Stack, clock: &ManualClock, clients: &mut Clients, p
         person: Some(v1::PersonIdentity {
             first_name: first.into(),
             last_name: (*rng.pick(LAST_NAMES)).into(),
-            birth_date: format!("{}-{:02}-{:02}", rng.between(1962, 2004), rng.between(1, 12), rng.between(1, 28)),
-            jobseeker_number: format!("{:07}{}", rng.between(1, 9_999_999), (b'A' + rng.between(0, 25) as u8) as char),
+            birth_date: format!(
+                "{}-{:02}-{:02}",
+                rng.between(1962, 2004),
+                rng.between(1, 12),
+                rng.between(1, 28)
+            ),
+            jobseeker_number: format!(
+                "{:07}{}",
+                rng.between(1, 9_999_999),
+                (b'A' + rng.between(0, 25) as u8) as char
+            ),
         }),
-        contact: Some(v1::Contact { phone: format!("06 {:02} {:02} {:02} {:02}", rng.between(0, 99), rng.between(0, 99), rng.between(0, 99), rng.between(0, 99)), ..Default::default() }),
+        contact: Some(v1::Contact {
+            phone: format!(
+                "06 {:02} {:02} {:02} {:02}",
+                rng.between(0, 99),
+                rng.between(0, 99),
+                rng.between(0, 99),
+                rng.between(0, 99)
+            ),
+            ..Default::default()
+        }),
         barriers: barriers.clone(),
-        employment: Some(v1::EmploymentSummary { registered: true, registration_date: "2024-06-01".into(), rsa_beneficiary: rng.chance(52) }),
+        employment: Some(v1::EmploymentSummary {
+            registered: true,
+            registration_date: "2024-06-01".into(),
+            rsa_beneficiary: rng.chance(52),
+        }),
         consent_id: consent_id.into(),
         ..Default::default()
     };
@@ -203,15 +281,63 @@ async fn run_person(stack: &Stack, clock: &ManualClock, clients: &mut Clients, p
 
     let (case_id, consent_id) = match by {
         Institution::Emploi => {
-            let c = clients.emploi.record_consent(stack.as_agent(by, p.index, v1::EmploiServiceRecordConsentRequest { idempotency_key: key("consent"), consent: Some(consent) })?).await?.into_inner().consent.unwrap_or_default();
+            let c = clients
+                .emploi
+                .record_consent(stack.as_agent(
+                    by,
+                    p.index,
+                    v1::EmploiServiceRecordConsentRequest {
+                        idempotency_key: key("consent"),
+                        consent: Some(consent),
+                    },
+                )?)
+                .await?
+                .into_inner()
+                .consent
+                .unwrap_or_default();
             let r = referral(&c.case_id, &c.consent_id, rng);
-            clients.emploi.create_referral(stack.as_agent(by, p.index, v1::EmploiServiceCreateReferralRequest { idempotency_key: key("referral"), referral: Some(r), local_note: note })?).await?;
+            clients
+                .emploi
+                .create_referral(stack.as_agent(
+                    by,
+                    p.index,
+                    v1::EmploiServiceCreateReferralRequest {
+                        idempotency_key: key("referral"),
+                        referral: Some(r),
+                        local_note: note,
+                    },
+                )?)
+                .await?;
             (c.case_id, c.consent_id)
         }
         _ => {
-            let c = clients.social.record_consent(stack.as_agent(by, p.index, v1::SocialServiceRecordConsentRequest { idempotency_key: key("consent"), consent: Some(consent) })?).await?.into_inner().consent.unwrap_or_default();
+            let c = clients
+                .social
+                .record_consent(stack.as_agent(
+                    by,
+                    p.index,
+                    v1::SocialServiceRecordConsentRequest {
+                        idempotency_key: key("consent"),
+                        consent: Some(consent),
+                    },
+                )?)
+                .await?
+                .into_inner()
+                .consent
+                .unwrap_or_default();
             let r = referral(&c.case_id, &c.consent_id, rng);
-            clients.social.create_referral(stack.as_agent(by, p.index, v1::SocialServiceCreateReferralRequest { idempotency_key: key("referral"), referral: Some(r), local_note: note })?).await?;
+            clients
+                .social
+                .create_referral(stack.as_agent(
+                    by,
+                    p.index,
+                    v1::SocialServiceCreateReferralRequest {
+                        idempotency_key: key("referral"),
+                        referral: Some(r),
+                        local_note: note,
+                    },
+                )?)
+                .await?;
             (c.case_id, c.consent_id)
         }
     };
@@ -219,14 +345,26 @@ async fn run_person(stack: &Stack, clock: &ManualClock, clients: &mut Clients, p
 
     if p.withdraws {
         clock.set(start + chrono::Duration::days(p.days[0]));
-        let request = v1::SocialServiceWithdrawConsentRequest { idempotency_key: key("withdraw"), consent_id: consent_id.clone() };
+        let request = v1::SocialServiceWithdrawConsentRequest {
+            idempotency_key: key("withdraw"),
+            consent_id: consent_id.clone(),
+        };
         match by {
             Institution::Emploi => {
-                let request = v1::EmploiServiceWithdrawConsentRequest { idempotency_key: request.idempotency_key, consent_id: request.consent_id };
-                clients.emploi.withdraw_consent(stack.as_agent(by, p.index, request)?).await?;
+                let request = v1::EmploiServiceWithdrawConsentRequest {
+                    idempotency_key: request.idempotency_key,
+                    consent_id: request.consent_id,
+                };
+                clients
+                    .emploi
+                    .withdraw_consent(stack.as_agent(by, p.index, request)?)
+                    .await?;
             }
             _ => {
-                clients.social.withdraw_consent(stack.as_agent(by, p.index, request)?).await?;
+                clients
+                    .social
+                    .withdraw_consent(stack.as_agent(by, p.index, request)?)
+                    .await?;
             }
         }
         tally.consent_withdrawn += 1;
@@ -236,17 +374,43 @@ async fn run_person(stack: &Stack, clock: &ManualClock, clients: &mut Clients, p
 
     let agreement = |who: Institution| if p.disagreement == Some(who) { v1::Agreement::Disagree } else { v1::Agreement::Agree } as i32;
     clock.set(start + chrono::Duration::days(p.days[0]));
-    let half = v1::DiagnosisHalf { case_id: case_id.clone(), barriers: barriers.clone(), agreement: agreement(Institution::Emploi), ..Default::default() };
+    let half = v1::DiagnosisHalf {
+        case_id: case_id.clone(),
+        barriers: barriers.clone(),
+        agreement: agreement(Institution::Emploi),
+        ..Default::default()
+    };
     when_delivered(|| async {
-        let request = stack.as_agent(Institution::Emploi, p.index, v1::EmploiServiceRecordDiagnosisRequest { idempotency_key: key("diag-emploi"), half: Some(half.clone()), local_note: String::new() })
+        let request = stack
+            .as_agent(
+                Institution::Emploi,
+                p.index,
+                v1::EmploiServiceRecordDiagnosisRequest {
+                    idempotency_key: key("diag-emploi"),
+                    half: Some(half.clone()),
+                    local_note: String::new(),
+                },
+            )
             .map_err(|e| Status::internal(e.to_string()))?;
         clients.emploi.clone().record_diagnosis(request).await
     })
     .await?;
     clock.set(start + chrono::Duration::days(p.days[1]));
-    let half = v1::DiagnosisHalf { agreement: agreement(Institution::Social), ..half };
+    let half = v1::DiagnosisHalf {
+        agreement: agreement(Institution::Social),
+        ..half
+    };
     when_delivered(|| async {
-        let request = stack.as_agent(Institution::Social, p.index, v1::SocialServiceRecordDiagnosisRequest { idempotency_key: key("diag-social"), half: Some(half.clone()), local_note: String::new() })
+        let request = stack
+            .as_agent(
+                Institution::Social,
+                p.index,
+                v1::SocialServiceRecordDiagnosisRequest {
+                    idempotency_key: key("diag-social"),
+                    half: Some(half.clone()),
+                    local_note: String::new(),
+                },
+            )
             .map_err(|e| Status::internal(e.to_string()))?;
         clients.social.clone().record_diagnosis(request).await
     })
@@ -259,13 +423,29 @@ async fn run_person(stack: &Stack, clock: &ManualClock, clients: &mut Clients, p
 
     clock.set(start + chrono::Duration::days(p.days[2]));
     let entry = v1::CaseEntry {
-        pair: Some(v1::Pair { counsellor: stack.agent(Institution::Emploi, p.index).1, social_worker: stack.agent(Institution::Social, p.index).1 }),
+        pair: Some(v1::Pair {
+            counsellor: stack.agent(Institution::Emploi, p.index).1,
+            social_worker: stack.agent(Institution::Social, p.index).1,
+        }),
         track: v1::Track::Global as i32,
-        evidence: Some(v1::ConsentEvidence { kind: v1::EvidenceKind::SignedContract as i32, document_sha256: sha256_hex(&format!("contrat {}", p.index)), ..Default::default() }),
+        evidence: Some(v1::ConsentEvidence {
+            kind: v1::EvidenceKind::SignedContract as i32,
+            document_sha256: sha256_hex(&format!("contrat {}", p.index)),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     when_delivered(|| async {
-        let request = stack.as_agent(Institution::Emploi, p.index, v1::SignContractRequest { idempotency_key: key("sign"), case_id: case_id.clone(), entry: Some(entry.clone()) })
+        let request = stack
+            .as_agent(
+                Institution::Emploi,
+                p.index,
+                v1::SignContractRequest {
+                    idempotency_key: key("sign"),
+                    case_id: case_id.clone(),
+                    entry: Some(entry.clone()),
+                },
+            )
             .map_err(|e| Status::internal(e.to_string()))?;
         clients.emploi.clone().sign_contract(request).await
     })
@@ -275,19 +455,46 @@ async fn run_person(stack: &Stack, clock: &ManualClock, clients: &mut Clients, p
 
     if let Some(reason) = p.exit {
         clock.set(start + chrono::Duration::days(p.days[3]));
-        let request = stack.as_agent(Institution::Emploi, p.index, v1::ExitCaseRequest { idempotency_key: key("exit"), case_id, exit: Some(v1::CaseExit { reason: reason as i32, ..Default::default() }) })?;
+        let request = stack.as_agent(
+            Institution::Emploi,
+            p.index,
+            v1::ExitCaseRequest {
+                idempotency_key: key("exit"),
+                case_id,
+                exit: Some(v1::CaseExit {
+                    reason: reason as i32,
+                    ..Default::default()
+                }),
+            },
+        )?;
         clients.emploi.exit_case(request).await?;
-        *tally.exits.entry(reason.as_str_name().trim_start_matches("EXIT_REASON_").to_lowercase()).or_default() += 1;
+        *tally
+            .exits
+            .entry(
+                reason
+                    .as_str_name()
+                    .trim_start_matches("EXIT_REASON_")
+                    .to_lowercase(),
+            )
+            .or_default() += 1;
         tally.rpc_calls += 1;
     }
     Ok(())
 }
 
 /// Runs the scenario for `people` persons arriving over `months` months.
-pub async fn run(stack: &Stack, clock: &ManualClock, people: u64, seed: u64) -> anyhow::Result<Tally> {
+pub async fn run(
+    stack: &Stack,
+    clock: &ManualClock,
+    people: u64,
+    seed: u64,
+) -> anyhow::Result<Tally> {
     let mut rng = Rng::new(seed);
     let channel = |i| Channel::from_shared(stack.url(i)).map(|e| e.connect_lazy());
-    let mut clients = Clients { emploi: EmploiServiceClient::new(channel(Institution::Emploi)?), social: SocialServiceClient::new(channel(Institution::Social)?) };
+    let mut clients = Clients {
+        emploi: EmploiServiceClient::new(channel(Institution::Emploi)?),
+        social: SocialServiceClient::new(channel(Institution::Social)?),
+    };
     let origin = clock.now();
     let mut tally = Tally::default();
     // People arrive over a year; each one's steps are laid out from their arrival.
@@ -301,10 +508,22 @@ pub async fn run(stack: &Stack, clock: &ManualClock, people: u64, seed: u64) -> 
             let exits_before_end = arrival + entry + stays < 420;
             let person = Person {
                 index,
-                by: if rng.chance(55) { Institution::Social } else { Institution::Emploi },
+                by: if rng.chance(55) {
+                    Institution::Social
+                } else {
+                    Institution::Emploi
+                },
                 refuses_consent: rng.chance(6),
                 withdraws: rng.chance(4),
-                disagreement: if rng.chance(9) { Some(if rng.chance(50) { Institution::Emploi } else { Institution::Social }) } else { None },
+                disagreement: if rng.chance(9) {
+                    Some(if rng.chance(50) {
+                        Institution::Emploi
+                    } else {
+                        Institution::Social
+                    })
+                } else {
+                    None
+                },
                 exit: exits_before_end.then(|| *rng.pick(EXITS)),
                 days: [diag_emploi, diag_social, entry, entry + stays],
             };
@@ -323,11 +542,24 @@ pub async fn run(stack: &Stack, clock: &ManualClock, people: u64, seed: u64) -> 
 }
 
 pub async fn dashboard(stack: &Stack) -> anyhow::Result<v1::Dashboard> {
-    let token = stack.token(Institution::Pilotage, Role::Steering, "copil-demo", Institution::Pilotage)?;
+    let token = stack.token(
+        Institution::Pilotage,
+        Role::Steering,
+        "copil-demo",
+        Institution::Pilotage,
+    )?;
     let mut request = Request::new(v1::GetDashboardRequest {});
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
-    let channel = Channel::from_shared(stack.url(Institution::Pilotage))?.connect().await?;
-    let dashboard = PilotageServiceClient::new(channel).get_dashboard(request).await?.into_inner().dashboard;
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let channel = Channel::from_shared(stack.url(Institution::Pilotage))?
+        .connect()
+        .await?;
+    let dashboard = PilotageServiceClient::new(channel)
+        .get_dashboard(request)
+        .await?
+        .into_inner()
+        .dashboard;
     dashboard.ok_or_else(|| anyhow::anyhow!("empty dashboard"))
 }
 
@@ -342,20 +574,32 @@ fn cell(c: Option<&v1::Cell>) -> String {
 /// The committee's indicators as a readable table.
 pub fn render(d: &v1::Dashboard, tally: &Tally) -> String {
     let mut out = String::new();
-    let mut row = |label: &str, value: String| out.push_str(&format!("  {label:<44} {value:>18}\n"));
+    let mut row =
+        |label: &str, value: String| out.push_str(&format!("  {label:<44} {value:>18}\n"));
     row("Entrées cumulées (entries)", cell(d.entries.as_ref()));
-    row("En cours d'accompagnement (in progress)", cell(d.in_progress.as_ref()));
+    row(
+        "En cours d'accompagnement (in progress)",
+        cell(d.in_progress.as_ref()),
+    );
     row(
         "Délai moyen orientation → entrée (jours)",
-        if d.average_entry_delay_suppressed { "< seuil (masqué)".into() } else { format!("{:.1}", d.average_entry_delay_days) },
+        if d.average_entry_delay_suppressed {
+            "< seuil (masqué)".into()
+        } else {
+            format!("{:.1}", d.average_entry_delay_days)
+        },
     );
     for c in &d.referrals_by_network {
-        row(&format!("Orientations par le réseau {}", c.key), cell(Some(c)));
+        row(
+            &format!("Orientations par le réseau {}", c.key),
+            cell(Some(c)),
+        );
     }
     for c in &d.exits_by_type {
         row(&format!("Sorties : {}", c.key), cell(Some(c)));
     }
-    let mut text = String::from("\nComité de pilotage — indicateurs (agrégats seulement, cellules < ");
+    let mut text =
+        String::from("\nComité de pilotage — indicateurs (agrégats seulement, cellules < ");
     text.push_str(&format!("{} masquées)\n", d.min_cell_size));
     text.push_str(&"-".repeat(66));
     text.push('\n');

@@ -8,13 +8,16 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use passerelle_cli::demo;
-use passerelle_cli::stack::{dev_signer, Databases, Stack, StackOptions, DEV_TOKEN_TTL_SECONDS};
+use passerelle_cli::stack::{DEV_TOKEN_TTL_SECONDS, Databases, Stack, StackOptions, dev_signer};
 use passerelle_domain::{Institution, ManualClock, Role, SystemClock};
 use passerelle_institution::config::audience_of;
 use passerelle_institution::server::termination_signal;
 
 #[derive(Debug, Parser)]
-#[command(name = "passerelle", about = "Passerelle: joint employment and social support, across an enforced GDPR boundary.")]
+#[command(
+    name = "passerelle",
+    about = "Passerelle: joint employment and social support, across an enforced GDPR boundary."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,7 +70,8 @@ enum Command {
 }
 
 fn institution(text: &str) -> anyhow::Result<Institution> {
-    Institution::from_code(text).with_context(|| format!("unknown institution {text}: emploi, social or pilotage"))
+    Institution::from_code(text)
+        .with_context(|| format!("unknown institution {text}: emploi, social or pilotage"))
 }
 
 #[allow(clippy::print_stdout)]
@@ -75,16 +79,35 @@ fn institution(text: &str) -> anyhow::Result<Institution> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { people, seed, data_dir } => {
+        Command::Demo {
+            people,
+            seed,
+            data_dir,
+        } => {
             passerelle_telemetry::init(passerelle_telemetry::Format::Text, "error");
             let temp = tempfile::tempdir()?;
             let data_dir = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
-            let start = chrono::DateTime::parse_from_rfc3339("2025-01-06T09:00:00Z")?.with_timezone(&chrono::Utc);
+            let start = chrono::DateTime::parse_from_rfc3339("2025-01-06T09:00:00Z")?
+                .with_timezone(&chrono::Utc);
             let clock = ManualClock::new(start);
-            let options = StackOptions { data_dir: data_dir.clone(), databases: Databases::Sqlite, addresses: None, quick_retries: true, min_cell_size: 11 };
+            let options = StackOptions {
+                data_dir: data_dir.clone(),
+                databases: Databases::Sqlite,
+                addresses: None,
+                quick_retries: true,
+                min_cell_size: 11,
+            };
             let stack = Stack::start(options, Arc::new(clock.clone())).await?;
-            println!("Passerelle demo: three services on 127.0.0.1 (emploi {}, social {}, pilotage {}), data in {}", stack.addresses[0], stack.addresses[1], stack.addresses[2], data_dir.display());
-            println!("Running {people} people through referral, consent, shared diagnosis, entry and exit…");
+            println!(
+                "Passerelle demo: three services on 127.0.0.1 (emploi {}, social {}, pilotage {}), data in {}",
+                stack.addresses[0],
+                stack.addresses[1],
+                stack.addresses[2],
+                data_dir.display()
+            );
+            println!(
+                "Running {people} people through referral, consent, shared diagnosis, entry and exit…"
+            );
             let began = std::time::Instant::now();
             let tally = demo::run(&stack, &clock, people, seed).await?;
             let dashboard = demo::dashboard(&stack).await?;
@@ -95,19 +118,45 @@ async fn main() -> anyhow::Result<()> {
         Command::Up { data_dir, host } => {
             passerelle_telemetry::init(passerelle_telemetry::Format::Json, "info");
             let addresses = [50051, 50052, 50053].map(|port| SocketAddr::new(host, port));
-            let options = StackOptions { data_dir: data_dir.clone(), databases: Databases::Sqlite, addresses: Some(addresses), quick_retries: false, min_cell_size: 11 };
+            let options = StackOptions {
+                data_dir: data_dir.clone(),
+                databases: Databases::Sqlite,
+                addresses: Some(addresses),
+                quick_retries: false,
+                min_cell_size: 11,
+            };
             let stack = Stack::start(options, Arc::new(SystemClock)).await?;
-            eprintln!("Passerelle is up: emploi {}, social {}, pilotage {} (data in {}).", addresses[0], addresses[1], addresses[2], data_dir.display());
-            eprintln!("Get a token with: passerelle token --institution social --role social_worker --subject sw-1");
+            eprintln!(
+                "Passerelle is up: emploi {}, social {}, pilotage {} (data in {}).",
+                addresses[0],
+                addresses[1],
+                addresses[2],
+                data_dir.display()
+            );
+            eprintln!(
+                "Get a token with: passerelle token --institution social --role social_worker --subject sw-1"
+            );
             termination_signal().await;
             eprintln!("Stopping…");
             stack.shutdown().await?;
         }
-        Command::Token { institution: inst, role, subject, audience, data_dir, ttl } => {
+        Command::Token {
+            institution: inst,
+            role,
+            subject,
+            audience,
+            data_dir,
+            ttl,
+        } => {
             let inst = institution(&inst)?;
             let role = Role::from_code(&role).with_context(|| format!("unknown role {role}"))?;
-            let audience = audience.as_deref().map(institution).transpose()?.unwrap_or(inst);
-            let token = dev_signer(&data_dir)?.sign(&subject, inst, role, &audience_of(audience), ttl)?;
+            let audience = audience
+                .as_deref()
+                .map(institution)
+                .transpose()?
+                .unwrap_or(inst);
+            let token =
+                dev_signer(&data_dir)?.sign(&subject, inst, role, &audience_of(audience), ttl)?;
             println!("{token}");
         }
     }

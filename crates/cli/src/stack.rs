@@ -9,7 +9,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use passerelle_boundary::{KeyPair, Signer};
 use passerelle_domain::{Clock, Institution, Role};
-use passerelle_institution::config::{audience_of, DatabaseUrl, Endpoints, IssuerConfig, ServiceIdentityConfig};
+use passerelle_institution::config::{
+    DatabaseUrl, Endpoints, IssuerConfig, ServiceIdentityConfig, audience_of,
+};
 use passerelle_institution::{ServiceConfig, ServiceHandle};
 use tokio::net::TcpListener;
 
@@ -18,7 +20,11 @@ pub const DEV_ISSUER: &str = "passerelle-dev";
 /// Tokens minted for local use live this long.
 pub const DEV_TOKEN_TTL_SECONDS: u64 = 12 * 3600;
 
-pub const INSTITUTIONS: [Institution; 3] = [Institution::Emploi, Institution::Social, Institution::Pilotage];
+pub const INSTITUTIONS: [Institution; 3] = [
+    Institution::Emploi,
+    Institution::Social,
+    Institution::Pilotage,
+];
 
 /// Where each service's data goes.
 #[derive(Debug, Clone)]
@@ -46,7 +52,10 @@ fn issuer_of(institution: Institution) -> String {
 }
 
 fn key_path(dir: &Path, name: &str, public: bool) -> PathBuf {
-    dir.join("keys").join(format!("{name}.{}", if public { "pub.pem" } else { "key.pem" }))
+    dir.join("keys").join(format!(
+        "{name}.{}",
+        if public { "pub.pem" } else { "key.pem" }
+    ))
 }
 
 /// Creates the key pair `name` under `dir/keys` unless it exists.
@@ -67,7 +76,11 @@ fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
         file.write_all(pem.as_bytes())?;
         Ok(())
     }
@@ -81,15 +94,26 @@ fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
 /// The development issuer's signer, for `passerelle token` and the demo.
 pub fn dev_signer(data_dir: &Path) -> anyhow::Result<Signer> {
     let path = key_path(data_dir, "dev-issuer", false);
-    let pem = std::fs::read_to_string(&path)
-        .with_context(|| format!("no development key at {}: run `passerelle up` first", path.display()))?;
+    let pem = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no development key at {}: run `passerelle up` first",
+            path.display()
+        )
+    })?;
     Ok(Signer::ed25519(DEV_ISSUER, &pem)?)
 }
 
 /// The configuration of one service of the local stack.
-pub fn service_config(options: &StackOptions, institution: Institution, addresses: &[SocketAddr; 3]) -> ServiceConfig {
+pub fn service_config(
+    options: &StackOptions,
+    institution: Institution,
+    addresses: &[SocketAddr; 3],
+) -> ServiceConfig {
     let dir = &options.data_dir;
-    let index = INSTITUTIONS.iter().position(|i| *i == institution).unwrap_or(0);
+    let index = INSTITUTIONS
+        .iter()
+        .position(|i| *i == institution)
+        .unwrap_or(0);
     let url = |i: usize| format!("http://{}", addresses[i]);
     let mut trusted_issuers = vec![IssuerConfig {
         issuer: DEV_ISSUER.into(),
@@ -106,14 +130,22 @@ pub fn service_config(options: &StackOptions, institution: Institution, addresse
     let mut config = ServiceConfig::defaults(institution);
     config.listen = addresses[index];
     config.database_url = DatabaseUrl(match &options.databases {
-        Databases::Sqlite => format!("sqlite://{}", dir.join(format!("{}.sqlite", institution.code())).display()),
+        Databases::Sqlite => format!(
+            "sqlite://{}",
+            dir.join(format!("{}.sqlite", institution.code())).display()
+        ),
         Databases::Postgres(urls) => urls[index].clone(),
     });
     config.audience = audience_of(institution);
     config.trusted_issuers = trusted_issuers;
-    config.service_identity =
-        Some(ServiceIdentityConfig { issuer: issuer_of(institution), private_key_file: key_path(dir, institution.code(), false) });
-    config.endpoints = Endpoints { emploi: Some(url(0)), social: Some(url(1)) };
+    config.service_identity = Some(ServiceIdentityConfig {
+        issuer: issuer_of(institution),
+        private_key_file: key_path(dir, institution.code(), false),
+    });
+    config.endpoints = Endpoints {
+        emploi: Some(url(0)),
+        social: Some(url(1)),
+    };
     config.min_cell_size = options.min_cell_size;
     if options.quick_retries {
         config.outbox.poll_interval_ms = 100;
@@ -135,7 +167,9 @@ pub struct Stack {
 }
 
 async fn start_one(config: ServiceConfig, clock: Arc<dyn Clock>) -> anyhow::Result<ServiceHandle> {
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     match config.institution {
         Institution::Emploi => passerelle_emploi::start(config, listener, clock).await,
         Institution::Social => passerelle_social::start(config, listener, clock).await,
@@ -160,7 +194,13 @@ impl Stack {
                 found
             }
         };
-        let mut stack = Stack { signer: dev_signer(&options.data_dir)?, options, addresses, clock, handles: [None, None, None] };
+        let mut stack = Stack {
+            signer: dev_signer(&options.data_dir)?,
+            options,
+            addresses,
+            clock,
+            handles: [None, None, None],
+        };
         for institution in INSTITUTIONS {
             stack.restart(institution).await?;
         }
@@ -171,20 +211,32 @@ impl Stack {
     /// Waits until every running service reports SERVING (its database is up).
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         use tonic_health::pb::health_check_response::ServingStatus;
-        use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         for (i, institution) in INSTITUTIONS.into_iter().enumerate() {
             if self.handles[i].is_none() {
                 continue;
             }
-            let channel = tonic::transport::Channel::from_shared(self.url(institution))?.connect_lazy();
+            let channel =
+                tonic::transport::Channel::from_shared(self.url(institution))?.connect_lazy();
             let mut health = HealthClient::new(channel);
             loop {
-                let status = health.check(HealthCheckRequest { service: String::new() }).await.map(|r| r.into_inner().status);
-                if status.as_ref().is_ok_and(|s| *s == ServingStatus::Serving as i32) {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().status);
+                if status
+                    .as_ref()
+                    .is_ok_and(|s| *s == ServingStatus::Serving as i32)
+                {
                     break;
                 }
-                anyhow::ensure!(tokio::time::Instant::now() < deadline, "{institution} did not become ready: {status:?}");
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "{institution} did not become ready: {status:?}"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         }
@@ -192,7 +244,10 @@ impl Stack {
     }
 
     fn index(institution: Institution) -> usize {
-        INSTITUTIONS.iter().position(|i| *i == institution).unwrap_or(0)
+        INSTITUTIONS
+            .iter()
+            .position(|i| *i == institution)
+            .unwrap_or(0)
     }
 
     pub fn config(&self, institution: Institution) -> ServiceConfig {
@@ -220,8 +275,20 @@ impl Stack {
     }
 
     /// A development token for an agent.
-    pub fn token(&self, institution: Institution, role: Role, agent: &str, audience: Institution) -> anyhow::Result<String> {
-        Ok(self.signer.sign(agent, institution, role, &audience_of(audience), DEV_TOKEN_TTL_SECONDS)?)
+    pub fn token(
+        &self,
+        institution: Institution,
+        role: Role,
+        agent: &str,
+        audience: Institution,
+    ) -> anyhow::Result<String> {
+        Ok(self.signer.sign(
+            agent,
+            institution,
+            role,
+            &audience_of(audience),
+            DEV_TOKEN_TTL_SECONDS,
+        )?)
     }
 
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
@@ -230,5 +297,4 @@ impl Stack {
         }
         Ok(())
     }
-
 }

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use passerelle_domain as domain;
-use passerelle_domain::person::{self, MAX_ADDRESS, MAX_SHORT_TEXT};
 use passerelle_domain::FieldError;
+use passerelle_domain::person::{self, MAX_ADDRESS, MAX_SHORT_TEXT};
 
 use crate::v1;
 
@@ -15,18 +15,24 @@ pub fn enum_field<P, D>(field: &str, value: i32, map: impl Fn(P) -> Option<D>) -
 where
     P: TryFrom<i32>,
 {
-    let proto = P::try_from(value).map_err(|_| FieldError::new(field, format!("has unknown value {value}")))?;
+    let proto = P::try_from(value)
+        .map_err(|_| FieldError::new(field, format!("has unknown value {value}")))?;
     map(proto).ok_or_else(|| FieldError::new(field, "is required"))
 }
 
 pub fn timestamp_from(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>> {
     let ts = ts.ok_or_else(|| FieldError::new(field, "is required"))?;
-    let nanos = u32::try_from(ts.nanos).map_err(|_| FieldError::new(field, "has negative nanos"))?;
-    DateTime::from_timestamp(ts.seconds, nanos).ok_or_else(|| FieldError::new(field, "is out of range"))
+    let nanos =
+        u32::try_from(ts.nanos).map_err(|_| FieldError::new(field, "has negative nanos"))?;
+    DateTime::from_timestamp(ts.seconds, nanos)
+        .ok_or_else(|| FieldError::new(field, "is out of range"))
 }
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
 }
 
 fn optional_timestamp(at: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
@@ -43,12 +49,20 @@ pub fn identifier(field: &str, value: &str) -> Result<String> {
     if trimmed.is_empty() {
         return Err(FieldError::new(field, "is required"));
     }
-    uuid_like(trimmed).then(|| trimmed.to_owned()).ok_or_else(|| FieldError::new(field, "is not a UUID"))
+    uuid_like(trimmed)
+        .then(|| trimmed.to_owned())
+        .ok_or_else(|| FieldError::new(field, "is not a UUID"))
 }
 
 fn uuid_like(s: &str) -> bool {
     s.len() == 36
-        && s.char_indices().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_hexdigit() })
+        && s.char_indices().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
 }
 
 /// A lowercase or uppercase hex SHA-256 digest.
@@ -296,7 +310,11 @@ impl TryFrom<&v1::Contact> for domain::Contact {
         Ok(domain::Contact {
             phone: person::optional_text("phone", &c.phone, 32)?,
             email,
-            postal_address: person::optional_text("postal_address", &c.postal_address, MAX_ADDRESS)?,
+            postal_address: person::optional_text(
+                "postal_address",
+                &c.postal_address,
+                MAX_ADDRESS,
+            )?,
         })
     }
 }
@@ -319,9 +337,16 @@ impl TryFrom<&v1::EmploymentSummary> for domain::EmploymentSummary {
             d => Some(person::parse_date("registration_date", d)?),
         };
         if registration_date.is_some() && !e.registered {
-            return Err(FieldError::new("registration_date", "is set but registered is false"));
+            return Err(FieldError::new(
+                "registration_date",
+                "is set but registered is false",
+            ));
         }
-        Ok(domain::EmploymentSummary { registered: e.registered, registration_date, rsa_beneficiary: e.rsa_beneficiary })
+        Ok(domain::EmploymentSummary {
+            registered: e.registered,
+            registration_date,
+            rsa_beneficiary: e.rsa_beneficiary,
+        })
     }
 }
 
@@ -329,7 +354,10 @@ impl From<&domain::EmploymentSummary> for v1::EmploymentSummary {
     fn from(d: &domain::EmploymentSummary) -> Self {
         v1::EmploymentSummary {
             registered: d.registered,
-            registration_date: d.registration_date.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default(),
+            registration_date: d
+                .registration_date
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .unwrap_or_default(),
             rsa_beneficiary: d.rsa_beneficiary,
         }
     }
@@ -371,11 +399,19 @@ impl From<&domain::Evidence> for v1::ConsentEvidence {
     }
 }
 
-fn set_of<P: TryFrom<i32>, D: Ord>(field: &str, values: &[i32], map: impl Fn(P) -> Option<D>) -> Result<std::collections::BTreeSet<D>> {
+fn set_of<P: TryFrom<i32>, D: Ord>(
+    field: &str,
+    values: &[i32],
+    map: impl Fn(P) -> Option<D>,
+) -> Result<std::collections::BTreeSet<D>> {
     if values.is_empty() {
         return Err(FieldError::new(field, "needs at least one value"));
     }
-    values.iter().enumerate().map(|(i, v)| enum_field(&format!("{field}[{i}]"), *v, &map)).collect()
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| enum_field(&format!("{field}[{i}]"), *v, &map))
+        .collect()
 }
 
 /// A consent as an agent records it: the service assigns its id and state.
@@ -384,7 +420,8 @@ pub fn new_consent(c: &v1::ConsentRecord) -> Result<domain::NewConsent> {
         "" => None,
         id => Some(identifier("case_id", id)?),
     };
-    let evidence = domain::Evidence::try_from(required("evidence", c.evidence.as_ref())?).map_err(|e| e.within("evidence"))?;
+    let evidence = domain::Evidence::try_from(required("evidence", c.evidence.as_ref())?)
+        .map_err(|e| e.within("evidence"))?;
     let valid_from = timestamp_from("valid_from", c.valid_from.as_ref())?;
     let valid_until = timestamp_from("valid_until", c.valid_until.as_ref())?;
     if valid_until <= valid_from {
@@ -392,7 +429,10 @@ pub fn new_consent(c: &v1::ConsentRecord) -> Result<domain::NewConsent> {
     }
     let categories = set_of("categories", &c.categories, data_category)?;
     if categories.contains(&domain::DataCategory::LocalOnly) {
-        return Err(FieldError::new("categories", "cannot include LOCAL_ONLY: such data never leaves its service"));
+        return Err(FieldError::new(
+            "categories",
+            "cannot include LOCAL_ONLY: such data never leaves its service",
+        ));
     }
     Ok(domain::NewConsent {
         case_id,
@@ -422,7 +462,9 @@ impl TryFrom<&v1::ConsentRecord> for domain::Consent {
         let draft = new_consent(c)?;
         Ok(domain::Consent {
             consent_id: identifier("consent_id", &c.consent_id)?,
-            case_id: draft.case_id.ok_or_else(|| FieldError::new("case_id", "is required"))?,
+            case_id: draft
+                .case_id
+                .ok_or_else(|| FieldError::new("case_id", "is required"))?,
             purposes: draft.purposes,
             recipients: draft.recipients,
             categories: draft.categories,
@@ -441,9 +483,21 @@ impl From<&domain::Consent> for v1::ConsentRecord {
         v1::ConsentRecord {
             consent_id: d.consent_id.clone(),
             case_id: d.case_id.clone(),
-            purposes: d.purposes.iter().map(|p| v1::Purpose::from(*p) as i32).collect(),
-            recipients: d.recipients.iter().map(|i| v1::Institution::from(*i) as i32).collect(),
-            categories: d.categories.iter().map(|c| v1::DataCategory::from(*c) as i32).collect(),
+            purposes: d
+                .purposes
+                .iter()
+                .map(|p| v1::Purpose::from(*p) as i32)
+                .collect(),
+            recipients: d
+                .recipients
+                .iter()
+                .map(|i| v1::Institution::from(*i) as i32)
+                .collect(),
+            categories: d
+                .categories
+                .iter()
+                .map(|c| v1::DataCategory::from(*c) as i32)
+                .collect(),
             evidence: Some(v1::ConsentEvidence::from(&d.evidence)),
             valid_from: Some(timestamp(d.valid_from)),
             valid_until: Some(timestamp(d.valid_until)),
@@ -466,7 +520,8 @@ pub fn referral_draft(r: &v1::Referral) -> Result<domain::ReferralDraft> {
     Ok(domain::ReferralDraft {
         case_id: identifier("case_id", &r.case_id)?,
         office_code: person::required_text("office_code", &r.office_code, MAX_SHORT_TEXT)?,
-        person: domain::PersonIdentity::try_from(required("person", r.person.as_ref())?).map_err(|e| e.within("person"))?,
+        person: domain::PersonIdentity::try_from(required("person", r.person.as_ref())?)
+            .map_err(|e| e.within("person"))?,
         contact: r
             .contact
             .as_ref()
@@ -538,7 +593,11 @@ impl TryFrom<&v1::DiagnosisHalf> for domain::DiagnosisHalf {
         let draft = diagnosis_draft(h)?;
         Ok(domain::DiagnosisHalf {
             case_id: draft.case_id,
-            author_institution: enum_field("author_institution", h.author_institution, institution)?,
+            author_institution: enum_field(
+                "author_institution",
+                h.author_institution,
+                institution,
+            )?,
             author: person::required_text("author", &h.author, MAX_SHORT_TEXT)?,
             barriers: draft.barriers,
             agreement: draft.agreement,
@@ -624,7 +683,10 @@ pub fn pair(p: &v1::Pair) -> Result<domain::Pair> {
 
 impl From<&domain::Pair> for v1::Pair {
     fn from(d: &domain::Pair) -> Self {
-        v1::Pair { counsellor: d.counsellor.clone(), social_worker: d.social_worker.clone() }
+        v1::Pair {
+            counsellor: d.counsellor.clone(),
+            social_worker: d.social_worker.clone(),
+        }
     }
 }
 
@@ -670,7 +732,10 @@ impl TryFrom<&v1::CaseExit> for domain::CaseExit {
 
 impl From<&domain::CaseExit> for v1::CaseExit {
     fn from(d: &domain::CaseExit) -> Self {
-        v1::CaseExit { reason: v1::ExitReason::from(d.reason) as i32, exited_at: Some(timestamp(d.exited_at)) }
+        v1::CaseExit {
+            reason: v1::ExitReason::from(d.reason) as i32,
+            exited_at: Some(timestamp(d.exited_at)),
+        }
     }
 }
 
@@ -678,12 +743,12 @@ impl TryFrom<&v1::CaseEvent> for domain::CaseEvent {
     type Error = FieldError;
     fn try_from(e: &v1::CaseEvent) -> Result<Self> {
         match e.change.as_ref() {
-            Some(v1::case_event::Change::Entry(entry)) => {
-                domain::CaseEntry::try_from(entry).map(domain::CaseEvent::Entered).map_err(|err| err.within("entry"))
-            }
-            Some(v1::case_event::Change::Exit(exit)) => {
-                domain::CaseExit::try_from(exit).map(domain::CaseEvent::Exited).map_err(|err| err.within("exit"))
-            }
+            Some(v1::case_event::Change::Entry(entry)) => domain::CaseEntry::try_from(entry)
+                .map(domain::CaseEvent::Entered)
+                .map_err(|err| err.within("entry")),
+            Some(v1::case_event::Change::Exit(exit)) => domain::CaseExit::try_from(exit)
+                .map(domain::CaseEvent::Exited)
+                .map_err(|err| err.within("exit")),
             None => Err(FieldError::new("change", "is required")),
         }
     }
@@ -718,7 +783,10 @@ impl From<&domain::Case> for v1::Case {
             diagnosed_at: optional_timestamp(d.diagnosed_at),
             entered_at: optional_timestamp(d.entered_at),
             exited_at: optional_timestamp(d.exited_at),
-            exit_reason: d.exit_reason.map(|r| v1::ExitReason::from(r) as i32).unwrap_or_default(),
+            exit_reason: d
+                .exit_reason
+                .map(|r| v1::ExitReason::from(r) as i32)
+                .unwrap_or_default(),
         }
     }
 }
@@ -727,7 +795,11 @@ impl From<&domain::Case> for v1::Case {
 
 impl From<&domain::Cell> for v1::Cell {
     fn from(d: &domain::Cell) -> Self {
-        v1::Cell { key: d.key.clone(), count: d.count.unwrap_or(0), suppressed: d.count.is_none() }
+        v1::Cell {
+            key: d.key.clone(),
+            count: d.count.unwrap_or(0),
+            suppressed: d.count.is_none(),
+        }
     }
 }
 
@@ -744,7 +816,11 @@ impl From<&domain::Indicators> for v1::Indicators {
             exits_by_type: d
                 .exits_by_type
                 .iter()
-                .map(|(key, count)| v1::Cell { key: key.clone(), count: *count, suppressed: false })
+                .map(|(key, count)| v1::Cell {
+                    key: key.clone(),
+                    count: *count,
+                    suppressed: false,
+                })
                 .collect(),
         }
     }
@@ -754,7 +830,10 @@ impl TryFrom<&v1::Indicators> for domain::Indicators {
     type Error = FieldError;
     fn try_from(p: &v1::Indicators) -> Result<Self> {
         if let Some(i) = p.exits_by_type.iter().position(|c| c.suppressed) {
-            return Err(FieldError::new(format!("exits_by_type[{i}].suppressed"), "sources send exact counts"));
+            return Err(FieldError::new(
+                format!("exits_by_type[{i}].suppressed"),
+                "sources send exact counts",
+            ));
         }
         Ok(domain::Indicators {
             source: enum_field("source", p.source, institution)?,
@@ -764,7 +843,11 @@ impl TryFrom<&v1::Indicators> for domain::Indicators {
             in_progress: p.in_progress,
             entry_delay_days_sum: p.entry_delay_days_sum,
             entry_delay_count: p.entry_delay_count,
-            exits_by_type: p.exits_by_type.iter().map(|c| (c.key.clone(), c.count)).collect(),
+            exits_by_type: p
+                .exits_by_type
+                .iter()
+                .map(|c| (c.key.clone(), c.count))
+                .collect(),
         })
     }
 }
@@ -807,7 +890,10 @@ mod tests {
                 birth_date: "1988-04-12".into(),
                 jobseeker_number: String::new(),
             }),
-            barriers: vec![v1::Barrier { category: v1::BarrierCategory::Housing as i32, level: v1::BarrierLevel::High as i32 }],
+            barriers: vec![v1::Barrier {
+                category: v1::BarrierCategory::Housing as i32,
+                level: v1::BarrierLevel::High as i32,
+            }],
             consent_id: "0193a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6e".into(),
             ..Default::default()
         }

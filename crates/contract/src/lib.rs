@@ -21,7 +21,8 @@ pub mod v1 {
 }
 
 /// The contract's encoded `FileDescriptorSet`, as compiled by the build script.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/passerelle_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/passerelle_descriptor.bin"));
 
 /// The proto package every service lives in.
 pub const PACKAGE: &str = "passerelle.v1";
@@ -31,7 +32,8 @@ pub fn descriptor_pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
         #[allow(clippy::expect_used)]
-        DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("the build script wrote a valid descriptor set")
+        DescriptorPool::decode(FILE_DESCRIPTOR_SET)
+            .expect("the build script wrote a valid descriptor set")
     })
 }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::person::{Barrier, Contact, EmploymentSummary, PersonIdentity};
-use crate::vocabulary::{coded_enum, Institution, Network};
+use crate::vocabulary::{Institution, Network, coded_enum};
 
 /// The referral form (fiche de liaison).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +35,12 @@ pub struct ReferralDraft {
 }
 
 impl ReferralDraft {
-    pub fn complete(self, referring_network: Network, referred_by: String, referred_at: DateTime<Utc>) -> Referral {
+    pub fn complete(
+        self,
+        referring_network: Network,
+        referred_by: String,
+        referred_at: DateTime<Utc>,
+    ) -> Referral {
         Referral {
             case_id: self.case_id,
             referring_network,
@@ -174,15 +179,24 @@ impl Case {
     /// Takes the halves known so far. Both halves agreeing makes the case
     /// diagnosed; either disagreeing means the person does not enter.
     pub fn apply_diagnosis(&mut self, halves: &[DiagnosisHalf]) {
-        if !matches!(self.state, CaseState::Referred | CaseState::Diagnosed | CaseState::NotEntered) {
+        if !matches!(
+            self.state,
+            CaseState::Referred | CaseState::Diagnosed | CaseState::NotEntered
+        ) {
             return;
         }
         let half = |who| halves.iter().find(|h| h.author_institution == who);
-        let (Some(emploi), Some(social)) = (half(Institution::Emploi), half(Institution::Social)) else {
+        let (Some(emploi), Some(social)) = (half(Institution::Emploi), half(Institution::Social))
+        else {
             return;
         };
-        let both_agree = emploi.agreement == Agreement::Agree && social.agreement == Agreement::Agree;
-        self.state = if both_agree { CaseState::Diagnosed } else { CaseState::NotEntered };
+        let both_agree =
+            emploi.agreement == Agreement::Agree && social.agreement == Agreement::Agree;
+        self.state = if both_agree {
+            CaseState::Diagnosed
+        } else {
+            CaseState::NotEntered
+        };
         self.diagnosed_at = Some(emploi.recorded_at.max(social.recorded_at));
     }
 
@@ -193,7 +207,8 @@ impl Case {
             CaseState::Active if self.entered_at == Some(entry.entered_at) => return Ok(()),
             CaseState::Referred => {
                 return Err(DomainError::FailedPrecondition(
-                    "the shared diagnosis is not complete: both halves are needed before entry".into(),
+                    "the shared diagnosis is not complete: both halves are needed before entry"
+                        .into(),
                 ));
             }
             CaseState::NotEntered => {
@@ -201,10 +216,17 @@ impl Case {
                     "one of the pair did not agree at diagnosis: the person cannot enter".into(),
                 ));
             }
-            s => return Err(DomainError::FailedPrecondition(format!("a case in state {s} cannot be entered"))),
+            s => {
+                return Err(DomainError::FailedPrecondition(format!(
+                    "a case in state {s} cannot be entered"
+                )));
+            }
         }
         if entry.entered_at < self.referred_at {
-            return Err(DomainError::Invalid(crate::FieldError::new("entry.entered_at", "is before the referral")));
+            return Err(DomainError::Invalid(crate::FieldError::new(
+                "entry.entered_at",
+                "is before the referral",
+            )));
         }
         self.state = CaseState::Active;
         self.track = entry.track;
@@ -216,13 +238,26 @@ impl Case {
     pub fn exit(&mut self, exit: &CaseExit) -> Result<(), DomainError> {
         match self.state {
             CaseState::Active => {}
-            CaseState::Exited if self.exited_at == Some(exit.exited_at) && self.exit_reason == Some(exit.reason) => {
+            CaseState::Exited
+                if self.exited_at == Some(exit.exited_at)
+                    && self.exit_reason == Some(exit.reason) =>
+            {
                 return Ok(());
             }
-            s => return Err(DomainError::FailedPrecondition(format!("a case in state {s} cannot exit"))),
+            s => {
+                return Err(DomainError::FailedPrecondition(format!(
+                    "a case in state {s} cannot exit"
+                )));
+            }
         }
-        if self.entered_at.is_some_and(|entered| exit.exited_at < entered) {
-            return Err(DomainError::Invalid(crate::FieldError::new("exit.exited_at", "is before the entry")));
+        if self
+            .entered_at
+            .is_some_and(|entered| exit.exited_at < entered)
+        {
+            return Err(DomainError::Invalid(crate::FieldError::new(
+                "exit.exited_at",
+                "is before the entry",
+            )));
         }
         self.state = CaseState::Exited;
         self.exited_at = Some(exit.exited_at);
@@ -274,7 +309,10 @@ mod tests {
                 jobseeker_number: None,
             },
             contact: Contact::default(),
-            barriers: vec![Barrier { category: BarrierCategory::Housing, level: BarrierLevel::High }],
+            barriers: vec![Barrier {
+                category: BarrierCategory::Housing,
+                level: BarrierLevel::High,
+            }],
             employment: EmploymentSummary::default(),
             referred_at: t0(),
             consent_id: "c".into(),
@@ -294,7 +332,10 @@ mod tests {
 
     fn entry(days: i64) -> CaseEntry {
         CaseEntry {
-            pair: Pair { counsellor: "c".into(), social_worker: "s".into() },
+            pair: Pair {
+                counsellor: "c".into(),
+                social_worker: "s".into(),
+            },
             track: Track::Global,
             entered_at: t0() + Duration::days(days),
             contract_sha256: "ab".repeat(32),
@@ -308,7 +349,10 @@ mod tests {
         assert_eq!(case.state, CaseState::Referred);
         assert!(case.enter(&entry(10)).is_err());
 
-        case.apply_diagnosis(&[half(Institution::Emploi, Agreement::Agree, 3), half(Institution::Social, Agreement::Agree, 5)]);
+        case.apply_diagnosis(&[
+            half(Institution::Emploi, Agreement::Agree, 3),
+            half(Institution::Social, Agreement::Agree, 5),
+        ]);
         assert_eq!(case.state, CaseState::Diagnosed);
         assert_eq!(case.diagnosed_at, Some(t0() + Duration::days(5)));
         case.enter(&entry(12)).expect("enters");
@@ -319,31 +363,55 @@ mod tests {
     #[test]
     fn one_disagreement_keeps_the_person_out() {
         let mut case = Case::referred(&referral());
-        case.apply_diagnosis(&[half(Institution::Emploi, Agreement::Agree, 3), half(Institution::Social, Agreement::Disagree, 4)]);
+        case.apply_diagnosis(&[
+            half(Institution::Emploi, Agreement::Agree, 3),
+            half(Institution::Social, Agreement::Disagree, 4),
+        ]);
         assert_eq!(case.state, CaseState::NotEntered);
-        assert!(matches!(case.enter(&entry(5)), Err(DomainError::FailedPrecondition(_))));
+        assert!(matches!(
+            case.enter(&entry(5)),
+            Err(DomainError::FailedPrecondition(_))
+        ));
     }
 
     #[test]
     fn exit_needs_an_active_case_and_is_idempotent() {
         let mut case = Case::referred(&referral());
-        let exit = CaseExit { reason: ExitReason::Training, exited_at: t0() + Duration::days(100) };
+        let exit = CaseExit {
+            reason: ExitReason::Training,
+            exited_at: t0() + Duration::days(100),
+        };
         assert!(case.exit(&exit).is_err());
-        case.apply_diagnosis(&[half(Institution::Emploi, Agreement::Agree, 1), half(Institution::Social, Agreement::Agree, 1)]);
+        case.apply_diagnosis(&[
+            half(Institution::Emploi, Agreement::Agree, 1),
+            half(Institution::Social, Agreement::Agree, 1),
+        ]);
         case.enter(&entry(2)).expect("enters");
         case.exit(&exit).expect("exits");
         case.exit(&exit).expect("same exit again is a no-op");
-        assert_eq!(case.exit_reason.map(ExitReason::exit_type), Some(ExitType::Training));
-        let other = CaseExit { reason: ExitReason::Job, ..exit };
+        assert_eq!(
+            case.exit_reason.map(ExitReason::exit_type),
+            Some(ExitType::Training)
+        );
+        let other = CaseExit {
+            reason: ExitReason::Job,
+            ..exit
+        };
         assert!(case.exit(&other).is_err());
     }
 
     #[test]
     fn exit_before_entry_is_refused() {
         let mut case = Case::referred(&referral());
-        case.apply_diagnosis(&[half(Institution::Emploi, Agreement::Agree, 1), half(Institution::Social, Agreement::Agree, 1)]);
+        case.apply_diagnosis(&[
+            half(Institution::Emploi, Agreement::Agree, 1),
+            half(Institution::Social, Agreement::Agree, 1),
+        ]);
         case.enter(&entry(20)).expect("enters");
-        let early = CaseExit { reason: ExitReason::Job, exited_at: t0() + Duration::days(3) };
+        let early = CaseExit {
+            reason: ExitReason::Job,
+            exited_at: t0() + Duration::days(3),
+        };
         assert!(matches!(case.exit(&early), Err(DomainError::Invalid(_))));
     }
 }

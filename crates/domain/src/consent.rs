@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::vocabulary::{coded_enum, DataCategory, Institution, Purpose};
+use crate::vocabulary::{DataCategory, Institution, Purpose, coded_enum};
 
 coded_enum!(
     ConsentState { Given => "given", Withdrawn => "withdrawn", Revoked => "revoked", Expired => "expired" }
@@ -85,7 +85,12 @@ impl Consent {
     }
 
     /// Does this consent let `recipient` receive data for `purpose` at `now`?
-    pub fn covers(&self, purpose: Purpose, recipient: Institution, now: DateTime<Utc>) -> Result<(), ConsentRefusal> {
+    pub fn covers(
+        &self,
+        purpose: Purpose,
+        recipient: Institution,
+        now: DateTime<Utc>,
+    ) -> Result<(), ConsentRefusal> {
         match self.state_at(now) {
             ConsentState::Withdrawn => return Err(ConsentRefusal::Withdrawn),
             ConsentState::Revoked => return Err(ConsentRefusal::Revoked),
@@ -106,12 +111,12 @@ impl Consent {
 
     /// The first consent among `consents` that covers the crossing, or the
     /// most telling refusal (a withdrawn consent says more than a missing one).
-    pub fn find_covering<'a>(
-        consents: &'a [Consent],
+    pub fn find_covering(
+        consents: &[Consent],
         purpose: Purpose,
         recipient: Institution,
         now: DateTime<Utc>,
-    ) -> Result<&'a Consent, ConsentRefusal> {
+    ) -> Result<&Consent, ConsentRefusal> {
         let mut refusal = ConsentRefusal::Missing;
         for consent in consents {
             match consent.covers(purpose, recipient, now) {
@@ -154,7 +159,10 @@ mod tests {
     fn covers_only_its_purpose_and_recipient() {
         let now = DateTime::from_timestamp(1_700_000_000, 0).expect("valid");
         let c = consent(now);
-        assert_eq!(c.covers(Purpose::Referral, Institution::Emploi, now), Ok(()));
+        assert_eq!(
+            c.covers(Purpose::Referral, Institution::Emploi, now),
+            Ok(())
+        );
         assert_eq!(
             c.covers(Purpose::GlobalSupport, Institution::Emploi, now),
             Err(ConsentRefusal::OtherPurpose(Purpose::GlobalSupport))
@@ -170,9 +178,26 @@ mod tests {
         let now = DateTime::from_timestamp(1_700_000_000, 0).expect("valid");
         let c = consent(now);
         let end = c.valid_until;
-        assert_eq!(c.covers(Purpose::Referral, Institution::Emploi, end - Duration::seconds(1)), Ok(()));
-        assert_eq!(c.covers(Purpose::Referral, Institution::Emploi, end), Err(ConsentRefusal::Expired));
-        assert_eq!(c.covers(Purpose::Referral, Institution::Emploi, now - Duration::seconds(1)), Err(ConsentRefusal::NotYetValid));
+        assert_eq!(
+            c.covers(
+                Purpose::Referral,
+                Institution::Emploi,
+                end - Duration::seconds(1)
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            c.covers(Purpose::Referral, Institution::Emploi, end),
+            Err(ConsentRefusal::Expired)
+        );
+        assert_eq!(
+            c.covers(
+                Purpose::Referral,
+                Institution::Emploi,
+                now - Duration::seconds(1)
+            ),
+            Err(ConsentRefusal::NotYetValid)
+        );
     }
 
     #[test]

@@ -18,7 +18,10 @@ impl Cell {
     /// Primary suppression: 1..min-1 persons is masked; zero reveals nobody.
     pub fn publish(key: impl Into<String>, count: u64, min_cell_size: u64) -> Self {
         let masked = count > 0 && count < min_cell_size;
-        Cell { key: key.into(), count: (!masked).then_some(count) }
+        Cell {
+            key: key.into(),
+            count: (!masked).then_some(count),
+        }
     }
 
     pub fn is_suppressed(&self) -> bool {
@@ -30,7 +33,10 @@ impl Cell {
 /// one cell would be masked, its value could be rebuilt by difference, so the
 /// smallest other non-zero cell is masked too (secondary suppression).
 pub fn publish_group(raw: &[(String, u64)], min_cell_size: u64) -> Vec<Cell> {
-    let mut cells: Vec<Cell> = raw.iter().map(|(k, c)| Cell::publish(k.clone(), *c, min_cell_size)).collect();
+    let mut cells: Vec<Cell> = raw
+        .iter()
+        .map(|(k, c)| Cell::publish(k.clone(), *c, min_cell_size))
+        .collect();
     if cells.iter().filter(|c| c.is_suppressed()).count() == 1 {
         let smallest_other = raw
             .iter()
@@ -84,11 +90,15 @@ pub struct Dashboard {
 }
 
 impl Dashboard {
-    pub fn publish(snapshots: &[(Indicators, bool)], min_cell_size: u64, assembled_at: DateTime<Utc>) -> Self {
+    pub fn publish(
+        snapshots: &[(Indicators, bool)],
+        min_cell_size: u64,
+        assembled_at: DateTime<Utc>,
+    ) -> Self {
         let sum = |f: fn(&Indicators) -> u64| snapshots.iter().map(|(i, _)| f(i)).sum::<u64>();
         let delay_count = sum(|i| i.entry_delay_count);
-        let average_entry_delay_days =
-            (delay_count >= min_cell_size && delay_count > 0).then(|| sum(|i| i.entry_delay_days_sum) as f64 / delay_count as f64);
+        let average_entry_delay_days = (delay_count >= min_cell_size && delay_count > 0)
+            .then(|| sum(|i| i.entry_delay_days_sum) as f64 / delay_count as f64);
         let mut exits: Vec<(String, u64)> = Vec::new();
         for (indicators, _) in snapshots {
             for (key, n) in &indicators.exits_by_type {
@@ -101,7 +111,11 @@ impl Dashboard {
         let referrals: Vec<(String, u64)> = [Institution::Emploi, Institution::Social]
             .iter()
             .map(|network| {
-                let n = snapshots.iter().filter(|(i, _)| i.source == *network).map(|(i, _)| i.referrals_sent).sum();
+                let n = snapshots
+                    .iter()
+                    .filter(|(i, _)| i.source == *network)
+                    .map(|(i, _)| i.referrals_sent)
+                    .sum();
                 (network.code().to_owned(), n)
             })
             .collect();
@@ -114,7 +128,11 @@ impl Dashboard {
             referrals_by_network: publish_group(&referrals, min_cell_size),
             sources: snapshots
                 .iter()
-                .map(|(i, fresh)| SourceStatus { source: i.source, computed_at: i.computed_at, fresh: *fresh })
+                .map(|(i, fresh)| SourceStatus {
+                    source: i.source,
+                    computed_at: i.computed_at,
+                    fresh: *fresh,
+                })
                 .collect(),
             min_cell_size,
         }
@@ -125,7 +143,12 @@ impl Dashboard {
 mod tests {
     use super::*;
 
-    fn indicators(source: Institution, referrals: u64, entries: u64, exits: &[(&str, u64)]) -> Indicators {
+    fn indicators(
+        source: Institution,
+        referrals: u64,
+        entries: u64,
+        exits: &[(&str, u64)],
+    ) -> Indicators {
         Indicators {
             source,
             computed_at: DateTime::from_timestamp(1_700_000_000, 0).expect("valid"),
@@ -142,13 +165,34 @@ mod tests {
     fn sources_are_combined_before_secrecy_is_applied() {
         let now = DateTime::from_timestamp(1_700_000_100, 0).expect("valid");
         // Each source alone has too few training exits to publish; together they have 12.
-        let emploi = indicators(Institution::Emploi, 30, 40, &[("job", 15), ("training", 6), ("other", 4)]);
-        let social = indicators(Institution::Social, 25, 0, &[("job", 0), ("training", 6), ("other", 9)]);
+        let emploi = indicators(
+            Institution::Emploi,
+            30,
+            40,
+            &[("job", 15), ("training", 6), ("other", 4)],
+        );
+        let social = indicators(
+            Institution::Social,
+            25,
+            0,
+            &[("job", 0), ("training", 6), ("other", 9)],
+        );
         let d = Dashboard::publish(&[(emploi, true), (social, false)], 11, now);
         assert_eq!(d.entries.count, Some(40));
         assert_eq!(d.average_entry_delay_days, Some(20.0));
-        let exits: Vec<_> = d.exits_by_type.iter().map(|c| (c.key.as_str(), c.count)).collect();
-        assert_eq!(exits, vec![("job", Some(15)), ("training", Some(12)), ("other", Some(13))]);
+        let exits: Vec<_> = d
+            .exits_by_type
+            .iter()
+            .map(|c| (c.key.as_str(), c.count))
+            .collect();
+        assert_eq!(
+            exits,
+            vec![
+                ("job", Some(15)),
+                ("training", Some(12)),
+                ("other", Some(13))
+            ]
+        );
         let referrals: Vec<_> = d.referrals_by_network.iter().map(|c| c.count).collect();
         assert_eq!(referrals, vec![Some(30), Some(25)]);
         assert!(!d.sources[1].fresh);
@@ -157,10 +201,18 @@ mod tests {
     #[test]
     fn small_totals_are_masked_and_the_average_withheld() {
         let now = DateTime::from_timestamp(1_700_000_100, 0).expect("valid");
-        let d = Dashboard::publish(&[(indicators(Institution::Emploi, 5, 7, &[("job", 3)]), true)], 11, now);
+        let d = Dashboard::publish(
+            &[(indicators(Institution::Emploi, 5, 7, &[("job", 3)]), true)],
+            11,
+            now,
+        );
         assert_eq!(d.entries.count, None);
         assert_eq!(d.average_entry_delay_days, None);
-        assert!(d.referrals_by_network.iter().any(|c| c.key == "emploi" && c.count.is_none()));
+        assert!(
+            d.referrals_by_network
+                .iter()
+                .any(|c| c.key == "emploi" && c.count.is_none())
+        );
     }
 
     #[test]
@@ -172,9 +224,17 @@ mod tests {
 
     #[test]
     fn a_lone_masked_cell_takes_a_neighbour_with_it() {
-        let raw = vec![("job".to_owned(), 40), ("training".to_owned(), 3), ("other".to_owned(), 25)];
+        let raw = vec![
+            ("job".to_owned(), 40),
+            ("training".to_owned(), 3),
+            ("other".to_owned(), 25),
+        ];
         let cells = publish_group(&raw, 11);
-        let masked: Vec<_> = cells.iter().filter(|c| c.is_suppressed()).map(|c| c.key.as_str()).collect();
+        let masked: Vec<_> = cells
+            .iter()
+            .filter(|c| c.is_suppressed())
+            .map(|c| c.key.as_str())
+            .collect();
         assert_eq!(masked, vec!["training", "other"]);
     }
 

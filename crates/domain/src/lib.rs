@@ -11,11 +11,16 @@ pub mod outbound;
 pub mod person;
 pub mod vocabulary;
 
-pub use case::{Agreement, Case, CaseEntry, CaseEvent, CaseExit, CaseState, DiagnosisDraft, DiagnosisHalf, ExitReason, ExitType, Pair, Referral, ReferralDraft, Track};
+pub use case::{
+    Agreement, Case, CaseEntry, CaseEvent, CaseExit, CaseState, DiagnosisDraft, DiagnosisHalf,
+    ExitReason, ExitType, Pair, Referral, ReferralDraft, Track,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentRefusal, ConsentState, Evidence, EvidenceKind, NewConsent};
 pub use error::{DomainError, FieldError};
 pub use indicators::{Cell, Dashboard, Indicators, SourceStatus};
 pub use outbound::Outbound;
-pub use person::{Barrier, BarrierCategory, BarrierLevel, Contact, EmploymentSummary, PersonIdentity};
+pub use person::{
+    Barrier, BarrierCategory, BarrierLevel, Contact, EmploymentSummary, PersonIdentity,
+};
 pub use vocabulary::{DataCategory, Institution, LegalBasis, Network, Purpose, Role};

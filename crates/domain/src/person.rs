@@ -33,7 +33,10 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> Result<Option<Stri
 
 fn bounded_text(field: &str, value: &str, max: usize) -> Result<String, FieldError> {
     if value.chars().count() > max {
-        return Err(FieldError::new(field, format!("is longer than {max} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("is longer than {max} characters"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(FieldError::new(field, "contains control characters"));
@@ -97,7 +100,10 @@ pub struct Barrier {
 pub fn check_barriers(field: &str, barriers: &[Barrier]) -> Result<(), FieldError> {
     for (i, b) in barriers.iter().enumerate() {
         if barriers[..i].iter().any(|o| o.category == b.category) {
-            return Err(FieldError::new(format!("{field}[{i}].category"), "is repeated"));
+            return Err(FieldError::new(
+                format!("{field}[{i}].category"),
+                "is repeated",
+            ));
         }
     }
     Ok(())
@@ -110,7 +116,10 @@ mod tests {
     #[test]
     fn text_is_trimmed_bounded_and_required() {
         assert_eq!(required_text("f", "  Anne ", 10).as_deref(), Ok("Anne"));
-        assert_eq!(required_text("f", "   ", 10).unwrap_err().reason, "is required");
+        assert_eq!(
+            required_text("f", "   ", 10).unwrap_err().reason,
+            "is required"
+        );
         assert!(required_text("f", &"x".repeat(11), 10).is_err());
         assert!(required_text("f", "a\u{0}b", 10).is_err());
         assert_eq!(optional_text("f", "", 10), Ok(None));
@@ -130,7 +139,10 @@ mod tests {
 
     #[test]
     fn repeated_barrier_category_is_named() {
-        let b = Barrier { category: BarrierCategory::Housing, level: BarrierLevel::Low };
+        let b = Barrier {
+            category: BarrierCategory::Housing,
+            level: BarrierLevel::Low,
+        };
         let err = check_barriers("barriers", &[b, b]).unwrap_err();
         assert_eq!(err.field, "barriers[1].category");
     }

@@ -9,9 +9,9 @@ use prost::Message;
 use tonic::{Request, Status};
 
 use crate::app::InstitutionApp;
-use crate::casework::{request_digest, CaseView};
-use crate::error::{within, ApiError};
-use crate::gate::{admission, Ticket};
+use crate::casework::{Call, CaseView, request_digest};
+use crate::error::{ApiError, within};
+use crate::gate::{Ticket, admission};
 
 /// Wire path of a partner's RPC.
 pub fn partner_path(partner: Institution, rpc: &str) -> String {
@@ -23,6 +23,7 @@ pub fn partner_path(partner: Institution, rpc: &str) -> String {
     format!("/passerelle.v1.{service}/{rpc}")
 }
 
+/// The caller, RPC and request digest of a local call.
 struct Local<'a> {
     caller: &'a passerelle_boundary::Caller,
     method: &'a str,
@@ -31,7 +32,20 @@ struct Local<'a> {
 
 fn local<R: Message>(request: &Request<R>) -> Result<Local<'_>, Status> {
     let admission = admission(request)?;
-    Ok(Local { caller: &admission.caller, method: &admission.rule.path, digest: request_digest(&request.get_ref().encode_to_vec()) })
+    Ok(Local {
+        caller: &admission.caller,
+        method: &admission.rule.path,
+        digest: request_digest(&request.get_ref().encode_to_vec()),
+    })
+}
+
+fn call<'a>(local: &'a Local<'a>, key: &'a str) -> Call<'a> {
+    Call {
+        caller: local.caller,
+        method: local.method,
+        key,
+        digest: &local.digest,
+    }
 }
 
 fn required<'a, T>(field: &str, value: Option<&'a T>) -> Result<&'a T, ApiError> {
@@ -46,7 +60,7 @@ pub async fn record_consent<R: Message>(
 ) -> Result<v1::ConsentRecord, Status> {
     let l = local(request)?;
     let new = convert::new_consent(required("consent", consent)?).map_err(within("consent"))?;
-    let consent = app.casework.record_consent(l.caller, l.method, key, &l.digest, new).await?;
+    let consent = app.casework.record_consent(call(&l, key), new).await?;
     Ok((&consent).into())
 }
 
@@ -58,7 +72,10 @@ pub async fn withdraw_consent<R: Message>(
 ) -> Result<v1::ConsentRecord, Status> {
     let l = local(request)?;
     let consent_id = convert::identifier("consent_id", consent_id).map_err(ApiError::from)?;
-    let consent = app.casework.withdraw_consent(l.caller, l.method, key, &l.digest, &consent_id).await?;
+    let consent = app
+        .casework
+        .withdraw_consent(call(&l, key), &consent_id)
+        .await?;
     Ok((&consent).into())
 }
 
@@ -70,9 +87,13 @@ pub async fn create_referral<R: Message>(
     local_note: &str,
 ) -> Result<v1::Referral, Status> {
     let l = local(request)?;
-    let draft = convert::referral_draft(required("referral", referral)?).map_err(within("referral"))?;
+    let draft =
+        convert::referral_draft(required("referral", referral)?).map_err(within("referral"))?;
     let target = partner_path(app.casework.partner(), "ReceiveReferral");
-    let referral = app.casework.create_referral(l.caller, l.method, key, &l.digest, draft, local_note, &target).await?;
+    let referral = app
+        .casework
+        .create_referral(call(&l, key), draft, local_note, &target)
+        .await?;
     Ok((&referral).into())
 }
 
@@ -86,7 +107,10 @@ pub async fn record_diagnosis<R: Message>(
     let l = local(request)?;
     let draft = convert::diagnosis_draft(required("half", half)?).map_err(within("half"))?;
     let target = partner_path(app.casework.partner(), "ReceiveDiagnosis");
-    let half = app.casework.record_diagnosis(l.caller, l.method, key, &l.digest, draft, local_note, &target).await?;
+    let half = app
+        .casework
+        .record_diagnosis(call(&l, key), draft, local_note, &target)
+        .await?;
     Ok((&half).into())
 }
 
@@ -100,12 +124,18 @@ pub async fn sign_contract<R: Message>(
     let l = local(request)?;
     let case_id = convert::identifier("case_id", case_id).map_err(ApiError::from)?;
     let entry = required("entry", entry)?;
-    let pair = convert::pair(required("entry.pair", entry.pair.as_ref())?).map_err(within("entry.pair"))?;
-    let track = convert::enum_field("entry.track", entry.track, convert::track).map_err(ApiError::from)?;
+    let pair = convert::pair(required("entry.pair", entry.pair.as_ref())?)
+        .map_err(within("entry.pair"))?;
+    let track =
+        convert::enum_field("entry.track", entry.track, convert::track).map_err(ApiError::from)?;
     let evidence = required("entry.evidence", entry.evidence.as_ref())?;
-    let digest = convert::sha256_hex("entry.evidence.document_sha256", &evidence.document_sha256).map_err(ApiError::from)?;
+    let digest = convert::sha256_hex("entry.evidence.document_sha256", &evidence.document_sha256)
+        .map_err(ApiError::from)?;
     let target = partner_path(app.casework.partner(), "ReceiveCaseEvent");
-    let case = app.casework.sign_contract(l.caller, l.method, key, &l.digest, &case_id, pair, track, digest, &target).await?;
+    let case = app
+        .casework
+        .sign_contract(call(&l, key), &case_id, pair, track, digest, &target)
+        .await?;
     Ok((&case).into())
 }
 
@@ -118,8 +148,16 @@ pub async fn exit_case<R: Message>(
 ) -> Result<v1::Case, Status> {
     let l = local(request)?;
     let case_id = convert::identifier("case_id", case_id).map_err(ApiError::from)?;
-    let reason = convert::enum_field("exit.reason", required("exit", exit)?.reason, convert::exit_reason).map_err(ApiError::from)?;
-    let case = app.casework.exit_case(l.caller, l.method, key, &l.digest, &case_id, reason).await?;
+    let reason = convert::enum_field(
+        "exit.reason",
+        required("exit", exit)?.reason,
+        convert::exit_reason,
+    )
+    .map_err(ApiError::from)?;
+    let case = app
+        .casework
+        .exit_case(call(&l, key), &case_id, reason)
+        .await?;
     Ok((&case).into())
 }
 
@@ -135,7 +173,13 @@ pub struct CaseAnswer {
 
 pub async fn get_case(app: &InstitutionApp, case_id: &str) -> Result<CaseAnswer, Status> {
     let case_id = convert::identifier("case_id", case_id).map_err(ApiError::from)?;
-    let CaseView { case, referral, diagnoses, consents, local_notes } = app.casework.case_view(&case_id).await?;
+    let CaseView {
+        case,
+        referral,
+        diagnoses,
+        consents,
+        local_notes,
+    } = app.casework.case_view(&case_id).await?;
     Ok(CaseAnswer {
         case: (&case).into(),
         referral: referral.as_ref().map(Into::into),
@@ -148,15 +192,29 @@ pub async fn get_case(app: &InstitutionApp, case_id: &str) -> Result<CaseAnswer,
 // ---- crossings ------------------------------------------------------------------
 
 /// Admits a push crossing about `case_id` and minimises what arrived.
-pub async fn admit_push<M>(app: &InstitutionApp, request: Request<M>, case_id: impl Fn(&M) -> &str) -> Result<(Ticket, M, String), Status>
+pub async fn admit_push<M>(
+    app: &InstitutionApp,
+    request: Request<M>,
+    case_id: impl Fn(&M) -> &str,
+) -> Result<(Ticket, M, String), Status>
 where
     M: Message + prost::Name + Default,
 {
-    let subject = convert::identifier("case_id", case_id(request.get_ref())).map_err(ApiError::from)?;
+    let subject =
+        convert::identifier("case_id", case_id(request.get_ref())).map_err(ApiError::from)?;
     let ticket = app.gate.admit(&request, Some(&subject)).await?;
     let message = app.gate.receive(&ticket, request.into_inner()).await?;
     let digest = request_digest(&message.encode_to_vec());
     Ok((ticket, message, digest))
+}
+
+fn inbound<'a>(t: &'a Ticket, key: &'a str, digest: &'a str) -> Call<'a> {
+    Call {
+        caller: &t.caller,
+        method: &t.method,
+        key,
+        digest,
+    }
 }
 
 fn same_case(field: &'static str, inner: &str, subject: &str) -> Result<(), ApiError> {
@@ -167,33 +225,77 @@ fn same_case(field: &'static str, inner: &str, subject: &str) -> Result<(), ApiE
     }
 }
 
-pub async fn receive_consent(app: &InstitutionApp, t: &Ticket, key: &str, digest: &str, case_id: &str, consent: Option<&v1::ConsentRecord>) -> Result<(), Status> {
+pub async fn receive_consent(
+    app: &InstitutionApp,
+    t: &Ticket,
+    key: &str,
+    digest: &str,
+    case_id: &str,
+    consent: Option<&v1::ConsentRecord>,
+) -> Result<(), Status> {
     let consent = Consent::try_from(required("consent", consent)?).map_err(within("consent"))?;
     same_case("consent.case_id", &consent.case_id, case_id)?;
-    Ok(app.casework.receive_consent(t.caller.institution, &t.method, key, digest, consent).await?)
+    Ok(app
+        .casework
+        .receive_consent(inbound(t, key, digest), consent)
+        .await?)
 }
 
-pub async fn receive_referral(app: &InstitutionApp, t: &Ticket, key: &str, digest: &str, case_id: &str, referral: Option<&v1::Referral>) -> Result<(), Status> {
-    let referral = Referral::try_from(required("referral", referral)?).map_err(within("referral"))?;
+pub async fn receive_referral(
+    app: &InstitutionApp,
+    t: &Ticket,
+    key: &str,
+    digest: &str,
+    case_id: &str,
+    referral: Option<&v1::Referral>,
+) -> Result<(), Status> {
+    let referral =
+        Referral::try_from(required("referral", referral)?).map_err(within("referral"))?;
     same_case("referral.case_id", &referral.case_id, case_id)?;
-    Ok(app.casework.receive_referral(t.caller.institution, &t.method, key, digest, referral).await?)
+    Ok(app
+        .casework
+        .receive_referral(inbound(t, key, digest), referral)
+        .await?)
 }
 
-pub async fn receive_diagnosis(app: &InstitutionApp, t: &Ticket, key: &str, digest: &str, case_id: &str, half: Option<&v1::DiagnosisHalf>) -> Result<(), Status> {
+pub async fn receive_diagnosis(
+    app: &InstitutionApp,
+    t: &Ticket,
+    key: &str,
+    digest: &str,
+    case_id: &str,
+    half: Option<&v1::DiagnosisHalf>,
+) -> Result<(), Status> {
     let half = DiagnosisHalf::try_from(required("half", half)?).map_err(within("half"))?;
     same_case("half.case_id", &half.case_id, case_id)?;
-    Ok(app.casework.receive_diagnosis(t.caller.institution, &t.method, key, digest, half).await?)
+    Ok(app
+        .casework
+        .receive_diagnosis(inbound(t, key, digest), half)
+        .await?)
 }
 
-pub async fn receive_case_event(app: &InstitutionApp, t: &Ticket, key: &str, digest: &str, case_id: &str, event: Option<&v1::CaseEvent>) -> Result<(), Status> {
+pub async fn receive_case_event(
+    app: &InstitutionApp,
+    t: &Ticket,
+    key: &str,
+    digest: &str,
+    case_id: &str,
+    event: Option<&v1::CaseEvent>,
+) -> Result<(), Status> {
     let proto = required("event", event)?;
     same_case("event.case_id", &proto.case_id, case_id)?;
     let event = passerelle_domain::CaseEvent::try_from(proto).map_err(within("event"))?;
-    Ok(app.casework.receive_case_event(&t.method, key, digest, case_id, event).await?)
+    Ok(app
+        .casework
+        .receive_case_event(inbound(t, key, digest), case_id, event)
+        .await?)
 }
 
 /// Aggregates for the steering service (a pull crossing on the public task).
-pub async fn indicators<M: Message>(app: &InstitutionApp, request: &Request<M>) -> Result<(Ticket, v1::Indicators), Status> {
+pub async fn indicators<M: Message>(
+    app: &InstitutionApp,
+    request: &Request<M>,
+) -> Result<(Ticket, v1::Indicators), Status> {
     let ticket = app.gate.admit(request, None).await?;
     let indicators = app.casework.indicators().await?;
     Ok((ticket, (&indicators).into()))

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use passerelle_boundary::{Minimiser, Policy};
 use passerelle_domain::Clock;
-use passerelle_storage::audit::AuditLog;
 use passerelle_storage::InstitutionStore;
-use tonic::service::Routes;
+use passerelle_storage::audit::AuditLog;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tonic::service::Routes;
 
 use crate::casework::Casework;
 use crate::config::ServiceConfig;
@@ -28,15 +28,35 @@ pub struct InstitutionApp {
 impl InstitutionApp {
     /// Opens the database and wires the gate and the relay from configuration.
     pub async fn connect(config: &ServiceConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let store = InstitutionStore::connect(&config.database_url.0, config.database_max_connections).await?;
-        let casework = Casework { own: config.institution, store: store.clone(), clock: clock.clone(), wake_relay: Arc::new(Notify::new()) };
+        let store =
+            InstitutionStore::connect(&config.database_url.0, config.database_max_connections)
+                .await?;
+        let casework = Casework {
+            own: config.institution,
+            store: store.clone(),
+            clock: clock.clone(),
+            wake_relay: Arc::new(Notify::new()),
+        };
         let minimiser = Minimiser::from_contract();
-        let gate = Gate { own: config.institution, minimiser: minimiser.clone(), audit: store.audit().clone(), clock, consents: Some(store) };
+        let gate = Gate {
+            own: config.institution,
+            minimiser: minimiser.clone(),
+            audit: store.audit().clone(),
+            clock,
+            consents: Some(store),
+        };
         let partner = casework.partner();
         let relay = match (config.endpoint(partner), config.signer()?) {
             (Some(url), Some(signer)) => Some(Relay {
                 casework: casework.clone(),
-                target: Outgoing::new(url, signer, config.institution, partner, config.request_timeout()).map_err(anyhow::Error::msg)?,
+                target: Outgoing::new(
+                    url,
+                    signer,
+                    config.institution,
+                    partner,
+                    config.request_timeout(),
+                )
+                .map_err(anyhow::Error::msg)?,
                 minimiser,
                 policy: Policy::from_contract().map_err(anyhow::Error::msg)?,
                 config: config.outbox.clone(),
@@ -46,7 +66,11 @@ impl InstitutionApp {
                 None
             }
         };
-        Ok(InstitutionApp { casework, gate, relay })
+        Ok(InstitutionApp {
+            casework,
+            gate,
+            relay,
+        })
     }
 }
 
@@ -60,7 +84,11 @@ impl ServiceState for InstitutionApp {
     }
 
     fn start_background(&self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        self.relay.clone().map(|relay| tokio::spawn(relay.run(shutdown))).into_iter().collect()
+        self.relay
+            .clone()
+            .map(|relay| tokio::spawn(relay.run(shutdown)))
+            .into_iter()
+            .collect()
     }
 }
 

@@ -11,17 +11,23 @@ use passerelle_domain::{Clock, Institution, SystemClock};
 use tokio::net::TcpListener;
 
 use crate::config::ServiceConfig;
-use crate::server::{termination_signal, ServiceHandle};
+use crate::server::{ServiceHandle, termination_signal};
 
 #[derive(Debug, Parser)]
-#[command(about = "A Passerelle service. Settings: defaults, then --config FILE, then PASSERELLE_* variables.")]
+#[command(
+    about = "A Passerelle service. Settings: defaults, then --config FILE, then PASSERELLE_* variables."
+)]
 struct Args {
     /// TOML configuration file.
     #[arg(long, env = "PASSERELLE_CONFIG")]
     config: Option<PathBuf>,
 }
 
-pub type Start = fn(ServiceConfig, TcpListener, Arc<dyn Clock>) -> Pin<Box<dyn Future<Output = anyhow::Result<ServiceHandle>> + Send>>;
+pub type Start = fn(
+    ServiceConfig,
+    TcpListener,
+    Arc<dyn Clock>,
+) -> Pin<Box<dyn Future<Output = anyhow::Result<ServiceHandle>> + Send>>;
 
 pub async fn run(institution: Institution, start: Start) -> anyhow::Result<()> {
     let args = Args::parse();

@@ -6,17 +6,18 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use passerelle_boundary::audit::{AuditEntry, Decision, Direction};
 use passerelle_boundary::Caller;
+use passerelle_boundary::audit::{AuditEntry, Decision, Direction};
 use passerelle_domain::person::MAX_NOTE;
 use passerelle_domain::{
-    Case, CaseEntry, CaseEvent, CaseExit, Clock, Consent, ConsentState, DiagnosisDraft, DiagnosisHalf, DomainError, ExitType, FieldError,
-    Indicators, Institution, NewConsent, Outbound, Purpose, Referral, ReferralDraft,
+    Case, CaseEntry, CaseEvent, CaseExit, Clock, Consent, ConsentState, DiagnosisDraft,
+    DiagnosisHalf, DomainError, ExitType, FieldError, Indicators, Institution, NewConsent,
+    Outbound, Purpose, Referral, ReferralDraft,
 };
-use passerelle_storage::institution::{Origin, Tx};
 use passerelle_storage::InstitutionStore;
-use serde::de::DeserializeOwned;
+use passerelle_storage::institution::{Origin, Tx};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
@@ -35,6 +36,17 @@ pub struct CaseView {
     pub diagnoses: Vec<DiagnosisHalf>,
     pub consents: Vec<Consent>,
     pub local_notes: Vec<String>,
+}
+
+/// Who asks, through which RPC, under which idempotency key, for which request.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub caller: &'a Caller,
+    /// Wire path of the RPC being served.
+    pub method: &'a str,
+    pub key: &'a str,
+    /// SHA-256 of the request, so a reused key with another request is refused.
+    pub digest: &'a str,
 }
 
 #[derive(Debug, Clone)]
@@ -56,7 +68,10 @@ fn idempotency_key(key: &str) -> std::result::Result<&str, FieldError> {
         return Err(FieldError::new("idempotency_key", "is required"));
     }
     if key.len() > MAX_IDEMPOTENCY_KEY || !key.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(FieldError::new("idempotency_key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")));
+        return Err(FieldError::new(
+            "idempotency_key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"),
+        ));
     }
     Ok(key)
 }
@@ -81,19 +96,23 @@ impl Casework {
 
     /// Runs `op` once per (method, key): a replay with the same request gets
     /// the first answer back; with another request it is refused.
-    async fn once<T, F>(&self, method: &str, key: &str, request_sha256: &str, op: F) -> Result<T>
+    async fn once<T, F>(&self, call: Call<'_>, op: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned,
         F: AsyncFnOnce(&mut Tx) -> Result<T>,
     {
-        let key = idempotency_key(key)?;
+        let (method, request_sha256) = (call.method, call.digest);
+        let key = idempotency_key(call.key)?;
         let mut tx = self.store.begin().await?;
         if let Some(stored) = tx.idempotent_response(method, key).await? {
             return self.replay(stored.request_sha256 == request_sha256, &stored.response);
         }
         let result = op(&mut tx).await?;
         let encoded = serde_json::to_vec(&result).map_err(internal)?;
-        let saved = match tx.save_response(method, key, request_sha256, &encoded, self.clock.now()).await {
+        let saved = match tx
+            .save_response(method, key, request_sha256, &encoded, self.clock.now())
+            .await
+        {
             Ok(()) => tx.commit().await,
             Err(e) => Err(e),
         };
@@ -105,7 +124,10 @@ impl Casework {
             // A concurrent request with the same key committed first: answer as it did.
             Err(e) if e.is_unique_violation() => {
                 let mut tx = self.store.begin().await?;
-                let stored = tx.idempotent_response(method, key).await?.ok_or_else(|| internal(e))?;
+                let stored = tx
+                    .idempotent_response(method, key)
+                    .await?
+                    .ok_or_else(|| internal(e))?;
                 self.replay(stored.request_sha256 == request_sha256, &stored.response)
             }
             Err(e) => Err(e.into()),
@@ -129,19 +151,38 @@ impl Casework {
 
     /// Sender-side boundary check: data leaves for the partner only under a
     /// consent that covers it; a refusal is audited.
-    async fn check_outbound(&self, caller: &Caller, case_id: &str, purpose: Purpose, target_method: &str) -> Result<Consent> {
+    async fn check_outbound(
+        &self,
+        caller: &Caller,
+        case_id: &str,
+        purpose: Purpose,
+        target_method: &str,
+    ) -> Result<Consent> {
         let consents = self.store.consents_for_case(case_id).await?;
         match Consent::find_covering(&consents, purpose, self.partner(), self.clock.now()) {
             Ok(consent) => Ok(consent.clone()),
             Err(refusal) => {
-                self.audit_outbound(Some(caller), case_id, purpose, target_method, refusal.to_string()).await?;
+                self.audit_outbound(
+                    Some(caller),
+                    case_id,
+                    purpose,
+                    target_method,
+                    refusal.to_string(),
+                )
+                .await?;
                 Err(ApiError(DomainError::PermissionDenied(refusal.to_string())))
             }
         }
     }
 
     /// The audit entry of data leaving this service for the partner.
-    pub fn outbound_entry(&self, caller: Option<&Caller>, case_id: &str, purpose: Purpose, target_method: &str) -> AuditEntry {
+    pub fn outbound_entry(
+        &self,
+        caller: Option<&Caller>,
+        case_id: &str,
+        purpose: Purpose,
+        target_method: &str,
+    ) -> AuditEntry {
         AuditEntry {
             at: self.clock.now(),
             direction: Direction::Outbound,
@@ -161,7 +202,14 @@ impl Casework {
         }
     }
 
-    async fn audit_outbound(&self, caller: Option<&Caller>, case_id: &str, purpose: Purpose, target_method: &str, reason: String) -> Result<()> {
+    async fn audit_outbound(
+        &self,
+        caller: Option<&Caller>,
+        case_id: &str,
+        purpose: Purpose,
+        target_method: &str,
+        reason: String,
+    ) -> Result<()> {
         let mut entry = self.outbound_entry(caller, case_id, purpose, target_method);
         entry.decision = Decision::Denied;
         entry.reason = Some(reason);
@@ -171,13 +219,13 @@ impl Casework {
 
     // ---- local operations ----------------------------------------------------
 
-    pub async fn record_consent(&self, caller: &Caller, method: &str, key: &str, digest: &str, new: NewConsent) -> Result<Consent> {
+    pub async fn record_consent(&self, call: Call<'_>, new: NewConsent) -> Result<Consent> {
         let now = self.clock.now();
         if new.evidence.signed_at > now {
             return Err(FieldError::new("consent.evidence.signed_at", "is in the future").into());
         }
         let partner = self.partner();
-        self.once(method, key, digest, async |tx: &mut Tx| {
+        self.once(call, async |tx: &mut Tx| {
             let consent = Consent {
                 consent_id: uuid::Uuid::now_v7().to_string(),
                 case_id: new.case_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
@@ -195,17 +243,17 @@ impl Casework {
             if consent.recipients.contains(&partner) {
                 tx.enqueue(&self.message_key("consent"), &Outbound::Consent(consent.clone()), now).await?;
             }
-            tracing::info!(consent_id = %consent.consent_id, case_id = %consent.case_id, by = %caller.agent, "consent recorded");
+            tracing::info!(consent_id = %consent.consent_id, case_id = %consent.case_id, by = %call.caller.agent, "consent recorded");
             Ok(consent)
         })
         .await
     }
 
     /// Takes effect at once here; the partner is told through the outbox.
-    pub async fn withdraw_consent(&self, caller: &Caller, method: &str, key: &str, digest: &str, consent_id: &str) -> Result<Consent> {
+    pub async fn withdraw_consent(&self, call: Call<'_>, consent_id: &str) -> Result<Consent> {
         let now = self.clock.now();
         let partner = self.partner();
-        self.once(method, key, digest, async |tx: &mut Tx| {
+        self.once(call, async |tx: &mut Tx| {
             let mut consent = tx.consent(consent_id).await?.ok_or(ApiError(DomainError::NotFound("consent")))?;
             if consent.holder != self.own {
                 return Err(ApiError(DomainError::FailedPrecondition(format!(
@@ -222,7 +270,7 @@ impl Casework {
             if consent.recipients.contains(&partner) {
                 tx.enqueue(&self.message_key("consent"), &Outbound::Consent(consent.clone()), now).await?;
             }
-            tracing::info!(consent_id = %consent.consent_id, by = %caller.agent, "consent withdrawn");
+            tracing::info!(consent_id = %consent.consent_id, by = %call.caller.agent, "consent withdrawn");
             Ok(consent)
         })
         .await
@@ -230,32 +278,51 @@ impl Casework {
 
     pub async fn create_referral(
         &self,
-        caller: &Caller,
-        method: &str,
-        key: &str,
-        digest: &str,
+        call: Call<'_>,
         draft: ReferralDraft,
         local_note: &str,
         target_method: &str,
     ) -> Result<Referral> {
         let local_note = note(local_note)?;
-        let consent = self.check_outbound(caller, &draft.case_id, Purpose::Referral, target_method).await?;
+        let consent = self
+            .check_outbound(
+                call.caller,
+                &draft.case_id,
+                Purpose::Referral,
+                target_method,
+            )
+            .await?;
         if consent.consent_id != draft.consent_id {
-            return Err(FieldError::new("referral.consent_id", "is not the consent in force for this case").into());
+            return Err(FieldError::new(
+                "referral.consent_id",
+                "is not the consent in force for this case",
+            )
+            .into());
         }
-        let network = self.own.network().ok_or_else(|| internal(std::io::Error::other("no network")))?;
+        let network = self
+            .own
+            .network()
+            .ok_or_else(|| internal(std::io::Error::other("no network")))?;
         let now = self.clock.now();
-        self.once(method, key, digest, async |tx: &mut Tx| {
-            let referral = draft.complete(network, caller.agent.clone(), now);
+        self.once(call, async |tx: &mut Tx| {
+            let referral = draft.complete(network, call.caller.agent.clone(), now);
             if !tx.insert_referral(&referral, Origin::Local).await? {
-                return Err(ApiError(DomainError::FailedPrecondition("this case already has a referral".into())));
+                return Err(ApiError(DomainError::FailedPrecondition(
+                    "this case already has a referral".into(),
+                )));
             }
             tx.save_case(&Case::referred(&referral), None).await?;
             if let Some(text) = &local_note {
-                tx.insert_note(&referral.case_id, &caller.agent, "referral", text, now).await?;
+                tx.insert_note(&referral.case_id, &call.caller.agent, "referral", text, now)
+                    .await?;
             }
-            tx.enqueue(&self.message_key("referral"), &Outbound::Referral(referral.clone()), now).await?;
-            tracing::info!(case_id = %referral.case_id, by = %caller.agent, "referral created");
+            tx.enqueue(
+                &self.message_key("referral"),
+                &Outbound::Referral(referral.clone()),
+                now,
+            )
+            .await?;
+            tracing::info!(case_id = %referral.case_id, by = %call.caller.agent, "referral created");
             Ok(referral)
         })
         .await
@@ -263,24 +330,30 @@ impl Casework {
 
     pub async fn record_diagnosis(
         &self,
-        caller: &Caller,
-        method: &str,
-        key: &str,
-        digest: &str,
+        call: Call<'_>,
         draft: DiagnosisDraft,
         local_note: &str,
         target_method: &str,
     ) -> Result<DiagnosisHalf> {
         let local_note = note(local_note)?;
         self.known_case(&draft.case_id).await?;
-        self.check_outbound(caller, &draft.case_id, Purpose::Referral, target_method).await?;
+        self.check_outbound(
+            call.caller,
+            &draft.case_id,
+            Purpose::Referral,
+            target_method,
+        )
+        .await?;
         let now = self.clock.now();
-        self.once(method, key, digest, async |tx: &mut Tx| {
-            let mut case = tx.case(&draft.case_id).await?.ok_or(ApiError(DomainError::NotFound("case")))?;
+        self.once(call, async |tx: &mut Tx| {
+            let mut case = tx
+                .case(&draft.case_id)
+                .await?
+                .ok_or(ApiError(DomainError::NotFound("case")))?;
             let half = DiagnosisHalf {
                 case_id: draft.case_id.clone(),
                 author_institution: self.own,
-                author: caller.agent.clone(),
+                author: call.caller.agent.clone(),
                 barriers: draft.barriers,
                 agreement: draft.agreement,
                 recorded_at: now,
@@ -289,22 +362,24 @@ impl Casework {
             case.apply_diagnosis(&tx.diagnoses(&half.case_id).await?);
             tx.save_case(&case, None).await?;
             if let Some(text) = &local_note {
-                tx.insert_note(&half.case_id, &caller.agent, "diagnosis", text, now).await?;
+                tx.insert_note(&half.case_id, &call.caller.agent, "diagnosis", text, now)
+                    .await?;
             }
-            tx.enqueue(&self.message_key("diagnosis"), &Outbound::Diagnosis(half.clone()), now).await?;
+            tx.enqueue(
+                &self.message_key("diagnosis"),
+                &Outbound::Diagnosis(half.clone()),
+                now,
+            )
+            .await?;
             Ok(half)
         })
         .await
     }
 
     /// The person's signature: the case starts with its pair.
-    #[allow(clippy::too_many_arguments)]
     pub async fn sign_contract(
         &self,
-        caller: &Caller,
-        method: &str,
-        key: &str,
-        digest: &str,
+        call: Call<'_>,
         case_id: &str,
         pair: passerelle_domain::Pair,
         track: passerelle_domain::Track,
@@ -312,16 +387,29 @@ impl Casework {
         target_method: &str,
     ) -> Result<Case> {
         self.known_case(case_id).await?;
-        self.check_outbound(caller, case_id, Purpose::GlobalSupport, target_method).await?;
+        self.check_outbound(call.caller, case_id, Purpose::GlobalSupport, target_method)
+            .await?;
         let now = self.clock.now();
-        self.once(method, key, digest, async |tx: &mut Tx| {
-            let mut case = tx.case(case_id).await?.ok_or(ApiError(DomainError::NotFound("case")))?;
-            let entry = CaseEntry { pair, track, entered_at: now, contract_sha256 };
+        self.once(call, async |tx: &mut Tx| {
+            let mut case = tx
+                .case(case_id)
+                .await?
+                .ok_or(ApiError(DomainError::NotFound("case")))?;
+            let entry = CaseEntry {
+                pair,
+                track,
+                entered_at: now,
+                contract_sha256,
+            };
             case.enter(&entry)?;
             tx.save_case(&case, Some(self.own)).await?;
-            let event = Outbound::CaseEvent { case_id: case_id.to_owned(), event: CaseEvent::Entered(entry) };
-            tx.enqueue(&self.message_key("case_event"), &event, now).await?;
-            tracing::info!(case_id, by = %caller.agent, "case entered");
+            let event = Outbound::CaseEvent {
+                case_id: case_id.to_owned(),
+                event: CaseEvent::Entered(entry),
+            };
+            tx.enqueue(&self.message_key("case_event"), &event, now)
+                .await?;
+            tracing::info!(case_id, by = %call.caller.agent, "case entered");
             Ok(case)
         })
         .await
@@ -329,29 +417,40 @@ impl Casework {
 
     pub async fn exit_case(
         &self,
-        caller: &Caller,
-        method: &str,
-        key: &str,
-        digest: &str,
+        call: Call<'_>,
         case_id: &str,
         reason: passerelle_domain::ExitReason,
     ) -> Result<Case> {
         let now = self.clock.now();
-        self.once(method, key, digest, async |tx: &mut Tx| {
-            let mut case = tx.case(case_id).await?.ok_or(ApiError(DomainError::NotFound("case")))?;
-            let exit = CaseExit { reason, exited_at: now };
+        self.once(call, async |tx: &mut Tx| {
+            let mut case = tx
+                .case(case_id)
+                .await?
+                .ok_or(ApiError(DomainError::NotFound("case")))?;
+            let exit = CaseExit {
+                reason,
+                exited_at: now,
+            };
             case.exit(&exit)?;
             tx.save_case(&case, None).await?;
-            let event = Outbound::CaseEvent { case_id: case_id.to_owned(), event: CaseEvent::Exited(exit) };
-            tx.enqueue(&self.message_key("case_event"), &event, now).await?;
-            tracing::info!(case_id, by = %caller.agent, reason = %reason, "case exited");
+            let event = Outbound::CaseEvent {
+                case_id: case_id.to_owned(),
+                event: CaseEvent::Exited(exit),
+            };
+            tx.enqueue(&self.message_key("case_event"), &event, now)
+                .await?;
+            tracing::info!(case_id, by = %call.caller.agent, reason = %reason, "case exited");
             Ok(case)
         })
         .await
     }
 
     pub async fn case_view(&self, case_id: &str) -> Result<CaseView> {
-        let case = self.store.case(case_id).await?.ok_or(ApiError(DomainError::NotFound("case")))?;
+        let case = self
+            .store
+            .case(case_id)
+            .await?
+            .ok_or(ApiError(DomainError::NotFound("case")))?;
         Ok(CaseView {
             case,
             referral: self.store.referral(case_id).await?,
@@ -363,11 +462,14 @@ impl Casework {
 
     // ---- what the partner sends ------------------------------------------------
 
-    pub async fn receive_consent(&self, from: Institution, method: &str, key: &str, digest: &str, consent: Consent) -> Result<()> {
+    pub async fn receive_consent(&self, call: Call<'_>, consent: Consent) -> Result<()> {
+        let from = call.caller.institution;
         if consent.holder != from {
-            return Err(FieldError::new("consent.holder", "must be the sending institution").into());
+            return Err(
+                FieldError::new("consent.holder", "must be the sending institution").into(),
+            );
         }
-        self.once(method, key, digest, async |tx: &mut Tx| {
+        self.once(call, async |tx: &mut Tx| {
             tx.upsert_consent(&consent).await?;
             tracing::info!(consent_id = %consent.consent_id, state = %consent.state, "partner consent recorded");
             Ok(())
@@ -375,11 +477,16 @@ impl Casework {
         .await
     }
 
-    pub async fn receive_referral(&self, from: Institution, method: &str, key: &str, digest: &str, referral: Referral) -> Result<()> {
+    pub async fn receive_referral(&self, call: Call<'_>, referral: Referral) -> Result<()> {
+        let from = call.caller.institution;
         if Some(referral.referring_network) != from.network() {
-            return Err(FieldError::new("referral.referring_network", "must be the sending institution's network").into());
+            return Err(FieldError::new(
+                "referral.referring_network",
+                "must be the sending institution's network",
+            )
+            .into());
         }
-        self.once(method, key, digest, async |tx: &mut Tx| {
+        self.once(call, async |tx: &mut Tx| {
             if tx.insert_referral(&referral, Origin::Partner).await? {
                 tx.save_case(&Case::referred(&referral), None).await?;
             }
@@ -388,12 +495,20 @@ impl Casework {
         .await
     }
 
-    pub async fn receive_diagnosis(&self, from: Institution, method: &str, key: &str, digest: &str, half: DiagnosisHalf) -> Result<()> {
+    pub async fn receive_diagnosis(&self, call: Call<'_>, half: DiagnosisHalf) -> Result<()> {
+        let from = call.caller.institution;
         if half.author_institution != from {
-            return Err(FieldError::new("half.author_institution", "must be the sending institution").into());
+            return Err(FieldError::new(
+                "half.author_institution",
+                "must be the sending institution",
+            )
+            .into());
         }
-        self.once(method, key, digest, async |tx: &mut Tx| {
-            let mut case = tx.case(&half.case_id).await?.ok_or(ApiError(DomainError::NotFound("case")))?;
+        self.once(call, async |tx: &mut Tx| {
+            let mut case = tx
+                .case(&half.case_id)
+                .await?
+                .ok_or(ApiError(DomainError::NotFound("case")))?;
             tx.upsert_diagnosis(&half).await?;
             case.apply_diagnosis(&tx.diagnoses(&half.case_id).await?);
             tx.save_case(&case, None).await?;
@@ -402,9 +517,17 @@ impl Casework {
         .await
     }
 
-    pub async fn receive_case_event(&self, method: &str, key: &str, digest: &str, case_id: &str, event: CaseEvent) -> Result<()> {
-        self.once(method, key, digest, async |tx: &mut Tx| {
-            let mut case = tx.case(case_id).await?.ok_or(ApiError(DomainError::NotFound("case")))?;
+    pub async fn receive_case_event(
+        &self,
+        call: Call<'_>,
+        case_id: &str,
+        event: CaseEvent,
+    ) -> Result<()> {
+        self.once(call, async |tx: &mut Tx| {
+            let mut case = tx
+                .case(case_id)
+                .await?
+                .ok_or(ApiError(DomainError::NotFound("case")))?;
             case.apply_partner_event(&event)?;
             tx.save_case(&case, None).await?;
             Ok(())
@@ -415,9 +538,14 @@ impl Casework {
     /// Exact aggregates for the steering service; nothing per person.
     pub async fn indicators(&self) -> Result<Indicators> {
         let counts = self.store.case_counts(self.own).await?;
-        let mut exits: Vec<(String, u64)> = [ExitType::Job, ExitType::Training, ExitType::Other].iter().map(|t| (t.code().to_owned(), 0)).collect();
+        let mut exits: Vec<(String, u64)> = [ExitType::Job, ExitType::Training, ExitType::Other]
+            .iter()
+            .map(|t| (t.code().to_owned(), 0))
+            .collect();
         for (reason, n) in &counts.exits_by_reason {
-            let exit_type = passerelle_domain::ExitReason::from_code(reason).map(|r| r.exit_type()).unwrap_or(ExitType::Other);
+            let exit_type = passerelle_domain::ExitReason::from_code(reason)
+                .map(|r| r.exit_type())
+                .unwrap_or(ExitType::Other);
             if let Some(slot) = exits.iter_mut().find(|(k, _)| k == exit_type.code()) {
                 slot.1 += n;
             }

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use passerelle_boundary::{Signer, TrustedIssuer, Verifier};
 use passerelle_domain::Institution;
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,10 @@ pub enum ConfigError {
 }
 
 fn key_error(key: &str, reason: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Key { key: key.to_owned(), reason: reason.to_string() }
+    ConfigError::Key {
+        key: key.to_owned(),
+        reason: reason.to_string(),
+    }
 }
 
 /// A database URL; may hold a password, so it is never printed whole.
@@ -75,7 +78,12 @@ pub struct OutboxConfig {
 
 impl Default for OutboxConfig {
     fn default() -> Self {
-        OutboxConfig { poll_interval_ms: 1_000, initial_backoff_ms: 200, max_backoff_ms: 30_000, request_timeout_ms: 5_000 }
+        OutboxConfig {
+            poll_interval_ms: 1_000,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 30_000,
+            request_timeout_ms: 5_000,
+        }
     }
 }
 
@@ -111,7 +119,10 @@ impl ServiceConfig {
         ServiceConfig {
             institution,
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
-            database_url: DatabaseUrl(format!("sqlite://.passerelle/{}.sqlite", institution.code())),
+            database_url: DatabaseUrl(format!(
+                "sqlite://.passerelle/{}.sqlite",
+                institution.code()
+            )),
             database_max_connections: 8,
             audience: audience_of(institution),
             token_leeway_seconds: 30,
@@ -129,19 +140,29 @@ impl ServiceConfig {
         let mut figment = Figment::from(Serialized::defaults(Self::defaults(institution)));
         if let Some(file) = file {
             if !file.exists() {
-                return Err(ConfigError::Invalid(format!("file {} does not exist", file.display())));
+                return Err(ConfigError::Invalid(format!(
+                    "file {} does not exist",
+                    file.display()
+                )));
             }
             figment = figment.merge(Toml::file(file));
         }
         let config: ServiceConfig = figment
-            .merge(Env::prefixed("PASSERELLE_").split("__").ignore(&["test_postgres"]))
+            .merge(
+                Env::prefixed("PASSERELLE_")
+                    .split("__")
+                    .ignore(&["test_postgres"]),
+            )
             .extract()
             .map_err(|e| match e.path.first() {
                 Some(_) => key_error(&e.path.join("."), e.kind),
                 None => ConfigError::Invalid(e.to_string()),
             })?;
         if config.institution != institution {
-            return Err(key_error("institution", format!("this binary serves {institution}")));
+            return Err(key_error(
+                "institution",
+                format!("this binary serves {institution}"),
+            ));
         }
         config.validate()?;
         Ok(config)
@@ -152,14 +173,25 @@ impl ServiceConfig {
             return Err(key_error("database_max_connections", "must be at least 1"));
         }
         if self.min_cell_size == 0 {
-            return Err(key_error("min_cell_size", "must be at least 1 (1 disables statistical secrecy: tests only)"));
+            return Err(key_error(
+                "min_cell_size",
+                "must be at least 1 (1 disables statistical secrecy: tests only)",
+            ));
         }
-        if self.outbox.initial_backoff_ms == 0 || self.outbox.max_backoff_ms < self.outbox.initial_backoff_ms {
-            return Err(key_error("outbox.max_backoff_ms", "must be at least outbox.initial_backoff_ms, which must be positive"));
+        if self.outbox.initial_backoff_ms == 0
+            || self.outbox.max_backoff_ms < self.outbox.initial_backoff_ms
+        {
+            return Err(key_error(
+                "outbox.max_backoff_ms",
+                "must be at least outbox.initial_backoff_ms, which must be positive",
+            ));
         }
         for (i, issuer) in self.trusted_issuers.iter().enumerate() {
             if issuer.institutions.is_empty() {
-                return Err(key_error(&format!("trusted_issuers[{i}].institutions"), "must name at least one institution"));
+                return Err(key_error(
+                    &format!("trusted_issuers[{i}].institutions"),
+                    "must name at least one institution",
+                ));
             }
         }
         Ok(())
@@ -172,11 +204,17 @@ impl ServiceConfig {
             .enumerate()
             .map(|(i, c)| {
                 let key = format!("trusted_issuers[{i}].public_key_file");
-                let pem = std::fs::read_to_string(&c.public_key_file).map_err(|e| key_error(&key, e))?;
-                TrustedIssuer::ed25519(c.issuer.clone(), &pem, c.institutions.clone()).map_err(|e| key_error(&key, e))
+                let pem =
+                    std::fs::read_to_string(&c.public_key_file).map_err(|e| key_error(&key, e))?;
+                TrustedIssuer::ed25519(c.issuer.clone(), &pem, c.institutions.clone())
+                    .map_err(|e| key_error(&key, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Verifier::new(self.audience.clone(), issuers, self.token_leeway_seconds))
+        Ok(Verifier::new(
+            self.audience.clone(),
+            issuers,
+            self.token_leeway_seconds,
+        ))
     }
 
     pub fn signer(&self) -> Result<Option<Signer>, ConfigError> {
@@ -184,7 +222,8 @@ impl ServiceConfig {
             .as_ref()
             .map(|identity| {
                 let key = "service_identity.private_key_file";
-                let pem = std::fs::read_to_string(&identity.private_key_file).map_err(|e| key_error(key, e))?;
+                let pem = std::fs::read_to_string(&identity.private_key_file)
+                    .map_err(|e| key_error(key, e))?;
                 Signer::ed25519(identity.issuer.clone(), &pem).map_err(|e| key_error(key, e))
             })
             .transpose()
@@ -211,7 +250,10 @@ mod tests {
     fn database_urls_are_redacted() {
         let url = DatabaseUrl("postgres://app:s3cret@db/passerelle".into());
         assert_eq!(format!("{url:?}"), "postgres:<redacted>");
-        let config = ServiceConfig { database_url: url, ..ServiceConfig::defaults(Institution::Emploi) };
+        let config = ServiceConfig {
+            database_url: url,
+            ..ServiceConfig::defaults(Institution::Emploi)
+        };
         assert!(!format!("{config:?}").contains("s3cret"));
     }
 
@@ -224,16 +266,27 @@ mod tests {
         let config = ServiceConfig::load(Institution::Social, Some(&good)).expect("loads");
         assert_eq!(config.listen.port(), 6000);
         assert_eq!(config.outbox.max_backoff_ms, 5000);
-        assert_eq!(config.outbox.initial_backoff_ms, OutboxConfig::default().initial_backoff_ms);
+        assert_eq!(
+            config.outbox.initial_backoff_ms,
+            OutboxConfig::default().initial_backoff_ms
+        );
 
         let bad = dir.join("bad.toml");
-        std::fs::write(&bad, "institution = \"social\"\nlisten = \"not an address\"\n").expect("write");
-        let err = ServiceConfig::load(Institution::Social, Some(&bad)).unwrap_err().to_string();
+        std::fs::write(
+            &bad,
+            "institution = \"social\"\nlisten = \"not an address\"\n",
+        )
+        .expect("write");
+        let err = ServiceConfig::load(Institution::Social, Some(&bad))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen"), "{err}");
 
         let wrong = dir.join("wrong.toml");
         std::fs::write(&wrong, "institution = \"emploi\"\n").expect("write");
-        let err = ServiceConfig::load(Institution::Social, Some(&wrong)).unwrap_err().to_string();
+        let err = ServiceConfig::load(Institution::Social, Some(&wrong))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("institution"), "{err}");
     }
 }

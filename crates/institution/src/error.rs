@@ -30,7 +30,9 @@ impl From<ApiError> for Status {
     fn from(ApiError(e): ApiError) -> Self {
         match e {
             // The field path is the client's own vocabulary: safe to return.
-            DomainError::Invalid(f) => Status::invalid_argument(format!("{}: {}", f.field, f.reason)),
+            DomainError::Invalid(f) => {
+                Status::invalid_argument(format!("{}: {}", f.field, f.reason))
+            }
             DomainError::NotFound(what) => Status::not_found(format!("{what} not found")),
             DomainError::FailedPrecondition(why) => Status::failed_precondition(why),
             DomainError::PermissionDenied(why) => Status::permission_denied(why),
@@ -57,14 +59,19 @@ mod tests {
 
     #[test]
     fn internal_details_never_reach_the_caller() {
-        let status = Status::from(ApiError(DomainError::internal(std::io::Error::other("password=hunter2 at db-7"))));
+        let status = Status::from(ApiError(DomainError::internal(std::io::Error::other(
+            "password=hunter2 at db-7",
+        ))));
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
     }
 
     #[test]
     fn invalid_input_names_the_field() {
-        let status = Status::from(ApiError::from(FieldError::new("referral.person.birth_date", "is not a date")));
+        let status = Status::from(ApiError::from(FieldError::new(
+            "referral.person.birth_date",
+            "is not a date",
+        )));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().starts_with("referral.person.birth_date"));
     }

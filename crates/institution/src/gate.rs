@@ -11,8 +11,8 @@ use passerelle_boundary::audit::{AuditEntry, Decision, Direction};
 use passerelle_boundary::layer::Admission;
 use passerelle_boundary::{Caller, CrossingRule, Flow, Minimiser};
 use passerelle_domain::{Clock, Consent, DataCategory, Institution, LegalBasis};
-use passerelle_storage::audit::AuditLog;
 use passerelle_storage::InstitutionStore;
+use passerelle_storage::audit::AuditLog;
 use tonic::{Request, Response, Status};
 
 /// Categories any crossing may carry once admitted: the case itself is what
@@ -42,7 +42,10 @@ pub struct Ticket {
 
 /// The caller the layer admitted. Missing means the layer was bypassed: refuse.
 pub fn admission<T>(request: &Request<T>) -> Result<&Admission, Status> {
-    request.extensions().get::<Admission>().ok_or_else(|| Status::permission_denied("call not admitted by the boundary"))
+    request
+        .extensions()
+        .get::<Admission>()
+        .ok_or_else(|| Status::permission_denied("call not admitted by the boundary"))
 }
 
 pub fn caller<T>(request: &Request<T>) -> Result<&Caller, Status> {
@@ -50,7 +53,11 @@ pub fn caller<T>(request: &Request<T>) -> Result<&Caller, Status> {
 }
 
 impl Gate {
-    fn entry(&self, ticket_like: (&Caller, &str, &CrossingRule), case_id: Option<&str>) -> AuditEntry {
+    fn entry(
+        &self,
+        ticket_like: (&Caller, &str, &CrossingRule),
+        case_id: Option<&str>,
+    ) -> AuditEntry {
         let (caller, method, rule) = ticket_like;
         AuditEntry {
             at: self.clock.now(),
@@ -79,7 +86,11 @@ impl Gate {
     }
 
     /// Checks the consent (when the basis is consent) and returns the ticket.
-    pub async fn admit<T>(&self, request: &Request<T>, case_id: Option<&str>) -> Result<Ticket, Status> {
+    pub async fn admit<T>(
+        &self,
+        request: &Request<T>,
+        case_id: Option<&str>,
+    ) -> Result<Ticket, Status> {
         let admission = admission(request)?;
         let Some(rule) = admission.rule.crossing.clone() else {
             return Err(Status::permission_denied("not a crossing"));
@@ -94,16 +105,20 @@ impl Gate {
                 Flow::Pull => caller.institution,
             };
             let consents = match (&self.consents, case_id) {
-                (Some(store), Some(case_id)) => store.consents_for_case(case_id).await.map_err(|e| {
-                    tracing::error!(error = %e, "consent lookup failed");
-                    Status::unavailable("consent register unavailable")
-                })?,
+                (Some(store), Some(case_id)) => {
+                    store.consents_for_case(case_id).await.map_err(|e| {
+                        tracing::error!(error = %e, "consent lookup failed");
+                        Status::unavailable("consent register unavailable")
+                    })?
+                }
                 _ => vec![],
             };
             match Consent::find_covering(&consents, rule.purpose, recipient, self.clock.now()) {
                 Ok(consent) => {
                     consent_id = Some(consent.consent_id.clone());
-                    allowed.retain(|c| consent.categories.contains(c) || ALWAYS_WITH_CONSENT.contains(c));
+                    allowed.retain(|c| {
+                        consent.categories.contains(c) || ALWAYS_WITH_CONSENT.contains(c)
+                    });
                 }
                 Err(refusal) => {
                     let mut entry = self.entry((&caller, &method, &rule), case_id);
@@ -114,7 +129,14 @@ impl Gate {
                 }
             }
         }
-        Ok(Ticket { caller, method, rule, case_id: case_id.map(str::to_owned), consent_id, allowed })
+        Ok(Ticket {
+            caller,
+            method,
+            rule,
+            case_id: case_id.map(str::to_owned),
+            consent_id,
+            allowed,
+        })
     }
 
     /// For a push: minimises what arrived and records the crossing, before
@@ -123,14 +145,18 @@ impl Gate {
     where
         M: prost::Message + prost::Name + Default,
     {
-        let minimised = self.minimiser.minimise(&message, &ticket.allowed).map_err(|e| {
-            tracing::error!(error = %e, "minimisation failed");
-            Status::internal("internal error")
-        })?;
+        let minimised = self
+            .minimiser
+            .minimise(&message, &ticket.allowed)
+            .map_err(|e| {
+                tracing::error!(error = %e, "minimisation failed");
+                Status::internal("internal error")
+            })?;
         if !minimised.stripped.is_empty() {
             tracing::warn!(method = %ticket.method, stripped = ?minimised.stripped, "fields outside the crossing's categories were dropped");
         }
-        self.record(self.allowed_entry(ticket, &minimised.categories, minimised.kept)).await?;
+        self.record(self.allowed_entry(ticket, &minimised.categories, minimised.kept))
+            .await?;
         Ok(minimised.message)
     }
 
@@ -139,16 +165,28 @@ impl Gate {
     where
         M: prost::Message + prost::Name + Default,
     {
-        let minimised = self.minimiser.minimise(&message, &ticket.allowed).map_err(|e| {
-            tracing::error!(error = %e, "minimisation failed");
-            Status::internal("internal error")
-        })?;
-        self.record(self.allowed_entry(ticket, &minimised.categories, minimised.kept)).await?;
+        let minimised = self
+            .minimiser
+            .minimise(&message, &ticket.allowed)
+            .map_err(|e| {
+                tracing::error!(error = %e, "minimisation failed");
+                Status::internal("internal error")
+            })?;
+        self.record(self.allowed_entry(ticket, &minimised.categories, minimised.kept))
+            .await?;
         Ok(Response::new(minimised.message))
     }
 
-    fn allowed_entry(&self, ticket: &Ticket, categories: &BTreeSet<DataCategory>, fields: Vec<String>) -> AuditEntry {
-        let mut entry = self.entry((&ticket.caller, &ticket.method, &ticket.rule), ticket.case_id.as_deref());
+    fn allowed_entry(
+        &self,
+        ticket: &Ticket,
+        categories: &BTreeSet<DataCategory>,
+        fields: Vec<String>,
+    ) -> AuditEntry {
+        let mut entry = self.entry(
+            (&ticket.caller, &ticket.method, &ticket.rule),
+            ticket.case_id.as_deref(),
+        );
         entry.consent_id = ticket.consent_id.clone();
         entry.categories = categories.clone();
         entry.fields = fields;

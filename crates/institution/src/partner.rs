@@ -24,13 +24,25 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// Connects lazily: a partner that is down now may be up at the next attempt.
-    pub fn new(url: &str, signer: Signer, own: Institution, target: Institution, timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        url: &str,
+        signer: Signer,
+        own: Institution,
+        target: Institution,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| format!("endpoint {url}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout)
             .tcp_nodelay(true);
-        Ok(Outgoing { channel: endpoint.connect_lazy(), signer, own, audience: audience_of(target), timeout })
+        Ok(Outgoing {
+            channel: endpoint.connect_lazy(),
+            signer,
+            own,
+            audience: audience_of(target),
+            timeout,
+        })
     }
 
     /// Wraps a message in a request carrying a fresh service token.
@@ -38,11 +50,18 @@ impl Outgoing {
         let agent = format!("service:{}", self.own.code());
         let token = self
             .signer
-            .sign(&agent, self.own, Role::Service, &self.audience, SERVICE_TOKEN_TTL_SECONDS)
+            .sign(
+                &agent,
+                self.own,
+                Role::Service,
+                &self.audience,
+                SERVICE_TOKEN_TTL_SECONDS,
+            )
             .map_err(|_| Status::internal("could not sign the service token"))?;
         let mut request = Request::new(message);
-        let value: MetadataValue<_> =
-            format!("Bearer {token}").parse().map_err(|_| Status::internal("token is not a valid header"))?;
+        let value: MetadataValue<_> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("token is not a valid header"))?;
         request.metadata_mut().insert("authorization", value);
         request.set_timeout(self.timeout);
         Ok(request)

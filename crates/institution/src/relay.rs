@@ -69,7 +69,10 @@ macro_rules! send {
         let request = $request;
         let sent = $relay.minimise(path, &request, $allowed)?;
         let call = $relay.target.request(sent.0).map_err(|s| classify(&s))?;
-        $client::new($relay.target.channel.clone()).$method(call).await.map_err(|s| classify(&s))?;
+        $client::new($relay.target.channel.clone())
+            .$method(call)
+            .await
+            .map_err(|s| classify(&s))?;
         Ok::<(&str, Sent), Failure>((path, sent.1))
     }};
 }
@@ -146,17 +149,37 @@ impl Relay {
         Ok(full_batch)
     }
 
-    fn minimise<M>(&self, path: &str, message: &M, consent_categories: Option<&BTreeSet<DataCategory>>) -> Result<(M, Sent), Failure>
+    fn minimise<M>(
+        &self,
+        path: &str,
+        message: &M,
+        consent_categories: Option<&BTreeSet<DataCategory>>,
+    ) -> Result<(M, Sent), Failure>
     where
         M: prost::Message + prost::Name + Default,
     {
-        let rule = self.policy.rule(path).and_then(|r| r.crossing.as_ref()).ok_or_else(|| Failure::Permanent(format!("{path} is not a crossing")))?;
+        let rule = self
+            .policy
+            .rule(path)
+            .and_then(|r| r.crossing.as_ref())
+            .ok_or_else(|| Failure::Permanent(format!("{path} is not a crossing")))?;
         let mut allowed = rule.categories.clone();
         if let Some(consented) = consent_categories {
-            allowed.retain(|c| consented.contains(c) || matches!(c, DataCategory::Public | DataCategory::Case));
+            allowed.retain(|c| {
+                consented.contains(c) || matches!(c, DataCategory::Public | DataCategory::Case)
+            });
         }
-        let out = self.minimiser.minimise(message, &allowed).map_err(|e| Failure::Permanent(e.to_string()))?;
-        Ok((out.message, Sent { fields: out.kept, categories: out.categories }))
+        let out = self
+            .minimiser
+            .minimise(message, &allowed)
+            .map_err(|e| Failure::Permanent(e.to_string()))?;
+        Ok((
+            out.message,
+            Sent {
+                fields: out.kept,
+                categories: out.categories,
+            },
+        ))
     }
 
     async fn deliver(&self, pending: &PendingMessage) -> Result<(), Failure> {
@@ -166,14 +189,31 @@ impl Relay {
         let consent = match message.consent_purpose() {
             None => None,
             Some(purpose) => {
-                let consents = self.casework.store.consents_for_case(&case_id).await.map_err(|e| Failure::Transient(e.to_string()))?;
-                match Consent::find_covering(&consents, purpose, self.casework.partner(), self.casework.now()) {
+                let consents = self
+                    .casework
+                    .store
+                    .consents_for_case(&case_id)
+                    .await
+                    .map_err(|e| Failure::Transient(e.to_string()))?;
+                match Consent::find_covering(
+                    &consents,
+                    purpose,
+                    self.casework.partner(),
+                    self.casework.now(),
+                ) {
                     Ok(c) => Some(c.clone()),
                     Err(refusal) => {
-                        let mut entry = self.casework.outbound_entry(None, &case_id, purpose, message.kind());
+                        let mut entry =
+                            self.casework
+                                .outbound_entry(None, &case_id, purpose, message.kind());
                         entry.decision = passerelle_boundary::Decision::Denied;
                         entry.reason = Some(refusal.to_string());
-                        self.casework.store.audit().append(&entry).await.map_err(|e| Failure::Transient(e.to_string()))?;
+                        self.casework
+                            .store
+                            .audit()
+                            .append(&entry)
+                            .await
+                            .map_err(|e| Failure::Transient(e.to_string()))?;
                         return Err(Failure::Permanent(refusal.to_string()));
                     }
                 }
@@ -182,25 +222,117 @@ impl Relay {
         let allowed = consent.as_ref().map(|c| &c.categories);
         let key = pending.message_key.clone();
         let (path, sent) = match (self.casework.partner(), message) {
-            (Institution::Emploi, Outbound::Consent(c)) => send!(self, allowed, EmploiServiceClient, "EmploiService", ShareConsent, share_consent,
-                v1::EmploiServiceShareConsentRequest { idempotency_key: key, case_id: case_id.clone(), consent: Some(c.into()) }),
-            (Institution::Emploi, Outbound::Referral(r)) => send!(self, allowed, EmploiServiceClient, "EmploiService", ReceiveReferral, receive_referral,
-                v1::EmploiServiceReceiveReferralRequest { idempotency_key: key, case_id: case_id.clone(), referral: Some(r.into()) }),
-            (Institution::Emploi, Outbound::Diagnosis(d)) => send!(self, allowed, EmploiServiceClient, "EmploiService", ReceiveDiagnosis, receive_diagnosis,
-                v1::EmploiServiceReceiveDiagnosisRequest { idempotency_key: key, case_id: case_id.clone(), half: Some(d.into()) }),
-            (Institution::Emploi, Outbound::CaseEvent { event, .. }) => send!(self, allowed, EmploiServiceClient, "EmploiService", ReceiveCaseEvent, receive_case_event,
-                v1::EmploiServiceReceiveCaseEventRequest { idempotency_key: key, case_id: case_id.clone(), event: Some(convert::case_event(&case_id, event)) }),
-            (Institution::Social, Outbound::Consent(c)) => send!(self, allowed, SocialServiceClient, "SocialService", ShareConsent, share_consent,
-                v1::SocialServiceShareConsentRequest { idempotency_key: key, case_id: case_id.clone(), consent: Some(c.into()) }),
-            (Institution::Social, Outbound::Referral(r)) => send!(self, allowed, SocialServiceClient, "SocialService", ReceiveReferral, receive_referral,
-                v1::SocialServiceReceiveReferralRequest { idempotency_key: key, case_id: case_id.clone(), referral: Some(r.into()) }),
-            (Institution::Social, Outbound::Diagnosis(d)) => send!(self, allowed, SocialServiceClient, "SocialService", ReceiveDiagnosis, receive_diagnosis,
-                v1::SocialServiceReceiveDiagnosisRequest { idempotency_key: key, case_id: case_id.clone(), half: Some(d.into()) }),
-            (Institution::Social, Outbound::CaseEvent { event, .. }) => send!(self, allowed, SocialServiceClient, "SocialService", ReceiveCaseEvent, receive_case_event,
-                v1::SocialServiceReceiveCaseEventRequest { idempotency_key: key, case_id: case_id.clone(), event: Some(convert::case_event(&case_id, event)) }),
-            (Institution::Pilotage, _) => Err(Failure::Permanent("the steering service receives no casework".into())),
+            (Institution::Emploi, Outbound::Consent(c)) => send!(
+                self,
+                allowed,
+                EmploiServiceClient,
+                "EmploiService",
+                ShareConsent,
+                share_consent,
+                v1::EmploiServiceShareConsentRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    consent: Some(c.into())
+                }
+            ),
+            (Institution::Emploi, Outbound::Referral(r)) => send!(
+                self,
+                allowed,
+                EmploiServiceClient,
+                "EmploiService",
+                ReceiveReferral,
+                receive_referral,
+                v1::EmploiServiceReceiveReferralRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    referral: Some(r.into())
+                }
+            ),
+            (Institution::Emploi, Outbound::Diagnosis(d)) => send!(
+                self,
+                allowed,
+                EmploiServiceClient,
+                "EmploiService",
+                ReceiveDiagnosis,
+                receive_diagnosis,
+                v1::EmploiServiceReceiveDiagnosisRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    half: Some(d.into())
+                }
+            ),
+            (Institution::Emploi, Outbound::CaseEvent { event, .. }) => send!(
+                self,
+                allowed,
+                EmploiServiceClient,
+                "EmploiService",
+                ReceiveCaseEvent,
+                receive_case_event,
+                v1::EmploiServiceReceiveCaseEventRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    event: Some(convert::case_event(&case_id, event))
+                }
+            ),
+            (Institution::Social, Outbound::Consent(c)) => send!(
+                self,
+                allowed,
+                SocialServiceClient,
+                "SocialService",
+                ShareConsent,
+                share_consent,
+                v1::SocialServiceShareConsentRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    consent: Some(c.into())
+                }
+            ),
+            (Institution::Social, Outbound::Referral(r)) => send!(
+                self,
+                allowed,
+                SocialServiceClient,
+                "SocialService",
+                ReceiveReferral,
+                receive_referral,
+                v1::SocialServiceReceiveReferralRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    referral: Some(r.into())
+                }
+            ),
+            (Institution::Social, Outbound::Diagnosis(d)) => send!(
+                self,
+                allowed,
+                SocialServiceClient,
+                "SocialService",
+                ReceiveDiagnosis,
+                receive_diagnosis,
+                v1::SocialServiceReceiveDiagnosisRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    half: Some(d.into())
+                }
+            ),
+            (Institution::Social, Outbound::CaseEvent { event, .. }) => send!(
+                self,
+                allowed,
+                SocialServiceClient,
+                "SocialService",
+                ReceiveCaseEvent,
+                receive_case_event,
+                v1::SocialServiceReceiveCaseEventRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    event: Some(convert::case_event(&case_id, event))
+                }
+            ),
+            (Institution::Pilotage, _) => Err(Failure::Permanent(
+                "the steering service receives no casework".into(),
+            )),
         }?;
-        let purpose = message.consent_purpose().unwrap_or(passerelle_domain::Purpose::ConsentRecord);
+        let purpose = message
+            .consent_purpose()
+            .unwrap_or(passerelle_domain::Purpose::ConsentRecord);
         let mut entry = self.casework.outbound_entry(None, &case_id, purpose, path);
         entry.consent_id = consent.map(|c| c.consent_id);
         entry.categories = sent.categories;

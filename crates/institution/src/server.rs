@@ -15,12 +15,12 @@ use passerelle_boundary::{AuditAppend, BoundaryLayer, Policy};
 use passerelle_domain::Clock;
 use passerelle_storage::audit::AuditLog;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Status;
 use tonic::service::Routes;
 use tonic::transport::Server;
-use tonic::Status;
 use tonic_health::ServingStatus;
 
 use crate::config::ServiceConfig;
@@ -46,7 +46,9 @@ impl<A> Default for Ready<A> {
 
 impl<A> Ready<A> {
     pub fn get(&self) -> Result<&A, Status> {
-        self.0.get().ok_or_else(|| Status::unavailable("starting: the database is not ready yet"))
+        self.0
+            .get()
+            .ok_or_else(|| Status::unavailable("starting: the database is not ready yet"))
     }
 }
 
@@ -65,12 +67,20 @@ impl<A: ServiceState> AuditAppend for ReadyAudit<A> {
     fn append(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let state = self.0.get().map_err(|s| s.message().to_owned())?;
-            state.audit_log().append(&entry).await.map(|_| ()).map_err(|e| e.to_string())
+            state
+                .audit_log()
+                .append(&entry)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     }
 
     fn now(&self) -> DateTime<Utc> {
-        self.0.get().map(|s| s.clock().now()).unwrap_or_else(|_| Utc::now())
+        self.0
+            .get()
+            .map(|s| s.clock().now())
+            .unwrap_or_else(|_| Utc::now())
     }
 }
 
@@ -115,9 +125,15 @@ pub async fn start<A: ServiceState>(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", ServingStatus::NotServing).await;
-    health.set_service_status(service_name, ServingStatus::NotServing).await;
-    health.set_service_status(LIVENESS, ServingStatus::Serving).await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status(service_name, ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(passerelle_contract::FILE_DESCRIPTOR_SET)
@@ -129,8 +145,15 @@ pub async fn start<A: ServiceState>(
         .build_v1alpha()?;
 
     let policy = Policy::from_contract().map_err(anyhow::Error::msg)?;
-    let layer = BoundaryLayer::new(config.verifier()?, policy, Arc::new(ReadyAudit(ready.clone())));
-    let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+    let layer = BoundaryLayer::new(
+        config.verifier()?,
+        policy,
+        Arc::new(ReadyAudit(ready.clone())),
+    );
+    let routes = routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
 
     let mut initial_shutdown = shutdown_rx.clone();
     let background_shutdown = shutdown_rx.clone();
@@ -145,8 +168,12 @@ pub async fn start<A: ServiceState>(
                     if init_ready.0.set(state).is_err() {
                         tracing::error!("state set twice");
                     }
-                    init_health.set_service_status("", ServingStatus::Serving).await;
-                    init_health.set_service_status(service_name, ServingStatus::Serving).await;
+                    init_health
+                        .set_service_status("", ServingStatus::Serving)
+                        .await;
+                    init_health
+                        .set_service_status(service_name, ServingStatus::Serving)
+                        .await;
                     tracing::info!(service = service_name, "ready");
                     return background;
                 }
@@ -172,7 +199,9 @@ pub async fn start<A: ServiceState>(
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await;
-        health.set_service_status("", ServingStatus::NotServing).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         let background = init.await.unwrap_or_default();
         for task in background {
             let _ = task.await;
@@ -183,14 +212,18 @@ pub async fn start<A: ServiceState>(
         served.map_err(anyhow::Error::from)
     });
     tracing::info!(%addr, service = service_name, "listening");
-    Ok(ServiceHandle { addr, shutdown: shutdown_tx, task })
+    Ok(ServiceHandle {
+        addr,
+        shutdown: shutdown_tx,
+        task,
+    })
 }
 
 /// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
 pub async fn termination_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use passerelle_boundary::audit::{chain_hash, verify_chain, AuditEntry, AuditRecord, GENESIS_HASH};
+use passerelle_boundary::audit::{AuditEntry, AuditRecord, GENESIS_HASH, chain_hash, verify_chain};
 use sqlx::Row;
 use tokio::sync::Mutex;
 
-use crate::{to_micros, Backend, Database, Result, StoreError};
+use crate::{Backend, Database, Result, StoreError, to_micros};
 
 #[derive(Debug, Clone)]
 pub struct AuditLog {
@@ -18,7 +18,10 @@ pub struct AuditLog {
 
 impl AuditLog {
     pub fn new(db: Database) -> Self {
-        AuditLog { db, writer: Arc::new(Mutex::new(())) }
+        AuditLog {
+            db,
+            writer: Arc::new(Mutex::new(())),
+        }
     }
 
     /// Appends durably (committed before this returns).
@@ -26,11 +29,18 @@ impl AuditLog {
         let _writer = self.writer.lock().await;
         let mut tx = self.db.begin_write().await?;
         if self.db.backend() == Backend::Postgres {
-            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
         }
-        let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+        let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
         let (seq, prev_hash) = match last {
-            Some(row) => (row.try_get::<i64, _>("seq")? + 1, row.try_get::<String, _>("hash")?),
+            Some(row) => (
+                row.try_get::<i64, _>("seq")? + 1,
+                row.try_get::<String, _>("hash")?,
+            ),
             None => (1, GENESIS_HASH.to_owned()),
         };
         let entry_json = entry.canonical_json();
@@ -53,11 +63,19 @@ impl AuditLog {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(AuditRecord { seq, entry_json, prev_hash, hash })
+        Ok(AuditRecord {
+            seq,
+            entry_json,
+            prev_hash,
+            hash,
+        })
     }
 
     pub async fn records(&self) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query("SELECT seq, entry_json, prev_hash, hash FROM audit_log ORDER BY seq").fetch_all(self.db.pool()).await?;
+        let rows =
+            sqlx::query("SELECT seq, entry_json, prev_hash, hash FROM audit_log ORDER BY seq")
+                .fetch_all(self.db.pool())
+                .await?;
         rows.iter()
             .map(|row| {
                 Ok(AuditRecord {
@@ -75,7 +93,10 @@ impl AuditLog {
         self.records()
             .await?
             .iter()
-            .map(|r| serde_json::from_str(&r.entry_json).map_err(|e| StoreError::Corrupt(format!("audit entry {}: {e}", r.seq))))
+            .map(|r| {
+                serde_json::from_str(&r.entry_json)
+                    .map_err(|e| StoreError::Corrupt(format!("audit entry {}: {e}", r.seq)))
+            })
             .collect()
     }
 
@@ -86,6 +107,7 @@ impl AuditLog {
 
     /// Checks the whole chain; the error names the first broken record.
     pub async fn verify(&self) -> Result<()> {
-        verify_chain(&self.records().await?).map_err(|seq| StoreError::Corrupt(format!("audit chain broken at record {seq}")))
+        verify_chain(&self.records().await?)
+            .map_err(|seq| StoreError::Corrupt(format!("audit chain broken at record {seq}")))
     }
 }

@@ -6,14 +6,14 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use passerelle_domain::{
-    Agreement, Case, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf, Evidence, EvidenceKind, ExitReason, Institution,
-    Network, Outbound, Pair, Purpose, Referral, Track,
+    Agreement, Case, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf, Evidence,
+    EvidenceKind, ExitReason, Institution, Network, Outbound, Pair, Purpose, Referral, Track,
 };
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use crate::audit::AuditLog;
-use crate::{from_micros, to_micros, Database, Result, Schema, StoreError};
+use crate::{Database, Result, Schema, StoreError, from_micros, to_micros};
 
 /// Where a referral came from, seen from this institution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,10 +95,19 @@ fn consent_from_row(row: &AnyRow) -> Result<Consent> {
         consent_id: row.try_get("consent_id")?,
         case_id: row.try_get("case_id")?,
         purposes: parse_codes(&row.try_get::<String, _>("purposes")?, Purpose::from_code)?,
-        recipients: parse_codes(&row.try_get::<String, _>("recipients")?, Institution::from_code)?,
-        categories: parse_codes(&row.try_get::<String, _>("categories")?, DataCategory::from_code)?,
+        recipients: parse_codes(
+            &row.try_get::<String, _>("recipients")?,
+            Institution::from_code,
+        )?,
+        categories: parse_codes(
+            &row.try_get::<String, _>("categories")?,
+            DataCategory::from_code,
+        )?,
         evidence: Evidence {
-            kind: parse_code(&row.try_get::<String, _>("evidence_kind")?, EvidenceKind::from_code)?,
+            kind: parse_code(
+                &row.try_get::<String, _>("evidence_kind")?,
+                EvidenceKind::from_code,
+            )?,
             document_sha256: row.try_get("evidence_sha256")?,
             signed_at: from_micros(row.try_get("evidence_signed_at")?)?,
             collected_by: row.try_get("evidence_collected_by")?,
@@ -112,7 +121,9 @@ fn consent_from_row(row: &AnyRow) -> Result<Consent> {
 }
 
 fn optional_instant(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>> {
-    row.try_get::<Option<i64>, _>(column)?.map(from_micros).transpose()
+    row.try_get::<Option<i64>, _>(column)?
+        .map(from_micros)
+        .transpose()
 }
 
 fn case_from_row(row: &AnyRow) -> Result<Case> {
@@ -123,10 +134,16 @@ fn case_from_row(row: &AnyRow) -> Result<Case> {
         track: parse_code(&row.try_get::<String, _>("track")?, Track::from_code)?,
         state: parse_code(&row.try_get::<String, _>("state")?, CaseState::from_code)?,
         pair: match (counsellor, social_worker) {
-            (Some(counsellor), Some(social_worker)) => Some(Pair { counsellor, social_worker }),
+            (Some(counsellor), Some(social_worker)) => Some(Pair {
+                counsellor,
+                social_worker,
+            }),
             _ => None,
         },
-        referring_network: parse_code(&row.try_get::<String, _>("referring_network")?, Network::from_code)?,
+        referring_network: parse_code(
+            &row.try_get::<String, _>("referring_network")?,
+            Network::from_code,
+        )?,
         referred_at: from_micros(row.try_get("referred_at")?)?,
         diagnosed_at: optional_instant(row, "diagnosed_at")?,
         entered_at: optional_instant(row, "entered_at")?,
@@ -138,8 +155,7 @@ fn case_from_row(row: &AnyRow) -> Result<Case> {
     })
 }
 
-const CASE_COLUMNS: &str =
-    "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason";
+const CASE_COLUMNS: &str = "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason";
 
 impl InstitutionStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
@@ -161,40 +177,56 @@ impl InstitutionStore {
     }
 
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(Tx { tx: self.db.begin_write().await? })
+        Ok(Tx {
+            tx: self.db.begin_write().await?,
+        })
     }
 
     pub async fn consents_for_case(&self, case_id: &str) -> Result<Vec<Consent>> {
-        let rows = sqlx::query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
-            .bind(case_id)
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
+                .bind(case_id)
+                .fetch_all(self.db.pool())
+                .await?;
         rows.iter().map(consent_from_row).collect()
     }
 
     pub async fn case(&self, case_id: &str) -> Result<Option<Case>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1")))
-            .bind(case_id)
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1"
+        )))
+        .bind(case_id)
+        .fetch_optional(self.db.pool())
+        .await?;
         row.as_ref().map(case_from_row).transpose()
     }
 
     pub async fn referral(&self, case_id: &str) -> Result<Option<Referral>> {
-        let row = sqlx::query("SELECT body FROM referrals WHERE case_id = $1").bind(case_id).fetch_optional(self.db.pool()).await?;
-        row.map(|r| from_json(&r.try_get::<String, _>("body")?)).transpose()
+        let row = sqlx::query("SELECT body FROM referrals WHERE case_id = $1")
+            .bind(case_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .transpose()
     }
 
     pub async fn diagnoses(&self, case_id: &str) -> Result<Vec<DiagnosisHalf>> {
-        let rows = sqlx::query("SELECT body FROM diagnoses WHERE case_id = $1 ORDER BY author_institution")
-            .bind(case_id)
-            .fetch_all(self.db.pool())
-            .await?;
-        rows.iter().map(|r| from_json(&r.try_get::<String, _>("body")?)).collect()
+        let rows = sqlx::query(
+            "SELECT body FROM diagnoses WHERE case_id = $1 ORDER BY author_institution",
+        )
+        .bind(case_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .collect()
     }
 
     pub async fn local_notes(&self, case_id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT note FROM local_notes WHERE case_id = $1 ORDER BY id").bind(case_id).fetch_all(self.db.pool()).await?;
+        let rows = sqlx::query("SELECT note FROM local_notes WHERE case_id = $1 ORDER BY id")
+            .bind(case_id)
+            .fetch_all(self.db.pool())
+            .await?;
         rows.iter().map(|r| Ok(r.try_get("note")?)).collect()
     }
 
@@ -258,17 +290,22 @@ impl InstitutionStore {
         )
         .fetch_one(self.db.pool())
         .await?;
-        Ok(OutboxDepth { pending: row.try_get("pending")?, abandoned: row.try_get("abandoned")?, oldest_pending_at: row.try_get("oldest")? })
+        Ok(OutboxDepth {
+            pending: row.try_get("pending")?,
+            abandoned: row.try_get("abandoned")?,
+            oldest_pending_at: row.try_get("oldest")?,
+        })
     }
 
     /// Counts for the indicators; lifecycle figures only for entries this
     /// institution recorded, so the steering service can add sources up.
     pub async fn case_counts(&self, own: Institution) -> Result<CaseCounts> {
         let pool = self.db.pool();
-        let referrals_sent: i64 = sqlx::query("SELECT COUNT(*) AS n FROM referrals WHERE origin = 'local'")
-            .fetch_one(pool)
-            .await?
-            .try_get("n")?;
+        let referrals_sent: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM referrals WHERE origin = 'local'")
+                .fetch_one(pool)
+                .await?
+                .try_get("n")?;
         let row = sqlx::query(
             "SELECT COUNT(*) AS entries,
                     COUNT(CASE WHEN state = 'active' THEN 1 END) AS in_progress
@@ -286,7 +323,8 @@ impl InstitutionStore {
             .await?;
         let mut entry_delay_days_sum = 0u64;
         for r in &delays {
-            let days = (r.try_get::<i64, _>("entered_at")? - r.try_get::<i64, _>("referred_at")?) / 86_400_000_000;
+            let days = (r.try_get::<i64, _>("entered_at")? - r.try_get::<i64, _>("referred_at")?)
+                / 86_400_000_000;
             entry_delay_days_sum += u64::try_from(days.max(0)).unwrap_or(0);
         }
         let exits = sqlx::query(
@@ -305,7 +343,12 @@ impl InstitutionStore {
             entry_delay_count: delays.len() as u64,
             exits_by_reason: exits
                 .iter()
-                .map(|r| Ok((r.try_get::<String, _>("exit_reason")?, to_u64(r.try_get("n")?))))
+                .map(|r| {
+                    Ok((
+                        r.try_get::<String, _>("exit_reason")?,
+                        to_u64(r.try_get("n")?),
+                    ))
+                })
                 .collect::<Result<_>>()?,
         })
     }
@@ -330,17 +373,33 @@ impl Tx {
         Ok(())
     }
 
-    pub async fn idempotent_response(&mut self, method: &str, key: &str) -> Result<Option<StoredResponse>> {
+    pub async fn idempotent_response(
+        &mut self,
+        method: &str,
+        key: &str,
+    ) -> Result<Option<StoredResponse>> {
         let row = sqlx::query("SELECT request_sha256, response FROM idempotency WHERE method = $1 AND idempotency_key = $2")
             .bind(method)
             .bind(key)
             .fetch_optional(&mut *self.tx)
             .await?;
-        row.map(|r| Ok(StoredResponse { request_sha256: r.try_get("request_sha256")?, response: r.try_get("response")? }))
-            .transpose()
+        row.map(|r| {
+            Ok(StoredResponse {
+                request_sha256: r.try_get("request_sha256")?,
+                response: r.try_get("response")?,
+            })
+        })
+        .transpose()
     }
 
-    pub async fn save_response(&mut self, method: &str, key: &str, request_sha256: &str, response: &[u8], at: DateTime<Utc>) -> Result<()> {
+    pub async fn save_response(
+        &mut self,
+        method: &str,
+        key: &str,
+        request_sha256: &str,
+        response: &[u8],
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO idempotency (method, idempotency_key, request_sha256, response, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -355,15 +414,19 @@ impl Tx {
     }
 
     pub async fn consent(&mut self, consent_id: &str) -> Result<Option<Consent>> {
-        let row = sqlx::query("SELECT * FROM consents WHERE consent_id = $1").bind(consent_id).fetch_optional(&mut *self.tx).await?;
+        let row = sqlx::query("SELECT * FROM consents WHERE consent_id = $1")
+            .bind(consent_id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
         row.as_ref().map(consent_from_row).transpose()
     }
 
     pub async fn consents_for_case(&mut self, case_id: &str) -> Result<Vec<Consent>> {
-        let rows = sqlx::query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
-            .bind(case_id)
-            .fetch_all(&mut *self.tx)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
+                .bind(case_id)
+                .fetch_all(&mut *self.tx)
+                .await?;
         rows.iter().map(consent_from_row).collect()
     }
 
@@ -413,7 +476,13 @@ impl Tx {
     }
 
     pub async fn referral_exists(&mut self, case_id: &str) -> Result<bool> {
-        Ok(sqlx::query("SELECT 1 AS one FROM referrals WHERE case_id = $1").bind(case_id).fetch_optional(&mut *self.tx).await?.is_some())
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM referrals WHERE case_id = $1")
+                .bind(case_id)
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .is_some(),
+        )
     }
 
     pub async fn upsert_diagnosis(&mut self, d: &DiagnosisHalf) -> Result<()> {
@@ -437,14 +506,25 @@ impl Tx {
     }
 
     pub async fn diagnoses(&mut self, case_id: &str) -> Result<Vec<DiagnosisHalf>> {
-        let rows = sqlx::query("SELECT body FROM diagnoses WHERE case_id = $1 ORDER BY author_institution")
-            .bind(case_id)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        rows.iter().map(|r| from_json(&r.try_get::<String, _>("body")?)).collect()
+        let rows = sqlx::query(
+            "SELECT body FROM diagnoses WHERE case_id = $1 ORDER BY author_institution",
+        )
+        .bind(case_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .collect()
     }
 
-    pub async fn insert_note(&mut self, case_id: &str, author: &str, topic: &str, note: &str, at: DateTime<Utc>) -> Result<()> {
+    pub async fn insert_note(
+        &mut self,
+        case_id: &str,
+        author: &str,
+        topic: &str,
+        note: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO local_notes (case_id, author, topic, note, written_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(case_id)
             .bind(author)
@@ -457,16 +537,22 @@ impl Tx {
     }
 
     pub async fn case(&mut self, case_id: &str) -> Result<Option<Case>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1")))
-            .bind(case_id)
-            .fetch_optional(&mut *self.tx)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1"
+        )))
+        .bind(case_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
         row.as_ref().map(case_from_row).transpose()
     }
 
     /// Writes the case. `entry_recorded_by` names the institution where the
     /// person signed; it is set once.
-    pub async fn save_case(&mut self, c: &Case, entry_recorded_by: Option<Institution>) -> Result<()> {
+    pub async fn save_case(
+        &mut self,
+        c: &Case,
+        entry_recorded_by: Option<Institution>,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO cases (case_id, track, state, counsellor, social_worker, referring_network, referred_at,
                 diagnosed_at, entered_at, exited_at, exit_reason, entry_recorded_by)
@@ -495,7 +581,12 @@ impl Tx {
     }
 
     /// Queues a message for the partner in this same transaction.
-    pub async fn enqueue(&mut self, message_key: &str, message: &Outbound, at: DateTime<Utc>) -> Result<()> {
+    pub async fn enqueue(
+        &mut self,
+        message_key: &str,
+        message: &Outbound,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO outbox (message_key, case_id, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(message_key)
             .bind(message.case_id())

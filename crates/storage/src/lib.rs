@@ -11,9 +11,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
-use sqlx::AnyPool;
 
 pub use institution::InstitutionStore;
 pub use pilotage::PilotageStore;
@@ -36,7 +36,9 @@ impl Backend {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Backend::Postgres)
         } else {
-            Err(StoreError::Config("database URL must start with sqlite: or postgres://".into()))
+            Err(StoreError::Config(
+                "database URL must start with sqlite: or postgres://".into(),
+            ))
         }
     }
 }
@@ -99,7 +101,9 @@ impl Database {
             .await?;
         if backend == Backend::Sqlite {
             // WAL lets readers work while the outbox relay writes.
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
         }
         let migrator = match (schema, backend) {
             (Schema::Institution, Backend::Sqlite) => &INSTITUTION_SQLITE,
@@ -147,5 +151,6 @@ pub fn to_micros(at: DateTime<Utc>) -> i64 {
 }
 
 pub fn from_micros(micros: i64) -> Result<DateTime<Utc>> {
-    DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::Corrupt(format!("instant {micros} out of range")))
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::Corrupt(format!("instant {micros} out of range")))
 }

@@ -5,7 +5,7 @@ use passerelle_domain::{Indicators, Institution};
 use sqlx::Row;
 
 use crate::audit::AuditLog;
-use crate::{from_micros, to_micros, Database, Result, Schema, StoreError};
+use crate::{Database, Result, Schema, StoreError, from_micros, to_micros};
 
 #[derive(Debug, Clone)]
 pub struct PilotageStore {
@@ -38,7 +38,11 @@ impl PilotageStore {
         &self.audit
     }
 
-    pub async fn save_snapshot(&self, indicators: &Indicators, fetched_at: DateTime<Utc>) -> Result<()> {
+    pub async fn save_snapshot(
+        &self,
+        indicators: &Indicators,
+        fetched_at: DateTime<Utc>,
+    ) -> Result<()> {
         let mut tx = self.db.begin_write().await?;
         let id: i64 = sqlx::query(
             "INSERT INTO indicator_snapshots (source, computed_at, fetched_at, entry_delay_days_sum, entry_delay_count)
@@ -60,7 +64,12 @@ impl PilotageStore {
         let cells = scalars
             .iter()
             .map(|(metric, n)| (*metric, String::new(), *n))
-            .chain(indicators.exits_by_type.iter().map(|(k, n)| (EXITS, k.clone(), *n)));
+            .chain(
+                indicators
+                    .exits_by_type
+                    .iter()
+                    .map(|(k, n)| (EXITS, k.clone(), *n)),
+            );
         for (metric, key, count) in cells {
             sqlx::query("INSERT INTO indicator_cells (snapshot_id, metric, cell_key, count) VALUES ($1, $2, $3, $4)")
                 .bind(id)

@@ -5,7 +5,9 @@ use sqlx::Connection;
 /// The PostgreSQL server the tests may use, from `PASSERELLE_TEST_POSTGRES`
 /// (for example `postgres://postgres@127.0.0.1:5432/test`).
 pub fn postgres_base_url() -> Option<String> {
-    std::env::var("PASSERELLE_TEST_POSTGRES").ok().filter(|u| !u.trim().is_empty())
+    std::env::var("PASSERELLE_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
 }
 
 /// Creates an empty database on that server and returns its URL, so each
@@ -14,19 +16,35 @@ pub async fn fresh_postgres_database(base_url: &str, label: &str) -> super::Resu
     sqlx::any::install_default_drivers();
     let name = format!(
         "passerelle_{}_{}",
-        label.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_lowercase(),
+        label
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_lowercase(),
         uuid_like_suffix()
     );
     let mut conn = sqlx::AnyConnection::connect(base_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
     conn.close().await?;
-    let (prefix, _) = base_url.rsplit_once('/').ok_or_else(|| super::StoreError::Config("bad postgres URL".into()))?;
+    let (prefix, _) = base_url
+        .rsplit_once('/')
+        .ok_or_else(|| super::StoreError::Config("bad postgres URL".into()))?;
     Ok(format!("{prefix}/{name}"))
 }
 
 fn uuid_like_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }

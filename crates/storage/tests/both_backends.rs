@@ -14,9 +14,17 @@ fn t0() -> DateTime<Utc> {
 
 async fn urls(label: &str) -> Vec<(String, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut out = vec![(format!("sqlite://{}", dir.path().join("db.sqlite").display()), Some(dir))];
+    let mut out = vec![(
+        format!("sqlite://{}", dir.path().join("db.sqlite").display()),
+        Some(dir),
+    )];
     if let Some(base) = postgres_base_url() {
-        out.push((fresh_postgres_database(&base, label).await.expect("postgres database"), None));
+        out.push((
+            fresh_postgres_database(&base, label)
+                .await
+                .expect("postgres database"),
+            None,
+        ));
     }
     out
 }
@@ -55,7 +63,10 @@ fn referral(case_id: &str) -> Referral {
             jobseeker_number: None,
         },
         contact: Contact::default(),
-        barriers: vec![Barrier { category: BarrierCategory::Housing, level: BarrierLevel::High }],
+        barriers: vec![Barrier {
+            category: BarrierCategory::Housing,
+            level: BarrierLevel::High,
+        }],
         employment: EmploymentSummary::default(),
         referred_at: t0(),
         consent_id: "c-1".into(),
@@ -68,17 +79,37 @@ async fn institution_store_round_trips_on_every_backend() {
         let store = InstitutionStore::connect(&url, 4).await.expect("connect");
         let mut tx = store.begin().await.expect("begin");
         tx.upsert_consent(&consent("k-1")).await.expect("consent");
-        assert!(tx.insert_referral(&referral("k-1"), Origin::Local).await.expect("referral"));
-        assert!(!tx.insert_referral(&referral("k-1"), Origin::Local).await.expect("again"), "second insert is a no-op");
+        assert!(
+            tx.insert_referral(&referral("k-1"), Origin::Local)
+                .await
+                .expect("referral")
+        );
+        assert!(
+            !tx.insert_referral(&referral("k-1"), Origin::Local)
+                .await
+                .expect("again"),
+            "second insert is a no-op"
+        );
         let case = Case::referred(&referral("k-1"));
         tx.save_case(&case, None).await.expect("case");
-        tx.enqueue("m-1", &Outbound::Referral(referral("k-1")), t0()).await.expect("enqueue");
-        tx.save_response("/m", "key", "sha", b"resp", t0()).await.expect("idempotency");
+        tx.enqueue("m-1", &Outbound::Referral(referral("k-1")), t0())
+            .await
+            .expect("enqueue");
+        tx.save_response("/m", "key", "sha", b"resp", t0())
+            .await
+            .expect("idempotency");
         tx.commit().await.expect("commit");
 
-        assert_eq!(store.consents_for_case("k-1").await.expect("read"), vec![consent("k-1")], "{url}");
+        assert_eq!(
+            store.consents_for_case("k-1").await.expect("read"),
+            vec![consent("k-1")],
+            "{url}"
+        );
         assert_eq!(store.case("k-1").await.expect("read"), Some(case), "{url}");
-        assert_eq!(store.referral("k-1").await.expect("read"), Some(referral("k-1")));
+        assert_eq!(
+            store.referral("k-1").await.expect("read"),
+            Some(referral("k-1"))
+        );
         let pending = store.pending_outbox(10).await.expect("pending");
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].message, Outbound::Referral(referral("k-1")));
@@ -89,13 +120,25 @@ async fn institution_store_round_trips_on_every_backend() {
         withdrawn.state_changed_at = t0() + Duration::days(1);
         let mut tx = store.begin().await.expect("begin");
         tx.upsert_consent(&withdrawn).await.expect("withdraw");
-        tx.upsert_consent(&consent("k-1")).await.expect("stale share");
-        let stored = tx.idempotent_response("/m", "key").await.expect("lookup").expect("stored");
+        tx.upsert_consent(&consent("k-1"))
+            .await
+            .expect("stale share");
+        let stored = tx
+            .idempotent_response("/m", "key")
+            .await
+            .expect("lookup")
+            .expect("stored");
         assert_eq!(stored.response, b"resp");
         tx.commit().await.expect("commit");
-        assert_eq!(store.consents_for_case("k-1").await.expect("read")[0].state, ConsentState::Withdrawn);
+        assert_eq!(
+            store.consents_for_case("k-1").await.expect("read")[0].state,
+            ConsentState::Withdrawn
+        );
 
-        store.mark_delivered(pending[0].id, t0()).await.expect("delivered");
+        store
+            .mark_delivered(pending[0].id, t0())
+            .await
+            .expect("delivered");
         assert!(store.pending_outbox(10).await.expect("pending").is_empty());
     }
 }
@@ -129,9 +172,13 @@ async fn audit_log_chains_and_refuses_changes_on_every_backend() {
         }
         store.audit().verify().await.expect("intact");
         assert_eq!(store.audit().entries().await.expect("entries").len(), 3);
-        let tamper = sqlx::query("UPDATE audit_log SET decision = 'denied' WHERE seq = 2").execute(store.database().pool()).await;
+        let tamper = sqlx::query("UPDATE audit_log SET decision = 'denied' WHERE seq = 2")
+            .execute(store.database().pool())
+            .await;
         assert!(tamper.is_err(), "{url}: the audit log must refuse updates");
-        let delete = sqlx::query("DELETE FROM audit_log").execute(store.database().pool()).await;
+        let delete = sqlx::query("DELETE FROM audit_log")
+            .execute(store.database().pool())
+            .await;
         assert!(delete.is_err(), "{url}: the audit log must refuse deletes");
     }
 }
@@ -151,7 +198,19 @@ async fn pilotage_snapshots_round_trip_on_every_backend() {
             exits_by_type: vec![("job".into(), 10), ("other".into(), 8)],
         };
         store.save_snapshot(&indicators, t0()).await.expect("save");
-        assert_eq!(store.latest_snapshot(Institution::Emploi).await.expect("read"), Some(indicators));
-        assert_eq!(store.latest_snapshot(Institution::Social).await.expect("read"), None);
+        assert_eq!(
+            store
+                .latest_snapshot(Institution::Emploi)
+                .await
+                .expect("read"),
+            Some(indicators)
+        );
+        assert_eq!(
+            store
+                .latest_snapshot(Institution::Social)
+                .await
+                .expect("read"),
+            None
+        );
     }
 }

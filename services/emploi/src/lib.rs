@@ -23,8 +23,17 @@ passerelle_institution::casework_service!(EmploiApi, EmploiService, {
         request: tonic::Request<passerelle_contract::v1::SignContractRequest>,
     ) -> Result<tonic::Response<passerelle_contract::v1::SignContractResponse>, tonic::Status> {
         let m = request.get_ref();
-        let case = passerelle_institution::api::sign_contract(self.ready.get()?, &request, &m.idempotency_key, &m.case_id, m.entry.as_ref()).await?;
-        Ok(tonic::Response::new(passerelle_contract::v1::SignContractResponse { case: Some(case) }))
+        let case = passerelle_institution::api::sign_contract(
+            self.ready.get()?,
+            &request,
+            &m.idempotency_key,
+            &m.case_id,
+            m.entry.as_ref(),
+        )
+        .await?;
+        Ok(tonic::Response::new(
+            passerelle_contract::v1::SignContractResponse { case: Some(case) },
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ExitCase"))]
@@ -33,14 +42,35 @@ passerelle_institution::casework_service!(EmploiApi, EmploiService, {
         request: tonic::Request<passerelle_contract::v1::ExitCaseRequest>,
     ) -> Result<tonic::Response<passerelle_contract::v1::ExitCaseResponse>, tonic::Status> {
         let m = request.get_ref();
-        let case = passerelle_institution::api::exit_case(self.ready.get()?, &request, &m.idempotency_key, &m.case_id, m.exit.as_ref()).await?;
-        Ok(tonic::Response::new(passerelle_contract::v1::ExitCaseResponse { case: Some(case) }))
+        let case = passerelle_institution::api::exit_case(
+            self.ready.get()?,
+            &request,
+            &m.idempotency_key,
+            &m.case_id,
+            m.exit.as_ref(),
+        )
+        .await?;
+        Ok(tonic::Response::new(
+            passerelle_contract::v1::ExitCaseResponse { case: Some(case) },
+        ))
     }
 });
 
 /// Serves the employment service on `listener` until shut down.
-pub async fn start(config: ServiceConfig, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<ServiceHandle> {
+pub async fn start(
+    config: ServiceConfig,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<ServiceHandle> {
     let api = EmploiApi::default();
     let ready = api.ready.clone();
-    serve_institution(config, listener, clock, services::EMPLOI, ready, Routes::new(EmploiServiceServer::new(api))).await
+    serve_institution(
+        config,
+        listener,
+        clock,
+        services::EMPLOI,
+        ready,
+        Routes::new(EmploiServiceServer::new(api)),
+    )
+    .await
 }

@@ -9,12 +9,12 @@ use passerelle_contract::v1::pilotage_service_server::{PilotageService, Pilotage
 use passerelle_contract::v1::social_service_client::SocialServiceClient;
 use passerelle_contract::{services, v1};
 use passerelle_domain::{Clock, Dashboard, Indicators, Institution};
-use passerelle_institution::error::{within, ApiError};
+use passerelle_institution::error::{ApiError, within};
 use passerelle_institution::partner::Outgoing;
 use passerelle_institution::server::{self, Ready, ServiceState};
 use passerelle_institution::{ServiceConfig, ServiceHandle};
-use passerelle_storage::audit::AuditLog;
 use passerelle_storage::PilotageStore;
+use passerelle_storage::audit::AuditLog;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,39 +31,59 @@ pub struct PilotageApp {
 
 impl PilotageApp {
     pub async fn connect(config: &ServiceConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let store = PilotageStore::connect(&config.database_url.0, config.database_max_connections).await?;
+        let store =
+            PilotageStore::connect(&config.database_url.0, config.database_max_connections).await?;
         let mut sources = vec![];
         if let Some(signer) = config.signer()? {
             for institution in [Institution::Emploi, Institution::Social] {
                 if let Some(url) = config.endpoint(institution) {
-                    let out = Outgoing::new(url, signer.clone(), Institution::Pilotage, institution, config.request_timeout())
-                        .map_err(anyhow::Error::msg)?;
+                    let out = Outgoing::new(
+                        url,
+                        signer.clone(),
+                        Institution::Pilotage,
+                        institution,
+                        config.request_timeout(),
+                    )
+                    .map_err(anyhow::Error::msg)?;
                     sources.push((institution, out));
                 }
             }
         }
         if sources.is_empty() {
-            tracing::warn!("no source endpoints or service identity configured: the dashboard shows stored snapshots only");
+            tracing::warn!(
+                "no source endpoints or service identity configured: the dashboard shows stored snapshots only"
+            );
         }
-        Ok(PilotageApp { store, clock, sources, min_cell_size: config.min_cell_size })
+        Ok(PilotageApp {
+            store,
+            clock,
+            sources,
+            min_cell_size: config.min_cell_size,
+        })
     }
 
     async fn pull(&self, source: Institution, out: &Outgoing) -> Result<Indicators, Status> {
         let proto = match source {
-            Institution::Emploi => EmploiServiceClient::new(out.channel.clone())
-                .get_indicators(out.request(v1::EmploiServiceGetIndicatorsRequest {})?)
-                .await?
-                .into_inner()
-                .indicators,
-            Institution::Social => SocialServiceClient::new(out.channel.clone())
-                .get_indicators(out.request(v1::SocialServiceGetIndicatorsRequest {})?)
-                .await?
-                .into_inner()
-                .indicators,
+            Institution::Emploi => {
+                EmploiServiceClient::new(out.channel.clone())
+                    .get_indicators(out.request(v1::EmploiServiceGetIndicatorsRequest {})?)
+                    .await?
+                    .into_inner()
+                    .indicators
+            }
+            Institution::Social => {
+                SocialServiceClient::new(out.channel.clone())
+                    .get_indicators(out.request(v1::SocialServiceGetIndicatorsRequest {})?)
+                    .await?
+                    .into_inner()
+                    .indicators
+            }
             Institution::Pilotage => None,
         };
         let proto = proto.ok_or_else(|| Status::data_loss("indicators missing from the answer"))?;
-        let indicators = Indicators::try_from(&proto).map_err(within("indicators")).map_err(Status::from)?;
+        let indicators = Indicators::try_from(&proto)
+            .map_err(within("indicators"))
+            .map_err(Status::from)?;
         if indicators.source != source {
             return Err(Status::data_loss("indicators came from another source"));
         }
@@ -77,7 +97,9 @@ impl PilotageApp {
         for (source, out) in &self.sources {
             match self.pull(*source, out).await {
                 Ok(indicators) => {
-                    self.store.save_snapshot(&indicators, self.clock.now()).await?;
+                    self.store
+                        .save_snapshot(&indicators, self.clock.now())
+                        .await?;
                     snapshots.push((indicators, true));
                 }
                 Err(status) => {
@@ -88,7 +110,11 @@ impl PilotageApp {
                 }
             }
         }
-        Ok(Dashboard::publish(&snapshots, self.min_cell_size, self.clock.now()))
+        Ok(Dashboard::publish(
+            &snapshots,
+            self.min_cell_size,
+            self.clock.now(),
+        ))
     }
 }
 
@@ -114,22 +140,38 @@ pub struct PilotageApi {
 #[tonic::async_trait]
 impl PilotageService for PilotageApi {
     #[tracing::instrument(skip_all, fields(rpc = "GetDashboard"))]
-    async fn get_dashboard(&self, request: Request<v1::GetDashboardRequest>) -> Result<Response<v1::GetDashboardResponse>, Status> {
+    async fn get_dashboard(
+        &self,
+        request: Request<v1::GetDashboardRequest>,
+    ) -> Result<Response<v1::GetDashboardResponse>, Status> {
         passerelle_institution::gate::caller(&request)?;
         let dashboard = self.ready.get()?.dashboard().await?;
-        Ok(Response::new(v1::GetDashboardResponse { dashboard: Some((&dashboard).into()) }))
+        Ok(Response::new(v1::GetDashboardResponse {
+            dashboard: Some((&dashboard).into()),
+        }))
     }
 }
 
 /// Serves the steering service on `listener` until shut down.
-pub async fn start(config: ServiceConfig, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<ServiceHandle> {
+pub async fn start(
+    config: ServiceConfig,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<ServiceHandle> {
     let api = PilotageApi::default();
     let ready = api.ready.clone();
     let connect_config = config.clone();
-    server::start(&config, listener, services::PILOTAGE, ready, Routes::new(PilotageServiceServer::new(api)), move || {
-        let config = connect_config.clone();
-        let clock = clock.clone();
-        Box::pin(async move { PilotageApp::connect(&config, clock).await })
-    })
+    server::start(
+        &config,
+        listener,
+        services::PILOTAGE,
+        ready,
+        Routes::new(PilotageServiceServer::new(api)),
+        move || {
+            let config = connect_config.clone();
+            let clock = clock.clone();
+            Box::pin(async move { PilotageApp::connect(&config, clock).await })
+        },
+    )
     .await
 }

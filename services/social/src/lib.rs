@@ -19,8 +19,20 @@ pub struct SocialApi {
 passerelle_institution::casework_service!(SocialApi, SocialService, {});
 
 /// Serves the social service on `listener` until shut down.
-pub async fn start(config: ServiceConfig, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<ServiceHandle> {
+pub async fn start(
+    config: ServiceConfig,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<ServiceHandle> {
     let api = SocialApi::default();
     let ready = api.ready.clone();
-    serve_institution(config, listener, clock, services::SOCIAL, ready, Routes::new(SocialServiceServer::new(api))).await
+    serve_institution(
+        config,
+        listener,
+        clock,
+        services::SOCIAL,
+        ready,
+        Routes::new(SocialServiceServer::new(api)),
+    )
+    .await
 }
