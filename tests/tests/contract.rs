@@ -118,8 +118,12 @@ fn the_sample_configurations_load() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
     for institution in passerelle_cli::stack::INSTITUTIONS {
         let file = dir.join(format!("{}.toml", institution.code()));
-        let config = ServiceConfig::load(institution, Some(&file)).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        assert_eq!(config.audience, passerelle_institution::config::audience_of(institution));
+        let config = ServiceConfig::load(institution, Some(&file))
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert_eq!(
+            config.audience,
+            passerelle_institution::config::audience_of(institution)
+        );
         assert!(config.service_identity.is_some());
     }
 }

@@ -212,17 +212,63 @@ async fn health_and_reflection_need_no_token() {
                 tonic_health::pb::health_check_response::ServingStatus::Serving as i32
             );
         }
-        let services = reflection_services(channel).await;
-        assert!(
-            services.iter().any(|s| s.starts_with("passerelle.v1.")),
-            "{services:?}"
+        let own = match institution {
+            Institution::Emploi => "passerelle.v1.EmploiService",
+            Institution::Social => "passerelle.v1.SocialService",
+            Institution::Pilotage => "passerelle.v1.PilotageService",
+        };
+        let mut v1alpha = reflection_services_v1alpha(channel.clone()).await;
+        v1alpha.sort();
+        assert_eq!(
+            v1alpha,
+            vec![
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection",
+                own
+            ]
         );
-        assert!(services.contains(&"grpc.health.v1.Health".to_owned()));
+        let mut v1 = reflection_services_v1(channel).await;
+        v1.sort();
+        assert_eq!(
+            v1,
+            vec![
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                own
+            ]
+        );
     }
     t.shutdown().await;
 }
 
-async fn reflection_services(channel: tonic::transport::Channel) -> Vec<String> {
+async fn reflection_services_v1(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    match stream
+        .message()
+        .await
+        .expect("answer")
+        .and_then(|r| r.message_response)
+    {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+async fn reflection_services_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
     use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;

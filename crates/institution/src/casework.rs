@@ -470,6 +470,12 @@ impl Casework {
             );
         }
         self.once(call, async |tx: &mut Tx| {
+            // A partner may only change the consents it holds itself.
+            if let Some(known) = tx.consent(&consent.consent_id).await?
+                && known.holder != from
+            {
+                return Err(FieldError::new("consent.consent_id", "names a consent the sender does not hold").into());
+            }
             tx.upsert_consent(&consent).await?;
             tracing::info!(consent_id = %consent.consent_id, state = %consent.state, "partner consent recorded");
             Ok(())
