@@ -51,7 +51,7 @@ fn the_contract_is_sound() {
 #[test]
 fn an_unannotated_field_fails_the_contract() {
     let pool = mutated("casework.proto", |text| {
-        text.replace("  string office_code = 4 [(category) = DATA_CATEGORY_PUBLIC];", "  string office_code = 4 [(category) = DATA_CATEGORY_PUBLIC];\n  string nickname = 42;")
+        text.replace("  string office_code = 4 [(data_category) = DATA_CATEGORY_PUBLIC];", "  string office_code = 4 [(data_category) = DATA_CATEGORY_PUBLIC];\n  string nickname = 42;")
     });
     assert!(check(&pool).contains(&Violation::UnclassifiedField {
         field: "passerelle.v1.Referral.nickname".into()
@@ -62,8 +62,8 @@ fn an_unannotated_field_fails_the_contract() {
 fn a_local_only_field_reachable_from_a_crossing_fails_the_contract() {
     let pool = mutated("casework.proto", |text| {
         text.replace(
-            "  Agreement agreement = 5 [(category) = DATA_CATEGORY_CASE];",
-            "  Agreement agreement = 5 [(category) = DATA_CATEGORY_CASE];\n  string narrative = 43 [(category) = DATA_CATEGORY_LOCAL_ONLY];",
+            "  Agreement agreement = 5 [(data_category) = DATA_CATEGORY_CASE];",
+            "  Agreement agreement = 5 [(data_category) = DATA_CATEGORY_CASE];\n  string narrative = 43 [(data_category) = DATA_CATEGORY_LOCAL_ONLY];",
         )
     });
     let violations = check(&pool);

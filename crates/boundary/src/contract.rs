@@ -39,7 +39,7 @@ pub fn check(pool: &DescriptorPool) -> Vec<Violation> {
     let mut violations = BTreeSet::new();
     let Some(minimiser) = Minimiser::from_pool(pool.clone()) else {
         return vec![Violation::UnclassifiedField {
-            field: "passerelle.v1.category option is missing".into(),
+            field: "passerelle.v1.data_category option is missing".into(),
         }];
     };
     for message in pool

@@ -48,11 +48,11 @@ impl Minimiser {
     pub fn from_contract() -> Self {
         #[allow(clippy::expect_used)]
         Self::from_pool(passerelle_contract::descriptor_pool().clone())
-            .expect("the contract defines passerelle.v1.category")
+            .expect("the contract defines passerelle.v1.data_category")
     }
 
     pub fn from_pool(pool: DescriptorPool) -> Option<Self> {
-        let category = pool.get_extension_by_name("passerelle.v1.category")?;
+        let category = pool.get_extension_by_name("passerelle.v1.data_category")?;
         Some(Minimiser { pool, category })
     }
 
@@ -195,13 +195,13 @@ mod tests {
 package leaky;
 import "leaky/boundary.proto";
 message Person {
-  string name = 1 [(passerelle.v1.category) = DATA_CATEGORY_IDENTITY];
-  string nir = 2 [(passerelle.v1.category) = DATA_CATEGORY_LOCAL_ONLY];
+  string name = 1 [(passerelle.v1.data_category) = DATA_CATEGORY_IDENTITY];
+  string nir = 2 [(passerelle.v1.data_category) = DATA_CATEGORY_LOCAL_ONLY];
 }
 message Crossing {
-  Person person = 1 [(passerelle.v1.category) = DATA_CATEGORY_IDENTITY];
-  repeated Person others = 2 [(passerelle.v1.category) = DATA_CATEGORY_IDENTITY];
-  string note = 3 [(passerelle.v1.category) = DATA_CATEGORY_LOCAL_ONLY];
+  Person person = 1 [(passerelle.v1.data_category) = DATA_CATEGORY_IDENTITY];
+  repeated Person others = 2 [(passerelle.v1.data_category) = DATA_CATEGORY_IDENTITY];
+  string note = 3 [(passerelle.v1.data_category) = DATA_CATEGORY_LOCAL_ONLY];
   string unclassified = 4;
 }
 "#,
