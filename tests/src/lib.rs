@@ -53,7 +53,14 @@ pub struct TestStack {
 }
 
 pub async fn start(backend: Backend, min_cell_size: u64) -> TestStack {
-    passerelle_telemetry::init(passerelle_telemetry::Format::Text, "warn");
+    // The first initialisation in a test binary wins (the telemetry test's own).
+    std::mem::forget(passerelle_telemetry::init(
+        passerelle_telemetry::TelemetryConfig::from_env(
+            "passerelle-tests",
+            passerelle_telemetry::Format::Text,
+            "warn",
+        ),
+    ));
     let dir = tempfile::tempdir().expect("tempdir");
     let databases = match backend {
         Backend::Sqlite => Databases::Sqlite,

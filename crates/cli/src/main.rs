@@ -84,7 +84,12 @@ async fn main() -> anyhow::Result<()> {
             seed,
             data_dir,
         } => {
-            passerelle_telemetry::init(passerelle_telemetry::Format::Text, "error");
+            let _telemetry =
+                passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
+                    "passerelle-demo",
+                    passerelle_telemetry::Format::Text,
+                    "error",
+                ));
             let temp = tempfile::tempdir()?;
             let data_dir = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
             let start = chrono::DateTime::parse_from_rfc3339("2025-01-06T09:00:00Z")?
@@ -116,7 +121,12 @@ async fn main() -> anyhow::Result<()> {
             stack.shutdown().await?;
         }
         Command::Up { data_dir, host } => {
-            passerelle_telemetry::init(passerelle_telemetry::Format::Json, "info");
+            let telemetry =
+                passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
+                    "passerelle-local",
+                    passerelle_telemetry::Format::Json,
+                    "info",
+                ));
             let addresses = [50051, 50052, 50053].map(|port| SocketAddr::new(host, port));
             let options = StackOptions {
                 data_dir: data_dir.clone(),
@@ -139,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
             termination_signal().await;
             eprintln!("Stopping…");
             stack.shutdown().await?;
+            telemetry.shutdown().await;
         }
         Command::Token {
             institution: inst,

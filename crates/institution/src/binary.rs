@@ -31,12 +31,18 @@ pub type Start = fn(
 
 pub async fn run(institution: Institution, start: Start) -> anyhow::Result<()> {
     let args = Args::parse();
-    passerelle_telemetry::init(passerelle_telemetry::Format::Json, "info");
+    let telemetry = passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
+        &format!("passerelle-{}", institution.code()),
+        passerelle_telemetry::Format::Json,
+        "info",
+    ));
     let config = ServiceConfig::load(institution, args.config.as_deref())?;
     tracing::info!(?config, "starting");
     let listener = TcpListener::bind(config.listen).await?;
     let handle = start(config, listener, Arc::new(SystemClock)).await?;
     termination_signal().await;
     tracing::info!("termination requested; draining");
-    handle.shutdown().await
+    let stopped = handle.shutdown().await;
+    telemetry.shutdown().await;
+    stopped
 }

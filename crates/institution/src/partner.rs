@@ -63,6 +63,7 @@ impl Outgoing {
             .parse()
             .map_err(|_| Status::internal("token is not a valid header"))?;
         request.metadata_mut().insert("authorization", value);
+        passerelle_telemetry::propagation::inject_current(request.metadata_mut());
         request.set_timeout(self.timeout);
         Ok(request)
     }

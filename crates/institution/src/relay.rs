@@ -82,7 +82,9 @@ impl Relay {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(self.config.initial_backoff_ms);
         loop {
-            let wait = match self.pass().await {
+            let pass = self.pass().await;
+            self.record_gauges().await;
+            let wait = match pass {
                 Ok(true) => {
                     backoff = Duration::from_millis(self.config.initial_backoff_ms);
                     continue;
@@ -108,6 +110,31 @@ impl Relay {
         }
     }
 
+    /// Publishes the outbox's depth and the pool's use as metrics.
+    pub async fn record_gauges(&self) {
+        let service = self.casework.own.code();
+        if let Ok(depth) = self.casework.store.outbox_depth().await {
+            let age = depth
+                .oldest_pending_at
+                .and_then(passerelle_storage::from_micros_opt)
+                .map(|oldest| (self.casework.now() - oldest).num_milliseconds() as f64 / 1000.0)
+                .unwrap_or(0.0);
+            passerelle_telemetry::metrics::record_outbox(
+                service,
+                depth.pending.max(0) as u64,
+                depth.abandoned.max(0) as u64,
+                age.max(0.0),
+            );
+        }
+        let pool = self.casework.store.database().pool();
+        let idle = pool.num_idle() as u64;
+        passerelle_telemetry::metrics::record_pool(
+            service,
+            u64::from(pool.size()).saturating_sub(idle),
+            idle,
+        );
+    }
+
     /// One pass over the pending messages, in order. `Ok(true)` when it did
     /// work and more may be waiting; `Err` when it stopped on a transient failure.
     pub async fn pass(&self) -> Result<bool, ()> {
@@ -124,7 +151,19 @@ impl Relay {
         }
         let full_batch = pending.len() as i64 == BATCH;
         for message in pending {
-            let outcome = self.deliver(&message).await;
+            use tracing::Instrument;
+            // The delivery joins the trace of the call that queued the message.
+            let span = tracing::info_span!(
+                "outbox.deliver",
+                otel.kind = "producer",
+                message.kind = message.message.kind(),
+                attempt = message.attempts + 1
+            );
+            passerelle_telemetry::propagation::set_parent_from_text(
+                &span,
+                message.trace_context.as_deref(),
+            );
+            let outcome = self.deliver(&message).instrument(span).await;
             let now = self.casework.now();
             let bookkeeping = match &outcome {
                 Ok(()) => store.mark_delivered(message.id, now).await,

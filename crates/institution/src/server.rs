@@ -201,6 +201,7 @@ pub async fn start<A: ServiceState>(
             let _ = serve_shutdown.wait_for(|stop| *stop).await;
         };
         let served = Server::builder()
+            .layer(RpcTelemetryLayer)
             .layer(layer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
@@ -223,6 +224,90 @@ pub async fn start<A: ServiceState>(
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// Outermost layer: one server span per contract RPC, child of the caller's
+/// trace context, and the RPC's duration and status as a metric.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcTelemetryLayer;
+
+impl<S> tower::Layer<S> for RpcTelemetryLayer {
+    type Service = RpcTelemetry<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcTelemetry { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RpcTelemetry<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for RpcTelemetry<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use tracing::Instrument;
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path().to_owned();
+        if !path.starts_with("/passerelle.") {
+            // Probes and reflection: no span, no metric.
+            return Box::pin(inner.call(request));
+        }
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = %path,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = %path,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        passerelle_telemetry::propagation::set_parent(
+            &span,
+            passerelle_telemetry::propagation::extract_from_headers(request.headers()),
+        );
+        let started = std::time::Instant::now();
+        let recorded = span.clone();
+        Box::pin(
+            async move {
+                let response = inner.call(request).await;
+                // Errors travel in the headers of a trailers-only answer; OK is 0.
+                let code = response
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.headers().get("grpc-status"))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0);
+                recorded.record("rpc.grpc.status_code", code);
+                passerelle_telemetry::metrics::record_rpc(
+                    &path,
+                    code,
+                    started.elapsed().as_secs_f64() * 1000.0,
+                );
+                response
+            }
+            .instrument(span),
+        )
+    }
 }
 
 /// Resolves on SIGTERM (Kubernetes) or Ctrl-C.

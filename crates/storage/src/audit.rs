@@ -63,6 +63,17 @@ impl AuditLog {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        passerelle_telemetry::metrics::record_decision(
+            match entry.decision {
+                passerelle_boundary::Decision::Allowed => "allowed",
+                passerelle_boundary::Decision::Denied => "denied",
+            },
+            entry.purpose.map(|p| p.code()),
+            match entry.direction {
+                passerelle_boundary::audit::Direction::Inbound => "inbound",
+                passerelle_boundary::audit::Direction::Outbound => "outbound",
+            },
+        );
         Ok(AuditRecord {
             seq,
             entry_json,

@@ -40,6 +40,8 @@ pub struct PendingMessage {
     pub message_key: String,
     pub message: Outbound,
     pub attempts: i64,
+    /// Trace context of the call that queued it.
+    pub trace_context: Option<String>,
 }
 
 /// The outbox's state, for health and metrics.
@@ -233,7 +235,7 @@ impl InstitutionStore {
     /// The oldest undelivered messages, in the order they were written.
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<PendingMessage>> {
         let rows = sqlx::query(
-            "SELECT id, message_key, payload, attempts FROM outbox
+            "SELECT id, message_key, payload, attempts, trace_context FROM outbox
              WHERE delivered_at IS NULL AND abandoned_at IS NULL ORDER BY id LIMIT $1",
         )
         .bind(limit)
@@ -246,6 +248,7 @@ impl InstitutionStore {
                     message_key: r.try_get("message_key")?,
                     message: from_json(&r.try_get::<String, _>("payload")?)?,
                     attempts: r.try_get("attempts")?,
+                    trace_context: r.try_get("trace_context")?,
                 })
             })
             .collect()
@@ -587,14 +590,19 @@ impl Tx {
         message: &Outbound,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO outbox (message_key, case_id, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(message_key)
-            .bind(message.case_id())
-            .bind(message.kind())
-            .bind(json(message)?)
-            .bind(to_micros(at))
-            .execute(&mut *self.tx)
-            .await?;
+        // The context of the call that queues it: the delivery continues its trace.
+        sqlx::query(
+            "INSERT INTO outbox (message_key, case_id, kind, payload, created_at, trace_context)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(message_key)
+        .bind(message.case_id())
+        .bind(message.kind())
+        .bind(json(message)?)
+        .bind(to_micros(at))
+        .bind(passerelle_telemetry::propagation::current_as_text())
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 }

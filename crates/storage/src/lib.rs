@@ -154,3 +154,8 @@ pub fn from_micros(micros: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| StoreError::Corrupt(format!("instant {micros} out of range")))
 }
+
+/// Like [`from_micros`], for values that may be out of range.
+pub fn from_micros_opt(micros: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros)
+}

@@ -127,8 +127,22 @@ impl ServiceState for PilotageApp {
         &self.clock
     }
 
-    fn start_background(&self, _shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        vec![]
+    fn start_background(&self, mut shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let pool = self.store.database().pool().clone();
+        vec![tokio::spawn(async move {
+            loop {
+                let idle = pool.num_idle() as u64;
+                passerelle_telemetry::metrics::record_pool(
+                    "pilotage",
+                    u64::from(pool.size()).saturating_sub(idle),
+                    idle,
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        })]
     }
 }
 
