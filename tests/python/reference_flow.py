@@ -1,0 +1,135 @@
+"""The reference flow, as an institution integrating in Python would run it.
+
+Generated from proto/ with grpcio-tools, talking to `passerelle up`:
+referral -> diagnosis -> consent -> entry -> exit -> indicators.
+
+Usage: reference_flow.py GENERATED_DIR PASSERELLE_BINARY DATA_DIR
+"""
+
+import hashlib
+import subprocess
+import sys
+import time
+
+import grpc
+
+sys.path.insert(0, sys.argv[1])
+from passerelle.v1 import boundary_pb2, casework_pb2, emploi_pb2, emploi_pb2_grpc  # noqa: E402
+from passerelle.v1 import pilotage_pb2, pilotage_pb2_grpc, social_pb2, social_pb2_grpc  # noqa: E402
+
+PASSERELLE, DATA_DIR = sys.argv[2], sys.argv[3]
+
+
+def token(institution, role, subject):
+    return subprocess.check_output(
+        [PASSERELLE, "token", "--institution", institution, "--role", role, "--subject", subject, "--data-dir", DATA_DIR],
+        text=True,
+    ).strip()
+
+
+def auth(tok):
+    return [("authorization", f"Bearer {tok}")]
+
+
+def until(what, call, check, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            answer = call()
+            if check(answer):
+                return answer
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def main():
+    social = social_pb2_grpc.SocialServiceStub(grpc.insecure_channel("127.0.0.1:50052"))
+    emploi = emploi_pb2_grpc.EmploiServiceStub(grpc.insecure_channel("127.0.0.1:50051"))
+    pilotage = pilotage_pb2_grpc.PilotageServiceStub(grpc.insecure_channel("127.0.0.1:50053"))
+    social_worker = auth(token("social", "social_worker", "sw-python-1"))
+    counsellor = auth(token("emploi", "counsellor", "ft-python-1"))
+    steering = auth(token("pilotage", "steering", "copil-python"))
+    run = str(int(time.time() * 1000))
+
+    consent = casework_pb2.ConsentRecord(
+        purposes=[boundary_pb2.PURPOSE_REFERRAL, boundary_pb2.PURPOSE_GLOBAL_SUPPORT],
+        recipients=[boundary_pb2.INSTITUTION_EMPLOI, boundary_pb2.INSTITUTION_SOCIAL],
+        categories=[boundary_pb2.DATA_CATEGORY_IDENTITY, boundary_pb2.DATA_CATEGORY_CASE, boundary_pb2.DATA_CATEGORY_BARRIER],
+        evidence=casework_pb2.ConsentEvidence(
+            kind=casework_pb2.EVIDENCE_KIND_SIGNED_REFERRAL_FORM,
+            document_sha256=hashlib.sha256(b"fiche de liaison").hexdigest(),
+            collected_by="sw-python-1",
+        ),
+    )
+    now = time.time()
+    consent.evidence.signed_at.FromSeconds(int(now) - 60)
+    consent.valid_from.FromSeconds(int(now) - 60)
+    consent.valid_until.FromSeconds(int(now) + 365 * 86400)
+    recorded = social.RecordConsent(
+        social_pb2.SocialServiceRecordConsentRequest(idempotency_key=f"py-consent-{run}", consent=consent), metadata=social_worker
+    ).consent
+    case_id = recorded.case_id
+
+    referral = casework_pb2.Referral(
+        case_id=case_id,
+        consent_id=recorded.consent_id,
+        office_code="CDAS-RENNES-NORD",
+        person=casework_pb2.PersonIdentity(first_name="Anaïs", last_name="Le Bihan", birth_date="1991-05-17"),
+        barriers=[casework_pb2.Barrier(category=casework_pb2.BARRIER_CATEGORY_HOUSING, level=casework_pb2.BARRIER_LEVEL_HIGH)],
+    )
+    social.CreateReferral(
+        social_pb2.SocialServiceCreateReferralRequest(idempotency_key=f"py-referral-{run}", referral=referral, local_note="note locale"),
+        metadata=social_worker,
+    )
+    seen = until(
+        "the referral at the employment side",
+        lambda: emploi.GetCase(emploi_pb2.EmploiServiceGetCaseRequest(case_id=case_id), metadata=counsellor),
+        lambda answer: answer.referral.person.first_name == "Anaïs",
+    )
+    assert not seen.local_notes, "a local note crossed the boundary"
+
+    half = casework_pb2.DiagnosisHalf(case_id=case_id, barriers=referral.barriers, agreement=casework_pb2.AGREEMENT_AGREE)
+    emploi.RecordDiagnosis(emploi_pb2.EmploiServiceRecordDiagnosisRequest(idempotency_key=f"py-de-{run}", half=half), metadata=counsellor)
+    social.RecordDiagnosis(social_pb2.SocialServiceRecordDiagnosisRequest(idempotency_key=f"py-ds-{run}", half=half), metadata=social_worker)
+    until(
+        "both halves at the employment side",
+        lambda: emploi.GetCase(emploi_pb2.EmploiServiceGetCaseRequest(case_id=case_id), metadata=counsellor),
+        lambda answer: answer.case.state == casework_pb2.CASE_STATE_DIAGNOSED,
+    )
+
+    entry = casework_pb2.CaseEntry(
+        pair=casework_pb2.Pair(counsellor="ft-python-1", social_worker="sw-python-1"),
+        track=casework_pb2.TRACK_GLOBAL,
+        evidence=casework_pb2.ConsentEvidence(
+            kind=casework_pb2.EVIDENCE_KIND_SIGNED_CONTRACT, document_sha256=hashlib.sha256(b"contrat").hexdigest()
+        ),
+    )
+    entered = emploi.SignContract(emploi_pb2.SignContractRequest(idempotency_key=f"py-sign-{run}", case_id=case_id, entry=entry), metadata=counsellor)
+    assert entered.case.state == casework_pb2.CASE_STATE_ACTIVE
+    exited = emploi.ExitCase(
+        emploi_pb2.ExitCaseRequest(idempotency_key=f"py-exit-{run}", case_id=case_id, exit=casework_pb2.CaseExit(reason=casework_pb2.EXIT_REASON_TRAINING)),
+        metadata=counsellor,
+    )
+    assert exited.case.exit_reason == casework_pb2.EXIT_REASON_TRAINING
+
+    dashboard = pilotage.GetDashboard(pilotage_pb2.GetDashboardRequest(), metadata=steering).dashboard
+    assert dashboard.min_cell_size == 11
+    assert all(source.fresh for source in dashboard.sources) and len(dashboard.sources) == 2
+    # One person is below the secrecy threshold: the cell is masked, not shown.
+    assert dashboard.entries.suppressed and dashboard.entries.count == 0
+
+    try:
+        social.GetCase(social_pb2.SocialServiceGetCaseRequest(case_id=case_id), metadata=counsellor)
+        raise SystemExit("a counsellor's token was accepted by the social service")
+    except grpc.RpcError as error:
+        assert error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED), error.code()
+
+    print(f"python reference flow: ok (case {case_id})")
+
+
+if __name__ == "__main__":
+    main()
