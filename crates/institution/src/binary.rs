@@ -21,6 +21,9 @@ struct Args {
     /// TOML configuration file.
     #[arg(long, env = "PASSERELLE_CONFIG")]
     config: Option<PathBuf>,
+    /// Load and check the configuration, print it (secrets redacted), and exit.
+    #[arg(long)]
+    check_config: bool,
 }
 
 pub type Start = fn(
@@ -31,6 +34,14 @@ pub type Start = fn(
 
 pub async fn run(institution: Institution, start: Start) -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.check_config {
+        let config = ServiceConfig::load(institution, args.config.as_deref())?;
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{config:#?}");
+        }
+        return Ok(());
+    }
     let telemetry = passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
         &format!("passerelle-{}", institution.code()),
         passerelle_telemetry::Format::Json,

@@ -42,6 +42,7 @@ impl std::fmt::Debug for DatabaseUrl {
 
 /// A token issuer this service trusts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     pub issuer: String,
     /// Ed25519 public key (SPKI PEM) of the issuer.
@@ -52,6 +53,7 @@ pub struct IssuerConfig {
 
 /// The key this service signs its own outgoing calls with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceIdentityConfig {
     pub issuer: String,
     /// Ed25519 private key (PKCS#8 PEM), mounted as a file in production.
@@ -60,12 +62,14 @@ pub struct ServiceIdentityConfig {
 
 /// Where the other services are.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Endpoints {
     pub emploi: Option<String>,
     pub social: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// How often the relay looks for work when nothing wakes it.
     pub poll_interval_ms: u64,
@@ -88,10 +92,13 @@ impl Default for OutboxConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     pub institution: Institution,
     pub listen: SocketAddr,
     pub database_url: DatabaseUrl,
+    /// A file holding the database URL (a mounted secret); wins over `database_url`.
+    pub database_url_file: Option<PathBuf>,
     pub database_max_connections: u32,
     /// The `aud` this service's tokens must carry.
     pub audience: String,
@@ -123,6 +130,7 @@ impl ServiceConfig {
                 "sqlite://.passerelle/{}.sqlite",
                 institution.code()
             )),
+            database_url_file: None,
             database_max_connections: 8,
             audience: audience_of(institution),
             token_leeway_seconds: 30,
@@ -148,11 +156,11 @@ impl ServiceConfig {
             figment = figment.merge(Toml::file(file));
         }
         let config: ServiceConfig = figment
-            .merge(
-                Env::prefixed("PASSERELLE_")
-                    .split("__")
-                    .ignore(&["test_postgres"]),
-            )
+            .merge(Env::prefixed("PASSERELLE_").split("__").ignore(&[
+                "config",
+                "test_postgres",
+                "require_postgres",
+            ]))
             .extract()
             .map_err(|e| match e.path.first() {
                 Some(_) => key_error(&e.path.join("."), e.kind),
@@ -163,6 +171,12 @@ impl ServiceConfig {
                 "institution",
                 format!("this binary serves {institution}"),
             ));
+        }
+        let mut config = config;
+        if let Some(file) = &config.database_url_file {
+            let url =
+                std::fs::read_to_string(file).map_err(|e| key_error("database_url_file", e))?;
+            config.database_url = DatabaseUrl(url.trim().to_owned());
         }
         config.validate()?;
         Ok(config)
@@ -281,6 +295,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen"), "{err}");
+
+        let secret = dir.join("database-url");
+        std::fs::write(&secret, "postgres://app:s3cret@db:5432/passerelle\n").expect("write");
+        let from_file = dir.join("from-file.toml");
+        let text = format!(
+            "institution = \"social\"\ndatabase_url_file = {:?}\n",
+            secret.display().to_string()
+        );
+        std::fs::write(&from_file, text).expect("write");
+        let config = ServiceConfig::load(Institution::Social, Some(&from_file)).expect("loads");
+        assert_eq!(
+            config.database_url.0,
+            "postgres://app:s3cret@db:5432/passerelle"
+        );
+        assert!(!format!("{config:?}").contains("s3cret"));
+
+        let typo = dir.join("typo.toml");
+        std::fs::write(
+            &typo,
+            "institution = \"social\"\n[outbox]\nmax_backof_ms = 10\n",
+        )
+        .expect("write");
+        let err = ServiceConfig::load(Institution::Social, Some(&typo))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_backof_ms"), "{err}");
 
         let wrong = dir.join("wrong.toml");
         std::fs::write(&wrong, "institution = \"emploi\"\n").expect("write");
