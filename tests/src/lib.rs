@@ -53,6 +53,11 @@ pub struct TestStack {
 }
 
 pub async fn start(backend: Backend, min_cell_size: u64) -> TestStack {
+    start_with(backend, min_cell_size, false).await
+}
+
+/// Like [`start`], with TLS everywhere (mutual between services) when `tls`.
+pub async fn start_with(backend: Backend, min_cell_size: u64, tls: bool) -> TestStack {
     // The first initialisation in a test binary wins (the telemetry test's own).
     std::mem::forget(passerelle_telemetry::init(
         passerelle_telemetry::TelemetryConfig::from_env(
@@ -84,6 +89,7 @@ pub async fn start(backend: Backend, min_cell_size: u64) -> TestStack {
         addresses: None,
         quick_retries: true,
         min_cell_size,
+        tls,
     };
     let stack = Stack::start(options, Arc::new(clock.clone()))
         .await
@@ -99,12 +105,38 @@ pub async fn start(backend: Backend, min_cell_size: u64) -> TestStack {
 }
 
 impl TestStack {
+    /// A channel as an agent's client has it: TLS checked against the CA
+    /// when TLS is on, no client certificate.
     pub async fn channel(&self, institution: Institution) -> Channel {
-        Channel::from_shared(self.stack.url(institution))
-            .expect("url")
-            .connect()
-            .await
-            .expect("connects")
+        self.try_channel(institution, None).await.expect("connects")
+    }
+
+    /// A channel presenting `certificate_of`'s service certificate.
+    pub async fn try_channel(
+        &self,
+        institution: Institution,
+        certificate_of: Option<Institution>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut endpoint = Channel::from_shared(self.stack.url(institution)).expect("url");
+        if self.stack.options.tls {
+            let tls = self.stack.options.data_dir.join("tls");
+            let mut config = tonic::transport::ClientTlsConfig::new().ca_certificate(
+                tonic::transport::Certificate::from_pem(
+                    std::fs::read(tls.join("ca.pem")).expect("ca"),
+                ),
+            );
+            if let Some(owner) = certificate_of {
+                let read = |ext: &str| {
+                    std::fs::read(tls.join(format!("{}.{ext}", owner.code()))).expect("certificate")
+                };
+                config = config.identity(tonic::transport::Identity::from_pem(
+                    read("pem"),
+                    read("key"),
+                ));
+            }
+            endpoint = endpoint.tls_config(config)?;
+        }
+        endpoint.connect().await
     }
 
     pub async fn emploi(&self) -> EmploiServiceClient<Channel> {

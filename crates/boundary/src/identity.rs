@@ -259,9 +259,88 @@ impl KeyPair {
     }
 }
 
+/// The institution a service certificate speaks for, read from its subject
+/// alternative names: a URI ending in `/passerelle/<institution>` (a SPIFFE
+/// ID such as `spiffe://example.org/passerelle/emploi`) or a DNS name whose
+/// first label is `passerelle-<institution>`. `None` when it names none, or
+/// more than one.
+pub fn institution_from_certificate(der: &[u8]) -> Option<Institution> {
+    use x509_parser::extensions::GeneralName;
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    let names = certificate.subject_alternative_name().ok()??;
+    let mut found = BTreeSet::new();
+    for name in &names.value.general_names {
+        let institution = match name {
+            GeneralName::URI(uri) => uri
+                .rsplit_once("/passerelle/")
+                .and_then(|(_, code)| Institution::from_code(code)),
+            GeneralName::DNSName(dns) => dns
+                .split('.')
+                .next()
+                .and_then(|label| label.strip_prefix("passerelle-"))
+                .and_then(Institution::from_code),
+            _ => None,
+        };
+        found.extend(institution);
+    }
+    match (found.len(), found.into_iter().next()) {
+        (1, institution) => institution,
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn certificate(names: &[&str], uris: &[&str]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .expect("params");
+        for uri in uris {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI((*uri).try_into().expect("uri")));
+        }
+        let key = rcgen::KeyPair::generate().expect("key");
+        params
+            .self_signed(&key)
+            .expect("certificate")
+            .der()
+            .to_vec()
+    }
+
+    #[test]
+    fn the_institution_comes_from_the_certificate_names() {
+        let spiffe = certificate(
+            &["localhost"],
+            &["spiffe://passerelle.example/passerelle/emploi"],
+        );
+        assert_eq!(
+            institution_from_certificate(&spiffe),
+            Some(Institution::Emploi)
+        );
+        let dns = certificate(&["passerelle-social.passerelle-social.svc"], &[]);
+        assert_eq!(
+            institution_from_certificate(&dns),
+            Some(Institution::Social)
+        );
+        assert_eq!(
+            institution_from_certificate(&certificate(&["example.org"], &[])),
+            None
+        );
+        let two = certificate(
+            &["passerelle-social.svc"],
+            &["spiffe://x/passerelle/emploi"],
+        );
+        assert_eq!(
+            institution_from_certificate(&two),
+            None,
+            "a certificate naming two institutions speaks for none"
+        );
+        assert_eq!(institution_from_certificate(b"not a certificate"), None);
+    }
 
     fn setup() -> (Signer, Verifier) {
         let keys = KeyPair::generate().expect("keys");

@@ -14,6 +14,7 @@ use tower::{Layer, Service};
 use crate::audit::{AuditEntry, Decision, Direction};
 use crate::identity::{Caller, Verifier};
 use crate::policy::{Policy, RpcRule};
+use passerelle_domain::Role;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -40,6 +41,7 @@ struct Shared {
     verifier: Verifier,
     policy: Policy,
     audit: Arc<dyn AuditAppend>,
+    bind_certificates: bool,
 }
 
 impl std::fmt::Debug for BoundaryLayer {
@@ -57,8 +59,18 @@ impl BoundaryLayer {
                 verifier,
                 policy,
                 audit,
+                bind_certificates: false,
             }),
         }
+    }
+
+    /// With mutual TLS: a client certificate, when presented, must speak for
+    /// the token's institution, and service-to-service calls must present one.
+    pub fn binding_certificates(mut self) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.bind_certificates = true;
+        }
+        self
     }
 }
 
@@ -89,6 +101,30 @@ fn is_guarded(path: &str) -> bool {
     path.starts_with("/passerelle.")
 }
 
+/// What the TLS layer says of the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerCertificate {
+    None,
+    Unnamed,
+    Institution(passerelle_domain::Institution),
+}
+
+fn peer_certificate<B>(request: &http::Request<B>) -> PeerCertificate {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let leaf = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+        .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
+    match leaf {
+        None => PeerCertificate::None,
+        Some(der) => match crate::identity::institution_from_certificate(&der) {
+            Some(institution) => PeerCertificate::Institution(institution),
+            None => PeerCertificate::Unnamed,
+        },
+    }
+}
+
 fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     headers
         .get(http::header::AUTHORIZATION)?
@@ -100,7 +136,12 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
 
 impl Shared {
     /// Authenticates and authorises; on refusal, records the denial first.
-    async fn admit(&self, path: &str, token: Option<String>) -> Result<Admission, Status> {
+    async fn admit(
+        &self,
+        path: &str,
+        token: Option<String>,
+        peer: PeerCertificate,
+    ) -> Result<Admission, Status> {
         let caller = match token.as_deref().map(|t| self.verifier.verify(t)) {
             Some(Ok(caller)) => caller,
             failure => {
@@ -112,6 +153,25 @@ impl Shared {
                 return Err(Status::unauthenticated(reason));
             }
         };
+        if self.bind_certificates {
+            let mismatch = match peer {
+                PeerCertificate::Institution(institution) if institution == caller.institution => {
+                    None
+                }
+                PeerCertificate::Institution(_) => {
+                    Some("the client certificate speaks for another institution than the token")
+                }
+                PeerCertificate::Unnamed => Some("the client certificate names no institution"),
+                PeerCertificate::None if caller.role == Role::Service => {
+                    Some("service calls need a client certificate")
+                }
+                PeerCertificate::None => None,
+            };
+            if let Some(reason) = mismatch {
+                self.record_denial(path, Some(&caller), reason).await?;
+                return Err(Status::unauthenticated(reason));
+            }
+        }
         match self.policy.authorize(&caller, path) {
             Ok(rule) => Ok(Admission {
                 caller,
@@ -184,8 +244,9 @@ where
         }
         let shared = self.shared.clone();
         let token = bearer(request.headers()).map(str::to_owned);
+        let peer = peer_certificate(&request);
         Box::pin(async move {
-            match shared.admit(&path, token).await {
+            match shared.admit(&path, token, peer).await {
                 Ok(admission) => {
                     request.extensions_mut().insert(admission);
                     inner.call(request).await

@@ -46,6 +46,10 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1")]
         host: std::net::IpAddr,
+        /// TLS everywhere (mutual between services) with development
+        /// certificates under DATA_DIR/tls; health stays in plaintext on port + 100.
+        #[arg(long)]
+        tls: bool,
     },
     /// Print a token signed by the local development issuer.
     Token {
@@ -101,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
                 addresses: None,
                 quick_retries: true,
                 min_cell_size: 11,
+                tls: false,
             };
             let stack = Stack::start(options, Arc::new(clock.clone())).await?;
             println!(
@@ -120,7 +125,11 @@ async fn main() -> anyhow::Result<()> {
             println!("Done in {:.1} s.", began.elapsed().as_secs_f64());
             stack.shutdown().await?;
         }
-        Command::Up { data_dir, host } => {
+        Command::Up {
+            data_dir,
+            host,
+            tls,
+        } => {
             let telemetry =
                 passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
                     "passerelle-local",
@@ -134,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
                 addresses: Some(addresses),
                 quick_retries: false,
                 min_cell_size: 11,
+                tls,
             };
             let stack = Stack::start(options, Arc::new(SystemClock)).await?;
             eprintln!(

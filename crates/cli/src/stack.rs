@@ -10,7 +10,7 @@ use anyhow::Context;
 use passerelle_boundary::{KeyPair, Signer};
 use passerelle_domain::{Clock, Institution, Role};
 use passerelle_institution::config::{
-    DatabaseUrl, Endpoints, IssuerConfig, ServiceIdentityConfig, audience_of,
+    DatabaseUrl, Endpoints, IssuerConfig, ServiceIdentityConfig, TlsConfig, audience_of,
 };
 use passerelle_institution::{ServiceConfig, ServiceHandle};
 use tokio::net::TcpListener;
@@ -45,6 +45,8 @@ pub struct StackOptions {
     pub quick_retries: bool,
     /// Statistical secrecy threshold of the steering service.
     pub min_cell_size: u64,
+    /// TLS everywhere, mutual between services, with development certificates.
+    pub tls: bool,
 }
 
 fn issuer_of(institution: Institution) -> String {
@@ -91,6 +93,58 @@ fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A development CA and one certificate per service under `dir/tls`, unless
+/// they exist. Each certificate names its institution twice, as a SPIFFE-style
+/// URI and as a DNS name, and is valid for localhost and 127.0.0.1.
+pub fn ensure_dev_certificates(dir: &Path) -> anyhow::Result<()> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose, SanType,
+    };
+    let tls = dir.join("tls");
+    if tls.join("ca.pem").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&tls)?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "Passerelle development CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    std::fs::write(tls.join("ca.pem"), ca.self_signed(&ca_key)?.pem())?;
+    let issuer = Issuer::new(ca, ca_key);
+    for institution in INSTITUTIONS {
+        let code = institution.code();
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            format!("passerelle-{code}"),
+        ])?;
+        params.subject_alt_names.push(SanType::URI(
+            format!("spiffe://passerelle.local/passerelle/{code}").try_into()?,
+        ));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("passerelle-{code}"));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        std::fs::write(
+            tls.join(format!("{code}.pem")),
+            params.signed_by(&key, &issuer)?.pem(),
+        )?;
+        write_private(&tls.join(format!("{code}.key")), &key.serialize_pem())?;
+    }
+    Ok(())
+}
+
 /// The development issuer's signer, for `passerelle token` and the demo.
 pub fn dev_signer(data_dir: &Path) -> anyhow::Result<Signer> {
     let path = key_path(data_dir, "dev-issuer", false);
@@ -114,7 +168,8 @@ pub fn service_config(
         .iter()
         .position(|i| *i == institution)
         .unwrap_or(0);
-    let url = |i: usize| format!("http://{}", addresses[i]);
+    let scheme = if options.tls { "https" } else { "http" };
+    let url = |i: usize| format!("{scheme}://{}", addresses[i]);
     let mut trusted_issuers = vec![IssuerConfig {
         issuer: DEV_ISSUER.into(),
         public_key_file: key_path(dir, "dev-issuer", true),
@@ -142,6 +197,20 @@ pub fn service_config(
         issuer: issuer_of(institution),
         private_key_file: key_path(dir, institution.code(), false),
     });
+    if options.tls {
+        let tls = dir.join("tls");
+        config.tls = Some(TlsConfig {
+            cert_file: tls.join(format!("{}.pem", institution.code())),
+            key_file: tls.join(format!("{}.key", institution.code())),
+            ca_file: tls.join("ca.pem"),
+            require_client_certificate: false,
+            // Probes' plaintext port: next to the service's, or any free one.
+            health_listen: Some(match addresses[index].port() {
+                0 => SocketAddr::new(addresses[index].ip(), 0),
+                port => SocketAddr::new(addresses[index].ip(), port + 100),
+            }),
+        });
+    }
     config.endpoints = Endpoints {
         emploi: Some(url(0)),
         social: Some(url(1)),
@@ -183,6 +252,9 @@ impl Stack {
         for name in ["dev-issuer", "emploi", "social", "pilotage"] {
             ensure_key(&options.data_dir, name)?;
         }
+        if options.tls {
+            ensure_dev_certificates(&options.data_dir)?;
+        }
         let addresses = match options.addresses {
             Some(fixed) => fixed,
             None => {
@@ -213,12 +285,11 @@ impl Stack {
         use tonic_health::pb::health_check_response::ServingStatus;
         use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        for (i, institution) in INSTITUTIONS.into_iter().enumerate() {
-            if self.handles[i].is_none() {
+        for institution in INSTITUTIONS {
+            let Some(url) = self.health_url(institution) else {
                 continue;
-            }
-            let channel =
-                tonic::transport::Channel::from_shared(self.url(institution))?.connect_lazy();
+            };
+            let channel = tonic::transport::Channel::from_shared(url)?.connect_lazy();
             let mut health = HealthClient::new(channel);
             loop {
                 let status = health
@@ -255,7 +326,18 @@ impl Stack {
     }
 
     pub fn url(&self, institution: Institution) -> String {
-        format!("http://{}", self.addresses[Self::index(institution)])
+        let scheme = if self.options.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addresses[Self::index(institution)])
+    }
+
+    /// Where health answers in plaintext: the service itself, or its
+    /// probe listener when TLS is on.
+    pub fn health_url(&self, institution: Institution) -> Option<String> {
+        let handle = self.handles[Self::index(institution)].as_ref()?;
+        Some(format!(
+            "http://{}",
+            handle.health_addr.unwrap_or(handle.addr)
+        ))
     }
 
     /// Stops one service (its database stays).

@@ -46,6 +46,7 @@ impl InstitutionApp {
             consents: Some(store),
         };
         let partner = casework.partner();
+        let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
         let relay = match (config.endpoint(partner), config.signer()?) {
             (Some(url), Some(signer)) => Some(Relay {
                 casework: casework.clone(),
@@ -55,6 +56,7 @@ impl InstitutionApp {
                     config.institution,
                     partner,
                     config.request_timeout(),
+                    tls.as_ref(),
                 )
                 .map_err(anyhow::Error::msg)?,
                 minimiser,

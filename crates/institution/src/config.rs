@@ -68,6 +68,50 @@ pub struct Endpoints {
     pub social: Option<String>,
 }
 
+/// TLS for every connection, mutual between services.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// This service's certificate chain (PEM). Its subject alternative names
+    /// say which institution it speaks for: a URI ending in
+    /// `/passerelle/<institution>`, or a DNS name `passerelle-<institution>…`.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM), mounted from a secret.
+    pub key_file: PathBuf,
+    /// The CA that signs Passerelle services' certificates: servers this
+    /// service calls, and clients that present a certificate, are checked
+    /// against it.
+    pub ca_file: PathBuf,
+    /// Refuse every connection without a client certificate. When false,
+    /// agents' clients may come without one; service-to-service calls never.
+    pub require_client_certificate: bool,
+    /// A plaintext listener serving only gRPC health, for kubelet probes
+    /// (they speak neither TLS nor tokens).
+    pub health_listen: Option<SocketAddr>,
+}
+
+/// TLS material read from the configured files.
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    pub identity: tonic::transport::Identity,
+    pub ca: tonic::transport::Certificate,
+    pub require_client_certificate: bool,
+}
+
+impl TlsConfig {
+    pub fn load(&self) -> Result<TlsMaterial, ConfigError> {
+        let read = |key: &str, path: &Path| std::fs::read(path).map_err(|e| key_error(key, e));
+        Ok(TlsMaterial {
+            identity: tonic::transport::Identity::from_pem(
+                read("tls.cert_file", &self.cert_file)?,
+                read("tls.key_file", &self.key_file)?,
+            ),
+            ca: tonic::transport::Certificate::from_pem(read("tls.ca_file", &self.ca_file)?),
+            require_client_certificate: self.require_client_certificate,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
@@ -106,6 +150,8 @@ pub struct ServiceConfig {
     pub trusted_issuers: Vec<IssuerConfig>,
     pub service_identity: Option<ServiceIdentityConfig>,
     pub endpoints: Endpoints,
+    /// TLS, mutual between services; off when absent (development only).
+    pub tls: Option<TlsConfig>,
     pub outbox: OutboxConfig,
     /// Published cells hold at least this many persons (pilotage); 11 by default.
     pub min_cell_size: u64,
@@ -137,6 +183,7 @@ impl ServiceConfig {
             trusted_issuers: vec![],
             service_identity: None,
             endpoints: Endpoints::default(),
+            tls: None,
             outbox: OutboxConfig::default(),
             min_cell_size: 11,
         }

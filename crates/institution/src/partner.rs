@@ -5,10 +5,10 @@ use std::time::Duration;
 use passerelle_boundary::Signer;
 use passerelle_domain::{Institution, Role};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
-use crate::config::audience_of;
+use crate::config::{TlsMaterial, audience_of};
 
 /// Lifetime of the tokens a service mints for its own calls.
 const SERVICE_TOKEN_TTL_SECONDS: u64 = 300;
@@ -30,12 +30,22 @@ impl Outgoing {
         own: Institution,
         target: Institution,
         timeout: Duration,
+        tls: Option<&TlsMaterial>,
     ) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| format!("endpoint {url}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout)
             .tcp_nodelay(true);
+        if let Some(tls) = tls {
+            // Mutual TLS: check the partner against our CA, present our certificate.
+            let config = ClientTlsConfig::new()
+                .ca_certificate(tls.ca.clone())
+                .identity(tls.identity.clone());
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| format!("TLS for {url}: {e}"))?;
+        }
         Ok(Outgoing {
             channel: endpoint.connect_lazy(),
             signer,

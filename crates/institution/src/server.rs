@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 use tonic::service::Routes;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::config::ServiceConfig;
@@ -90,6 +90,8 @@ pub type Connect<A> = Pin<Box<dyn Future<Output = anyhow::Result<A>> + Send>>;
 #[derive(Debug)]
 pub struct ServiceHandle {
     pub addr: SocketAddr,
+    /// The plaintext health-only listener, when TLS is on.
+    pub health_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -151,11 +153,40 @@ pub async fn start<A: ServiceState>(
         .build_v1alpha()?;
 
     let policy = Policy::from_contract().map_err(anyhow::Error::msg)?;
-    let layer = BoundaryLayer::new(
+    let mut layer = BoundaryLayer::new(
         config.verifier()?,
         policy,
         Arc::new(ReadyAudit(ready.clone())),
     );
+    let mut server = Server::builder();
+    let mut health_addr = None;
+    if let Some(tls) = &config.tls {
+        let material = tls.load()?;
+        let tls_config = ServerTlsConfig::new()
+            .identity(material.identity)
+            .client_ca_root(material.ca)
+            .client_auth_optional(!material.require_client_certificate);
+        server = server.tls_config(tls_config)?;
+        layer = layer.binding_certificates();
+        if let Some(listen) = tls.health_listen {
+            // Probes speak neither TLS nor tokens: health alone, in plaintext.
+            let health_listener = TcpListener::bind(listen).await?;
+            health_addr = Some(health_listener.local_addr()?);
+            let health_only = Server::builder().add_service(health_service.clone());
+            let mut probe_shutdown = shutdown_rx.clone();
+            tokio::spawn(async move {
+                let signal = async move {
+                    let _ = probe_shutdown.wait_for(|stop| *stop).await;
+                };
+                if let Err(e) = health_only
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(health_listener), signal)
+                    .await
+                {
+                    tracing::error!(error = %e, "health listener stopped");
+                }
+            });
+        }
+    }
     let routes = routes
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -200,7 +231,7 @@ pub async fn start<A: ServiceState>(
         let signal = async move {
             let _ = serve_shutdown.wait_for(|stop| *stop).await;
         };
-        let served = Server::builder()
+        let served = server
             .layer(RpcTelemetryLayer)
             .layer(layer)
             .add_routes(routes)
@@ -221,6 +252,7 @@ pub async fn start<A: ServiceState>(
     tracing::info!(%addr, service = service_name, "listening");
     Ok(ServiceHandle {
         addr,
+        health_addr,
         shutdown: shutdown_tx,
         task,
     })

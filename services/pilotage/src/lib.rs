@@ -34,6 +34,7 @@ impl PilotageApp {
         let store =
             PilotageStore::connect(&config.database_url.0, config.database_max_connections).await?;
         let mut sources = vec![];
+        let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
         if let Some(signer) = config.signer()? {
             for institution in [Institution::Emploi, Institution::Social] {
                 if let Some(url) = config.endpoint(institution) {
@@ -43,6 +44,7 @@ impl PilotageApp {
                         Institution::Pilotage,
                         institution,
                         config.request_timeout(),
+                        tls.as_ref(),
                     )
                     .map_err(anyhow::Error::msg)?;
                     sources.push((institution, out));
