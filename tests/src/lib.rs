@@ -229,6 +229,70 @@ impl TestStack {
         self.stack.config(institution).database_url.0
     }
 
+    /// A social worker records the person's consent for `purposes`, to both institutions.
+    pub async fn social_consent(&self, key: &str, purposes: &[v1::Purpose]) -> v1::ConsentRecord {
+        self.social()
+            .await
+            .record_consent(
+                self.as_social_worker(v1::SocialServiceRecordConsentRequest {
+                    idempotency_key: key.into(),
+                    consent: Some(consent(
+                        &self.clock,
+                        purposes,
+                        &[v1::Institution::Emploi, v1::Institution::Social],
+                    )),
+                }),
+            )
+            .await
+            .expect("consent recorded")
+            .into_inner()
+            .consent
+            .expect("consent")
+    }
+
+    /// A social worker refers the person of `consent` to the employment side.
+    pub async fn social_referral(
+        &self,
+        key: &str,
+        consent: &v1::ConsentRecord,
+        first_name: &str,
+    ) -> Result<v1::Referral, tonic::Status> {
+        let answer = self
+            .social()
+            .await
+            .create_referral(
+                self.as_social_worker(v1::SocialServiceCreateReferralRequest {
+                    idempotency_key: key.into(),
+                    referral: Some(referral(&consent.case_id, &consent.consent_id, first_name)),
+                    local_note: String::new(),
+                }),
+            )
+            .await?;
+        Ok(answer.into_inner().referral.unwrap_or_default())
+    }
+
+    /// A referral pushed straight at the employment side, signed as the
+    /// social service's relay signs it (bypassing the social side's checks).
+    pub fn direct_referral(
+        &self,
+        case_id: &str,
+        consent_id: &str,
+    ) -> Request<v1::EmploiServiceReceiveReferralRequest> {
+        let mut r = referral(case_id, consent_id, "Gwenola");
+        r.referring_network = v1::Network::Social as i32;
+        r.referred_by = "sw-rennes-1".into();
+        r.referred_at = Some(timestamp(t0()));
+        self.as_service(
+            Institution::Social,
+            Institution::Emploi,
+            v1::EmploiServiceReceiveReferralRequest {
+                idempotency_key: format!("direct-{case_id}"),
+                case_id: case_id.into(),
+                referral: Some(r),
+            },
+        )
+    }
+
     pub async fn shutdown(self) {
         self.stack.shutdown().await.expect("clean shutdown");
     }

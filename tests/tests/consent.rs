@@ -8,45 +8,6 @@ use passerelle_tests::pb as v1;
 use passerelle_tests::*;
 use tonic::Code;
 
-async fn record_consent(t: &TestStack, key: &str, purposes: &[v1::Purpose]) -> v1::ConsentRecord {
-    t.social()
-        .await
-        .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
-            idempotency_key: key.into(),
-            consent: Some(consent(
-                &t.clock,
-                purposes,
-                &[v1::Institution::Emploi, v1::Institution::Social],
-            )),
-        }))
-        .await
-        .expect("consent recorded")
-        .into_inner()
-        .consent
-        .expect("consent")
-}
-
-/// A referral pushed straight at the employment side, as the social service's relay would.
-fn direct_referral(
-    t: &TestStack,
-    case_id: &str,
-    consent_id: &str,
-) -> tonic::Request<v1::EmploiServiceReceiveReferralRequest> {
-    let mut r = referral(case_id, consent_id, "Gwenola");
-    r.referring_network = v1::Network::Social as i32;
-    r.referred_by = "sw-rennes-1".into();
-    r.referred_at = Some(timestamp(t0()));
-    t.as_service(
-        Institution::Social,
-        Institution::Emploi,
-        v1::EmploiServiceReceiveReferralRequest {
-            idempotency_key: format!("direct-{case_id}"),
-            case_id: case_id.into(),
-            referral: Some(r),
-        },
-    )
-}
-
 async fn denials(t: &TestStack, institution: Institution, case_id: &str) -> Vec<String> {
     t.store(institution)
         .await
@@ -85,11 +46,7 @@ async fn a_crossing_without_consent_is_denied_and_audited() {
         let status = t
             .emploi()
             .await
-            .receive_referral(direct_referral(
-                &t,
-                case_id,
-                "0193b2c4-0000-7000-8000-00000000c0df",
-            ))
+            .receive_referral(t.direct_referral(case_id, "0193b2c4-0000-7000-8000-00000000c0df"))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied, "{backend:?}");
@@ -115,7 +72,9 @@ async fn consent_for_another_purpose_is_denied_on_both_sides() {
     on_every_backend(async |backend| {
         let t = start(backend, 11).await;
         // The person agreed to global support, not to being referred.
-        let consent = record_consent(&t, "c-other-purpose", &[v1::Purpose::GlobalSupport]).await;
+        let consent = t
+            .social_consent("c-other-purpose", &[v1::Purpose::GlobalSupport])
+            .await;
         consent_known_at_emploi(&t, &consent.case_id, passerelle_domain::ConsentState::Given).await;
 
         // Sender side: nothing is queued.
@@ -154,7 +113,7 @@ async fn consent_for_another_purpose_is_denied_on_both_sides() {
         let status = t
             .emploi()
             .await
-            .receive_referral(direct_referral(&t, &consent.case_id, &consent.consent_id))
+            .receive_referral(t.direct_referral(&consent.case_id, &consent.consent_id))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied, "{backend:?}");
@@ -171,12 +130,12 @@ async fn consent_for_another_purpose_is_denied_on_both_sides() {
 async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
     on_every_backend(async |backend| {
         let t = start(backend, 11).await;
-        let consent = record_consent(
-            &t,
-            "c-withdraw",
-            &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
-        )
-        .await;
+        let consent = t
+            .social_consent(
+                "c-withdraw",
+                &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
+            )
+            .await;
         let mut social = t.social().await;
         social
             .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
@@ -267,7 +226,7 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
 #[tokio::test]
 async fn a_withdrawal_stops_what_was_queued_before_it() {
     let mut t = start(Backend::Sqlite, 11).await;
-    let consent = record_consent(&t, "c-queued", &[v1::Purpose::Referral]).await;
+    let consent = t.social_consent("c-queued", &[v1::Purpose::Referral]).await;
     t.stack
         .stop(Institution::Emploi)
         .await

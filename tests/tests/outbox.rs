@@ -5,29 +5,16 @@ use passerelle_tests::pb as v1;
 use passerelle_tests::*;
 use tonic::Code;
 
-async fn consent_for(t: &TestStack, key: &str) -> v1::ConsentRecord {
-    t.social()
-        .await
-        .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
-            idempotency_key: key.into(),
-            consent: Some(consent(
-                &t.clock,
-                &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
-                &[v1::Institution::Emploi, v1::Institution::Social],
-            )),
-        }))
-        .await
-        .expect("consent")
-        .into_inner()
-        .consent
-        .expect("consent")
-}
-
 #[tokio::test]
 async fn the_same_idempotency_key_creates_one_referral() {
     on_every_backend(async |backend| {
         let t = start(backend, 11).await;
-        let consent = consent_for(&t, "c-idem").await;
+        let consent = t
+            .social_consent(
+                "c-idem",
+                &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
+            )
+            .await;
         let request = v1::SocialServiceCreateReferralRequest {
             idempotency_key: "referral-idem-1".into(),
             referral: Some(referral(&consent.case_id, &consent.consent_id, "Nolwenn")),
@@ -106,7 +93,12 @@ async fn the_same_idempotency_key_creates_one_referral() {
 async fn a_referral_made_while_the_employment_side_is_down_arrives_once_it_is_back() {
     on_every_backend(async |backend| {
         let mut t = start(backend, 11).await;
-        let consent = consent_for(&t, "c-down").await;
+        let consent = t
+            .social_consent(
+                "c-down",
+                &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
+            )
+            .await;
         t.stack.stop(Institution::Emploi).await.expect("stop");
 
         t.social()

@@ -8,25 +8,6 @@ use passerelle_tests::pb as v1;
 use passerelle_tests::*;
 use tonic::Code;
 
-fn direct_referral(
-    t: &TestStack,
-    case_id: &str,
-) -> tonic::Request<v1::EmploiServiceReceiveReferralRequest> {
-    let mut r = referral(case_id, "0193b2c4-0000-7000-8000-00000000c0df", "Gwenola");
-    r.referring_network = v1::Network::Social as i32;
-    r.referred_by = "sw-rennes-1".into();
-    r.referred_at = Some(timestamp(t0()));
-    t.as_service(
-        Institution::Social,
-        Institution::Emploi,
-        v1::EmploiServiceReceiveReferralRequest {
-            idempotency_key: format!("tls-{case_id}"),
-            case_id: case_id.into(),
-            referral: Some(r),
-        },
-    )
-}
-
 #[tokio::test]
 async fn services_speak_mutual_tls_and_certificates_must_match_tokens() {
     let t = start_with(Backend::Sqlite, 11, true).await;
@@ -122,7 +103,7 @@ async fn services_speak_mutual_tls_and_certificates_must_match_tokens() {
             .await
             .expect("TLS handshake");
         v1::emploi_service_client::EmploiServiceClient::new(channel)
-            .receive_referral(direct_referral(&t, case_id))
+            .receive_referral(t.direct_referral(case_id, "0193b2c4-0000-7000-8000-00000000c0df"))
             .await
             .unwrap_err()
     };
