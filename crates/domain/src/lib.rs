@@ -2,6 +2,7 @@
 //! case are, and the rules that move a case along. Nothing here knows about
 //! gRPC or SQL; the edges convert into these types.
 
+pub mod agreement;
 pub mod case;
 pub mod clock;
 pub mod consent;
