@@ -17,9 +17,9 @@ use passerelle_storage::audit::AuditLog;
 use tokio::net::TcpListener;
 use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -179,7 +179,7 @@ pub async fn start<A: ServiceState>(
                     let _ = probe_shutdown.wait_for(|stop| *stop).await;
                 };
                 if let Err(e) = health_only
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(health_listener), signal)
+                    .serve_with_incoming_shutdown(incoming(health_listener), signal)
                     .await
                 {
                     tracing::error!(error = %e, "health listener stopped");
@@ -235,7 +235,7 @@ pub async fn start<A: ServiceState>(
             .layer(RpcTelemetryLayer)
             .layer(layer)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .serve_with_incoming_shutdown(incoming(listener), signal)
             .await;
         health
             .set_service_status("", ServingStatus::NotServing)
@@ -340,6 +340,13 @@ where
             .instrument(span),
         )
     }
+}
+
+/// Accepted connections with TCP_NODELAY: gRPC writes headers, data and
+/// trailers separately, and Nagle's algorithm with delayed ACKs would add
+/// ~40 ms to small answers. (`serve_with_incoming` ignores the builder's TCP settings.)
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
