@@ -58,6 +58,16 @@ pub async fn start(backend: Backend, min_cell_size: u64) -> TestStack {
 
 /// Like [`start`], with TLS everywhere (mutual between services) when `tls`.
 pub async fn start_with(backend: Backend, min_cell_size: u64, tls: bool) -> TestStack {
+    start_under(backend, min_cell_size, tls, "ille-et-vilaine-2023").await
+}
+
+/// Like [`start_with`], the three services running under `agreement`.
+pub async fn start_under(
+    backend: Backend,
+    min_cell_size: u64,
+    tls: bool,
+    agreement: &str,
+) -> TestStack {
     // The first initialisation in a test binary wins (the telemetry test's own).
     std::mem::forget(passerelle_telemetry::init(
         passerelle_telemetry::TelemetryConfig::from_env(
@@ -90,6 +100,7 @@ pub async fn start_with(backend: Backend, min_cell_size: u64, tls: bool) -> Test
         quick_retries: true,
         min_cell_size,
         tls,
+        agreement: agreement.into(),
     };
     let stack = Stack::start(options, Arc::new(clock.clone()))
         .await

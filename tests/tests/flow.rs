@@ -354,3 +354,82 @@ async fn small_counts_are_not_published() {
     );
     t.shutdown().await;
 }
+
+/// The same disagreement at diagnosis, under each agreement: in
+/// Ille-et-Vilaine both professionals must agree; in Seine-et-Marne the
+/// prescriber's detection is not overturned.
+#[tokio::test]
+async fn the_diagnosis_rule_follows_the_agreement() {
+    for (agreement, expected) in [
+        ("ille-et-vilaine-2023", v1::CaseState::NotEntered),
+        ("seine-et-marne-2020", v1::CaseState::Diagnosed),
+    ] {
+        let t = start_under(Backend::Sqlite, 11, false, agreement).await;
+        let consent = t
+            .social_consent(
+                "c-rule",
+                &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
+            )
+            .await;
+        let referral = t
+            .social_referral("r-rule", &consent, "Awa")
+            .await
+            .expect("referral");
+        let case_id = referral.case_id;
+        let mut emploi = t.emploi().await;
+        let half = |agreement: v1::Agreement| v1::DiagnosisHalf {
+            case_id: case_id.clone(),
+            agreement: agreement as i32,
+            ..Default::default()
+        };
+        // The prescriber (social side) agrees; the employment side does not.
+        t.social()
+            .await
+            .record_diagnosis(t.as_social_worker(v1::SocialServiceRecordDiagnosisRequest {
+                idempotency_key: "d-s".into(),
+                half: Some(half(v1::Agreement::Agree)),
+                local_note: String::new(),
+            }))
+            .await
+            .expect("social half");
+        eventually("the case known at emploi", async || {
+            emploi
+                .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
+                    case_id: case_id.clone(),
+                }))
+                .await
+                .is_ok()
+        })
+        .await;
+        emploi
+            .record_diagnosis(t.as_counsellor(v1::EmploiServiceRecordDiagnosisRequest {
+                idempotency_key: "d-e".into(),
+                half: Some(half(v1::Agreement::Disagree)),
+                local_note: String::new(),
+            }))
+            .await
+            .expect("employment half");
+        eventually("both halves applied at emploi", async || {
+            let answer = emploi
+                .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
+                    case_id: case_id.clone(),
+                }))
+                .await
+                .expect("case")
+                .into_inner();
+            answer.diagnoses.len() == 2
+        })
+        .await;
+        let state = emploi
+            .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
+                case_id: case_id.clone(),
+            }))
+            .await
+            .expect("case")
+            .into_inner()
+            .case
+            .map(|c| c.state);
+        assert_eq!(state, Some(expected as i32), "{agreement}");
+        t.shutdown().await;
+    }
+}

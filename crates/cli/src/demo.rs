@@ -416,7 +416,24 @@ async fn run_person(
     })
     .await?;
     tally.rpc_calls += 2;
-    if p.disagreement.is_some() {
+    // Whether a disagreement keeps the person out is the agreement's rule:
+    // ask the employment side once it knows both halves.
+    let state = loop {
+        let request = stack.as_agent(
+            Institution::Emploi,
+            p.index,
+            v1::EmploiServiceGetCaseRequest {
+                case_id: case_id.clone(),
+            },
+        )?;
+        let answer = clients.emploi.get_case(request).await?.into_inner();
+        tally.rpc_calls += 1;
+        if answer.diagnoses.len() == 2 {
+            break answer.case.map(|c| c.state).unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    if state == v1::CaseState::NotEntered as i32 {
         tally.not_entered += 1;
         return Ok(());
     }
@@ -572,7 +589,11 @@ fn cell(c: Option<&v1::Cell>) -> String {
 }
 
 /// The committee's indicators as a readable table.
-pub fn render(d: &v1::Dashboard, tally: &Tally) -> String {
+pub fn render(
+    d: &v1::Dashboard,
+    tally: &Tally,
+    agreement: &passerelle_domain::agreement::Agreement,
+) -> String {
     let mut out = String::new();
     let mut row =
         |label: &str, value: String| out.push_str(&format!("  {label:<44} {value:>18}\n"));
@@ -598,15 +619,46 @@ pub fn render(d: &v1::Dashboard, tally: &Tally) -> String {
     for c in &d.exits_by_type {
         row(&format!("Sorties : {}", c.key), cell(Some(c)));
     }
-    let mut text =
-        String::from("\nComité de pilotage — indicateurs (agrégats seulement, cellules < ");
+    let rule = match agreement.shared_diagnosis.rule {
+        passerelle_domain::agreement::DiagnosisRule::BothMustAgree => {
+            "les deux professionnels doivent être d'accord"
+        }
+        passerelle_domain::agreement::DiagnosisRule::PrescriberDecides => {
+            "le repérage du prescripteur n'est pas remis en cause"
+        }
+    };
+    let g = &agreement.global_support;
+    let mut rules = format!(
+        "  Règles : durée {} mois renouvelable {} fois {} mois ; diagnostic : {rule}\n",
+        g.initial_months, g.max_renewals, g.renewal_months
+    );
+    if let Some(target) = agreement.targets.entries_per_counsellor_per_year {
+        rules.push_str(&format!(
+            "  Objectif : {target} entrées par conseiller et par an ({} conseillers)\n",
+            agreement.capacity.counsellors_fte
+        ));
+    }
+    if let Some(participants) = agreement.targets.participants {
+        rules.push_str(&format!(
+            "  Objectif : {participants} participants, {} en portefeuille\n",
+            agreement.targets.steady_portfolio.unwrap_or(0)
+        ));
+    }
+    for t in &agreement.targets.entry_delay {
+        rules.push_str(&format!(
+            "  Objectif de délai d'entrée {} : {} jours\n",
+            t.year, t.days
+        ));
+    }
+    let mut text = format!("\n{} ({})\n{rules}", agreement.name, agreement.id);
+    text.push_str("Comité de pilotage — indicateurs (agrégats seulement, cellules < ");
     text.push_str(&format!("{} masquées)\n", d.min_cell_size));
     text.push_str(&"-".repeat(66));
     text.push('\n');
     text.push_str(&out);
     text.push_str(&"-".repeat(66));
     text.push_str(&format!(
-        "\nScénario : {} personnes, {} refus de consentement, {} retraits, {} désaccords au diagnostic, {} entrées, {} appels gRPC.\n",
+        "\nScénario : {} personnes, {} refus de consentement, {} retraits, {} non-entrées après diagnostic, {} entrées, {} appels gRPC.\n",
         tally.people, tally.consent_refused, tally.consent_withdrawn, tally.not_entered, tally.entered, tally.rpc_calls
     ));
     text

@@ -95,35 +95,45 @@ async fn main() -> anyhow::Result<()> {
                     "error",
                 ));
             let temp = tempfile::tempdir()?;
-            let data_dir = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
-            let start = chrono::DateTime::parse_from_rfc3339("2025-01-06T09:00:00Z")?
-                .with_timezone(&chrono::Utc);
-            let clock = ManualClock::new(start);
-            let options = StackOptions {
-                data_dir: data_dir.clone(),
-                databases: Databases::Sqlite,
-                addresses: None,
-                quick_retries: true,
-                min_cell_size: 11,
-                tls: false,
-            };
-            let stack = Stack::start(options, Arc::new(clock.clone())).await?;
-            println!(
-                "Passerelle demo: three services on 127.0.0.1 (emploi {}, social {}, pilotage {}), data in {}",
-                stack.addresses[0],
-                stack.addresses[1],
-                stack.addresses[2],
-                data_dir.display()
-            );
-            println!(
-                "Running {people} people through referral, consent, shared diagnosis, entry and exit…"
-            );
-            let began = std::time::Instant::now();
-            let tally = demo::run(&stack, &clock, people, seed).await?;
-            let dashboard = demo::dashboard(&stack).await?;
-            print!("{}", demo::render(&dashboard, &tally));
-            println!("Done in {:.1} s.", began.elapsed().as_secs_f64());
-            stack.shutdown().await?;
+            let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
+            // Each agreement in its own years, with its own three services and databases.
+            for (agreement, start) in [
+                ("ille-et-vilaine-2023", "2023-09-04T09:00:00Z"),
+                ("seine-et-marne-2020", "2020-01-06T09:00:00Z"),
+            ] {
+                let rules = passerelle_domain::agreement::shipped(agreement)?;
+                let data_dir = root.join(agreement);
+                let clock = ManualClock::new(
+                    chrono::DateTime::parse_from_rfc3339(start)?.with_timezone(&chrono::Utc),
+                );
+                let options = StackOptions {
+                    data_dir: data_dir.clone(),
+                    databases: Databases::Sqlite,
+                    addresses: None,
+                    quick_retries: true,
+                    min_cell_size: 11,
+                    tls: false,
+                    agreement: agreement.into(),
+                };
+                let stack = Stack::start(options, Arc::new(clock.clone())).await?;
+                println!(
+                    "\n{} — three services on 127.0.0.1 (emploi {}, social {}, pilotage {}), data in {}",
+                    rules.name,
+                    stack.addresses[0],
+                    stack.addresses[1],
+                    stack.addresses[2],
+                    data_dir.display()
+                );
+                println!(
+                    "Running {people} people through referral, consent, shared diagnosis, entry and exit…"
+                );
+                let began = std::time::Instant::now();
+                let tally = demo::run(&stack, &clock, people, seed).await?;
+                let dashboard = demo::dashboard(&stack).await?;
+                print!("{}", demo::render(&dashboard, &tally, &rules));
+                println!("Done in {:.1} s.", began.elapsed().as_secs_f64());
+                stack.shutdown().await?;
+            }
         }
         Command::Up {
             data_dir,
@@ -144,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
                 quick_retries: false,
                 min_cell_size: 11,
                 tls,
+                agreement: "ille-et-vilaine-2023".into(),
             };
             let stack = Stack::start(options, Arc::new(SystemClock)).await?;
             eprintln!(

@@ -47,6 +47,8 @@ pub struct StackOptions {
     pub min_cell_size: u64,
     /// TLS everywhere, mutual between services, with development certificates.
     pub tls: bool,
+    /// The shipped agreement the three services run under.
+    pub agreement: String,
 }
 
 fn issuer_of(institution: Institution) -> String {
@@ -216,6 +218,7 @@ pub fn service_config(
         social: Some(url(1)),
     };
     config.min_cell_size = options.min_cell_size;
+    config.agreement = options.agreement.clone();
     if options.quick_retries {
         config.outbox.poll_interval_ms = 100;
         config.outbox.initial_backoff_ms = 50;

@@ -11,6 +11,40 @@ use serde::{Deserialize, Serialize};
 use crate::case::ExitReason;
 use crate::vocabulary::Network;
 
+/// The agreements shipped with the project, by id.
+pub const SHIPPED: &[(&str, &str)] = &[
+    (
+        "ille-et-vilaine-2023",
+        include_str!("../../../deploy/agreements/ille-et-vilaine-2023.toml"),
+    ),
+    (
+        "seine-et-marne-2020",
+        include_str!("../../../deploy/agreements/seine-et-marne-2020.toml"),
+    ),
+];
+
+/// A shipped agreement by id.
+pub fn shipped(id: &str) -> Result<Agreement, AgreementError> {
+    let text = SHIPPED
+        .iter()
+        .find(|(known, _)| *known == id)
+        .map(|(_, text)| *text)
+        .ok_or_else(|| {
+            invalid(
+                "agreement",
+                format!(
+                    "no shipped agreement {id}; known: {}",
+                    SHIPPED
+                        .iter()
+                        .map(|(k, _)| *k)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+    Agreement::from_toml(text)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("agreement key `{key}`: {reason}")]
 pub struct AgreementError {

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::agreement::DiagnosisRule;
 use crate::error::DomainError;
 use crate::person::{Barrier, Contact, EmploymentSummary, PersonIdentity};
 use crate::vocabulary::{Institution, Network, coded_enum};
@@ -176,9 +177,13 @@ impl Case {
         }
     }
 
-    /// Takes the halves known so far. Both halves agreeing makes the case
-    /// diagnosed; either disagreeing means the person does not enter.
-    pub fn apply_diagnosis(&mut self, halves: &[DiagnosisHalf]) {
+    /// Takes the halves known so far, under the agreement's rule.
+    ///
+    /// - Both must agree (Ille-et-Vilaine): both halves agreeing makes the case
+    ///   diagnosed; either disagreeing keeps the person out.
+    /// - The prescriber decides (Seine-et-Marne): the referring network's half
+    ///   settles it; the partner's half, when missing, is awaiting validation.
+    pub fn apply_diagnosis(&mut self, halves: &[DiagnosisHalf], rule: DiagnosisRule) {
         if !matches!(
             self.state,
             CaseState::Referred | CaseState::Diagnosed | CaseState::NotEntered
@@ -186,18 +191,43 @@ impl Case {
             return;
         }
         let half = |who| halves.iter().find(|h| h.author_institution == who);
-        let (Some(emploi), Some(social)) = (half(Institution::Emploi), half(Institution::Social))
-        else {
-            return;
+        let decided = match rule {
+            DiagnosisRule::BothMustAgree => {
+                match (half(Institution::Emploi), half(Institution::Social)) {
+                    (Some(emploi), Some(social)) => Some((
+                        emploi.agreement == Agreement::Agree
+                            && social.agreement == Agreement::Agree,
+                        emploi.recorded_at.max(social.recorded_at),
+                    )),
+                    _ => None,
+                }
+            }
+            DiagnosisRule::PrescriberDecides => {
+                half(self.prescriber()).map(|h| (h.agreement == Agreement::Agree, h.recorded_at))
+            }
         };
-        let both_agree =
-            emploi.agreement == Agreement::Agree && social.agreement == Agreement::Agree;
-        self.state = if both_agree {
-            CaseState::Diagnosed
-        } else {
-            CaseState::NotEntered
-        };
-        self.diagnosed_at = Some(emploi.recorded_at.max(social.recorded_at));
+        if let Some((agreed, at)) = decided {
+            self.state = if agreed {
+                CaseState::Diagnosed
+            } else {
+                CaseState::NotEntered
+            };
+            self.diagnosed_at = Some(at);
+        }
+    }
+
+    /// The institution whose network referred the person.
+    pub fn prescriber(&self) -> Institution {
+        match self.referring_network {
+            Network::Emploi => Institution::Emploi,
+            Network::Social => Institution::Social,
+        }
+    }
+
+    /// Under "the prescriber decides": the partner whose half is not recorded yet.
+    pub fn awaiting_validation_by(&self, halves: &[DiagnosisHalf]) -> Option<Institution> {
+        let partner = self.prescriber().partner()?;
+        (!halves.iter().any(|h| h.author_institution == partner)).then_some(partner)
     }
 
     /// The person's signature starts the case.
@@ -345,14 +375,20 @@ mod tests {
     #[test]
     fn entry_needs_both_halves_agreeing() {
         let mut case = Case::referred(&referral());
-        case.apply_diagnosis(&[half(Institution::Emploi, Agreement::Agree, 3)]);
+        case.apply_diagnosis(
+            &[half(Institution::Emploi, Agreement::Agree, 3)],
+            DiagnosisRule::BothMustAgree,
+        );
         assert_eq!(case.state, CaseState::Referred);
         assert!(case.enter(&entry(10)).is_err());
 
-        case.apply_diagnosis(&[
-            half(Institution::Emploi, Agreement::Agree, 3),
-            half(Institution::Social, Agreement::Agree, 5),
-        ]);
+        case.apply_diagnosis(
+            &[
+                half(Institution::Emploi, Agreement::Agree, 3),
+                half(Institution::Social, Agreement::Agree, 5),
+            ],
+            DiagnosisRule::BothMustAgree,
+        );
         assert_eq!(case.state, CaseState::Diagnosed);
         assert_eq!(case.diagnosed_at, Some(t0() + Duration::days(5)));
         case.enter(&entry(12)).expect("enters");
@@ -361,12 +397,49 @@ mod tests {
     }
 
     #[test]
+    fn under_the_prescriber_rule_the_referring_network_decides() {
+        // Referred by the social network: its half settles the diagnosis.
+        let mut case = Case::referred(&referral());
+        case.apply_diagnosis(
+            &[half(Institution::Emploi, Agreement::Disagree, 2)],
+            DiagnosisRule::PrescriberDecides,
+        );
+        assert_eq!(
+            case.state,
+            CaseState::Referred,
+            "the partner's half alone decides nothing"
+        );
+        let halves = [half(Institution::Social, Agreement::Agree, 3)];
+        case.apply_diagnosis(&halves, DiagnosisRule::PrescriberDecides);
+        assert_eq!(case.state, CaseState::Diagnosed);
+        assert_eq!(
+            case.awaiting_validation_by(&halves),
+            Some(Institution::Emploi)
+        );
+        // The partner's disagreement does not overturn the detection.
+        let both = [
+            half(Institution::Social, Agreement::Agree, 3),
+            half(Institution::Emploi, Agreement::Disagree, 4),
+        ];
+        case.apply_diagnosis(&both, DiagnosisRule::PrescriberDecides);
+        assert_eq!(case.state, CaseState::Diagnosed);
+        assert_eq!(case.awaiting_validation_by(&both), None);
+        // The same halves keep the person out where both must agree.
+        let mut strict = Case::referred(&referral());
+        strict.apply_diagnosis(&both, DiagnosisRule::BothMustAgree);
+        assert_eq!(strict.state, CaseState::NotEntered);
+    }
+
+    #[test]
     fn one_disagreement_keeps_the_person_out() {
         let mut case = Case::referred(&referral());
-        case.apply_diagnosis(&[
-            half(Institution::Emploi, Agreement::Agree, 3),
-            half(Institution::Social, Agreement::Disagree, 4),
-        ]);
+        case.apply_diagnosis(
+            &[
+                half(Institution::Emploi, Agreement::Agree, 3),
+                half(Institution::Social, Agreement::Disagree, 4),
+            ],
+            DiagnosisRule::BothMustAgree,
+        );
         assert_eq!(case.state, CaseState::NotEntered);
         assert!(matches!(
             case.enter(&entry(5)),
@@ -382,10 +455,13 @@ mod tests {
             exited_at: t0() + Duration::days(100),
         };
         assert!(case.exit(&exit).is_err());
-        case.apply_diagnosis(&[
-            half(Institution::Emploi, Agreement::Agree, 1),
-            half(Institution::Social, Agreement::Agree, 1),
-        ]);
+        case.apply_diagnosis(
+            &[
+                half(Institution::Emploi, Agreement::Agree, 1),
+                half(Institution::Social, Agreement::Agree, 1),
+            ],
+            DiagnosisRule::BothMustAgree,
+        );
         case.enter(&entry(2)).expect("enters");
         case.exit(&exit).expect("exits");
         case.exit(&exit).expect("same exit again is a no-op");
@@ -403,10 +479,13 @@ mod tests {
     #[test]
     fn exit_before_entry_is_refused() {
         let mut case = Case::referred(&referral());
-        case.apply_diagnosis(&[
-            half(Institution::Emploi, Agreement::Agree, 1),
-            half(Institution::Social, Agreement::Agree, 1),
-        ]);
+        case.apply_diagnosis(
+            &[
+                half(Institution::Emploi, Agreement::Agree, 1),
+                half(Institution::Social, Agreement::Agree, 1),
+            ],
+            DiagnosisRule::BothMustAgree,
+        );
         case.enter(&entry(20)).expect("enters");
         let early = CaseExit {
             reason: ExitReason::Job,

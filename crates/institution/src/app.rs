@@ -36,6 +36,7 @@ impl InstitutionApp {
             store: store.clone(),
             clock: clock.clone(),
             wake_relay: Arc::new(Notify::new()),
+            agreement: Arc::new(config.load_agreement()?),
         };
         let minimiser = Minimiser::from_contract();
         let gate = Gate {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use passerelle_boundary::Caller;
 use passerelle_boundary::audit::{AuditEntry, Decision, Direction};
+use passerelle_domain::agreement::Agreement;
 use passerelle_domain::person::MAX_NOTE;
 use passerelle_domain::{
     Case, CaseEntry, CaseEvent, CaseExit, Clock, Consent, ConsentState, DiagnosisDraft,
@@ -55,6 +56,8 @@ pub struct Casework {
     pub store: InstitutionStore,
     pub clock: Arc<dyn Clock>,
     pub wake_relay: Arc<Notify>,
+    /// The agreement whose rules this service runs.
+    pub agreement: Arc<Agreement>,
 }
 
 /// SHA-256 of a request's encoding: the same key with another request is refused.
@@ -359,7 +362,10 @@ impl Casework {
                 recorded_at: now,
             };
             tx.upsert_diagnosis(&half).await?;
-            case.apply_diagnosis(&tx.diagnoses(&half.case_id).await?);
+            case.apply_diagnosis(
+                &tx.diagnoses(&half.case_id).await?,
+                self.agreement.shared_diagnosis.rule,
+            );
             tx.save_case(&case, None).await?;
             if let Some(text) = &local_note {
                 tx.insert_note(&half.case_id, &call.caller.agent, "diagnosis", text, now)
@@ -421,6 +427,16 @@ impl Casework {
         case_id: &str,
         reason: passerelle_domain::ExitReason,
     ) -> Result<Case> {
+        if !self.agreement.exits.allows(reason) {
+            return Err(FieldError::new(
+                "exit.reason",
+                format!(
+                    "{reason} is not an exit reason of agreement {}",
+                    self.agreement.id
+                ),
+            )
+            .into());
+        }
         let now = self.clock.now();
         self.once(call, async |tx: &mut Tx| {
             let mut case = tx
@@ -516,7 +532,10 @@ impl Casework {
                 .await?
                 .ok_or(ApiError(DomainError::NotFound("case")))?;
             tx.upsert_diagnosis(&half).await?;
-            case.apply_diagnosis(&tx.diagnoses(&half.case_id).await?);
+            case.apply_diagnosis(
+                &tx.diagnoses(&half.case_id).await?,
+                self.agreement.shared_diagnosis.rule,
+            );
             tx.save_case(&case, None).await?;
             Ok(())
         })

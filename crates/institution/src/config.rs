@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use passerelle_boundary::{Signer, TrustedIssuer, Verifier};
 use passerelle_domain::Institution;
+use passerelle_domain::agreement::Agreement;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +156,10 @@ pub struct ServiceConfig {
     pub outbox: OutboxConfig,
     /// Published cells hold at least this many persons (pilotage); 11 by default.
     pub min_cell_size: u64,
+    /// The agreement this service runs under: a shipped one by id…
+    pub agreement: String,
+    /// …or a file of the same form, which wins.
+    pub agreement_file: Option<PathBuf>,
 }
 
 /// The audience a service's tokens carry.
@@ -186,6 +191,8 @@ impl ServiceConfig {
             tls: None,
             outbox: OutboxConfig::default(),
             min_cell_size: 11,
+            agreement: "ille-et-vilaine-2023".to_owned(),
+            agreement_file: None,
         }
     }
 
@@ -226,6 +233,8 @@ impl ServiceConfig {
             config.database_url = DatabaseUrl(url.trim().to_owned());
         }
         config.validate()?;
+        // Fail at start, naming the key, rather than at the first case.
+        config.load_agreement()?;
         Ok(config)
     }
 
@@ -288,6 +297,19 @@ impl ServiceConfig {
                 Signer::ed25519(identity.issuer.clone(), &pem).map_err(|e| key_error(key, e))
             })
             .transpose()
+    }
+
+    /// The agreement, from its file if one is given, else the shipped one.
+    pub fn load_agreement(&self) -> Result<Agreement, ConfigError> {
+        match &self.agreement_file {
+            Some(file) => {
+                let text =
+                    std::fs::read_to_string(file).map_err(|e| key_error("agreement_file", e))?;
+                Agreement::from_toml(&text).map_err(|e| key_error("agreement_file", e))
+            }
+            None => passerelle_domain::agreement::shipped(&self.agreement)
+                .map_err(|e| key_error("agreement", e)),
+        }
     }
 
     pub fn endpoint(&self, institution: Institution) -> Option<&str> {
@@ -368,6 +390,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_backof_ms"), "{err}");
+
+        let unknown = dir.join("unknown-agreement.toml");
+        std::fs::write(
+            &unknown,
+            "institution = \"social\"\nagreement = \"gironde-2031\"\n",
+        )
+        .expect("write");
+        let err = ServiceConfig::load(Institution::Social, Some(&unknown))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`agreement`") && err.contains("gironde-2031"),
+            "{err}"
+        );
+        let broken = dir.join("broken-agreement.toml");
+        let text = passerelle_domain::agreement::SHIPPED[1]
+            .1
+            .replace("portfolio_min = 65", "portfolio_min = 650");
+        std::fs::write(&broken, text).expect("write");
+        let with_file = dir.join("with-agreement-file.toml");
+        std::fs::write(
+            &with_file,
+            format!(
+                "institution = \"social\"\nagreement_file = {:?}\n",
+                broken.display().to_string()
+            ),
+        )
+        .expect("write");
+        let err = ServiceConfig::load(Institution::Social, Some(&with_file))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("agreement_file") && err.contains("capacity.portfolio_min"),
+            "{err}"
+        );
 
         let wrong = dir.join("wrong.toml");
         std::fs::write(&wrong, "institution = \"emploi\"\n").expect("write");
