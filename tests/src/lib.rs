@@ -304,6 +304,87 @@ impl TestStack {
         )
     }
 
+    /// A person referred by the social side, diagnosed by both, signed in:
+    /// returns the active case's id.
+    pub async fn enter_case(&self, label: &str) -> String {
+        let consent = self
+            .social_consent(
+                &format!("{label}-consent"),
+                &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
+            )
+            .await;
+        let referral = self
+            .social_referral(&format!("{label}-referral"), &consent, "Nolwenn")
+            .await
+            .expect("referral");
+        let case_id = referral.case_id;
+        let half = v1::DiagnosisHalf {
+            case_id: case_id.clone(),
+            agreement: v1::Agreement::Agree as i32,
+            ..Default::default()
+        };
+        let mut emploi = self.emploi().await;
+        eventually("the referral at emploi", async || {
+            emploi
+                .get_case(self.as_counsellor(v1::EmploiServiceGetCaseRequest {
+                    case_id: case_id.clone(),
+                }))
+                .await
+                .is_ok()
+        })
+        .await;
+        self.social()
+            .await
+            .record_diagnosis(
+                self.as_social_worker(v1::SocialServiceRecordDiagnosisRequest {
+                    idempotency_key: format!("{label}-ds"),
+                    half: Some(half.clone()),
+                    local_note: String::new(),
+                }),
+            )
+            .await
+            .expect("social half");
+        emploi
+            .record_diagnosis(self.as_counsellor(v1::EmploiServiceRecordDiagnosisRequest {
+                idempotency_key: format!("{label}-de"),
+                half: Some(half),
+                local_note: String::new(),
+            }))
+            .await
+            .expect("employment half");
+        eventually("diagnosed at emploi", async || {
+            let answer = emploi
+                .get_case(self.as_counsellor(v1::EmploiServiceGetCaseRequest {
+                    case_id: case_id.clone(),
+                }))
+                .await
+                .expect("case");
+            answer.into_inner().case.map(|c| c.state) == Some(v1::CaseState::Diagnosed as i32)
+        })
+        .await;
+        emploi
+            .sign_contract(self.as_counsellor(v1::SignContractRequest {
+                idempotency_key: format!("{label}-sign"),
+                case_id: case_id.clone(),
+                entry: Some(v1::CaseEntry {
+                    pair: Some(v1::Pair {
+                        counsellor: "ft-counsellor-7".into(),
+                        social_worker: "sw-rennes-1".into(),
+                    }),
+                    track: v1::Track::Global as i32,
+                    evidence: Some(v1::ConsentEvidence {
+                        kind: v1::EvidenceKind::SignedContract as i32,
+                        document_sha256: sha256_of(label),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .expect("signed");
+        case_id
+    }
+
     pub async fn shutdown(self) {
         self.stack.shutdown().await.expect("clean shutdown");
     }

@@ -749,6 +749,13 @@ impl TryFrom<&v1::CaseEvent> for domain::CaseEvent {
             Some(v1::case_event::Change::Exit(exit)) => domain::CaseExit::try_from(exit)
                 .map(domain::CaseEvent::Exited)
                 .map_err(|err| err.within("exit")),
+            Some(v1::case_event::Change::Renewal(renewal)) => {
+                Ok(domain::CaseEvent::Renewed(domain::CaseRenewal {
+                    renewals: renewal.renewals,
+                    renewed_at: timestamp_from("renewal.renewed_at", renewal.renewed_at.as_ref())?,
+                    exceptional: renewal.exceptional,
+                }))
+            }
             None => Err(FieldError::new("change", "is required")),
         }
     }
@@ -760,6 +767,11 @@ pub fn case_event(case_id: &str, d: &domain::CaseEvent) -> v1::CaseEvent {
         change: Some(match d {
             domain::CaseEvent::Entered(entry) => v1::case_event::Change::Entry(entry.into()),
             domain::CaseEvent::Exited(exit) => v1::case_event::Change::Exit(exit.into()),
+            domain::CaseEvent::Renewed(r) => v1::case_event::Change::Renewal(v1::CaseRenewal {
+                renewals: r.renewals,
+                renewed_at: Some(timestamp(r.renewed_at)),
+                exceptional: r.exceptional,
+            }),
         }),
     }
 }
@@ -787,6 +799,9 @@ impl From<&domain::Case> for v1::Case {
                 .exit_reason
                 .map(|r| v1::ExitReason::from(r) as i32)
                 .unwrap_or_default(),
+            renewals: d.renewals,
+            ends_at: optional_timestamp(d.ends_at),
+            review_due_at: optional_timestamp(d.review_due_at),
         }
     }
 }
@@ -873,6 +888,17 @@ impl From<&domain::Dashboard> for v1::Dashboard {
                 .collect(),
             min_cell_size: u32::try_from(d.min_cell_size).unwrap_or(u32::MAX),
         }
+    }
+}
+
+pub fn due_item(case_id: &str, kind: domain::DueKind, at: DateTime<Utc>) -> v1::DueItem {
+    v1::DueItem {
+        case_id: case_id.to_owned(),
+        kind: match kind {
+            domain::DueKind::Review => v1::DueKind::Review,
+            domain::DueKind::EndOfPeriod => v1::DueKind::EndOfPeriod,
+        } as i32,
+        due_at: Some(timestamp(at)),
     }
 }
 

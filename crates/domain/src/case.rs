@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::agreement::DiagnosisRule;
+use crate::agreement::{DiagnosisRule, SupportPeriod};
 use crate::error::DomainError;
 use crate::person::{Barrier, Contact, EmploymentSummary, PersonIdentity};
 use crate::vocabulary::{Institution, Network, coded_enum};
@@ -140,12 +140,27 @@ pub struct CaseExit {
     pub exited_at: DateTime<Utc>,
 }
 
+/// Support renewed after the pair's joint review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseRenewal {
+    /// Renewals granted so far, this one included.
+    pub renewals: u32,
+    pub renewed_at: DateTime<Utc>,
+    pub exceptional: bool,
+}
+
 /// A change of state told to the partner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CaseEvent {
     Entered(CaseEntry),
     Exited(CaseExit),
+    Renewed(CaseRenewal),
 }
+
+coded_enum!(
+    /// What the pair must do by a date.
+    DueKind { Review => "review", EndOfPeriod => "end_of_period" }
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Case {
@@ -159,6 +174,15 @@ pub struct Case {
     pub entered_at: Option<DateTime<Utc>>,
     pub exited_at: Option<DateTime<Utc>>,
     pub exit_reason: Option<ExitReason>,
+    /// Renewals granted so far.
+    #[serde(default)]
+    pub renewals: u32,
+    /// End of the current support period.
+    #[serde(default)]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// The formal review the agreement requires, until it has taken place.
+    #[serde(default)]
+    pub review_due_at: Option<DateTime<Utc>>,
 }
 
 impl Case {
@@ -174,6 +198,9 @@ impl Case {
             entered_at: None,
             exited_at: None,
             exit_reason: None,
+            renewals: 0,
+            ends_at: None,
+            review_due_at: None,
         }
     }
 
@@ -231,7 +258,8 @@ impl Case {
     }
 
     /// The person's signature starts the case.
-    pub fn enter(&mut self, entry: &CaseEntry) -> Result<(), DomainError> {
+    /// The person's signature starts support for the agreement's period.
+    pub fn enter(&mut self, entry: &CaseEntry, support: &SupportPeriod) -> Result<(), DomainError> {
         match self.state {
             CaseState::Diagnosed => {}
             CaseState::Active if self.entered_at == Some(entry.entered_at) => return Ok(()),
@@ -262,7 +290,64 @@ impl Case {
         self.track = entry.track;
         self.pair = Some(entry.pair.clone());
         self.entered_at = Some(entry.entered_at);
+        self.renewals = 0;
+        self.ends_at = Some(support.ends_at(entry.entered_at, 0));
+        self.review_due_at = support.review_due_at(entry.entered_at);
         Ok(())
+    }
+
+    /// Renews support after the pair's joint review, within the agreement's
+    /// limits (or beyond, as a justified exception where it allows one). The
+    /// review the agreement requires is the one this renewal follows.
+    pub fn renew(
+        &mut self,
+        support: &SupportPeriod,
+        exceptional: bool,
+        at: DateTime<Utc>,
+    ) -> Result<CaseRenewal, DomainError> {
+        if self.state != CaseState::Active {
+            return Err(DomainError::FailedPrecondition(format!(
+                "a case in state {} cannot be renewed",
+                self.state
+            )));
+        }
+        let (Some(entered_at), Some(ends_at)) = (self.entered_at, self.ends_at) else {
+            return Err(DomainError::FailedPrecondition(
+                "the case has no support period".into(),
+            ));
+        };
+        if at > ends_at {
+            return Err(DomainError::FailedPrecondition(format!(
+                "the support period ended on {}: record the exit (end of term)",
+                ends_at.date_naive()
+            )));
+        }
+        support
+            .may_renew(self.renewals, exceptional)
+            .map_err(DomainError::FailedPrecondition)?;
+        self.renewals += 1;
+        self.ends_at = Some(support.ends_at(entered_at, self.renewals));
+        self.review_due_at = None;
+        Ok(CaseRenewal {
+            renewals: self.renewals,
+            renewed_at: at,
+            exceptional,
+        })
+    }
+
+    /// What the pair must do by `horizon`: the required review, the end of
+    /// the period. Overdue items are included.
+    pub fn due_by(&self, horizon: DateTime<Utc>) -> Vec<(DueKind, DateTime<Utc>)> {
+        if self.state != CaseState::Active {
+            return vec![];
+        }
+        [
+            (DueKind::Review, self.review_due_at),
+            (DueKind::EndOfPeriod, self.ends_at),
+        ]
+        .into_iter()
+        .filter_map(|(kind, at)| at.filter(|at| *at <= horizon).map(|at| (kind, at)))
+        .collect()
     }
 
     pub fn exit(&mut self, exit: &CaseExit) -> Result<(), DomainError> {
@@ -296,16 +381,32 @@ impl Case {
     }
 
     /// Applies a change the partner made; the partner's own rules already ran.
-    pub fn apply_partner_event(&mut self, event: &CaseEvent) -> Result<(), DomainError> {
+    pub fn apply_partner_event(
+        &mut self,
+        event: &CaseEvent,
+        support: &SupportPeriod,
+    ) -> Result<(), DomainError> {
         match event {
             CaseEvent::Entered(entry) => {
                 if self.state == CaseState::Referred {
                     // The partner may know the diagnosis outcome before our copy of its half arrives.
                     self.state = CaseState::Diagnosed;
                 }
-                self.enter(entry)
+                self.enter(entry, support)
             }
             CaseEvent::Exited(exit) => self.exit(exit),
+            CaseEvent::Renewed(renewal) => {
+                if renewal.renewals <= self.renewals {
+                    return Ok(());
+                }
+                let entered_at = self.entered_at.ok_or_else(|| {
+                    DomainError::FailedPrecondition("renewal of a case not entered".into())
+                })?;
+                self.renewals = renewal.renewals;
+                self.ends_at = Some(support.ends_at(entered_at, self.renewals));
+                self.review_due_at = None;
+                Ok(())
+            }
         }
     }
 
@@ -360,6 +461,16 @@ mod tests {
         }
     }
 
+    fn support() -> SupportPeriod {
+        SupportPeriod {
+            initial_months: 9,
+            renewal_months: 3,
+            max_renewals: 1,
+            exceptional_extension: false,
+            review_due_month: None,
+        }
+    }
+
     fn entry(days: i64) -> CaseEntry {
         CaseEntry {
             pair: Pair {
@@ -380,7 +491,7 @@ mod tests {
             DiagnosisRule::BothMustAgree,
         );
         assert_eq!(case.state, CaseState::Referred);
-        assert!(case.enter(&entry(10)).is_err());
+        assert!(case.enter(&entry(10), &support()).is_err());
 
         case.apply_diagnosis(
             &[
@@ -391,7 +502,7 @@ mod tests {
         );
         assert_eq!(case.state, CaseState::Diagnosed);
         assert_eq!(case.diagnosed_at, Some(t0() + Duration::days(5)));
-        case.enter(&entry(12)).expect("enters");
+        case.enter(&entry(12), &support()).expect("enters");
         assert_eq!(case.state, CaseState::Active);
         assert_eq!(case.entry_delay_days(), Some(12));
     }
@@ -431,6 +542,92 @@ mod tests {
     }
 
     #[test]
+    fn support_runs_its_period_then_renews_within_limits() {
+        let mut case = Case::referred(&referral());
+        case.apply_diagnosis(
+            &[
+                half(Institution::Emploi, Agreement::Agree, 1),
+                half(Institution::Social, Agreement::Agree, 1),
+            ],
+            DiagnosisRule::BothMustAgree,
+        );
+        let strict = support();
+        case.enter(&entry(10), &strict).expect("enters");
+        let entered = t0() + Duration::days(10);
+        assert_eq!(
+            case.ends_at,
+            Some(
+                entered
+                    .checked_add_months(chrono::Months::new(9))
+                    .expect("date")
+            )
+        );
+        assert!(case.due_by(entered + Duration::days(30)).is_empty());
+        assert_eq!(
+            case.due_by(entered + Duration::days(300)),
+            vec![(DueKind::EndOfPeriod, case.ends_at.expect("end"))]
+        );
+
+        let renewal = case
+            .renew(&strict, false, entered + Duration::days(260))
+            .expect("renewed once");
+        assert_eq!(renewal.renewals, 1);
+        assert_eq!(
+            case.ends_at,
+            Some(
+                entered
+                    .checked_add_months(chrono::Months::new(12))
+                    .expect("date")
+            )
+        );
+        assert!(matches!(
+            case.renew(&strict, true, entered + Duration::days(300)),
+            Err(DomainError::FailedPrecondition(_))
+        ));
+
+        let mut late = case.clone();
+        late.renewals = 0;
+        assert!(
+            late.renew(&strict, false, entered + Duration::days(400))
+                .is_err(),
+            "after the end: exit, not renew"
+        );
+    }
+
+    #[test]
+    fn a_required_review_is_listed_until_the_renewal_that_follows_it() {
+        let sem = SupportPeriod {
+            initial_months: 6,
+            renewal_months: 6,
+            max_renewals: 1,
+            exceptional_extension: true,
+            review_due_month: Some(6),
+        };
+        let mut case = Case::referred(&referral());
+        case.apply_diagnosis(
+            &[half(Institution::Social, Agreement::Agree, 1)],
+            DiagnosisRule::PrescriberDecides,
+        );
+        case.enter(&entry(2), &sem).expect("enters");
+        let entered = t0() + Duration::days(2);
+        let due = case.due_by(entered + Duration::days(200));
+        assert_eq!(
+            due.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            vec![DueKind::Review, DueKind::EndOfPeriod]
+        );
+        case.renew(&sem, false, entered + Duration::days(170))
+            .expect("renewed");
+        case.renew(&sem, true, entered + Duration::days(340))
+            .expect("a justified exception");
+        assert_eq!(case.renewals, 2);
+        assert!(
+            case.due_by(entered + Duration::days(400))
+                .iter()
+                .all(|(k, _)| *k == DueKind::EndOfPeriod)
+        );
+    }
+
+    #[test]
     fn one_disagreement_keeps_the_person_out() {
         let mut case = Case::referred(&referral());
         case.apply_diagnosis(
@@ -442,7 +639,7 @@ mod tests {
         );
         assert_eq!(case.state, CaseState::NotEntered);
         assert!(matches!(
-            case.enter(&entry(5)),
+            case.enter(&entry(5), &support()),
             Err(DomainError::FailedPrecondition(_))
         ));
     }
@@ -462,7 +659,7 @@ mod tests {
             ],
             DiagnosisRule::BothMustAgree,
         );
-        case.enter(&entry(2)).expect("enters");
+        case.enter(&entry(2), &support()).expect("enters");
         case.exit(&exit).expect("exits");
         case.exit(&exit).expect("same exit again is a no-op");
         assert_eq!(
@@ -486,7 +683,7 @@ mod tests {
             ],
             DiagnosisRule::BothMustAgree,
         );
-        case.enter(&entry(20)).expect("enters");
+        case.enter(&entry(20), &support()).expect("enters");
         let early = CaseExit {
             reason: ExitReason::Job,
             exited_at: t0() + Duration::days(3),

@@ -13,8 +13,8 @@ pub mod person;
 pub mod vocabulary;
 
 pub use case::{
-    Agreement, Case, CaseEntry, CaseEvent, CaseExit, CaseState, DiagnosisDraft, DiagnosisHalf,
-    ExitReason, ExitType, Pair, Referral, ReferralDraft, Track,
+    Agreement, Case, CaseEntry, CaseEvent, CaseExit, CaseRenewal, CaseState, DiagnosisDraft,
+    DiagnosisHalf, DueKind, ExitReason, ExitType, Pair, Referral, ReferralDraft, Track,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentRefusal, ConsentState, Evidence, EvidenceKind, NewConsent};

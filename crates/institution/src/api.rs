@@ -161,6 +161,38 @@ pub async fn exit_case<R: Message>(
     Ok((&case).into())
 }
 
+pub async fn renew_support<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    key: &str,
+    case_id: &str,
+    exceptional: bool,
+    justification: &str,
+) -> Result<v1::Case, Status> {
+    let l = local(request)?;
+    let case_id = convert::identifier("case_id", case_id).map_err(ApiError::from)?;
+    let target = partner_path(app.casework.partner(), "ReceiveCaseEvent");
+    let case = app
+        .casework
+        .renew_support(call(&l, key), &case_id, exceptional, justification, &target)
+        .await?;
+    Ok((&case).into())
+}
+
+/// The calling agent's due items.
+pub async fn list_due<R>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    within_days: u32,
+) -> Result<Vec<v1::DueItem>, Status> {
+    let caller = admission(request)?.caller.agent.clone();
+    let items = app.casework.due_for(&caller, within_days).await?;
+    Ok(items
+        .iter()
+        .map(|(case_id, kind, at)| convert::due_item(case_id, *kind, *at))
+        .collect())
+}
+
 /// The parts of a GetCase answer, as the generated response types share them.
 #[derive(Debug)]
 pub struct CaseAnswer {
@@ -349,6 +381,13 @@ macro_rules! casework_service {
                     Ok(tonic::Response::new($crate::v1::[<$service GetCaseResponse>] {
                         case: Some(a.case), referral: a.referral, diagnoses: a.diagnoses, consents: a.consents, local_notes: a.local_notes,
                     }))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "ListDue"))]
+                async fn list_due(&self, request: tonic::Request<$crate::v1::[<$service ListDueRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service ListDueResponse>]>, tonic::Status> {
+                    let items = $crate::api::list_due(self.ready.get()?, &request, request.get_ref().within_days).await?;
+                    Ok(tonic::Response::new($crate::v1::[<$service ListDueResponse>] { items }))
                 }
 
                 #[tracing::instrument(skip_all, fields(rpc = "ShareConsent"))]

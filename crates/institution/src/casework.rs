@@ -12,7 +12,7 @@ use passerelle_domain::agreement::Agreement;
 use passerelle_domain::person::MAX_NOTE;
 use passerelle_domain::{
     Case, CaseEntry, CaseEvent, CaseExit, Clock, Consent, ConsentState, DiagnosisDraft,
-    DiagnosisHalf, DomainError, ExitType, FieldError, Indicators, Institution, NewConsent,
+    DiagnosisHalf, DomainError, DueKind, ExitType, FieldError, Indicators, Institution, NewConsent,
     Outbound, Purpose, Referral, ReferralDraft,
 };
 use passerelle_storage::InstitutionStore;
@@ -407,7 +407,7 @@ impl Casework {
                 entered_at: now,
                 contract_sha256,
             };
-            case.enter(&entry)?;
+            case.enter(&entry, &self.agreement.global_support)?;
             tx.save_case(&case, Some(self.own)).await?;
             let event = Outbound::CaseEvent {
                 case_id: case_id.to_owned(),
@@ -459,6 +459,64 @@ impl Casework {
             Ok(case)
         })
         .await
+    }
+
+    /// The pair renews support after their joint review; the partner is told.
+    pub async fn renew_support(
+        &self,
+        call: Call<'_>,
+        case_id: &str,
+        exceptional: bool,
+        justification: &str,
+        target_method: &str,
+    ) -> Result<Case> {
+        let justification =
+            note(justification).map_err(|e| FieldError::new("justification", e.reason))?;
+        if exceptional && justification.is_none() {
+            return Err(
+                FieldError::new("justification", "is required for an exceptional renewal").into(),
+            );
+        }
+        self.known_case(case_id).await?;
+        self.check_outbound(call.caller, case_id, Purpose::GlobalSupport, target_method)
+            .await?;
+        let now = self.clock.now();
+        self.once(call, async |tx: &mut Tx| {
+            let mut case = tx.case(case_id).await?.ok_or(ApiError(DomainError::NotFound("case")))?;
+            let renewal = case.renew(&self.agreement.global_support, exceptional, now)?;
+            tx.save_case(&case, None).await?;
+            if let Some(text) = &justification {
+                tx.insert_note(case_id, &call.caller.agent, "renewal", text, now).await?;
+            }
+            let event = Outbound::CaseEvent { case_id: case_id.to_owned(), event: CaseEvent::Renewed(renewal) };
+            tx.enqueue(&self.message_key("case_event"), &event, now).await?;
+            tracing::info!(case_id, renewals = case.renewals, exceptional, by = %call.caller.agent, "support renewed");
+            Ok(case)
+        })
+        .await
+    }
+
+    /// Reviews due and periods ending within `within_days`, for the agent's cases.
+    pub async fn due_for(
+        &self,
+        agent: &str,
+        within_days: u32,
+    ) -> Result<Vec<(String, DueKind, DateTime<Utc>)>> {
+        if !(1..=366).contains(&within_days) {
+            return Err(FieldError::new("within_days", "must be between 1 and 366").into());
+        }
+        let horizon = self.clock.now() + chrono::Duration::days(i64::from(within_days));
+        let cases = self.store.active_cases_due(agent, horizon).await?;
+        let mut items: Vec<_> = cases
+            .iter()
+            .flat_map(|c| {
+                c.due_by(horizon)
+                    .into_iter()
+                    .map(|(kind, at)| (c.case_id.clone(), kind, at))
+            })
+            .collect();
+        items.sort_by_key(|(case_id, _, at)| (*at, case_id.clone()));
+        Ok(items)
     }
 
     pub async fn case_view(&self, case_id: &str) -> Result<CaseView> {
@@ -553,7 +611,7 @@ impl Casework {
                 .case(case_id)
                 .await?
                 .ok_or(ApiError(DomainError::NotFound("case")))?;
-            case.apply_partner_event(&event)?;
+            case.apply_partner_event(&event, &self.agreement.global_support)?;
             tx.save_case(&case, None).await?;
             Ok(())
         })

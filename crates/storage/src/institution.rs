@@ -154,10 +154,14 @@ fn case_from_row(row: &AnyRow) -> Result<Case> {
             .try_get::<Option<String>, _>("exit_reason")?
             .map(|r| parse_code(&r, ExitReason::from_code))
             .transpose()?,
+        renewals: u32::try_from(row.try_get::<i64, _>("renewals")?)
+            .map_err(|_| StoreError::Corrupt("negative renewals".into()))?,
+        ends_at: optional_instant(row, "ends_at")?,
+        review_due_at: optional_instant(row, "review_due_at")?,
     })
 }
 
-const CASE_COLUMNS: &str = "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason";
+const CASE_COLUMNS: &str = "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason, renewals, ends_at, review_due_at";
 
 impl InstitutionStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
@@ -230,6 +234,22 @@ impl InstitutionStore {
             .fetch_all(self.db.pool())
             .await?;
         rows.iter().map(|r| Ok(r.try_get("note")?)).collect()
+    }
+
+    /// Active cases the agent follows (as counsellor or social worker) with
+    /// a review or a period end on or before `horizon`.
+    pub async fn active_cases_due(&self, agent: &str, horizon: DateTime<Utc>) -> Result<Vec<Case>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS} FROM cases
+             WHERE state = 'active' AND (counsellor = $1 OR social_worker = $1)
+               AND ((review_due_at IS NOT NULL AND review_due_at <= $2) OR ends_at <= $2)
+             ORDER BY ends_at, case_id"
+        )))
+        .bind(agent)
+        .bind(to_micros(horizon))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(case_from_row).collect()
     }
 
     /// The oldest undelivered messages, in the order they were written.
@@ -558,13 +578,14 @@ impl Tx {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO cases (case_id, track, state, counsellor, social_worker, referring_network, referred_at,
-                diagnosed_at, entered_at, exited_at, exit_reason, entry_recorded_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                diagnosed_at, entered_at, exited_at, exit_reason, entry_recorded_by, renewals, ends_at, review_due_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (case_id) DO UPDATE SET track = excluded.track, state = excluded.state,
                 counsellor = excluded.counsellor, social_worker = excluded.social_worker,
                 diagnosed_at = excluded.diagnosed_at, entered_at = excluded.entered_at,
                 exited_at = excluded.exited_at, exit_reason = excluded.exit_reason,
-                entry_recorded_by = COALESCE(cases.entry_recorded_by, excluded.entry_recorded_by)",
+                entry_recorded_by = COALESCE(cases.entry_recorded_by, excluded.entry_recorded_by),
+                renewals = excluded.renewals, ends_at = excluded.ends_at, review_due_at = excluded.review_due_at",
         )
         .bind(&c.case_id)
         .bind(c.track.code())
@@ -578,6 +599,9 @@ impl Tx {
         .bind(c.exited_at.map(to_micros))
         .bind(c.exit_reason.map(|r| r.code()))
         .bind(entry_recorded_by.map(|i| i.code()))
+        .bind(i64::from(c.renewals))
+        .bind(c.ends_at.map(to_micros))
+        .bind(c.review_due_at.map(to_micros))
         .execute(&mut *self.tx)
         .await?;
         Ok(())

@@ -17,6 +17,26 @@ pub struct EmploiApi {
 }
 
 passerelle_institution::casework_service!(EmploiApi, EmploiService, {
+    #[tracing::instrument(skip_all, fields(rpc = "RenewSupport"))]
+    async fn renew_support(
+        &self,
+        request: tonic::Request<passerelle_contract::v1::RenewSupportRequest>,
+    ) -> Result<tonic::Response<passerelle_contract::v1::RenewSupportResponse>, tonic::Status> {
+        let m = request.get_ref();
+        let case = passerelle_institution::api::renew_support(
+            self.ready.get()?,
+            &request,
+            &m.idempotency_key,
+            &m.case_id,
+            m.exceptional,
+            &m.justification,
+        )
+        .await?;
+        Ok(tonic::Response::new(
+            passerelle_contract::v1::RenewSupportResponse { case: Some(case) },
+        ))
+    }
+
     #[tracing::instrument(skip_all, fields(rpc = "SignContract"))]
     async fn sign_contract(
         &self,
