@@ -1,5 +1,6 @@
-//! Support lasts what the agreement says, is renewed within its limits, and
-//! the pair sees what is due — exactly, on the injected clock.
+//! The accompaniment under each agreement's rules: support lasts what the
+//! agreement says and is renewed within its limits, the pair sees what is
+//! due (exactly, on the injected clock), and diagnosis updates flow both ways.
 
 use chrono::{DateTime, Months, Utc};
 use passerelle_tests::pb as v1;
@@ -219,4 +220,94 @@ async fn seine_et_marne_runs_6_months_renewable_once_then_only_by_justified_exce
     assert_eq!(late.code(), Code::PermissionDenied);
     assert_eq!(late.message(), "the consent has expired");
     t.shutdown().await;
+}
+
+/// A barrier level changed on one side reaches the partner, both ways, so
+/// neither works from a stale picture.
+#[tokio::test]
+async fn diagnosis_updates_flow_both_ways() {
+    on_every_backend(async |backend| {
+        let t = start_under(backend, 11, false, "seine-et-marne-2020").await;
+        let case_id = t.enter_case("updates").await;
+        let barrier = |level: v1::BarrierLevel| v1::Barrier {
+            category: v1::BarrierCategory::Housing as i32,
+            level: level as i32,
+        };
+        let half = |level| v1::DiagnosisHalf {
+            case_id: case_id.clone(),
+            agreement: v1::Agreement::Agree as i32,
+            barriers: vec![barrier(level)],
+            ..Default::default()
+        };
+        let level_of = |halves: &[v1::DiagnosisHalf], author: v1::Institution| {
+            halves
+                .iter()
+                .find(|h| h.author_institution == author as i32)
+                .and_then(|h| h.barriers.first())
+                .map(|b| b.level)
+        };
+
+        // The social worker lowers the housing barrier: the employment side sees it.
+        t.clock.advance(chrono::Duration::days(30));
+        t.social()
+            .await
+            .record_diagnosis(t.as_social_worker(v1::SocialServiceRecordDiagnosisRequest {
+                idempotency_key: "update-social".into(),
+                half: Some(half(v1::BarrierLevel::Low)),
+                local_note: "relogée en résidence sociale".into(),
+            }))
+            .await
+            .expect("social update");
+        let mut emploi = t.emploi().await;
+        eventually("the social update at emploi", async || {
+            let answer = emploi
+                .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
+                    case_id: case_id.clone(),
+                }))
+                .await
+                .expect("case")
+                .into_inner();
+            level_of(&answer.diagnoses, v1::Institution::Social)
+                == Some(v1::BarrierLevel::Low as i32)
+                && answer.local_notes.is_empty()
+        })
+        .await;
+
+        // The counsellor raises it again: the social side sees it.
+        t.clock.advance(chrono::Duration::days(30));
+        emploi
+            .record_diagnosis(t.as_counsellor(v1::EmploiServiceRecordDiagnosisRequest {
+                idempotency_key: "update-emploi".into(),
+                half: Some(half(v1::BarrierLevel::High)),
+                local_note: String::new(),
+            }))
+            .await
+            .expect("employment update");
+        let mut social = t.social().await;
+        eventually("the employment update at the social side", async || {
+            let answer = social
+                .get_case(t.as_social_worker(v1::SocialServiceGetCaseRequest {
+                    case_id: case_id.clone(),
+                }))
+                .await
+                .expect("case")
+                .into_inner();
+            level_of(&answer.diagnoses, v1::Institution::Emploi)
+                == Some(v1::BarrierLevel::High as i32)
+        })
+        .await;
+        // The case stays active: an update is not a new diagnosis decision.
+        let state = social
+            .get_case(t.as_social_worker(v1::SocialServiceGetCaseRequest {
+                case_id: case_id.clone(),
+            }))
+            .await
+            .expect("case")
+            .into_inner()
+            .case
+            .map(|c| c.state);
+        assert_eq!(state, Some(v1::CaseState::Active as i32), "{backend:?}");
+        t.shutdown().await;
+    })
+    .await;
 }
