@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use crate::audit::AuditLog;
-use crate::{Database, Result, Schema, StoreError, from_micros, to_micros};
+use crate::{Backend, Database, Result, Schema, StoreError, from_micros, to_micros};
 
 /// Where a referral came from, seen from this institution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +185,12 @@ impl InstitutionStore {
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
             tx: self.db.begin_write().await?,
+            // SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL
+            // needs row locks on what a transaction reads and then rewrites.
+            lock: match self.db.backend() {
+                Backend::Postgres => " FOR UPDATE",
+                Backend::Sqlite => "",
+            },
         })
     }
 
@@ -381,6 +387,8 @@ impl InstitutionStore {
 #[derive(Debug)]
 pub struct Tx {
     tx: Transaction<'static, Any>,
+    /// Appended to reads of rows the transaction will rewrite.
+    lock: &'static str,
 }
 
 /// A stored answer to an idempotent request.
@@ -436,11 +444,15 @@ impl Tx {
         Ok(())
     }
 
+    /// A consent, locked until the transaction ends.
     pub async fn consent(&mut self, consent_id: &str) -> Result<Option<Consent>> {
-        let row = sqlx::query("SELECT * FROM consents WHERE consent_id = $1")
-            .bind(consent_id)
-            .fetch_optional(&mut *self.tx)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM consents WHERE consent_id = $1{}",
+            self.lock
+        )))
+        .bind(consent_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
         row.as_ref().map(consent_from_row).transpose()
     }
 
@@ -559,9 +571,12 @@ impl Tx {
         Ok(())
     }
 
+    /// A case, locked until the transaction ends: concurrent changes to it
+    /// (an agent's and the partner's) apply one after the other, none lost.
     pub async fn case(&mut self, case_id: &str) -> Result<Option<Case>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1"
+            "SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1{}",
+            self.lock
         )))
         .bind(case_id)
         .fetch_optional(&mut *self.tx)
