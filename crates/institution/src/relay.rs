@@ -138,6 +138,21 @@ impl Relay {
     /// One pass over the pending messages, in order. `Ok(true)` when it did
     /// work and more may be waiting; `Err` when it stopped on a transient failure.
     pub async fn pass(&self) -> Result<bool, ()> {
+        // Another replica holds the lease: it relays, this one waits its turn.
+        let lease = match self.casework.store.try_relay_lease().await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                tracing::error!(error = %e, "outbox lease unavailable");
+                return Err(());
+            }
+        };
+        let outcome = self.pass_under_lease().await;
+        lease.release().await;
+        outcome
+    }
+
+    async fn pass_under_lease(&self) -> Result<bool, ()> {
         let store = &self.casework.store;
         let pending = match store.pending_outbox(BATCH).await {
             Ok(p) => p,

@@ -258,6 +258,25 @@ impl InstitutionStore {
         rows.iter().map(case_from_row).collect()
     }
 
+    /// The right to relay the outbox for one pass. Order matters (a referral
+    /// before its diagnosis), so with several replicas only one relays at a
+    /// time: on PostgreSQL a transaction-scoped advisory lock, released when
+    /// the lease is dropped; an SQLite file belongs to one process anyway.
+    pub async fn try_relay_lease(&self) -> Result<Option<RelayLease>> {
+        match self.db.backend() {
+            Backend::Sqlite => Ok(Some(RelayLease { tx: None })),
+            Backend::Postgres => {
+                let mut tx = self.db.pool().begin().await?;
+                let held: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1) AS held")
+                    .bind(RELAY_LOCK_KEY)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("held")?;
+                Ok(held.then_some(RelayLease { tx: Some(tx) }))
+            }
+        }
+    }
+
     /// The oldest undelivered messages, in the order they were written.
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<PendingMessage>> {
         let rows = sqlx::query(
@@ -380,6 +399,26 @@ impl InstitutionStore {
                 })
                 .collect::<Result<_>>()?,
         })
+    }
+}
+
+/// Advisory-lock key of the outbox relay (any constant unique to this database).
+const RELAY_LOCK_KEY: i64 = 0x7061_7373_6572_656c; // "passerel"
+
+/// Held while one replica relays the outbox.
+#[derive(Debug)]
+pub struct RelayLease {
+    tx: Option<Transaction<'static, Any>>,
+}
+
+impl RelayLease {
+    /// Ends the lease now (a dropped transaction rolls back only later).
+    pub async fn release(self) {
+        if let Some(tx) = self.tx
+            && let Err(e) = tx.rollback().await
+        {
+            tracing::warn!(error = %e, "outbox lease release failed; it ends with the connection");
+        }
     }
 }
 

@@ -255,3 +255,31 @@ async fn concurrent_rewrites_of_a_case_lose_nothing_on_every_backend() {
         );
     }
 }
+
+/// Only one relay at a time: a second lease is refused while the first is
+/// held (PostgreSQL; several replicas share it), and granted once released.
+#[tokio::test]
+async fn one_relay_lease_at_a_time_on_postgres() {
+    let Some(base) = postgres_base_url() else {
+        return;
+    };
+    let url = fresh_postgres_database(&base, "lease")
+        .await
+        .expect("database");
+    let first = InstitutionStore::connect(&url, 4).await.expect("connect");
+    let second = InstitutionStore::connect(&url, 4).await.expect("connect");
+    let lease = first
+        .try_relay_lease()
+        .await
+        .expect("lease")
+        .expect("granted");
+    assert!(
+        second.try_relay_lease().await.expect("lease").is_none(),
+        "two relays at once"
+    );
+    lease.release().await;
+    assert!(
+        second.try_relay_lease().await.expect("lease").is_some(),
+        "released with the first"
+    );
+}
