@@ -282,5 +282,17 @@ async fn a_withdrawal_stops_what_was_queued_before_it() {
             .await
             .contains(&"the consent was withdrawn".to_owned())
     );
+    // Recorded under the RPC the referral was to go through, like deliveries.
+    let entries = social_store.audit().entries().await.expect("audit");
+    let refused = entries
+        .iter()
+        .find(|e| {
+            e.decision == Decision::Denied && e.case_id.as_deref() == Some(consent.case_id.as_str())
+        })
+        .expect("denial");
+    assert_eq!(
+        refused.method,
+        "/passerelle.v1.EmploiService/ReceiveReferral"
+    );
     t.shutdown().await;
 }

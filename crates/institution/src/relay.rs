@@ -236,6 +236,18 @@ impl Relay {
         ))
     }
 
+    /// Wire path of the partner RPC a message is delivered through, so
+    /// refusals are audited under the same method as deliveries.
+    fn target_path(&self, message: &Outbound) -> String {
+        let rpc = match message {
+            Outbound::Consent(_) => "ShareConsent",
+            Outbound::Referral(_) => "ReceiveReferral",
+            Outbound::Diagnosis(_) => "ReceiveDiagnosis",
+            Outbound::CaseEvent { .. } => "ReceiveCaseEvent",
+        };
+        crate::api::partner_path(self.casework.partner(), rpc)
+    }
+
     async fn deliver(&self, pending: &PendingMessage) -> Result<(), Failure> {
         let message = &pending.message;
         let case_id = message.case_id().to_owned();
@@ -257,9 +269,12 @@ impl Relay {
                 ) {
                     Ok(c) => Some(c.clone()),
                     Err(refusal) => {
-                        let mut entry =
-                            self.casework
-                                .outbound_entry(None, &case_id, purpose, message.kind());
+                        let mut entry = self.casework.outbound_entry(
+                            None,
+                            &case_id,
+                            purpose,
+                            &self.target_path(message),
+                        );
                         entry.decision = passerelle_boundary::Decision::Denied;
                         entry.reason = Some(refusal.to_string());
                         self.casework
