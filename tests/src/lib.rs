@@ -304,6 +304,31 @@ impl TestStack {
         )
     }
 
+    /// The case as the counsellor sees it at the employment side; `None`
+    /// while that side does not know it yet (any other error fails the test).
+    pub async fn case_at_emploi(&self, case_id: &str) -> Option<v1::EmploiServiceGetCaseResponse> {
+        let request = self.as_counsellor(v1::EmploiServiceGetCaseRequest {
+            case_id: case_id.into(),
+        });
+        match self.emploi().await.get_case(request).await {
+            Ok(answer) => Some(answer.into_inner()),
+            Err(status) if status.code() == tonic::Code::NotFound => None,
+            Err(status) => panic!("GetCase at emploi: {status:?}"),
+        }
+    }
+
+    /// The case as the social worker sees it at the social side; `None` while unknown there.
+    pub async fn case_at_social(&self, case_id: &str) -> Option<v1::SocialServiceGetCaseResponse> {
+        let request = self.as_social_worker(v1::SocialServiceGetCaseRequest {
+            case_id: case_id.into(),
+        });
+        match self.social().await.get_case(request).await {
+            Ok(answer) => Some(answer.into_inner()),
+            Err(status) if status.code() == tonic::Code::NotFound => None,
+            Err(status) => panic!("GetCase at social: {status:?}"),
+        }
+    }
+
     /// A person referred by the social side, diagnosed by both, signed in:
     /// returns the active case's id.
     pub async fn enter_case(&self, label: &str) -> String {
@@ -325,12 +350,7 @@ impl TestStack {
         };
         let mut emploi = self.emploi().await;
         eventually("the referral at emploi", async || {
-            emploi
-                .get_case(self.as_counsellor(v1::EmploiServiceGetCaseRequest {
-                    case_id: case_id.clone(),
-                }))
-                .await
-                .is_ok()
+            self.case_at_emploi(&case_id).await.is_some()
         })
         .await;
         self.social()
@@ -353,13 +373,8 @@ impl TestStack {
             .await
             .expect("employment half");
         eventually("diagnosed at emploi", async || {
-            let answer = emploi
-                .get_case(self.as_counsellor(v1::EmploiServiceGetCaseRequest {
-                    case_id: case_id.clone(),
-                }))
-                .await
-                .expect("case");
-            answer.into_inner().case.map(|c| c.state) == Some(v1::CaseState::Diagnosed as i32)
+            let answer = self.case_at_emploi(&case_id).await.expect("case");
+            answer.case.map(|c| c.state) == Some(v1::CaseState::Diagnosed as i32)
         })
         .await;
         emploi

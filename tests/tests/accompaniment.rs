@@ -32,13 +32,10 @@ async fn ille_et_vilaine_runs_9_months_renewable_once_for_3() {
     let t = start_under(Backend::Sqlite, 11, false, "ille-et-vilaine-2023").await;
     let case_id = t.enter_case("iev").await;
     let mut emploi = t.emploi().await;
-    let case = emploi
-        .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
-            case_id: case_id.clone(),
-        }))
+    let case = t
+        .case_at_emploi(&case_id)
         .await
         .expect("case")
-        .into_inner()
         .case
         .expect("case");
     let entered = at(case.entered_at);
@@ -105,15 +102,11 @@ async fn ille_et_vilaine_runs_9_months_renewable_once_for_3() {
     );
 
     // The partner's copy follows.
-    let mut social = t.social().await;
     eventually("the renewal at the social side", async || {
-        let case = social
-            .get_case(t.as_social_worker(v1::SocialServiceGetCaseRequest {
-                case_id: case_id.clone(),
-            }))
+        let case = t
+            .case_at_social(&case_id)
             .await
             .expect("case")
-            .into_inner()
             .case
             .expect("case");
         case.renewals == 1
@@ -128,13 +121,10 @@ async fn seine_et_marne_runs_6_months_renewable_once_then_only_by_justified_exce
     let t = start_under(Backend::Sqlite, 11, false, "seine-et-marne-2020").await;
     let case_id = t.enter_case("sem").await;
     let mut emploi = t.emploi().await;
-    let case = emploi
-        .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
-            case_id: case_id.clone(),
-        }))
+    let case = t
+        .case_at_emploi(&case_id)
         .await
         .expect("case")
-        .into_inner()
         .case
         .expect("case");
     let entered = at(case.entered_at);
@@ -260,13 +250,7 @@ async fn diagnosis_updates_flow_both_ways() {
             .expect("social update");
         let mut emploi = t.emploi().await;
         eventually("the social update at emploi", async || {
-            let answer = emploi
-                .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
-                    case_id: case_id.clone(),
-                }))
-                .await
-                .expect("case")
-                .into_inner();
+            let answer = t.case_at_emploi(&case_id).await.expect("case");
             level_of(&answer.diagnoses, v1::Institution::Social)
                 == Some(v1::BarrierLevel::Low as i32)
                 && answer.local_notes.is_empty()
@@ -283,27 +267,17 @@ async fn diagnosis_updates_flow_both_ways() {
             }))
             .await
             .expect("employment update");
-        let mut social = t.social().await;
         eventually("the employment update at the social side", async || {
-            let answer = social
-                .get_case(t.as_social_worker(v1::SocialServiceGetCaseRequest {
-                    case_id: case_id.clone(),
-                }))
-                .await
-                .expect("case")
-                .into_inner();
+            let answer = t.case_at_social(&case_id).await.expect("case");
             level_of(&answer.diagnoses, v1::Institution::Emploi)
                 == Some(v1::BarrierLevel::High as i32)
         })
         .await;
         // The case stays active: an update is not a new diagnosis decision.
-        let state = social
-            .get_case(t.as_social_worker(v1::SocialServiceGetCaseRequest {
-                case_id: case_id.clone(),
-            }))
+        let state = t
+            .case_at_social(&case_id)
             .await
             .expect("case")
-            .into_inner()
             .case
             .map(|c| c.state);
         assert_eq!(state, Some(v1::CaseState::Active as i32), "{backend:?}");

@@ -57,21 +57,10 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
 
     // The referral reaches the employment side through the outbox.
     eventually("referral delivered to emploi", async || {
-        emploi
-            .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
-                case_id: case_id.clone(),
-            }))
-            .await
-            .is_ok()
+        t.case_at_emploi(&case_id).await.is_some()
     })
     .await;
-    let seen = emploi
-        .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
-            case_id: case_id.clone(),
-        }))
-        .await
-        .expect("case")
-        .into_inner();
+    let seen = t.case_at_emploi(&case_id).await.expect("case");
     let received = seen.referral.expect("referral at emploi");
     assert_eq!(
         received.person.as_ref().map(|p| p.first_name.as_str()),
@@ -131,13 +120,7 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
         .expect("social half");
 
     eventually("both halves known at emploi", async || {
-        let case = emploi
-            .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
-                case_id: case_id.clone(),
-            }))
-            .await
-            .expect("case")
-            .into_inner();
+        let case = t.case_at_emploi(&case_id).await.expect("case");
         case.case.map(|c| c.state) == Some(v1::CaseState::Diagnosed as i32)
     })
     .await;
@@ -196,13 +179,7 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
     assert_eq!(exited.exit_reason, exit as i32);
 
     eventually("exit known at the social side", async || {
-        let case = social
-            .get_case(t.as_social_worker(v1::SocialServiceGetCaseRequest {
-                case_id: case_id.clone(),
-            }))
-            .await
-            .expect("case")
-            .into_inner();
+        let case = t.case_at_social(&case_id).await.expect("case");
         case.case.map(|c| c.state) == Some(v1::CaseState::Exited as i32)
     })
     .await;
@@ -393,12 +370,7 @@ async fn the_diagnosis_rule_follows_the_agreement() {
             .await
             .expect("social half");
         eventually("the case known at emploi", async || {
-            emploi
-                .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
-                    case_id: case_id.clone(),
-                }))
-                .await
-                .is_ok()
+            t.case_at_emploi(&case_id).await.is_some()
         })
         .await;
         emploi
@@ -410,23 +382,14 @@ async fn the_diagnosis_rule_follows_the_agreement() {
             .await
             .expect("employment half");
         eventually("both halves applied at emploi", async || {
-            let answer = emploi
-                .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
-                    case_id: case_id.clone(),
-                }))
-                .await
-                .expect("case")
-                .into_inner();
+            let answer = t.case_at_emploi(&case_id).await.expect("case");
             answer.diagnoses.len() == 2
         })
         .await;
-        let state = emploi
-            .get_case(t.as_counsellor(v1::EmploiServiceGetCaseRequest {
-                case_id: case_id.clone(),
-            }))
+        let state = t
+            .case_at_emploi(&case_id)
             .await
             .expect("case")
-            .into_inner()
             .case
             .map(|c| c.state);
         assert_eq!(state, Some(expected as i32), "{agreement}");
