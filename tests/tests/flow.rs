@@ -396,3 +396,53 @@ async fn the_diagnosis_rule_follows_the_agreement() {
         t.shutdown().await;
     }
 }
+
+/// A source that does not answer is shown from its last snapshot, marked
+/// stale; the other source's figures stay fresh.
+#[tokio::test]
+async fn a_silent_source_is_shown_from_its_last_snapshot() {
+    let mut t = start(Backend::Sqlite, 1).await;
+    let consent = t.social_consent("c-stale", &[v1::Purpose::Referral]).await;
+    t.social_referral("r-stale", &consent, "Enora")
+        .await
+        .expect("referral");
+    let dashboard = async |t: &TestStack| {
+        t.pilotage()
+            .await
+            .get_dashboard(t.as_steering(v1::GetDashboardRequest {}))
+            .await
+            .expect("dashboard")
+            .into_inner()
+            .dashboard
+            .expect("dashboard")
+    };
+    let first = dashboard(&t).await;
+    assert!(first.sources.iter().all(|s| s.fresh));
+
+    t.stack
+        .stop(Institution::Social)
+        .await
+        .expect("stop social");
+    let second = dashboard(&t).await;
+    let freshness: Vec<_> = second.sources.iter().map(|s| (s.source, s.fresh)).collect();
+    assert_eq!(
+        freshness,
+        vec![
+            (v1::Institution::Emploi as i32, true),
+            (v1::Institution::Social as i32, false)
+        ]
+    );
+    let social_referrals = |d: &v1::Dashboard| {
+        d.referrals_by_network
+            .iter()
+            .find(|c| c.key == "social")
+            .map(|c| c.count)
+    };
+    assert_eq!(
+        social_referrals(&second),
+        Some(1),
+        "the social side's last figures are kept"
+    );
+    assert_eq!(social_referrals(&second), social_referrals(&first));
+    t.shutdown().await;
+}

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct PilotageApp {
@@ -95,9 +96,25 @@ impl PilotageApp {
     /// Fresh figures from every source that answers, the last snapshot of
     /// those that do not.
     pub async fn dashboard(&self) -> Result<Dashboard, ApiError> {
+        // Ask every source at once: one that is down must not delay the others.
+        let mut pulls = tokio::task::JoinSet::new();
+        for (index, (source, out)) in self.sources.iter().enumerate() {
+            let (app, source, out) = (self.clone(), *source, out.clone());
+            pulls.spawn(
+                async move { (index, source, app.pull(source, &out).await) }
+                    .instrument(tracing::Span::current()),
+            );
+        }
+        let mut answers = Vec::with_capacity(self.sources.len());
+        while let Some(joined) = pulls.join_next().await {
+            answers
+                .push(joined.map_err(|e| ApiError(passerelle_domain::DomainError::internal(e)))?);
+        }
+        // Sources stay in their configured order on the dashboard.
+        answers.sort_by_key(|(index, _, _)| *index);
         let mut snapshots = vec![];
-        for (source, out) in &self.sources {
-            match self.pull(*source, out).await {
+        for (_, source, answer) in answers {
+            match answer {
                 Ok(indicators) => {
                     self.store
                         .save_snapshot(&indicators, self.clock.now())
@@ -106,7 +123,7 @@ impl PilotageApp {
                 }
                 Err(status) => {
                     tracing::warn!(%source, code = ?status.code(), "source did not answer; using its last snapshot");
-                    if let Some(stale) = self.store.latest_snapshot(*source).await? {
+                    if let Some(stale) = self.store.latest_snapshot(source).await? {
                         snapshots.push((stale, false));
                     }
                 }
