@@ -49,6 +49,8 @@ pub struct TestStack {
     pub stack: Stack,
     pub clock: ManualClock,
     pub backend: Backend,
+    /// The agreement the three services run under.
+    pub agreement: passerelle_domain::agreement::Agreement,
     _dir: tempfile::TempDir,
 }
 
@@ -109,11 +111,16 @@ pub async fn start_under(
         stack,
         clock,
         backend,
+        agreement: passerelle_domain::agreement::shipped(agreement).expect("shipped agreement"),
         _dir: dir,
     };
     t.wait_ready().await;
+    t.register_counsellor(COUNSELLOR, 1000).await;
     t
 }
+
+/// The counsellor of the test pair, full time in the register.
+pub const COUNSELLOR: &str = "ft-counsellor-7";
 
 impl TestStack {
     /// A channel as an agent's client has it: TLS checked against the CA
@@ -274,7 +281,11 @@ impl TestStack {
             .create_referral(
                 self.as_social_worker(v1::SocialServiceCreateReferralRequest {
                     idempotency_key: key.into(),
-                    referral: Some(referral(&consent.case_id, &consent.consent_id, first_name)),
+                    referral: Some(self.referral(
+                        &consent.case_id,
+                        &consent.consent_id,
+                        first_name,
+                    )),
                     local_note: String::new(),
                 }),
             )
@@ -289,7 +300,7 @@ impl TestStack {
         case_id: &str,
         consent_id: &str,
     ) -> Request<v1::EmploiServiceReceiveReferralRequest> {
-        let mut r = referral(case_id, consent_id, "Gwenola");
+        let mut r = self.referral(case_id, consent_id, "Gwenola");
         r.referring_network = v1::Network::Social as i32;
         r.referred_by = "sw-rennes-1".into();
         r.referred_at = Some(timestamp(t0()));
@@ -343,16 +354,13 @@ impl TestStack {
             .await
             .expect("referral");
         let case_id = referral.case_id;
+        self.accept_at_emploi(&case_id).await;
         let half = v1::DiagnosisHalf {
             case_id: case_id.clone(),
             agreement: v1::Agreement::Agree as i32,
             ..Default::default()
         };
         let mut emploi = self.emploi().await;
-        eventually("the referral at emploi", async || {
-            self.case_at_emploi(&case_id).await.is_some()
-        })
-        .await;
         self.social()
             .await
             .record_diagnosis(
@@ -381,23 +389,114 @@ impl TestStack {
             .sign_contract(self.as_counsellor(v1::SignContractRequest {
                 idempotency_key: format!("{label}-sign"),
                 case_id: case_id.clone(),
-                entry: Some(v1::CaseEntry {
-                    pair: Some(v1::Pair {
-                        counsellor: "ft-counsellor-7".into(),
-                        social_worker: "sw-rennes-1".into(),
-                    }),
-                    track: v1::Track::Global as i32,
-                    evidence: Some(v1::ConsentEvidence {
-                        kind: v1::EvidenceKind::SignedContract as i32,
-                        document_sha256: sha256_of(label),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+                entry: Some(self.entry(label)),
             }))
             .await
             .expect("signed");
         case_id
+    }
+
+    /// A referral valid under this stack's agreement: one of its social
+    /// offices, every check answered and met.
+    pub fn referral(&self, case_id: &str, consent_id: &str, first_name: &str) -> v1::Referral {
+        let mut r = referral(case_id, consent_id, first_name);
+        r.office_code = self
+            .agreement
+            .offices
+            .iter()
+            .find(|o| o.network() == passerelle_domain::Network::Social)
+            .map(|o| o.code.clone())
+            .unwrap_or_default();
+        r.checks = self
+            .agreement
+            .referral
+            .checks
+            .iter()
+            .map(|c| v1::CheckAnswer {
+                code: c.code.clone(),
+                met: true,
+            })
+            .collect();
+        r
+    }
+
+    /// The entry evidence this stack's agreement asks for, with the test pair.
+    pub fn entry(&self, label: &str) -> v1::CaseEntry {
+        use passerelle_domain::Clock;
+        let kinds: Vec<v1::EvidenceKind> = match self.agreement.entry.evidence {
+            passerelle_domain::agreement::EntryEvidence::SignedContractNamingSocialReferent => {
+                vec![v1::EvidenceKind::SignedContract]
+            }
+            passerelle_domain::agreement::EntryEvidence::SignedReferralFormAndInterviewConclusion => {
+                vec![
+                    v1::EvidenceKind::SignedReferralForm,
+                    v1::EvidenceKind::InterviewConclusion,
+                ]
+            }
+        };
+        v1::CaseEntry {
+            pair: Some(v1::Pair {
+                counsellor: COUNSELLOR.into(),
+                social_worker: "sw-rennes-1".into(),
+            }),
+            track: v1::Track::Global as i32,
+            evidence: kinds
+                .into_iter()
+                .map(|kind| v1::ConsentEvidence {
+                    kind: kind as i32,
+                    document_sha256: sha256_of(&format!("{label} {kind:?}")),
+                    signed_at: Some(timestamp(self.clock.now())),
+                    collected_by: COUNSELLOR.into(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A coordinator puts a counsellor in the working-time register.
+    pub async fn register_counsellor(&self, counsellor: &str, per_mille: u32) {
+        let agency = self
+            .agreement
+            .offices
+            .iter()
+            .find(|o| o.network() == passerelle_domain::Network::Emploi)
+            .map(|o| o.code.clone())
+            .expect("an agency");
+        let request = self.as_agent(
+            Institution::Emploi,
+            Role::Coordinator,
+            "coordination-emploi",
+            Institution::Emploi,
+            v1::RegisterCounsellorRequest {
+                idempotency_key: format!("register-{counsellor}-{per_mille}"),
+                counsellor: counsellor.into(),
+                working_time_per_mille: per_mille,
+                office_code: agency,
+            },
+        );
+        self.emploi()
+            .await
+            .register_counsellor(request)
+            .await
+            .expect("counsellor registered");
+    }
+
+    /// The employment side accepts a referral the social side sent, once it has it.
+    pub async fn accept_at_emploi(&self, case_id: &str) {
+        eventually("the referral at emploi", async || {
+            self.case_at_emploi(case_id).await.is_some()
+        })
+        .await;
+        self.emploi()
+            .await
+            .decide_referral(self.as_counsellor(v1::EmploiServiceDecideReferralRequest {
+                idempotency_key: format!("accept-{case_id}"),
+                case_id: case_id.into(),
+                decision: v1::ReferralState::Accepted as i32,
+                ..Default::default()
+            }))
+            .await
+            .expect("referral accepted");
     }
 
     pub async fn shutdown(self) {
@@ -484,10 +583,19 @@ pub fn consent(
     }
 }
 
+/// A referral valid under the default (Ille-et-Vilaine) agreement; see
+/// [`TestStack::referral`] for the stack's own agreement.
 pub fn referral(case_id: &str, consent_id: &str, first_name: &str) -> v1::Referral {
     v1::Referral {
         case_id: case_id.into(),
-        office_code: "CDAS-RENNES-NORD".into(),
+        office_code: "AD-RENNES".into(),
+        checks: ["lack_of_autonomy", "wants_to_work", "hard_to_project"]
+            .iter()
+            .map(|code| v1::CheckAnswer {
+                code: (*code).into(),
+                met: true,
+            })
+            .collect(),
         person: Some(v1::PersonIdentity {
             first_name: first_name.into(),
             last_name: "Le Gall".into(),

@@ -46,7 +46,10 @@ async fn ille_et_vilaine_runs_9_months_renewable_once_for_3() {
     );
 
     // Nothing due within a month; the end of the period within ten.
-    let due = |days: u32| v1::EmploiServiceListDueRequest { within_days: days };
+    let due = |days: u32| v1::EmploiServiceListDueRequest {
+        within_days: days,
+        ..Default::default()
+    };
     assert!(
         emploi
             .list_due(t.as_counsellor(due(30)))
@@ -139,7 +142,10 @@ async fn seine_et_marne_runs_6_months_renewable_once_then_only_by_justified_exce
     let mut social = t.social().await;
     eventually("the entry at the social side", async || {
         let items = social
-            .list_due(t.as_social_worker(v1::SocialServiceListDueRequest { within_days: 200 }))
+            .list_due(t.as_social_worker(v1::SocialServiceListDueRequest {
+                within_days: 200,
+                ..Default::default()
+            }))
             .await
             .expect("due")
             .into_inner()
@@ -149,7 +155,10 @@ async fn seine_et_marne_runs_6_months_renewable_once_then_only_by_justified_exce
     })
     .await;
     let bad = social
-        .list_due(t.as_social_worker(v1::SocialServiceListDueRequest { within_days: 0 }))
+        .list_due(t.as_social_worker(v1::SocialServiceListDueRequest {
+            within_days: 0,
+            ..Default::default()
+        }))
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);

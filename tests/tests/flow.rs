@@ -76,6 +76,7 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
         "the consent travelled with the referral"
     );
 
+    t.accept_at_emploi(&case_id).await;
     t.clock.advance(Duration::days(6));
     let barriers = vec![v1::Barrier {
         category: v1::BarrierCategory::Housing as i32,
@@ -135,19 +136,7 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
                         .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
                 ),
             case_id: case_id.clone(),
-            entry: Some(v1::CaseEntry {
-                pair: Some(v1::Pair {
-                    counsellor: "ft-counsellor-7".into(),
-                    social_worker: "sw-rennes-1".into(),
-                }),
-                track: v1::Track::Global as i32,
-                evidence: Some(v1::ConsentEvidence {
-                    kind: v1::EvidenceKind::SignedContract as i32,
-                    document_sha256: sha256_of(&format!("contrat {first_name}")),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            entry: Some(t.entry(&format!("contrat {first_name}"))),
         }))
         .await
         .expect("signed")
@@ -369,10 +358,7 @@ async fn the_diagnosis_rule_follows_the_agreement() {
             }))
             .await
             .expect("social half");
-        eventually("the case known at emploi", async || {
-            t.case_at_emploi(&case_id).await.is_some()
-        })
-        .await;
+        t.accept_at_emploi(&case_id).await;
         emploi
             .record_diagnosis(t.as_counsellor(v1::EmploiServiceRecordDiagnosisRequest {
                 idempotency_key: "d-e".into(),

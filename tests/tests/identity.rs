@@ -16,6 +16,7 @@ fn claims(aud: &str, exp: u64) -> Claims {
         iat: unix_now() - 10,
         institution: "social".into(),
         role: "social_worker".into(),
+        org: None,
     }
 }
 

@@ -27,6 +27,9 @@ pub struct Caller {
     pub institution: Institution,
     pub role: Role,
     pub issuer: String,
+    /// The body the agent works for when it is not the institution itself:
+    /// an association approved by the Département acting under its delegation.
+    pub organisation: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +41,9 @@ pub struct Claims {
     pub iat: u64,
     pub institution: String,
     pub role: String,
+    /// Set for an agent of a delegated body (see [`Caller::organisation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,6 +162,7 @@ impl Verifier {
             institution,
             role,
             issuer: claims.iss,
+            organisation: claims.org.filter(|o| !o.is_empty()),
         })
     }
 }
@@ -216,6 +223,30 @@ impl Signer {
             iat,
             institution: institution.code().to_owned(),
             role: role.code().to_owned(),
+            org: None,
+        })
+    }
+
+    /// A token for an agent of a delegated body (an approved association).
+    pub fn sign_for_organisation(
+        &self,
+        agent: &str,
+        institution: Institution,
+        role: Role,
+        organisation: &str,
+        audience: &str,
+        ttl_seconds: u64,
+    ) -> Result<String, IdentityError> {
+        let iat = unix_now();
+        self.sign_claims(&Claims {
+            iss: self.issuer.clone(),
+            sub: agent.to_owned(),
+            aud: audience.to_owned(),
+            exp: iat + ttl_seconds,
+            iat,
+            institution: institution.code().to_owned(),
+            role: role.code().to_owned(),
+            org: Some(organisation.to_owned()),
         })
     }
 
@@ -399,6 +430,7 @@ mod tests {
                 iat: now - 180,
                 institution: "social".into(),
                 role: "social_worker".into(),
+                org: None,
             })
             .expect("token");
         assert!(matches!(

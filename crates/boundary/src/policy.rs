@@ -233,6 +233,7 @@ mod tests {
             institution,
             role,
             issuer: "test".into(),
+            organisation: None,
         }
     }
 

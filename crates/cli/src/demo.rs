@@ -13,7 +13,8 @@ use passerelle_contract::v1;
 use passerelle_contract::v1::emploi_service_client::EmploiServiceClient;
 use passerelle_contract::v1::pilotage_service_client::PilotageServiceClient;
 use passerelle_contract::v1::social_service_client::SocialServiceClient;
-use passerelle_domain::{Clock, Institution, ManualClock, Role};
+use passerelle_domain::agreement::{Agreement, ChecksKind, EntryEvidence};
+use passerelle_domain::{Clock, Institution, ManualClock, Network, Role};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
@@ -73,13 +74,6 @@ const LAST_NAMES: &[&str] = &[
     "Le Gall", "Le Goff", "Martin", "Bernard", "Diallo", "Moreau", "Guillou", "Rivière", "Nguyen",
     "Caradec",
 ];
-const OFFICES: &[&str] = &[
-    "CDAS-RENNES-NORD",
-    "CDAS-SAINT-MALO",
-    "CDAS-VITRE",
-    "CDAS-REDON",
-    "CDAS-FOUGERES",
-];
 const BARRIERS: &[v1::BarrierCategory] = &[
     v1::BarrierCategory::Mobility,
     v1::BarrierCategory::Housing,
@@ -101,7 +95,6 @@ const EXITS: &[v1::ExitReason] = &[
     v1::ExitReason::EndedByPerson,
     v1::ExitReason::MissedAppointments,
     v1::ExitReason::Deregistered,
-    v1::ExitReason::EndOfTerm,
 ];
 
 /// What the scenario did, to set beside what the system reports.
@@ -112,6 +105,10 @@ pub struct Tally {
     pub consent_refused: u64,
     pub consent_withdrawn: u64,
     pub not_entered: u64,
+    pub preconditions_not_met: u64,
+    pub referrals_refused: u64,
+    pub referrals_left_pending: u64,
+    pub exclusive_support: u64,
     pub entered: u64,
     pub exits: BTreeMap<String, u64>,
     pub rpc_calls: u64,
@@ -161,15 +158,14 @@ struct Person {
     disagreement: Option<Institution>,
     exit: Option<v1::ExitReason>,
     days: [i64; 4],
+    /// Percent draw deciding the referral's fate at the receiving side.
+    fate: u64,
 }
 
 impl Stack {
     fn agent(&self, by: Institution, index: u64) -> (Role, String) {
         match by {
-            Institution::Emploi => (
-                Role::Counsellor,
-                format!("ft-counsellor-{}", index % 10 + 1),
-            ),
+            Institution::Emploi => (Role::Counsellor, format!("ft-counsellor-{}", index % 7 + 1)),
             _ => (Role::SocialWorker, format!("sw-{}", index % 14 + 1)),
         }
     }
@@ -185,10 +181,39 @@ impl Stack {
     }
 }
 
+/// The dedicated counsellors of an agreement's working-time register:
+/// full-time ones, then the remaining fraction of an FTE.
+fn counsellors(agreement: &Agreement) -> Vec<(String, u32, String)> {
+    let agencies: Vec<&str> = agreement
+        .offices
+        .iter()
+        .filter(|o| o.network() == Network::Emploi)
+        .map(|o| o.code.as_str())
+        .collect();
+    let per_mille = (agreement.capacity.counsellors_fte * 1000.0).round() as u32;
+    let mut shares = vec![1000; (per_mille / 1000) as usize];
+    if !per_mille.is_multiple_of(1000) {
+        shares.push(per_mille % 1000);
+    }
+    shares
+        .into_iter()
+        .enumerate()
+        .map(|(i, share)| {
+            (
+                format!("ft-counsellor-{}", i + 1),
+                share,
+                agencies[i % agencies.len()].to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_person(
     stack: &Stack,
     clock: &ManualClock,
     clients: &mut Clients,
+    agreement: &Agreement,
     p: &Person,
     rng: &mut Rng,
     tally: &mut Tally,
@@ -202,11 +227,18 @@ async fn run_person(
         tally.consent_refused += 1;
         return Ok(());
     }
+    let preconditions = agreement.referral.checks_kind == ChecksKind::Preconditions;
+    if preconditions && p.fate < 5 {
+        // The referrer checks the preconditions first: no referral is made.
+        tally.preconditions_not_met += 1;
+        return Ok(());
+    }
     *tally.referred_by.entry(by.code()).or_default() += 1;
     let consent = v1::ConsentRecord {
         purposes: vec![
             v1::Purpose::Referral as i32,
             v1::Purpose::GlobalSupport as i32,
+            v1::Purpose::ExclusiveSocialSupport as i32,
         ],
         recipients: vec![
             v1::Institution::Emploi as i32,
@@ -240,9 +272,30 @@ async fn run_person(
             level: rng.between(1, 3) as i32,
         })
         .collect();
+    let network = match by {
+        Institution::Emploi => Network::Emploi,
+        _ => Network::Social,
+    };
+    let offices: Vec<&str> = agreement
+        .offices
+        .iter()
+        .filter(|o| o.network() == network)
+        .map(|o| o.code.as_str())
+        .collect();
+    let checks: Vec<v1::CheckAnswer> = agreement
+        .referral
+        .checks
+        .iter()
+        .map(|c| v1::CheckAnswer {
+            code: c.code.clone(),
+            // Orientation criteria inform the decision; not all need hold.
+            met: preconditions || !rng.chance(15),
+        })
+        .collect();
     let referral = |case_id: &str, consent_id: &str, rng: &mut Rng| v1::Referral {
         case_id: case_id.into(),
-        office_code: (*rng.pick(OFFICES)).into(),
+        office_code: (*rng.pick(&offices)).into(),
+        checks: checks.clone(),
         person: Some(v1::PersonIdentity {
             first_name: first.into(),
             last_name: (*rng.pick(LAST_NAMES)).into(),
@@ -372,49 +425,136 @@ async fn run_person(
         return Ok(());
     }
 
-    let agreement = |who: Institution| if p.disagreement == Some(who) { v1::Agreement::Disagree } else { v1::Agreement::Agree } as i32;
+    // The receiving institution decides on the referral first.
+    clock.set(start + chrono::Duration::days(2));
+    let receiver = match by {
+        Institution::Emploi => Institution::Social,
+        _ => Institution::Emploi,
+    };
+    if (5..8).contains(&p.fate) {
+        // Nobody decides: the referral expires after the agreement's delay.
+        tally.referrals_left_pending += 1;
+        return Ok(());
+    }
+    let (decision, reason) = if (8..14).contains(&p.fate) {
+        let reasons = &agreement.referral.refusal_reasons;
+        let reason = reasons[p.index as usize % reasons.len()].code.clone();
+        (v1::ReferralState::Refused, reason)
+    } else {
+        (v1::ReferralState::Accepted, String::new())
+    };
+    when_delivered(|| async {
+        let message = |prefix: &str| (format!("{prefix}-{}", key("decide")), case_id.clone());
+        match receiver {
+            Institution::Emploi => {
+                let (k, case_id) = message("e");
+                let request = stack
+                    .as_agent(
+                        receiver,
+                        p.index,
+                        v1::EmploiServiceDecideReferralRequest {
+                            idempotency_key: k,
+                            case_id,
+                            decision: decision as i32,
+                            refusal_reason: reason.clone(),
+                            local_note: String::new(),
+                        },
+                    )
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                clients
+                    .emploi
+                    .clone()
+                    .decide_referral(request)
+                    .await
+                    .map(|_| ())
+            }
+            _ => {
+                let (k, case_id) = message("s");
+                let request = stack
+                    .as_agent(
+                        receiver,
+                        p.index,
+                        v1::SocialServiceDecideReferralRequest {
+                            idempotency_key: k,
+                            case_id,
+                            decision: decision as i32,
+                            refusal_reason: reason.clone(),
+                            local_note: String::new(),
+                        },
+                    )
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                clients
+                    .social
+                    .clone()
+                    .decide_referral(request)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    })
+    .await?;
+    tally.rpc_calls += 1;
+    if decision == v1::ReferralState::Refused {
+        tally.referrals_refused += 1;
+        return Ok(());
+    }
+
+    let agreement_of = |who: Institution| if p.disagreement == Some(who) { v1::Agreement::Disagree } else { v1::Agreement::Agree } as i32;
+    // Under "the prescriber decides", the partner's validation sometimes
+    // never comes: the person enters all the same, and it is counted.
+    let skip = |who: Institution| {
+        agreement.shared_diagnosis.rule
+            == passerelle_domain::agreement::DiagnosisRule::PrescriberDecides
+            && who != by
+            && (14..22).contains(&p.fate)
+    };
+    let halves_expected = if skip(receiver) { 1 } else { 2 };
     clock.set(start + chrono::Duration::days(p.days[0]));
     let half = v1::DiagnosisHalf {
         case_id: case_id.clone(),
         barriers: barriers.clone(),
-        agreement: agreement(Institution::Emploi),
+        agreement: agreement_of(Institution::Emploi),
         ..Default::default()
     };
-    when_delivered(|| async {
-        let request = stack
-            .as_agent(
-                Institution::Emploi,
-                p.index,
-                v1::EmploiServiceRecordDiagnosisRequest {
-                    idempotency_key: key("diag-emploi"),
-                    half: Some(half.clone()),
-                    local_note: String::new(),
-                },
-            )
-            .map_err(|e| Status::internal(e.to_string()))?;
-        clients.emploi.clone().record_diagnosis(request).await
-    })
-    .await?;
+    if !skip(Institution::Emploi) {
+        when_delivered(|| async {
+            let request = stack
+                .as_agent(
+                    Institution::Emploi,
+                    p.index,
+                    v1::EmploiServiceRecordDiagnosisRequest {
+                        idempotency_key: key("diag-emploi"),
+                        half: Some(half.clone()),
+                        local_note: String::new(),
+                    },
+                )
+                .map_err(|e| Status::internal(e.to_string()))?;
+            clients.emploi.clone().record_diagnosis(request).await
+        })
+        .await?;
+    }
     clock.set(start + chrono::Duration::days(p.days[1]));
     let half = v1::DiagnosisHalf {
-        agreement: agreement(Institution::Social),
+        agreement: agreement_of(Institution::Social),
         ..half
     };
-    when_delivered(|| async {
-        let request = stack
-            .as_agent(
-                Institution::Social,
-                p.index,
-                v1::SocialServiceRecordDiagnosisRequest {
-                    idempotency_key: key("diag-social"),
-                    half: Some(half.clone()),
-                    local_note: String::new(),
-                },
-            )
-            .map_err(|e| Status::internal(e.to_string()))?;
-        clients.social.clone().record_diagnosis(request).await
-    })
-    .await?;
+    if !skip(Institution::Social) {
+        when_delivered(|| async {
+            let request = stack
+                .as_agent(
+                    Institution::Social,
+                    p.index,
+                    v1::SocialServiceRecordDiagnosisRequest {
+                        idempotency_key: key("diag-social"),
+                        half: Some(half.clone()),
+                        local_note: String::new(),
+                    },
+                )
+                .map_err(|e| Status::internal(e.to_string()))?;
+            clients.social.clone().record_diagnosis(request).await
+        })
+        .await?;
+    }
     tally.rpc_calls += 2;
     // Whether a disagreement keeps the person out is the agreement's rule:
     // ask the employment side once it knows both halves.
@@ -428,7 +568,7 @@ async fn run_person(
         )?;
         let answer = clients.emploi.get_case(request).await?.into_inner();
         tally.rpc_calls += 1;
-        if answer.diagnoses.len() == 2 {
+        if answer.diagnoses.len() == halves_expected {
             break answer.case.map(|c| c.state).unwrap_or_default();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -438,18 +578,62 @@ async fn run_person(
         return Ok(());
     }
 
+    // Axe 3 where the agreement runs it: social difficulties block any job
+    // search, the social side follows the person alone.
+    if agreement.exclusive_social_support.is_some() && by == Institution::Social && p.fate >= 94 {
+        clock.set(start + chrono::Duration::days(p.days[2]));
+        let request = stack.as_agent(
+            Institution::Social,
+            p.index,
+            v1::StartExclusiveSupportRequest {
+                idempotency_key: key("axe3"),
+                case_id: case_id.clone(),
+                social_evaluation: Some(v1::ConsentEvidence {
+                    kind: v1::EvidenceKind::SignedReferralForm as i32,
+                    document_sha256: sha256_hex(&format!("évaluation sociale {}", p.index)),
+                    signed_at: Some(ts(clock.now())),
+                    collected_by: stack.agent(Institution::Social, p.index).1,
+                }),
+            },
+        )?;
+        tally.rpc_calls += 1;
+        match clients.social.start_exclusive_support(request).await {
+            Ok(_) => {
+                tally.exclusive_support += 1;
+                return Ok(());
+            }
+            // The office's yearly quota is used: global support instead.
+            Err(s) if s.code() == Code::ResourceExhausted => {}
+            Err(s) => return Err(s.into()),
+        }
+    }
+
     clock.set(start + chrono::Duration::days(p.days[2]));
+    let document = |kind: v1::EvidenceKind, what: &str| v1::ConsentEvidence {
+        kind: kind as i32,
+        document_sha256: sha256_hex(&format!("{what} {}", p.index)),
+        signed_at: Some(ts(clock.now())),
+        collected_by: stack.agent(Institution::Emploi, p.index).1,
+    };
+    let evidence = match agreement.entry.evidence {
+        EntryEvidence::SignedContractNamingSocialReferent => {
+            vec![document(v1::EvidenceKind::SignedContract, "contrat")]
+        }
+        EntryEvidence::SignedReferralFormAndInterviewConclusion => vec![
+            document(v1::EvidenceKind::SignedReferralForm, "fiche de liaison"),
+            document(
+                v1::EvidenceKind::InterviewConclusion,
+                "conclusion d'entretien",
+            ),
+        ],
+    };
     let entry = v1::CaseEntry {
         pair: Some(v1::Pair {
             counsellor: stack.agent(Institution::Emploi, p.index).1,
             social_worker: stack.agent(Institution::Social, p.index).1,
         }),
         track: v1::Track::Global as i32,
-        evidence: Some(v1::ConsentEvidence {
-            kind: v1::EvidenceKind::SignedContract as i32,
-            document_sha256: sha256_hex(&format!("contrat {}", p.index)),
-            ..Default::default()
-        }),
+        evidence,
         ..Default::default()
     };
     when_delivered(|| async {
@@ -470,21 +654,44 @@ async fn run_person(
     tally.entered += 1;
     tally.rpc_calls += 1;
 
-    if let Some(reason) = p.exit {
+    // Past the period (a month is at least 28 days) the case ends at term.
+    let period_days = i64::from(agreement.global_support.initial_months) * 28 - 3;
+    let exit = p.exit.filter(|_| p.days[3] - p.days[2] < period_days);
+    if exit.is_none() && p.days[3] - p.days[2] >= period_days {
+        *tally.exits.entry("end_of_term".into()).or_default() += 1;
+    }
+    if let Some(reason) = exit {
         clock.set(start + chrono::Duration::days(p.days[3]));
-        let request = stack.as_agent(
-            Institution::Emploi,
-            p.index,
-            v1::ExitCaseRequest {
-                idempotency_key: key("exit"),
-                case_id,
-                exit: Some(v1::CaseExit {
-                    reason: reason as i32,
-                    ..Default::default()
-                }),
-            },
-        )?;
-        clients.emploi.exit_case(request).await?;
+        if reason == v1::ExitReason::MissedAppointments {
+            // Implicit end: the threshold of missed appointments is reached.
+            for i in 0..agreement.exits.missed_appointments_threshold {
+                let request = stack.as_agent(
+                    Institution::Emploi,
+                    p.index,
+                    v1::EmploiServiceRecordMissedAppointmentRequest {
+                        idempotency_key: format!("{}-{i}", key("missed")),
+                        case_id: case_id.clone(),
+                    },
+                )?;
+                clients.emploi.record_missed_appointment(request).await?;
+                tally.rpc_calls += 1;
+            }
+        } else {
+            let request = stack.as_agent(
+                Institution::Emploi,
+                p.index,
+                v1::ExitCaseRequest {
+                    idempotency_key: key("exit"),
+                    case_id,
+                    exit: Some(v1::CaseExit {
+                        reason: reason as i32,
+                        ..Default::default()
+                    }),
+                },
+            )?;
+            clients.emploi.exit_case(request).await?;
+            tally.rpc_calls += 1;
+        }
         *tally
             .exits
             .entry(
@@ -494,7 +701,6 @@ async fn run_person(
                     .to_lowercase(),
             )
             .or_default() += 1;
-        tally.rpc_calls += 1;
     }
     Ok(())
 }
@@ -503,6 +709,7 @@ async fn run_person(
 pub async fn run(
     stack: &Stack,
     clock: &ManualClock,
+    agreement: &Agreement,
     people: u64,
     seed: u64,
 ) -> anyhow::Result<Tally> {
@@ -514,6 +721,27 @@ pub async fn run(
     };
     let origin = clock.now();
     let mut tally = Tally::default();
+    // The coordinator fills the working-time register the capacity rule reads.
+    for (i, (counsellor, share, agency)) in counsellors(agreement).into_iter().enumerate() {
+        let token = stack.token(
+            Institution::Emploi,
+            Role::Coordinator,
+            "coordination-emploi",
+            Institution::Emploi,
+        )?;
+        let mut request = Request::new(v1::RegisterCounsellorRequest {
+            idempotency_key: format!("demo-register-{i}"),
+            counsellor,
+            working_time_per_mille: share,
+            office_code: agency,
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        clients.emploi.register_counsellor(request).await?;
+        tally.rpc_calls += 1;
+    }
+
     // People arrive over a year; each one's steps are laid out from their arrival.
     let mut persons: Vec<(i64, Person)> = (0..people)
         .map(|index| {
@@ -543,6 +771,7 @@ pub async fn run(
                 },
                 exit: exits_before_end.then(|| *rng.pick(EXITS)),
                 days: [diag_emploi, diag_social, entry, entry + stays],
+                fate: rng.between(0, 99) as u64,
             };
             (arrival, person)
         })
@@ -550,7 +779,16 @@ pub async fn run(
     persons.sort_by_key(|(arrival, p)| (*arrival, p.index));
     for (arrival, person) in &persons {
         clock.set(origin + chrono::Duration::days(*arrival));
-        run_person(stack, clock, &mut clients, person, &mut rng, &mut tally).await?;
+        run_person(
+            stack,
+            clock,
+            &mut clients,
+            agreement,
+            person,
+            &mut rng,
+            &mut tally,
+        )
+        .await?;
     }
     // Let the last messages reach the partner before the committee looks.
     clock.set(origin + chrono::Duration::days(420));
@@ -589,11 +827,7 @@ fn cell(c: Option<&v1::Cell>) -> String {
 }
 
 /// The committee's indicators as a readable table.
-pub fn render(
-    d: &v1::Dashboard,
-    tally: &Tally,
-    agreement: &passerelle_domain::agreement::Agreement,
-) -> String {
+pub fn render(d: &v1::Dashboard, tally: &Tally, agreement: &Agreement) -> String {
     let mut out = String::new();
     let mut row =
         |label: &str, value: String| out.push_str(&format!("  {label:<44} {value:>18}\n"));
@@ -616,6 +850,30 @@ pub fn render(
             cell(Some(c)),
         );
     }
+    for c in &d.referral_outcomes {
+        row(&format!("Orientations : {}", c.key), cell(Some(c)));
+    }
+    for c in &d.refusals_by_reason {
+        row(&format!("  refus : {}", c.key), cell(Some(c)));
+    }
+    row(
+        "Non-intégrations après diagnostic",
+        cell(d.not_entered_at_diagnosis.as_ref()),
+    );
+    for c in &d.awaiting_validation_by_party {
+        row(
+            &format!("Diagnostics en attente de validation : {}", c.key),
+            cell(Some(c)),
+        );
+    }
+    row(
+        "En file d'attente (portefeuille complet)",
+        cell(d.queued.as_ref()),
+    );
+    row(
+        "Accompagnement social exclusif (axe 3)",
+        cell(d.exclusive_support_entries.as_ref()),
+    );
     for c in &d.exits_by_type {
         row(&format!("Sorties : {}", c.key), cell(Some(c)));
     }
@@ -658,8 +916,8 @@ pub fn render(
     text.push_str(&out);
     text.push_str(&"-".repeat(66));
     text.push_str(&format!(
-        "\nScénario : {} personnes, {} refus de consentement, {} retraits, {} non-entrées après diagnostic, {} entrées, {} appels gRPC.\n",
-        tally.people, tally.consent_refused, tally.consent_withdrawn, tally.not_entered, tally.entered, tally.rpc_calls
+        "\nScénario : {} personnes, {} refus de consentement, {} préalables non réunis, {} retraits, {} orientations refusées, {} laissées sans réponse (expirées), {} non-entrées après diagnostic, {} entrées, {} en accompagnement social exclusif, {} appels gRPC.\n",
+        tally.people, tally.consent_refused, tally.preconditions_not_met, tally.consent_withdrawn, tally.referrals_refused, tally.referrals_left_pending, tally.not_entered, tally.entered, tally.exclusive_support, tally.rpc_calls
     ));
     text
 }

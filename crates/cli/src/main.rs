@@ -128,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
                     "Running {people} people through referral, consent, shared diagnosis, entry and exit…"
                 );
                 let began = std::time::Instant::now();
-                let tally = demo::run(&stack, &clock, people, seed).await?;
+                let tally = demo::run(&stack, &clock, &rules, people, seed).await?;
                 let dashboard = demo::dashboard(&stack).await?;
                 print!("{}", demo::render(&dashboard, &tally, &rules));
                 println!("Done in {:.1} s.", began.elapsed().as_secs_f64());

@@ -224,6 +224,7 @@ pub fn service_config(
         config.outbox.initial_backoff_ms = 50;
         config.outbox.max_backoff_ms = 400;
         config.outbox.request_timeout_ms = 2_000;
+        config.housekeeping_interval_ms = 100;
     }
     config
 }
@@ -360,6 +361,19 @@ impl Stack {
     }
 
     /// A development token for an agent.
+    /// A development token for an agent of an approved association, which
+    /// acts under the Département's delegation.
+    pub fn association_token(&self, agent: &str, association: &str) -> anyhow::Result<String> {
+        Ok(self.signer.sign_for_organisation(
+            agent,
+            Institution::Social,
+            Role::AssociationWorker,
+            association,
+            &audience_of(Institution::Social),
+            DEV_TOKEN_TTL_SECONDS,
+        )?)
+    }
+
     pub fn token(
         &self,
         institution: Institution,

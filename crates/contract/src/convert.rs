@@ -107,6 +107,7 @@ pub fn role(p: v1::Role) -> Option<domain::Role> {
         v1::Role::Service => Some(domain::Role::Service),
         v1::Role::Steering => Some(domain::Role::Steering),
         v1::Role::Dpo => Some(domain::Role::Dpo),
+        v1::Role::AssociationWorker => Some(domain::Role::AssociationWorker),
     }
 }
 
@@ -370,6 +371,7 @@ fn evidence_kind(p: v1::EvidenceKind) -> Option<domain::EvidenceKind> {
         v1::EvidenceKind::Unspecified => None,
         v1::EvidenceKind::SignedReferralForm => Some(domain::EvidenceKind::SignedReferralForm),
         v1::EvidenceKind::SignedContract => Some(domain::EvidenceKind::SignedContract),
+        v1::EvidenceKind::InterviewConclusion => Some(domain::EvidenceKind::InterviewConclusion),
     }
 }
 
@@ -391,6 +393,7 @@ impl From<&domain::Evidence> for v1::ConsentEvidence {
             kind: match d.kind {
                 domain::EvidenceKind::SignedReferralForm => v1::EvidenceKind::SignedReferralForm,
                 domain::EvidenceKind::SignedContract => v1::EvidenceKind::SignedContract,
+                domain::EvidenceKind::InterviewConclusion => v1::EvidenceKind::InterviewConclusion,
             } as i32,
             document_sha256: d.document_sha256.clone(),
             signed_at: Some(timestamp(d.signed_at)),
@@ -538,6 +541,21 @@ pub fn referral_draft(r: &v1::Referral) -> Result<domain::ReferralDraft> {
             .map_err(|e| e.within("employment"))?
             .unwrap_or_default(),
         consent_id: identifier("consent_id", &r.consent_id)?,
+        checks: r
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(domain::CheckAnswer {
+                    code: person::required_text(
+                        &format!("checks[{i}].code"),
+                        &c.code,
+                        MAX_SHORT_TEXT,
+                    )?,
+                    met: c.met,
+                })
+            })
+            .collect::<Result<_>>()?,
     })
 }
 
@@ -550,6 +568,7 @@ impl TryFrom<&v1::Referral> for domain::Referral {
             enum_field("referring_network", r.referring_network, network)?,
             person::required_text("referred_by", &r.referred_by, MAX_SHORT_TEXT)?,
             timestamp_from("referred_at", r.referred_at.as_ref())?,
+            person::optional_text("association_id", &r.association_id, MAX_SHORT_TEXT)?,
         ))
     }
 }
@@ -567,6 +586,15 @@ impl From<&domain::Referral> for v1::Referral {
             employment: Some((&d.employment).into()),
             referred_at: Some(timestamp(d.referred_at)),
             consent_id: d.consent_id.clone(),
+            checks: d
+                .checks
+                .iter()
+                .map(|c| v1::CheckAnswer {
+                    code: c.code.clone(),
+                    met: c.met,
+                })
+                .collect(),
+            association_id: d.association_id.clone().unwrap_or_default(),
         }
     }
 }
@@ -654,6 +682,7 @@ pub fn exit_reason(p: v1::ExitReason) -> Option<domain::ExitReason> {
         P::MissedAppointments => D::MissedAppointments,
         P::Deregistered => D::Deregistered,
         P::EndOfTerm => D::EndOfTerm,
+        P::EmploymentTrack => D::EmploymentTrack,
     })
 }
 
@@ -670,6 +699,7 @@ impl From<domain::ExitReason> for v1::ExitReason {
             D::MissedAppointments => P::MissedAppointments,
             D::Deregistered => P::Deregistered,
             D::EndOfTerm => P::EndOfTerm,
+            D::EmploymentTrack => P::EmploymentTrack,
         }
     }
 }
@@ -694,12 +724,12 @@ impl From<&domain::Pair> for v1::Pair {
 impl TryFrom<&v1::CaseEntry> for domain::CaseEntry {
     type Error = FieldError;
     fn try_from(e: &v1::CaseEntry) -> Result<Self> {
-        let evidence = required("evidence", e.evidence.as_ref())?;
         Ok(domain::CaseEntry {
             pair: pair(required("pair", e.pair.as_ref())?).map_err(|err| err.within("pair"))?,
             track: enum_field("track", e.track, track)?,
             entered_at: timestamp_from("entered_at", e.entered_at.as_ref())?,
-            contract_sha256: sha256_hex("evidence.document_sha256", &evidence.document_sha256)?,
+            evidence: entry_evidence(&e.evidence)?,
+            referent: enum_field("referent", e.referent, referent)?,
         })
     }
 }
@@ -710,12 +740,8 @@ impl From<&domain::CaseEntry> for v1::CaseEntry {
             pair: Some((&d.pair).into()),
             track: v1::Track::from(d.track) as i32,
             entered_at: Some(timestamp(d.entered_at)),
-            evidence: Some(v1::ConsentEvidence {
-                kind: v1::EvidenceKind::SignedContract as i32,
-                document_sha256: d.contract_sha256.clone(),
-                signed_at: Some(timestamp(d.entered_at)),
-                collected_by: d.pair.counsellor.clone(),
-            }),
+            evidence: d.evidence.iter().map(Into::into).collect(),
+            referent: v1::Referent::from(d.referent) as i32,
         }
     }
 }
@@ -756,6 +782,16 @@ impl TryFrom<&v1::CaseEvent> for domain::CaseEvent {
                     exceptional: renewal.exceptional,
                 }))
             }
+            Some(v1::case_event::Change::Queued(q)) => Ok(domain::CaseEvent::Queued {
+                pair: pair(required("queued.pair", q.pair.as_ref())?)
+                    .map_err(|err| err.within("queued.pair"))?,
+                queued_at: timestamp_from("queued.queued_at", q.queued_at.as_ref())?,
+            }),
+            Some(v1::case_event::Change::AppointmentMissed(m)) => {
+                Ok(domain::CaseEvent::AppointmentMissed {
+                    at: timestamp_from("appointment_missed.at", m.at.as_ref())?,
+                })
+            }
             None => Err(FieldError::new("change", "is required")),
         }
     }
@@ -772,6 +808,17 @@ pub fn case_event(case_id: &str, d: &domain::CaseEvent) -> v1::CaseEvent {
                 renewed_at: Some(timestamp(r.renewed_at)),
                 exceptional: r.exceptional,
             }),
+            domain::CaseEvent::Queued { pair, queued_at } => {
+                v1::case_event::Change::Queued(v1::CaseQueued {
+                    pair: Some(pair.into()),
+                    queued_at: Some(timestamp(*queued_at)),
+                })
+            }
+            domain::CaseEvent::AppointmentMissed { at } => {
+                v1::case_event::Change::AppointmentMissed(v1::AppointmentMissed {
+                    at: Some(timestamp(*at)),
+                })
+            }
         }),
     }
 }
@@ -788,6 +835,7 @@ impl From<&domain::Case> for v1::Case {
                 S::Active => v1::CaseState::Active,
                 S::Exited => v1::CaseState::Exited,
                 S::NotEntered => v1::CaseState::NotEntered,
+                S::Queued => v1::CaseState::Queued,
             } as i32,
             pair: d.pair.as_ref().map(Into::into),
             referring_network: v1::Network::from(d.referring_network) as i32,
@@ -802,6 +850,18 @@ impl From<&domain::Case> for v1::Case {
             renewals: d.renewals,
             ends_at: optional_timestamp(d.ends_at),
             review_due_at: optional_timestamp(d.review_due_at),
+            office_code: d.office_code.clone(),
+            referral_state: v1::ReferralState::from(d.referral_state) as i32,
+            referral_expires_at: Some(timestamp(d.referral_expires_at)),
+            refusal_reason: d.refusal_reason.clone().unwrap_or_default(),
+            referent: d
+                .referent
+                .map(|r| v1::Referent::from(r) as i32)
+                .unwrap_or_default(),
+            queued_at: optional_timestamp(d.queued_at),
+            missed_appointments: d.missed_appointments,
+            follow_up_due_at: optional_timestamp(d.follow_up_due_at),
+            follow_up_in_employment: d.follow_up_in_employment,
         }
     }
 }
@@ -837,6 +897,26 @@ impl From<&domain::Indicators> for v1::Indicators {
                     suppressed: false,
                 })
                 .collect(),
+            referrals_received: d.flow.referrals_received,
+            referrals_accepted: d.flow.referrals_accepted,
+            referrals_refused: d.flow.referrals_refused,
+            referrals_expired: d.flow.referrals_expired,
+            refusals_by_reason: d
+                .flow
+                .refusals_by_reason
+                .iter()
+                .map(|(key, count)| v1::Cell {
+                    key: key.clone(),
+                    count: *count,
+                    suppressed: false,
+                })
+                .collect(),
+            diagnoses_awaiting_validation: d.flow.diagnoses_awaiting_validation,
+            not_entered_at_diagnosis: d.flow.not_entered_at_diagnosis,
+            queued: d.flow.queued,
+            exclusive_support_entries: d.flow.exclusive_support_entries,
+            exclusive_support_in_progress: d.flow.exclusive_support_in_progress,
+            followed_up_in_employment: d.flow.followed_up_in_employment,
         }
     }
 }
@@ -847,6 +927,12 @@ impl TryFrom<&v1::Indicators> for domain::Indicators {
         if let Some(i) = p.exits_by_type.iter().position(|c| c.suppressed) {
             return Err(FieldError::new(
                 format!("exits_by_type[{i}].suppressed"),
+                "sources send exact counts",
+            ));
+        }
+        if let Some(i) = p.refusals_by_reason.iter().position(|c| c.suppressed) {
+            return Err(FieldError::new(
+                format!("refusals_by_reason[{i}].suppressed"),
                 "sources send exact counts",
             ));
         }
@@ -863,6 +949,23 @@ impl TryFrom<&v1::Indicators> for domain::Indicators {
                 .iter()
                 .map(|c| (c.key.clone(), c.count))
                 .collect(),
+            flow: domain::CaseFlow {
+                referrals_received: p.referrals_received,
+                referrals_accepted: p.referrals_accepted,
+                referrals_refused: p.referrals_refused,
+                referrals_expired: p.referrals_expired,
+                refusals_by_reason: p
+                    .refusals_by_reason
+                    .iter()
+                    .map(|c| (c.key.clone(), c.count))
+                    .collect(),
+                diagnoses_awaiting_validation: p.diagnoses_awaiting_validation,
+                not_entered_at_diagnosis: p.not_entered_at_diagnosis,
+                queued: p.queued,
+                exclusive_support_entries: p.exclusive_support_entries,
+                exclusive_support_in_progress: p.exclusive_support_in_progress,
+                followed_up_in_employment: p.followed_up_in_employment,
+            },
         })
     }
 }
@@ -887,6 +990,16 @@ impl From<&domain::Dashboard> for v1::Dashboard {
                 })
                 .collect(),
             min_cell_size: u32::try_from(d.min_cell_size).unwrap_or(u32::MAX),
+            referral_outcomes: d.referral_outcomes.iter().map(Into::into).collect(),
+            refusals_by_reason: d.refusals_by_reason.iter().map(Into::into).collect(),
+            awaiting_validation_by_party: d
+                .awaiting_validation_by_party
+                .iter()
+                .map(Into::into)
+                .collect(),
+            not_entered_at_diagnosis: Some((&d.not_entered_at_diagnosis).into()),
+            queued: Some((&d.queued).into()),
+            exclusive_support_entries: Some((&d.exclusive_support_entries).into()),
         }
     }
 }
@@ -897,8 +1010,369 @@ pub fn due_item(case_id: &str, kind: domain::DueKind, at: DateTime<Utc>) -> v1::
         kind: match kind {
             domain::DueKind::Review => v1::DueKind::Review,
             domain::DueKind::EndOfPeriod => v1::DueKind::EndOfPeriod,
+            domain::DueKind::ReferralReminder => v1::DueKind::ReferralReminder,
+            domain::DueKind::ReferralExpiry => v1::DueKind::ReferralExpiry,
+            domain::DueKind::DiagnosisValidation => v1::DueKind::DiagnosisValidation,
+            domain::DueKind::FollowUp => v1::DueKind::FollowUp,
         } as i32,
         due_at: Some(timestamp(at)),
+    }
+}
+
+// ---- referral decisions, entry, plans, exclusive support ------------------------
+
+/// The evidence of an entry, each item checked.
+pub fn entry_evidence(list: &[v1::ConsentEvidence]) -> Result<Vec<domain::Evidence>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, e)| {
+            domain::Evidence::try_from(e).map_err(|err| err.within(&format!("evidence[{i}]")))
+        })
+        .collect()
+}
+
+pub fn referral_state(p: v1::ReferralState) -> Option<domain::ReferralState> {
+    use domain::ReferralState as D;
+    use v1::ReferralState as P;
+    Some(match p {
+        P::Unspecified => return None,
+        P::Pending => D::Pending,
+        P::Accepted => D::Accepted,
+        P::Refused => D::Refused,
+        P::Expired => D::Expired,
+    })
+}
+
+impl From<domain::ReferralState> for v1::ReferralState {
+    fn from(d: domain::ReferralState) -> Self {
+        use domain::ReferralState as D;
+        use v1::ReferralState as P;
+        match d {
+            D::Pending => P::Pending,
+            D::Accepted => P::Accepted,
+            D::Refused => P::Refused,
+            D::Expired => P::Expired,
+        }
+    }
+}
+
+pub fn referent(p: v1::Referent) -> Option<domain::Referent> {
+    match p {
+        v1::Referent::Unspecified => None,
+        v1::Referent::Counsellor => Some(domain::Referent::Counsellor),
+        v1::Referent::Pair => Some(domain::Referent::Pair),
+    }
+}
+
+impl From<domain::Referent> for v1::Referent {
+    fn from(d: domain::Referent) -> Self {
+        match d {
+            domain::Referent::Counsellor => v1::Referent::Counsellor,
+            domain::Referent::Pair => v1::Referent::Pair,
+        }
+    }
+}
+
+impl TryFrom<&v1::ReferralDecision> for domain::ReferralDecision {
+    type Error = FieldError;
+    fn try_from(p: &v1::ReferralDecision) -> Result<Self> {
+        Ok(domain::ReferralDecision {
+            state: enum_field("state", p.state, referral_state)?,
+            refusal_reason: person::optional_text(
+                "refusal_reason",
+                &p.refusal_reason,
+                MAX_SHORT_TEXT,
+            )?,
+            decided_at: timestamp_from("decided_at", p.decided_at.as_ref())?,
+        })
+    }
+}
+
+impl From<&domain::ReferralDecision> for v1::ReferralDecision {
+    fn from(d: &domain::ReferralDecision) -> Self {
+        v1::ReferralDecision {
+            state: v1::ReferralState::from(d.state) as i32,
+            refusal_reason: d.refusal_reason.clone().unwrap_or_default(),
+            decided_at: Some(timestamp(d.decided_at)),
+        }
+    }
+}
+
+pub fn exclusive_outcome(p: v1::ExclusiveOutcome) -> Option<domain::ExclusiveOutcome> {
+    use domain::ExclusiveOutcome as D;
+    use v1::ExclusiveOutcome as P;
+    Some(match p {
+        P::Unspecified => return None,
+        P::Renew => D::Renew,
+        P::MoveToGlobalSupport => D::MoveToGlobalSupport,
+        P::ReturnToEmploymentTrack => D::ReturnToEmploymentTrack,
+    })
+}
+
+impl From<domain::ExclusiveOutcome> for v1::ExclusiveOutcome {
+    fn from(d: domain::ExclusiveOutcome) -> Self {
+        use domain::ExclusiveOutcome as D;
+        use v1::ExclusiveOutcome as P;
+        match d {
+            D::Renew => P::Renew,
+            D::MoveToGlobalSupport => P::MoveToGlobalSupport,
+            D::ReturnToEmploymentTrack => P::ReturnToEmploymentTrack,
+        }
+    }
+}
+
+impl TryFrom<&v1::SuspensionNotice> for domain::SuspensionNotice {
+    type Error = FieldError;
+    fn try_from(p: &v1::SuspensionNotice) -> Result<Self> {
+        Ok(domain::SuspensionNotice {
+            case_id: identifier("case_id", &p.case_id)?,
+            jobseeker_number: person::optional_text(
+                "jobseeker_number",
+                &p.jobseeker_number,
+                MAX_SHORT_TEXT,
+            )?
+            .unwrap_or_default(),
+            suspended_from: timestamp_from("suspended_from", p.suspended_from.as_ref())?,
+            suspended_until: p
+                .suspended_until
+                .as_ref()
+                .map(|t| timestamp_from("suspended_until", Some(t)))
+                .transpose()?,
+            renewals: p.renewals,
+            outcome: match v1::ExclusiveOutcome::try_from(p.outcome) {
+                Ok(v1::ExclusiveOutcome::Unspecified) => None,
+                _ => Some(enum_field("outcome", p.outcome, exclusive_outcome)?),
+            },
+            changed_at: timestamp_from("changed_at", p.changed_at.as_ref())?,
+        })
+    }
+}
+
+impl From<&domain::SuspensionNotice> for v1::SuspensionNotice {
+    fn from(d: &domain::SuspensionNotice) -> Self {
+        v1::SuspensionNotice {
+            case_id: d.case_id.clone(),
+            jobseeker_number: d.jobseeker_number.clone(),
+            suspended_from: Some(timestamp(d.suspended_from)),
+            suspended_until: optional_timestamp(d.suspended_until),
+            renewals: d.renewals,
+            outcome: d
+                .outcome
+                .map(|o| v1::ExclusiveOutcome::from(o) as i32)
+                .unwrap_or_default(),
+            changed_at: Some(timestamp(d.changed_at)),
+        }
+    }
+}
+
+fn plan_kind(p: v1::PlanKind) -> Option<domain::plan::PlanKind> {
+    match p {
+        v1::PlanKind::Unspecified => None,
+        v1::PlanKind::Social => Some(domain::plan::PlanKind::Social),
+        v1::PlanKind::Employment => Some(domain::plan::PlanKind::Employment),
+    }
+}
+
+impl From<domain::plan::PlanKind> for v1::PlanKind {
+    fn from(d: domain::plan::PlanKind) -> Self {
+        match d {
+            domain::plan::PlanKind::Social => v1::PlanKind::Social,
+            domain::plan::PlanKind::Employment => v1::PlanKind::Employment,
+        }
+    }
+}
+
+fn theme(p: v1::Theme) -> Option<domain::plan::Theme> {
+    use domain::plan::Theme as D;
+    use v1::Theme as P;
+    Some(match p {
+        P::Unspecified => return None,
+        P::Mobility => D::Mobility,
+        P::Housing => D::Housing,
+        P::Health => D::Health,
+        P::FamilyChildcare => D::FamilyChildcare,
+        P::Financial => D::Financial,
+        P::AdministrativeLegal => D::AdministrativeLegal,
+        P::Digital => D::Digital,
+        P::LiteracyNumeracy => D::LiteracyNumeracy,
+        P::SocialInsertion => D::SocialInsertion,
+        P::JobProject => D::JobProject,
+        P::JobSearch => D::JobSearch,
+        P::Training => D::Training,
+        P::WorkExperience => D::WorkExperience,
+    })
+}
+
+impl From<domain::plan::Theme> for v1::Theme {
+    fn from(d: domain::plan::Theme) -> Self {
+        use domain::plan::Theme as D;
+        use v1::Theme as P;
+        match d {
+            D::Mobility => P::Mobility,
+            D::Housing => P::Housing,
+            D::Health => P::Health,
+            D::FamilyChildcare => P::FamilyChildcare,
+            D::Financial => P::Financial,
+            D::AdministrativeLegal => P::AdministrativeLegal,
+            D::Digital => P::Digital,
+            D::LiteracyNumeracy => P::LiteracyNumeracy,
+            D::SocialInsertion => P::SocialInsertion,
+            D::JobProject => P::JobProject,
+            D::JobSearch => P::JobSearch,
+            D::Training => P::Training,
+            D::WorkExperience => P::WorkExperience,
+        }
+    }
+}
+
+fn action_status(p: v1::ActionStatus) -> Option<domain::plan::ActionStatus> {
+    use domain::plan::ActionStatus as D;
+    use v1::ActionStatus as P;
+    Some(match p {
+        P::Unspecified => return None,
+        P::Planned => D::Planned,
+        P::InProgress => D::InProgress,
+        P::Done => D::Done,
+        P::Abandoned => D::Abandoned,
+    })
+}
+
+impl From<domain::plan::ActionStatus> for v1::ActionStatus {
+    fn from(d: domain::plan::ActionStatus) -> Self {
+        use domain::plan::ActionStatus as D;
+        use v1::ActionStatus as P;
+        match d {
+            D::Planned => P::Planned,
+            D::InProgress => P::InProgress,
+            D::Done => P::Done,
+            D::Abandoned => P::Abandoned,
+        }
+    }
+}
+
+/// A plan as an agent submits it; author and time are set by the service.
+pub fn plan_themes(
+    p: &v1::Plan,
+) -> Result<(String, domain::plan::PlanKind, Vec<domain::plan::PlanTheme>)> {
+    let case_id = identifier("case_id", &p.case_id)?;
+    let kind = enum_field("kind", p.kind, plan_kind)?;
+    let themes = p
+        .themes
+        .iter()
+        .enumerate()
+        .map(|(t, th)| {
+            let at = format!("themes[{t}]");
+            Ok(domain::plan::PlanTheme {
+                theme: enum_field(&format!("{at}.theme"), th.theme, theme)?,
+                goals: th
+                    .goals
+                    .iter()
+                    .enumerate()
+                    .map(|(g, goal)| {
+                        Ok(domain::plan::PlanGoal {
+                            title: goal.title.trim().to_owned(),
+                            actions: goal
+                                .actions
+                                .iter()
+                                .enumerate()
+                                .map(|(a, action)| {
+                                    Ok(domain::plan::PlanAction {
+                                        title: action.title.trim().to_owned(),
+                                        status: enum_field(
+                                            &format!("{at}.goals[{g}].actions[{a}].status"),
+                                            action.status,
+                                            action_status,
+                                        )?,
+                                    })
+                                })
+                                .collect::<Result<_>>()?,
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok((case_id, kind, themes))
+}
+
+impl From<&domain::plan::Plan> for v1::Plan {
+    fn from(d: &domain::plan::Plan) -> Self {
+        v1::Plan {
+            case_id: d.case_id.clone(),
+            kind: v1::PlanKind::from(d.kind) as i32,
+            themes: d
+                .themes
+                .iter()
+                .map(|t| v1::PlanTheme {
+                    theme: v1::Theme::from(t.theme) as i32,
+                    goals: t
+                        .goals
+                        .iter()
+                        .map(|g| v1::PlanGoal {
+                            title: g.title.clone(),
+                            actions: g
+                                .actions
+                                .iter()
+                                .map(|a| v1::PlanAction {
+                                    title: a.title.clone(),
+                                    status: v1::ActionStatus::from(a.status) as i32,
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            updated_by: d.updated_by.clone(),
+            updated_at: Some(timestamp(d.updated_at)),
+        }
+    }
+}
+
+impl From<&domain::plan::PlanSummary> for v1::PlanSummary {
+    fn from(d: &domain::plan::PlanSummary) -> Self {
+        v1::PlanSummary {
+            case_id: d.case_id.clone(),
+            kind: v1::PlanKind::from(d.kind) as i32,
+            themes: d
+                .themes
+                .iter()
+                .map(|t| v1::ThemeSummary {
+                    theme: v1::Theme::from(t.theme) as i32,
+                    goals: t.goals,
+                    planned: t.planned,
+                    in_progress: t.in_progress,
+                    done: t.done,
+                    abandoned: t.abandoned,
+                })
+                .collect(),
+            updated_at: Some(timestamp(d.updated_at)),
+        }
+    }
+}
+
+impl TryFrom<&v1::PlanSummary> for domain::plan::PlanSummary {
+    type Error = FieldError;
+    fn try_from(p: &v1::PlanSummary) -> Result<Self> {
+        Ok(domain::plan::PlanSummary {
+            case_id: identifier("case_id", &p.case_id)?,
+            kind: enum_field("kind", p.kind, plan_kind)?,
+            themes: p
+                .themes
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    Ok(domain::plan::ThemeSummary {
+                        theme: enum_field(&format!("themes[{i}].theme"), t.theme, theme)?,
+                        goals: t.goals,
+                        planned: t.planned,
+                        in_progress: t.in_progress,
+                        done: t.done,
+                        abandoned: t.abandoned,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            updated_at: timestamp_from("updated_at", p.updated_at.as_ref())?,
+        })
     }
 }
 
@@ -954,6 +1428,7 @@ mod tests {
             domain::Network::Social,
             "sw-1".into(),
             DateTime::from_timestamp(1_700_000_000, 0).expect("valid"),
+            Some("asll-77".into()),
         );
         let proto = v1::Referral::from(&complete);
         assert_eq!(domain::Referral::try_from(&proto), Ok(complete));

@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::case::ExitReason;
+use crate::case::{CheckAnswer, ExitReason, Referent};
+use crate::consent::EvidenceKind;
+use crate::error::{DomainError, FieldError};
 use crate::vocabulary::Network;
 
 /// The agreements shipped with the project, by id.
@@ -291,8 +293,9 @@ pub struct Exits {
     pub reasons: Vec<ExitReason>,
     /// Missed appointments after which the person is taken to have ended support.
     pub missed_appointments_threshold: u32,
-    /// Follow-up in employment after a job exit.
-    pub follow_up_after_job: bool,
+    /// Follow-up in employment this many months after a job exit; absent
+    /// where the agreement does not ask for it.
+    pub follow_up_after_job_months: Option<u32>,
 }
 
 /// Why a capacity check did not simply accept.
@@ -435,6 +438,24 @@ impl Agreement {
         if self.exits.reasons.is_empty() {
             return Err(invalid("exits.reasons", "needs at least one reason"));
         }
+        if self.exits.follow_up_after_job_months == Some(0) {
+            return Err(invalid(
+                "exits.follow_up_after_job_months",
+                "must be positive when set",
+            ));
+        }
+        let mut check_codes = BTreeSet::new();
+        for (i, check) in self.referral.checks.iter().enumerate() {
+            if !check_codes.insert(check.code.as_str()) {
+                return Err(invalid(format!("referral.checks[{i}].code"), "is repeated"));
+            }
+        }
+        if self.referral.checks.is_empty() {
+            return Err(invalid(
+                "referral.checks",
+                "needs at least one check or criterion",
+            ));
+        }
         if self.exits.missed_appointments_threshold == 0 {
             return Err(invalid(
                 "exits.missed_appointments_threshold",
@@ -442,6 +463,125 @@ impl Agreement {
             ));
         }
         Ok(())
+    }
+
+    /// Whether a referral may leave `network` from `office_code` with these
+    /// answers, sent by an agent of `association` (an approved association)
+    /// when set. Names the field at fault.
+    pub fn check_referral(
+        &self,
+        network: Network,
+        office_code: &str,
+        checks: &[CheckAnswer],
+        association: Option<&str>,
+    ) -> Result<(), DomainError> {
+        match self.office(office_code) {
+            None => {
+                return Err(FieldError::new(
+                    "referral.office_code",
+                    format!("is not an office of agreement {}", self.id),
+                )
+                .into());
+            }
+            Some(office) if office.network() != network => {
+                return Err(FieldError::new(
+                    "referral.office_code",
+                    format!("is not an office of the {network} network"),
+                )
+                .into());
+            }
+            Some(_) => {}
+        }
+        if let Some(association) = association
+            && !self
+                .referral
+                .approved_associations
+                .iter()
+                .any(|a| a.id == association)
+        {
+            return Err(DomainError::PermissionDenied(format!(
+                "association {association} is not approved by the Département under agreement {}",
+                self.id
+            )));
+        }
+        for (i, answer) in checks.iter().enumerate() {
+            if !self.referral.checks.iter().any(|c| c.code == answer.code) {
+                return Err(FieldError::new(
+                    format!("referral.checks[{i}].code"),
+                    format!("is not a check of agreement {}", self.id),
+                )
+                .into());
+            }
+            if checks[..i].iter().any(|a| a.code == answer.code) {
+                return Err(
+                    FieldError::new(format!("referral.checks[{i}].code"), "is repeated").into(),
+                );
+            }
+        }
+        if let Some(missing) = self
+            .referral
+            .checks
+            .iter()
+            .find(|c| !checks.iter().any(|a| a.code == c.code))
+        {
+            return Err(FieldError::new(
+                "referral.checks",
+                format!("must answer {} ({})", missing.code, missing.label),
+            )
+            .into());
+        }
+        if self.referral.checks_kind == ChecksKind::Preconditions {
+            let unmet: Vec<&str> = checks
+                .iter()
+                .filter(|a| !a.met)
+                .map(|a| a.code.as_str())
+                .collect();
+            if !unmet.is_empty() {
+                return Err(DomainError::FailedPrecondition(format!(
+                    "the agreement's preconditions are not met: {}",
+                    unmet.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `code` is one of the agreement's refusal reasons.
+    pub fn refusal_reason(&self, code: &str) -> Result<(), FieldError> {
+        if self.referral.refusal_reasons.iter().any(|r| r.code == code) {
+            Ok(())
+        } else {
+            Err(FieldError::new(
+                "refusal_reason",
+                format!(
+                    "must be one of: {}",
+                    self.referral
+                        .refusal_reasons
+                        .iter()
+                        .map(|r| r.code.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ))
+        }
+    }
+
+    /// The evidence an entry must carry, as the agreement reads.
+    pub fn entry_evidence_kinds(&self) -> &'static [EvidenceKind] {
+        match self.entry.evidence {
+            EntryEvidence::SignedContractNamingSocialReferent => &[EvidenceKind::SignedContract],
+            EntryEvidence::SignedReferralFormAndInterviewConclusion => &[
+                EvidenceKind::SignedReferralForm,
+                EvidenceKind::InterviewConclusion,
+            ],
+        }
+    }
+
+    pub fn referent(&self) -> Referent {
+        match self.entry.case_referent {
+            CaseReferent::Counsellor => Referent::Counsellor,
+            CaseReferent::Pair => Referent::Pair,
+        }
     }
 
     pub fn office(&self, code: &str) -> Option<&Office> {
@@ -695,7 +835,8 @@ mod tests {
         assert_eq!(iev.targets.entries_per_counsellor_per_year, Some(127));
         assert_eq!(iev.shared_diagnosis.rule, DiagnosisRule::BothMustAgree);
         assert_eq!(sem.shared_diagnosis.rule, DiagnosisRule::PrescriberDecides);
-        assert!(sem.exits.follow_up_after_job && !iev.exits.follow_up_after_job);
+        assert_eq!(sem.exits.follow_up_after_job_months, Some(6));
+        assert_eq!(iev.exits.follow_up_after_job_months, None);
         assert_eq!(
             sem.offices
                 .iter()
@@ -735,5 +876,104 @@ mod tests {
             Agreement::from_toml(&late_review).unwrap_err().key,
             "global_support.review_due_month"
         );
+    }
+
+    fn answers(agreement: &Agreement, met: bool) -> Vec<CheckAnswer> {
+        agreement
+            .referral
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CheckAnswer {
+                code: c.code.clone(),
+                met: met || i > 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn preconditions_block_a_referral_where_orientation_criteria_only_inform() {
+        let (iev, sem) = (iev(), sem());
+        let iev_office = "AD-RENNES";
+        let sem_office = "MDS-01";
+        assert!(
+            iev.check_referral(Network::Social, iev_office, &answers(&iev, true), None)
+                .is_ok()
+        );
+        assert!(matches!(
+            iev.check_referral(Network::Social, iev_office, &answers(&iev, false), None),
+            Err(DomainError::FailedPrecondition(m)) if m.contains("lack_of_autonomy")
+        ));
+        assert!(
+            sem.check_referral(Network::Social, sem_office, &answers(&sem, false), None)
+                .is_ok(),
+            "a criterion not met is recorded, not blocking"
+        );
+        // Every check is answered, with known codes, from an office of the right network.
+        let mut partial = answers(&sem, true);
+        partial.pop();
+        assert!(matches!(
+            sem.check_referral(Network::Social, sem_office, &partial, None),
+            Err(DomainError::Invalid(e)) if e.field == "referral.checks"
+        ));
+        let mut unknown = answers(&sem, true);
+        unknown[1].code = "lack_of_autonomy".into();
+        assert!(matches!(
+            sem.check_referral(Network::Social, sem_office, &unknown, None),
+            Err(DomainError::Invalid(e)) if e.field == "referral.checks[1].code"
+        ));
+        assert!(matches!(
+            sem.check_referral(Network::Emploi, sem_office, &answers(&sem, true), None),
+            Err(DomainError::Invalid(e)) if e.field == "referral.office_code"
+        ));
+    }
+
+    #[test]
+    fn only_approved_associations_refer_under_delegation() {
+        let (iev, sem) = (iev(), sem());
+        assert!(
+            sem.check_referral(
+                Network::Social,
+                "MDS-02",
+                &answers(&sem, true),
+                Some("asll-77")
+            )
+            .is_ok()
+        );
+        assert!(matches!(
+            sem.check_referral(
+                Network::Social,
+                "MDS-02",
+                &answers(&sem, true),
+                Some("other")
+            ),
+            Err(DomainError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            iev.check_referral(
+                Network::Social,
+                "AD-RENNES",
+                &answers(&iev, true),
+                Some("asll-77")
+            ),
+            Err(DomainError::PermissionDenied(_))
+        ));
+    }
+
+    #[test]
+    fn entry_evidence_and_referent_follow_the_agreement() {
+        let (iev, sem) = (iev(), sem());
+        assert_eq!(iev.entry_evidence_kinds(), &[EvidenceKind::SignedContract]);
+        assert_eq!(
+            sem.entry_evidence_kinds(),
+            &[
+                EvidenceKind::SignedReferralForm,
+                EvidenceKind::InterviewConclusion
+            ]
+        );
+        assert_eq!(iev.referent(), Referent::Counsellor);
+        assert_eq!(sem.referent(), Referent::Pair);
+        assert!(iev.refusal_reason("preconditions_not_met").is_ok());
+        assert!(sem.refusal_reason("preconditions_not_met").is_err());
     }
 }

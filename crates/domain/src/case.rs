@@ -1,12 +1,22 @@
-//! The life of one case: referral, shared diagnosis, entry, exit.
+//! The life of one case: referral and its decision, shared diagnosis, entry
+//! (or the waiting list), support and its renewals, exit; and exclusive
+//! social support (axe 3), which runs the same case on the social side alone.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::agreement::{DiagnosisRule, SupportPeriod};
-use crate::error::DomainError;
+use crate::consent::Evidence;
+use crate::error::{DomainError, FieldError};
 use crate::person::{Barrier, Contact, EmploymentSummary, PersonIdentity};
 use crate::vocabulary::{Institution, Network, coded_enum};
+
+/// One pre-referral check or orientation criterion, as the referrer answered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckAnswer {
+    pub code: String,
+    pub met: bool,
+}
 
 /// The referral form (fiche de liaison).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +31,12 @@ pub struct Referral {
     pub employment: EmploymentSummary,
     pub referred_at: DateTime<Utc>,
     pub consent_id: String,
+    /// The agreement's pre-referral checks or orientation criteria.
+    #[serde(default)]
+    pub checks: Vec<CheckAnswer>,
+    /// The approved association that referred under the Département's delegation.
+    #[serde(default)]
+    pub association_id: Option<String>,
 }
 
 /// What an agent submits; the service adds who, when and from which network.
@@ -33,6 +49,7 @@ pub struct ReferralDraft {
     pub barriers: Vec<Barrier>,
     pub employment: EmploymentSummary,
     pub consent_id: String,
+    pub checks: Vec<CheckAnswer>,
 }
 
 impl ReferralDraft {
@@ -41,6 +58,7 @@ impl ReferralDraft {
         referring_network: Network,
         referred_by: String,
         referred_at: DateTime<Utc>,
+        association_id: Option<String>,
     ) -> Referral {
         Referral {
             case_id: self.case_id,
@@ -53,6 +71,8 @@ impl ReferralDraft {
             employment: self.employment,
             referred_at,
             consent_id: self.consent_id,
+            checks: self.checks,
+            association_id,
         }
     }
 }
@@ -84,10 +104,27 @@ coded_enum!(
     CaseState {
         Referred => "referred",
         Diagnosed => "diagnosed",
+        /// Signed in, waiting for a place in the counsellor's portfolio.
+        Queued => "queued",
         Active => "active",
         Exited => "exited",
         NotEntered => "not_entered",
     }
+);
+
+coded_enum!(
+    /// Where the referral stands with the institution it was sent to.
+    ReferralState {
+        Pending => "pending",
+        Accepted => "accepted",
+        Refused => "refused",
+        Expired => "expired",
+    }
+);
+
+coded_enum!(
+    /// Who leads the case, as the agreement reads.
+    Referent { Counsellor => "counsellor", Pair => "pair" }
 );
 
 coded_enum!(
@@ -100,12 +137,23 @@ coded_enum!(
         MissedAppointments => "missed_appointments",
         Deregistered => "deregistered",
         EndOfTerm => "end_of_term",
+        /// Axe 3 ends with a return to one of the employment side's tracks.
+        EmploymentTrack => "employment_track",
     }
 );
 
 coded_enum!(
     /// How the steering committee groups exits.
     ExitType { Job => "job", Training => "training", Other => "other" }
+);
+
+coded_enum!(
+    /// The joint decision at the end of a period of exclusive social support.
+    ExclusiveOutcome {
+        Renew => "renew",
+        MoveToGlobalSupport => "move_to_global_support",
+        ReturnToEmploymentTrack => "return_to_employment_track",
+    }
 );
 
 impl ExitReason {
@@ -130,8 +178,10 @@ pub struct CaseEntry {
     pub pair: Pair,
     pub track: Track,
     pub entered_at: DateTime<Utc>,
-    /// Digest of the signed contract; the document stays with the employment side.
-    pub contract_sha256: String,
+    /// Digests of what the person signed (and, where the agreement asks,
+    /// the interview conclusion); the documents stay where they were signed.
+    pub evidence: Vec<Evidence>,
+    pub referent: Referent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,18 +199,59 @@ pub struct CaseRenewal {
     pub exceptional: bool,
 }
 
+/// The receiving institution's answer to a referral.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralDecision {
+    /// Accepted, refused or expired.
+    pub state: ReferralState,
+    /// A code of the agreement's refusal reasons, when refused.
+    pub refusal_reason: Option<String>,
+    pub decided_at: DateTime<Utc>,
+}
+
 /// A change of state told to the partner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CaseEvent {
     Entered(CaseEntry),
+    /// Signed in, put on the waiting list of a full portfolio.
+    Queued {
+        pair: Pair,
+        queued_at: DateTime<Utc>,
+    },
     Exited(CaseExit),
     Renewed(CaseRenewal),
+    AppointmentMissed {
+        at: DateTime<Utc>,
+    },
 }
 
 coded_enum!(
-    /// What the pair must do by a date.
-    DueKind { Review => "review", EndOfPeriod => "end_of_period" }
+    /// What the pair (or the office) must do by a date.
+    DueKind {
+        Review => "review",
+        EndOfPeriod => "end_of_period",
+        ReferralReminder => "referral_reminder",
+        ReferralExpiry => "referral_expiry",
+        DiagnosisValidation => "diagnosis_validation",
+        FollowUp => "follow_up",
+    }
 );
+
+/// What the employment side is told of exclusive social support: that its
+/// follow-up of the jobseeker is suspended, until when, and how it ended.
+/// Nothing of the person's situation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspensionNotice {
+    pub case_id: String,
+    pub jobseeker_number: String,
+    pub suspended_from: DateTime<Utc>,
+    /// `None` once lifted.
+    pub suspended_until: Option<DateTime<Utc>>,
+    pub renewals: u32,
+    /// Set when the suspension is lifted by the joint decision.
+    pub outcome: Option<ExclusiveOutcome>,
+    pub changed_at: DateTime<Utc>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Case {
@@ -183,10 +274,36 @@ pub struct Case {
     /// The formal review the agreement requires, until it has taken place.
     #[serde(default)]
     pub review_due_at: Option<DateTime<Utc>>,
+    /// The referring office (agency, CDAS or MDS).
+    pub office_code: String,
+    pub referral_state: ReferralState,
+    /// A pending referral expires then.
+    pub referral_expires_at: DateTime<Utc>,
+    pub referral_decided_at: Option<DateTime<Utc>>,
+    pub refusal_reason: Option<String>,
+    pub referent: Option<Referent>,
+    /// On the waiting list since.
+    pub queued_at: Option<DateTime<Utc>>,
+    /// The entry signed while the portfolio was full, applied when a place frees.
+    pub pending_entry: Option<CaseEntry>,
+    #[serde(default)]
+    pub missed_appointments: u32,
+    /// Follow-up in employment due after a job exit, where the agreement asks for it.
+    pub follow_up_due_at: Option<DateTime<Utc>>,
+    /// The follow-up's finding: still in employment?
+    pub follow_up_in_employment: Option<bool>,
+    /// When exclusive social support started, kept whatever followed (quotas count it).
+    pub exclusive_started_at: Option<DateTime<Utc>>,
+}
+
+fn precondition(reason: impl Into<String>) -> DomainError {
+    DomainError::FailedPrecondition(reason.into())
 }
 
 impl Case {
-    pub fn referred(referral: &Referral) -> Self {
+    /// A new case from its referral, pending the partner's decision until
+    /// `expiry_days` have passed.
+    pub fn referred(referral: &Referral, expiry_days: u32) -> Self {
         Case {
             case_id: referral.case_id.clone(),
             track: Track::Global,
@@ -201,7 +318,86 @@ impl Case {
             renewals: 0,
             ends_at: None,
             review_due_at: None,
+            office_code: referral.office_code.clone(),
+            referral_state: ReferralState::Pending,
+            referral_expires_at: referral.referred_at
+                + chrono::Duration::days(i64::from(expiry_days)),
+            referral_decided_at: None,
+            refusal_reason: None,
+            referent: None,
+            queued_at: None,
+            pending_entry: None,
+            missed_appointments: 0,
+            follow_up_due_at: None,
+            follow_up_in_employment: None,
+            exclusive_started_at: None,
         }
+    }
+
+    /// The institution the referral was sent to: the one that decides on it.
+    pub fn receiving_institution(&self) -> Institution {
+        match self.referring_network {
+            Network::Emploi => Institution::Social,
+            Network::Social => Institution::Emploi,
+        }
+    }
+
+    /// Records the receiving institution's decision (or the expiry).
+    /// The same decision twice is a no-op; another one is refused.
+    pub fn decide_referral(&mut self, decision: &ReferralDecision) -> Result<(), DomainError> {
+        if self.referral_state == decision.state
+            && self.referral_decided_at == Some(decision.decided_at)
+        {
+            return Ok(());
+        }
+        if self.referral_state != ReferralState::Pending {
+            return Err(precondition(format!(
+                "the referral is already {}",
+                self.referral_state
+            )));
+        }
+        match decision.state {
+            ReferralState::Pending => {
+                return Err(FieldError::new("decision", "must accept or refuse").into());
+            }
+            ReferralState::Accepted => {}
+            ReferralState::Refused | ReferralState::Expired => {
+                self.state = CaseState::NotEntered;
+            }
+        }
+        self.referral_state = decision.state;
+        self.referral_decided_at = Some(decision.decided_at);
+        self.refusal_reason = decision.refusal_reason.clone();
+        Ok(())
+    }
+
+    /// Whether a pending referral has passed its expiry at `now`.
+    pub fn referral_expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.referral_state == ReferralState::Pending && now >= self.referral_expires_at
+    }
+
+    /// Reminders and expiry of a pending referral, due by `horizon`.
+    pub fn referral_due_by(
+        &self,
+        reminder_days_before_expiry: &[u32],
+        horizon: DateTime<Utc>,
+    ) -> Vec<(DueKind, DateTime<Utc>)> {
+        if self.referral_state != ReferralState::Pending {
+            return vec![];
+        }
+        let mut due: Vec<_> = reminder_days_before_expiry
+            .iter()
+            .map(|d| {
+                (
+                    DueKind::ReferralReminder,
+                    self.referral_expires_at - chrono::Duration::days(i64::from(*d)),
+                )
+            })
+            .chain([(DueKind::ReferralExpiry, self.referral_expires_at)])
+            .filter(|(_, at)| *at <= horizon)
+            .collect();
+        due.sort_by_key(|(_, at)| *at);
+        due
     }
 
     /// Takes the halves known so far, under the agreement's rule.
@@ -210,10 +406,15 @@ impl Case {
     ///   diagnosed; either disagreeing keeps the person out.
     /// - The prescriber decides (Seine-et-Marne): the referring network's half
     ///   settles it; the partner's half, when missing, is awaiting validation.
+    ///
+    /// A refused or expired referral stays closed whatever arrives.
     pub fn apply_diagnosis(&mut self, halves: &[DiagnosisHalf], rule: DiagnosisRule) {
         if !matches!(
             self.state,
             CaseState::Referred | CaseState::Diagnosed | CaseState::NotEntered
+        ) || matches!(
+            self.referral_state,
+            ReferralState::Refused | ReferralState::Expired
         ) {
             return;
         }
@@ -253,46 +454,85 @@ impl Case {
 
     /// Under "the prescriber decides": the partner whose half is not recorded yet.
     pub fn awaiting_validation_by(&self, halves: &[DiagnosisHalf]) -> Option<Institution> {
+        if matches!(self.state, CaseState::NotEntered | CaseState::Exited) {
+            return None;
+        }
+        let prescriber_done = halves
+            .iter()
+            .any(|h| h.author_institution == self.prescriber());
         let partner = self.prescriber().partner()?;
-        (!halves.iter().any(|h| h.author_institution == partner)).then_some(partner)
+        (prescriber_done && !halves.iter().any(|h| h.author_institution == partner))
+            .then_some(partner)
     }
 
-    /// The person's signature starts the case.
-    /// The person's signature starts support for the agreement's period.
-    pub fn enter(&mut self, entry: &CaseEntry, support: &SupportPeriod) -> Result<(), DomainError> {
+    fn ready_for_entry(&self, entry: &CaseEntry) -> Result<bool, DomainError> {
         match self.state {
             CaseState::Diagnosed => {}
-            CaseState::Active if self.entered_at == Some(entry.entered_at) => return Ok(()),
+            CaseState::Active if self.entered_at == Some(entry.entered_at) => return Ok(false),
             CaseState::Referred => {
-                return Err(DomainError::FailedPrecondition(
-                    "the shared diagnosis is not complete: both halves are needed before entry"
-                        .into(),
+                return Err(precondition(
+                    "the shared diagnosis is not complete: both halves are needed before entry",
                 ));
             }
             CaseState::NotEntered => {
-                return Err(DomainError::FailedPrecondition(
-                    "one of the pair did not agree at diagnosis: the person cannot enter".into(),
-                ));
+                return Err(precondition(format!(
+                    "the person cannot enter: {}",
+                    match self.referral_state {
+                        ReferralState::Refused => "the referral was refused",
+                        ReferralState::Expired => "the referral expired",
+                        _ => "one of the pair did not agree at diagnosis",
+                    }
+                )));
             }
             s => {
-                return Err(DomainError::FailedPrecondition(format!(
+                return Err(precondition(format!(
                     "a case in state {s} cannot be entered"
                 )));
             }
         }
-        if entry.entered_at < self.referred_at {
-            return Err(DomainError::Invalid(crate::FieldError::new(
-                "entry.entered_at",
-                "is before the referral",
+        if self.referral_state != ReferralState::Accepted {
+            return Err(precondition(format!(
+                "the referral is {}: the receiving institution accepts it first",
+                self.referral_state
             )));
+        }
+        if entry.entered_at < self.referred_at {
+            return Err(FieldError::new("entry.entered_at", "is before the referral").into());
+        }
+        Ok(true)
+    }
+
+    /// The person's signature starts support for the agreement's period.
+    pub fn enter(&mut self, entry: &CaseEntry, support: &SupportPeriod) -> Result<(), DomainError> {
+        if self.state == CaseState::Queued {
+            // Entry from the waiting list: the place has freed.
+            self.state = CaseState::Diagnosed;
+        } else if !self.ready_for_entry(entry)? {
+            return Ok(());
         }
         self.state = CaseState::Active;
         self.track = entry.track;
         self.pair = Some(entry.pair.clone());
+        self.referent = Some(entry.referent);
         self.entered_at = Some(entry.entered_at);
+        self.queued_at = None;
+        self.pending_entry = None;
         self.renewals = 0;
         self.ends_at = Some(support.ends_at(entry.entered_at, 0));
         self.review_due_at = support.review_due_at(entry.entered_at);
+        Ok(())
+    }
+
+    /// Signed in while the counsellor's portfolio is full: the entry waits.
+    pub fn queue(&mut self, entry: &CaseEntry) -> Result<(), DomainError> {
+        if self.state == CaseState::Queued && self.queued_at == Some(entry.entered_at) {
+            return Ok(());
+        }
+        self.ready_for_entry(entry)?;
+        self.state = CaseState::Queued;
+        self.pair = Some(entry.pair.clone());
+        self.queued_at = Some(entry.entered_at);
+        self.pending_entry = Some(entry.clone());
         Ok(())
     }
 
@@ -306,18 +546,16 @@ impl Case {
         at: DateTime<Utc>,
     ) -> Result<CaseRenewal, DomainError> {
         if self.state != CaseState::Active {
-            return Err(DomainError::FailedPrecondition(format!(
+            return Err(precondition(format!(
                 "a case in state {} cannot be renewed",
                 self.state
             )));
         }
         let (Some(entered_at), Some(ends_at)) = (self.entered_at, self.ends_at) else {
-            return Err(DomainError::FailedPrecondition(
-                "the case has no support period".into(),
-            ));
+            return Err(precondition("the case has no support period"));
         };
         if at > ends_at {
-            return Err(DomainError::FailedPrecondition(format!(
+            return Err(precondition(format!(
                 "the support period ended on {}: record the exit (end of term)",
                 ends_at.date_naive()
             )));
@@ -336,21 +574,31 @@ impl Case {
     }
 
     /// What the pair must do by `horizon`: the required review, the end of
-    /// the period. Overdue items are included.
+    /// the period, the follow-up after a job exit. Overdue items are included.
     pub fn due_by(&self, horizon: DateTime<Utc>) -> Vec<(DueKind, DateTime<Utc>)> {
-        if self.state != CaseState::Active {
-            return vec![];
-        }
-        [
-            (DueKind::Review, self.review_due_at),
-            (DueKind::EndOfPeriod, self.ends_at),
-        ]
-        .into_iter()
-        .filter_map(|(kind, at)| at.filter(|at| *at <= horizon).map(|at| (kind, at)))
-        .collect()
+        let items = match self.state {
+            CaseState::Active => vec![
+                (DueKind::Review, self.review_due_at),
+                (DueKind::EndOfPeriod, self.ends_at),
+            ],
+            CaseState::Exited if self.follow_up_in_employment.is_none() => {
+                vec![(DueKind::FollowUp, self.follow_up_due_at)]
+            }
+            _ => vec![],
+        };
+        items
+            .into_iter()
+            .filter_map(|(kind, at)| at.filter(|at| *at <= horizon).map(|at| (kind, at)))
+            .collect()
     }
 
-    pub fn exit(&mut self, exit: &CaseExit) -> Result<(), DomainError> {
+    /// Ends the case. Where the agreement asks for follow-up in employment
+    /// after a job exit, it falls due `follow_up_months` later.
+    pub fn exit(
+        &mut self,
+        exit: &CaseExit,
+        follow_up_months: Option<u32>,
+    ) -> Result<(), DomainError> {
         match self.state {
             CaseState::Active => {}
             CaseState::Exited
@@ -359,24 +607,52 @@ impl Case {
             {
                 return Ok(());
             }
-            s => {
-                return Err(DomainError::FailedPrecondition(format!(
-                    "a case in state {s} cannot exit"
-                )));
-            }
+            s => return Err(precondition(format!("a case in state {s} cannot exit"))),
         }
         if self
             .entered_at
             .is_some_and(|entered| exit.exited_at < entered)
         {
-            return Err(DomainError::Invalid(crate::FieldError::new(
-                "exit.exited_at",
-                "is before the entry",
-            )));
+            return Err(FieldError::new("exit.exited_at", "is before the entry").into());
         }
         self.state = CaseState::Exited;
         self.exited_at = Some(exit.exited_at);
         self.exit_reason = Some(exit.reason);
+        if exit.reason == ExitReason::Job {
+            self.follow_up_due_at =
+                follow_up_months.and_then(|m| exit.exited_at.checked_add_months(Months::new(m)));
+        }
+        Ok(())
+    }
+
+    /// One more missed appointment; `true` when it reaches the threshold
+    /// after which the person is taken to have ended support.
+    pub fn miss_appointment(&mut self, threshold: u32) -> Result<bool, DomainError> {
+        if self.state != CaseState::Active {
+            return Err(precondition(format!(
+                "a case in state {} has no appointments",
+                self.state
+            )));
+        }
+        self.missed_appointments += 1;
+        Ok(self.missed_appointments >= threshold)
+    }
+
+    /// The follow-up in employment after a job exit.
+    pub fn record_follow_up(&mut self, in_employment: bool) -> Result<(), DomainError> {
+        if self.follow_up_due_at.is_none() {
+            return Err(precondition(
+                "no follow-up in employment is due on this case",
+            ));
+        }
+        if let Some(known) = self.follow_up_in_employment {
+            return if known == in_employment {
+                Ok(())
+            } else {
+                Err(precondition("the follow-up is already recorded"))
+            };
+        }
+        self.follow_up_in_employment = Some(in_employment);
         Ok(())
     }
 
@@ -385,29 +661,157 @@ impl Case {
         &mut self,
         event: &CaseEvent,
         support: &SupportPeriod,
+        follow_up_months: Option<u32>,
     ) -> Result<(), DomainError> {
         match event {
             CaseEvent::Entered(entry) => {
-                if self.state == CaseState::Referred {
+                if matches!(self.state, CaseState::Referred) {
                     // The partner may know the diagnosis outcome before our copy of its half arrives.
                     self.state = CaseState::Diagnosed;
                 }
+                if self.referral_state == ReferralState::Pending {
+                    self.referral_state = ReferralState::Accepted;
+                }
                 self.enter(entry, support)
             }
-            CaseEvent::Exited(exit) => self.exit(exit),
+            CaseEvent::Queued { pair, queued_at } => {
+                if self.state == CaseState::Queued {
+                    return Ok(());
+                }
+                self.state = CaseState::Queued;
+                self.pair = Some(pair.clone());
+                self.queued_at = Some(*queued_at);
+                Ok(())
+            }
+            CaseEvent::Exited(exit) => self.exit(exit, follow_up_months),
             CaseEvent::Renewed(renewal) => {
                 if renewal.renewals <= self.renewals {
                     return Ok(());
                 }
-                let entered_at = self.entered_at.ok_or_else(|| {
-                    DomainError::FailedPrecondition("renewal of a case not entered".into())
-                })?;
+                let entered_at = self
+                    .entered_at
+                    .ok_or_else(|| precondition("renewal of a case not entered"))?;
                 self.renewals = renewal.renewals;
                 self.ends_at = Some(support.ends_at(entered_at, self.renewals));
                 self.review_due_at = None;
                 Ok(())
             }
+            CaseEvent::AppointmentMissed { .. } => {
+                // Counted on both copies; the side that recorded it decides the exit.
+                self.missed_appointments += 1;
+                Ok(())
+            }
         }
+    }
+
+    /// Applies what the employment side is told of exclusive social support.
+    pub fn apply_suspension(&mut self, notice: &SuspensionNotice) {
+        match (notice.outcome, notice.suspended_until) {
+            (None, Some(until)) => {
+                self.track = Track::SocialExclusive;
+                self.state = CaseState::Active;
+                self.entered_at.get_or_insert(notice.suspended_from);
+                self.exclusive_started_at = Some(notice.suspended_from);
+                self.referral_state = ReferralState::Accepted;
+                self.ends_at = Some(until);
+                self.renewals = notice.renewals;
+            }
+            (Some(ExclusiveOutcome::MoveToGlobalSupport), _) => {
+                self.track = Track::Global;
+                self.state = CaseState::Diagnosed;
+                self.entered_at = None;
+                self.ends_at = None;
+                self.pair = None;
+            }
+            (Some(_), _) => {
+                self.state = CaseState::Exited;
+                self.exited_at = Some(notice.changed_at);
+                self.exit_reason = Some(ExitReason::EmploymentTrack);
+                self.ends_at = None;
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Starts exclusive social support (axe 3) after the shared diagnosis.
+    pub fn start_exclusive(
+        &mut self,
+        social_worker: &str,
+        at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        if self.state == CaseState::Active
+            && self.track == Track::SocialExclusive
+            && self.entered_at == Some(at)
+        {
+            return Ok(());
+        }
+        if self.state != CaseState::Diagnosed {
+            return Err(precondition(format!(
+                "exclusive social support starts after the shared diagnosis; the case is {}",
+                self.state
+            )));
+        }
+        if self.referral_state != ReferralState::Accepted {
+            return Err(precondition(format!(
+                "the referral is {}: the receiving institution accepts it first",
+                self.referral_state
+            )));
+        }
+        self.state = CaseState::Active;
+        self.track = Track::SocialExclusive;
+        self.pair = Some(Pair {
+            counsellor: String::new(),
+            social_worker: social_worker.to_owned(),
+        });
+        self.entered_at = Some(at);
+        self.exclusive_started_at = Some(at);
+        self.renewals = 0;
+        self.ends_at = Some(ends_at);
+        self.review_due_at = None;
+        Ok(())
+    }
+
+    /// The joint decision at the end of exclusive social support.
+    pub fn decide_exclusive_end(
+        &mut self,
+        outcome: ExclusiveOutcome,
+        axe3: &crate::agreement::ExclusiveSocialSupport,
+        at: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        if self.state != CaseState::Active || self.track != Track::SocialExclusive {
+            return Err(precondition("the case is not in exclusive social support"));
+        }
+        let entered_at = self
+            .entered_at
+            .ok_or_else(|| precondition("exclusive social support has no start"))?;
+        match outcome {
+            ExclusiveOutcome::Renew => {
+                if self.renewals >= axe3.max_renewals {
+                    return Err(precondition(format!(
+                        "exclusive social support is renewable {} time(s): decide a move to global support or a return to the employment side",
+                        axe3.max_renewals
+                    )));
+                }
+                self.renewals += 1;
+                self.ends_at = Some(axe3.ends_at(entered_at, self.renewals));
+            }
+            ExclusiveOutcome::MoveToGlobalSupport => {
+                // Back to the point of entry: the pair signs in as for axe 2.
+                self.track = Track::Global;
+                self.state = CaseState::Diagnosed;
+                self.entered_at = None;
+                self.ends_at = None;
+                self.pair = None;
+                self.renewals = 0;
+            }
+            ExclusiveOutcome::ReturnToEmploymentTrack => {
+                self.state = CaseState::Exited;
+                self.exited_at = Some(at);
+                self.exit_reason = Some(ExitReason::EmploymentTrack);
+            }
+        }
+        Ok(())
     }
 
     /// Whole days from referral to entry, the agreements' headline delay.
@@ -447,7 +851,21 @@ mod tests {
             employment: EmploymentSummary::default(),
             referred_at: t0(),
             consent_id: "c".into(),
+            checks: vec![],
+            association_id: None,
         }
+    }
+
+    /// A referral the receiving institution accepted.
+    fn accepted() -> Case {
+        let mut case = Case::referred(&referral(), 30);
+        case.decide_referral(&ReferralDecision {
+            state: ReferralState::Accepted,
+            refusal_reason: None,
+            decided_at: t0(),
+        })
+        .expect("accepted");
+        case
     }
 
     fn half(who: Institution, agreement: Agreement, days: i64) -> DiagnosisHalf {
@@ -479,13 +897,14 @@ mod tests {
             },
             track: Track::Global,
             entered_at: t0() + Duration::days(days),
-            contract_sha256: "ab".repeat(32),
+            evidence: vec![],
+            referent: Referent::Counsellor,
         }
     }
 
     #[test]
     fn entry_needs_both_halves_agreeing() {
-        let mut case = Case::referred(&referral());
+        let mut case = accepted();
         case.apply_diagnosis(
             &[half(Institution::Emploi, Agreement::Agree, 3)],
             DiagnosisRule::BothMustAgree,
@@ -510,7 +929,7 @@ mod tests {
     #[test]
     fn under_the_prescriber_rule_the_referring_network_decides() {
         // Referred by the social network: its half settles the diagnosis.
-        let mut case = Case::referred(&referral());
+        let mut case = accepted();
         case.apply_diagnosis(
             &[half(Institution::Emploi, Agreement::Disagree, 2)],
             DiagnosisRule::PrescriberDecides,
@@ -536,14 +955,14 @@ mod tests {
         assert_eq!(case.state, CaseState::Diagnosed);
         assert_eq!(case.awaiting_validation_by(&both), None);
         // The same halves keep the person out where both must agree.
-        let mut strict = Case::referred(&referral());
+        let mut strict = accepted();
         strict.apply_diagnosis(&both, DiagnosisRule::BothMustAgree);
         assert_eq!(strict.state, CaseState::NotEntered);
     }
 
     #[test]
     fn support_runs_its_period_then_renews_within_limits() {
-        let mut case = Case::referred(&referral());
+        let mut case = accepted();
         case.apply_diagnosis(
             &[
                 half(Institution::Emploi, Agreement::Agree, 1),
@@ -556,11 +975,7 @@ mod tests {
         let entered = t0() + Duration::days(10);
         assert_eq!(
             case.ends_at,
-            Some(
-                entered
-                    .checked_add_months(chrono::Months::new(9))
-                    .expect("date")
-            )
+            Some(entered.checked_add_months(Months::new(9)).expect("date"))
         );
         assert!(case.due_by(entered + Duration::days(30)).is_empty());
         assert_eq!(
@@ -574,11 +989,7 @@ mod tests {
         assert_eq!(renewal.renewals, 1);
         assert_eq!(
             case.ends_at,
-            Some(
-                entered
-                    .checked_add_months(chrono::Months::new(12))
-                    .expect("date")
-            )
+            Some(entered.checked_add_months(Months::new(12)).expect("date"))
         );
         assert!(matches!(
             case.renew(&strict, true, entered + Duration::days(300)),
@@ -603,7 +1014,7 @@ mod tests {
             exceptional_extension: true,
             review_due_month: Some(6),
         };
-        let mut case = Case::referred(&referral());
+        let mut case = accepted();
         case.apply_diagnosis(
             &[half(Institution::Social, Agreement::Agree, 1)],
             DiagnosisRule::PrescriberDecides,
@@ -629,7 +1040,7 @@ mod tests {
 
     #[test]
     fn one_disagreement_keeps_the_person_out() {
-        let mut case = Case::referred(&referral());
+        let mut case = accepted();
         case.apply_diagnosis(
             &[
                 half(Institution::Emploi, Agreement::Agree, 3),
@@ -646,12 +1057,12 @@ mod tests {
 
     #[test]
     fn exit_needs_an_active_case_and_is_idempotent() {
-        let mut case = Case::referred(&referral());
+        let mut case = accepted();
         let exit = CaseExit {
             reason: ExitReason::Training,
             exited_at: t0() + Duration::days(100),
         };
-        assert!(case.exit(&exit).is_err());
+        assert!(case.exit(&exit, None).is_err());
         case.apply_diagnosis(
             &[
                 half(Institution::Emploi, Agreement::Agree, 1),
@@ -660,8 +1071,8 @@ mod tests {
             DiagnosisRule::BothMustAgree,
         );
         case.enter(&entry(2), &support()).expect("enters");
-        case.exit(&exit).expect("exits");
-        case.exit(&exit).expect("same exit again is a no-op");
+        case.exit(&exit, None).expect("exits");
+        case.exit(&exit, None).expect("same exit again is a no-op");
         assert_eq!(
             case.exit_reason.map(ExitReason::exit_type),
             Some(ExitType::Training)
@@ -670,12 +1081,12 @@ mod tests {
             reason: ExitReason::Job,
             ..exit
         };
-        assert!(case.exit(&other).is_err());
+        assert!(case.exit(&other, None).is_err());
     }
 
     #[test]
     fn exit_before_entry_is_refused() {
-        let mut case = Case::referred(&referral());
+        let mut case = accepted();
         case.apply_diagnosis(
             &[
                 half(Institution::Emploi, Agreement::Agree, 1),
@@ -688,6 +1099,212 @@ mod tests {
             reason: ExitReason::Job,
             exited_at: t0() + Duration::days(3),
         };
-        assert!(matches!(case.exit(&early), Err(DomainError::Invalid(_))));
+        assert!(matches!(
+            case.exit(&early, None),
+            Err(DomainError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_referral_is_decided_once_and_a_refusal_keeps_the_person_out() {
+        let mut case = Case::referred(&referral(), 45);
+        assert_eq!(case.referral_state, ReferralState::Pending);
+        assert_eq!(case.referral_expires_at, t0() + Duration::days(45));
+        let refused = ReferralDecision {
+            state: ReferralState::Refused,
+            refusal_reason: Some("person_declines".into()),
+            decided_at: t0() + Duration::days(3),
+        };
+        case.decide_referral(&refused).expect("refused");
+        case.decide_referral(&refused)
+            .expect("the same decision again");
+        assert_eq!(case.state, CaseState::NotEntered);
+        let accept = ReferralDecision {
+            state: ReferralState::Accepted,
+            refusal_reason: None,
+            decided_at: t0() + Duration::days(4),
+        };
+        assert!(case.decide_referral(&accept).is_err(), "decided already");
+        // A diagnosis arriving later does not reopen it.
+        case.apply_diagnosis(
+            &[
+                half(Institution::Emploi, Agreement::Agree, 5),
+                half(Institution::Social, Agreement::Agree, 5),
+            ],
+            DiagnosisRule::BothMustAgree,
+        );
+        assert_eq!(case.state, CaseState::NotEntered);
+        assert!(case.enter(&entry(6), &support()).is_err());
+    }
+
+    #[test]
+    fn a_pending_referral_has_reminders_then_expires() {
+        let case = Case::referred(&referral(), 30);
+        let expiry = t0() + Duration::days(30);
+        assert!(
+            case.referral_due_by(&[10, 3], t0() + Duration::days(19))
+                .is_empty()
+        );
+        assert_eq!(
+            case.referral_due_by(&[10, 3], t0() + Duration::days(28)),
+            vec![
+                (DueKind::ReferralReminder, expiry - Duration::days(10)),
+                (DueKind::ReferralReminder, expiry - Duration::days(3)),
+            ]
+        );
+        assert!(!case.referral_expired_at(expiry - Duration::seconds(1)));
+        assert!(case.referral_expired_at(expiry));
+        let mut accepted = accepted();
+        assert!(!accepted.referral_expired_at(expiry + Duration::days(100)));
+        assert!(accepted.referral_due_by(&[10], expiry).is_empty());
+        accepted
+            .decide_referral(&ReferralDecision {
+                state: ReferralState::Accepted,
+                refusal_reason: None,
+                decided_at: t0(),
+            })
+            .expect("same decision");
+    }
+
+    #[test]
+    fn entry_needs_an_accepted_referral() {
+        let mut case = Case::referred(&referral(), 30);
+        let halves = [
+            half(Institution::Emploi, Agreement::Agree, 1),
+            half(Institution::Social, Agreement::Agree, 1),
+        ];
+        case.apply_diagnosis(&halves, DiagnosisRule::BothMustAgree);
+        assert_eq!(case.state, CaseState::Diagnosed);
+        let err = case.enter(&entry(2), &support()).expect_err("pending");
+        assert!(err.to_string().contains("accepts it first"), "{err}");
+    }
+
+    #[test]
+    fn a_queued_entry_takes_effect_when_the_place_frees() {
+        let mut case = accepted();
+        case.apply_diagnosis(
+            &[
+                half(Institution::Emploi, Agreement::Agree, 1),
+                half(Institution::Social, Agreement::Agree, 1),
+            ],
+            DiagnosisRule::BothMustAgree,
+        );
+        case.queue(&entry(2)).expect("queued");
+        assert_eq!(case.state, CaseState::Queued);
+        assert_eq!(case.queued_at, Some(t0() + Duration::days(2)));
+        let mut later = case.pending_entry.clone().expect("kept");
+        later.entered_at = t0() + Duration::days(20);
+        case.enter(&later, &support()).expect("enters");
+        assert_eq!(case.state, CaseState::Active);
+        assert_eq!(case.entry_delay_days(), Some(20));
+        assert_eq!(case.queued_at, None);
+    }
+
+    #[test]
+    fn missed_appointments_reach_the_threshold() {
+        let mut case = accepted();
+        case.apply_diagnosis(
+            &[
+                half(Institution::Emploi, Agreement::Agree, 1),
+                half(Institution::Social, Agreement::Agree, 1),
+            ],
+            DiagnosisRule::BothMustAgree,
+        );
+        assert!(case.miss_appointment(3).is_err(), "not active yet");
+        case.enter(&entry(2), &support()).expect("enters");
+        assert_eq!(case.miss_appointment(3).ok(), Some(false));
+        assert_eq!(case.miss_appointment(3).ok(), Some(false));
+        assert_eq!(case.miss_appointment(3).ok(), Some(true));
+    }
+
+    #[test]
+    fn a_job_exit_brings_a_follow_up_where_the_agreement_asks() {
+        let active = || {
+            let mut case = accepted();
+            case.apply_diagnosis(
+                &[half(Institution::Social, Agreement::Agree, 1)],
+                DiagnosisRule::PrescriberDecides,
+            );
+            case.enter(&entry(2), &support()).expect("enters");
+            case
+        };
+        let job = CaseExit {
+            reason: ExitReason::Job,
+            exited_at: t0() + Duration::days(100),
+        };
+        let mut without = active();
+        without.exit(&job, None).expect("exits");
+        assert!(without.record_follow_up(true).is_err());
+        assert!(without.due_by(t0() + Duration::days(1000)).is_empty());
+
+        let mut with = active();
+        with.exit(&job, Some(6)).expect("exits");
+        let due = job
+            .exited_at
+            .checked_add_months(Months::new(6))
+            .expect("date");
+        assert_eq!(with.due_by(due), vec![(DueKind::FollowUp, due)]);
+        with.record_follow_up(true).expect("followed up");
+        assert!(with.due_by(due).is_empty());
+        assert!(with.record_follow_up(false).is_err());
+    }
+
+    #[test]
+    fn exclusive_social_support_runs_6_months_renewable_once_then_a_joint_decision() {
+        let axe3 = crate::agreement::ExclusiveSocialSupport {
+            months: 6,
+            max_renewals: 1,
+            quota_per_office_per_year: 24,
+            quota_per_year: 168,
+            office_may_request_more: true,
+        };
+        let start = t0() + Duration::days(5);
+        let diagnosed = || {
+            let mut case = accepted();
+            case.apply_diagnosis(
+                &[half(Institution::Social, Agreement::Agree, 1)],
+                DiagnosisRule::PrescriberDecides,
+            );
+            case
+        };
+        let mut case = diagnosed();
+        case.start_exclusive("sw", start, axe3.ends_at(start, 0))
+            .expect("starts");
+        assert_eq!(case.track, Track::SocialExclusive);
+        assert_eq!(case.ends_at, start.checked_add_months(Months::new(6)));
+        case.decide_exclusive_end(ExclusiveOutcome::Renew, &axe3, start)
+            .expect("renewed once");
+        assert_eq!(case.ends_at, start.checked_add_months(Months::new(12)));
+        assert!(
+            case.decide_exclusive_end(ExclusiveOutcome::Renew, &axe3, start)
+                .is_err(),
+            "renewable once"
+        );
+        let mut to_global = case.clone();
+        to_global
+            .decide_exclusive_end(ExclusiveOutcome::MoveToGlobalSupport, &axe3, start)
+            .expect("moves");
+        assert_eq!(
+            (to_global.state, to_global.track),
+            (CaseState::Diagnosed, Track::Global)
+        );
+        to_global
+            .enter(&entry(400), &support())
+            .expect("enters global support");
+        case.decide_exclusive_end(ExclusiveOutcome::ReturnToEmploymentTrack, &axe3, start)
+            .expect("returns");
+        assert_eq!(case.exit_reason, Some(ExitReason::EmploymentTrack));
+    }
+
+    #[test]
+    fn diagnoses_awaiting_validation_are_the_partners_missing_halves() {
+        let mut case = accepted();
+        assert_eq!(case.awaiting_validation_by(&[]), None, "prescriber first");
+        let halves = [half(Institution::Social, Agreement::Agree, 1)];
+        case.apply_diagnosis(&halves, DiagnosisRule::PrescriberDecides);
+        assert_eq!(
+            case.awaiting_validation_by(&halves),
+            Some(Institution::Emploi)
+        );
     }
 }

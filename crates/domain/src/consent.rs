@@ -14,7 +14,11 @@ coded_enum!(
 );
 
 coded_enum!(
-    EvidenceKind { SignedReferralForm => "signed_referral_form", SignedContract => "signed_contract" }
+    EvidenceKind {
+        SignedReferralForm => "signed_referral_form",
+        SignedContract => "signed_contract",
+        InterviewConclusion => "interview_conclusion",
+    }
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,6 +40,9 @@ pub enum DomainError {
     /// The request is valid but the case is not in a state that allows it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A limit of the agreement is reached: a portfolio, a yearly quota.
+    #[error("{0}")]
+    LimitReached(String),
     /// The boundary refused: no consent, wrong purpose, not allowed.
     #[error("{0}")]
     PermissionDenied(String),

@@ -63,6 +63,26 @@ pub struct Indicators {
     pub entry_delay_count: u64,
     /// Keyed by [`crate::ExitType`] code.
     pub exits_by_type: Vec<(String, u64)>,
+    pub flow: CaseFlow,
+}
+
+/// What became of referrals and entries at one source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseFlow {
+    /// Referrals the partner's network sent to this source.
+    pub referrals_received: u64,
+    pub referrals_accepted: u64,
+    pub referrals_refused: u64,
+    pub referrals_expired: u64,
+    /// Keyed by the agreement's refusal reason codes.
+    pub refusals_by_reason: Vec<(String, u64)>,
+    /// Diagnoses awaiting this source's validation (prescriber rule).
+    pub diagnoses_awaiting_validation: u64,
+    pub not_entered_at_diagnosis: u64,
+    pub queued: u64,
+    pub exclusive_support_entries: u64,
+    pub exclusive_support_in_progress: u64,
+    pub followed_up_in_employment: u64,
 }
 
 /// What one source contributed to a dashboard.
@@ -85,6 +105,15 @@ pub struct Dashboard {
     pub average_entry_delay_days: Option<f64>,
     pub exits_by_type: Vec<Cell>,
     pub referrals_by_network: Vec<Cell>,
+    /// Keys: accepted, refused, expired.
+    pub referral_outcomes: Vec<Cell>,
+    /// Keys: the agreement's refusal reasons.
+    pub refusals_by_reason: Vec<Cell>,
+    /// Keys: emploi, social (the party whose validation is awaited).
+    pub awaiting_validation_by_party: Vec<Cell>,
+    pub not_entered_at_diagnosis: Cell,
+    pub queued: Cell,
+    pub exclusive_support_entries: Cell,
     pub sources: Vec<SourceStatus>,
     pub min_cell_size: u64,
 }
@@ -119,8 +148,49 @@ impl Dashboard {
                 (network.code().to_owned(), n)
             })
             .collect();
+        let flow = |f: fn(&CaseFlow) -> u64| sum_flow(snapshots, f);
+        let outcomes = [
+            ("accepted".to_owned(), flow(|f| f.referrals_accepted)),
+            ("refused".to_owned(), flow(|f| f.referrals_refused)),
+            ("expired".to_owned(), flow(|f| f.referrals_expired)),
+        ];
+        let mut reasons: Vec<(String, u64)> = Vec::new();
+        for (indicators, _) in snapshots {
+            for (key, n) in &indicators.flow.refusals_by_reason {
+                match reasons.iter_mut().find(|(k, _)| k == key) {
+                    Some(slot) => slot.1 += n,
+                    None => reasons.push((key.clone(), *n)),
+                }
+            }
+        }
+        reasons.sort();
+        let awaiting: Vec<(String, u64)> = [Institution::Emploi, Institution::Social]
+            .iter()
+            .map(|party| {
+                let n = snapshots
+                    .iter()
+                    .filter(|(i, _)| i.source == *party)
+                    .map(|(i, _)| i.flow.diagnoses_awaiting_validation)
+                    .sum();
+                (party.code().to_owned(), n)
+            })
+            .collect();
         Dashboard {
             assembled_at,
+            referral_outcomes: publish_group(&outcomes, min_cell_size),
+            refusals_by_reason: publish_group(&reasons, min_cell_size),
+            awaiting_validation_by_party: publish_group(&awaiting, min_cell_size),
+            not_entered_at_diagnosis: Cell::publish(
+                "not_entered_at_diagnosis",
+                flow(|f| f.not_entered_at_diagnosis),
+                min_cell_size,
+            ),
+            queued: Cell::publish("queued", flow(|f| f.queued), min_cell_size),
+            exclusive_support_entries: Cell::publish(
+                "exclusive_support_entries",
+                flow(|f| f.exclusive_support_entries),
+                min_cell_size,
+            ),
             entries: Cell::publish("entries", sum(|i| i.entries), min_cell_size),
             in_progress: Cell::publish("in_progress", sum(|i| i.in_progress), min_cell_size),
             average_entry_delay_days,
@@ -137,6 +207,10 @@ impl Dashboard {
             min_cell_size,
         }
     }
+}
+
+fn sum_flow(snapshots: &[(Indicators, bool)], f: fn(&CaseFlow) -> u64) -> u64 {
+    snapshots.iter().map(|(i, _)| f(&i.flow)).sum()
 }
 
 #[cfg(test)]
@@ -158,6 +232,7 @@ mod tests {
             entry_delay_days_sum: entries * 20,
             entry_delay_count: entries,
             exits_by_type: exits.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect(),
+            flow: CaseFlow::default(),
         }
     }
 

@@ -10,16 +10,18 @@ pub mod error;
 pub mod indicators;
 pub mod outbound;
 pub mod person;
+pub mod plan;
 pub mod vocabulary;
 
 pub use case::{
-    Agreement, Case, CaseEntry, CaseEvent, CaseExit, CaseRenewal, CaseState, DiagnosisDraft,
-    DiagnosisHalf, DueKind, ExitReason, ExitType, Pair, Referral, ReferralDraft, Track,
+    Agreement, Case, CaseEntry, CaseEvent, CaseExit, CaseRenewal, CaseState, CheckAnswer,
+    DiagnosisDraft, DiagnosisHalf, DueKind, ExclusiveOutcome, ExitReason, ExitType, Pair, Referent,
+    Referral, ReferralDecision, ReferralDraft, ReferralState, SuspensionNotice, Track,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentRefusal, ConsentState, Evidence, EvidenceKind, NewConsent};
 pub use error::{DomainError, FieldError};
-pub use indicators::{Cell, Dashboard, Indicators, SourceStatus};
+pub use indicators::{CaseFlow, Cell, Dashboard, Indicators, SourceStatus};
 pub use outbound::Outbound;
 pub use person::{
     Barrier, BarrierCategory, BarrierLevel, Contact, EmploymentSummary, PersonIdentity,

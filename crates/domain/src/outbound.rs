@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::case::{CaseEvent, DiagnosisHalf, Referral};
+use crate::case::{CaseEvent, DiagnosisHalf, Referral, ReferralDecision, SuspensionNotice};
 use crate::consent::Consent;
+use crate::plan::PlanSummary;
 use crate::vocabulary::Purpose;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,7 +14,17 @@ pub enum Outbound {
     Consent(Consent),
     Referral(Referral),
     Diagnosis(DiagnosisHalf),
-    CaseEvent { case_id: String, event: CaseEvent },
+    CaseEvent {
+        case_id: String,
+        event: CaseEvent,
+    },
+    ReferralDecision {
+        case_id: String,
+        decision: ReferralDecision,
+    },
+    PlanSummary(PlanSummary),
+    /// Exclusive social support: the employment side's follow-up is suspended.
+    Suspension(SuspensionNotice),
 }
 
 impl Outbound {
@@ -22,7 +33,11 @@ impl Outbound {
             Outbound::Consent(c) => &c.case_id,
             Outbound::Referral(r) => &r.case_id,
             Outbound::Diagnosis(d) => &d.case_id,
-            Outbound::CaseEvent { case_id, .. } => case_id,
+            Outbound::CaseEvent { case_id, .. } | Outbound::ReferralDecision { case_id, .. } => {
+                case_id
+            }
+            Outbound::PlanSummary(p) => &p.case_id,
+            Outbound::Suspension(s) => &s.case_id,
         }
     }
 
@@ -33,6 +48,9 @@ impl Outbound {
             Outbound::Referral(_) => "referral",
             Outbound::Diagnosis(_) => "diagnosis",
             Outbound::CaseEvent { .. } => "case_event",
+            Outbound::ReferralDecision { .. } => "referral_decision",
+            Outbound::PlanSummary(_) => "plan_summary",
+            Outbound::Suspension(_) => "suspension",
         }
     }
 
@@ -42,8 +60,11 @@ impl Outbound {
     pub fn consent_purpose(&self) -> Option<Purpose> {
         match self {
             Outbound::Consent(_) => None,
-            Outbound::Referral(_) | Outbound::Diagnosis(_) => Some(Purpose::Referral),
-            Outbound::CaseEvent { .. } => Some(Purpose::GlobalSupport),
+            Outbound::Referral(_) | Outbound::Diagnosis(_) | Outbound::ReferralDecision { .. } => {
+                Some(Purpose::Referral)
+            }
+            Outbound::CaseEvent { .. } | Outbound::PlanSummary(_) => Some(Purpose::GlobalSupport),
+            Outbound::Suspension(_) => Some(Purpose::ExclusiveSocialSupport),
         }
     }
 }

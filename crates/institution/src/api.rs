@@ -4,7 +4,11 @@
 //! casework layer, convert back.
 
 use passerelle_contract::{convert, v1};
-use passerelle_domain::{Consent, DiagnosisHalf, FieldError, Institution, Referral};
+use passerelle_domain::plan::PlanSummary;
+use passerelle_domain::{
+    Consent, DiagnosisHalf, FieldError, Institution, Referral, ReferralDecision, SuspensionNotice,
+};
+use passerelle_storage::institution::CounsellorEntry;
 use prost::Message;
 use tonic::{Request, Status};
 
@@ -126,15 +130,22 @@ pub async fn sign_contract<R: Message>(
     let entry = required("entry", entry)?;
     let pair = convert::pair(required("entry.pair", entry.pair.as_ref())?)
         .map_err(within("entry.pair"))?;
-    let track =
-        convert::enum_field("entry.track", entry.track, convert::track).map_err(ApiError::from)?;
-    let evidence = required("entry.evidence", entry.evidence.as_ref())?;
-    let digest = convert::sha256_hex("entry.evidence.document_sha256", &evidence.document_sha256)
-        .map_err(ApiError::from)?;
+    // Axe 2 only: exclusive social support starts on the social side.
+    if !matches!(
+        v1::Track::try_from(entry.track),
+        Ok(v1::Track::Global | v1::Track::Unspecified)
+    ) {
+        return Err(ApiError::from(FieldError::new(
+            "entry.track",
+            "must be TRACK_GLOBAL: exclusive social support starts at the social service",
+        ))
+        .into());
+    }
+    let evidence = convert::entry_evidence(&entry.evidence).map_err(within("entry"))?;
     let target = partner_path(app.casework.partner(), "ReceiveCaseEvent");
     let case = app
         .casework
-        .sign_contract(call(&l, key), &case_id, pair, track, digest, &target)
+        .sign_contract(call(&l, key), &case_id, pair, evidence, &target)
         .await?;
     Ok((&case).into())
 }
@@ -184,9 +195,14 @@ pub async fn list_due<R>(
     app: &InstitutionApp,
     request: &Request<R>,
     within_days: u32,
+    office_code: &str,
 ) -> Result<Vec<v1::DueItem>, Status> {
     let caller = admission(request)?.caller.agent.clone();
-    let items = app.casework.due_for(&caller, within_days).await?;
+    let office = office_code.trim();
+    let items = app
+        .casework
+        .due_for(&caller, within_days, (!office.is_empty()).then_some(office))
+        .await?;
     Ok(items
         .iter()
         .map(|(case_id, kind, at)| convert::due_item(case_id, *kind, *at))
@@ -201,6 +217,8 @@ pub struct CaseAnswer {
     pub diagnoses: Vec<v1::DiagnosisHalf>,
     pub consents: Vec<v1::ConsentRecord>,
     pub local_notes: Vec<String>,
+    pub plan: Option<v1::Plan>,
+    pub plan_summaries: Vec<v1::PlanSummary>,
 }
 
 pub async fn get_case(app: &InstitutionApp, case_id: &str) -> Result<CaseAnswer, Status> {
@@ -211,6 +229,8 @@ pub async fn get_case(app: &InstitutionApp, case_id: &str) -> Result<CaseAnswer,
         diagnoses,
         consents,
         local_notes,
+        plan,
+        plan_summaries,
     } = app.casework.case_view(&case_id).await?;
     Ok(CaseAnswer {
         case: (&case).into(),
@@ -218,6 +238,8 @@ pub async fn get_case(app: &InstitutionApp, case_id: &str) -> Result<CaseAnswer,
         diagnoses: diagnoses.iter().map(Into::into).collect(),
         consents: consents.iter().map(Into::into).collect(),
         local_notes,
+        plan: plan.as_ref().map(Into::into),
+        plan_summaries: plan_summaries.iter().map(Into::into).collect(),
     })
 }
 
@@ -323,6 +345,212 @@ pub async fn receive_case_event(
         .await?)
 }
 
+pub async fn receive_referral_decision(
+    app: &InstitutionApp,
+    t: &Ticket,
+    key: &str,
+    digest: &str,
+    case_id: &str,
+    decision: Option<&v1::ReferralDecision>,
+) -> Result<(), Status> {
+    let decision =
+        ReferralDecision::try_from(required("decision", decision)?).map_err(within("decision"))?;
+    Ok(app
+        .casework
+        .receive_referral_decision(inbound(t, key, digest), case_id, decision)
+        .await?)
+}
+
+pub async fn receive_plan_summary(
+    app: &InstitutionApp,
+    t: &Ticket,
+    key: &str,
+    digest: &str,
+    case_id: &str,
+    summary: Option<&v1::PlanSummary>,
+) -> Result<(), Status> {
+    let summary =
+        PlanSummary::try_from(required("summary", summary)?).map_err(within("summary"))?;
+    same_case("summary.case_id", &summary.case_id, case_id)?;
+    Ok(app
+        .casework
+        .receive_plan_summary(inbound(t, key, digest), summary)
+        .await?)
+}
+
+pub async fn receive_suspension(
+    app: &InstitutionApp,
+    t: &Ticket,
+    key: &str,
+    digest: &str,
+    case_id: &str,
+    notice: Option<&v1::SuspensionNotice>,
+) -> Result<(), Status> {
+    let notice =
+        SuspensionNotice::try_from(required("notice", notice)?).map_err(within("notice"))?;
+    same_case("notice.case_id", &notice.case_id, case_id)?;
+    Ok(app
+        .casework
+        .receive_suspension(inbound(t, key, digest), notice)
+        .await?)
+}
+
+// ---- further local operations ---------------------------------------------------
+
+fn case_id(value: &str) -> Result<String, ApiError> {
+    convert::identifier("case_id", value).map_err(ApiError::from)
+}
+
+pub async fn decide_referral<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    key: &str,
+    case: &str,
+    decision: i32,
+    refusal_reason: &str,
+    local_note: &str,
+) -> Result<v1::Case, Status> {
+    let l = local(request)?;
+    let case_id = case_id(case)?;
+    let state = convert::enum_field("decision", decision, convert::referral_state)
+        .map_err(ApiError::from)?;
+    let reason = passerelle_domain::person::optional_text("refusal_reason", refusal_reason, 64)
+        .map_err(ApiError::from)?;
+    let target = partner_path(app.casework.partner(), "ReceiveReferralDecision");
+    let case = app
+        .casework
+        .decide_referral(call(&l, key), &case_id, state, reason, local_note, &target)
+        .await?;
+    Ok((&case).into())
+}
+
+pub async fn record_missed_appointment<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    key: &str,
+    case: &str,
+) -> Result<v1::Case, Status> {
+    let l = local(request)?;
+    let case_id = case_id(case)?;
+    let target = partner_path(app.casework.partner(), "ReceiveCaseEvent");
+    let case = app
+        .casework
+        .record_missed_appointment(call(&l, key), &case_id, &target)
+        .await?;
+    Ok((&case).into())
+}
+
+pub async fn update_plan<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    key: &str,
+    plan: Option<&v1::Plan>,
+) -> Result<v1::PlanSummary, Status> {
+    let l = local(request)?;
+    let (case_id, kind, themes) =
+        convert::plan_themes(required("plan", plan)?).map_err(within("plan"))?;
+    let target = partner_path(app.casework.partner(), "ReceivePlanSummary");
+    let summary = app
+        .casework
+        .update_plan(call(&l, key), &case_id, kind, themes, &target)
+        .await?;
+    Ok((&summary).into())
+}
+
+pub async fn record_follow_up<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    key: &str,
+    case: &str,
+    in_employment: bool,
+) -> Result<v1::Case, Status> {
+    let l = local(request)?;
+    let case_id = case_id(case)?;
+    let case = app
+        .casework
+        .record_follow_up(call(&l, key), &case_id, in_employment)
+        .await?;
+    Ok((&case).into())
+}
+
+pub async fn register_counsellor<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    m: &v1::RegisterCounsellorRequest,
+) -> Result<v1::RegisterCounsellorResponse, Status> {
+    let l = local(request)?;
+    let entry = CounsellorEntry {
+        counsellor: passerelle_domain::person::required_text("counsellor", &m.counsellor, 64)
+            .map_err(ApiError::from)?,
+        working_time_per_mille: m.working_time_per_mille,
+        office_code: passerelle_domain::person::required_text("office_code", &m.office_code, 64)
+            .map_err(ApiError::from)?,
+    };
+    let view = app
+        .casework
+        .register_counsellor(call(&l, &m.idempotency_key), entry)
+        .await?;
+    Ok(v1::RegisterCounsellorResponse {
+        max_portfolio: view.max_portfolio,
+        portfolio: view.portfolio,
+    })
+}
+
+pub async fn start_exclusive_support<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    m: &v1::StartExclusiveSupportRequest,
+) -> Result<v1::Case, Status> {
+    let l = local(request)?;
+    let case_id = case_id(&m.case_id)?;
+    let evaluation = passerelle_domain::Evidence::try_from(required(
+        "social_evaluation",
+        m.social_evaluation.as_ref(),
+    )?)
+    .map_err(within("social_evaluation"))?;
+    let target = partner_path(app.casework.partner(), "ReceiveSuspensionNotice");
+    let case = app
+        .casework
+        .start_exclusive_support(call(&l, &m.idempotency_key), &case_id, evaluation, &target)
+        .await?;
+    Ok((&case).into())
+}
+
+pub async fn decide_exclusive_end<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    m: &v1::DecideExclusiveSupportEndRequest,
+) -> Result<v1::Case, Status> {
+    let l = local(request)?;
+    let case_id = case_id(&m.case_id)?;
+    let outcome = convert::enum_field("outcome", m.outcome, convert::exclusive_outcome)
+        .map_err(ApiError::from)?;
+    let target = partner_path(app.casework.partner(), "ReceiveSuspensionNotice");
+    let case = app
+        .casework
+        .decide_exclusive_end(call(&l, &m.idempotency_key), &case_id, outcome, &target)
+        .await?;
+    Ok((&case).into())
+}
+
+pub async fn set_office_quota<R: Message>(
+    app: &InstitutionApp,
+    request: &Request<R>,
+    m: &v1::SetOfficeQuotaRequest,
+) -> Result<v1::SetOfficeQuotaResponse, Status> {
+    let l = local(request)?;
+    let office = passerelle_domain::person::required_text("office_code", &m.office_code, 64)
+        .map_err(ApiError::from)?;
+    let view = app
+        .casework
+        .set_office_quota(call(&l, &m.idempotency_key), &office, m.year, m.quota)
+        .await?;
+    Ok(v1::SetOfficeQuotaResponse {
+        quota: view.quota,
+        used: view.used,
+    })
+}
+
 /// Aggregates for the steering service (a pull crossing on the public task).
 pub async fn indicators<M: Message>(
     app: &InstitutionApp,
@@ -380,13 +608,15 @@ macro_rules! casework_service {
                     let a = $crate::api::get_case(self.ready.get()?, &request.get_ref().case_id).await?;
                     Ok(tonic::Response::new($crate::v1::[<$service GetCaseResponse>] {
                         case: Some(a.case), referral: a.referral, diagnoses: a.diagnoses, consents: a.consents, local_notes: a.local_notes,
+                        plan: a.plan, plan_summaries: a.plan_summaries,
                     }))
                 }
 
                 #[tracing::instrument(skip_all, fields(rpc = "ListDue"))]
                 async fn list_due(&self, request: tonic::Request<$crate::v1::[<$service ListDueRequest>]>)
                     -> Result<tonic::Response<$crate::v1::[<$service ListDueResponse>]>, tonic::Status> {
-                    let items = $crate::api::list_due(self.ready.get()?, &request, request.get_ref().within_days).await?;
+                    let m = request.get_ref();
+                    let items = $crate::api::list_due(self.ready.get()?, &request, m.within_days, &m.office_code).await?;
                     Ok(tonic::Response::new($crate::v1::[<$service ListDueResponse>] { items }))
                 }
 
@@ -432,6 +662,48 @@ macro_rules! casework_service {
                     let app = self.ready.get()?;
                     let (ticket, indicators) = $crate::api::indicators(app, &request).await?;
                     app.gate.release(&ticket, $crate::v1::[<$service GetIndicatorsResponse>] { indicators: Some(indicators) }).await
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "DecideReferral"))]
+                async fn decide_referral(&self, request: tonic::Request<$crate::v1::[<$service DecideReferralRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service DecideReferralResponse>]>, tonic::Status> {
+                    let m = request.get_ref();
+                    let case = $crate::api::decide_referral(self.ready.get()?, &request, &m.idempotency_key, &m.case_id, m.decision, &m.refusal_reason, &m.local_note).await?;
+                    Ok(tonic::Response::new($crate::v1::[<$service DecideReferralResponse>] { case: Some(case) }))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "RecordMissedAppointment"))]
+                async fn record_missed_appointment(&self, request: tonic::Request<$crate::v1::[<$service RecordMissedAppointmentRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service RecordMissedAppointmentResponse>]>, tonic::Status> {
+                    let m = request.get_ref();
+                    let case = $crate::api::record_missed_appointment(self.ready.get()?, &request, &m.idempotency_key, &m.case_id).await?;
+                    Ok(tonic::Response::new($crate::v1::[<$service RecordMissedAppointmentResponse>] { case: Some(case) }))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "UpdatePlan"))]
+                async fn update_plan(&self, request: tonic::Request<$crate::v1::[<$service UpdatePlanRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service UpdatePlanResponse>]>, tonic::Status> {
+                    let m = request.get_ref();
+                    let summary = $crate::api::update_plan(self.ready.get()?, &request, &m.idempotency_key, m.plan.as_ref()).await?;
+                    Ok(tonic::Response::new($crate::v1::[<$service UpdatePlanResponse>] { summary: Some(summary) }))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "ReceiveReferralDecision"))]
+                async fn receive_referral_decision(&self, request: tonic::Request<$crate::v1::[<$service ReceiveReferralDecisionRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service ReceiveReferralDecisionResponse>]>, tonic::Status> {
+                    let app = self.ready.get()?;
+                    let (t, m, digest) = $crate::api::admit_push(app, request, |m| &m.case_id).await?;
+                    $crate::api::receive_referral_decision(app, &t, &m.idempotency_key, &digest, &m.case_id, m.decision.as_ref()).await?;
+                    Ok(tonic::Response::new(Default::default()))
+                }
+
+                #[tracing::instrument(skip_all, fields(rpc = "ReceivePlanSummary"))]
+                async fn receive_plan_summary(&self, request: tonic::Request<$crate::v1::[<$service ReceivePlanSummaryRequest>]>)
+                    -> Result<tonic::Response<$crate::v1::[<$service ReceivePlanSummaryResponse>]>, tonic::Status> {
+                    let app = self.ready.get()?;
+                    let (t, m, digest) = $crate::api::admit_push(app, request, |m| &m.case_id).await?;
+                    $crate::api::receive_plan_summary(app, &t, &m.idempotency_key, &digest, &m.case_id, m.summary.as_ref()).await?;
+                    Ok(tonic::Response::new(Default::default()))
                 }
 
                 $($extra)*

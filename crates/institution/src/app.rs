@@ -23,6 +23,7 @@ pub struct InstitutionApp {
     pub casework: Casework,
     pub gate: Gate,
     relay: Option<Relay>,
+    housekeeping_interval: std::time::Duration,
 }
 
 impl InstitutionApp {
@@ -73,6 +74,9 @@ impl InstitutionApp {
             casework,
             gate,
             relay,
+            housekeeping_interval: std::time::Duration::from_millis(
+                config.housekeeping_interval_ms,
+            ),
         })
     }
 }
@@ -87,10 +91,16 @@ impl ServiceState for InstitutionApp {
     }
 
     fn start_background(&self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let housekeeping = tokio::spawn(
+            self.casework
+                .clone()
+                .keep_deadlines(self.housekeeping_interval, shutdown.clone()),
+        );
         self.relay
             .clone()
             .map(|relay| tokio::spawn(relay.run(shutdown)))
             .into_iter()
+            .chain([housekeeping])
             .collect()
     }
 }

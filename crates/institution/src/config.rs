@@ -154,6 +154,9 @@ pub struct ServiceConfig {
     /// TLS, mutual between services; off when absent (development only).
     pub tls: Option<TlsConfig>,
     pub outbox: OutboxConfig,
+    /// How often pending referrals are expired and ended support periods
+    /// closed (the agreement's deadlines), in milliseconds.
+    pub housekeeping_interval_ms: u64,
     /// Published cells hold at least this many persons (pilotage); 11 by default.
     pub min_cell_size: u64,
     /// The agreement this service runs under: a shipped one by id…
@@ -190,6 +193,7 @@ impl ServiceConfig {
             endpoints: Endpoints::default(),
             tls: None,
             outbox: OutboxConfig::default(),
+            housekeeping_interval_ms: 60_000,
             min_cell_size: 11,
             agreement: "ille-et-vilaine-2023".to_owned(),
             agreement_file: None,
@@ -247,6 +251,9 @@ impl ServiceConfig {
                 "min_cell_size",
                 "must be at least 1 (1 disables statistical secrecy: tests only)",
             ));
+        }
+        if self.housekeeping_interval_ms == 0 {
+            return Err(key_error("housekeeping_interval_ms", "must be positive"));
         }
         if self.outbox.initial_backoff_ms == 0
             || self.outbox.max_backoff_ms < self.outbox.initial_backoff_ms

@@ -35,6 +35,8 @@ impl From<ApiError> for Status {
             }
             DomainError::NotFound(what) => Status::not_found(format!("{what} not found")),
             DomainError::FailedPrecondition(why) => Status::failed_precondition(why),
+            // Retrying will not help until a place frees or the limit is raised.
+            DomainError::LimitReached(why) => Status::resource_exhausted(why),
             DomainError::PermissionDenied(why) => Status::permission_denied(why),
             DomainError::IdempotencyConflict => {
                 Status::invalid_argument("idempotency_key: already used for a different request")

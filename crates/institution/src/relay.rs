@@ -244,6 +244,9 @@ impl Relay {
             Outbound::Referral(_) => "ReceiveReferral",
             Outbound::Diagnosis(_) => "ReceiveDiagnosis",
             Outbound::CaseEvent { .. } => "ReceiveCaseEvent",
+            Outbound::ReferralDecision { .. } => "ReceiveReferralDecision",
+            Outbound::PlanSummary(_) => "ReceivePlanSummary",
+            Outbound::Suspension(_) => "ReceiveSuspensionNotice",
         };
         crate::api::partner_path(self.casework.partner(), rpc)
     }
@@ -395,6 +398,74 @@ impl Relay {
                     event: Some(convert::case_event(&case_id, event))
                 }
             ),
+            (Institution::Emploi, Outbound::ReferralDecision { decision, .. }) => send!(
+                self,
+                allowed,
+                EmploiServiceClient,
+                "EmploiService",
+                ReceiveReferralDecision,
+                receive_referral_decision,
+                v1::EmploiServiceReceiveReferralDecisionRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    decision: Some(decision.into())
+                }
+            ),
+            (Institution::Emploi, Outbound::PlanSummary(summary)) => send!(
+                self,
+                allowed,
+                EmploiServiceClient,
+                "EmploiService",
+                ReceivePlanSummary,
+                receive_plan_summary,
+                v1::EmploiServiceReceivePlanSummaryRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    summary: Some(summary.into())
+                }
+            ),
+            (Institution::Social, Outbound::ReferralDecision { decision, .. }) => send!(
+                self,
+                allowed,
+                SocialServiceClient,
+                "SocialService",
+                ReceiveReferralDecision,
+                receive_referral_decision,
+                v1::SocialServiceReceiveReferralDecisionRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    decision: Some(decision.into())
+                }
+            ),
+            (Institution::Social, Outbound::PlanSummary(summary)) => send!(
+                self,
+                allowed,
+                SocialServiceClient,
+                "SocialService",
+                ReceivePlanSummary,
+                receive_plan_summary,
+                v1::SocialServiceReceivePlanSummaryRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    summary: Some(summary.into())
+                }
+            ),
+            (Institution::Emploi, Outbound::Suspension(notice)) => send!(
+                self,
+                allowed,
+                EmploiServiceClient,
+                "EmploiService",
+                ReceiveSuspensionNotice,
+                receive_suspension_notice,
+                v1::ReceiveSuspensionNoticeRequest {
+                    idempotency_key: key,
+                    case_id: case_id.clone(),
+                    notice: Some(notice.into())
+                }
+            ),
+            (Institution::Social, Outbound::Suspension(_)) => Err(Failure::Permanent(
+                "only the employment side's follow-up is suspended".into(),
+            )),
             (Institution::Pilotage, _) => Err(Failure::Permanent(
                 "the steering service receives no casework".into(),
             )),

@@ -5,9 +5,11 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
+use passerelle_domain::plan::{Plan, PlanKind, PlanSummary};
 use passerelle_domain::{
-    Agreement, Case, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf, Evidence,
-    EvidenceKind, ExitReason, Institution, Network, Outbound, Pair, Purpose, Referral, Track,
+    Agreement, Case, CaseFlow, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf,
+    Evidence, EvidenceKind, ExitReason, Institution, Network, Outbound, Pair, Purpose, Referent,
+    Referral, ReferralState, Track,
 };
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -52,6 +54,15 @@ pub struct OutboxDepth {
     pub oldest_pending_at: Option<i64>,
 }
 
+/// A dedicated counsellor in the working-time register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounsellorEntry {
+    pub counsellor: String,
+    /// Share of full time, in per mille.
+    pub working_time_per_mille: u32,
+    pub office_code: String,
+}
+
 /// Case counts the indicators are computed from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CaseCounts {
@@ -61,6 +72,7 @@ pub struct CaseCounts {
     pub entry_delay_days_sum: u64,
     pub entry_delay_count: u64,
     pub exits_by_reason: Vec<(String, u64)>,
+    pub flow: CaseFlow,
 }
 
 #[derive(Debug, Clone)]
@@ -158,10 +170,34 @@ fn case_from_row(row: &AnyRow) -> Result<Case> {
             .map_err(|_| StoreError::Corrupt("negative renewals".into()))?,
         ends_at: optional_instant(row, "ends_at")?,
         review_due_at: optional_instant(row, "review_due_at")?,
+        office_code: row.try_get("office_code")?,
+        referral_state: parse_code(
+            &row.try_get::<String, _>("referral_state")?,
+            ReferralState::from_code,
+        )?,
+        referral_expires_at: from_micros(row.try_get("referral_expires_at")?)?,
+        referral_decided_at: optional_instant(row, "referral_decided_at")?,
+        refusal_reason: row.try_get("refusal_reason")?,
+        referent: row
+            .try_get::<Option<String>, _>("referent")?
+            .map(|r| parse_code(&r, Referent::from_code))
+            .transpose()?,
+        queued_at: optional_instant(row, "queued_at")?,
+        pending_entry: row
+            .try_get::<Option<String>, _>("pending_entry")?
+            .map(|j| from_json(&j))
+            .transpose()?,
+        missed_appointments: u32::try_from(row.try_get::<i64, _>("missed_appointments")?)
+            .map_err(|_| StoreError::Corrupt("negative missed appointments".into()))?,
+        follow_up_due_at: optional_instant(row, "follow_up_due_at")?,
+        follow_up_in_employment: row
+            .try_get::<Option<i64>, _>("follow_up_in_employment")?
+            .map(|v| v != 0),
+        exclusive_started_at: optional_instant(row, "exclusive_started_at")?,
     })
 }
 
-const CASE_COLUMNS: &str = "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason, renewals, ends_at, review_due_at";
+const CASE_COLUMNS: &str = "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason, renewals, ends_at, review_due_at, office_code, referral_state, referral_expires_at, referral_decided_at, refusal_reason, referent, queued_at, pending_entry, missed_appointments, follow_up_due_at, follow_up_in_employment, exclusive_started_at";
 
 impl InstitutionStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
@@ -247,8 +283,9 @@ impl InstitutionStore {
     pub async fn active_cases_due(&self, agent: &str, horizon: DateTime<Utc>) -> Result<Vec<Case>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CASE_COLUMNS} FROM cases
-             WHERE state = 'active' AND (counsellor = $1 OR social_worker = $1)
-               AND ((review_due_at IS NOT NULL AND review_due_at <= $2) OR ends_at <= $2)
+             WHERE (counsellor = $1 OR social_worker = $1)
+               AND ((state = 'active' AND ((review_due_at IS NOT NULL AND review_due_at <= $2) OR ends_at <= $2))
+                 OR (state = 'exited' AND follow_up_due_at <= $2 AND follow_up_in_employment IS NULL))
              ORDER BY ends_at, case_id"
         )))
         .bind(agent)
@@ -256,6 +293,110 @@ impl InstitutionStore {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(case_from_row).collect()
+    }
+
+    /// This institution's own plan of `kind` for a case, in full.
+    pub async fn own_plan(&self, case_id: &str) -> Result<Option<Plan>> {
+        let row = sqlx::query("SELECT body FROM plans WHERE case_id = $1 AND origin = 'local'")
+            .bind(case_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .transpose()
+    }
+
+    /// Summaries of both plans of a case: the own one computed, the partner's as received.
+    pub async fn plan_summaries(&self, case_id: &str) -> Result<Vec<PlanSummary>> {
+        let rows = sqlx::query("SELECT origin, body FROM plans WHERE case_id = $1 ORDER BY kind")
+            .bind(case_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get("body")?;
+                if r.try_get::<String, _>("origin")? == "local" {
+                    Ok(from_json::<Plan>(&body)?.summary())
+                } else {
+                    from_json(&body)
+                }
+            })
+            .collect()
+    }
+
+    /// Referrals received from the partner, still pending at `now` past their expiry.
+    pub async fn expired_referrals(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Case>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM cases c JOIN referrals r ON r.case_id = c.case_id
+             WHERE c.referral_state = 'pending' AND c.referral_expires_at <= $1 AND r.origin = 'partner'
+             ORDER BY c.referral_expires_at, c.case_id LIMIT $2",
+            prefixed("c", CASE_COLUMNS)
+        )))
+        .bind(to_micros(now))
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(case_from_row).collect()
+    }
+
+    /// Global-support cases this institution entered whose period ended by `now`.
+    pub async fn ended_periods(
+        &self,
+        own: Institution,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Case>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS} FROM cases
+             WHERE state = 'active' AND track = 'global' AND ends_at <= $1 AND entry_recorded_by = $2
+             ORDER BY ends_at, case_id LIMIT $3"
+        )))
+        .bind(to_micros(now))
+        .bind(own.code())
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(case_from_row).collect()
+    }
+
+    /// An office's cases before entry (pending referrals, diagnoses under way),
+    /// with what this side knows of the diagnosis.
+    pub async fn office_cases_before_entry(
+        &self,
+        office_code: &str,
+    ) -> Result<Vec<(Case, Origin, Vec<DiagnosisHalf>)>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {}, r.origin AS referral_origin FROM cases c JOIN referrals r ON r.case_id = c.case_id
+             WHERE c.office_code = $1 AND c.state IN ('referred', 'diagnosed')
+             ORDER BY c.referred_at, c.case_id",
+            prefixed("c", CASE_COLUMNS)
+        )))
+        .bind(office_code)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let case = case_from_row(row)?;
+            let origin = if row.try_get::<String, _>("referral_origin")? == "local" {
+                Origin::Local
+            } else {
+                Origin::Partner
+            };
+            let halves = self.diagnoses(&case.case_id).await?;
+            out.push((case, origin, halves));
+        }
+        Ok(out)
+    }
+
+    /// People a counsellor follows now (active global support).
+    pub async fn portfolio(&self, counsellor: &str) -> Result<u32> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM cases WHERE state = 'active' AND track = 'global' AND counsellor = $1",
+        )
+        .bind(counsellor)
+        .fetch_one(self.db.pool())
+        .await?
+        .try_get("n")?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     /// The right to relay the outbox for one pass. Order matters (a referral
@@ -383,7 +524,70 @@ impl InstitutionStore {
         .fetch_all(pool)
         .await?;
         let to_u64 = |n: i64| u64::try_from(n).unwrap_or(0);
+        // Referral outcomes are counted where the referral was received, so
+        // the two sources add up without counting a person twice.
+        let received = sqlx::query(
+            "SELECT c.referral_state AS state, c.refusal_reason AS reason, COUNT(*) AS n
+             FROM cases c JOIN referrals r ON r.case_id = c.case_id
+             WHERE r.origin = 'partner' GROUP BY c.referral_state, c.refusal_reason
+             ORDER BY c.referral_state, c.refusal_reason",
+        )
+        .fetch_all(pool)
+        .await?;
+        let mut flow = CaseFlow::default();
+        for row in &received {
+            let n = to_u64(row.try_get("n")?);
+            flow.referrals_received += n;
+            match row.try_get::<String, _>("state")?.as_str() {
+                "accepted" => flow.referrals_accepted += n,
+                "refused" => {
+                    flow.referrals_refused += n;
+                    let reason: Option<String> = row.try_get("reason")?;
+                    flow.refusals_by_reason
+                        .push((reason.unwrap_or_default(), n));
+                }
+                "expired" => flow.referrals_expired += n,
+                _ => {}
+            }
+        }
+        let row = sqlx::query(
+            "SELECT
+                COUNT(CASE WHEN c.state IN ('referred', 'diagnosed')
+                    AND EXISTS (SELECT 1 FROM diagnoses d WHERE d.case_id = c.case_id AND d.author_institution <> $1)
+                    AND NOT EXISTS (SELECT 1 FROM diagnoses d WHERE d.case_id = c.case_id AND d.author_institution = $1)
+                    THEN 1 END) AS awaiting,
+                COUNT(CASE WHEN c.state = 'not_entered' AND c.referral_state = 'accepted' THEN 1 END) AS not_entered
+             FROM cases c JOIN referrals r ON r.case_id = c.case_id WHERE r.origin = 'partner'",
+        )
+        .bind(own.code())
+        .fetch_one(pool)
+        .await?;
+        flow.diagnoses_awaiting_validation = to_u64(row.try_get("awaiting")?);
+        flow.not_entered_at_diagnosis = to_u64(row.try_get("not_entered")?);
+        // Each of these happens at one side only: queue and follow-up at the
+        // employment side, exclusive support at the social side.
+        let row = sqlx::query(
+            "SELECT COUNT(CASE WHEN state = 'queued' THEN 1 END) AS queued,
+                    COUNT(CASE WHEN exclusive_started_at IS NOT NULL THEN 1 END) AS exclusive,
+                    COUNT(CASE WHEN state = 'active' AND track = 'social_exclusive' THEN 1 END) AS exclusive_now,
+                    COUNT(CASE WHEN follow_up_in_employment = 1 THEN 1 END) AS in_employment
+             FROM cases",
+        )
+        .fetch_one(pool)
+        .await?;
+        match own {
+            Institution::Emploi => {
+                flow.queued = to_u64(row.try_get("queued")?);
+                flow.followed_up_in_employment = to_u64(row.try_get("in_employment")?);
+            }
+            Institution::Social => {
+                flow.exclusive_support_entries = to_u64(row.try_get("exclusive")?);
+                flow.exclusive_support_in_progress = to_u64(row.try_get("exclusive_now")?);
+            }
+            Institution::Pilotage => {}
+        }
         Ok(CaseCounts {
+            flow,
             referrals_sent: to_u64(referrals_sent),
             entries: to_u64(entries),
             in_progress: to_u64(in_progress),
@@ -400,6 +604,14 @@ impl InstitutionStore {
                 .collect::<Result<_>>()?,
         })
     }
+}
+
+fn prefixed(alias: &str, columns: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Advisory-lock key of the outbox relay (any constant unique to this database).
@@ -632,14 +844,24 @@ impl Tx {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO cases (case_id, track, state, counsellor, social_worker, referring_network, referred_at,
-                diagnosed_at, entered_at, exited_at, exit_reason, entry_recorded_by, renewals, ends_at, review_due_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                diagnosed_at, entered_at, exited_at, exit_reason, entry_recorded_by, renewals, ends_at, review_due_at,
+                office_code, referral_state, referral_expires_at, referral_decided_at, refusal_reason, referent,
+                queued_at, pending_entry, missed_appointments, follow_up_due_at, follow_up_in_employment,
+                exclusive_started_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+                $21, $22, $23, $24, $25, $26, $27)
              ON CONFLICT (case_id) DO UPDATE SET track = excluded.track, state = excluded.state,
                 counsellor = excluded.counsellor, social_worker = excluded.social_worker,
                 diagnosed_at = excluded.diagnosed_at, entered_at = excluded.entered_at,
                 exited_at = excluded.exited_at, exit_reason = excluded.exit_reason,
                 entry_recorded_by = COALESCE(cases.entry_recorded_by, excluded.entry_recorded_by),
-                renewals = excluded.renewals, ends_at = excluded.ends_at, review_due_at = excluded.review_due_at",
+                renewals = excluded.renewals, ends_at = excluded.ends_at, review_due_at = excluded.review_due_at,
+                office_code = excluded.office_code, referral_state = excluded.referral_state,
+                referral_expires_at = excluded.referral_expires_at, referral_decided_at = excluded.referral_decided_at,
+                refusal_reason = excluded.refusal_reason, referent = excluded.referent, queued_at = excluded.queued_at,
+                pending_entry = excluded.pending_entry, missed_appointments = excluded.missed_appointments,
+                follow_up_due_at = excluded.follow_up_due_at, follow_up_in_employment = excluded.follow_up_in_employment,
+                exclusive_started_at = excluded.exclusive_started_at",
         )
         .bind(&c.case_id)
         .bind(c.track.code())
@@ -656,6 +878,170 @@ impl Tx {
         .bind(i64::from(c.renewals))
         .bind(c.ends_at.map(to_micros))
         .bind(c.review_due_at.map(to_micros))
+        .bind(&c.office_code)
+        .bind(c.referral_state.code())
+        .bind(to_micros(c.referral_expires_at))
+        .bind(c.referral_decided_at.map(to_micros))
+        .bind(c.refusal_reason.clone())
+        .bind(c.referent.map(|r| r.code()))
+        .bind(c.queued_at.map(to_micros))
+        .bind(c.pending_entry.as_ref().map(json).transpose()?)
+        .bind(i64::from(c.missed_appointments))
+        .bind(c.follow_up_due_at.map(to_micros))
+        .bind(c.follow_up_in_employment.map(i64::from))
+        .bind(c.exclusive_started_at.map(to_micros))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// People a counsellor follows now (active global support).
+    pub async fn portfolio(&mut self, counsellor: &str) -> Result<u32> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM cases WHERE state = 'active' AND track = 'global' AND counsellor = $1",
+        )
+        .bind(counsellor)
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get("n")?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// The case waiting longest for a place with `counsellor`, locked.
+    pub async fn first_queued(&mut self, counsellor: &str) -> Result<Option<Case>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS} FROM cases WHERE state = 'queued' AND counsellor = $1
+             ORDER BY queued_at, case_id LIMIT 1{}",
+            self.lock
+        )))
+        .bind(counsellor)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(case_from_row).transpose()
+    }
+
+    /// A counsellor's entry in the working-time register, locked.
+    pub async fn counsellor(&mut self, counsellor: &str) -> Result<Option<CounsellorEntry>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT counsellor, working_time_per_mille, office_code FROM counsellors WHERE counsellor = $1{}",
+            self.lock
+        )))
+        .bind(counsellor)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| {
+            Ok(CounsellorEntry {
+                counsellor: r.try_get("counsellor")?,
+                working_time_per_mille: u32::try_from(
+                    r.try_get::<i64, _>("working_time_per_mille")?,
+                )
+                .map_err(|_| StoreError::Corrupt("negative working time".into()))?,
+                office_code: r.try_get("office_code")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn upsert_counsellor(
+        &mut self,
+        entry: &CounsellorEntry,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO counsellors (counsellor, working_time_per_mille, office_code, updated_by, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (counsellor) DO UPDATE SET working_time_per_mille = excluded.working_time_per_mille,
+                office_code = excluded.office_code, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+        )
+        .bind(&entry.counsellor)
+        .bind(i64::from(entry.working_time_per_mille))
+        .bind(&entry.office_code)
+        .bind(by)
+        .bind(to_micros(at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The quota an office obtained for `year` on its express request.
+    pub async fn office_quota(&mut self, office_code: &str, year: i32) -> Result<Option<u32>> {
+        let row =
+            sqlx::query("SELECT quota FROM office_quotas WHERE office_code = $1 AND year = $2")
+                .bind(office_code)
+                .bind(i64::from(year))
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        row.map(|r| {
+            u32::try_from(r.try_get::<i64, _>("quota")?)
+                .map_err(|_| StoreError::Corrupt("negative quota".into()))
+        })
+        .transpose()
+    }
+
+    pub async fn set_office_quota(
+        &mut self,
+        office_code: &str,
+        year: i32,
+        quota: u32,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO office_quotas (office_code, year, quota, granted_by, granted_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (office_code, year) DO UPDATE SET quota = excluded.quota,
+                granted_by = excluded.granted_by, granted_at = excluded.granted_at",
+        )
+        .bind(office_code)
+        .bind(i64::from(year))
+        .bind(i64::from(quota))
+        .bind(by)
+        .bind(to_micros(at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Exclusive social support started in `[from, to)`: at `office_code`, and in all.
+    pub async fn exclusive_starts(
+        &mut self,
+        office_code: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<(u32, u32)> {
+        let row = sqlx::query(
+            "SELECT COUNT(CASE WHEN office_code = $1 THEN 1 END) AS office, COUNT(*) AS total
+             FROM cases WHERE exclusive_started_at >= $2 AND exclusive_started_at < $3",
+        )
+        .bind(office_code)
+        .bind(to_micros(from))
+        .bind(to_micros(to))
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok((count(row.try_get("office")?), count(row.try_get("total")?)))
+    }
+
+    /// Writes a plan: this institution's own in full, or the partner's summary.
+    pub async fn save_plan<T: serde::Serialize>(
+        &mut self,
+        case_id: &str,
+        kind: PlanKind,
+        origin: Origin,
+        body: &T,
+        updated_at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO plans (case_id, kind, origin, body, updated_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (case_id, kind) DO UPDATE SET origin = excluded.origin, body = excluded.body,
+                updated_at = excluded.updated_at",
+        )
+        .bind(case_id)
+        .bind(kind.code())
+        .bind(origin.code())
+        .bind(json(body)?)
+        .bind(to_micros(updated_at))
         .execute(&mut *self.tx)
         .await?;
         Ok(())

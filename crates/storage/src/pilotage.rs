@@ -1,7 +1,7 @@
 //! The steering service's store: snapshots of each institution's aggregates.
 
 use chrono::{DateTime, Utc};
-use passerelle_domain::{Indicators, Institution};
+use passerelle_domain::{CaseFlow, Indicators, Institution};
 use sqlx::Row;
 
 use crate::audit::AuditLog;
@@ -14,6 +14,7 @@ pub struct PilotageStore {
 }
 
 const EXITS: &str = "exits_by_type";
+const REFUSALS: &str = "refusals_by_reason";
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -60,6 +61,31 @@ impl PilotageStore {
             ("referrals_sent", indicators.referrals_sent),
             ("entries", indicators.entries),
             ("in_progress", indicators.in_progress),
+            ("referrals_received", indicators.flow.referrals_received),
+            ("referrals_accepted", indicators.flow.referrals_accepted),
+            ("referrals_refused", indicators.flow.referrals_refused),
+            ("referrals_expired", indicators.flow.referrals_expired),
+            (
+                "diagnoses_awaiting_validation",
+                indicators.flow.diagnoses_awaiting_validation,
+            ),
+            (
+                "not_entered_at_diagnosis",
+                indicators.flow.not_entered_at_diagnosis,
+            ),
+            ("queued", indicators.flow.queued),
+            (
+                "exclusive_support_entries",
+                indicators.flow.exclusive_support_entries,
+            ),
+            (
+                "exclusive_support_in_progress",
+                indicators.flow.exclusive_support_in_progress,
+            ),
+            (
+                "followed_up_in_employment",
+                indicators.flow.followed_up_in_employment,
+            ),
         ];
         let cells = scalars
             .iter()
@@ -69,6 +95,13 @@ impl PilotageStore {
                     .exits_by_type
                     .iter()
                     .map(|(k, n)| (EXITS, k.clone(), *n)),
+            )
+            .chain(
+                indicators
+                    .flow
+                    .refusals_by_reason
+                    .iter()
+                    .map(|(k, n)| (REFUSALS, k.clone(), *n)),
             );
         for (metric, key, count) in cells {
             sqlx::query("INSERT INTO indicator_cells (snapshot_id, metric, cell_key, count) VALUES ($1, $2, $3, $4)")
@@ -105,6 +138,7 @@ impl PilotageStore {
             entry_delay_days_sum: to_u64(row.try_get("entry_delay_days_sum")?)?,
             entry_delay_count: to_u64(row.try_get("entry_delay_count")?)?,
             exits_by_type: vec![],
+            flow: CaseFlow::default(),
         };
         let cells = sqlx::query("SELECT metric, cell_key, count FROM indicator_cells WHERE snapshot_id = $1 ORDER BY metric, cell_key")
             .bind(id)
@@ -119,6 +153,21 @@ impl PilotageStore {
                 "entries" => indicators.entries = count,
                 "in_progress" => indicators.in_progress = count,
                 EXITS => indicators.exits_by_type.push((key, count)),
+                REFUSALS => indicators.flow.refusals_by_reason.push((key, count)),
+                "referrals_received" => indicators.flow.referrals_received = count,
+                "referrals_accepted" => indicators.flow.referrals_accepted = count,
+                "referrals_refused" => indicators.flow.referrals_refused = count,
+                "referrals_expired" => indicators.flow.referrals_expired = count,
+                "diagnoses_awaiting_validation" => {
+                    indicators.flow.diagnoses_awaiting_validation = count;
+                }
+                "not_entered_at_diagnosis" => indicators.flow.not_entered_at_diagnosis = count,
+                "queued" => indicators.flow.queued = count,
+                "exclusive_support_entries" => indicators.flow.exclusive_support_entries = count,
+                "exclusive_support_in_progress" => {
+                    indicators.flow.exclusive_support_in_progress = count;
+                }
+                "followed_up_in_employment" => indicators.flow.followed_up_in_employment = count,
                 other => return Err(StoreError::Corrupt(format!("unknown metric {other}"))),
             }
         }

@@ -70,6 +70,11 @@ fn referral(case_id: &str) -> Referral {
         employment: EmploymentSummary::default(),
         referred_at: t0(),
         consent_id: "c-1".into(),
+        checks: vec![CheckAnswer {
+            code: "wants_to_work".into(),
+            met: true,
+        }],
+        association_id: Some("asll-77".into()),
     }
 }
 
@@ -90,7 +95,26 @@ async fn institution_store_round_trips_on_every_backend() {
                 .expect("again"),
             "second insert is a no-op"
         );
-        let case = Case::referred(&referral("k-1"));
+        // Every lifecycle column round-trips: a queued entry, its referent, a follow-up.
+        let mut case = Case::referred(&referral("k-1"), 45);
+        case.referral_state = ReferralState::Accepted;
+        case.referral_decided_at = Some(t0() + Duration::days(2));
+        case.state = CaseState::Queued;
+        case.queued_at = Some(t0() + Duration::days(9));
+        case.pending_entry = Some(CaseEntry {
+            pair: Pair {
+                counsellor: "c-1".into(),
+                social_worker: "sw-1".into(),
+            },
+            track: Track::Global,
+            entered_at: t0() + Duration::days(9),
+            evidence: vec![consent("k-1").evidence],
+            referent: Referent::Pair,
+        });
+        case.missed_appointments = 2;
+        case.follow_up_due_at = Some(t0() + Duration::days(200));
+        case.follow_up_in_employment = Some(true);
+        case.exclusive_started_at = Some(t0() + Duration::days(10));
         tx.save_case(&case, None).await.expect("case");
         tx.enqueue("m-1", &Outbound::Referral(referral("k-1")), t0())
             .await
@@ -196,6 +220,19 @@ async fn pilotage_snapshots_round_trip_on_every_backend() {
             entry_delay_days_sum: 600,
             entry_delay_count: 30,
             exits_by_type: vec![("job".into(), 10), ("other".into(), 8)],
+            flow: CaseFlow {
+                referrals_received: 25,
+                referrals_accepted: 20,
+                referrals_refused: 3,
+                referrals_expired: 2,
+                refusals_by_reason: vec![("person_declines".into(), 3)],
+                diagnoses_awaiting_validation: 4,
+                not_entered_at_diagnosis: 1,
+                queued: 2,
+                exclusive_support_entries: 0,
+                exclusive_support_in_progress: 0,
+                followed_up_in_employment: 5,
+            },
         };
         store.save_snapshot(&indicators, t0()).await.expect("save");
         assert_eq!(
@@ -223,7 +260,7 @@ async fn concurrent_rewrites_of_a_case_lose_nothing_on_every_backend() {
     for (url, _dir) in urls("lostupdate").await {
         let store = InstitutionStore::connect(&url, 4).await.expect("connect");
         let mut tx = store.begin().await.expect("begin");
-        tx.save_case(&Case::referred(&referral("k-2")), None)
+        tx.save_case(&Case::referred(&referral("k-2"), 30), None)
             .await
             .expect("case");
         tx.commit().await.expect("commit");
