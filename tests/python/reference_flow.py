@@ -53,6 +53,7 @@ def main():
     social_worker = auth(token("social", "social_worker", "sw-python-1"))
     counsellor = auth(token("emploi", "counsellor", "ft-python-1"))
     steering = auth(token("pilotage", "steering", "copil-python"))
+    coordinator = auth(token("emploi", "coordinator", "coordination-python"))
     run = str(int(time.time() * 1000))
 
     consent = casework_pb2.ConsentRecord(
@@ -77,7 +78,12 @@ def main():
     referral = casework_pb2.Referral(
         case_id=case_id,
         consent_id=recorded.consent_id,
-        office_code="CDAS-RENNES-NORD",
+        office_code="AD-RENNES",
+        # Ille-et-Vilaine's preconditions, all met.
+        checks=[
+            casework_pb2.CheckAnswer(code=code, met=True)
+            for code in ("lack_of_autonomy", "wants_to_work", "hard_to_project")
+        ],
         person=casework_pb2.PersonIdentity(first_name="Anaïs", last_name="Le Bihan", birth_date="1991-05-17"),
         barriers=[casework_pb2.Barrier(category=casework_pb2.BARRIER_CATEGORY_HOUSING, level=casework_pb2.BARRIER_LEVEL_HIGH)],
     )
@@ -91,6 +97,13 @@ def main():
         lambda answer: answer.referral.person.first_name == "Anaïs",
     )
     assert not seen.local_notes, "a local note crossed the boundary"
+    assert seen.case.referral_state == casework_pb2.REFERRAL_STATE_PENDING
+    emploi.DecideReferral(
+        emploi_pb2.EmploiServiceDecideReferralRequest(
+            idempotency_key=f"py-accept-{run}", case_id=case_id, decision=casework_pb2.REFERRAL_STATE_ACCEPTED
+        ),
+        metadata=counsellor,
+    )
 
     half = casework_pb2.DiagnosisHalf(case_id=case_id, barriers=referral.barriers, agreement=casework_pb2.AGREEMENT_AGREE)
     emploi.RecordDiagnosis(emploi_pb2.EmploiServiceRecordDiagnosisRequest(idempotency_key=f"py-de-{run}", half=half), metadata=counsellor)
@@ -101,15 +114,28 @@ def main():
         lambda answer: answer.case.state == casework_pb2.CASE_STATE_DIAGNOSED,
     )
 
+    # The working-time register bounds the counsellor's portfolio.
+    register = emploi.RegisterCounsellor(
+        emploi_pb2.RegisterCounsellorRequest(
+            idempotency_key=f"py-register-{run}", counsellor="ft-python-1", working_time_per_mille=1000, office_code="PE-RENNES"
+        ),
+        metadata=coordinator,
+    )
+    assert register.max_portfolio == 100, register
+    contract = casework_pb2.ConsentEvidence(
+        kind=casework_pb2.EVIDENCE_KIND_SIGNED_CONTRACT,
+        document_sha256=hashlib.sha256(b"contrat").hexdigest(),
+        collected_by="ft-python-1",
+    )
+    contract.signed_at.FromSeconds(int(now))
     entry = casework_pb2.CaseEntry(
         pair=casework_pb2.Pair(counsellor="ft-python-1", social_worker="sw-python-1"),
         track=casework_pb2.TRACK_GLOBAL,
-        evidence=casework_pb2.ConsentEvidence(
-            kind=casework_pb2.EVIDENCE_KIND_SIGNED_CONTRACT, document_sha256=hashlib.sha256(b"contrat").hexdigest()
-        ),
+        evidence=[contract],
     )
     entered = emploi.SignContract(emploi_pb2.SignContractRequest(idempotency_key=f"py-sign-{run}", case_id=case_id, entry=entry), metadata=counsellor)
     assert entered.case.state == casework_pb2.CASE_STATE_ACTIVE
+    assert entered.case.referent == casework_pb2.REFERENT_COUNSELLOR
     exited = emploi.ExitCase(
         emploi_pb2.ExitCaseRequest(idempotency_key=f"py-exit-{run}", case_id=case_id, exit=casework_pb2.CaseExit(reason=casework_pb2.EXIT_REASON_TRAINING)),
         metadata=counsellor,

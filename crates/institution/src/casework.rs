@@ -689,7 +689,7 @@ impl Casework {
                 .into());
             }
             let reminders = &self.agreement.referral.reminder_days_before_expiry;
-            for (case, origin, halves) in self.store.office_cases_before_entry(office).await? {
+            for (case, origin, halves) in self.store.office_open_cases(office).await? {
                 if origin == Origin::Partner {
                     items.extend(
                         case.referral_due_by(reminders, horizon)

@@ -358,15 +358,15 @@ impl InstitutionStore {
         rows.iter().map(case_from_row).collect()
     }
 
-    /// An office's cases before entry (pending referrals, diagnoses under way),
-    /// with what this side knows of the diagnosis.
-    pub async fn office_cases_before_entry(
+    /// An office's open cases (pending referrals, diagnoses under way, people
+    /// in support), with what this side knows of the diagnosis.
+    pub async fn office_open_cases(
         &self,
         office_code: &str,
     ) -> Result<Vec<(Case, Origin, Vec<DiagnosisHalf>)>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {}, r.origin AS referral_origin FROM cases c JOIN referrals r ON r.case_id = c.case_id
-             WHERE c.office_code = $1 AND c.state IN ('referred', 'diagnosed')
+             WHERE c.office_code = $1 AND c.state IN ('referred', 'diagnosed', 'queued', 'active')
              ORDER BY c.referred_at, c.case_id",
             prefixed("c", CASE_COLUMNS)
         )))
@@ -552,7 +552,7 @@ impl InstitutionStore {
         }
         let row = sqlx::query(
             "SELECT
-                COUNT(CASE WHEN c.state IN ('referred', 'diagnosed')
+                COUNT(CASE WHEN c.state IN ('referred', 'diagnosed', 'queued', 'active')
                     AND EXISTS (SELECT 1 FROM diagnoses d WHERE d.case_id = c.case_id AND d.author_institution <> $1)
                     AND NOT EXISTS (SELECT 1 FROM diagnoses d WHERE d.case_id = c.case_id AND d.author_institution = $1)
                     THEN 1 END) AS awaiting,
