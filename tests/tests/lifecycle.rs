@@ -166,6 +166,8 @@ fn count(cells: &[v1::Cell], key: &str) -> u64 {
         .unwrap_or_default()
 }
 
+const REFUSAL_NOTE: &str = "Refus motivé : suivi psychiatrique en cours (note interne)";
+
 #[tokio::test]
 async fn a_referral_is_accepted_or_refused_with_a_reason_of_the_agreement() {
     on_every_backend(|backend| async move {
@@ -204,14 +206,10 @@ async fn a_referral_is_accepted_or_refused_with_a_reason_of_the_agreement() {
             assert_eq!(missing.code(), Code::InvalidArgument);
 
             let reason = t.agreement.referral.refusal_reasons[1].code.clone();
+            let mut refusal = decision(&t, "d2", &case_id, v1::ReferralState::Refused, &reason);
+            refusal.get_mut().local_note = REFUSAL_NOTE.into();
             let refused = emploi
-                .decide_referral(decision(
-                    &t,
-                    "d2",
-                    &case_id,
-                    v1::ReferralState::Refused,
-                    &reason,
-                ))
+                .decide_referral(refusal)
                 .await
                 .expect("refused")
                 .into_inner()
@@ -252,6 +250,12 @@ async fn a_referral_is_accepted_or_refused_with_a_reason_of_the_agreement() {
                 .await
                 .expect_err("the sender does not decide");
             assert_eq!(own.code(), Code::FailedPrecondition);
+
+            // The reason code crosses; the counsellor's words stay at emploi.
+            let social_text = all_text(&t.database_url(Institution::Social)).await;
+            assert!(!social_text.iter().any(|(_, v)| v.contains(REFUSAL_NOTE)));
+            let emploi_text = all_text(&t.database_url(Institution::Emploi)).await;
+            assert!(emploi_text.iter().any(|(_, v)| v.contains(REFUSAL_NOTE)));
 
             let d = dashboard(&t).await;
             assert_eq!(count(&d.referral_outcomes, "refused"), 1, "{agreement}");
