@@ -340,8 +340,8 @@ impl TestStack {
         }
     }
 
-    /// A person referred by the social side, diagnosed by both, signed in:
-    /// returns the active case's id.
+    /// A person referred by the social side, accepted, diagnosed by both,
+    /// signed in: returns the case's id once it is active at both sides.
     pub async fn enter_case(&self, label: &str) -> String {
         let consent = self
             .social_consent(
@@ -393,6 +393,14 @@ impl TestStack {
             }))
             .await
             .expect("signed");
+        // Known as active at both sides before the test goes on.
+        eventually("the entry at social", async || {
+            self.case_at_social(&case_id)
+                .await
+                .and_then(|a| a.case)
+                .is_some_and(|c| c.state == v1::CaseState::Active as i32)
+        })
+        .await;
         case_id
     }
 
@@ -481,7 +489,8 @@ impl TestStack {
             .expect("counsellor registered");
     }
 
-    /// The employment side accepts a referral the social side sent, once it has it.
+    /// The employment side accepts a referral the social side sent, once it
+    /// has it; returns once the social side knows.
     pub async fn accept_at_emploi(&self, case_id: &str) {
         eventually("the referral at emploi", async || {
             self.case_at_emploi(case_id).await.is_some()
@@ -497,6 +506,13 @@ impl TestStack {
             }))
             .await
             .expect("referral accepted");
+        eventually("the acceptance at social", async || {
+            self.case_at_social(case_id)
+                .await
+                .and_then(|a| a.case)
+                .is_some_and(|c| c.referral_state == v1::ReferralState::Accepted as i32)
+        })
+        .await;
     }
 
     pub async fn shutdown(self) {

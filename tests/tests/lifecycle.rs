@@ -587,6 +587,20 @@ async fn entry_takes_the_agreements_evidence_and_names_its_referent() {
                 .expect("case");
             assert_eq!(case.state, v1::CaseState::Active as i32);
             assert_eq!(case.referent, referent as i32, "{agreement}");
+            // The evidence is kept, as digests, with the case.
+            let kinds: Vec<i32> = t
+                .entry("contract")
+                .evidence
+                .iter()
+                .map(|e| e.kind)
+                .collect();
+            assert_eq!(
+                case.entry_evidence
+                    .iter()
+                    .map(|e| e.kind)
+                    .collect::<Vec<_>>(),
+                kinds
+            );
             eventually("the entry at social", async || {
                 case_at_social(&t, &case_id).await.referent == referent as i32
             })
@@ -941,6 +955,13 @@ async fn exclusive_social_support_suspends_the_employment_follow_up_within_quota
             .case
             .expect("case");
         assert_eq!(case.track, v1::Track::SocialExclusive as i32);
+        assert_eq!(
+            case.entry_evidence
+                .iter()
+                .map(|e| e.document_sha256.as_str())
+                .collect::<Vec<_>>(),
+            vec![sha256_of("évaluation sociale").as_str()]
+        );
         assert_eq!(at(case.ends_at), started_at + Months::new(6));
 
         // The employment side learns that its follow-up is suspended, until
@@ -1025,6 +1046,10 @@ async fn exclusive_social_support_suspends_the_employment_follow_up_within_quota
 
         // 24 a year per MDS: the 25th is refused unless the office asked for more.
         let template = diagnosed(&t, "quota").await;
+        eventually("diagnosed at social", async || {
+            case_at_social(&t, &template).await.state == v1::CaseState::Diagnosed as i32
+        })
+        .await;
         let store = t.store(Institution::Social).await;
         let mut seeded = store.case(&template).await.expect("read").expect("case");
         let mut tx = store.begin().await.expect("begin");
@@ -1073,6 +1098,10 @@ async fn plans_stay_with_their_author_and_only_summaries_cross() {
     on_every_backend(|backend| async move {
         let t = start(backend, 11).await;
         let case_id = t.enter_case("plan").await;
+        eventually("the entry at social", async || {
+            case_at_social(&t, &case_id).await.state == v1::CaseState::Active as i32
+        })
+        .await;
         let plan = |kind: v1::PlanKind, theme: v1::Theme| v1::Plan {
             case_id: case_id.clone(),
             kind: kind as i32,

@@ -862,6 +862,7 @@ impl From<&domain::Case> for v1::Case {
             missed_appointments: d.missed_appointments,
             follow_up_due_at: optional_timestamp(d.follow_up_due_at),
             follow_up_in_employment: d.follow_up_in_employment,
+            entry_evidence: d.entry_evidence.iter().map(Into::into).collect(),
         }
     }
 }

@@ -294,6 +294,10 @@ pub struct Case {
     pub follow_up_in_employment: Option<bool>,
     /// When exclusive social support started, kept whatever followed (quotas count it).
     pub exclusive_started_at: Option<DateTime<Utc>>,
+    /// What the entry rests on: digests of the signed documents (or, for
+    /// exclusive social support, of the validated social evaluation).
+    #[serde(default)]
+    pub entry_evidence: Vec<Evidence>,
 }
 
 fn precondition(reason: impl Into<String>) -> DomainError {
@@ -331,6 +335,7 @@ impl Case {
             follow_up_due_at: None,
             follow_up_in_employment: None,
             exclusive_started_at: None,
+            entry_evidence: vec![],
         }
     }
 
@@ -514,6 +519,7 @@ impl Case {
         self.track = entry.track;
         self.pair = Some(entry.pair.clone());
         self.referent = Some(entry.referent);
+        self.entry_evidence = entry.evidence.clone();
         self.entered_at = Some(entry.entered_at);
         self.queued_at = None;
         self.pending_entry = None;
@@ -737,6 +743,7 @@ impl Case {
     pub fn start_exclusive(
         &mut self,
         social_worker: &str,
+        social_evaluation: Evidence,
         at: DateTime<Utc>,
         ends_at: DateTime<Utc>,
     ) -> Result<(), DomainError> {
@@ -766,6 +773,7 @@ impl Case {
         });
         self.entered_at = Some(at);
         self.exclusive_started_at = Some(at);
+        self.entry_evidence = vec![social_evaluation];
         self.renewals = 0;
         self.ends_at = Some(ends_at);
         self.review_due_at = None;
@@ -1249,6 +1257,15 @@ mod tests {
         assert!(with.record_follow_up(false).is_err());
     }
 
+    fn evaluation() -> Evidence {
+        Evidence {
+            kind: crate::EvidenceKind::SignedReferralForm,
+            document_sha256: "ab".repeat(32),
+            signed_at: t0(),
+            collected_by: "sw".into(),
+        }
+    }
+
     #[test]
     fn exclusive_social_support_runs_6_months_renewable_once_then_a_joint_decision() {
         let axe3 = crate::agreement::ExclusiveSocialSupport {
@@ -1268,7 +1285,7 @@ mod tests {
             case
         };
         let mut case = diagnosed();
-        case.start_exclusive("sw", start, axe3.ends_at(start, 0))
+        case.start_exclusive("sw", evaluation(), start, axe3.ends_at(start, 0))
             .expect("starts");
         assert_eq!(case.track, Track::SocialExclusive);
         assert_eq!(case.ends_at, start.checked_add_months(Months::new(6)));

@@ -1204,19 +1204,13 @@ impl Casework {
                     case.office_code
                 )))
             })?;
-            case.start_exclusive(&call.caller.agent, now, axe3.ends_at(now, 0))?;
-            tx.save_case(&case, None).await?;
-            tx.insert_note(
-                case_id,
+            case.start_exclusive(
                 &call.caller.agent,
-                "social_evaluation",
-                &format!(
-                    "social evaluation sha256 {}",
-                    social_evaluation.document_sha256
-                ),
+                social_evaluation.clone(),
                 now,
-            )
-            .await?;
+                axe3.ends_at(now, 0),
+            )?;
+            tx.save_case(&case, None).await?;
             let notice = SuspensionNotice {
                 case_id: case_id.to_owned(),
                 jobseeker_number: jobseeker_number.clone(),

@@ -194,10 +194,11 @@ fn case_from_row(row: &AnyRow) -> Result<Case> {
             .try_get::<Option<i64>, _>("follow_up_in_employment")?
             .map(|v| v != 0),
         exclusive_started_at: optional_instant(row, "exclusive_started_at")?,
+        entry_evidence: from_json(&row.try_get::<String, _>("entry_evidence")?)?,
     })
 }
 
-const CASE_COLUMNS: &str = "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason, renewals, ends_at, review_due_at, office_code, referral_state, referral_expires_at, referral_decided_at, refusal_reason, referent, queued_at, pending_entry, missed_appointments, follow_up_due_at, follow_up_in_employment, exclusive_started_at";
+const CASE_COLUMNS: &str = "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason, renewals, ends_at, review_due_at, office_code, referral_state, referral_expires_at, referral_decided_at, refusal_reason, referent, queued_at, pending_entry, missed_appointments, follow_up_due_at, follow_up_in_employment, exclusive_started_at, entry_evidence";
 
 impl InstitutionStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
@@ -847,9 +848,9 @@ impl Tx {
                 diagnosed_at, entered_at, exited_at, exit_reason, entry_recorded_by, renewals, ends_at, review_due_at,
                 office_code, referral_state, referral_expires_at, referral_decided_at, refusal_reason, referent,
                 queued_at, pending_entry, missed_appointments, follow_up_due_at, follow_up_in_employment,
-                exclusive_started_at)
+                exclusive_started_at, entry_evidence)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-                $21, $22, $23, $24, $25, $26, $27)
+                $21, $22, $23, $24, $25, $26, $27, $28)
              ON CONFLICT (case_id) DO UPDATE SET track = excluded.track, state = excluded.state,
                 counsellor = excluded.counsellor, social_worker = excluded.social_worker,
                 diagnosed_at = excluded.diagnosed_at, entered_at = excluded.entered_at,
@@ -861,7 +862,7 @@ impl Tx {
                 refusal_reason = excluded.refusal_reason, referent = excluded.referent, queued_at = excluded.queued_at,
                 pending_entry = excluded.pending_entry, missed_appointments = excluded.missed_appointments,
                 follow_up_due_at = excluded.follow_up_due_at, follow_up_in_employment = excluded.follow_up_in_employment,
-                exclusive_started_at = excluded.exclusive_started_at",
+                exclusive_started_at = excluded.exclusive_started_at, entry_evidence = excluded.entry_evidence",
         )
         .bind(&c.case_id)
         .bind(c.track.code())
@@ -890,6 +891,7 @@ impl Tx {
         .bind(c.follow_up_due_at.map(to_micros))
         .bind(c.follow_up_in_employment.map(i64::from))
         .bind(c.exclusive_started_at.map(to_micros))
+        .bind(json(&c.entry_evidence)?)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

@@ -115,6 +115,7 @@ async fn institution_store_round_trips_on_every_backend() {
         case.follow_up_due_at = Some(t0() + Duration::days(200));
         case.follow_up_in_employment = Some(true);
         case.exclusive_started_at = Some(t0() + Duration::days(10));
+        case.entry_evidence = vec![consent("k-1").evidence];
         tx.save_case(&case, None).await.expect("case");
         tx.enqueue("m-1", &Outbound::Referral(referral("k-1")), t0())
             .await

@@ -14,6 +14,8 @@ ALTER TABLE cases ADD COLUMN missed_appointments BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE cases ADD COLUMN follow_up_due_at BIGINT;
 ALTER TABLE cases ADD COLUMN follow_up_in_employment BIGINT;
 ALTER TABLE cases ADD COLUMN exclusive_started_at BIGINT;
+-- Digests of what the entry rests on (JSON); the documents stay where signed.
+ALTER TABLE cases ADD COLUMN entry_evidence TEXT NOT NULL DEFAULT '[]';
 CREATE INDEX cases_pending_referrals ON cases (referral_expires_at) WHERE referral_state = 'pending';
 CREATE INDEX cases_by_office ON cases (office_code, state);
 CREATE INDEX cases_queued_by_counsellor ON cases (counsellor, queued_at) WHERE state = 'queued';
