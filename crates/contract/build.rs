@@ -10,6 +10,7 @@ const FILES: &[&str] = &[
     "passerelle/v1/emploi.proto",
     "passerelle/v1/social.proto",
     "passerelle/v1/pilotage.proto",
+    "passerelle/v1/directory.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -213,31 +213,30 @@ async fn health_and_reflection_need_no_token() {
                 tonic_health::pb::health_check_response::ServingStatus::Serving as i32
             );
         }
-        let own = match institution {
-            Institution::Emploi => "passerelle.v1.EmploiService",
-            Institution::Social => "passerelle.v1.SocialService",
-            Institution::Pilotage => "passerelle.v1.PilotageService",
+        // What each process serves: the Département's also hosts the directory.
+        let own: &[&str] = match institution {
+            Institution::Emploi => &["passerelle.v1.EmploiService"],
+            Institution::Social => &[
+                "passerelle.v1.DirectoryService",
+                "passerelle.v1.SocialService",
+            ],
+            Institution::Pilotage => &["passerelle.v1.PilotageService"],
+        };
+        let expected = |reflection: &str| {
+            let mut all = vec!["grpc.health.v1.Health".to_owned(), reflection.to_owned()];
+            all.extend(own.iter().map(|s| (*s).to_owned()));
+            all.sort();
+            all
         };
         let mut v1alpha = reflection_services_v1alpha(channel.clone()).await;
         v1alpha.sort();
         assert_eq!(
             v1alpha,
-            vec![
-                "grpc.health.v1.Health",
-                "grpc.reflection.v1alpha.ServerReflection",
-                own
-            ]
+            expected("grpc.reflection.v1alpha.ServerReflection")
         );
         let mut v1 = reflection_services_v1(channel).await;
         v1.sort();
-        assert_eq!(
-            v1,
-            vec![
-                "grpc.health.v1.Health",
-                "grpc.reflection.v1.ServerReflection",
-                own
-            ]
-        );
+        assert_eq!(v1, expected("grpc.reflection.v1.ServerReflection"));
     }
     t.shutdown().await;
 }

@@ -69,6 +69,8 @@ pub fn serving_institution(service: &str) -> Option<Institution> {
         services::EMPLOI => Some(Institution::Emploi),
         services::SOCIAL => Some(Institution::Social),
         services::PILOTAGE => Some(Institution::Pilotage),
+        // The Département's by default; either institution may host it.
+        services::DIRECTORY => Some(Institution::Social),
         _ => None,
     }
 }

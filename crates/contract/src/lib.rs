@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use prost_reflect::DescriptorPool;
 
 pub mod convert;
+pub mod directory;
 
 /// Generated from `proto/passerelle/v1`.
 #[allow(
@@ -42,6 +43,7 @@ pub mod services {
     pub const EMPLOI: &str = "passerelle.v1.EmploiService";
     pub const SOCIAL: &str = "passerelle.v1.SocialService";
     pub const PILOTAGE: &str = "passerelle.v1.PilotageService";
+    pub const DIRECTORY: &str = "passerelle.v1.DirectoryService";
 }
 
 #[cfg(test)]
@@ -51,7 +53,12 @@ mod tests {
     #[test]
     fn descriptor_set_holds_the_three_services() {
         let pool = descriptor_pool();
-        for name in [services::EMPLOI, services::SOCIAL, services::PILOTAGE] {
+        for name in [
+            services::EMPLOI,
+            services::SOCIAL,
+            services::PILOTAGE,
+            services::DIRECTORY,
+        ] {
             assert!(pool.get_service_by_name(name).is_some(), "{name} missing");
         }
     }

@@ -82,6 +82,17 @@ pub struct Agreement {
     /// Axe 3; absent where the agreement sets no rule for it.
     pub exclusive_social_support: Option<ExclusiveSocialSupport>,
     pub exits: Exits,
+    pub directory: DirectoryRules,
+}
+
+/// Who administers the resource directory (axe 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryRules {
+    /// The employment side co-administers the employment-training sheets.
+    pub employment_coadministers_training_sheets: bool,
+    /// A named contact point is expected in every agency and local office.
+    pub contact_point_per_office: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ pub mod agreement;
 pub mod case;
 pub mod clock;
 pub mod consent;
+pub mod directory;
 pub mod error;
 pub mod indicators;
 pub mod outbound;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use passerelle_boundary::{Minimiser, Policy};
+use passerelle_contract::v1::directory_service_server::DirectoryServiceServer;
 use passerelle_domain::Clock;
 use passerelle_storage::InstitutionStore;
 use passerelle_storage::audit::AuditLog;
@@ -13,6 +14,7 @@ use tonic::service::Routes;
 
 use crate::casework::Casework;
 use crate::config::ServiceConfig;
+use crate::directory::DirectoryApi;
 use crate::gate::Gate;
 use crate::partner::Outgoing;
 use crate::relay::Relay;
@@ -116,7 +118,15 @@ pub async fn serve_institution(
     routes: Routes,
 ) -> anyhow::Result<ServiceHandle> {
     let connect_config = config.clone();
-    server::start(&config, listener, service_name, ready, routes, move || {
+    let mut names = vec![service_name];
+    let mut routes = routes;
+    if config.hosts_directory() {
+        names.push(passerelle_contract::services::DIRECTORY);
+        routes = routes.add_service(DirectoryServiceServer::new(DirectoryApi {
+            ready: ready.clone(),
+        }));
+    }
+    server::start(&config, listener, &names, ready, routes, move || {
         let config = connect_config.clone();
         let clock = clock.clone();
         Box::pin(async move { InstitutionApp::connect(&config, clock).await })

@@ -121,7 +121,7 @@ impl Casework {
 
     /// Runs `op` once per (method, key): a replay with the same request gets
     /// the first answer back; with another request it is refused.
-    async fn once<T, F>(&self, call: Call<'_>, op: F) -> Result<T>
+    pub(crate) async fn once<T, F>(&self, call: Call<'_>, op: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned,
         F: AsyncFnOnce(&mut Tx) -> Result<T>,

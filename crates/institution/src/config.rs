@@ -154,6 +154,9 @@ pub struct ServiceConfig {
     /// TLS, mutual between services; off when absent (development only).
     pub tls: Option<TlsConfig>,
     pub outbox: OutboxConfig,
+    /// Serve the resource directory here; by default the Département's
+    /// service does.
+    pub host_directory: Option<bool>,
     /// How often pending referrals are expired and ended support periods
     /// closed (the agreement's deadlines), in milliseconds.
     pub housekeeping_interval_ms: u64,
@@ -194,6 +197,7 @@ impl ServiceConfig {
             tls: None,
             outbox: OutboxConfig::default(),
             housekeeping_interval_ms: 60_000,
+            host_directory: None,
             min_cell_size: 11,
             agreement: "ille-et-vilaine-2023".to_owned(),
             agreement_file: None,
@@ -317,6 +321,12 @@ impl ServiceConfig {
             None => passerelle_domain::agreement::shipped(&self.agreement)
                 .map_err(|e| key_error("agreement", e)),
         }
+    }
+
+    /// Whether this service hosts the resource directory.
+    pub fn hosts_directory(&self) -> bool {
+        self.host_directory
+            .unwrap_or(self.institution == Institution::Social)
     }
 
     pub fn endpoint(&self, institution: Institution) -> Option<&str> {

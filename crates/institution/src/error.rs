@@ -22,7 +22,10 @@ impl From<FieldError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError(DomainError::internal(e))
+        match e {
+            StoreError::Conflict(why) => ApiError(DomainError::FailedPrecondition(why)),
+            e => ApiError(DomainError::internal(e)),
+        }
     }
 }
 

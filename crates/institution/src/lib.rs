@@ -8,6 +8,7 @@ pub mod app;
 pub mod binary;
 pub mod casework;
 pub mod config;
+pub mod directory;
 pub mod error;
 pub mod gate;
 pub mod partner;

@@ -118,7 +118,7 @@ impl ServiceHandle {
 pub async fn start<A: ServiceState>(
     config: &ServiceConfig,
     listener: TcpListener,
-    service_name: &'static str,
+    service_names: &[&'static str],
     ready: Ready<A>,
     routes: Routes,
     connect: impl Fn() -> Connect<A> + Send + 'static,
@@ -130,20 +130,25 @@ pub async fn start<A: ServiceState>(
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
-    health
-        .set_service_status(service_name, ServingStatus::NotServing)
-        .await;
+    for name in service_names {
+        health
+            .set_service_status(*name, ServingStatus::NotServing)
+            .await;
+    }
     health
         .set_service_status(LIVENESS, ServingStatus::Serving)
         .await;
 
     // Advertise what this process serves, not every service of the contract.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let mut builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(passerelle_contract::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(service_name)
-            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.health.v1.Health");
+        for name in service_names {
+            builder = builder.with_service_name(*name);
+        }
+        builder
     };
     let reflection_v1 = reflection()
         .with_service_name("grpc.reflection.v1.ServerReflection")
@@ -196,6 +201,7 @@ pub async fn start<A: ServiceState>(
     let background_shutdown = shutdown_rx.clone();
     let init_health = health.clone();
     let init_ready = ready.clone();
+    let names = service_names.to_vec();
     let init: JoinHandle<Vec<JoinHandle<()>>> = tokio::spawn(async move {
         let mut wait = Duration::from_millis(200);
         loop {
@@ -208,10 +214,12 @@ pub async fn start<A: ServiceState>(
                     init_health
                         .set_service_status("", ServingStatus::Serving)
                         .await;
-                    init_health
-                        .set_service_status(service_name, ServingStatus::Serving)
-                        .await;
-                    tracing::info!(service = service_name, "ready");
+                    for name in &names {
+                        init_health
+                            .set_service_status(*name, ServingStatus::Serving)
+                            .await;
+                    }
+                    tracing::info!(services = ?names, "ready");
                     return background;
                 }
                 Err(e) => {
@@ -249,7 +257,7 @@ pub async fn start<A: ServiceState>(
         }
         served.map_err(anyhow::Error::from)
     });
-    tracing::info!(%addr, service = service_name, "listening");
+    tracing::info!(%addr, services = ?service_names, "listening");
     Ok(ServiceHandle {
         addr,
         health_addr,

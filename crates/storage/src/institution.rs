@@ -638,7 +638,7 @@ impl RelayLease {
 /// One unit of work.
 #[derive(Debug)]
 pub struct Tx {
-    tx: Transaction<'static, Any>,
+    pub(crate) tx: Transaction<'static, Any>,
     /// Appended to reads of rows the transaction will rewrite.
     lock: &'static str,
 }

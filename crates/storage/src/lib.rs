@@ -3,6 +3,7 @@
 //! `Any` driver, with migrations kept per backend.
 
 pub mod audit;
+pub mod directory;
 pub mod institution;
 pub mod pilotage;
 pub mod testing;
@@ -60,6 +61,9 @@ pub enum StoreError {
     Config(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The write contradicts what is stored (e.g. a service of an unknown structure).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl StoreError {

@@ -197,7 +197,7 @@ pub async fn start(
     server::start(
         &config,
         listener,
-        services::PILOTAGE,
+        &[services::PILOTAGE],
         ready,
         Routes::new(PilotageServiceServer::new(api)),
         move || {

@@ -1,0 +1,331 @@
+//! The resource directory's store, in the hosting institution's database.
+//! Every write records who and when in `directory_history`, in the same
+//! transaction.
+
+use chrono::{DateTime, Utc};
+use passerelle_domain::directory::{Candidate, Service, Structure, looks_sensitive, normalise};
+use sqlx::Row;
+
+use crate::institution::{InstitutionStore, Tx};
+use crate::{Result, StoreError, from_micros, to_micros};
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A named contact point of an office.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactPoint {
+    pub office_code: String,
+    pub name: String,
+    pub phone: String,
+    pub email: String,
+    pub updated_by: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One line of a record's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub action: String,
+    pub changed_by: String,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// What narrows a search before ranking.
+#[derive(Debug, Clone, Default)]
+pub struct Prefilter {
+    /// Any of these thématiques or categories.
+    pub thematiques: Vec<String>,
+    /// Every term, normalised.
+    pub terms: Vec<String>,
+}
+
+/// A service found, with its sensitivity.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub candidate: Candidate,
+    pub sensitive: bool,
+}
+
+impl Tx {
+    /// Writes structures and services (new or replacing), each with its
+    /// history line. A service whose structure is in neither the batch nor
+    /// the store is refused.
+    pub async fn upsert_directory(
+        &mut self,
+        structures: &[Structure],
+        services: &[(Service, Option<bool>)],
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let tx = &mut self.tx;
+        for s in structures {
+            let body = json(s)?;
+            sqlx::query(
+                "INSERT INTO directory_structures (id, body, updated_by, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_by = excluded.updated_by,
+                    updated_at = excluded.updated_at",
+            )
+            .bind(&s.id)
+            .bind(&body)
+            .bind(by)
+            .bind(to_micros(at))
+            .execute(&mut **tx)
+            .await?;
+            history(tx, "structures", &s.id, "upsert", Some(&body), by, at).await?;
+        }
+        for (service, sensitive) in services {
+            let row = sqlx::query("SELECT body FROM directory_structures WHERE id = $1")
+                .bind(&service.structure_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            let structure: Option<Structure> = row
+                .map(|r| from_json(&r.try_get::<String, _>("body")?))
+                .transpose()?;
+            let Some(structure) = structure else {
+                return Err(StoreError::Conflict(format!(
+                    "service {}: structure {} is unknown",
+                    service.id, service.structure_id
+                )));
+            };
+            // An explicit flag wins; otherwise the words decide.
+            let sensitive = sensitive.unwrap_or_else(|| looks_sensitive(service, Some(&structure)));
+            let body = json(service)?;
+            sqlx::query(
+                "INSERT INTO directory_services (id, structure_id, body, search_text, thematiques, code_insee,
+                    sensitive, updated_by, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (id) DO UPDATE SET structure_id = excluded.structure_id, body = excluded.body,
+                    search_text = excluded.search_text, thematiques = excluded.thematiques,
+                    code_insee = excluded.code_insee, sensitive = excluded.sensitive,
+                    updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+            )
+            .bind(&service.id)
+            .bind(&service.structure_id)
+            .bind(&body)
+            .bind(normalise(&format!(
+                "{} {} {}",
+                service.nom,
+                service.description.as_deref().unwrap_or_default(),
+                structure.nom
+            )))
+            .bind(format!(",{},", service.thematiques.join(",")))
+            .bind(
+                service
+                    .code_insee
+                    .clone()
+                    .or(structure.code_insee.clone()),
+            )
+            .bind(i64::from(sensitive))
+            .bind(by)
+            .bind(to_micros(at))
+            .execute(&mut **tx)
+            .await?;
+            history(tx, "services", &service.id, "upsert", Some(&body), by, at).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_service(&mut self, id: &str, by: &str, at: DateTime<Utc>) -> Result<bool> {
+        let gone = sqlx::query("DELETE FROM directory_services WHERE id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if gone {
+            history(&mut self.tx, "services", id, "delete", None, by, at).await?;
+        }
+        Ok(gone)
+    }
+
+    /// The service as stored, for a rights check before it is replaced.
+    pub async fn stored_service(&mut self, id: &str) -> Result<Option<Service>> {
+        let row = sqlx::query("SELECT body FROM directory_services WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .transpose()
+    }
+
+    pub async fn set_contact_point(&mut self, c: &ContactPoint) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO directory_contact_points (office_code, name, phone, email, updated_by, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (office_code) DO UPDATE SET name = excluded.name, phone = excluded.phone,
+                email = excluded.email, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+        )
+        .bind(&c.office_code)
+        .bind(&c.name)
+        .bind(&c.phone)
+        .bind(&c.email)
+        .bind(&c.updated_by)
+        .bind(to_micros(c.updated_at))
+        .execute(&mut *self.tx)
+        .await?;
+        let body = json(&serde_json::json!({
+            "name": c.name, "phone": c.phone, "email": c.email
+        }))?;
+        history(
+            &mut self.tx,
+            "contact_points",
+            &c.office_code,
+            "upsert",
+            Some(&body),
+            &c.updated_by,
+            c.updated_at,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+impl InstitutionStore {
+    pub async fn directory_service(&self, id: &str) -> Result<Option<Found>> {
+        let row = sqlx::query(
+            "SELECT s.body, s.sensitive, st.body AS structure_body FROM directory_services s
+             LEFT JOIN directory_structures st ON st.id = s.structure_id WHERE s.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.database().pool())
+        .await?;
+        row.as_ref().map(found).transpose()
+    }
+
+    pub async fn directory_structure(&self, id: &str) -> Result<Option<Structure>> {
+        let row = sqlx::query("SELECT body FROM directory_structures WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.database().pool())
+            .await?;
+        row.map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .transpose()
+    }
+
+    /// Services matching the prefilter, with their structures; ranking and
+    /// the remaining criteria are the domain's.
+    pub async fn directory_candidates(&self, filter: &Prefilter) -> Result<Vec<Found>> {
+        let mut sql = String::from(
+            "SELECT s.body, s.sensitive, st.body AS structure_body FROM directory_services s
+             LEFT JOIN directory_structures st ON st.id = s.structure_id WHERE 1 = 1",
+        );
+        let mut binds: Vec<String> = vec![];
+        if !filter.thematiques.is_empty() {
+            let mut any = vec![];
+            for t in &filter.thematiques {
+                binds.push(format!("%,{t}%"));
+                any.push(format!("s.thematiques LIKE ${}", binds.len()));
+            }
+            sql.push_str(&format!(" AND ({})", any.join(" OR ")));
+        }
+        for term in &filter.terms {
+            binds.push(format!("%{}%", term.replace(['%', '_'], "")));
+            sql.push_str(&format!(" AND s.search_text LIKE ${}", binds.len()));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in &binds {
+            query = query.bind(b.clone());
+        }
+        let rows = query.fetch_all(self.database().pool()).await?;
+        rows.iter().map(found).collect()
+    }
+
+    /// The whole directory, in id order, for a data·inclusion export.
+    pub async fn directory_export(&self) -> Result<(Vec<Structure>, Vec<Service>)> {
+        let pool = self.database().pool();
+        let structures = sqlx::query("SELECT body FROM directory_structures ORDER BY id")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .collect::<Result<_>>()?;
+        let services = sqlx::query("SELECT body FROM directory_services ORDER BY id")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .collect::<Result<_>>()?;
+        Ok((structures, services))
+    }
+
+    pub async fn directory_history(&self, collection: &str, id: &str) -> Result<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT action, changed_by, changed_at FROM directory_history
+             WHERE collection = $1 AND record_id = $2 ORDER BY id",
+        )
+        .bind(collection)
+        .bind(id)
+        .fetch_all(self.database().pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Change {
+                    action: r.try_get("action")?,
+                    changed_by: r.try_get("changed_by")?,
+                    changed_at: from_micros(r.try_get("changed_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn contact_points(&self) -> Result<Vec<ContactPoint>> {
+        let rows = sqlx::query(
+            "SELECT office_code, name, phone, email, updated_by, updated_at
+             FROM directory_contact_points ORDER BY office_code",
+        )
+        .fetch_all(self.database().pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ContactPoint {
+                    office_code: r.try_get("office_code")?,
+                    name: r.try_get("name")?,
+                    phone: r.try_get("phone")?,
+                    email: r.try_get("email")?,
+                    updated_by: r.try_get("updated_by")?,
+                    updated_at: from_micros(r.try_get("updated_at")?)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn found(row: &sqlx::any::AnyRow) -> Result<Found> {
+    let structure: Option<String> = row.try_get("structure_body")?;
+    Ok(Found {
+        candidate: Candidate {
+            service: from_json(&row.try_get::<String, _>("body")?)?,
+            structure: structure.map(|s| from_json(&s)).transpose()?,
+        },
+        sensitive: row.try_get::<i64, _>("sensitive")? != 0,
+    })
+}
+
+async fn history(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    collection: &str,
+    id: &str,
+    action: &str,
+    body: Option<&str>,
+    by: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO directory_history (collection, record_id, action, body, changed_by, changed_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(collection)
+    .bind(id)
+    .bind(action)
+    .bind(body.map(str::to_owned))
+    .bind(by)
+    .bind(to_micros(at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
