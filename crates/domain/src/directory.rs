@@ -343,6 +343,15 @@ pub struct SearchQuery {
     pub open_at: Option<NaiveDateTime>,
 }
 
+impl SearchQuery {
+    /// Free text and commune normalised once, as `score` expects them.
+    pub fn normalised(mut self) -> Self {
+        self.text = self.text.map(|t| normalise(&t));
+        self.commune = self.commune.map(|c| normalise(&c).trim().to_owned());
+        self
+    }
+}
+
 /// A service as the search sees it, with what it needs of its structure.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -350,17 +359,46 @@ pub struct Candidate {
     pub structure: Option<Structure>,
 }
 
+/// A candidate with its texts normalised once, for repeated searches.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub candidate: Candidate,
+    name: String,
+    description: String,
+    structure_name: String,
+    commune: Option<String>,
+}
+
+impl Prepared {
+    pub fn new(candidate: Candidate) -> Self {
+        let s = &candidate.service;
+        let st = candidate.structure.as_ref();
+        Prepared {
+            name: normalise(&s.nom),
+            description: normalise(s.description.as_deref().unwrap_or_default()),
+            structure_name: st.map(|st| normalise(&st.nom)).unwrap_or_default(),
+            commune: s
+                .commune
+                .as_deref()
+                .or(st.and_then(|st| st.commune.as_deref()))
+                .map(|c| normalise(c).trim().to_owned()),
+            candidate,
+        }
+    }
+}
+
 impl SearchQuery {
     /// The score of a candidate, `None` when it does not match. Name matches
     /// weigh most, then description, then the structure; being in the
     /// commune asked for adds to the score.
-    pub fn score(&self, c: &Candidate) -> Option<u32> {
+    pub fn score(&self, p: &Prepared) -> Option<u32> {
+        let c = &p.candidate;
         let s = &c.service;
         if !self.thematiques.is_empty()
             && !self.thematiques.iter().any(|wanted| {
                 s.thematiques
                     .iter()
-                    .any(|t| t == wanted || t.starts_with(&format!("{wanted}--")))
+                    .any(|t| t == wanted || t.split("--").next() == Some(wanted.as_str()))
             })
         {
             return None;
@@ -391,28 +429,17 @@ impl SearchQuery {
             }
         }
         if let Some(commune) = &self.commune {
-            let here = s
-                .commune
-                .as_deref()
-                .or(c.structure.as_ref().and_then(|st| st.commune.as_deref()))
-                .map(normalise);
-            if here.as_deref() != Some(normalise(commune).trim()) {
+            // Callers pass the commune normalised (see `SearchQuery::normalised`).
+            if p.commune.as_deref() != Some(commune.as_str()) {
                 return None;
             }
             score += 20;
         }
         if let Some(text) = &self.text {
-            let name = normalise(&s.nom);
-            let description = normalise(s.description.as_deref().unwrap_or_default());
-            let structure = c
-                .structure
-                .as_ref()
-                .map(|st| normalise(&st.nom))
-                .unwrap_or_default();
-            for term in normalise(text).split_whitespace().filter(|t| t.len() > 1) {
-                let found = (name.contains(term) as u32) * 10
-                    + (description.contains(term) as u32) * 3
-                    + (structure.contains(term) as u32) * 2;
+            for term in text.split_whitespace().filter(|t| t.len() > 1) {
+                let found = (p.name.contains(term) as u32) * 10
+                    + (p.description.contains(term) as u32) * 3
+                    + (p.structure_name.contains(term) as u32) * 2;
                 if found == 0 {
                     return None;
                 }

@@ -40,6 +40,7 @@ impl InstitutionApp {
             clock: clock.clone(),
             wake_relay: Arc::new(Notify::new()),
             agreement: Arc::new(config.load_agreement()?),
+            directory_index: Default::default(),
         };
         let minimiser = Minimiser::from_contract();
         let gate = Gate {

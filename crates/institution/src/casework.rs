@@ -80,6 +80,8 @@ pub struct Casework {
     pub wake_relay: Arc<Notify>,
     /// The agreement whose rules this service runs.
     pub agreement: Arc<Agreement>,
+    /// The directory's search index, rebuilt when the directory changes.
+    pub directory_index: crate::directory::IndexCache,
 }
 
 /// SHA-256 of a request's encoding: the same key with another request is refused.

@@ -8,12 +8,15 @@ use chrono::{DateTime, Utc};
 use passerelle_boundary::Caller;
 use passerelle_contract::v1;
 use passerelle_contract::v1::directory_service_server::DirectoryService;
+use std::sync::Arc;
+
 use passerelle_domain::directory::{
-    Rejection, SearchQuery, Service, Structure, normalise, parse_records,
+    Prepared, Rejection, SearchQuery, Service, Structure, parse_records,
 };
 use passerelle_domain::{DomainError, FieldError, Institution, Network};
-use passerelle_storage::directory::{ContactPoint, Found, Prefilter};
+use passerelle_storage::directory::{ContactPoint, Found};
 use prost::Message;
+use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
 
 use crate::app::InstitutionApp;
@@ -26,6 +29,16 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 const DEFAULT_PAGE: u32 = 20;
 const MAX_PAGE: u32 = 100;
+
+/// One service in the search index.
+#[derive(Debug)]
+pub struct Entry {
+    prepared: Prepared,
+    sensitive: bool,
+}
+
+/// The search index and the directory version it was built at.
+pub type IndexCache = Arc<RwLock<Option<(i64, Arc<Vec<Entry>>)>>>;
 
 /// What an import took and what it did not.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -217,38 +230,63 @@ impl Casework {
         .await
     }
 
+    /// The search index at the directory's current version: kept in memory
+    /// and rebuilt only after a write (by any replica).
+    async fn directory_index(&self) -> Result<Arc<Vec<Entry>>> {
+        let version = self.store.directory_version().await?;
+        if let Some((built, entries)) = &*self.directory_index.read().await
+            && *built == version
+        {
+            return Ok(entries.clone());
+        }
+        let entries: Arc<Vec<Entry>> = Arc::new(
+            self.store
+                .directory_services()
+                .await?
+                .into_iter()
+                .map(|f| Entry {
+                    sensitive: f.sensitive,
+                    prepared: Prepared::new(f.candidate),
+                })
+                .collect(),
+        );
+        *self.directory_index.write().await = Some((version, entries.clone()));
+        tracing::info!(version, services = entries.len(), "directory index rebuilt");
+        Ok(entries)
+    }
+
     pub async fn search_directory(
         &self,
-        query: &SearchQuery,
+        query: SearchQuery,
         offset: usize,
         size: usize,
     ) -> Result<Page> {
-        let filter = Prefilter {
-            thematiques: query.thematiques.clone(),
-            terms: query
-                .text
-                .as_deref()
-                .map(normalise)
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter(|t| t.len() > 1)
-                .map(str::to_owned)
-                .collect(),
-        };
-        let mut scored: Vec<(Found, u32)> = self
-            .store
-            .directory_candidates(&filter)
-            .await?
-            .into_iter()
-            .filter_map(|f| query.score(&f.candidate).map(|score| (f, score)))
+        let query = query.normalised();
+        let index = self.directory_index().await?;
+        let mut scored: Vec<(&Entry, u32)> = index
+            .iter()
+            .filter_map(|e| query.score(&e.prepared).map(|score| (e, score)))
             .collect();
-        scored.sort_by(|(a, sa), (b, sb)| {
-            sb.cmp(sa)
-                .then_with(|| a.candidate.service.nom.cmp(&b.candidate.service.nom))
-                .then_with(|| a.candidate.service.id.cmp(&b.candidate.service.id))
-        });
+        fn key(e: &Entry) -> (&str, &str) {
+            let s = &e.prepared.candidate.service;
+            (s.nom.as_str(), s.id.as_str())
+        }
+        scored.sort_by(|(a, sa), (b, sb)| sb.cmp(sa).then_with(|| key(a).cmp(&key(b))));
         let total = scored.len();
-        let hits: Vec<_> = scored.into_iter().skip(offset).take(size).collect();
+        let hits: Vec<_> = scored
+            .into_iter()
+            .skip(offset)
+            .take(size)
+            .map(|(e, score)| {
+                (
+                    Found {
+                        candidate: e.prepared.candidate.clone(),
+                        sensitive: e.sensitive,
+                    },
+                    score,
+                )
+            })
+            .collect();
         let next_offset = (offset + hits.len() < total).then_some(offset + hits.len());
         Ok(Page {
             hits,
@@ -374,7 +412,7 @@ impl DirectoryService for DirectoryApi {
             text: nonempty(&m.text),
             open_at: m.open_now.then(|| paris_now(app.casework.now())),
         };
-        let page = app.casework.search_directory(&query, offset, size).await?;
+        let page = app.casework.search_directory(query, offset, size).await?;
         Ok(Response::new(v1::SearchServicesResponse {
             hits: page.hits.iter().map(|(f, s)| hit(f, *s)).collect(),
             next_page_token: page.next_offset.map(|o| o.to_string()).unwrap_or_default(),

@@ -3,7 +3,7 @@
 //! transaction.
 
 use chrono::{DateTime, Utc};
-use passerelle_domain::directory::{Candidate, Service, Structure, looks_sensitive, normalise};
+use passerelle_domain::directory::{Candidate, Service, Structure, looks_sensitive};
 use sqlx::Row;
 
 use crate::institution::{InstitutionStore, Tx};
@@ -34,15 +34,6 @@ pub struct Change {
     pub action: String,
     pub changed_by: String,
     pub changed_at: DateTime<Utc>,
-}
-
-/// What narrows a search before ranking.
-#[derive(Debug, Clone, Default)]
-pub struct Prefilter {
-    /// Any of these thématiques or categories.
-    pub thematiques: Vec<String>,
-    /// Every term, normalised.
-    pub terms: Vec<String>,
 }
 
 /// A service found, with its sensitivity.
@@ -97,30 +88,15 @@ impl Tx {
             let sensitive = sensitive.unwrap_or_else(|| looks_sensitive(service, Some(&structure)));
             let body = json(service)?;
             sqlx::query(
-                "INSERT INTO directory_services (id, structure_id, body, search_text, thematiques, code_insee,
-                    sensitive, updated_by, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                "INSERT INTO directory_services (id, structure_id, body, sensitive, updated_by, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (id) DO UPDATE SET structure_id = excluded.structure_id, body = excluded.body,
-                    search_text = excluded.search_text, thematiques = excluded.thematiques,
-                    code_insee = excluded.code_insee, sensitive = excluded.sensitive,
-                    updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                    sensitive = excluded.sensitive, updated_by = excluded.updated_by,
+                    updated_at = excluded.updated_at",
             )
             .bind(&service.id)
             .bind(&service.structure_id)
             .bind(&body)
-            .bind(normalise(&format!(
-                "{} {} {}",
-                service.nom,
-                service.description.as_deref().unwrap_or_default(),
-                structure.nom
-            )))
-            .bind(format!(",{},", service.thematiques.join(",")))
-            .bind(
-                service
-                    .code_insee
-                    .clone()
-                    .or(structure.code_insee.clone()),
-            )
             .bind(i64::from(sensitive))
             .bind(by)
             .bind(to_micros(at))
@@ -207,32 +183,25 @@ impl InstitutionStore {
             .transpose()
     }
 
-    /// Services matching the prefilter, with their structures; ranking and
-    /// the remaining criteria are the domain's.
-    pub async fn directory_candidates(&self, filter: &Prefilter) -> Result<Vec<Found>> {
-        let mut sql = String::from(
+    /// Every service with its structure: what the search index is built from.
+    pub async fn directory_services(&self) -> Result<Vec<Found>> {
+        let rows = sqlx::query(
             "SELECT s.body, s.sensitive, st.body AS structure_body FROM directory_services s
-             LEFT JOIN directory_structures st ON st.id = s.structure_id WHERE 1 = 1",
-        );
-        let mut binds: Vec<String> = vec![];
-        if !filter.thematiques.is_empty() {
-            let mut any = vec![];
-            for t in &filter.thematiques {
-                binds.push(format!("%,{t}%"));
-                any.push(format!("s.thematiques LIKE ${}", binds.len()));
-            }
-            sql.push_str(&format!(" AND ({})", any.join(" OR ")));
-        }
-        for term in &filter.terms {
-            binds.push(format!("%{}%", term.replace(['%', '_'], "")));
-            sql.push_str(&format!(" AND s.search_text LIKE ${}", binds.len()));
-        }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for b in &binds {
-            query = query.bind(b.clone());
-        }
-        let rows = query.fetch_all(self.database().pool()).await?;
+             LEFT JOIN directory_structures st ON st.id = s.structure_id ORDER BY s.id",
+        )
+        .fetch_all(self.database().pool())
+        .await?;
         rows.iter().map(found).collect()
+    }
+
+    /// Changes with every write: a search index built at this version is current.
+    pub async fn directory_version(&self) -> Result<i64> {
+        Ok(
+            sqlx::query("SELECT version FROM directory_meta WHERE singleton = 1")
+                .fetch_one(self.database().pool())
+                .await?
+                .try_get("version")?,
+        )
     }
 
     /// The whole directory, in id order, for a data·inclusion export.
@@ -327,5 +296,8 @@ async fn history(
     .bind(to_micros(at))
     .execute(&mut **tx)
     .await?;
+    sqlx::query("UPDATE directory_meta SET version = version + 1 WHERE singleton = 1")
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

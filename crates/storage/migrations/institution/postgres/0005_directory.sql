@@ -1,6 +1,6 @@
 -- The resource directory (axe 1), in the data·inclusion schema: each record
--- is kept whole (`body`, JSON) with the columns search filters on. Public
--- data: nothing here is about a person.
+-- is kept whole (`body`, JSON); the hosting service searches an in-memory
+-- index built from it. Public data: nothing here is about a person.
 CREATE TABLE directory_structures (
     id TEXT PRIMARY KEY,
     body TEXT NOT NULL,
@@ -12,11 +12,6 @@ CREATE TABLE directory_services (
     id TEXT PRIMARY KEY,
     structure_id TEXT NOT NULL,
     body TEXT NOT NULL,
-    -- Name, description and structure name, lower case without accents.
-    search_text TEXT NOT NULL,
-    -- ',thematique,thematique,' so a category matches with LIKE.
-    thematiques TEXT NOT NULL,
-    code_insee TEXT,
     -- Naming it to the partner would reveal something of health or justice.
     sensitive BIGINT NOT NULL,
     updated_by TEXT NOT NULL,
@@ -45,3 +40,11 @@ CREATE TABLE directory_contact_points (
     updated_by TEXT NOT NULL,
     updated_at BIGINT NOT NULL
 );
+
+-- Bumped by every directory write, so each replica knows when its in-memory
+-- search index is stale.
+CREATE TABLE directory_meta (
+    singleton BIGINT PRIMARY KEY,
+    version BIGINT NOT NULL
+);
+INSERT INTO directory_meta (singleton, version) VALUES (1, 0);
