@@ -9,6 +9,7 @@ pub mod consent;
 pub mod directory;
 pub mod error;
 pub mod indicators;
+pub mod jobseeker;
 pub mod outbound;
 pub mod person;
 pub mod plan;

@@ -177,6 +177,34 @@ impl Gate {
         Ok(Response::new(minimised.message))
     }
 
+    /// Refuses an admitted crossing for a reason of the service's own (no
+    /// habilitation, say): the refusal is audited like the boundary's.
+    pub async fn refuse(&self, ticket: &Ticket, reason: &str) -> Status {
+        let mut entry = self.entry(
+            (&ticket.caller, &ticket.method, &ticket.rule),
+            ticket.case_id.as_deref(),
+        );
+        entry.decision = Decision::Denied;
+        entry.reason = Some(reason.to_owned());
+        match self.record(entry).await {
+            Ok(()) => Status::permission_denied(reason.to_owned()),
+            Err(status) => status,
+        }
+    }
+
+    /// Audits a read streamed in chunks: the categories its rows carry, once
+    /// per read, before the first row leaves.
+    pub async fn record_stream(
+        &self,
+        ticket: &Ticket,
+        fields: Vec<String>,
+        detail: String,
+    ) -> Result<(), Status> {
+        let mut entry = self.allowed_entry(ticket, &ticket.allowed, fields);
+        entry.reason = Some(detail);
+        self.record(entry).await
+    }
+
     fn allowed_entry(
         &self,
         ticket: &Ticket,

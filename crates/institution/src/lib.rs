@@ -14,6 +14,7 @@ pub mod gate;
 pub mod partner;
 pub mod relay;
 pub mod server;
+pub mod title2;
 
 pub use app::InstitutionApp;
 pub use config::ServiceConfig;

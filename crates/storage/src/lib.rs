@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod directory;
 pub mod institution;
+pub mod jobseekers;
 pub mod pilotage;
 pub mod testing;
 

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use passerelle_contract::{services, v1};
 use passerelle_domain::Clock;
-use passerelle_institution::api;
 use passerelle_institution::app::serve_institution;
 use passerelle_institution::server::Ready;
 use passerelle_institution::{InstitutionApp, ServiceConfig, ServiceHandle};
+use passerelle_institution::{api, title2};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use v1::emploi_service_server::EmploiServiceServer;
@@ -18,6 +18,101 @@ pub struct EmploiApi {
 }
 
 passerelle_institution::casework_service!(EmploiApi, EmploiService, {
+    type StreamRsaJobseekerListStream = title2::RsaStream;
+
+    #[tracing::instrument(skip_all, fields(rpc = "RecordJobseekers"))]
+    async fn record_jobseekers(
+        &self,
+        request: tonic::Request<v1::RecordJobseekersRequest>,
+    ) -> Result<tonic::Response<v1::RecordJobseekersResponse>, tonic::Status> {
+        Ok(tonic::Response::new(
+            title2::record_jobseekers(self.ready.get()?, &request).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GrantHabilitation"))]
+    async fn grant_habilitation(
+        &self,
+        request: tonic::Request<v1::GrantHabilitationRequest>,
+    ) -> Result<tonic::Response<v1::GrantHabilitationResponse>, tonic::Status> {
+        let m = request.get_ref();
+        title2::set_habilitation(
+            self.ready.get()?,
+            &request,
+            &m.idempotency_key,
+            &m.agent,
+            m.scope,
+            false,
+        )
+        .await?;
+        Ok(tonic::Response::new(v1::GrantHabilitationResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "RevokeHabilitation"))]
+    async fn revoke_habilitation(
+        &self,
+        request: tonic::Request<v1::RevokeHabilitationRequest>,
+    ) -> Result<tonic::Response<v1::RevokeHabilitationResponse>, tonic::Status> {
+        let m = request.get_ref();
+        title2::set_habilitation(
+            self.ready.get()?,
+            &request,
+            &m.idempotency_key,
+            &m.agent,
+            m.scope,
+            true,
+        )
+        .await?;
+        Ok(tonic::Response::new(v1::RevokeHabilitationResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "CountHabilitations"))]
+    async fn count_habilitations(
+        &self,
+        _request: tonic::Request<v1::CountHabilitationsRequest>,
+    ) -> Result<tonic::Response<v1::CountHabilitationsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(
+            title2::count_habilitations(self.ready.get()?).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "RequestHabilitationChange"))]
+    async fn request_habilitation_change(
+        &self,
+        request: tonic::Request<v1::RequestHabilitationChangeRequest>,
+    ) -> Result<tonic::Response<v1::RequestHabilitationChangeResponse>, tonic::Status> {
+        title2::request_habilitation_change(self.ready.get()?, &request).await?;
+        Ok(tonic::Response::new(
+            v1::RequestHabilitationChangeResponse {},
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "PublishRsaJobseekerList"))]
+    async fn publish_rsa_jobseeker_list(
+        &self,
+        request: tonic::Request<v1::PublishRsaJobseekerListRequest>,
+    ) -> Result<tonic::Response<v1::PublishRsaJobseekerListResponse>, tonic::Status> {
+        Ok(tonic::Response::new(
+            title2::publish_rsa_list(self.ready.get()?, &request).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "StreamRsaJobseekerList"))]
+    async fn stream_rsa_jobseeker_list(
+        &self,
+        request: tonic::Request<v1::StreamRsaJobseekerListRequest>,
+    ) -> Result<tonic::Response<Self::StreamRsaJobseekerListStream>, tonic::Status> {
+        title2::stream_rsa_list(self.ready.get()?, request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetJobseekerFile"))]
+    async fn get_jobseeker_file(
+        &self,
+        request: tonic::Request<v1::GetJobseekerFileRequest>,
+    ) -> Result<tonic::Response<v1::GetJobseekerFileResponse>, tonic::Status> {
+        title2::jobseeker_file(self.ready.get()?, request).await
+    }
+
     #[tracing::instrument(skip_all, fields(rpc = "RegisterCounsellor"))]
     async fn register_counsellor(
         &self,
