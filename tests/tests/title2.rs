@@ -22,7 +22,12 @@ fn record(i: usize) -> v1::JobseekerRecord {
         registration_date: "2025-06-02".into(),
         registration_category: "1".into(),
         agency_code: "PE-RENNES".into(),
-        support_modality: if i % 3 == 0 { "global" } else { "renforce" }.into(),
+        support_modality: if i.is_multiple_of(3) {
+            "global"
+        } else {
+            "renforce"
+        }
+        .into(),
         // Two people out of three receive the RSA.
         rsa_beneficiary: i % 3 != 1,
         profile: Some(v1::JobseekerProfile {
