@@ -1092,6 +1092,7 @@ async fn exclusive_social_support_suspends_the_employment_follow_up_within_quota
 }
 
 const PLAN_CANARY: &str = "Dossier FSL et rendez-vous CMP (titre confidentiel)";
+const SENSITIVE_SERVICE: &str = "svc-csapa-rennes-consultations";
 
 #[tokio::test]
 async fn plans_stay_with_their_author_and_only_summaries_cross() {
@@ -1113,10 +1114,13 @@ async fn plans_stay_with_their_author_and_only_summaries_cross() {
                         v1::PlanAction {
                             title: PLAN_CANARY.into(),
                             status: v1::ActionStatus::Done as i32,
+                            // Pointed to a sensitive directory entry: stays here.
+                            directory_service_id: SENSITIVE_SERVICE.into(),
                         },
                         v1::PlanAction {
                             title: "Deuxième action".into(),
                             status: v1::ActionStatus::InProgress as i32,
+                            ..Default::default()
                         },
                     ],
                 }],
@@ -1204,13 +1208,24 @@ async fn plans_stay_with_their_author_and_only_summaries_cross() {
             "each side's own plan is kept"
         );
         let leaked = |text: &[(String, String)], kind: &str| {
-            text.iter()
-                .any(|(table, v)| table == "plans" && v.contains(PLAN_CANARY) && v.contains(kind))
+            text.iter().any(|(table, v)| {
+                table.starts_with("plans.") && v.contains(PLAN_CANARY) && v.contains(kind)
+            })
         };
         assert!(
             !leaked(&emploi_text, "\"social\""),
             "no social-plan title at emploi"
         );
+        let pointed = |text: &[(String, String)], kind: &str| {
+            text.iter().any(|(table, v)| {
+                table.starts_with("plans.") && v.contains(SENSITIVE_SERVICE) && v.contains(kind)
+            })
+        };
+        assert!(
+            !pointed(&emploi_text, "\"social\""),
+            "where the social worker sends the person stays with the social side"
+        );
+        assert!(pointed(&social_text, "\"social\""), "kept by its author");
         assert!(
             !leaked(&social_text, "\"employment\""),
             "no employment-plan title at social"

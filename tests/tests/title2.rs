@@ -424,6 +424,11 @@ async fn the_jobseeker_file_is_read_per_agent_habilitation_and_kept_nowhere_else
         // Nothing of it is kept on the Département's side.
         let social = all_text(&t.database_url(Institution::Social)).await;
         assert!(!social.iter().any(|(_, v)| v.contains(PPAE_CANARY)));
+        let emploi = all_text(&t.database_url(Institution::Emploi)).await;
+        assert!(
+            emploi.iter().any(|(_, v)| v.contains(PPAE_CANARY)),
+            "the canary is real"
+        );
         t.shutdown().await;
     })
     .await;

@@ -1278,6 +1278,10 @@ pub fn plan_themes(
                                 .enumerate()
                                 .map(|(a, action)| {
                                     Ok(domain::plan::PlanAction {
+                                        directory_service_id: Some(
+                                            action.directory_service_id.trim().to_owned(),
+                                        )
+                                        .filter(|id| !id.is_empty()),
                                         title: action.title.trim().to_owned(),
                                         status: enum_field(
                                             &format!("{at}.goals[{g}].actions[{a}].status"),
@@ -1317,6 +1321,10 @@ impl From<&domain::plan::Plan> for v1::Plan {
                                 .map(|a| v1::PlanAction {
                                     title: a.title.clone(),
                                     status: v1::ActionStatus::from(a.status) as i32,
+                                    directory_service_id: a
+                                        .directory_service_id
+                                        .clone()
+                                        .unwrap_or_default(),
                                 })
                                 .collect(),
                         })

@@ -71,6 +71,9 @@ impl PlanKind {
 pub struct PlanAction {
     pub title: String,
     pub status: ActionStatus,
+    /// The directory service the person is pointed to; stays local.
+    #[serde(default)]
+    pub directory_service_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,10 +217,12 @@ mod tests {
                         PlanAction {
                             title: "Dossier FSL".into(),
                             status: ActionStatus::Done,
+                            directory_service_id: None,
                         },
                         PlanAction {
                             title: "Rendez-vous bailleur".into(),
                             status: ActionStatus::Planned,
+                            directory_service_id: Some("svc-csapa".into()),
                         },
                     ],
                 }],
@@ -242,7 +247,7 @@ mod tests {
             }]
         );
         let text = serde_json::to_string(&summary).expect("json");
-        assert!(!text.contains("FSL") && !text.contains("Stabiliser"));
+        assert!(!text.contains("FSL") && !text.contains("Stabiliser") && !text.contains("csapa"));
     }
 
     #[test]
