@@ -12,6 +12,7 @@ use crate::case::{CheckAnswer, ExitReason, Referent};
 use crate::consent::EvidenceKind;
 use crate::error::{DomainError, FieldError};
 use crate::vocabulary::Network;
+use crate::vocabulary::coded_enum;
 
 /// The agreements shipped with the project, by id.
 pub const SHIPPED: &[(&str, &str)] = &[
@@ -83,6 +84,38 @@ pub struct Agreement {
     pub exclusive_social_support: Option<ExclusiveSocialSupport>,
     pub exits: Exits,
     pub directory: DirectoryRules,
+    pub steering: Steering,
+}
+
+/// When the steering committee meets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Steering {
+    pub committee_at_start: bool,
+    /// Months after the start of a first review meeting, if any.
+    pub first_review_after_months: Option<u32>,
+    /// A committee this often (months), counted from the start.
+    pub every_months: u32,
+    pub committee_at_end: bool,
+}
+
+coded_enum!(
+    /// What happens on a date of the agreement's life.
+    MilestoneKind {
+        Start => "start",
+        Committee => "committee",
+        RenewalDecisionDeadline => "renewal_decision_deadline",
+        NoticeDeadline => "notice_deadline",
+        End => "end",
+    }
+);
+
+/// A dated step of the agreement's life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Milestone {
+    pub on: NaiveDate,
+    pub kind: MilestoneKind,
+    pub label: String,
 }
 
 /// Who administers the resource directory (axe 1).
@@ -449,6 +482,9 @@ impl Agreement {
         if self.exits.reasons.is_empty() {
             return Err(invalid("exits.reasons", "needs at least one reason"));
         }
+        if self.steering.every_months == 0 {
+            return Err(invalid("steering.every_months", "must be positive"));
+        }
         if self.exits.follow_up_after_job_months == Some(0) {
             return Err(invalid(
                 "exits.follow_up_after_job_months",
@@ -593,6 +629,86 @@ impl Agreement {
             CaseReferent::Counsellor => Referent::Counsellor,
             CaseReferent::Pair => Referent::Pair,
         }
+    }
+
+    /// The agreement's dated life, in order, after `renewals` express
+    /// renewals: start, committees, the last days to decide a renewal or to
+    /// give notice, the end.
+    pub fn calendar(&self, renewals: u32) -> Vec<Milestone> {
+        let start = self.term.starts_on;
+        let end = self.term.ends_after(renewals);
+        let mut out = vec![Milestone {
+            on: start,
+            kind: MilestoneKind::Start,
+            label: "prise d'effet de la convention".into(),
+        }];
+        let st = &self.steering;
+        let months = |m: u32| start.checked_add_months(Months::new(m));
+        if st.committee_at_start {
+            out.push(Milestone {
+                on: start,
+                kind: MilestoneKind::Committee,
+                label: "comité de démarrage".into(),
+            });
+        }
+        if let Some(on) = st.first_review_after_months.and_then(months) {
+            out.push(Milestone {
+                on,
+                kind: MilestoneKind::Committee,
+                label: "comité : premier bilan".into(),
+            });
+        }
+        let mut k = 1;
+        while let Some(on) = months(st.every_months * k) {
+            if on >= end {
+                break;
+            }
+            out.push(Milestone {
+                on,
+                kind: MilestoneKind::Committee,
+                label: "comité annuel : bilan et orientations".into(),
+            });
+            k += 1;
+        }
+        if st.committee_at_end {
+            out.push(Milestone {
+                on: end,
+                kind: MilestoneKind::Committee,
+                label: "comité de fin de convention".into(),
+            });
+        }
+        if renewals < self.term.max_renewals
+            && let Some(on) = self.term.renewal_decision_deadline(end)
+        {
+            out.push(Milestone {
+                on,
+                kind: MilestoneKind::RenewalDecisionDeadline,
+                label: "dernier jour pour décider du renouvellement".into(),
+            });
+        }
+        if let Some(on) = end.checked_sub_months(Months::new(self.termination.notice_months)) {
+            out.push(Milestone {
+                on,
+                kind: MilestoneKind::NoticeDeadline,
+                label: "dernier jour pour dénoncer la convention avant son terme".into(),
+            });
+        }
+        out.push(Milestone {
+            on: end,
+            kind: MilestoneKind::End,
+            label: "fin de la convention".into(),
+        });
+        out.sort_by_key(|m| (m.on, m.kind));
+        out.dedup();
+        out
+    }
+
+    /// What is due next on or after `today`.
+    pub fn next_milestones(&self, renewals: u32, today: NaiveDate) -> Vec<Milestone> {
+        self.calendar(renewals)
+            .into_iter()
+            .filter(|m| m.on >= today)
+            .collect()
     }
 
     pub fn office(&self, code: &str) -> Option<&Office> {
@@ -986,5 +1102,51 @@ mod tests {
         assert_eq!(sem.referent(), Referent::Pair);
         assert!(iev.refusal_reason("preconditions_not_met").is_ok());
         assert!(sem.refusal_reason("preconditions_not_met").is_err());
+    }
+
+    #[test]
+    fn the_committee_calendar_follows_each_agreement() {
+        let (iev, sem) = (iev(), sem());
+        let committees = |a: &Agreement| {
+            a.calendar(0)
+                .into_iter()
+                .filter(|m| m.kind == MilestoneKind::Committee)
+                .map(|m| m.on.to_string())
+                .collect::<Vec<_>>()
+        };
+        // Seine-et-Marne: at the start, at +6 months, yearly, at the end.
+        assert_eq!(
+            committees(&sem),
+            vec!["2020-01-01", "2020-07-01", "2021-01-01", "2021-12-31"]
+        );
+        // Ille-et-Vilaine: yearly.
+        assert_eq!(committees(&iev), vec!["2024-07-10"]);
+        // Its renewal must be decided two months before the end.
+        let deadline = iev
+            .calendar(0)
+            .into_iter()
+            .find(|m| m.kind == MilestoneKind::RenewalDecisionDeadline)
+            .expect("deadline");
+        assert_eq!(deadline.on.to_string(), "2025-05-09");
+        assert!(
+            !sem.calendar(0)
+                .iter()
+                .any(|m| m.kind == MilestoneKind::RenewalDecisionDeadline),
+            "no express renewal in Seine-et-Marne"
+        );
+        // After two renewals the end moves by two years, and no renewal is left.
+        let renewed = iev.calendar(2);
+        assert_eq!(
+            renewed.last().map(|m| m.on.to_string()),
+            Some("2027-07-09".into())
+        );
+        assert!(
+            !renewed
+                .iter()
+                .any(|m| m.kind == MilestoneKind::RenewalDecisionDeadline)
+        );
+        let next = iev.next_milestones(0, NaiveDate::from_ymd_opt(2025, 1, 1).expect("date"));
+        assert_eq!(next[0].kind, MilestoneKind::NoticeDeadline);
+        assert_eq!(next[0].on.to_string(), "2025-04-09");
     }
 }

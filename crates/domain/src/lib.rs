@@ -13,6 +13,7 @@ pub mod jobseeker;
 pub mod outbound;
 pub mod person;
 pub mod plan;
+pub mod secrecy;
 pub mod vocabulary;
 
 pub use case::{
