@@ -796,7 +796,7 @@ pub async fn run(
     Ok(tally)
 }
 
-pub async fn dashboard(stack: &Stack) -> anyhow::Result<v1::Dashboard> {
+pub async fn dashboard(stack: &Stack) -> anyhow::Result<v1::GetDashboardResponse> {
     let token = stack.token(
         Institution::Pilotage,
         Role::Steering,
@@ -810,12 +810,10 @@ pub async fn dashboard(stack: &Stack) -> anyhow::Result<v1::Dashboard> {
     let channel = Channel::from_shared(stack.url(Institution::Pilotage))?
         .connect()
         .await?;
-    let dashboard = PilotageServiceClient::new(channel)
+    Ok(PilotageServiceClient::new(channel)
         .get_dashboard(request)
         .await?
-        .into_inner()
-        .dashboard;
-    dashboard.ok_or_else(|| anyhow::anyhow!("empty dashboard"))
+        .into_inner())
 }
 
 fn cell(c: Option<&v1::Cell>) -> String {
@@ -827,7 +825,15 @@ fn cell(c: Option<&v1::Cell>) -> String {
 }
 
 /// The committee's indicators as a readable table.
-pub fn render(d: &v1::Dashboard, tally: &Tally, agreement: &Agreement) -> String {
+pub fn render(
+    answer: &v1::GetDashboardResponse,
+    tally: &Tally,
+    agreement: &Agreement,
+) -> anyhow::Result<String> {
+    let d = answer
+        .dashboard
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("empty dashboard"))?;
     let mut out = String::new();
     let mut row =
         |label: &str, value: String| out.push_str(&format!("  {label:<44} {value:>18}\n"));
@@ -915,11 +921,17 @@ pub fn render(d: &v1::Dashboard, tally: &Tally, agreement: &Agreement) -> String
     text.push('\n');
     text.push_str(&out);
     text.push_str(&"-".repeat(66));
+    if let Some(next) = answer.calendar.as_ref().and_then(|c| c.next.as_ref()) {
+        text.push_str(&format!(
+            "\nProchaine échéance de la convention : {} — {}",
+            next.on, next.label
+        ));
+    }
     text.push_str(&format!(
         "\nScénario : {} personnes, {} refus de consentement, {} préalables non réunis, {} retraits, {} orientations refusées, {} laissées sans réponse (expirées), {} non-entrées après diagnostic, {} entrées, {} en accompagnement social exclusif, {} appels gRPC.\n",
         tally.people, tally.consent_refused, tally.preconditions_not_met, tally.consent_withdrawn, tally.referrals_refused, tally.referrals_left_pending, tally.not_entered, tally.entered, tally.exclusive_support, tally.rpc_calls
     ));
-    text
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -130,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
                 let began = std::time::Instant::now();
                 let tally = demo::run(&stack, &clock, &rules, people, seed).await?;
                 let dashboard = demo::dashboard(&stack).await?;
-                print!("{}", demo::render(&dashboard, &tally, &rules));
+                print!("{}", demo::render(&dashboard, &tally, &rules)?);
                 println!("Done in {:.1} s.", began.elapsed().as_secs_f64());
                 stack.shutdown().await?;
             }

@@ -154,6 +154,9 @@ pub struct ServiceConfig {
     /// TLS, mutual between services; off when absent (development only).
     pub tls: Option<TlsConfig>,
     pub outbox: OutboxConfig,
+    /// Express renewals of the agreement signed so far (the steering
+    /// service's calendar counts from them).
+    pub agreement_renewals: u32,
     /// Serve the resource directory here; by default the Département's
     /// service does.
     pub host_directory: Option<bool>,
@@ -198,6 +201,7 @@ impl ServiceConfig {
             outbox: OutboxConfig::default(),
             housekeeping_interval_ms: 60_000,
             host_directory: None,
+            agreement_renewals: 0,
             min_cell_size: 11,
             agreement: "ille-et-vilaine-2023".to_owned(),
             agreement_file: None,

@@ -28,6 +28,8 @@ pub struct PilotageApp {
     clock: Arc<dyn Clock>,
     sources: Vec<(Institution, Outgoing)>,
     min_cell_size: u64,
+    agreement: Arc<passerelle_domain::agreement::Agreement>,
+    agreement_renewals: u32,
 }
 
 impl PilotageApp {
@@ -62,6 +64,8 @@ impl PilotageApp {
             clock,
             sources,
             min_cell_size: config.min_cell_size,
+            agreement: Arc::new(config.load_agreement()?),
+            agreement_renewals: config.agreement_renewals,
         })
     }
 
@@ -137,6 +141,43 @@ impl PilotageApp {
     }
 }
 
+impl PilotageApp {
+    /// The agreement's dated life and what is due next, on the service's clock.
+    fn calendar(&self) -> v1::AgreementCalendar {
+        use passerelle_domain::agreement::{Milestone, MilestoneKind};
+        let kind = |k: MilestoneKind| match k {
+            MilestoneKind::Start => v1::MilestoneKind::Start,
+            MilestoneKind::Committee => v1::MilestoneKind::Committee,
+            MilestoneKind::RenewalDecisionDeadline => v1::MilestoneKind::RenewalDecisionDeadline,
+            MilestoneKind::NoticeDeadline => v1::MilestoneKind::NoticeDeadline,
+            MilestoneKind::End => v1::MilestoneKind::End,
+        };
+        let proto = |m: &Milestone| v1::Milestone {
+            on: m.on.to_string(),
+            kind: kind(m.kind) as i32,
+            label: m.label.clone(),
+        };
+        let today = self.clock.now().date_naive();
+        let renewals = self.agreement_renewals;
+        v1::AgreementCalendar {
+            agreement_id: self.agreement.id.clone(),
+            agreement_name: self.agreement.name.clone(),
+            renewals,
+            milestones: self
+                .agreement
+                .calendar(renewals)
+                .iter()
+                .map(proto)
+                .collect(),
+            next: self
+                .agreement
+                .next_milestones(renewals, today)
+                .first()
+                .map(proto),
+        }
+    }
+}
+
 impl ServiceState for PilotageApp {
     fn audit_log(&self) -> &AuditLog {
         self.store.audit()
@@ -178,9 +219,11 @@ impl PilotageService for PilotageApi {
         request: Request<v1::GetDashboardRequest>,
     ) -> Result<Response<v1::GetDashboardResponse>, Status> {
         passerelle_institution::gate::caller(&request)?;
-        let dashboard = self.ready.get()?.dashboard().await?;
+        let app = self.ready.get()?;
+        let dashboard = app.dashboard().await?;
         Ok(Response::new(v1::GetDashboardResponse {
             dashboard: Some((&dashboard).into()),
+            calendar: Some(app.calendar()),
         }))
     }
 }
