@@ -49,3 +49,72 @@ async fn the_dashboard_shows_what_is_due_next_under_each_agreement() {
     assert_eq!(committees, 4, "start, +6 months, yearly, end");
     t.shutdown().await;
 }
+
+async fn dashboard(t: &TestStack) -> v1::Dashboard {
+    t.pilotage()
+        .await
+        .get_dashboard(t.as_steering(v1::GetDashboardRequest {}))
+        .await
+        .expect("dashboard")
+        .into_inner()
+        .dashboard
+        .expect("dashboard")
+}
+
+fn table<'a>(d: &'a v1::Dashboard, name: &str) -> &'a v1::PublishedTable {
+    d.tables
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("table {name}: {:?}", d.tables))
+}
+
+#[tokio::test]
+async fn the_committees_tables_combine_both_sources_under_secrecy() {
+    on_every_backend(|backend| async move {
+        // Threshold 1: every count shows, to check what each table holds.
+        let t = start(backend, 1).await;
+        let case_id = t.enter_case("tables").await;
+        t.emploi()
+            .await
+            .exit_case(t.as_counsellor(v1::ExitCaseRequest {
+                idempotency_key: "tables-exit".into(),
+                case_id,
+                exit: Some(v1::CaseExit {
+                    reason: v1::ExitReason::Job as i32,
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .expect("exit");
+        let d = dashboard(&t).await;
+        let exits = table(&d, "exits_by_office");
+        assert_eq!(exits.rows, vec!["AD-RENNES"]);
+        assert_eq!(exits.columns, vec!["job", "training", "other"]);
+        assert_eq!(
+            exits.cells.iter().map(|c| c.count).collect::<Vec<_>>(),
+            vec![1, 0, 0]
+        );
+        let months = table(&d, "referrals_by_month");
+        assert_eq!(months.rows, vec!["2025-03"]);
+        let delays = table(&d, "entry_delay_by_year");
+        assert_eq!(delays.rows, vec!["2025"]);
+        // The referral's barriers (housing, mobility): a sensitive table.
+        let barriers = table(&d, "barriers_by_office");
+        assert_eq!(barriers.row_totals, vec![2]);
+        t.shutdown().await;
+
+        // Threshold 11: one person's figures are not published, and what is
+        // published cannot give them back.
+        let t = start(backend, 11).await;
+        t.enter_case("tables-11").await;
+        let d = dashboard(&t).await;
+        for published in &d.tables {
+            assert!(
+                published.withheld || published.cells.iter().all(|c| c.suppressed || c.count == 0),
+                "{published:?}"
+            );
+        }
+        t.shutdown().await;
+    })
+    .await;
+}

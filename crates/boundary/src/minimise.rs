@@ -115,13 +115,17 @@ impl Minimiser {
         report
     }
 
+    /// Strips what may not cross; returns whether anything was kept (the
+    /// report's paths are deduplicated, so they cannot tell: a second
+    /// element of a list keeps the same paths as the first).
     fn walk(
         &self,
         message: &mut DynamicMessage,
         prefix: &str,
         allowed: &BTreeSet<DataCategory>,
         report: &mut Report,
-    ) {
+    ) -> bool {
+        let mut kept_any = false;
         let fields: Vec<FieldDescriptor> = message.descriptor().fields().collect();
         for field in fields {
             if !message.has_field(&field) {
@@ -131,21 +135,29 @@ impl Minimiser {
             match self.category(&field) {
                 Some(category) if allowed.contains(&category) => {
                     if is_contract_message(&field) {
-                        let before = report.kept.len();
-                        match message.get_field_mut(&field) {
+                        let inner_kept = match message.get_field_mut(&field) {
                             Value::Message(inner) => {
                                 self.walk(inner, &format!("{path}."), allowed, report)
                             }
                             Value::List(items) => {
+                                let mut any = false;
                                 for item in items.iter_mut() {
                                     if let Value::Message(inner) = item {
-                                        self.walk(inner, &format!("{path}[]."), allowed, report);
+                                        any |= self.walk(
+                                            inner,
+                                            &format!("{path}[]."),
+                                            allowed,
+                                            report,
+                                        );
                                     }
                                 }
+                                any
                             }
-                            _ => {}
-                        }
-                        if report.kept.len() == before {
+                            _ => false,
+                        };
+                        if inner_kept {
+                            kept_any = true;
+                        } else {
                             // Everything inside was stripped: the empty shell goes too.
                             message.clear_field(&field);
                         }
@@ -154,6 +166,7 @@ impl Minimiser {
                             report.kept.push(path);
                         }
                         report.categories.insert(category);
+                        kept_any = true;
                     }
                 }
                 _ => {
@@ -162,6 +175,7 @@ impl Minimiser {
                 }
             }
         }
+        kept_any
     }
 }
 
@@ -203,6 +217,12 @@ message Crossing {
   repeated Person others = 2 [(passerelle.v1.data_category) = DATA_CATEGORY_IDENTITY];
   string note = 3 [(passerelle.v1.data_category) = DATA_CATEGORY_LOCAL_ONLY];
   string unclassified = 4;
+}
+message Household {
+  repeated Person members = 1 [(passerelle.v1.data_category) = DATA_CATEGORY_IDENTITY];
+}
+message Census {
+  repeated Household households = 1 [(passerelle.v1.data_category) = DATA_CATEGORY_IDENTITY];
 }
 "#,
         )
@@ -286,5 +306,41 @@ message Crossing {
         );
         assert_eq!(out.stripped, vec!["contact"]);
         assert_eq!(out.categories, allowed);
+    }
+
+    #[test]
+    fn every_element_of_nested_lists_keeps_what_it_may_carry() {
+        // Regression: the second household's members once went with the
+        // shell, because its paths were already in the report.
+        let pool = leaky_pool();
+        let minimiser = Minimiser::from_pool(pool.clone()).expect("category option");
+        let person = pool.get_message_by_name("leaky.Person").expect("message");
+        let household = pool
+            .get_message_by_name("leaky.Household")
+            .expect("message");
+        let census = pool.get_message_by_name("leaky.Census").expect("message");
+        let member = |name: &str| {
+            let mut p = DynamicMessage::new(person.clone());
+            p.set_field_by_name("name", Value::String(name.into()));
+            p.set_field_by_name("nir", Value::String("1234".into()));
+            Value::Message(p)
+        };
+        let mut households = vec![];
+        for names in [["Léa", "Yann"], ["Awa", "Soizic"], ["Erwan", "Inès"]] {
+            let mut h = DynamicMessage::new(household.clone());
+            h.set_field_by_name(
+                "members",
+                Value::List(names.iter().map(|n| member(n)).collect()),
+            );
+            households.push(Value::Message(h));
+        }
+        let mut m = DynamicMessage::new(census);
+        m.set_field_by_name("households", Value::List(households));
+        minimiser.minimise_dynamic(&mut m, &[DataCategory::Identity].into());
+        let text = String::from_utf8_lossy(&m.encode_to_vec()).into_owned();
+        for name in ["Léa", "Yann", "Awa", "Soizic", "Erwan", "Inès"] {
+            assert!(text.contains(name), "{name} lost");
+        }
+        assert!(!text.contains("1234"));
     }
 }

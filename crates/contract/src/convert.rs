@@ -918,6 +918,24 @@ impl From<&domain::Indicators> for v1::Indicators {
             exclusive_support_entries: d.flow.exclusive_support_entries,
             exclusive_support_in_progress: d.flow.exclusive_support_in_progress,
             followed_up_in_employment: d.flow.followed_up_in_employment,
+            tables: d
+                .flow
+                .tables
+                .iter()
+                .map(|t| v1::RawTable {
+                    name: t.name.clone(),
+                    sensitive: t.sensitive,
+                    counts: t
+                        .counts
+                        .iter()
+                        .map(|(row, column, count)| v1::TableCount {
+                            row: row.clone(),
+                            column: column.clone(),
+                            count: *count,
+                        })
+                        .collect(),
+                })
+                .collect(),
         }
     }
 }
@@ -966,6 +984,19 @@ impl TryFrom<&v1::Indicators> for domain::Indicators {
                 exclusive_support_entries: p.exclusive_support_entries,
                 exclusive_support_in_progress: p.exclusive_support_in_progress,
                 followed_up_in_employment: p.followed_up_in_employment,
+                tables: p
+                    .tables
+                    .iter()
+                    .map(|t| domain::indicators::RawTable {
+                        name: t.name.clone(),
+                        sensitive: t.sensitive,
+                        counts: t
+                            .counts
+                            .iter()
+                            .map(|c| (c.row.clone(), c.column.clone(), c.count))
+                            .collect(),
+                    })
+                    .collect(),
             },
         })
     }
@@ -1001,6 +1032,30 @@ impl From<&domain::Dashboard> for v1::Dashboard {
             not_entered_at_diagnosis: Some((&d.not_entered_at_diagnosis).into()),
             queued: Some((&d.queued).into()),
             exclusive_support_entries: Some((&d.exclusive_support_entries).into()),
+            tables: d
+                .tables
+                .iter()
+                .map(|(name, t)| v1::PublishedTable {
+                    name: name.clone(),
+                    rows: t.rows.clone(),
+                    columns: t.columns.clone(),
+                    cells: t
+                        .cells
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(r, row)| {
+                            row.iter().enumerate().map(move |(c, cell)| v1::Cell {
+                                key: format!("{}|{}", t.rows[r], t.columns[c]),
+                                count: cell.unwrap_or(0),
+                                suppressed: cell.is_none(),
+                            })
+                        })
+                        .collect(),
+                    row_totals: t.row_totals.clone(),
+                    column_totals: t.column_totals.clone(),
+                    withheld: t.withheld,
+                })
+                .collect(),
         }
     }
 }

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::secrecy::{Published, Table};
 use crate::vocabulary::Institution;
 
 /// One published count; `None` when suppressed.
@@ -83,6 +84,82 @@ pub struct CaseFlow {
     pub exclusive_support_entries: u64,
     pub exclusive_support_in_progress: u64,
     pub followed_up_in_employment: u64,
+    /// Two-way tables, exact.
+    #[serde(default)]
+    pub tables: Vec<RawTable>,
+}
+
+/// A two-way table as a source computes it: exact counts by (row, column).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawTable {
+    pub name: String,
+    pub sensitive: bool,
+    pub counts: Vec<(String, String, u64)>,
+}
+
+impl RawTable {
+    pub fn new(name: &str, sensitive: bool) -> Self {
+        RawTable {
+            name: name.to_owned(),
+            sensitive,
+            counts: vec![],
+        }
+    }
+
+    pub fn add(&mut self, row: &str, column: &str, n: u64) {
+        match self
+            .counts
+            .iter_mut()
+            .find(|(r, c, _)| r == row && c == column)
+        {
+            Some(slot) => slot.2 += n,
+            None => self.counts.push((row.to_owned(), column.to_owned(), n)),
+        }
+    }
+
+    /// The table with `columns` always present (a column of zeros still
+    /// says something), rows and columns in order.
+    pub fn to_table(&self, columns: &[&str]) -> Table {
+        let mut rows: Vec<String> = self.counts.iter().map(|(r, _, _)| r.clone()).collect();
+        rows.sort();
+        rows.dedup();
+        let mut cols: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
+        for (_, c, _) in &self.counts {
+            if !cols.contains(c) {
+                cols.push(c.clone());
+            }
+        }
+        let counts = rows
+            .iter()
+            .map(|r| {
+                cols.iter()
+                    .map(|c| {
+                        self.counts
+                            .iter()
+                            .filter(|(rr, cc, _)| rr == r && cc == c)
+                            .map(|(_, _, n)| n)
+                            .sum()
+                    })
+                    .collect()
+            })
+            .collect();
+        Table {
+            rows,
+            columns: cols,
+            counts,
+            sensitive: self.sensitive,
+        }
+    }
+}
+
+/// The columns every table shows, by table name.
+pub fn table_columns(name: &str) -> &'static [&'static str] {
+    match name {
+        "exits_by_office" => &["job", "training", "other"],
+        "referrals_by_month" => &["emploi", "social"],
+        "entry_delay_by_year" => &["0-7", "8-14", "15-21", "22-30", "31-60", "61+"],
+        _ => &[],
+    }
 }
 
 /// What one source contributed to a dashboard.
@@ -114,6 +191,7 @@ pub struct Dashboard {
     pub not_entered_at_diagnosis: Cell,
     pub queued: Cell,
     pub exclusive_support_entries: Cell,
+    pub tables: Vec<(String, Published)>,
     pub sources: Vec<SourceStatus>,
     pub min_cell_size: u64,
 }
@@ -175,8 +253,36 @@ impl Dashboard {
                 (party.code().to_owned(), n)
             })
             .collect();
+        // Tables are combined across sources first, then protected.
+        let mut merged: Vec<RawTable> = vec![];
+        for (indicators, _) in snapshots {
+            for t in &indicators.flow.tables {
+                let slot = match merged.iter_mut().position(|m| m.name == t.name) {
+                    Some(i) => &mut merged[i],
+                    None => {
+                        merged.push(RawTable::new(&t.name, t.sensitive));
+                        merged.last_mut().expect("pushed")
+                    }
+                };
+                slot.sensitive |= t.sensitive;
+                for (r, c, n) in &t.counts {
+                    slot.add(r, c, *n);
+                }
+            }
+        }
+        merged.sort_by(|a, b| a.name.cmp(&b.name));
+        let tables = merged
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.to_table(table_columns(&t.name)).publish(min_cell_size),
+                )
+            })
+            .collect();
         Dashboard {
             assembled_at,
+            tables,
             referral_outcomes: publish_group(&outcomes, min_cell_size),
             refusals_by_reason: publish_group(&reasons, min_cell_size),
             awaiting_validation_by_party: publish_group(&awaiting, min_cell_size),

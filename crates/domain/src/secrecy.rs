@@ -29,6 +29,9 @@ pub struct Published {
     pub cells: Vec<Vec<Option<u64>>>,
     pub row_totals: Vec<u64>,
     pub column_totals: Vec<u64>,
+    /// Too small to protect (a line with one masked cell and nothing to
+    /// mask beside it): nothing of it is published, margins included.
+    pub withheld: bool,
 }
 
 impl Table {
@@ -59,31 +62,49 @@ impl Table {
         // gives it away by difference with the published margin; mask the
         // smallest other cell of that line, preferring one that is alone
         // masked in its crossing line too. Repeat until no line has one.
+        let mut unprotectable = false;
         loop {
             let mut changed = false;
             for r in 0..n_rows {
                 let hidden = (0..n_cols).filter(|&c| masked[r][c]).count();
-                if hidden == 1
-                    && let Some(c) = self.partner(&masked, (0..n_cols).map(|c| (r, c)))
-                {
-                    masked[r][c] = true;
-                    changed = true;
+                if hidden == 1 {
+                    match self.partner(&masked, (0..n_cols).map(|c| (r, c))) {
+                        Some(c) => {
+                            masked[r][c] = true;
+                            changed = true;
+                        }
+                        None => unprotectable = true,
+                    }
                 }
             }
             for c in 0..n_cols {
                 let hidden = (0..n_rows).filter(|&r| masked[r][c]).count();
-                if hidden == 1
-                    && let Some(r) = self.partner(&masked, (0..n_rows).map(|r| (r, c)))
-                {
-                    masked[r][c] = true;
-                    changed = true;
+                if hidden == 1 {
+                    match self.partner(&masked, (0..n_rows).map(|r| (r, c))) {
+                        Some(r) => {
+                            masked[r][c] = true;
+                            changed = true;
+                        }
+                        None => unprotectable = true,
+                    }
                 }
             }
             if !changed {
                 break;
             }
         }
+        if unprotectable {
+            return Published {
+                rows: self.rows.clone(),
+                columns: self.columns.clone(),
+                cells: vec![vec![None; n_cols]; n_rows],
+                row_totals: vec![],
+                column_totals: vec![],
+                withheld: true,
+            };
+        }
         Published {
+            withheld: false,
             rows: self.rows.clone(),
             columns: self.columns.clone(),
             cells: (0..n_rows)
@@ -121,6 +142,9 @@ impl Published {
     /// masked cell alone in its row or column is the margin minus the rest;
     /// repeated until nothing more comes. Returns the cells rebuilt.
     pub fn rebuildable(&self) -> Vec<(usize, usize, u64)> {
+        if self.withheld {
+            return vec![];
+        }
         let mut known = self.cells.clone();
         let mut rebuilt = vec![];
         loop {
@@ -186,6 +210,7 @@ mod tests {
                 .collect(),
             row_totals: (0..t.rows.len()).map(|r| t.row_total(r)).collect(),
             column_totals: (0..t.columns.len()).map(|c| t.column_total(c)).collect(),
+            withheld: false,
         }
     }
 
@@ -258,7 +283,7 @@ mod tests {
             (state >> 33) % n
         };
         for _ in 0..2_000 {
-            let (rows, cols) = (2 + next(5) as usize, 2 + next(4) as usize);
+            let (rows, cols) = (1 + next(6) as usize, 1 + next(5) as usize);
             let table = Table {
                 rows: (0..rows).map(|r| format!("r{r}")).collect(),
                 columns: (0..cols).map(|c| format!("c{c}")).collect(),
@@ -281,5 +306,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_table_too_small_to_protect_is_withheld() {
+        // One office: its only small cell would be its column's total.
+        let table = Table {
+            rows: vec!["MDS-01".into()],
+            columns: vec!["job".into(), "training".into(), "other".into()],
+            counts: vec![vec![4, 30, 12]],
+            sensitive: false,
+        };
+        let published = table.publish(11);
+        assert!(published.withheld);
+        assert!(published.row_totals.is_empty() && published.column_totals.is_empty());
+        assert!(published.cells[0].iter().all(Option::is_none));
     }
 }

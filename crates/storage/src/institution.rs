@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
+use passerelle_domain::indicators::RawTable;
 use passerelle_domain::plan::{Plan, PlanKind, PlanSummary};
 use passerelle_domain::{
     Agreement, Case, CaseFlow, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf,
@@ -576,6 +577,7 @@ impl InstitutionStore {
         )
         .fetch_one(pool)
         .await?;
+        flow.tables = self.tables(own).await?;
         match own {
             Institution::Emploi => {
                 flow.queued = to_u64(row.try_get("queued")?);
@@ -613,6 +615,75 @@ fn prefixed(alias: &str, columns: &str) -> String {
         .map(|c| format!("{alias}.{c}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+impl InstitutionStore {
+    /// The two-way tables of the committee, each counted at one side only so
+    /// that sources add up: exits and entry delays where the entry was
+    /// recorded, referrals and their barriers where they were made.
+    async fn tables(&self, own: Institution) -> Result<Vec<RawTable>> {
+        let pool = self.db.pool();
+        let mut exits = RawTable::new("exits_by_office", false);
+        for r in sqlx::query(
+            "SELECT office_code, exit_reason, COUNT(*) AS n FROM cases
+             WHERE exited_at IS NOT NULL AND entry_recorded_by = $1 GROUP BY office_code, exit_reason",
+        )
+        .bind(own.code())
+        .fetch_all(pool)
+        .await?
+        {
+            let reason: String = r.try_get("exit_reason")?;
+            let exit_type = ExitReason::from_code(&reason)
+                .map(|e| e.exit_type().code())
+                .unwrap_or("other");
+            exits.add(
+                &r.try_get::<String, _>("office_code")?,
+                exit_type,
+                u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
+            );
+        }
+        let mut delays = RawTable::new("entry_delay_by_year", false);
+        for r in sqlx::query(
+            "SELECT referred_at, entered_at FROM cases WHERE entered_at IS NOT NULL AND entry_recorded_by = $1",
+        )
+        .bind(own.code())
+        .fetch_all(pool)
+        .await?
+        {
+            let entered = from_micros(r.try_get("entered_at")?)?;
+            let days = (entered - from_micros(r.try_get("referred_at")?)?).num_days();
+            let bucket = match days {
+                ..=7 => "0-7",
+                8..=14 => "8-14",
+                15..=21 => "15-21",
+                22..=30 => "22-30",
+                31..=60 => "31-60",
+                _ => "61+",
+            };
+            delays.add(&entered.format("%Y").to_string(), bucket, 1);
+        }
+        let mut months = RawTable::new("referrals_by_month", false);
+        // Barrier categories are health-like information: sensitive.
+        let mut barriers = RawTable::new("barriers_by_office", true);
+        for r in sqlx::query("SELECT body FROM referrals WHERE origin = 'local'")
+            .fetch_all(pool)
+            .await?
+        {
+            let referral: Referral = from_json(&r.try_get::<String, _>("body")?)?;
+            months.add(
+                &referral.referred_at.format("%Y-%m").to_string(),
+                referral.referring_network.code(),
+                1,
+            );
+            for b in &referral.barriers {
+                barriers.add(&referral.office_code, b.category.code(), 1);
+            }
+        }
+        Ok([exits, delays, months, barriers]
+            .into_iter()
+            .filter(|t| !t.counts.is_empty())
+            .collect())
+    }
 }
 
 /// Advisory-lock key of the outbox relay (any constant unique to this database).

@@ -1,6 +1,7 @@
 //! The steering service's store: snapshots of each institution's aggregates.
 
 use chrono::{DateTime, Utc};
+use passerelle_domain::indicators::RawTable;
 use passerelle_domain::{CaseFlow, Indicators, Institution};
 use sqlx::Row;
 
@@ -15,6 +16,21 @@ pub struct PilotageStore {
 
 const EXITS: &str = "exits_by_type";
 const REFUSALS: &str = "refusals_by_reason";
+const TABLE: &str = "table:";
+const SENSITIVE: &str = "table_sensitive:";
+/// Separates a table cell's row and column in `cell_key`.
+const SEP: char = '\u{1f}';
+
+fn table<'a>(indicators: &'a mut Indicators, name: &str) -> &'a mut RawTable {
+    let tables = &mut indicators.flow.tables;
+    match tables.iter().position(|t| t.name == name) {
+        Some(i) => &mut tables[i],
+        None => {
+            tables.push(RawTable::new(name, false));
+            tables.last_mut().expect("pushed")
+        }
+    }
+}
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -102,11 +118,28 @@ impl PilotageStore {
                     .refusals_by_reason
                     .iter()
                     .map(|(k, n)| (REFUSALS, k.clone(), *n)),
-            );
+            )
+            .map(|(metric, key, n)| (metric.to_owned(), key, n))
+            .chain(indicators.flow.tables.iter().flat_map(|t| {
+                // A table's cells, and a marker that keeps its sensitivity.
+                let metric = format!("{TABLE}{}", t.name);
+                std::iter::once((
+                    format!("{SENSITIVE}{}", t.name),
+                    String::new(),
+                    u64::from(t.sensitive),
+                ))
+                .chain(
+                    t.counts
+                        .iter()
+                        .map(move |(r, c, n)| (metric.clone(), format!("{r}{SEP}{c}"), *n)),
+                )
+            }))
+            // Collected before the inserts: nothing borrowed is held across them.
+            .collect::<Vec<(String, String, u64)>>();
         for (metric, key, count) in cells {
             sqlx::query("INSERT INTO indicator_cells (snapshot_id, metric, cell_key, count) VALUES ($1, $2, $3, $4)")
                 .bind(id)
-                .bind(metric)
+                .bind(&metric)
                 .bind(key)
                 .bind(to_i64(count))
                 .execute(&mut *tx)
@@ -168,6 +201,15 @@ impl PilotageStore {
                     indicators.flow.exclusive_support_in_progress = count;
                 }
                 "followed_up_in_employment" => indicators.flow.followed_up_in_employment = count,
+                m if m.starts_with(SENSITIVE) => {
+                    table(&mut indicators, &m[SENSITIVE.len()..]).sensitive = count == 1;
+                }
+                m if m.starts_with(TABLE) => {
+                    let (row, column) = key
+                        .split_once(SEP)
+                        .ok_or_else(|| StoreError::Corrupt(format!("table cell {key}")))?;
+                    table(&mut indicators, &m[TABLE.len()..]).add(row, column, count);
+                }
                 other => return Err(StoreError::Corrupt(format!("unknown metric {other}"))),
             }
         }

@@ -233,6 +233,16 @@ async fn pilotage_snapshots_round_trip_on_every_backend() {
                 exclusive_support_entries: 0,
                 exclusive_support_in_progress: 0,
                 followed_up_in_employment: 5,
+                // A table survives the snapshot, its sensitivity included.
+                tables: vec![indicators::RawTable {
+                    name: "barriers_by_office".into(),
+                    sensitive: true,
+                    counts: vec![
+                        // In key order, as the snapshot gives them back.
+                        ("MDS-01".into(), "mobilite".into(), 30),
+                        ("MDS-01".into(), "sante".into(), 12),
+                    ],
+                }],
             },
         };
         store.save_snapshot(&indicators, t0()).await.expect("save");
