@@ -3,4 +3,5 @@
 //! development tokens.
 
 pub mod demo;
+pub mod report;
 pub mod stack;

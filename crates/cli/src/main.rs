@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use passerelle_cli::demo;
 use passerelle_cli::stack::{DEV_TOKEN_TTL_SECONDS, Databases, Stack, StackOptions, dev_signer};
+use passerelle_cli::{demo, report};
 use passerelle_domain::{Institution, ManualClock, Role, SystemClock};
 use passerelle_institution::config::audience_of;
 use passerelle_institution::server::termination_signal;
@@ -37,6 +37,24 @@ enum Command {
         /// Keep the data here instead of a temporary directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Where the committee's reports are written (one folder per agreement).
+        #[arg(long, default_value = "passerelle-report")]
+        report_dir: PathBuf,
+    },
+    /// Write the steering committee's report (HTML with charts, and CSV)
+    /// from a running steering service.
+    Report {
+        /// The steering service.
+        #[arg(long, default_value = "http://127.0.0.1:50053")]
+        pilotage: String,
+        /// The agreement the services run under.
+        #[arg(long, default_value = "ille-et-vilaine-2023")]
+        agreement: String,
+        /// Development keys (as `passerelle up` made them).
+        #[arg(long, default_value = ".passerelle")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "passerelle-report")]
+        out: PathBuf,
     },
     /// Start the employment (:50051), social (:50052) and steering (:50053)
     /// services locally and serve until interrupted.
@@ -83,10 +101,42 @@ fn institution(text: &str) -> anyhow::Result<Institution> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Report {
+            pilotage,
+            agreement,
+            data_dir,
+            out,
+        } => {
+            let rules = passerelle_domain::agreement::shipped(&agreement)?;
+            let token = dev_signer(&data_dir)?.sign(
+                "copil",
+                Institution::Pilotage,
+                Role::Steering,
+                &audience_of(Institution::Pilotage),
+                300,
+            )?;
+            let mut request = tonic::Request::new(passerelle_contract::v1::GetDashboardRequest {});
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse()?);
+            let channel = tonic::transport::Channel::from_shared(pilotage)?
+                .connect()
+                .await?;
+            let answer =
+                passerelle_contract::v1::pilotage_service_client::PilotageServiceClient::new(
+                    channel,
+                )
+                .get_dashboard(request)
+                .await?
+                .into_inner();
+            let page = report::write(&out, &answer, &rules)?;
+            println!("{}", page.display());
+        }
         Command::Demo {
             people,
             seed,
             data_dir,
+            report_dir,
         } => {
             let _telemetry =
                 passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
@@ -131,6 +181,8 @@ async fn main() -> anyhow::Result<()> {
                 let tally = demo::run(&stack, &clock, &rules, people, seed).await?;
                 let dashboard = demo::dashboard(&stack).await?;
                 print!("{}", demo::render(&dashboard, &tally, &rules)?);
+                let page = report::write(&report_dir.join(agreement), &dashboard, &rules)?;
+                println!("Rapport du comité : {}", page.display());
                 println!("Done in {:.1} s.", began.elapsed().as_secs_f64());
                 stack.shutdown().await?;
             }
