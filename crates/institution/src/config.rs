@@ -222,10 +222,12 @@ impl ServiceConfig {
             figment = figment.merge(Toml::file(file));
         }
         let config: ServiceConfig = figment
+            // The test and CI switches share the prefix; they are not settings.
             .merge(Env::prefixed("PASSERELLE_").split("__").ignore(&[
                 "config",
                 "test_postgres",
                 "require_postgres",
+                "require_chromium",
             ]))
             .extract()
             .map_err(|e| match e.path.first() {
