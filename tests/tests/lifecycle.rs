@@ -1086,6 +1086,32 @@ async fn exclusive_social_support_suspends_the_employment_follow_up_within_quota
             .start_exclusive_support(start_axe3(&t, "q2", &template))
             .await
             .expect("within the raised quota");
+        // The quota's use, by office and year, for the committee.
+        let indicators = social
+            .get_indicators(t.as_service(
+                Institution::Pilotage,
+                Institution::Social,
+                v1::SocialServiceGetIndicatorsRequest {},
+            ))
+            .await
+            .expect("indicators")
+            .into_inner()
+            .indicators
+            .expect("indicators");
+        let axe3 = indicators
+            .tables
+            .iter()
+            .find(|t| t.name == "exclusive_support_by_office")
+            .expect("axe 3 table");
+        let year = chrono::Datelike::year(&t.clock.now()).to_string();
+        assert_eq!(
+            axe3.counts
+                .iter()
+                .filter(|c| c.column == year)
+                .map(|c| c.count)
+                .sum::<u64>(),
+            25
+        );
         t.shutdown().await;
     })
     .await;

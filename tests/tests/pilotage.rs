@@ -101,6 +101,19 @@ async fn the_committees_tables_combine_both_sources_under_secrecy() {
         // The referral's barriers (housing, mobility): a sensitive table.
         let barriers = table(&d, "barriers_by_office");
         assert_eq!(barriers.row_totals, vec![2]);
+        // Public characteristics: born 1986, referred in 2025; an RSA beneficiary.
+        let ages = table(&d, "age_band_by_office");
+        assert_eq!(
+            ages.cells.iter().map(|c| c.count).collect::<Vec<_>>(),
+            vec![0, 1, 0, 0]
+        );
+        // One person, all on the RSA: a 100 % cell on a sensitive attribute
+        // is not published even at threshold 1.
+        let rsa = table(&d, "rsa_by_office");
+        assert!(
+            rsa.withheld || rsa.cells.iter().all(|c| c.suppressed),
+            "{rsa:?}"
+        );
         t.shutdown().await;
 
         // Threshold 11: one person's figures are not published, and what is

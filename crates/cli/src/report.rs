@@ -134,6 +134,11 @@ fn title_of(name: &str) -> String {
         "entry_delay_by_year" => "Délai orientation → entrée (jours), par année d'entrée",
         "referrals_by_month" => "Orientations par mois et par réseau prescripteur",
         "barriers_by_office" => "Typologie des freins par structure (attribut sensible)",
+        "age_band_by_office" => "Âge à l'orientation, par structure",
+        "rsa_by_office" => "Bénéficiaires du RSA, par structure (attribut sensible)",
+        "exclusive_support_by_office" => {
+            "Accompagnement social exclusif : entrées par structure et par année (quota)"
+        }
         other => other,
     }
     .to_owned()

@@ -158,6 +158,13 @@ pub fn table_columns(name: &str) -> &'static [&'static str] {
         "exits_by_office" => &["job", "training", "other"],
         "referrals_by_month" => &["emploi", "social"],
         "entry_delay_by_year" => &["0-7", "8-14", "15-21", "22-30", "31-60", "61+"],
+        "age_band_by_office" => &[
+            "moins de 26 ans",
+            "26-44 ans",
+            "45-54 ans",
+            "55 ans et plus",
+        ],
+        "rsa_by_office" => &["rsa", "hors rsa"],
         _ => &[],
     }
 }

@@ -665,6 +665,9 @@ impl InstitutionStore {
         let mut months = RawTable::new("referrals_by_month", false);
         // Barrier categories are health-like information: sensitive.
         let mut barriers = RawTable::new("barriers_by_office", true);
+        let mut ages = RawTable::new("age_band_by_office", false);
+        // Receiving a minimum income is sensitive: no 0 % or 100 % cell.
+        let mut rsa = RawTable::new("rsa_by_office", true);
         for r in sqlx::query("SELECT body FROM referrals WHERE origin = 'local'")
             .fetch_all(pool)
             .await?
@@ -678,8 +681,44 @@ impl InstitutionStore {
             for b in &referral.barriers {
                 barriers.add(&referral.office_code, b.category.code(), 1);
             }
+            // Age at referral, in the bands the committee reads.
+            let at = referral.referred_at.date_naive();
+            let age = at.years_since(referral.person.birth_date).unwrap_or(0);
+            let band = match age {
+                ..=25 => "moins de 26 ans",
+                26..=44 => "26-44 ans",
+                45..=54 => "45-54 ans",
+                _ => "55 ans et plus",
+            };
+            ages.add(&referral.office_code, band, 1);
+            rsa.add(
+                &referral.office_code,
+                if referral.employment.rsa_beneficiary {
+                    "rsa"
+                } else {
+                    "hors rsa"
+                },
+                1,
+            );
         }
-        Ok([exits, delays, months, barriers]
+        // Exclusive social support started, by office and year: the quota's use.
+        let mut axe3 = RawTable::new("exclusive_support_by_office", false);
+        if own == Institution::Social {
+            for r in sqlx::query(
+                "SELECT office_code, exclusive_started_at FROM cases WHERE exclusive_started_at IS NOT NULL",
+            )
+            .fetch_all(pool)
+            .await?
+            {
+                let started = from_micros(r.try_get("exclusive_started_at")?)?;
+                axe3.add(
+                    &r.try_get::<String, _>("office_code")?,
+                    &started.format("%Y").to_string(),
+                    1,
+                );
+            }
+        }
+        Ok([exits, delays, months, barriers, ages, rsa, axe3]
             .into_iter()
             .filter(|t| !t.counts.is_empty())
             .collect())
