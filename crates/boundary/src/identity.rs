@@ -214,17 +214,7 @@ impl Signer {
         audience: &str,
         ttl_seconds: u64,
     ) -> Result<String, IdentityError> {
-        let iat = unix_now();
-        self.sign_claims(&Claims {
-            iss: self.issuer.clone(),
-            sub: agent.to_owned(),
-            aud: audience.to_owned(),
-            exp: iat + ttl_seconds,
-            iat,
-            institution: institution.code().to_owned(),
-            role: role.code().to_owned(),
-            org: None,
-        })
+        self.sign_as(agent, institution, role, None, audience, ttl_seconds)
     }
 
     /// A token for an agent of a delegated body (an approved association).
@@ -237,6 +227,25 @@ impl Signer {
         audience: &str,
         ttl_seconds: u64,
     ) -> Result<String, IdentityError> {
+        self.sign_as(
+            agent,
+            institution,
+            role,
+            Some(organisation),
+            audience,
+            ttl_seconds,
+        )
+    }
+
+    fn sign_as(
+        &self,
+        agent: &str,
+        institution: Institution,
+        role: Role,
+        organisation: Option<&str>,
+        audience: &str,
+        ttl_seconds: u64,
+    ) -> Result<String, IdentityError> {
         let iat = unix_now();
         self.sign_claims(&Claims {
             iss: self.issuer.clone(),
@@ -246,7 +255,7 @@ impl Signer {
             iat,
             institution: institution.code().to_owned(),
             role: role.code().to_owned(),
-            org: Some(organisation.to_owned()),
+            org: organisation.map(str::to_owned),
         })
     }
 

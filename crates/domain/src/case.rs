@@ -722,13 +722,7 @@ impl Case {
                 self.ends_at = Some(until);
                 self.renewals = notice.renewals;
             }
-            (Some(ExclusiveOutcome::MoveToGlobalSupport), _) => {
-                self.track = Track::Global;
-                self.state = CaseState::Diagnosed;
-                self.entered_at = None;
-                self.ends_at = None;
-                self.pair = None;
-            }
+            (Some(ExclusiveOutcome::MoveToGlobalSupport), _) => self.back_to_global_entry(),
             (Some(_), _) => {
                 self.state = CaseState::Exited;
                 self.exited_at = Some(notice.changed_at);
@@ -737,6 +731,17 @@ impl Case {
             }
             (None, None) => {}
         }
+    }
+
+    /// Leaving exclusive social support for global support: back to the
+    /// point of entry, where the pair signs in as for axe 2.
+    fn back_to_global_entry(&mut self) {
+        self.track = Track::Global;
+        self.state = CaseState::Diagnosed;
+        self.entered_at = None;
+        self.ends_at = None;
+        self.pair = None;
+        self.renewals = 0;
     }
 
     /// Starts exclusive social support (axe 3) after the shared diagnosis.
@@ -804,15 +809,7 @@ impl Case {
                 self.renewals += 1;
                 self.ends_at = Some(axe3.ends_at(entered_at, self.renewals));
             }
-            ExclusiveOutcome::MoveToGlobalSupport => {
-                // Back to the point of entry: the pair signs in as for axe 2.
-                self.track = Track::Global;
-                self.state = CaseState::Diagnosed;
-                self.entered_at = None;
-                self.ends_at = None;
-                self.pair = None;
-                self.renewals = 0;
-            }
+            ExclusiveOutcome::MoveToGlobalSupport => self.back_to_global_entry(),
             ExclusiveOutcome::ReturnToEmploymentTrack => {
                 self.state = CaseState::Exited;
                 self.exited_at = Some(at);

@@ -27,14 +27,15 @@ pub fn partner_path(partner: Institution, rpc: &str) -> String {
     format!("/passerelle.v1.{service}/{rpc}")
 }
 
-/// The caller, RPC and request digest of a local call.
-struct Local<'a> {
-    caller: &'a passerelle_boundary::Caller,
+/// The caller, RPC and request digest of a local call (any of this
+/// crate's services: casework, directory, title II exchanges).
+pub(crate) struct Local<'a> {
+    pub(crate) caller: &'a passerelle_boundary::Caller,
     method: &'a str,
     digest: String,
 }
 
-fn local<R: Message>(request: &Request<R>) -> Result<Local<'_>, Status> {
+pub(crate) fn local<R: Message>(request: &Request<R>) -> Result<Local<'_>, Status> {
     let admission = admission(request)?;
     Ok(Local {
         caller: &admission.caller,
@@ -43,12 +44,15 @@ fn local<R: Message>(request: &Request<R>) -> Result<Local<'_>, Status> {
     })
 }
 
-fn call<'a>(local: &'a Local<'a>, key: &'a str) -> Call<'a> {
-    Call {
-        caller: local.caller,
-        method: local.method,
-        key,
-        digest: &local.digest,
+impl<'a> Local<'a> {
+    /// The call under `key`, for the casework layer's idempotency.
+    pub(crate) fn call(&'a self, key: &'a str) -> Call<'a> {
+        Call {
+            caller: self.caller,
+            method: self.method,
+            key,
+            digest: &self.digest,
+        }
     }
 }
 
@@ -64,7 +68,7 @@ pub async fn record_consent<R: Message>(
 ) -> Result<v1::ConsentRecord, Status> {
     let l = local(request)?;
     let new = convert::new_consent(required("consent", consent)?).map_err(within("consent"))?;
-    let consent = app.casework.record_consent(call(&l, key), new).await?;
+    let consent = app.casework.record_consent(l.call(key), new).await?;
     Ok((&consent).into())
 }
 
@@ -78,7 +82,7 @@ pub async fn withdraw_consent<R: Message>(
     let consent_id = convert::identifier("consent_id", consent_id).map_err(ApiError::from)?;
     let consent = app
         .casework
-        .withdraw_consent(call(&l, key), &consent_id)
+        .withdraw_consent(l.call(key), &consent_id)
         .await?;
     Ok((&consent).into())
 }
@@ -96,7 +100,7 @@ pub async fn create_referral<R: Message>(
     let target = partner_path(app.casework.partner(), "ReceiveReferral");
     let referral = app
         .casework
-        .create_referral(call(&l, key), draft, local_note, &target)
+        .create_referral(l.call(key), draft, local_note, &target)
         .await?;
     Ok((&referral).into())
 }
@@ -113,7 +117,7 @@ pub async fn record_diagnosis<R: Message>(
     let target = partner_path(app.casework.partner(), "ReceiveDiagnosis");
     let half = app
         .casework
-        .record_diagnosis(call(&l, key), draft, local_note, &target)
+        .record_diagnosis(l.call(key), draft, local_note, &target)
         .await?;
     Ok((&half).into())
 }
@@ -145,7 +149,7 @@ pub async fn sign_contract<R: Message>(
     let target = partner_path(app.casework.partner(), "ReceiveCaseEvent");
     let case = app
         .casework
-        .sign_contract(call(&l, key), &case_id, pair, evidence, &target)
+        .sign_contract(l.call(key), &case_id, pair, evidence, &target)
         .await?;
     Ok((&case).into())
 }
@@ -167,7 +171,7 @@ pub async fn exit_case<R: Message>(
     .map_err(ApiError::from)?;
     let case = app
         .casework
-        .exit_case(call(&l, key), &case_id, reason)
+        .exit_case(l.call(key), &case_id, reason)
         .await?;
     Ok((&case).into())
 }
@@ -185,7 +189,7 @@ pub async fn renew_support<R: Message>(
     let target = partner_path(app.casework.partner(), "ReceiveCaseEvent");
     let case = app
         .casework
-        .renew_support(call(&l, key), &case_id, exceptional, justification, &target)
+        .renew_support(l.call(key), &case_id, exceptional, justification, &target)
         .await?;
     Ok((&case).into())
 }
@@ -419,7 +423,7 @@ pub async fn decide_referral<R: Message>(
     let target = partner_path(app.casework.partner(), "ReceiveReferralDecision");
     let case = app
         .casework
-        .decide_referral(call(&l, key), &case_id, state, reason, local_note, &target)
+        .decide_referral(l.call(key), &case_id, state, reason, local_note, &target)
         .await?;
     Ok((&case).into())
 }
@@ -435,7 +439,7 @@ pub async fn record_missed_appointment<R: Message>(
     let target = partner_path(app.casework.partner(), "ReceiveCaseEvent");
     let case = app
         .casework
-        .record_missed_appointment(call(&l, key), &case_id, &target)
+        .record_missed_appointment(l.call(key), &case_id, &target)
         .await?;
     Ok((&case).into())
 }
@@ -452,7 +456,7 @@ pub async fn update_plan<R: Message>(
     let target = partner_path(app.casework.partner(), "ReceivePlanSummary");
     let summary = app
         .casework
-        .update_plan(call(&l, key), &case_id, kind, themes, &target)
+        .update_plan(l.call(key), &case_id, kind, themes, &target)
         .await?;
     Ok((&summary).into())
 }
@@ -468,7 +472,7 @@ pub async fn record_follow_up<R: Message>(
     let case_id = case_id(case)?;
     let case = app
         .casework
-        .record_follow_up(call(&l, key), &case_id, in_employment)
+        .record_follow_up(l.call(key), &case_id, in_employment)
         .await?;
     Ok((&case).into())
 }
@@ -488,7 +492,7 @@ pub async fn register_counsellor<R: Message>(
     };
     let view = app
         .casework
-        .register_counsellor(call(&l, &m.idempotency_key), entry)
+        .register_counsellor(l.call(&m.idempotency_key), entry)
         .await?;
     Ok(v1::RegisterCounsellorResponse {
         max_portfolio: view.max_portfolio,
@@ -511,7 +515,7 @@ pub async fn start_exclusive_support<R: Message>(
     let target = partner_path(app.casework.partner(), "ReceiveSuspensionNotice");
     let case = app
         .casework
-        .start_exclusive_support(call(&l, &m.idempotency_key), &case_id, evaluation, &target)
+        .start_exclusive_support(l.call(&m.idempotency_key), &case_id, evaluation, &target)
         .await?;
     Ok((&case).into())
 }
@@ -528,7 +532,7 @@ pub async fn decide_exclusive_end<R: Message>(
     let target = partner_path(app.casework.partner(), "ReceiveSuspensionNotice");
     let case = app
         .casework
-        .decide_exclusive_end(call(&l, &m.idempotency_key), &case_id, outcome, &target)
+        .decide_exclusive_end(l.call(&m.idempotency_key), &case_id, outcome, &target)
         .await?;
     Ok((&case).into())
 }
@@ -543,7 +547,7 @@ pub async fn set_office_quota<R: Message>(
         .map_err(ApiError::from)?;
     let view = app
         .casework
-        .set_office_quota(call(&l, &m.idempotency_key), &office, m.year, m.quota)
+        .set_office_quota(l.call(&m.idempotency_key), &office, m.year, m.quota)
         .await?;
     Ok(v1::SetOfficeQuotaResponse {
         quota: view.quota,

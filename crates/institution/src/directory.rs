@@ -15,14 +15,13 @@ use passerelle_domain::directory::{
 };
 use passerelle_domain::{DomainError, FieldError, Institution, Network};
 use passerelle_storage::directory::{ContactPoint, Found};
-use prost::Message;
 use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
 
+use crate::api::local;
 use crate::app::InstitutionApp;
-use crate::casework::{Call, Casework, request_digest};
+use crate::casework::{Call, Casework};
 use crate::error::ApiError;
-use crate::gate::admission;
 use crate::server::Ready;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -323,32 +322,6 @@ pub struct DirectoryApi {
     pub ready: Ready<InstitutionApp>,
 }
 
-struct Local {
-    caller: Caller,
-    method: String,
-    digest: String,
-}
-
-fn local<R: Message>(request: &Request<R>) -> std::result::Result<Local, Status> {
-    let admission = admission(request)?;
-    Ok(Local {
-        caller: admission.caller.clone(),
-        method: admission.rule.path.clone(),
-        digest: request_digest(&request.get_ref().encode_to_vec()),
-    })
-}
-
-impl Local {
-    fn call<'a>(&'a self, key: &'a str) -> Call<'a> {
-        Call {
-            caller: &self.caller,
-            method: &self.method,
-            key,
-            digest: &self.digest,
-        }
-    }
-}
-
 fn hit(found: &Found, score: u32) -> v1::SearchHit {
     v1::SearchHit {
         service: Some((&found.candidate.service).into()),
@@ -356,6 +329,14 @@ fn hit(found: &Found, score: u32) -> v1::SearchHit {
         sensitive: found.sensitive,
         score,
     }
+}
+
+/// A record array in the data·inclusion JSON format.
+fn data_inclusion_json<T: serde::Serialize>(records: &[T]) -> std::result::Result<String, Status> {
+    serde_json::to_string_pretty(records).map_err(|e| {
+        tracing::error!(error = %e, "directory export failed");
+        Status::internal("internal error")
+    })
 }
 
 fn paris_now(now: DateTime<Utc>) -> chrono::NaiveDateTime {
@@ -530,10 +511,9 @@ impl DirectoryService for DirectoryApi {
             .directory_export()
             .await
             .map_err(ApiError::from)?;
-        let encode = |v: &dyn erased::Json| v.to_json();
         Ok(Response::new(v1::ExportDataInclusionResponse {
-            structures_json: encode(&structures)?,
-            services_json: encode(&services)?,
+            structures_json: data_inclusion_json(&structures)?,
+            services_json: data_inclusion_json(&services)?,
         }))
     }
 
@@ -633,23 +613,5 @@ impl DirectoryService for DirectoryApi {
                 .collect(),
             offices_without,
         }))
-    }
-}
-
-mod erased {
-    use tonic::Status;
-
-    /// Serialises a record array in the data·inclusion JSON format.
-    pub trait Json {
-        fn to_json(&self) -> Result<String, Status>;
-    }
-
-    impl<T: serde::Serialize> Json for Vec<T> {
-        fn to_json(&self) -> Result<String, Status> {
-            serde_json::to_string_pretty(self).map_err(|e| {
-                tracing::error!(error = %e, "directory export failed");
-                Status::internal("internal error")
-            })
-        }
     }
 }

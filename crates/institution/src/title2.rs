@@ -14,25 +14,13 @@ use prost::Message;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::api::local;
 use crate::app::InstitutionApp;
-use crate::casework::{Call, request_digest};
 use crate::error::ApiError;
-use crate::gate::admission;
 
 /// Rows per streamed message.
 const CHUNK: i64 = 500;
 const MAX_RECORDS: usize = 1_000;
-const ROW_FIELDS: [&str; 9] = [
-    "seq",
-    "jobseeker_number",
-    "first_name",
-    "last_name",
-    "birth_date",
-    "registration_date",
-    "registration_category",
-    "agency_code",
-    "support_modality",
-];
 
 pub type RsaStream =
     Pin<Box<dyn Stream<Item = Result<v1::StreamRsaJobseekerListResponse, Status>> + Send>>;
@@ -54,32 +42,6 @@ fn scope_to_proto(s: HabilitationScope) -> v1::HabilitationScope {
 
 fn agent(value: &str) -> Result<String, ApiError> {
     passerelle_domain::person::required_text("agent", value, 200).map_err(ApiError::from)
-}
-
-struct Local {
-    caller: passerelle_boundary::Caller,
-    method: String,
-    digest: String,
-}
-
-fn local<R: Message>(request: &Request<R>) -> Result<Local, Status> {
-    let admission = admission(request)?;
-    Ok(Local {
-        caller: admission.caller.clone(),
-        method: admission.rule.path.clone(),
-        digest: request_digest(&request.get_ref().encode_to_vec()),
-    })
-}
-
-impl Local {
-    fn call<'a>(&'a self, key: &'a str) -> Call<'a> {
-        Call {
-            caller: &self.caller,
-            method: &self.method,
-            key,
-            digest: &self.digest,
-        }
-    }
 }
 
 fn jobseeker(p: &v1::JobseekerRecord) -> Jobseeker {
@@ -272,10 +234,11 @@ pub async fn stream_rsa_list(
     else {
         return Err(ApiError(DomainError::NotFound("published list for this month")).into());
     };
-    let fields = ROW_FIELDS
-        .iter()
-        .map(|f| format!("passerelle.v1.RsaJobseekerRow.{f}"))
-        .collect();
+    // What each row carries, as the contract declares it.
+    let fields = passerelle_contract::descriptor_pool()
+        .get_message_by_name("passerelle.v1.RsaJobseekerRow")
+        .map(|row| row.fields().map(|f| f.full_name().to_owned()).collect())
+        .unwrap_or_default();
     app.gate
         .record_stream(
             &ticket,

@@ -7,15 +7,7 @@ use passerelle_domain::directory::{Candidate, Service, Structure, looks_sensitiv
 use sqlx::Row;
 
 use crate::institution::{InstitutionStore, Tx};
-use crate::{Result, StoreError, from_micros, to_micros};
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
+use crate::{Result, StoreError, from_json, from_micros, json, to_micros};
 
 /// A named contact point of an office.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,13 +63,16 @@ impl Tx {
             history(tx, "structures", &s.id, "upsert", Some(&body), by, at).await?;
         }
         for (service, sensitive) in services {
-            let row = sqlx::query("SELECT body FROM directory_structures WHERE id = $1")
-                .bind(&service.structure_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-            let structure: Option<Structure> = row
-                .map(|r| from_json(&r.try_get::<String, _>("body")?))
-                .transpose()?;
+            // The batch's own structures first: an import reads none back.
+            let structure = match structures.iter().find(|s| s.id == service.structure_id) {
+                Some(known) => Some(known.clone()),
+                None => sqlx::query("SELECT body FROM directory_structures WHERE id = $1")
+                    .bind(&service.structure_id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .map(|r| from_json::<Structure>(&r.try_get::<String, _>("body")?))
+                    .transpose()?,
+            };
             let Some(structure) = structure else {
                 return Err(StoreError::Conflict(format!(
                     "service {}: structure {} is unknown",

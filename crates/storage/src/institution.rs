@@ -16,7 +16,9 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use crate::audit::AuditLog;
-use crate::{Backend, Database, Result, Schema, StoreError, from_micros, to_micros};
+use crate::{
+    Backend, Database, Result, Schema, StoreError, from_json, from_micros, json, to_micros,
+};
 
 /// Where a referral came from, seen from this institution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,14 +97,6 @@ fn parse_codes<T: Ord>(text: &str, parse: fn(&str) -> Option<T>) -> Result<BTree
 
 fn parse_code<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown code {text}")))
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn consent_from_row(row: &AnyRow) -> Result<Consent> {
@@ -375,30 +369,33 @@ impl InstitutionStore {
         .bind(office_code)
         .fetch_all(self.db.pool())
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let case = case_from_row(row)?;
-            let origin = if row.try_get::<String, _>("referral_origin")? == "local" {
-                Origin::Local
-            } else {
-                Origin::Partner
-            };
-            let halves = self.diagnoses(&case.case_id).await?;
-            out.push((case, origin, halves));
-        }
-        Ok(out)
-    }
-
-    /// People a counsellor follows now (active global support).
-    pub async fn portfolio(&self, counsellor: &str) -> Result<u32> {
-        let n: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM cases WHERE state = 'active' AND track = 'global' AND counsellor = $1",
+        // Every half of those cases in one read, not one per case.
+        let mut halves: std::collections::HashMap<String, Vec<DiagnosisHalf>> =
+            std::collections::HashMap::new();
+        for row in sqlx::query(
+            "SELECT d.body FROM diagnoses d JOIN cases c ON c.case_id = d.case_id
+             WHERE c.office_code = $1 AND c.state IN ('referred', 'diagnosed', 'queued', 'active')
+             ORDER BY d.case_id, d.author_institution",
         )
-        .bind(counsellor)
-        .fetch_one(self.db.pool())
+        .bind(office_code)
+        .fetch_all(self.db.pool())
         .await?
-        .try_get("n")?;
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        {
+            let half: DiagnosisHalf = from_json(&row.try_get::<String, _>("body")?)?;
+            halves.entry(half.case_id.clone()).or_default().push(half);
+        }
+        rows.iter()
+            .map(|row| {
+                let case = case_from_row(row)?;
+                let origin = if row.try_get::<String, _>("referral_origin")? == "local" {
+                    Origin::Local
+                } else {
+                    Origin::Partner
+                };
+                let case_halves = halves.remove(&case.case_id).unwrap_or_default();
+                Ok((case, origin, case_halves))
+            })
+            .collect()
     }
 
     /// The right to relay the outbox for one pass. Order matters (a referral

@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::institution::{InstitutionStore, Tx};
-use crate::{Result, StoreError, to_micros};
+use crate::{Result, from_json, json, to_micros};
 
 /// Counts of one habilitation scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,8 +18,7 @@ pub struct HabilitationCount {
 }
 
 fn jobseeker_from(row: &AnyRow) -> Result<Jobseeker> {
-    let details: FileDetails = serde_json::from_str(&row.try_get::<String, _>("file")?)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let details: FileDetails = from_json(&row.try_get::<String, _>("file")?)?;
     Ok(Jobseeker {
         jobseeker_number: row.try_get("jobseeker_number")?,
         first_name: row.try_get("first_name")?,
@@ -37,8 +36,7 @@ fn jobseeker_from(row: &AnyRow) -> Result<Jobseeker> {
 impl Tx {
     pub async fn upsert_jobseekers(&mut self, list: &[Jobseeker], at: DateTime<Utc>) -> Result<()> {
         for j in list {
-            let file = serde_json::to_string(&j.details)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let file = json(&j.details)?;
             sqlx::query(
                 "INSERT INTO jobseekers (jobseeker_number, first_name, last_name, birth_date, registration_date,
                     registration_category, agency_code, support_modality, rsa_beneficiary, file, updated_at)

@@ -67,6 +67,16 @@ pub enum StoreError {
     Conflict(String),
 }
 
+/// Records kept whole as JSON (bodies, payloads); a body that does not
+/// parse back is corrupt data, never a caller's error.
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 impl StoreError {
     /// A unique or primary-key violation: another writer got there first.
     pub fn is_unique_violation(&self) -> bool {
