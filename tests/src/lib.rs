@@ -238,9 +238,13 @@ impl TestStack {
 
     /// A second connection to a service's own database, to inspect it.
     pub async fn store(&self, institution: Institution) -> InstitutionStore {
-        InstitutionStore::connect(&self.stack.config(institution).database_url.0, 2)
-            .await
-            .expect("store")
+        InstitutionStore::connect(
+            &self.stack.config(institution).database_url.0,
+            2,
+            institution,
+        )
+        .await
+        .expect("store")
     }
 
     pub fn database_url(&self, institution: Institution) -> String {
@@ -390,6 +394,7 @@ impl TestStack {
                 idempotency_key: format!("{label}-sign"),
                 case_id: case_id.clone(),
                 entry: Some(self.entry(label)),
+                participant: Some(participant()),
             }))
             .await
             .expect("signed");
@@ -681,4 +686,15 @@ pub async fn all_text(url: &str) -> Vec<(String, String)> {
     }
     pool.close().await;
     out
+}
+
+/// An ESF questionnaire as a counsellor fills it in at entry.
+pub fn participant() -> v1::ParticipantProfile {
+    v1::ParticipantProfile {
+        sex: v1::Sex::Female as i32,
+        education: v1::EducationLevel::Isced34 as i32,
+        jobless_household: true,
+        single_adult_with_children: false,
+        disability: v1::DisabilityDeclaration::Declared as i32,
+    }
 }

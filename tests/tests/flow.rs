@@ -137,6 +137,7 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
                 ),
             case_id: case_id.clone(),
             entry: Some(t.entry(&format!("contrat {first_name}"))),
+            participant: Some(participant()),
         }))
         .await
         .expect("signed")
@@ -159,6 +160,7 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
                 reason: exit as i32,
                 ..Default::default()
             }),
+            qualification_gained: false,
         }))
         .await
         .expect("exited")

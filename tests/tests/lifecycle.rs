@@ -128,6 +128,7 @@ fn sign(
         idempotency_key: key.into(),
         case_id: case_id.into(),
         entry: Some(entry),
+        participant: None,
     })
 }
 
@@ -144,6 +145,7 @@ fn exit(
             reason: reason as i32,
             ..Default::default()
         }),
+        qualification_gained: false,
     })
 }
 
@@ -885,7 +887,13 @@ async fn seine_et_marne_follows_up_in_employment_after_a_job_exit() {
                     .into_inner()
                     .indicators
                     .expect("indicators");
-                assert_eq!(indicators.followed_up_in_employment, 1);
+                let found: i64 = indicators
+                    .counts
+                    .iter()
+                    .filter(|c| c.measure == "follow_up" && c.key == "in_employment")
+                    .map(|c| c.value)
+                    .sum();
+                assert_eq!(found, 1);
             }
             t.shutdown().await;
         }
@@ -1098,20 +1106,14 @@ async fn exclusive_social_support_suspends_the_employment_follow_up_within_quota
             .into_inner()
             .indicators
             .expect("indicators");
-        let axe3 = indicators
-            .tables
-            .iter()
-            .find(|t| t.name == "exclusive_support_by_office")
-            .expect("axe 3 table");
         let year = chrono::Datelike::year(&t.clock.now()).to_string();
-        assert_eq!(
-            axe3.counts
-                .iter()
-                .filter(|c| c.column == year)
-                .map(|c| c.count)
-                .sum::<u64>(),
-            25
-        );
+        let axe3: i64 = indicators
+            .counts
+            .iter()
+            .filter(|c| c.measure == "exclusive_entries" && c.month.starts_with(&year))
+            .map(|c| c.value)
+            .sum();
+        assert_eq!(axe3, 25);
         t.shutdown().await;
     })
     .await;

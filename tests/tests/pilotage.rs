@@ -1,6 +1,7 @@
 //! The steering committee's view of the agreement's own life: its dated
 //! milestones and what is due next, on the steering service's clock.
 
+use passerelle_domain::Institution;
 use passerelle_tests::pb as v1;
 use passerelle_tests::*;
 
@@ -68,6 +69,27 @@ fn table<'a>(d: &'a v1::Dashboard, name: &str) -> &'a v1::PublishedTable {
         .unwrap_or_else(|| panic!("table {name}: {:?}", d.tables))
 }
 
+/// A published cell: `None` when masked.
+fn at(t: &v1::PublishedTable, row: &str, column: &str) -> Option<u64> {
+    let r = t
+        .rows
+        .iter()
+        .position(|x| x == row)
+        .unwrap_or_else(|| panic!("row {row} in {t:?}"));
+    let c = t
+        .columns
+        .iter()
+        .position(|x| x == column)
+        .unwrap_or_else(|| panic!("column {column} in {t:?}"));
+    let cell = &t.cells[r * t.columns.len() + c];
+    (!cell.suppressed).then_some(cell.count)
+}
+
+fn esf(d: &v1::Dashboard, code: &str) -> Option<u64> {
+    let f = d.esf.iter().find(|f| f.code == code).expect("esf figure");
+    f.count.as_ref().filter(|c| !c.suppressed).map(|c| c.count)
+}
+
 #[tokio::test]
 async fn the_committees_tables_combine_both_sources_under_secrecy() {
     on_every_backend(|backend| async move {
@@ -78,42 +100,93 @@ async fn the_committees_tables_combine_both_sources_under_secrecy() {
             .await
             .exit_case(t.as_counsellor(v1::ExitCaseRequest {
                 idempotency_key: "tables-exit".into(),
-                case_id,
+                case_id: case_id.clone(),
                 exit: Some(v1::CaseExit {
                     reason: v1::ExitReason::Job as i32,
                     ..Default::default()
                 }),
+                qualification_gained: true,
             }))
             .await
             .expect("exit");
         let d = dashboard(&t).await;
-        let exits = table(&d, "exits_by_office");
-        assert_eq!(exits.rows, vec!["AD-RENNES"]);
-        assert_eq!(exits.columns, vec!["job", "training", "other"]);
+        let exits = table(&d, "exits.by_office");
+        assert_eq!(at(exits, "AD-RENNES", "job"), Some(1));
+        assert_eq!(at(exits, "total", "training"), Some(0));
+        // Offices come under their referring network, months under their
+        // quarter and year.
+        assert!(exits.row_levels.iter().any(|l| l == "network"), "{exits:?}");
+        let referrals = table(&d, "referrals");
+        assert_eq!(at(referrals, "total", "2025-03"), Some(1));
+        assert_eq!(at(referrals, "total", "2025-T1"), Some(1));
+        assert_eq!(at(referrals, "total", "2025"), Some(1));
+        let by_month = table(&d, "exits.by_month");
+        assert!(by_month.row_levels.iter().any(|l| l == "quarter"));
+        assert_eq!(at(by_month, "total", "job"), Some(1));
         assert_eq!(
-            exits.cells.iter().map(|c| c.count).collect::<Vec<_>>(),
-            vec![1, 0, 0]
+            at(table(&d, "entry_delay.by_month"), "total", "total"),
+            Some(1)
         );
-        let months = table(&d, "referrals_by_month");
-        assert_eq!(months.rows, vec!["2025-03"]);
-        let delays = table(&d, "entry_delay_by_year");
-        assert_eq!(delays.rows, vec!["2025"]);
         // The referral's barriers (housing, mobility): a sensitive table.
-        let barriers = table(&d, "barriers_by_office");
-        assert_eq!(barriers.row_totals, vec![2]);
-        // Public characteristics: born 1986, referred in 2025; an RSA beneficiary.
-        let ages = table(&d, "age_band_by_office");
+        let barriers = table(&d, "barriers.by_office");
+        assert!(barriers.sensitive);
+        assert_eq!(at(barriers, "total", "total"), Some(2));
+        // Public characteristics: born 1986, referred in 2025.
         assert_eq!(
-            ages.cells.iter().map(|c| c.count).collect::<Vec<_>>(),
-            vec![0, 1, 0, 0]
+            at(table(&d, "age_band.by_office"), "AD-RENNES", "26-44 ans"),
+            Some(1)
         );
         // One person, all on the RSA: a 100 % cell on a sensitive attribute
         // is not published even at threshold 1.
-        let rsa = table(&d, "rsa_by_office");
-        assert!(
-            rsa.withheld || rsa.cells.iter().all(|c| c.suppressed),
-            "{rsa:?}"
+        let rsa = table(&d, "rsa.by_office");
+        assert_eq!(at(rsa, "AD-RENNES", "rsa"), None, "{rsa:?}");
+        // The ESF questionnaire filled in at entry, and the results on leaving.
+        assert_eq!(at(table(&d, "sex.by_month"), "total", "female"), Some(1));
+        assert_eq!(
+            at(table(&d, "education.by_office"), "total", "isced_3_4"),
+            Some(1)
         );
+        assert_eq!(esf(&d, "participants"), Some(1));
+        assert_eq!(esf(&d, "CO10"), Some(1));
+        assert_eq!(esf(&d, "CO12"), Some(1));
+        assert_eq!(esf(&d, "CR03"), Some(1));
+        assert_eq!(esf(&d, "CR04"), Some(1));
+        // Declared disability for everyone: 100 % on a health attribute.
+        assert_eq!(esf(&d, "CO16"), None);
+        // Delays per year, and the counsellors in the register.
+        assert!(
+            d.delays
+                .iter()
+                .any(|f| f.level == "year" && f.period == "2025")
+        );
+        let staffing = d.staffing.as_ref().expect("staffing");
+        assert!(staffing.counsellors_fte > 0.0, "{staffing:?}");
+        // The kept counts are exactly a recount from the cases, at both sides.
+        for institution in [Institution::Emploi, Institution::Social] {
+            let store = t.store(institution).await;
+            let kept =
+                passerelle_domain::statistics::summed(store.statistics().await.expect("counts"));
+            assert_eq!(
+                kept,
+                store.recount().await.expect("recount"),
+                "{institution}"
+            );
+        }
+        // The questionnaire stayed where the person signed.
+        let at_emploi = t
+            .store(Institution::Emploi)
+            .await
+            .case(&case_id)
+            .await
+            .expect("read");
+        let at_social = t
+            .store(Institution::Social)
+            .await
+            .case(&case_id)
+            .await
+            .expect("read");
+        assert!(at_emploi.expect("case").participant.is_some());
+        assert_eq!(at_social.expect("case").participant, None);
         t.shutdown().await;
 
         // Threshold 11: one person's figures are not published, and what is

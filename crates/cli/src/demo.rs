@@ -645,6 +645,7 @@ async fn run_person(
                     idempotency_key: key("sign"),
                     case_id: case_id.clone(),
                     entry: Some(entry.clone()),
+                    participant: participant(p.index),
                 },
             )
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -687,6 +688,9 @@ async fn run_person(
                         reason: reason as i32,
                         ..Default::default()
                     }),
+                    // Some training exits end with a qualification.
+                    qualification_gained: reason == v1::ExitReason::Training
+                        && p.index.is_multiple_of(2),
                 },
             )?;
             clients.emploi.exit_case(request).await?;
@@ -932,6 +936,37 @@ pub fn render(
         tally.people, tally.consent_refused, tally.preconditions_not_met, tally.consent_withdrawn, tally.referrals_refused, tally.referrals_left_pending, tally.not_entered, tally.entered, tally.exclusive_support, tally.rpc_calls
     ));
     Ok(text)
+}
+
+/// The ESF questionnaire of the demo's person `index`, varied but fixed by
+/// the index; one in seventeen did not fill it in.
+fn participant(index: u64) -> Option<v1::ParticipantProfile> {
+    if index.is_multiple_of(17) {
+        return None;
+    }
+    let education = match index * 7 % 10 {
+        0..=4 => v1::EducationLevel::Isced02,
+        5..=8 => v1::EducationLevel::Isced34,
+        _ => v1::EducationLevel::Isced58,
+    };
+    let disability = if index.is_multiple_of(9) {
+        v1::DisabilityDeclaration::Declared
+    } else if index.is_multiple_of(13) {
+        v1::DisabilityDeclaration::Undisclosed
+    } else {
+        v1::DisabilityDeclaration::NotDeclared
+    };
+    Some(v1::ParticipantProfile {
+        sex: if index.is_multiple_of(2) {
+            v1::Sex::Female
+        } else {
+            v1::Sex::Male
+        } as i32,
+        education: education as i32,
+        jobless_household: index.is_multiple_of(3),
+        single_adult_with_children: index.is_multiple_of(5),
+        disability: disability as i32,
+    })
 }
 
 #[cfg(test)]

@@ -92,60 +92,93 @@ pub fn bar_chart(
     svg
 }
 
+/// The cell at (row label, column label) of a published table.
+fn at<'a>(t: &'a v1::PublishedTable, row: &str, column: &str) -> Option<&'a v1::Cell> {
+    let r = t.rows.iter().position(|x| x == row)?;
+    let c = t.columns.iter().position(|x| x == column)?;
+    t.cells.get(r * t.columns.len() + c)
+}
+
+/// The headings shown on the page: months are left to the CSV files when
+/// quarters sum them, so that a table stays readable.
+fn shown(headings: &[String], levels: &[String]) -> Vec<usize> {
+    let has_quarters = levels.iter().any(|l| l == "quarter");
+    (0..headings.len())
+        .filter(|&i| !(has_quarters && levels.get(i).is_some_and(|l| l == "month")))
+        .collect()
+}
+
 fn table_html(t: &v1::PublishedTable) -> String {
-    let mut html = format!("<h3>{}</h3>", escape(&title_of(&t.name)));
+    let title = if t.title.is_empty() {
+        &t.name
+    } else {
+        &t.title
+    };
+    let view = match t.name.rsplit_once('.') {
+        Some((_, "by_month")) => " — par période",
+        Some((_, "by_office")) => " — par structure et réseau",
+        _ => "",
+    };
+    let mut html = format!(
+        "<h3>{}{view}{}</h3>",
+        escape(title),
+        if t.sensitive {
+            " (attribut sensible)"
+        } else {
+            ""
+        }
+    );
     if t.withheld {
         html.push_str(
             "<p class=\"note\">Tableau non publié : trop peu de personnes pour le protéger.</p>",
         );
         return html;
     }
+    let (rows, columns) = (
+        shown(&t.rows, &t.row_levels),
+        shown(&t.columns, &t.column_levels),
+    );
+    let level = |levels: &[String], i: usize| levels.get(i).cloned().unwrap_or_default();
     html.push_str("<table><thead><tr><th></th>");
-    for c in &t.columns {
-        let _ = write!(html, "<th>{}</th>", escape(c));
+    for &c in &columns {
+        let _ = write!(
+            html,
+            "<th class=\"{}\">{}</th>",
+            escape(&level(&t.column_levels, c)),
+            escape(&t.columns[c])
+        );
     }
-    html.push_str("<th>Total</th></tr></thead><tbody>");
-    for (r, row) in t.rows.iter().enumerate() {
-        let _ = write!(html, "<tr><th>{}</th>", escape(row));
-        for c in 0..t.columns.len() {
+    html.push_str("</tr></thead><tbody>");
+    for &r in &rows {
+        let _ = write!(
+            html,
+            "<tr class=\"{}\"><th>{}</th>",
+            escape(&level(&t.row_levels, r)),
+            escape(&t.rows[r])
+        );
+        for &c in &columns {
             let _ = write!(
                 html,
                 "<td>{}</td>",
                 cell_text(t.cells.get(r * t.columns.len() + c))
             );
         }
-        let _ = write!(
-            html,
-            "<td><b>{}</b></td></tr>",
-            t.row_totals.get(r).copied().unwrap_or_default()
-        );
+        html.push_str("</tr>");
     }
-    html.push_str("<tr><th>Total</th>");
-    for total in &t.column_totals {
-        let _ = write!(html, "<td><b>{total}</b></td>");
-    }
-    html.push_str("<td></td></tr></tbody></table>");
+    html.push_str("</tbody></table>");
     html
-}
-
-fn title_of(name: &str) -> String {
-    match name {
-        "exits_by_office" => "Sorties par type et par structure de rattachement",
-        "entry_delay_by_year" => "Délai orientation → entrée (jours), par année d'entrée",
-        "referrals_by_month" => "Orientations par mois et par réseau prescripteur",
-        "barriers_by_office" => "Typologie des freins par structure (attribut sensible)",
-        "age_band_by_office" => "Âge à l'orientation, par structure",
-        "rsa_by_office" => "Bénéficiaires du RSA, par structure (attribut sensible)",
-        "exclusive_support_by_office" => {
-            "Accompagnement social exclusif : entrées par structure et par année (quota)"
-        }
-        other => other,
-    }
-    .to_owned()
 }
 
 fn table<'a>(d: &'a v1::Dashboard, name: &str) -> Option<&'a v1::PublishedTable> {
     d.tables.iter().find(|t| t.name == name && !t.withheld)
+}
+
+/// The total row of a table, one bar per leaf column.
+fn total_bars(t: &v1::PublishedTable) -> Vec<(String, Option<u64>)> {
+    (0..t.columns.len())
+        .filter(|&c| t.column_levels.get(c).is_some_and(|l| l == "key"))
+        .map(|c| (t.columns[c].clone(), value(at(t, "total", &t.columns[c]))))
+        .collect()
 }
 
 /// The report as one HTML page.
@@ -180,36 +213,65 @@ pub fn html(answer: &v1::GetDashboardResponse, agreement: &Agreement) -> String 
     }
 
     body.push_str("<h2>Entrées</h2>");
+    let staffing = d.staffing.clone().unwrap_or_default();
     let entries = value(d.entries.as_ref());
-    let target = agreement
+    let yearly_target = agreement
         .targets
         .entries_per_counsellor_per_year
         .map(|per| {
-            (
-                "objectif annuel",
-                (f64::from(per) * agreement.capacity.counsellors_fte) as u64,
-            )
-        })
-        .or(agreement
-            .targets
-            .participants
-            .map(|p| ("objectif de participants", u64::from(p))));
+            (f64::from(per)
+                * staffing
+                    .counsellors_fte
+                    .max(agreement.capacity.counsellors_fte)) as u64
+        });
+    let by_year: Vec<(String, Option<u64>)> = staffing
+        .entries_by_year
+        .iter()
+        .map(|y| (y.year.clone(), value(y.entries.as_ref())))
+        .collect();
     body.push_str(&bar_chart(
-        "Entrées cumulées au regard de l'objectif",
+        "Entrées par année au regard de l'objectif",
+        &by_year,
+        yearly_target.map(|t| ("objectif annuel", t)),
+    ));
+    if let Some(t) = table(d, "entries") {
+        let quarters: Vec<(String, Option<u64>)> = (0..t.columns.len())
+            .filter(|&c| t.column_levels.get(c).is_some_and(|l| l == "quarter"))
+            .map(|c| (t.columns[c].clone(), value(at(t, "total", &t.columns[c]))))
+            .collect();
+        body.push_str(&bar_chart("Entrées par trimestre", &quarters, None));
+    }
+    body.push_str(&bar_chart(
+        "Entrées cumulées au regard de l'objectif de participants",
         &[
             ("Entrées cumulées".into(), entries),
             ("En cours".into(), value(d.in_progress.as_ref())),
         ],
-        target,
+        agreement
+            .targets
+            .participants
+            .map(|p| ("objectif de participants", u64::from(p))),
     ));
+    body.push_str("<table><thead><tr><th>Année</th><th>Entrées</th><th>Par conseiller (ETP)</th><th>Objectif</th></tr></thead><tbody>");
+    for y in &staffing.entries_by_year {
+        let _ = write!(
+            body,
+            "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&y.year),
+            cell_text(y.entries.as_ref()),
+            y.entries_per_counsellor
+                .map_or("—".into(), |v| format!("{v:.1}")),
+            y.target_per_counsellor
+                .map_or("—".into(), |v| v.to_string())
+        );
+    }
+    body.push_str("</tbody></table>");
 
     body.push_str("<h2>Délai d'entrée</h2>");
-    if let Some(t) = table(d, "entry_delay_by_year") {
-        let bars: Vec<(String, Option<u64>)> = t
-            .columns
-            .iter()
-            .zip(&t.column_totals)
-            .map(|(c, n)| (format!("{c} j"), Some(*n)))
+    if let Some(t) = table(d, "entry_delay.by_month") {
+        let bars: Vec<(String, Option<u64>)> = total_bars(t)
+            .into_iter()
+            .map(|(c, n)| (format!("{c} j"), n))
             .collect();
         body.push_str(&bar_chart(
             "Répartition des délais orientation → entrée",
@@ -217,35 +279,60 @@ pub fn html(answer: &v1::GetDashboardResponse, agreement: &Agreement) -> String 
             None,
         ));
     }
-    let targets: Vec<String> = agreement
-        .targets
-        .entry_delay
-        .iter()
-        .map(|t| format!("{} : {} jours", t.year, t.days))
-        .collect();
-    let _ = write!(
-        body,
-        "<p>Délai moyen : <b>{}</b>{}</p>",
-        if d.average_entry_delay_suppressed {
-            "masqué".to_owned()
-        } else {
-            format!("{:.1} jours", d.average_entry_delay_days)
-        },
-        if targets.is_empty() {
-            String::new()
-        } else {
-            format!(" — objectifs de la convention : {}", targets.join(", "))
-        }
-    );
+    let years: Vec<&v1::DelayFigure> = d.delays.iter().filter(|f| f.level == "year").collect();
+    let target = years.iter().rev().find_map(|f| f.target_days);
+    body.push_str(&bar_chart(
+        "Délai moyen orientation → entrée (jours) par année, au regard de l'objectif",
+        &years
+            .iter()
+            .map(|f| {
+                (
+                    f.period.clone(),
+                    f.referral_to_entry_days.map(|v| v.round() as u64),
+                )
+            })
+            .collect::<Vec<_>>(),
+        target.map(|t| ("objectif", u64::from(t))),
+    ));
+    body.push_str("<table><thead><tr><th>Période</th><th>Entrées</th><th>Orientation → diagnostic</th><th>Diagnostic → entrée</th><th>Orientation → entrée</th><th>Objectif</th></tr></thead><tbody>");
+    let days = |v: Option<f64>| v.map_or("masqué".to_owned(), |v| format!("{v:.1} j"));
+    for f in d.delays.iter().filter(|f| f.level != "month") {
+        let _ = write!(
+            body,
+            "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&f.period),
+            cell_text(f.entries.as_ref()),
+            days(f.referral_to_diagnosis_days),
+            days(f.diagnosis_to_entry_days),
+            days(f.referral_to_entry_days),
+            f.target_days.map_or("—".into(), |t| format!("{t} j"))
+        );
+    }
+    body.push_str("</tbody></table>");
 
     body.push_str("<h2>Portefeuilles</h2>");
-    let average = value(d.in_progress.as_ref())
-        .map(|n| (n as f64 / agreement.capacity.counsellors_fte).round() as u64);
     body.push_str(&bar_chart(
         "Portefeuille moyen par conseiller (ETP) au regard de la capacité",
-        &[("Portefeuille moyen".into(), average)],
+        &[
+            (
+                "Portefeuille moyen".into(),
+                staffing.average_portfolio.map(|v| v.round() as u64),
+            ),
+            (
+                "Flux constant visé".into(),
+                staffing.steady_portfolio_target.map(u64::from),
+            ),
+        ],
         Some(("maximum", u64::from(agreement.capacity.portfolio_max))),
     ));
+    let _ = write!(
+        body,
+        "<p>Conseillers au registre : <b>{:.1} ETP</b> (convention : {:.1} ETP), portefeuille de {} à {}.</p>",
+        staffing.counsellors_fte,
+        staffing.agreed_fte,
+        staffing.portfolio_min,
+        staffing.portfolio_max
+    );
 
     body.push_str("<h2>Sorties</h2>");
     let exits: Vec<(String, Option<u64>)> = d
@@ -256,18 +343,26 @@ pub fn html(answer: &v1::GetDashboardResponse, agreement: &Agreement) -> String 
     body.push_str(&bar_chart("Sorties par type", &exits, None));
 
     body.push_str("<h2>Typologie des freins</h2>");
-    match table(d, "barriers_by_office") {
-        Some(t) => {
-            let bars: Vec<(String, Option<u64>)> = t
-                .columns
-                .iter()
-                .zip(&t.column_totals)
-                .map(|(c, n)| (c.clone(), Some(*n)))
-                .collect();
-            body.push_str(&bar_chart("Freins repérés à l'orientation", &bars, None));
-        }
+    match table(d, "barriers.by_office") {
+        Some(t) => body.push_str(&bar_chart(
+            "Freins repérés à l'orientation",
+            &total_bars(t),
+            None,
+        )),
         None => body.push_str("<p class=\"note\">Non publié : trop peu de personnes.</p>"),
     }
+
+    body.push_str("<h2>Fonds social européen</h2><table><thead><tr><th>Indicateur</th><th></th><th>Valeur</th></tr></thead><tbody>");
+    for f in &d.esf {
+        let _ = write!(
+            body,
+            "<tr><th>{}</th><td style=\"text-align:left\">{}</td><td>{}</td></tr>",
+            escape(&f.code),
+            escape(&f.label),
+            cell_text(f.count.as_ref())
+        );
+    }
+    body.push_str("</tbody></table>");
 
     body.push_str("<h2>Accompagnement social exclusif (axe 3)</h2>");
     match &agreement.exclusive_social_support {
@@ -304,6 +399,7 @@ h1 {{ font-size: 1.5rem; }} h2 {{ margin-top: 2rem; border-bottom: 1px solid #cc
 table {{ border-collapse: collapse; margin: .5rem 0 1rem; }}
 th, td {{ border: 1px solid #bbb; padding: .2rem .6rem; text-align: right; }}
 thead th {{ background: #eef3f7; }}
+tr.network th, tr.network td, tr.year th, tr.year td, tr.total th, tr.total td {{ font-weight: bold; background: #f6f6f6; }}
 .note {{ color: #666; }} .warn {{ color: #a04000; }} .next {{ background: #fff6e0; padding: .4rem; }}
 </style></head><body>
 {body}
@@ -339,15 +435,39 @@ pub fn csv_files(d: &v1::Dashboard) -> Vec<(String, String)> {
             line(name, &c.key, Some(c));
         }
     }
+    for f in &d.esf {
+        line("fse", &f.code, f.count.as_ref());
+    }
     let mut files = vec![("indicateurs.csv".to_owned(), scalars)];
+    let mut delays = String::from(
+        "periode,niveau,entrees,orientation_diagnostic_j,diagnostic_entree_j,orientation_entree_j,objectif_j\n",
+    );
+    let opt = |v: Option<f64>| v.map_or("s".to_owned(), |v| format!("{v:.1}"));
+    for f in &d.delays {
+        let _ = writeln!(
+            delays,
+            "{},{},{},{},{},{},{}",
+            f.period,
+            f.level,
+            cell_text(f.entries.as_ref()),
+            opt(f.referral_to_diagnosis_days),
+            opt(f.diagnosis_to_entry_days),
+            opt(f.referral_to_entry_days),
+            f.target_days.map(|t| t.to_string()).unwrap_or_default()
+        );
+    }
+    files.push(("delais.csv".to_owned(), delays));
     for t in &d.tables {
-        let mut csv = String::from("ligne,colonne,valeur\n");
+        let mut csv = String::from("ligne,niveau_ligne,colonne,niveau_colonne,valeur\n");
         if !t.withheld {
+            let level = |levels: &[String], i: usize| levels.get(i).cloned().unwrap_or_default();
             for (r, row) in t.rows.iter().enumerate() {
                 for (c, column) in t.columns.iter().enumerate() {
                     let _ = writeln!(
                         csv,
-                        "{row},{column},{}",
+                        "{row},{},{column},{},{}",
+                        level(&t.row_levels, r),
+                        level(&t.column_levels, c),
                         cell_text(t.cells.get(r * t.columns.len() + c))
                     );
                 }
@@ -389,9 +509,11 @@ mod tests {
         assert!(chart.contains(">42<") && chart.contains("masqué"));
         let d = v1::Dashboard {
             tables: vec![v1::PublishedTable {
-                name: "exits_by_office".into(),
+                name: "exits.by_office".into(),
                 rows: vec!["MDS-01".into()],
                 columns: vec!["job".into(), "training".into()],
+                row_levels: vec!["office".into()],
+                column_levels: vec!["key".into(), "key".into()],
                 cells: vec![
                     v1::Cell {
                         key: "MDS-01|job".into(),
@@ -404,16 +526,18 @@ mod tests {
                         suppressed: true,
                     },
                 ],
-                row_totals: vec![19],
-                column_totals: vec![7, 12],
-                withheld: false,
+                ..Default::default()
             }],
             ..Default::default()
         };
         let csv = csv_files(&d);
+        let exits = csv
+            .iter()
+            .find(|(n, _)| n == "exits.by_office.csv")
+            .expect("file");
         assert_eq!(
-            csv[1].1,
-            "ligne,colonne,valeur\nMDS-01,job,s\nMDS-01,training,s\n"
+            exits.1,
+            "ligne,niveau_ligne,colonne,niveau_colonne,valeur\nMDS-01,office,job,key,s\nMDS-01,office,training,key,s\n"
         );
     }
 }

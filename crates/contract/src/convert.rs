@@ -884,58 +884,19 @@ impl From<&domain::Indicators> for v1::Indicators {
         v1::Indicators {
             source: v1::Institution::from(d.source) as i32,
             computed_at: Some(timestamp(d.computed_at)),
-            referrals_sent: d.referrals_sent,
-            entries: d.entries,
-            in_progress: d.in_progress,
-            entry_delay_days_sum: d.entry_delay_days_sum,
-            entry_delay_count: d.entry_delay_count,
-            exits_by_type: d
-                .exits_by_type
+            counts: d
+                .counts
                 .iter()
-                .map(|(key, count)| v1::Cell {
-                    key: key.clone(),
-                    count: *count,
-                    suppressed: false,
+                .map(|(k, value)| v1::IndicatorCount {
+                    measure: k.measure.clone(),
+                    month: k.month.clone(),
+                    office: k.office.clone(),
+                    network: k.network.clone(),
+                    key: k.key.clone(),
+                    value: *value,
                 })
                 .collect(),
-            referrals_received: d.flow.referrals_received,
-            referrals_accepted: d.flow.referrals_accepted,
-            referrals_refused: d.flow.referrals_refused,
-            referrals_expired: d.flow.referrals_expired,
-            refusals_by_reason: d
-                .flow
-                .refusals_by_reason
-                .iter()
-                .map(|(key, count)| v1::Cell {
-                    key: key.clone(),
-                    count: *count,
-                    suppressed: false,
-                })
-                .collect(),
-            diagnoses_awaiting_validation: d.flow.diagnoses_awaiting_validation,
-            not_entered_at_diagnosis: d.flow.not_entered_at_diagnosis,
-            queued: d.flow.queued,
-            exclusive_support_entries: d.flow.exclusive_support_entries,
-            exclusive_support_in_progress: d.flow.exclusive_support_in_progress,
-            followed_up_in_employment: d.flow.followed_up_in_employment,
-            tables: d
-                .flow
-                .tables
-                .iter()
-                .map(|t| v1::RawTable {
-                    name: t.name.clone(),
-                    sensitive: t.sensitive,
-                    counts: t
-                        .counts
-                        .iter()
-                        .map(|(row, column, count)| v1::TableCount {
-                            row: row.clone(),
-                            column: column.clone(),
-                            count: *count,
-                        })
-                        .collect(),
-                })
-                .collect(),
+            counsellor_fte_per_mille: d.counsellor_fte_per_mille,
         }
     }
 }
@@ -943,67 +904,73 @@ impl From<&domain::Indicators> for v1::Indicators {
 impl TryFrom<&v1::Indicators> for domain::Indicators {
     type Error = FieldError;
     fn try_from(p: &v1::Indicators) -> Result<Self> {
-        if let Some(i) = p.exits_by_type.iter().position(|c| c.suppressed) {
-            return Err(FieldError::new(
-                format!("exits_by_type[{i}].suppressed"),
-                "sources send exact counts",
-            ));
-        }
-        if let Some(i) = p.refusals_by_reason.iter().position(|c| c.suppressed) {
-            return Err(FieldError::new(
-                format!("refusals_by_reason[{i}].suppressed"),
-                "sources send exact counts",
+        let mut counts = Vec::with_capacity(p.counts.len());
+        for (i, c) in p.counts.iter().enumerate() {
+            if domain::statistics::measure_named(&c.measure).is_none() {
+                return Err(FieldError::new(
+                    format!("counts[{i}].measure"),
+                    format!("{:?} is not a known measure", c.measure),
+                ));
+            }
+            if c.value < 0 {
+                return Err(FieldError::new(
+                    format!("counts[{i}].value"),
+                    "a count cannot be negative",
+                ));
+            }
+            counts.push((
+                domain::statistics::CubeKey {
+                    measure: c.measure.clone(),
+                    month: c.month.clone(),
+                    office: c.office.clone(),
+                    network: c.network.clone(),
+                    key: c.key.clone(),
+                },
+                c.value,
             ));
         }
         Ok(domain::Indicators {
             source: enum_field("source", p.source, institution)?,
             computed_at: timestamp_from("computed_at", p.computed_at.as_ref())?,
-            referrals_sent: p.referrals_sent,
-            entries: p.entries,
-            in_progress: p.in_progress,
-            entry_delay_days_sum: p.entry_delay_days_sum,
-            entry_delay_count: p.entry_delay_count,
-            exits_by_type: p
-                .exits_by_type
-                .iter()
-                .map(|c| (c.key.clone(), c.count))
-                .collect(),
-            flow: domain::CaseFlow {
-                referrals_received: p.referrals_received,
-                referrals_accepted: p.referrals_accepted,
-                referrals_refused: p.referrals_refused,
-                referrals_expired: p.referrals_expired,
-                refusals_by_reason: p
-                    .refusals_by_reason
-                    .iter()
-                    .map(|c| (c.key.clone(), c.count))
-                    .collect(),
-                diagnoses_awaiting_validation: p.diagnoses_awaiting_validation,
-                not_entered_at_diagnosis: p.not_entered_at_diagnosis,
-                queued: p.queued,
-                exclusive_support_entries: p.exclusive_support_entries,
-                exclusive_support_in_progress: p.exclusive_support_in_progress,
-                followed_up_in_employment: p.followed_up_in_employment,
-                tables: p
-                    .tables
-                    .iter()
-                    .map(|t| domain::indicators::RawTable {
-                        name: t.name.clone(),
-                        sensitive: t.sensitive,
-                        counts: t
-                            .counts
-                            .iter()
-                            .map(|c| (c.row.clone(), c.column.clone(), c.count))
-                            .collect(),
-                    })
-                    .collect(),
-            },
+            counts,
+            counsellor_fte_per_mille: p.counsellor_fte_per_mille,
         })
+    }
+}
+
+fn published_table(name: &str, t: &domain::secrecy::Published) -> v1::PublishedTable {
+    v1::PublishedTable {
+        name: name.to_owned(),
+        title: name
+            .split('.')
+            .next()
+            .and_then(domain::statistics::measure_named)
+            .map(|m| m.label.to_owned())
+            .unwrap_or_default(),
+        rows: t.rows.iter().map(|h| h.label.clone()).collect(),
+        columns: t.columns.iter().map(|h| h.label.clone()).collect(),
+        row_levels: t.rows.iter().map(|h| h.level.clone()).collect(),
+        column_levels: t.columns.iter().map(|h| h.level.clone()).collect(),
+        cells: t
+            .cells
+            .iter()
+            .enumerate()
+            .flat_map(|(r, row)| {
+                row.iter().enumerate().map(move |(c, cell)| v1::Cell {
+                    key: format!("{}|{}", t.rows[r].label, t.columns[c].label),
+                    count: cell.unwrap_or(0),
+                    suppressed: cell.is_none(),
+                })
+            })
+            .collect(),
+        withheld: t.withheld,
+        sensitive: t.sensitive,
     }
 }
 
 impl From<&domain::Dashboard> for v1::Dashboard {
     fn from(d: &domain::Dashboard) -> Self {
+        let s = &d.staffing;
         v1::Dashboard {
             assembled_at: Some(timestamp(d.assembled_at)),
             entries: Some((&d.entries).into()),
@@ -1035,29 +1002,82 @@ impl From<&domain::Dashboard> for v1::Dashboard {
             tables: d
                 .tables
                 .iter()
-                .map(|(name, t)| v1::PublishedTable {
-                    name: name.clone(),
-                    rows: t.rows.clone(),
-                    columns: t.columns.clone(),
-                    cells: t
-                        .cells
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(r, row)| {
-                            row.iter().enumerate().map(move |(c, cell)| v1::Cell {
-                                key: format!("{}|{}", t.rows[r], t.columns[c]),
-                                count: cell.unwrap_or(0),
-                                suppressed: cell.is_none(),
-                            })
-                        })
-                        .collect(),
-                    row_totals: t.row_totals.clone(),
-                    column_totals: t.column_totals.clone(),
-                    withheld: t.withheld,
+                .map(|(name, t)| published_table(name, t))
+                .collect(),
+            delays: d
+                .delays
+                .iter()
+                .map(|f| v1::DelayFigure {
+                    period: f.period.clone(),
+                    level: f.level.clone(),
+                    entries: Some((&f.entries).into()),
+                    referral_to_entry_days: f.referral_to_entry,
+                    referral_to_diagnosis_days: f.referral_to_diagnosis,
+                    diagnosis_to_entry_days: f.diagnosis_to_entry,
+                    target_days: f.target_days,
+                })
+                .collect(),
+            staffing: Some(v1::Staffing {
+                counsellors_fte: s.counsellors_fte,
+                agreed_fte: s.agreed_fte,
+                average_portfolio: s.average_portfolio,
+                portfolio_min: s.portfolio_min,
+                portfolio_max: s.portfolio_max,
+                steady_portfolio_target: s.steady_portfolio_target,
+                entries_by_year: s
+                    .entries_by_year
+                    .iter()
+                    .map(|y| v1::YearFigure {
+                        year: y.year.clone(),
+                        entries: Some((&y.entries).into()),
+                        entries_per_counsellor: y.per_counsellor,
+                        target_per_counsellor: y.target_per_counsellor,
+                    })
+                    .collect(),
+                participants: Some((&s.participants).into()),
+                participants_target: s.participants_target,
+            }),
+            esf: d
+                .esf
+                .iter()
+                .map(|f| v1::EsfFigure {
+                    code: f.code.clone(),
+                    label: f.label.clone(),
+                    count: Some((&f.count).into()),
                 })
                 .collect(),
         }
     }
+}
+
+/// The ESF questionnaire as an agent fills it in.
+pub fn participant(p: &v1::ParticipantProfile) -> Result<domain::Participant> {
+    use domain::{DisabilityDeclaration as D, EducationLevel as E, Sex as S};
+    Ok(domain::Participant {
+        sex: enum_field("sex", p.sex, |v: v1::Sex| match v {
+            v1::Sex::Female => Some(S::Female),
+            v1::Sex::Male => Some(S::Male),
+            v1::Sex::Unspecified => None,
+        })?,
+        education: enum_field("education", p.education, |v: v1::EducationLevel| match v {
+            v1::EducationLevel::Isced02 => Some(E::Isced0To2),
+            v1::EducationLevel::Isced34 => Some(E::Isced3To4),
+            v1::EducationLevel::Isced58 => Some(E::Isced5To8),
+            v1::EducationLevel::Unspecified => None,
+        })?,
+        jobless_household: p.jobless_household,
+        single_adult_with_children: p.single_adult_with_children,
+        disability: enum_field(
+            "disability",
+            p.disability,
+            |v: v1::DisabilityDeclaration| match v {
+                v1::DisabilityDeclaration::Declared => Some(D::Declared),
+                v1::DisabilityDeclaration::NotDeclared => Some(D::NotDeclared),
+                v1::DisabilityDeclaration::Undisclosed => Some(D::Undisclosed),
+                v1::DisabilityDeclaration::Unspecified => None,
+            },
+        )?,
+    })
 }
 
 pub fn due_item(case_id: &str, kind: domain::DueKind, at: DateTime<Utc>) -> v1::DueItem {

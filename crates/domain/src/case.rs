@@ -298,6 +298,12 @@ pub struct Case {
     /// exclusive social support, of the validated social evaluation).
     #[serde(default)]
     pub entry_evidence: Vec<Evidence>,
+    /// The ESF participant questionnaire, where the person signed; local only.
+    #[serde(default)]
+    pub participant: Option<crate::person::Participant>,
+    /// Left with a qualification (an ESF result); local only.
+    #[serde(default)]
+    pub qualification_gained: bool,
 }
 
 fn precondition(reason: impl Into<String>) -> DomainError {
@@ -336,6 +342,8 @@ impl Case {
             follow_up_in_employment: None,
             exclusive_started_at: None,
             entry_evidence: vec![],
+            participant: None,
+            qualification_gained: false,
         }
     }
 

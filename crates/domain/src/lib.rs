@@ -14,6 +14,7 @@ pub mod outbound;
 pub mod person;
 pub mod plan;
 pub mod secrecy;
+pub mod statistics;
 pub mod vocabulary;
 
 pub use case::{
@@ -24,9 +25,10 @@ pub use case::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentRefusal, ConsentState, Evidence, EvidenceKind, NewConsent};
 pub use error::{DomainError, FieldError};
-pub use indicators::{CaseFlow, Cell, Dashboard, Indicators, SourceStatus};
+pub use indicators::{Cell, Dashboard, Indicators, SourceStatus};
 pub use outbound::Outbound;
 pub use person::{
-    Barrier, BarrierCategory, BarrierLevel, Contact, EmploymentSummary, PersonIdentity,
+    Barrier, BarrierCategory, BarrierLevel, Contact, DisabilityDeclaration, EducationLevel,
+    EmploymentSummary, Participant, PersonIdentity, Sex,
 };
 pub use vocabulary::{DataCategory, Institution, LegalBasis, Network, Purpose, Role};

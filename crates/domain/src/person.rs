@@ -147,3 +147,43 @@ mod tests {
         assert_eq!(err.field, "barriers[1].category");
     }
 }
+
+coded_enum!(
+    /// As the European Social Fund's participant questionnaire asks it.
+    Sex { Female => "female", Male => "male" }
+);
+
+coded_enum!(
+    /// Highest level of education completed, in the ESF's ISCED groups.
+    EducationLevel {
+        /// Primary or lower secondary (ISCED 0 to 2): CAP, BEP or below.
+        Isced0To2 => "isced_0_2",
+        /// Upper or post-secondary (ISCED 3 and 4): baccalauréat.
+        Isced3To4 => "isced_3_4",
+        /// Tertiary (ISCED 5 to 8).
+        Isced5To8 => "isced_5_8",
+    }
+);
+
+coded_enum!(
+    /// A recognised disability (RQTH): health data, declared only if the person wishes.
+    DisabilityDeclaration {
+        Declared => "declared",
+        NotDeclared => "not_declared",
+        Undisclosed => "undisclosed",
+    }
+);
+
+/// What the ESF participant questionnaire records at entry. Kept by the
+/// institution where the person signs, for the committee's counts only: it
+/// never crosses to the partner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    pub sex: Sex,
+    pub education: EducationLevel,
+    /// Nobody in the household is in work.
+    pub jobless_household: bool,
+    /// A single adult with dependent children.
+    pub single_adult_with_children: bool,
+    pub disability: DisabilityDeclaration,
+}

@@ -1,40 +1,181 @@
-//! Statistical secrecy for published two-way tables (rows × columns, with
-//! their margins published): no cell under the threshold, secondary
-//! suppression until no masked cell can be rebuilt by sum or difference
-//! along any row or column, and, for a sensitive attribute, no 0 % or 100 %
-//! cell (which would tell every person of the row the attribute's value).
+//! Statistical secrecy for published tables with hierarchical headings: the
+//! rows may be grouped (offices by network) and so may the columns (months
+//! by quarter and year), and every subtotal is published beside the cells.
+//!
+//! Every published figure is a node; every heading that is not a leaf gives
+//! relations "this node is the sum of its children". The rules:
+//! - primary: a node of 1 to `threshold − 1` persons is masked;
+//! - sensitive attribute: no 0 % or 100 % cell in a row;
+//! - secondary: no relation may hold exactly one masked node, else its
+//!   value is the difference of the others.
+//!
+//! The table's own margins (its total row and total column) are masked on
+//! their values and their relations alone, never to protect an inner cell:
+//! two tables of the same measure share their margins, and must therefore
+//! mask them alike, or one would give away what the other hides.
 
-// Rows and columns are walked by index on purpose: each cell is read along both.
-#![allow(clippy::needless_range_loop)]
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-/// A table as computed: exact counts, margins implied.
+/// A heading that sums leaves of its axis: a network over its offices, a
+/// quarter or a year over its months.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub label: String,
+    /// What the heading is: "network", "quarter", "year"…
+    pub level: String,
+    /// Indices of the leaves it sums.
+    pub members: Vec<usize>,
+}
+
+/// A table as computed: exact counts at the leaves; groups and totals implied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Table {
     pub rows: Vec<String>,
     pub columns: Vec<String>,
-    /// `counts[r][c]`.
+    /// `counts[r][c]`, leaves only.
     pub counts: Vec<Vec<u64>>,
     /// Columns are values of a sensitive attribute (health, say).
     pub sensitive: bool,
+    #[serde(default)]
+    pub row_groups: Vec<Group>,
+    #[serde(default)]
+    pub column_groups: Vec<Group>,
+    /// What a leaf row or column is: "office", "month", "key"…
+    #[serde(default)]
+    pub row_level: String,
+    #[serde(default)]
+    pub column_level: String,
 }
 
-/// A table as published: `None` where masked. Margins are always published
-/// (masking them would only hide what the institutions already report).
+/// One heading of a published axis: leaves first, then groups, then "total".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heading {
+    pub label: String,
+    pub level: String,
+}
+
+pub const TOTAL: &str = "total";
+
+/// A table as published: every node, `None` where masked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
-    pub rows: Vec<String>,
-    pub columns: Vec<String>,
+    pub rows: Vec<Heading>,
+    pub columns: Vec<Heading>,
+    /// `cells[row heading][column heading]`, totals and groups included.
     pub cells: Vec<Vec<Option<u64>>>,
-    pub row_totals: Vec<u64>,
-    pub column_totals: Vec<u64>,
-    /// Too small to protect (a line with one masked cell and nothing to
-    /// mask beside it): nothing of it is published, margins included.
+    /// Too small to protect: nothing of it is published.
     pub withheld: bool,
+    pub sensitive: bool,
+    /// The relations (sum, then parts), as (row, column) heading indices.
+    #[serde(skip)]
+    relations: Vec<Vec<(usize, usize)>>,
+}
+
+/// An axis as nodes: leaves, groups, total; and each non-leaf's children.
+struct Axis {
+    headings: Vec<Heading>,
+    /// For each node, its leaves.
+    leaves: Vec<Vec<usize>>,
+    /// For each node that is not a leaf, its direct children.
+    children: Vec<(usize, Vec<usize>)>,
+}
+
+impl Axis {
+    fn new(labels: &[String], level: &str, groups: &[Group]) -> Self {
+        let n = labels.len();
+        let mut headings: Vec<Heading> = labels
+            .iter()
+            .map(|l| Heading {
+                label: l.clone(),
+                level: level.to_owned(),
+            })
+            .collect();
+        let mut leaves: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+        let mut sets: Vec<BTreeSet<usize>> = (0..n).map(|i| BTreeSet::from([i])).collect();
+        for g in groups {
+            headings.push(Heading {
+                label: g.label.clone(),
+                level: g.level.clone(),
+            });
+            let set: BTreeSet<usize> = g.members.iter().copied().filter(|&m| m < n).collect();
+            leaves.push(set.iter().copied().collect());
+            sets.push(set);
+        }
+        headings.push(Heading {
+            label: TOTAL.to_owned(),
+            level: TOTAL.to_owned(),
+        });
+        leaves.push((0..n).collect());
+        sets.push((0..n).collect());
+        // A node's children: the largest other nodes strictly inside it, and
+        // its leaves that none of them holds.
+        let mut children = vec![];
+        for parent in n..sets.len() {
+            let inside: Vec<usize> = (0..sets.len())
+                .filter(|&o| o != parent && o >= n)
+                .filter(|&o| sets[o].is_subset(&sets[parent]) && sets[o] != sets[parent])
+                .collect();
+            let maximal: Vec<usize> = inside
+                .iter()
+                .copied()
+                .filter(|&o| {
+                    !inside
+                        .iter()
+                        .any(|&b| b != o && sets[o].is_subset(&sets[b]) && sets[o] != sets[b])
+                })
+                .collect();
+            let mut kids = maximal.clone();
+            for &leaf in &sets[parent] {
+                if !maximal.iter().any(|&m| sets[m].contains(&leaf)) {
+                    kids.push(leaf);
+                }
+            }
+            children.push((parent, kids));
+        }
+        Axis {
+            headings,
+            leaves,
+            children,
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.headings.len() - 1
+    }
+}
+
+fn relations(rows: &Axis, cols: &Axis) -> Vec<Vec<(usize, usize)>> {
+    let mut out = vec![];
+    for (parent, kids) in &rows.children {
+        for j in 0..cols.headings.len() {
+            let mut rel = vec![(*parent, j)];
+            rel.extend(kids.iter().map(|&k| (k, j)));
+            out.push(rel);
+        }
+    }
+    for (parent, kids) in &cols.children {
+        for i in 0..rows.headings.len() {
+            let mut rel = vec![(i, *parent)];
+            rel.extend(kids.iter().map(|&k| (i, k)));
+            out.push(rel);
+        }
+    }
+    out
 }
 
 impl Table {
+    /// A plain two-way table: leaves only, total row and column implied.
+    pub fn new(rows: Vec<String>, columns: Vec<String>, counts: Vec<Vec<u64>>) -> Self {
+        Table {
+            rows,
+            columns,
+            counts,
+            ..Table::default()
+        }
+    }
+
     pub fn row_total(&self, r: usize) -> u64 {
         self.counts[r].iter().sum()
     }
@@ -45,102 +186,129 @@ impl Table {
 
     /// Applies the secrecy rules with `threshold` (11 by default).
     pub fn publish(&self, threshold: u64) -> Published {
-        let (n_rows, n_cols) = (self.rows.len(), self.columns.len());
-        let mut masked = vec![vec![false; n_cols]; n_rows];
-        for r in 0..n_rows {
-            let total = self.row_total(r);
-            for c in 0..n_cols {
-                let n = self.counts[r][c];
+        self.publish_with(threshold, true)
+    }
+
+    fn publish_with(&self, threshold: u64, secondary: bool) -> Published {
+        let rows = Axis::new(&self.rows, &self.row_level, &self.row_groups);
+        let cols = Axis::new(&self.columns, &self.column_level, &self.column_groups);
+        let (nr, nc) = (rows.headings.len(), cols.headings.len());
+        let (tr, tc) = (rows.total(), cols.total());
+        let value = |i: usize, j: usize| -> u64 {
+            rows.leaves[i]
+                .iter()
+                .map(|&r| {
+                    cols.leaves[j]
+                        .iter()
+                        .map(|&c| self.counts[r][c])
+                        .sum::<u64>()
+                })
+                .sum()
+        };
+        let values: Vec<Vec<u64>> = (0..nr)
+            .map(|i| (0..nc).map(|j| value(i, j)).collect())
+            .collect();
+        let margin = |(i, j): (usize, usize)| i == tr || j == tc;
+        let mut masked = vec![vec![false; nc]; nr];
+        for i in 0..nr {
+            for j in 0..nc {
+                let n = values[i][j];
                 // Primary: a few persons can be recognised.
                 let small = n > 0 && n < threshold;
                 // Sensitive: 0 % or 100 % of a row tells it of everyone in it.
-                let certain = self.sensitive && total > 0 && (n == 0 || n == total);
-                masked[r][c] = small || certain;
+                let row_total = values[i][tc];
+                let certain =
+                    self.sensitive && j != tc && row_total > 0 && (n == 0 || n == row_total);
+                masked[i][j] = small || certain;
             }
         }
-        // Secondary: a line (row or column) with exactly one masked cell
-        // gives it away by difference with the published margin; mask the
-        // smallest other cell of that line, preferring one that is alone
-        // masked in its crossing line too. Repeat until no line has one.
-        let mut unprotectable = false;
-        loop {
-            let mut changed = false;
-            for r in 0..n_rows {
-                let hidden = (0..n_cols).filter(|&c| masked[r][c]).count();
-                if hidden == 1 {
-                    match self.partner(&masked, (0..n_cols).map(|c| (r, c))) {
-                        Some(c) => {
-                            masked[r][c] = true;
-                            changed = true;
-                        }
-                        None => unprotectable = true,
-                    }
-                }
-            }
-            for c in 0..n_cols {
-                let hidden = (0..n_rows).filter(|&r| masked[r][c]).count();
-                if hidden == 1 {
-                    match self.partner(&masked, (0..n_rows).map(|r| (r, c))) {
-                        Some(r) => {
-                            masked[r][c] = true;
-                            changed = true;
-                        }
-                        None => unprotectable = true,
-                    }
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
-        if unprotectable {
-            return Published {
-                rows: self.rows.clone(),
-                columns: self.columns.clone(),
-                cells: vec![vec![None; n_cols]; n_rows],
-                row_totals: vec![],
-                column_totals: vec![],
-                withheld: true,
-            };
-        }
+        let relations = relations(&rows, &cols);
+        let (outer, inner): (Vec<_>, Vec<_>) = relations
+            .iter()
+            .partition(|rel| rel.iter().all(|&node| margin(node)));
+        // Margins first, among themselves, then inner cells, never margins.
+        let protected = !secondary
+            || (protect(&outer, &values, &mut masked, |_| true)
+                && protect(&inner, &values, &mut masked, |node| !margin(node)));
         Published {
-            withheld: false,
-            rows: self.rows.clone(),
-            columns: self.columns.clone(),
-            cells: (0..n_rows)
-                .map(|r| {
-                    (0..n_cols)
-                        .map(|c| (!masked[r][c]).then_some(self.counts[r][c]))
+            rows: rows.headings,
+            columns: cols.headings,
+            cells: (0..nr)
+                .map(|i| {
+                    (0..nc)
+                        .map(|j| (protected && !masked[i][j]).then_some(values[i][j]))
                         .collect()
                 })
                 .collect(),
-            row_totals: (0..n_rows).map(|r| self.row_total(r)).collect(),
-            column_totals: (0..n_cols).map(|c| self.column_total(c)).collect(),
+            withheld: !protected,
+            sensitive: self.sensitive,
+            relations,
         }
     }
+}
 
-    /// The cell to mask beside the line's only masked one: the smallest
-    /// unmasked cell, zeros last (a masked zero protects nothing when the
-    /// other cells are known). Returns its index along the line.
-    fn partner(
-        &self,
-        masked: &[Vec<bool>],
-        line: impl Iterator<Item = (usize, usize)>,
-    ) -> Option<usize> {
-        line.enumerate()
-            .filter(|(_, (r, c))| !masked[*r][*c])
-            .min_by_key(|(_, (r, c))| {
-                let n = self.counts[*r][*c];
-                (n == 0, n)
-            })
-            .map(|(i, _)| i)
+/// Secondary suppression over `relations`: while one holds exactly one
+/// masked node, mask beside it the smallest unmasked part that `may_mask`
+/// allows (zeros last: a masked zero protects nothing when the rest is
+/// known). False when some relation cannot be protected.
+fn protect(
+    relations: &[&Vec<(usize, usize)>],
+    values: &[Vec<u64>],
+    masked: &mut [Vec<bool>],
+    may_mask: impl Fn((usize, usize)) -> bool,
+) -> bool {
+    loop {
+        let mut changed = false;
+        for rel in relations {
+            if rel.iter().filter(|&&(i, j)| masked[i][j]).count() != 1 {
+                continue;
+            }
+            // Parts before the sum: masking the sum would hide a subtotal
+            // that other relations need.
+            let candidate = |from: &[(usize, usize)]| {
+                from.iter()
+                    .copied()
+                    .filter(|&(i, j)| !masked[i][j] && may_mask((i, j)))
+                    .min_by_key(|&(i, j)| (values[i][j] == 0, values[i][j]))
+            };
+            match candidate(&rel[1..]).or_else(|| candidate(&rel[..1])) {
+                Some((i, j)) => {
+                    masked[i][j] = true;
+                    changed = true;
+                }
+                None => return false,
+            }
+        }
+        if !changed {
+            return true;
+        }
     }
 }
 
 impl Published {
-    /// What an attacker rebuilds from the published figures alone: each
-    /// masked cell alone in its row or column is the margin minus the rest;
-    /// repeated until nothing more comes. Returns the cells rebuilt.
+    /// The published value at (row label, column label), if published.
+    pub fn get(&self, row: &str, column: &str) -> Option<u64> {
+        let i = self.rows.iter().position(|h| h.label == row)?;
+        let j = self.columns.iter().position(|h| h.label == column)?;
+        self.cells[i][j]
+    }
+
+    /// Indices of the headings of one level.
+    pub fn rows_of(&self, level: &str) -> Vec<usize> {
+        (0..self.rows.len())
+            .filter(|&i| self.rows[i].level == level)
+            .collect()
+    }
+
+    pub fn columns_of(&self, level: &str) -> Vec<usize> {
+        (0..self.columns.len())
+            .filter(|&j| self.columns[j].level == level)
+            .collect()
+    }
+
+    /// What an attacker rebuilds from the published figures alone: a masked
+    /// node alone unknown in a relation is the difference of the others;
+    /// repeated until nothing more comes. Returns the nodes rebuilt.
     pub fn rebuildable(&self) -> Vec<(usize, usize, u64)> {
         if self.withheld {
             return vec![];
@@ -149,27 +317,26 @@ impl Published {
         let mut rebuilt = vec![];
         loop {
             let mut progress = false;
-            for r in 0..known.len() {
-                let hidden: Vec<usize> = (0..known[r].len())
-                    .filter(|&c| known[r][c].is_none())
+            for rel in &self.relations {
+                let unknown: Vec<usize> = (0..rel.len())
+                    .filter(|&k| known[rel[k].0][rel[k].1].is_none())
                     .collect();
-                if let [c] = hidden[..] {
-                    let rest: u64 = known[r].iter().flatten().sum();
-                    let value = self.row_totals[r].saturating_sub(rest);
-                    known[r][c] = Some(value);
-                    rebuilt.push((r, c, value));
-                    progress = true;
-                }
-            }
-            for c in 0..self.column_totals.len() {
-                let hidden: Vec<usize> = (0..known.len())
-                    .filter(|&r| known[r][c].is_none())
-                    .collect();
-                if let [r] = hidden[..] {
-                    let rest: u64 = known.iter().filter_map(|row| row[c]).sum();
-                    let value = self.column_totals[c].saturating_sub(rest);
-                    known[r][c] = Some(value);
-                    rebuilt.push((r, c, value));
+                if let [k] = unknown[..] {
+                    let sum = |nodes: &[(usize, usize)]| -> i128 {
+                        nodes
+                            .iter()
+                            .map(|&(i, j)| i128::from(known[i][j].unwrap_or(0)))
+                            .sum()
+                    };
+                    let v = if k == 0 {
+                        sum(&rel[1..])
+                    } else {
+                        sum(&rel[..1]) - sum(&rel[1..])
+                    };
+                    let (i, j) = rel[k];
+                    let v = u64::try_from(v).unwrap_or(0);
+                    known[i][j] = Some(v);
+                    rebuilt.push((i, j, v));
                     progress = true;
                 }
             }
@@ -187,36 +354,27 @@ mod tests {
     /// Offices × exit type, built so that primary suppression alone leaks:
     /// each small cell is alone in its row, and the margins are published.
     fn leaky() -> Table {
-        Table {
-            rows: vec!["MDS-01".into(), "MDS-02".into(), "MDS-03".into()],
-            columns: vec!["job".into(), "training".into(), "other".into()],
-            counts: vec![vec![40, 3, 25], vec![31, 18, 27], vec![12, 22, 5]],
-            sensitive: false,
-        }
+        Table::new(
+            vec!["MDS-01".into(), "MDS-02".into(), "MDS-03".into()],
+            vec!["job".into(), "training".into(), "other".into()],
+            vec![vec![40, 3, 25], vec![31, 18, 27], vec![12, 22, 5]],
+        )
     }
 
-    fn primary_only(t: &Table, threshold: u64) -> Published {
-        Published {
-            rows: t.rows.clone(),
-            columns: t.columns.clone(),
-            cells: t
-                .counts
+    /// No masked node may be alone unknown in any of its relations.
+    fn assert_protected(p: &Published) {
+        for rel in &p.relations {
+            let hidden = rel
                 .iter()
-                .map(|row| {
-                    row.iter()
-                        .map(|&n| (n == 0 || n >= threshold).then_some(n))
-                        .collect()
-                })
-                .collect(),
-            row_totals: (0..t.rows.len()).map(|r| t.row_total(r)).collect(),
-            column_totals: (0..t.columns.len()).map(|c| t.column_total(c)).collect(),
-            withheld: false,
+                .filter(|&&(i, j)| p.cells[i][j].is_none())
+                .count();
+            assert_ne!(hidden, 1, "{rel:?} in {p:?}");
         }
     }
 
     #[test]
     fn the_table_built_to_leak_does_leak_with_primary_suppression_alone() {
-        let naive = primary_only(&leaky(), 11);
+        let naive = leaky().publish_with(11, false);
         let rebuilt = naive.rebuildable();
         assert!(rebuilt.contains(&(0, 1, 3)), "{rebuilt:?}");
         assert!(rebuilt.contains(&(2, 2, 5)), "{rebuilt:?}");
@@ -228,42 +386,33 @@ mod tests {
         assert_eq!(published.cells[0][1], None);
         assert_eq!(published.cells[2][2], None);
         assert!(published.rebuildable().is_empty(), "{published:?}");
-        // Every row and column holds zero or at least two masked cells.
-        for r in 0..3 {
-            assert_ne!(published.cells[r].iter().filter(|c| c.is_none()).count(), 1);
+        assert_protected(&published);
+        // The margins are the exact ones, none of them small.
+        for (office, total) in [("MDS-01", 68), ("MDS-02", 76), ("MDS-03", 39)] {
+            assert_eq!(published.get(office, TOTAL), Some(total));
         }
-        for c in 0..3 {
-            assert_ne!(
-                published
-                    .cells
-                    .iter()
-                    .filter(|row| row[c].is_none())
-                    .count(),
-                1
-            );
-        }
-        // The margins are the exact ones.
-        assert_eq!(published.row_totals, vec![68, 76, 39]);
+        assert_eq!(published.get(TOTAL, TOTAL), Some(183));
     }
 
     #[test]
     fn no_cell_of_a_sensitive_attribute_says_all_or_none() {
         // Office × health barrier (yes / no): MDS-02's 14 people all have one.
-        let table = Table {
-            rows: vec!["MDS-01".into(), "MDS-02".into(), "MDS-03".into()],
-            columns: vec!["health barrier".into(), "none".into()],
-            counts: vec![vec![20, 30], vec![14, 0], vec![25, 15]],
-            sensitive: true,
-        };
+        let mut table = Table::new(
+            vec!["MDS-01".into(), "MDS-02".into(), "MDS-03".into()],
+            vec!["health barrier".into(), "none".into()],
+            vec![vec![20, 30], vec![14, 0], vec![25, 15]],
+        );
+        table.sensitive = true;
         let published = table.publish(11);
-        assert_eq!(published.cells[1], vec![None, None], "100 % and 0 % masked");
+        assert_eq!(
+            published.cells[1][..2],
+            [None, None],
+            "100 % and 0 % masked"
+        );
         assert!(published.rebuildable().is_empty(), "{published:?}");
         // The same figures on a non-sensitive attribute stay published.
-        let plain = Table {
-            sensitive: false,
-            ..table
-        };
-        assert_eq!(plain.publish(11).cells[1], vec![Some(14), Some(0)]);
+        table.sensitive = false;
+        assert_eq!(table.publish(11).cells[1][..2], [Some(14), Some(0)]);
     }
 
     #[test]
@@ -271,6 +420,75 @@ mod tests {
         let published = leaky().publish(20);
         assert_eq!(published.cells[1][1], None, "18 < 20");
         assert!(published.rebuildable().is_empty());
+    }
+
+    /// Offices grouped by network, months grouped by quarter: the network's
+    /// figure for a month is published, so a masked office-month beside
+    /// published ones of the same network would be its difference.
+    #[test]
+    fn subtotals_are_relations_too() {
+        let mut table = Table::new(
+            vec!["A1".into(), "A2".into(), "M1".into(), "M2".into()],
+            vec!["2024-01".into(), "2024-02".into(), "2024-03".into()],
+            vec![
+                vec![30, 4, 25],
+                vec![28, 40, 33],
+                vec![35, 31, 29],
+                vec![26, 3, 44],
+            ],
+        );
+        table.row_groups = vec![
+            Group {
+                label: "emploi".into(),
+                level: "network".into(),
+                members: vec![0, 1],
+            },
+            Group {
+                label: "social".into(),
+                level: "network".into(),
+                members: vec![2, 3],
+            },
+        ];
+        table.column_groups = vec![Group {
+            label: "2024-T1".into(),
+            level: "quarter".into(),
+            members: vec![0, 1, 2],
+        }];
+        let naive = table.publish_with(11, false);
+        assert!(
+            !naive.rebuildable().is_empty(),
+            "built to leak through subtotals"
+        );
+        let published = table.publish(11);
+        assert_protected(&published);
+        assert!(published.rebuildable().is_empty(), "{published:?}");
+        assert_eq!(published.get("emploi", "2024-T1"), Some(160));
+        assert_eq!(published.rows_of("network").len(), 2);
+        assert_eq!(published.columns_of("quarter").len(), 1);
+    }
+
+    #[test]
+    fn small_margins_are_masked_alike_in_every_table_that_shares_them() {
+        // Exits by office and exits by month: both have the exit types as
+        // columns, so both publish the same column totals. "training" (7)
+        // is small; the table by month masks more inner cells than the one
+        // by office, yet both must publish the same margins.
+        let by_office = Table::new(
+            vec!["MDS-01".into(), "MDS-02".into()],
+            vec!["job".into(), "training".into(), "other".into()],
+            vec![vec![40, 3, 25], vec![31, 4, 27]],
+        );
+        let by_month = Table::new(
+            vec!["2024-01".into(), "2024-02".into(), "2024-03".into()],
+            vec!["job".into(), "training".into(), "other".into()],
+            vec![vec![20, 2, 12], vec![26, 5, 2], vec![25, 0, 38]],
+        );
+        let (a, b) = (by_office.publish(11), by_month.publish(11));
+        for column in ["job", "training", "other", TOTAL] {
+            assert_eq!(a.get(TOTAL, column), b.get(TOTAL, column), "{column}");
+        }
+        assert_eq!(a.get(TOTAL, "training"), None, "7 < 11");
+        assert!(a.rebuildable().is_empty() && b.rebuildable().is_empty());
     }
 
     #[test]
@@ -283,43 +501,62 @@ mod tests {
             (state >> 33) % n
         };
         for _ in 0..2_000 {
-            let (rows, cols) = (1 + next(6) as usize, 1 + next(5) as usize);
-            let table = Table {
-                rows: (0..rows).map(|r| format!("r{r}")).collect(),
-                columns: (0..cols).map(|c| format!("c{c}")).collect(),
+            let (rows, cols) = (1 + next(6) as usize, 1 + next(6) as usize);
+            let mut table = Table::new(
+                (0..rows).map(|r| format!("r{r}")).collect(),
+                (0..cols).map(|c| format!("c{c}")).collect(),
                 // Mostly small counts, so that many cells are masked.
-                counts: (0..rows)
+                (0..rows)
                     .map(|_| (0..cols).map(|_| next(30)).collect())
                     .collect(),
-                sensitive: next(2) == 0,
-            };
+            );
+            table.sensitive = next(2) == 0;
+            // Random groups, some nested in others.
+            for (n, axis) in [(rows, 0), (cols, 1)] {
+                for g in 0..next(3) {
+                    let members: Vec<usize> = (0..n).filter(|_| next(2) == 0).collect();
+                    let group = Group {
+                        label: format!("G{axis}-{g}"),
+                        level: "group".into(),
+                        members,
+                    };
+                    if axis == 0 {
+                        table.row_groups.push(group);
+                    } else {
+                        table.column_groups.push(group);
+                    }
+                }
+            }
             let published = table.publish(11);
+            if published.withheld {
+                assert!(published.cells.iter().flatten().all(Option::is_none));
+                continue;
+            }
             assert!(
                 published.rebuildable().is_empty(),
                 "{table:?} -> {published:?}"
             );
-            for (r, row) in published.cells.iter().enumerate() {
-                for (c, cell) in row.iter().enumerate() {
-                    if let Some(n) = cell {
-                        assert!(*n == 0 || *n >= 11, "small cell {r},{c} published");
-                    }
+            assert_protected(&published);
+            for row in &published.cells {
+                for n in row.iter().flatten() {
+                    assert!(*n == 0 || *n >= 11, "small node published: {table:?}");
                 }
             }
         }
     }
 
     #[test]
-    fn a_table_too_small_to_protect_is_withheld() {
-        // One office: its only small cell would be its column's total.
-        let table = Table {
-            rows: vec!["MDS-01".into()],
-            columns: vec!["job".into(), "training".into(), "other".into()],
-            counts: vec![vec![4, 30, 12]],
-            sensitive: false,
-        };
+    fn a_single_office_hides_its_small_columns_margins_too() {
+        // One office: its small cell is its column's total.
+        let table = Table::new(
+            vec!["MDS-01".into()],
+            vec!["job".into(), "training".into(), "other".into()],
+            vec![vec![4, 30, 12]],
+        );
         let published = table.publish(11);
-        assert!(published.withheld);
-        assert!(published.row_totals.is_empty() && published.column_totals.is_empty());
-        assert!(published.cells[0].iter().all(Option::is_none));
+        assert_eq!(published.get("MDS-01", "job"), None);
+        assert_eq!(published.get(TOTAL, "job"), None);
+        assert!(published.rebuildable().is_empty(), "{published:?}");
+        assert_protected(&published);
     }
 }

@@ -128,6 +128,7 @@ pub async fn sign_contract<R: Message>(
     key: &str,
     case_id: &str,
     entry: Option<&v1::CaseEntry>,
+    participant: Option<&v1::ParticipantProfile>,
 ) -> Result<v1::Case, Status> {
     let l = local(request)?;
     let case_id = convert::identifier("case_id", case_id).map_err(ApiError::from)?;
@@ -146,10 +147,14 @@ pub async fn sign_contract<R: Message>(
         .into());
     }
     let evidence = convert::entry_evidence(&entry.evidence).map_err(within("entry"))?;
+    let participant = participant
+        .map(convert::participant)
+        .transpose()
+        .map_err(within("participant"))?;
     let target = partner_path(app.casework.partner(), "ReceiveCaseEvent");
     let case = app
         .casework
-        .sign_contract(l.call(key), &case_id, pair, evidence, &target)
+        .sign_contract(l.call(key), &case_id, pair, evidence, participant, &target)
         .await?;
     Ok((&case).into())
 }
@@ -160,6 +165,7 @@ pub async fn exit_case<R: Message>(
     key: &str,
     case_id: &str,
     exit: Option<&v1::CaseExit>,
+    qualification_gained: bool,
 ) -> Result<v1::Case, Status> {
     let l = local(request)?;
     let case_id = convert::identifier("case_id", case_id).map_err(ApiError::from)?;
@@ -171,7 +177,7 @@ pub async fn exit_case<R: Message>(
     .map_err(ApiError::from)?;
     let case = app
         .casework
-        .exit_case(l.call(key), &case_id, reason)
+        .exit_case(l.call(key), &case_id, reason, qualification_gained)
         .await?;
     Ok((&case).into())
 }

@@ -31,9 +31,12 @@ pub struct InstitutionApp {
 impl InstitutionApp {
     /// Opens the database and wires the gate and the relay from configuration.
     pub async fn connect(config: &ServiceConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let store =
-            InstitutionStore::connect(&config.database_url.0, config.database_max_connections)
-                .await?;
+        let store = InstitutionStore::connect(
+            &config.database_url.0,
+            config.database_max_connections,
+            config.institution,
+        )
+        .await?;
         let casework = Casework {
             own: config.institution,
             store: store.clone(),

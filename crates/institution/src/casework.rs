@@ -14,8 +14,8 @@ use passerelle_domain::person::MAX_NOTE;
 use passerelle_domain::plan::{Plan, PlanKind, PlanSummary, PlanTheme};
 use passerelle_domain::{
     Case, CaseEntry, CaseEvent, CaseExit, CaseState, Clock, Consent, ConsentState, DiagnosisDraft,
-    DiagnosisHalf, DomainError, DueKind, Evidence, ExclusiveOutcome, ExitReason, ExitType,
-    FieldError, Indicators, Institution, NewConsent, Outbound, Pair, Purpose, Referral,
+    DiagnosisHalf, DomainError, DueKind, Evidence, ExclusiveOutcome, ExitReason, FieldError,
+    Indicators, Institution, NewConsent, Outbound, Pair, Participant, Purpose, Referral,
     ReferralDecision, ReferralDraft, ReferralState, Role, SuspensionNotice, Track,
 };
 use passerelle_storage::InstitutionStore;
@@ -439,6 +439,7 @@ impl Casework {
         case_id: &str,
         pair: Pair,
         evidence: Vec<Evidence>,
+        participant: Option<Participant>,
         target_method: &str,
     ) -> Result<Case> {
         let required = self.agreement.entry_evidence_kinds();
@@ -492,6 +493,9 @@ impl Casework {
                 evidence,
                 referent: self.agreement.referent(),
             };
+            // The ESF questionnaire stays here: the event to the partner
+            // is built from the entry, which does not carry it.
+            case.participant = participant.clone();
             let event = match self.admit(tx, &entry.pair.counsellor).await? {
                 CapacityDecision::Accept => {
                     case.enter(&entry, support)?;
@@ -567,6 +571,7 @@ impl Casework {
         call: Call<'_>,
         case_id: &str,
         reason: ExitReason,
+        qualification_gained: bool,
     ) -> Result<Case> {
         if !self.agreement.exits.allows(reason) {
             return Err(FieldError::new(
@@ -580,7 +585,11 @@ impl Casework {
         }
         let now = self.clock.now();
         self.once(call, async |tx: &mut Tx| {
-            let case = self.exit_in(tx, case_id, reason, now).await?;
+            let mut case = self.exit_in(tx, case_id, reason, now).await?;
+            if qualification_gained {
+                case.qualification_gained = true;
+                tx.save_case(&case, None).await?;
+            }
             tracing::info!(case_id, by = %call.caller.agent, reason = %reason, "case exited");
             Ok(case)
         })
@@ -824,31 +833,18 @@ impl Casework {
         .await
     }
 
-    /// Exact aggregates for the steering service; nothing per person.
+    /// Exact aggregates for the steering service; nothing per person. The
+    /// counts are kept up to date by each change: no case is read here.
     pub async fn indicators(&self) -> Result<Indicators> {
-        let counts = self.store.case_counts(self.own).await?;
-        let mut exits: Vec<(String, u64)> = [ExitType::Job, ExitType::Training, ExitType::Other]
-            .iter()
-            .map(|t| (t.code().to_owned(), 0))
-            .collect();
-        for (reason, n) in &counts.exits_by_reason {
-            let exit_type = ExitReason::from_code(reason)
-                .map(|r| r.exit_type())
-                .unwrap_or(ExitType::Other);
-            if let Some(slot) = exits.iter_mut().find(|(k, _)| k == exit_type.code()) {
-                slot.1 += n;
-            }
-        }
+        let counsellor_fte_per_mille = match self.own {
+            Institution::Emploi => self.store.counsellor_fte_per_mille().await?,
+            _ => 0,
+        };
         Ok(Indicators {
             source: self.own,
             computed_at: self.clock.now(),
-            referrals_sent: counts.referrals_sent,
-            entries: counts.entries,
-            in_progress: counts.in_progress,
-            entry_delay_days_sum: counts.entry_delay_days_sum,
-            entry_delay_count: counts.entry_delay_count,
-            exits_by_type: exits,
-            flow: counts.flow,
+            counts: self.store.statistics().await?,
+            counsellor_fte_per_mille,
         })
     }
 

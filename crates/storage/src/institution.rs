@@ -2,15 +2,15 @@
 //! go through [`Tx`], so a change, its outbox message and its idempotency
 //! record commit together or not at all.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use passerelle_domain::indicators::RawTable;
 use passerelle_domain::plan::{Plan, PlanKind, PlanSummary};
+use passerelle_domain::statistics::CubeKey;
 use passerelle_domain::{
-    Agreement, Case, CaseFlow, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf,
-    Evidence, EvidenceKind, ExitReason, Institution, Network, Outbound, Pair, Purpose, Referent,
-    Referral, ReferralState, Track,
+    Agreement, Case, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf, Evidence,
+    EvidenceKind, ExitReason, Institution, Network, Outbound, Pair, Purpose, Referent, Referral,
+    ReferralState, Track,
 };
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -66,22 +66,12 @@ pub struct CounsellorEntry {
     pub office_code: String,
 }
 
-/// Case counts the indicators are computed from.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CaseCounts {
-    pub referrals_sent: u64,
-    pub entries: u64,
-    pub in_progress: u64,
-    pub entry_delay_days_sum: u64,
-    pub entry_delay_count: u64,
-    pub exits_by_reason: Vec<(String, u64)>,
-    pub flow: CaseFlow,
-}
-
 #[derive(Debug, Clone)]
 pub struct InstitutionStore {
     db: Database,
     audit: AuditLog,
+    /// Whose store this is: the counts it keeps are this side's.
+    own: Institution,
 }
 
 fn codes<T: Copy>(set: &BTreeSet<T>, code: fn(T) -> &'static str) -> String {
@@ -135,7 +125,7 @@ fn optional_instant(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>>
         .transpose()
 }
 
-fn case_from_row(row: &AnyRow) -> Result<Case> {
+pub(crate) fn case_from_row(row: &AnyRow) -> Result<Case> {
     let counsellor: Option<String> = row.try_get("counsellor")?;
     let social_worker: Option<String> = row.try_get("social_worker")?;
     Ok(Case {
@@ -190,20 +180,37 @@ fn case_from_row(row: &AnyRow) -> Result<Case> {
             .map(|v| v != 0),
         exclusive_started_at: optional_instant(row, "exclusive_started_at")?,
         entry_evidence: from_json(&row.try_get::<String, _>("entry_evidence")?)?,
+        participant: row
+            .try_get::<Option<String>, _>("participant")?
+            .map(|j| from_json(&j))
+            .transpose()?,
+        qualification_gained: row.try_get::<i64, _>("qualification_gained")? != 0,
     })
 }
 
-const CASE_COLUMNS: &str = "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason, renewals, ends_at, review_due_at, office_code, referral_state, referral_expires_at, referral_decided_at, refusal_reason, referent, queued_at, pending_entry, missed_appointments, follow_up_due_at, follow_up_in_employment, exclusive_started_at, entry_evidence";
+pub(crate) fn case_columns() -> &'static str {
+    CASE_COLUMNS
+}
+
+const CASE_COLUMNS: &str = "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason, renewals, ends_at, review_due_at, office_code, referral_state, referral_expires_at, referral_decided_at, refusal_reason, referent, queued_at, pending_entry, missed_appointments, follow_up_due_at, follow_up_in_employment, exclusive_started_at, entry_evidence, participant, qualification_gained";
 
 impl InstitutionStore {
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+    /// Connects, migrates, and fills the committee's counts from the cases
+    /// if they were never filled (the first start after their migration).
+    pub async fn connect(url: &str, max_connections: u32, own: Institution) -> Result<Self> {
         let db = Database::connect(url, Schema::Institution, max_connections).await?;
-        Ok(Self::from_database(db))
+        let store = Self::from_database(db, own);
+        store.build_statistics_once().await?;
+        Ok(store)
     }
 
-    pub fn from_database(db: Database) -> Self {
+    pub fn from_database(db: Database, own: Institution) -> Self {
         let audit = AuditLog::new(db.clone());
-        InstitutionStore { db, audit }
+        InstitutionStore { db, audit, own }
+    }
+
+    pub fn own(&self) -> Institution {
+        self.own
     }
 
     pub fn database(&self) -> &Database {
@@ -217,6 +224,8 @@ impl InstitutionStore {
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
             tx: self.db.begin_write().await?,
+            own: self.own,
+            touched: BTreeMap::new(),
             // SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL
             // needs row locks on what a transaction reads and then rewrites.
             lock: match self.db.backend() {
@@ -484,126 +493,6 @@ impl InstitutionStore {
             oldest_pending_at: row.try_get("oldest")?,
         })
     }
-
-    /// Counts for the indicators; lifecycle figures only for entries this
-    /// institution recorded, so the steering service can add sources up.
-    pub async fn case_counts(&self, own: Institution) -> Result<CaseCounts> {
-        let pool = self.db.pool();
-        let referrals_sent: i64 =
-            sqlx::query("SELECT COUNT(*) AS n FROM referrals WHERE origin = 'local'")
-                .fetch_one(pool)
-                .await?
-                .try_get("n")?;
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS entries,
-                    COUNT(CASE WHEN state = 'active' THEN 1 END) AS in_progress
-             FROM cases WHERE entered_at IS NOT NULL AND entry_recorded_by = $1",
-        )
-        .bind(own.code())
-        .fetch_one(pool)
-        .await?;
-        let entries: i64 = row.try_get("entries")?;
-        let in_progress: i64 = row.try_get("in_progress")?;
-        // Delays are summed in whole days per case, as the agreements count them.
-        let delays = sqlx::query("SELECT referred_at, entered_at FROM cases WHERE entered_at IS NOT NULL AND entry_recorded_by = $1")
-            .bind(own.code())
-            .fetch_all(pool)
-            .await?;
-        let mut entry_delay_days_sum = 0u64;
-        for r in &delays {
-            let days = (r.try_get::<i64, _>("entered_at")? - r.try_get::<i64, _>("referred_at")?)
-                / 86_400_000_000;
-            entry_delay_days_sum += u64::try_from(days.max(0)).unwrap_or(0);
-        }
-        let exits = sqlx::query(
-            "SELECT exit_reason, COUNT(*) AS n FROM cases
-             WHERE exited_at IS NOT NULL AND entry_recorded_by = $1 GROUP BY exit_reason ORDER BY exit_reason",
-        )
-        .bind(own.code())
-        .fetch_all(pool)
-        .await?;
-        let to_u64 = |n: i64| u64::try_from(n).unwrap_or(0);
-        // Referral outcomes are counted where the referral was received, so
-        // the two sources add up without counting a person twice.
-        let received = sqlx::query(
-            "SELECT c.referral_state AS state, c.refusal_reason AS reason, COUNT(*) AS n
-             FROM cases c JOIN referrals r ON r.case_id = c.case_id
-             WHERE r.origin = 'partner' GROUP BY c.referral_state, c.refusal_reason
-             ORDER BY c.referral_state, c.refusal_reason",
-        )
-        .fetch_all(pool)
-        .await?;
-        let mut flow = CaseFlow::default();
-        for row in &received {
-            let n = to_u64(row.try_get("n")?);
-            flow.referrals_received += n;
-            match row.try_get::<String, _>("state")?.as_str() {
-                "accepted" => flow.referrals_accepted += n,
-                "refused" => {
-                    flow.referrals_refused += n;
-                    let reason: Option<String> = row.try_get("reason")?;
-                    flow.refusals_by_reason
-                        .push((reason.unwrap_or_default(), n));
-                }
-                "expired" => flow.referrals_expired += n,
-                _ => {}
-            }
-        }
-        let row = sqlx::query(
-            "SELECT
-                COUNT(CASE WHEN c.state IN ('referred', 'diagnosed', 'queued', 'active')
-                    AND EXISTS (SELECT 1 FROM diagnoses d WHERE d.case_id = c.case_id AND d.author_institution <> $1)
-                    AND NOT EXISTS (SELECT 1 FROM diagnoses d WHERE d.case_id = c.case_id AND d.author_institution = $1)
-                    THEN 1 END) AS awaiting,
-                COUNT(CASE WHEN c.state = 'not_entered' AND c.referral_state = 'accepted' THEN 1 END) AS not_entered
-             FROM cases c JOIN referrals r ON r.case_id = c.case_id WHERE r.origin = 'partner'",
-        )
-        .bind(own.code())
-        .fetch_one(pool)
-        .await?;
-        flow.diagnoses_awaiting_validation = to_u64(row.try_get("awaiting")?);
-        flow.not_entered_at_diagnosis = to_u64(row.try_get("not_entered")?);
-        // Each of these happens at one side only: queue and follow-up at the
-        // employment side, exclusive support at the social side.
-        let row = sqlx::query(
-            "SELECT COUNT(CASE WHEN state = 'queued' THEN 1 END) AS queued,
-                    COUNT(CASE WHEN exclusive_started_at IS NOT NULL THEN 1 END) AS exclusive,
-                    COUNT(CASE WHEN state = 'active' AND track = 'social_exclusive' THEN 1 END) AS exclusive_now,
-                    COUNT(CASE WHEN follow_up_in_employment = 1 THEN 1 END) AS in_employment
-             FROM cases",
-        )
-        .fetch_one(pool)
-        .await?;
-        flow.tables = self.tables(own).await?;
-        match own {
-            Institution::Emploi => {
-                flow.queued = to_u64(row.try_get("queued")?);
-                flow.followed_up_in_employment = to_u64(row.try_get("in_employment")?);
-            }
-            Institution::Social => {
-                flow.exclusive_support_entries = to_u64(row.try_get("exclusive")?);
-                flow.exclusive_support_in_progress = to_u64(row.try_get("exclusive_now")?);
-            }
-            Institution::Pilotage => {}
-        }
-        Ok(CaseCounts {
-            flow,
-            referrals_sent: to_u64(referrals_sent),
-            entries: to_u64(entries),
-            in_progress: to_u64(in_progress),
-            entry_delay_days_sum,
-            entry_delay_count: delays.len() as u64,
-            exits_by_reason: exits
-                .iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get::<String, _>("exit_reason")?,
-                        to_u64(r.try_get("n")?),
-                    ))
-                })
-                .collect::<Result<_>>()?,
-        })
-    }
 }
 
 fn prefixed(alias: &str, columns: &str) -> String {
@@ -612,114 +501,6 @@ fn prefixed(alias: &str, columns: &str) -> String {
         .map(|c| format!("{alias}.{c}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-impl InstitutionStore {
-    /// The two-way tables of the committee, each counted at one side only so
-    /// that sources add up: exits and entry delays where the entry was
-    /// recorded, referrals and their barriers where they were made.
-    async fn tables(&self, own: Institution) -> Result<Vec<RawTable>> {
-        let pool = self.db.pool();
-        let mut exits = RawTable::new("exits_by_office", false);
-        for r in sqlx::query(
-            "SELECT office_code, exit_reason, COUNT(*) AS n FROM cases
-             WHERE exited_at IS NOT NULL AND entry_recorded_by = $1 GROUP BY office_code, exit_reason",
-        )
-        .bind(own.code())
-        .fetch_all(pool)
-        .await?
-        {
-            let reason: String = r.try_get("exit_reason")?;
-            let exit_type = ExitReason::from_code(&reason)
-                .map(|e| e.exit_type().code())
-                .unwrap_or("other");
-            exits.add(
-                &r.try_get::<String, _>("office_code")?,
-                exit_type,
-                u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
-            );
-        }
-        let mut delays = RawTable::new("entry_delay_by_year", false);
-        for r in sqlx::query(
-            "SELECT referred_at, entered_at FROM cases WHERE entered_at IS NOT NULL AND entry_recorded_by = $1",
-        )
-        .bind(own.code())
-        .fetch_all(pool)
-        .await?
-        {
-            let entered = from_micros(r.try_get("entered_at")?)?;
-            let days = (entered - from_micros(r.try_get("referred_at")?)?).num_days();
-            let bucket = match days {
-                ..=7 => "0-7",
-                8..=14 => "8-14",
-                15..=21 => "15-21",
-                22..=30 => "22-30",
-                31..=60 => "31-60",
-                _ => "61+",
-            };
-            delays.add(&entered.format("%Y").to_string(), bucket, 1);
-        }
-        let mut months = RawTable::new("referrals_by_month", false);
-        // Barrier categories are health-like information: sensitive.
-        let mut barriers = RawTable::new("barriers_by_office", true);
-        let mut ages = RawTable::new("age_band_by_office", false);
-        // Receiving a minimum income is sensitive: no 0 % or 100 % cell.
-        let mut rsa = RawTable::new("rsa_by_office", true);
-        for r in sqlx::query("SELECT body FROM referrals WHERE origin = 'local'")
-            .fetch_all(pool)
-            .await?
-        {
-            let referral: Referral = from_json(&r.try_get::<String, _>("body")?)?;
-            months.add(
-                &referral.referred_at.format("%Y-%m").to_string(),
-                referral.referring_network.code(),
-                1,
-            );
-            for b in &referral.barriers {
-                barriers.add(&referral.office_code, b.category.code(), 1);
-            }
-            // Age at referral, in the bands the committee reads.
-            let at = referral.referred_at.date_naive();
-            let age = at.years_since(referral.person.birth_date).unwrap_or(0);
-            let band = match age {
-                ..=25 => "moins de 26 ans",
-                26..=44 => "26-44 ans",
-                45..=54 => "45-54 ans",
-                _ => "55 ans et plus",
-            };
-            ages.add(&referral.office_code, band, 1);
-            rsa.add(
-                &referral.office_code,
-                if referral.employment.rsa_beneficiary {
-                    "rsa"
-                } else {
-                    "hors rsa"
-                },
-                1,
-            );
-        }
-        // Exclusive social support started, by office and year: the quota's use.
-        let mut axe3 = RawTable::new("exclusive_support_by_office", false);
-        if own == Institution::Social {
-            for r in sqlx::query(
-                "SELECT office_code, exclusive_started_at FROM cases WHERE exclusive_started_at IS NOT NULL",
-            )
-            .fetch_all(pool)
-            .await?
-            {
-                let started = from_micros(r.try_get("exclusive_started_at")?)?;
-                axe3.add(
-                    &r.try_get::<String, _>("office_code")?,
-                    &started.format("%Y").to_string(),
-                    1,
-                );
-            }
-        }
-        Ok([exits, delays, months, barriers, ages, rsa, axe3]
-            .into_iter()
-            .filter(|t| !t.counts.is_empty())
-            .collect())
-    }
 }
 
 /// Advisory-lock key of the outbox relay (any constant unique to this database).
@@ -747,7 +528,10 @@ impl RelayLease {
 pub struct Tx {
     pub(crate) tx: Transaction<'static, Any>,
     /// Appended to reads of rows the transaction will rewrite.
-    lock: &'static str,
+    pub(crate) lock: &'static str,
+    pub(crate) own: Institution,
+    /// Cases this transaction changes, with their counts before it did.
+    pub(crate) touched: BTreeMap<String, Vec<(CubeKey, i64)>>,
 }
 
 /// A stored answer to an idempotent request.
@@ -758,7 +542,10 @@ pub struct StoredResponse {
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<()> {
+    /// Replaces the counts of every case changed by their new ones, then
+    /// commits: the counts and the cases never disagree.
+    pub async fn commit(mut self) -> Result<()> {
+        self.apply_statistics().await?;
         self.tx.commit().await?;
         Ok(())
     }
@@ -855,6 +642,7 @@ impl Tx {
 
     /// Inserts a referral; `false` when the case already has one.
     pub async fn insert_referral(&mut self, r: &Referral, origin: Origin) -> Result<bool> {
+        self.touch(&r.case_id).await?;
         let done = sqlx::query(
             "INSERT INTO referrals (case_id, referring_network, referred_at, origin, body) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (case_id) DO NOTHING",
@@ -880,6 +668,7 @@ impl Tx {
     }
 
     pub async fn upsert_diagnosis(&mut self, d: &DiagnosisHalf) -> Result<()> {
+        self.touch(&d.case_id).await?;
         sqlx::query(
             "INSERT INTO diagnoses (case_id, author_institution, agreement, recorded_at, body) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (case_id, author_institution) DO UPDATE
@@ -950,14 +739,15 @@ impl Tx {
         c: &Case,
         entry_recorded_by: Option<Institution>,
     ) -> Result<()> {
+        self.touch(&c.case_id).await?;
         sqlx::query(
             "INSERT INTO cases (case_id, track, state, counsellor, social_worker, referring_network, referred_at,
                 diagnosed_at, entered_at, exited_at, exit_reason, entry_recorded_by, renewals, ends_at, review_due_at,
                 office_code, referral_state, referral_expires_at, referral_decided_at, refusal_reason, referent,
                 queued_at, pending_entry, missed_appointments, follow_up_due_at, follow_up_in_employment,
-                exclusive_started_at, entry_evidence)
+                exclusive_started_at, entry_evidence, participant, qualification_gained)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-                $21, $22, $23, $24, $25, $26, $27, $28)
+                $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)
              ON CONFLICT (case_id) DO UPDATE SET track = excluded.track, state = excluded.state,
                 counsellor = excluded.counsellor, social_worker = excluded.social_worker,
                 diagnosed_at = excluded.diagnosed_at, entered_at = excluded.entered_at,
@@ -969,7 +759,8 @@ impl Tx {
                 refusal_reason = excluded.refusal_reason, referent = excluded.referent, queued_at = excluded.queued_at,
                 pending_entry = excluded.pending_entry, missed_appointments = excluded.missed_appointments,
                 follow_up_due_at = excluded.follow_up_due_at, follow_up_in_employment = excluded.follow_up_in_employment,
-                exclusive_started_at = excluded.exclusive_started_at, entry_evidence = excluded.entry_evidence",
+                exclusive_started_at = excluded.exclusive_started_at, entry_evidence = excluded.entry_evidence,
+                participant = excluded.participant, qualification_gained = excluded.qualification_gained",
         )
         .bind(&c.case_id)
         .bind(c.track.code())
@@ -999,6 +790,8 @@ impl Tx {
         .bind(c.follow_up_in_employment.map(i64::from))
         .bind(c.exclusive_started_at.map(to_micros))
         .bind(json(&c.entry_evidence)?)
+        .bind(c.participant.as_ref().map(json).transpose()?)
+        .bind(i64::from(c.qualification_gained))
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -1141,6 +934,7 @@ impl Tx {
         body: &T,
         updated_at: DateTime<Utc>,
     ) -> Result<()> {
+        self.touch(case_id).await?;
         sqlx::query(
             "INSERT INTO plans (case_id, kind, origin, body, updated_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (case_id, kind) DO UPDATE SET origin = excluded.origin, body = excluded.body,

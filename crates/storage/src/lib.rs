@@ -7,6 +7,7 @@ pub mod directory;
 pub mod institution;
 pub mod jobseekers;
 pub mod pilotage;
+pub mod statistics;
 pub mod testing;
 
 use std::str::FromStr;
@@ -71,6 +72,20 @@ pub enum StoreError {
 /// parse back is corrupt data, never a caller's error.
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// `($1, $2), ($3, $4)…` for a multi-row insert of `rows` rows of `columns`
+/// values: the `Any` driver's query builder writes `?`, which PostgreSQL refuses.
+pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {

@@ -1,12 +1,12 @@
 //! The steering service's store: snapshots of each institution's aggregates.
 
 use chrono::{DateTime, Utc};
-use passerelle_domain::indicators::RawTable;
-use passerelle_domain::{CaseFlow, Indicators, Institution};
+use passerelle_domain::statistics::{CubeKey, measure_named};
+use passerelle_domain::{Indicators, Institution};
 use sqlx::Row;
 
 use crate::audit::AuditLog;
-use crate::{Database, Result, Schema, StoreError, from_micros, to_micros};
+use crate::{Database, Result, Schema, StoreError, from_micros, to_micros, values_placeholders};
 
 #[derive(Debug, Clone)]
 pub struct PilotageStore {
@@ -14,30 +14,15 @@ pub struct PilotageStore {
     audit: AuditLog,
 }
 
-const EXITS: &str = "exits_by_type";
-const REFUSALS: &str = "refusals_by_reason";
-const TABLE: &str = "table:";
-const SENSITIVE: &str = "table_sensitive:";
-/// Separates a table cell's row and column in `cell_key`.
+/// Separates the parts of a count's key in `cell_key`.
 const SEP: char = '\u{1f}';
-
-fn table<'a>(indicators: &'a mut Indicators, name: &str) -> &'a mut RawTable {
-    let tables = &mut indicators.flow.tables;
-    match tables.iter().position(|t| t.name == name) {
-        Some(i) => &mut tables[i],
-        None => {
-            tables.push(RawTable::new(name, false));
-            tables.last_mut().expect("pushed")
-        }
-    }
-}
+/// The metric holding the counsellors' working time.
+const FTE: &str = "counsellor_fte_per_mille";
+/// Rows per multi-row insert.
+const INSERT_CHUNK: usize = 1_000;
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_u64(n: i64) -> Result<u64> {
-    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
 }
 
 impl PilotageStore {
@@ -55,6 +40,8 @@ impl PilotageStore {
         &self.audit
     }
 
+    /// Keeps the counts just received from `indicators.source`, in place of
+    /// the previous ones: the last snapshot stands in when a source is down.
     pub async fn save_snapshot(
         &self,
         indicators: &Indicators,
@@ -63,88 +50,59 @@ impl PilotageStore {
         let mut tx = self.db.begin_write().await?;
         let id: i64 = sqlx::query(
             "INSERT INTO indicator_snapshots (source, computed_at, fetched_at, entry_delay_days_sum, entry_delay_count)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+             VALUES ($1, $2, $3, 0, 0) RETURNING id",
         )
         .bind(indicators.source.code())
         .bind(to_micros(indicators.computed_at))
         .bind(to_micros(fetched_at))
-        .bind(to_i64(indicators.entry_delay_days_sum))
-        .bind(to_i64(indicators.entry_delay_count))
         .fetch_one(&mut *tx)
         .await?
         .try_get("id")?;
-        let scalars = [
-            ("referrals_sent", indicators.referrals_sent),
-            ("entries", indicators.entries),
-            ("in_progress", indicators.in_progress),
-            ("referrals_received", indicators.flow.referrals_received),
-            ("referrals_accepted", indicators.flow.referrals_accepted),
-            ("referrals_refused", indicators.flow.referrals_refused),
-            ("referrals_expired", indicators.flow.referrals_expired),
+        let cells: Vec<(String, String, i64)> = std::iter::once((
+            FTE.to_owned(),
+            String::new(),
+            to_i64(indicators.counsellor_fte_per_mille),
+        ))
+        .chain(indicators.counts.iter().map(|(k, n)| {
             (
-                "diagnoses_awaiting_validation",
-                indicators.flow.diagnoses_awaiting_validation,
-            ),
-            (
-                "not_entered_at_diagnosis",
-                indicators.flow.not_entered_at_diagnosis,
-            ),
-            ("queued", indicators.flow.queued),
-            (
-                "exclusive_support_entries",
-                indicators.flow.exclusive_support_entries,
-            ),
-            (
-                "exclusive_support_in_progress",
-                indicators.flow.exclusive_support_in_progress,
-            ),
-            (
-                "followed_up_in_employment",
-                indicators.flow.followed_up_in_employment,
-            ),
-        ];
-        let cells = scalars
-            .iter()
-            .map(|(metric, n)| (*metric, String::new(), *n))
-            .chain(
-                indicators
-                    .exits_by_type
-                    .iter()
-                    .map(|(k, n)| (EXITS, k.clone(), *n)),
+                k.measure.clone(),
+                format!(
+                    "{}{SEP}{}{SEP}{}{SEP}{}",
+                    k.month, k.office, k.network, k.key
+                ),
+                *n,
             )
-            .chain(
-                indicators
-                    .flow
-                    .refusals_by_reason
-                    .iter()
-                    .map(|(k, n)| (REFUSALS, k.clone(), *n)),
-            )
-            .map(|(metric, key, n)| (metric.to_owned(), key, n))
-            .chain(indicators.flow.tables.iter().flat_map(|t| {
-                // A table's cells, and a marker that keeps its sensitivity.
-                let metric = format!("{TABLE}{}", t.name);
-                std::iter::once((
-                    format!("{SENSITIVE}{}", t.name),
-                    String::new(),
-                    u64::from(t.sensitive),
-                ))
-                .chain(
-                    t.counts
-                        .iter()
-                        .map(move |(r, c, n)| (metric.clone(), format!("{r}{SEP}{c}"), *n)),
-                )
-            }))
-            // Collected before the inserts: nothing borrowed is held across them.
-            .collect::<Vec<(String, String, u64)>>();
-        for (metric, key, count) in cells {
-            sqlx::query("INSERT INTO indicator_cells (snapshot_id, metric, cell_key, count) VALUES ($1, $2, $3, $4)")
-                .bind(id)
-                .bind(&metric)
-                .bind(key)
-                .bind(to_i64(count))
-                .execute(&mut *tx)
-                .await?;
+        }))
+        .collect();
+        for chunk in cells.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO indicator_cells (snapshot_id, metric, cell_key, count) VALUES {}",
+                values_placeholders(chunk.len(), 4)
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (metric, key, n) in chunk {
+                insert = insert
+                    .bind(id)
+                    .bind(metric.clone())
+                    .bind(key.clone())
+                    .bind(*n);
+            }
+            insert.execute(&mut *tx).await?;
         }
+        // Older snapshots of this source are of no more use.
+        sqlx::query(
+            "DELETE FROM indicator_cells WHERE snapshot_id IN
+               (SELECT id FROM indicator_snapshots WHERE source = $1 AND id <> $2)",
+        )
+        .bind(indicators.source.code())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM indicator_snapshots WHERE source = $1 AND id <> $2")
+            .bind(indicators.source.code())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -152,7 +110,7 @@ impl PilotageStore {
     /// The most recent snapshot received from `source`.
     pub async fn latest_snapshot(&self, source: Institution) -> Result<Option<Indicators>> {
         let Some(row) = sqlx::query(
-            "SELECT id, computed_at, entry_delay_days_sum, entry_delay_count FROM indicator_snapshots
+            "SELECT id, computed_at FROM indicator_snapshots
              WHERE source = $1 ORDER BY fetched_at DESC, id DESC LIMIT 1",
         )
         .bind(source.code())
@@ -165,53 +123,41 @@ impl PilotageStore {
         let mut indicators = Indicators {
             source,
             computed_at: from_micros(row.try_get("computed_at")?)?,
-            referrals_sent: 0,
-            entries: 0,
-            in_progress: 0,
-            entry_delay_days_sum: to_u64(row.try_get("entry_delay_days_sum")?)?,
-            entry_delay_count: to_u64(row.try_get("entry_delay_count")?)?,
-            exits_by_type: vec![],
-            flow: CaseFlow::default(),
+            counts: vec![],
+            counsellor_fte_per_mille: 0,
         };
-        let cells = sqlx::query("SELECT metric, cell_key, count FROM indicator_cells WHERE snapshot_id = $1 ORDER BY metric, cell_key")
-            .bind(id)
-            .fetch_all(self.db.pool())
-            .await?;
+        let cells = sqlx::query(
+            "SELECT metric, cell_key, count FROM indicator_cells WHERE snapshot_id = $1 ORDER BY metric, cell_key",
+        )
+        .bind(id)
+        .fetch_all(self.db.pool())
+        .await?;
         for cell in &cells {
             let metric: String = cell.try_get("metric")?;
             let key: String = cell.try_get("cell_key")?;
-            let count = to_u64(cell.try_get("count")?)?;
-            match metric.as_str() {
-                "referrals_sent" => indicators.referrals_sent = count,
-                "entries" => indicators.entries = count,
-                "in_progress" => indicators.in_progress = count,
-                EXITS => indicators.exits_by_type.push((key, count)),
-                REFUSALS => indicators.flow.refusals_by_reason.push((key, count)),
-                "referrals_received" => indicators.flow.referrals_received = count,
-                "referrals_accepted" => indicators.flow.referrals_accepted = count,
-                "referrals_refused" => indicators.flow.referrals_refused = count,
-                "referrals_expired" => indicators.flow.referrals_expired = count,
-                "diagnoses_awaiting_validation" => {
-                    indicators.flow.diagnoses_awaiting_validation = count;
-                }
-                "not_entered_at_diagnosis" => indicators.flow.not_entered_at_diagnosis = count,
-                "queued" => indicators.flow.queued = count,
-                "exclusive_support_entries" => indicators.flow.exclusive_support_entries = count,
-                "exclusive_support_in_progress" => {
-                    indicators.flow.exclusive_support_in_progress = count;
-                }
-                "followed_up_in_employment" => indicators.flow.followed_up_in_employment = count,
-                m if m.starts_with(SENSITIVE) => {
-                    table(&mut indicators, &m[SENSITIVE.len()..]).sensitive = count == 1;
-                }
-                m if m.starts_with(TABLE) => {
-                    let (row, column) = key
-                        .split_once(SEP)
-                        .ok_or_else(|| StoreError::Corrupt(format!("table cell {key}")))?;
-                    table(&mut indicators, &m[TABLE.len()..]).add(row, column, count);
-                }
-                other => return Err(StoreError::Corrupt(format!("unknown metric {other}"))),
+            let count: i64 = cell.try_get("count")?;
+            if metric == FTE {
+                indicators.counsellor_fte_per_mille = u64::try_from(count).unwrap_or(0);
+                continue;
             }
+            if measure_named(&metric).is_none() {
+                // A snapshot of an older format: unusable, wait for a fresh one.
+                return Ok(None);
+            }
+            let parts: Vec<&str> = key.split(SEP).collect();
+            let [month, office, network, breakdown] = parts[..] else {
+                return Err(StoreError::Corrupt(format!("count key {key:?}")));
+            };
+            indicators.counts.push((
+                CubeKey {
+                    measure: metric,
+                    month: month.to_owned(),
+                    office: office.to_owned(),
+                    network: network.to_owned(),
+                    key: breakdown.to_owned(),
+                },
+                count,
+            ));
         }
         Ok(Some(indicators))
     }

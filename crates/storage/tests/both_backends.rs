@@ -81,7 +81,9 @@ fn referral(case_id: &str) -> Referral {
 #[tokio::test]
 async fn institution_store_round_trips_on_every_backend() {
     for (url, _dir) in urls("store").await {
-        let store = InstitutionStore::connect(&url, 4).await.expect("connect");
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
         let mut tx = store.begin().await.expect("begin");
         tx.upsert_consent(&consent("k-1")).await.expect("consent");
         assert!(
@@ -171,7 +173,9 @@ async fn institution_store_round_trips_on_every_backend() {
 #[tokio::test]
 async fn audit_log_chains_and_refuses_changes_on_every_backend() {
     for (url, _dir) in urls("audit").await {
-        let store = InstitutionStore::connect(&url, 4).await.expect("connect");
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
         for i in 0..3 {
             store
                 .audit()
@@ -212,38 +216,29 @@ async fn audit_log_chains_and_refuses_changes_on_every_backend() {
 async fn pilotage_snapshots_round_trip_on_every_backend() {
     for (url, _dir) in urls("pilotage").await {
         let store = PilotageStore::connect(&url, 2).await.expect("connect");
+        let count = |measure: &str, month: &str, key: &str, n: i64| {
+            (
+                statistics::CubeKey {
+                    measure: measure.into(),
+                    month: month.into(),
+                    office: "MDS-01".into(),
+                    network: "social".into(),
+                    key: key.into(),
+                },
+                n,
+            )
+        };
         let indicators = Indicators {
             source: Institution::Emploi,
             computed_at: t0(),
-            referrals_sent: 40,
-            entries: 30,
-            in_progress: 12,
-            entry_delay_days_sum: 600,
-            entry_delay_count: 30,
-            exits_by_type: vec![("job".into(), 10), ("other".into(), 8)],
-            flow: CaseFlow {
-                referrals_received: 25,
-                referrals_accepted: 20,
-                referrals_refused: 3,
-                referrals_expired: 2,
-                refusals_by_reason: vec![("person_declines".into(), 3)],
-                diagnoses_awaiting_validation: 4,
-                not_entered_at_diagnosis: 1,
-                queued: 2,
-                exclusive_support_entries: 0,
-                exclusive_support_in_progress: 0,
-                followed_up_in_employment: 5,
-                // A table survives the snapshot, its sensitivity included.
-                tables: vec![indicators::RawTable {
-                    name: "barriers_by_office".into(),
-                    sensitive: true,
-                    counts: vec![
-                        // In key order, as the snapshot gives them back.
-                        ("MDS-01".into(), "mobilite".into(), 30),
-                        ("MDS-01".into(), "sante".into(), 12),
-                    ],
-                }],
-            },
+            // In key order, as the snapshot gives them back.
+            counts: vec![
+                count("barriers", "2025-01", "mobilite", 30),
+                count("barriers", "2025-01", "sante", 12),
+                count("delay_days", "2025-02", "referral_to_entry", 600),
+                count("entries", "2025-02", "", 30),
+            ],
+            counsellor_fte_per_mille: 7_200,
         };
         store.save_snapshot(&indicators, t0()).await.expect("save");
         assert_eq!(
@@ -269,7 +264,9 @@ async fn pilotage_snapshots_round_trip_on_every_backend() {
 #[tokio::test]
 async fn concurrent_rewrites_of_a_case_lose_nothing_on_every_backend() {
     for (url, _dir) in urls("lostupdate").await {
-        let store = InstitutionStore::connect(&url, 4).await.expect("connect");
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
         let mut tx = store.begin().await.expect("begin");
         tx.save_case(&Case::referred(&referral("k-2"), 30), None)
             .await
@@ -314,8 +311,12 @@ async fn one_relay_lease_at_a_time_on_postgres() {
     let url = fresh_postgres_database(&base, "lease")
         .await
         .expect("database");
-    let first = InstitutionStore::connect(&url, 4).await.expect("connect");
-    let second = InstitutionStore::connect(&url, 4).await.expect("connect");
+    let first = InstitutionStore::connect(&url, 4, Institution::Social)
+        .await
+        .expect("connect");
+    let second = InstitutionStore::connect(&url, 4, Institution::Social)
+        .await
+        .expect("connect");
     let lease = first
         .try_relay_lease()
         .await

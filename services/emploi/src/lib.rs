@@ -193,6 +193,7 @@ passerelle_institution::casework_service!(EmploiApi, EmploiService, {
             &m.idempotency_key,
             &m.case_id,
             m.entry.as_ref(),
+            m.participant.as_ref(),
         )
         .await?;
         Ok(tonic::Response::new(v1::SignContractResponse {
@@ -212,6 +213,7 @@ passerelle_institution::casework_service!(EmploiApi, EmploiService, {
             &m.idempotency_key,
             &m.case_id,
             m.exit.as_ref(),
+            m.qualification_gained,
         )
         .await?;
         Ok(tonic::Response::new(v1::ExitCaseResponse {

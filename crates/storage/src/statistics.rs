@@ -1,0 +1,334 @@
+//! The committee's counts in an institution's store. Every transaction that
+//! changes a case replaces that case's counts by its new ones before it
+//! commits ([`Tx::commit`]); the counts are filled from the cases once, at
+//! the first start after their migration. Reading the indicators then reads
+//! the counts only, never a person's row.
+
+use std::collections::BTreeMap;
+
+use passerelle_domain::plan::Plan;
+use passerelle_domain::statistics::{
+    CaseFacts, CubeKey, ReferralFacts, contributions, difference, summed,
+};
+use passerelle_domain::{Case, Institution, Referral};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::institution::{InstitutionStore, Tx, case_columns, case_from_row};
+use crate::{Result, StoreError, from_json, values_placeholders};
+
+/// Rows per multi-row insert: well under both backends' bind limits.
+const INSERT_CHUNK: usize = 1_000;
+/// Cases read at a time when the counts are rebuilt.
+const REBUILD_PAGE: i64 = 5_000;
+
+fn referral_facts(referral: &Referral) -> ReferralFacts {
+    ReferralFacts {
+        birth_date: referral.person.birth_date,
+        rsa_beneficiary: referral.employment.rsa_beneficiary,
+        registered: referral.employment.registered,
+        registration_date: referral.employment.registration_date,
+        barriers: referral.barriers.iter().map(|b| b.category).collect(),
+        association: referral.association_id.is_some(),
+    }
+}
+
+fn plan_actions(plan: &Plan) -> Vec<(String, u64)> {
+    plan.themes
+        .iter()
+        .map(|t| {
+            let n = t.goals.iter().map(|g| g.actions.len() as u64).sum();
+            (t.theme.code().to_owned(), n)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// What a case's counts depend on, from its rows.
+struct Rows {
+    case: Case,
+    entry_recorded_by: Option<String>,
+    referral: Option<(String, String)>,
+    authors: Vec<String>,
+    plan: Option<String>,
+}
+
+fn facts(own: Institution, rows: Rows) -> Result<CaseFacts> {
+    let (referred_here, referral) = match &rows.referral {
+        Some((origin, body)) => (
+            origin == "local",
+            Some(referral_facts(&from_json::<Referral>(body)?)),
+        ),
+        None => (false, None),
+    };
+    let authors = rows
+        .authors
+        .iter()
+        .map(|a| {
+            Institution::from_code(a)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown institution {a}")))
+        })
+        .collect::<Result<_>>()?;
+    Ok(CaseFacts {
+        own,
+        referred_here,
+        entry_recorded_here: rows.entry_recorded_by.as_deref() == Some(own.code()),
+        referral,
+        diagnosis_authors: authors,
+        plan_actions: match &rows.plan {
+            Some(body) => plan_actions(&from_json::<Plan>(body)?),
+            None => vec![],
+        },
+        case: rows.case,
+    })
+}
+
+fn count_row(row: &AnyRow) -> Result<(CubeKey, i64)> {
+    Ok((
+        CubeKey {
+            measure: row.try_get("measure")?,
+            month: row.try_get("month")?,
+            office: row.try_get("office")?,
+            network: row.try_get("network")?,
+            key: row.try_get("breakdown")?,
+        },
+        row.try_get("value")?,
+    ))
+}
+
+/// Adds `counts` to the stored ones, in key order (so that concurrent
+/// transactions lock the rows they share in the same order).
+async fn add_counts(conn: &mut sqlx::AnyConnection, counts: &BTreeMap<CubeKey, i64>) -> Result<()> {
+    let rows: Vec<(&CubeKey, &i64)> = counts.iter().filter(|(_, n)| **n != 0).collect();
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO statistics (measure, month, office, network, breakdown, value) VALUES {}
+             ON CONFLICT (measure, month, office, network, breakdown)
+             DO UPDATE SET value = statistics.value + excluded.value",
+            values_placeholders(chunk.len(), 6)
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (k, n) in chunk {
+            insert = insert
+                .bind(k.measure.clone())
+                .bind(k.month.clone())
+                .bind(k.office.clone())
+                .bind(k.network.clone())
+                .bind(k.key.clone())
+                .bind(**n);
+        }
+        insert.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+impl Tx {
+    /// Notes a case's counts before this transaction changes it.
+    pub(crate) async fn touch(&mut self, case_id: &str) -> Result<()> {
+        if self.touched.contains_key(case_id) {
+            return Ok(());
+        }
+        let before = match self.case_rows(case_id).await? {
+            Some(rows) => contributions(&facts(self.own, rows)?),
+            None => vec![],
+        };
+        self.touched.insert(case_id.to_owned(), before);
+        Ok(())
+    }
+
+    async fn case_rows(&mut self, case_id: &str) -> Result<Option<Rows>> {
+        // Locked like any read of a row about to be rewritten: the counts
+        // noted here must be the ones this transaction replaces.
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {}, entry_recorded_by FROM cases WHERE case_id = $1{}",
+            case_columns(),
+            self.lock
+        )))
+        .bind(case_id)
+        .fetch_optional(&mut *self.tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let referral = sqlx::query("SELECT origin, body FROM referrals WHERE case_id = $1")
+            .bind(case_id)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| Ok::<_, StoreError>((r.try_get("origin")?, r.try_get("body")?)))
+            .transpose()?;
+        let authors = sqlx::query("SELECT author_institution FROM diagnoses WHERE case_id = $1")
+            .bind(case_id)
+            .fetch_all(&mut *self.tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("author_institution"))
+            .collect::<std::result::Result<_, _>>()?;
+        let plan = sqlx::query(
+            "SELECT body FROM plans WHERE case_id = $1 AND origin = 'local' ORDER BY kind",
+        )
+        .bind(case_id)
+        .fetch_optional(&mut *self.tx)
+        .await?
+        .map(|r| r.try_get("body"))
+        .transpose()?;
+        Ok(Some(Rows {
+            case: case_from_row(&row)?,
+            entry_recorded_by: row.try_get("entry_recorded_by")?,
+            referral,
+            authors,
+            plan,
+        }))
+    }
+
+    /// Replaces the noted counts of every changed case by its new ones.
+    pub(crate) async fn apply_statistics(&mut self) -> Result<()> {
+        let touched = std::mem::take(&mut self.touched);
+        let mut change: BTreeMap<CubeKey, i64> = BTreeMap::new();
+        for (case_id, before) in touched {
+            let after = match self.case_rows(&case_id).await? {
+                Some(rows) => contributions(&facts(self.own, rows)?),
+                None => vec![],
+            };
+            for (k, n) in difference(&before, &after) {
+                *change.entry(k).or_insert(0) += n;
+            }
+        }
+        add_counts(&mut self.tx, &change).await
+    }
+}
+
+impl InstitutionStore {
+    /// The counts as kept, zeros left out.
+    pub async fn statistics(&self) -> Result<Vec<(CubeKey, i64)>> {
+        sqlx::query(
+            "SELECT measure, month, office, network, breakdown, value FROM statistics
+             WHERE value <> 0 ORDER BY measure, month, office, network, breakdown",
+        )
+        .fetch_all(self.database().pool())
+        .await?
+        .iter()
+        .map(count_row)
+        .collect()
+    }
+
+    /// Full-time equivalents of the working-time register, in thousandths.
+    pub async fn counsellor_fte_per_mille(&self) -> Result<u64> {
+        let n: Option<i64> = sqlx::query(
+            // PostgreSQL sums BIGINTs as NUMERIC: back to BIGINT for both backends.
+            "SELECT CAST(SUM(working_time_per_mille) AS BIGINT) AS n FROM counsellors",
+        )
+        .fetch_one(self.database().pool())
+        .await?
+        .try_get("n")?;
+        Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+    }
+
+    /// The counts computed afresh from every case: what the kept counts
+    /// must equal. Reads the cases a page at a time.
+    pub async fn recount(&self) -> Result<BTreeMap<CubeKey, i64>> {
+        let pool = self.database().pool();
+        let mut counts: BTreeMap<CubeKey, i64> = BTreeMap::new();
+        let mut after = String::new();
+        loop {
+            let page = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {}, entry_recorded_by FROM cases WHERE case_id > $1 ORDER BY case_id LIMIT $2",
+                case_columns()
+            )))
+            .bind(&after)
+            .bind(REBUILD_PAGE)
+            .fetch_all(pool)
+            .await?;
+            let Some(last) = page.last() else { break };
+            let last: String = last.try_get("case_id")?;
+            let range = |sql: &str| {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{sql} WHERE case_id > $1 AND case_id <= $2"
+                )))
+                .bind(after.clone())
+                .bind(last.clone())
+            };
+            let mut referrals: BTreeMap<String, (String, String)> = BTreeMap::new();
+            for r in range("SELECT case_id, origin, body FROM referrals")
+                .fetch_all(pool)
+                .await?
+            {
+                referrals.insert(
+                    r.try_get("case_id")?,
+                    (r.try_get("origin")?, r.try_get("body")?),
+                );
+            }
+            let mut authors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for r in range("SELECT case_id, author_institution FROM diagnoses")
+                .fetch_all(pool)
+                .await?
+            {
+                authors
+                    .entry(r.try_get("case_id")?)
+                    .or_default()
+                    .push(r.try_get("author_institution")?);
+            }
+            let mut plans: BTreeMap<String, String> = BTreeMap::new();
+            for r in range("SELECT case_id, origin, body FROM plans")
+                .fetch_all(pool)
+                .await?
+            {
+                if r.try_get::<String, _>("origin")? == "local" {
+                    plans.insert(r.try_get("case_id")?, r.try_get("body")?);
+                }
+            }
+            for row in &page {
+                let case = case_from_row(row)?;
+                let id = case.case_id.clone();
+                let rows = Rows {
+                    entry_recorded_by: row.try_get("entry_recorded_by")?,
+                    referral: referrals.remove(&id),
+                    authors: authors.remove(&id).unwrap_or_default(),
+                    plan: plans.remove(&id),
+                    case,
+                };
+                for (k, n) in contributions(&facts(self.own(), rows)?) {
+                    *counts.entry(k).or_insert(0) += n;
+                }
+            }
+            after = last;
+        }
+        Ok(summed(counts))
+    }
+
+    /// Replaces the kept counts by a recount (after a restore, say).
+    pub async fn rebuild_statistics(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        self.rebuild_in(&mut tx).await?;
+        tx.commit().await
+    }
+
+    async fn rebuild_in(&self, tx: &mut Tx) -> Result<()> {
+        let counts = self.recount().await?;
+        sqlx::query("DELETE FROM statistics")
+            .execute(&mut *tx.tx)
+            .await?;
+        add_counts(&mut tx.tx, &counts).await?;
+        sqlx::query("UPDATE statistics_state SET built = 1 WHERE id = 1")
+            .execute(&mut *tx.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Fills the counts from the cases if nobody has yet; one replica does
+    /// it while the others wait on the state row.
+    pub(crate) async fn build_statistics_once(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let built: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT built FROM statistics_state WHERE id = 1{}",
+            tx.lock
+        )))
+        .fetch_one(&mut *tx.tx)
+        .await?
+        .try_get("built")?;
+        if built == 0 {
+            tracing::info!("filling the committee's counts from the cases");
+            self.rebuild_in(&mut tx).await?;
+        }
+        tx.commit().await
+    }
+}
