@@ -167,6 +167,7 @@ impl TestStack {
 
     pub async fn pilotage(&self) -> PilotageServiceClient<Channel> {
         PilotageServiceClient::new(self.channel(Institution::Pilotage).await)
+            .max_decoding_message_size(passerelle_contract::MAX_AGGREGATES_MESSAGE)
     }
 
     /// Waits until every service reports SERVING.

@@ -815,6 +815,7 @@ pub async fn dashboard(stack: &Stack) -> anyhow::Result<v1::GetDashboardResponse
         .connect()
         .await?;
     Ok(PilotageServiceClient::new(channel)
+        .max_decoding_message_size(passerelle_contract::MAX_AGGREGATES_MESSAGE)
         .get_dashboard(request)
         .await?
         .into_inner())

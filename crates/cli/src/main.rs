@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
                 passerelle_contract::v1::pilotage_service_client::PilotageServiceClient::new(
                     channel,
                 )
+                .max_decoding_message_size(passerelle_contract::MAX_AGGREGATES_MESSAGE)
                 .get_dashboard(request)
                 .await?
                 .into_inner();

@@ -22,10 +22,6 @@ use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-/// A source's counts grow with months × offices × keys, not with persons;
-/// a few years of a large Département stay well under this.
-const MAX_INDICATORS_MESSAGE: usize = 256 * 1024 * 1024;
-
 #[derive(Debug, Clone)]
 pub struct PilotageApp {
     store: PilotageStore,
@@ -77,7 +73,7 @@ impl PilotageApp {
         let proto = match source {
             Institution::Emploi => {
                 EmploiServiceClient::new(out.channel.clone())
-                    .max_decoding_message_size(MAX_INDICATORS_MESSAGE)
+                    .max_decoding_message_size(passerelle_contract::MAX_AGGREGATES_MESSAGE)
                     .get_indicators(out.request(v1::EmploiServiceGetIndicatorsRequest {})?)
                     .await?
                     .into_inner()
@@ -85,7 +81,7 @@ impl PilotageApp {
             }
             Institution::Social => {
                 SocialServiceClient::new(out.channel.clone())
-                    .max_decoding_message_size(MAX_INDICATORS_MESSAGE)
+                    .max_decoding_message_size(passerelle_contract::MAX_AGGREGATES_MESSAGE)
                     .get_indicators(out.request(v1::SocialServiceGetIndicatorsRequest {})?)
                     .await?
                     .into_inner()
