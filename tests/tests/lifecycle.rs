@@ -1200,6 +1200,25 @@ async fn plans_stay_with_their_author_and_only_summaries_cross() {
                 abandoned: 0,
             }]
         );
+        // The plan's actions are counted for the committee, by theme.
+        let counts = social
+            .get_indicators(t.as_service(
+                Institution::Pilotage,
+                Institution::Social,
+                v1::SocialServiceGetIndicatorsRequest {},
+            ))
+            .await
+            .expect("indicators")
+            .into_inner()
+            .indicators
+            .expect("indicators")
+            .counts;
+        let actions: Vec<_> = counts
+            .iter()
+            .filter(|c| c.measure == "actions")
+            .map(|c| (c.key.as_str(), c.value))
+            .collect();
+        assert_eq!(actions, vec![("logement-hebergement", 2)]);
         t.emploi()
             .await
             .update_plan(t.as_counsellor(v1::EmploiServiceUpdatePlanRequest {

@@ -46,6 +46,11 @@ pub mod services {
     pub const DIRECTORY: &str = "passerelle.v1.DirectoryService";
 }
 
+/// Largest aggregates message (indicators, dashboard) a client accepts. The
+/// counts grow with months × offices × keys, not with persons: a few years
+/// of a large Département stay well under it, but above tonic's 4 MiB default.
+pub const MAX_AGGREGATES_MESSAGE: usize = 256 << 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,8 +68,3 @@ mod tests {
         }
     }
 }
-
-/// Largest aggregates message (indicators, dashboard) a client accepts. The
-/// counts grow with months × offices × keys, not with persons: a few years
-/// of a large Département stay well under it, but above tonic's 4 MiB default.
-pub const MAX_AGGREGATES_MESSAGE: usize = 256 << 20;

@@ -384,6 +384,10 @@ impl Dashboard {
                     .iter()
                     .map(|b| b.code().to_owned())
                     .collect(),
+                "actions" => crate::plan::Theme::ALL
+                    .iter()
+                    .map(|t| t.code().to_owned())
+                    .collect(),
                 _ => vec![],
             };
             tables.extend(measure_tables(m, &cube, &extra, min_cell_size));

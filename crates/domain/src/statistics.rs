@@ -409,14 +409,12 @@ pub fn contributions(f: &CaseFacts) -> Vec<(CubeKey, i64)> {
                 add(&ESF_RESULTS, exited, "CR03_qualification", 1);
             }
         }
-        for (theme, n) in &f.plan_actions {
-            add(
-                &ACTIONS,
-                entered,
-                theme,
-                i64::try_from(*n).unwrap_or(i64::MAX),
-            );
-        }
+    }
+    // Each side counts the actions of its own plan: the two plans are
+    // distinct, so the sides add up.
+    for (theme, n) in &f.plan_actions {
+        let at = c.entered_at.unwrap_or(c.referred_at);
+        add(&ACTIONS, at, theme, i64::try_from(*n).unwrap_or(i64::MAX));
     }
     if f.own == Institution::Emploi {
         if c.state == CaseState::Queued
