@@ -12,26 +12,11 @@ use crate::secrecy::{Group, Published, TOTAL, Table};
 use crate::statistics::{self, CubeKey, Kind, MEASURES, Measure};
 use crate::vocabulary::Institution;
 
-/// One published count; `None` when suppressed.
+/// One published figure, read from a published table; `None` when masked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cell {
     pub key: String,
     pub count: Option<u64>,
-}
-
-impl Cell {
-    /// Primary suppression: 1..min-1 persons is masked; zero reveals nobody.
-    pub fn publish(key: impl Into<String>, count: u64, min_cell_size: u64) -> Self {
-        let masked = count > 0 && count < min_cell_size;
-        Cell {
-            key: key.into(),
-            count: (!masked).then_some(count),
-        }
-    }
-
-    pub fn is_suppressed(&self) -> bool {
-        self.count.is_none()
-    }
 }
 
 /// Exact aggregates from one institution; secrecy is applied on publication.
@@ -401,20 +386,9 @@ impl Dashboard {
             keys.iter().map(|k| cell(table, TOTAL, k, k)).collect()
         };
         let entries = cell("entries", TOTAL, TOTAL, "entries");
-        let sum = |measure: &str, key: &str, months: &dyn Fn(&str) -> bool| -> i64 {
-            cube.iter()
-                .filter(|(k, _)| k.measure == measure && k.key == key && months(&k.month))
-                .map(|(_, n)| *n)
-                .sum()
-        };
-        let average = |days: i64, persons: i64| {
-            (count(persons) >= min_cell_size && persons > 0).then(|| days as f64 / persons as f64)
-        };
-        let all = |_: &str| true;
-        let average_entry_delay_days = average(
-            sum("delay_days", "referral_to_entry", &all),
-            sum("entries", "", &all),
-        );
+        let delays_by_month = DelaySums::by_month(&cube);
+        let all = DelaySums::within(&delays_by_month, |_| true);
+        let average_entry_delay_days = average(all.referral_to_entry, all.entries, min_cell_size);
         let refusal_keys: Vec<String> = find("referral_outcomes.by_office")
             .map(|p| {
                 p.columns
@@ -441,7 +415,7 @@ impl Dashboard {
             cell("referral_outcomes.by_office", TOTAL, "refused", "refused")
         });
         referral_outcomes.extend(total_row("referral_outcomes.by_office", &["expired"]));
-        let delays = delay_figures(&tables, &cube, agreement, min_cell_size);
+        let delays = delay_figures(&tables, &delays_by_month, agreement, min_cell_size);
         let staffing = staffing(snapshots, &tables, agreement, min_cell_size);
         let esf = esf_figures(&tables);
         Dashboard {
@@ -531,11 +505,60 @@ impl From<&crate::agreement::Agreement> for AgreementRules {
     }
 }
 
+/// An average over `persons`, published only when enough persons back it.
+fn average(days: i64, persons: i64, threshold: u64) -> Option<f64> {
+    (count(persons) >= threshold && persons > 0).then(|| days as f64 / persons as f64)
+}
+
+/// Entries and their delays summed over some months.
+#[derive(Debug, Clone, Copy, Default)]
+struct DelaySums {
+    entries: i64,
+    referral_to_entry: i64,
+    /// Entries with a diagnosis date, which the two legs are averaged over.
+    diagnosed: i64,
+    referral_to_diagnosis: i64,
+    diagnosis_to_entry: i64,
+}
+
+impl DelaySums {
+    /// One pass over the counts, by month.
+    fn by_month(cube: &BTreeMap<CubeKey, i64>) -> BTreeMap<&str, DelaySums> {
+        let mut out: BTreeMap<&str, DelaySums> = BTreeMap::new();
+        for (k, n) in cube {
+            let mut add = |field: fn(&mut DelaySums) -> &mut i64| {
+                *field(out.entry(k.month.as_str()).or_default()) += n;
+            };
+            match (k.measure.as_str(), k.key.as_str()) {
+                ("entries", "") => add(|s| &mut s.entries),
+                ("delay_days", "referral_to_entry") => add(|s| &mut s.referral_to_entry),
+                ("delay_days", "diagnosed") => add(|s| &mut s.diagnosed),
+                ("delay_days", "referral_to_diagnosis") => add(|s| &mut s.referral_to_diagnosis),
+                ("delay_days", "diagnosis_to_entry") => add(|s| &mut s.diagnosis_to_entry),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn within(by_month: &BTreeMap<&str, DelaySums>, keep: impl Fn(&str) -> bool) -> DelaySums {
+        let mut total = DelaySums::default();
+        for (_, s) in by_month.iter().filter(|(m, _)| keep(m)) {
+            total.entries += s.entries;
+            total.referral_to_entry += s.referral_to_entry;
+            total.diagnosed += s.diagnosed;
+            total.referral_to_diagnosis += s.referral_to_diagnosis;
+            total.diagnosis_to_entry += s.diagnosis_to_entry;
+        }
+        total
+    }
+}
+
 /// Entry delays per month, quarter and year; the entries are the entries
 /// table's published totals, the averages need enough persons behind them.
 fn delay_figures(
     tables: &[(String, Published)],
-    cube: &BTreeMap<CubeKey, i64>,
+    by_month: &BTreeMap<&str, DelaySums>,
     agreement: &AgreementRules,
     threshold: u64,
 ) -> Vec<DelayFigure> {
@@ -547,34 +570,23 @@ fn delay_figures(
         if heading.level == TOTAL {
             continue;
         }
-        let label = heading.label.clone();
-        let level = heading.level.clone();
-        let within = |month: &str| match level.as_str() {
+        let label = &heading.label;
+        let s = DelaySums::within(by_month, |month| match heading.level.as_str() {
             "month" => month == label,
-            "quarter" => statistics::quarter(month) == label,
-            _ => statistics::year(month) == label,
-        };
-        let sum = |measure: &str, key: &str| -> i64 {
-            cube.iter()
-                .filter(|(k, _)| k.measure == measure && k.key == key && within(&k.month))
-                .map(|(_, n)| *n)
-                .sum()
-        };
-        let average = |days: i64, persons: i64| {
-            (count(persons) >= threshold && persons > 0).then(|| days as f64 / persons as f64)
-        };
-        let (n, diagnosed) = (sum("entries", ""), sum("delay_days", "diagnosed"));
-        let year: Option<i32> = statistics::year(&label).parse().ok();
+            "quarter" => statistics::quarter(month) == *label,
+            _ => statistics::year(month) == *label,
+        });
+        let year: Option<i32> = statistics::year(label).parse().ok();
         out.push(DelayFigure {
             period: label.clone(),
-            level: level.clone(),
+            level: heading.level.clone(),
             entries: Cell {
                 key: label.clone(),
-                count: entries.get(TOTAL, &label),
+                count: entries.get(TOTAL, label),
             },
-            referral_to_entry: average(sum("delay_days", "referral_to_entry"), n),
-            referral_to_diagnosis: average(sum("delay_days", "referral_to_diagnosis"), diagnosed),
-            diagnosis_to_entry: average(sum("delay_days", "diagnosis_to_entry"), diagnosed),
+            referral_to_entry: average(s.referral_to_entry, s.entries, threshold),
+            referral_to_diagnosis: average(s.referral_to_diagnosis, s.diagnosed, threshold),
+            diagnosis_to_entry: average(s.diagnosis_to_entry, s.diagnosed, threshold),
             target_days: agreement
                 .entry_delay_targets
                 .iter()
@@ -953,12 +965,5 @@ mod tests {
             .map(|c| c.key.as_str())
             .collect();
         assert_eq!(reasons, vec!["capacity", "criteria_not_met"]);
-    }
-
-    #[test]
-    fn small_cells_are_masked_but_zero_is_not() {
-        assert_eq!(Cell::publish("a", 10, 11).count, None);
-        assert_eq!(Cell::publish("a", 11, 11).count, Some(11));
-        assert_eq!(Cell::publish("a", 0, 11).count, Some(0));
     }
 }

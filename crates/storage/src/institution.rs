@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use passerelle_domain::plan::{Plan, PlanKind, PlanSummary};
-use passerelle_domain::statistics::CubeKey;
 use passerelle_domain::{
     Agreement, Case, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf, Evidence,
     EvidenceKind, ExitReason, Institution, Network, Outbound, Pair, Purpose, Referent, Referral,
@@ -188,11 +187,7 @@ pub(crate) fn case_from_row(row: &AnyRow) -> Result<Case> {
     })
 }
 
-pub(crate) fn case_columns() -> &'static str {
-    CASE_COLUMNS
-}
-
-const CASE_COLUMNS: &str = "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason, renewals, ends_at, review_due_at, office_code, referral_state, referral_expires_at, referral_decided_at, refusal_reason, referent, queued_at, pending_entry, missed_appointments, follow_up_due_at, follow_up_in_employment, exclusive_started_at, entry_evidence, participant, qualification_gained";
+pub(crate) const CASE_COLUMNS: &str = "case_id, track, state, counsellor, social_worker, referring_network, referred_at, diagnosed_at, entered_at, exited_at, exit_reason, renewals, ends_at, review_due_at, office_code, referral_state, referral_expires_at, referral_decided_at, refusal_reason, referent, queued_at, pending_entry, missed_appointments, follow_up_due_at, follow_up_in_employment, exclusive_started_at, entry_evidence, participant, qualification_gained";
 
 impl InstitutionStore {
     /// Connects, migrates, and fills the committee's counts from the cases
@@ -531,7 +526,7 @@ pub struct Tx {
     pub(crate) lock: &'static str,
     pub(crate) own: Institution,
     /// Cases this transaction changes, with their counts before it did.
-    pub(crate) touched: BTreeMap<String, Vec<(CubeKey, i64)>>,
+    pub(crate) touched: BTreeMap<String, crate::statistics::Noted>,
 }
 
 /// A stored answer to an idempotent request.

@@ -14,7 +14,7 @@ use passerelle_domain::{Case, Institution, Referral};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::institution::{InstitutionStore, Tx, case_columns, case_from_row};
+use crate::institution::{CASE_COLUMNS, InstitutionStore, Tx, case_from_row};
 use crate::{Result, StoreError, from_json, values_placeholders};
 
 /// Rows per multi-row insert: well under both backends' bind limits.
@@ -44,21 +44,36 @@ fn plan_actions(plan: &Plan) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The referral's part of the counts: whether it was written here, and
+/// what it says. Never rewritten once stored, so read once per transaction.
+type KnownReferral = (bool, ReferralFacts);
+
+fn known_referral(origin: &str, body: &str) -> Result<KnownReferral> {
+    Ok((
+        origin == "local",
+        referral_facts(&from_json::<Referral>(body)?),
+    ))
+}
+
 /// What a case's counts depend on, from its rows.
 struct Rows {
     case: Case,
     entry_recorded_by: Option<String>,
-    referral: Option<(String, String)>,
+    referral: Option<KnownReferral>,
     authors: Vec<String>,
     plan: Option<String>,
 }
 
+/// A case's counts before the transaction changed it.
+#[derive(Debug)]
+pub(crate) struct Noted {
+    counts: Vec<(CubeKey, i64)>,
+    referral: Option<KnownReferral>,
+}
+
 fn facts(own: Institution, rows: Rows) -> Result<CaseFacts> {
-    let (referred_here, referral) = match &rows.referral {
-        Some((origin, body)) => (
-            origin == "local",
-            Some(referral_facts(&from_json::<Referral>(body)?)),
-        ),
+    let (referred_here, referral) = match rows.referral {
+        Some((here, facts)) => (here, Some(facts)),
         None => (false, None),
     };
     let authors = rows
@@ -128,20 +143,30 @@ impl Tx {
         if self.touched.contains_key(case_id) {
             return Ok(());
         }
-        let before = match self.case_rows(case_id).await? {
-            Some(rows) => contributions(&facts(self.own, rows)?),
-            None => vec![],
+        let noted = match self.case_rows(case_id, None).await? {
+            Some(rows) => Noted {
+                referral: rows.referral.clone(),
+                counts: contributions(&facts(self.own, rows)?),
+            },
+            None => Noted {
+                counts: vec![],
+                referral: None,
+            },
         };
-        self.touched.insert(case_id.to_owned(), before);
+        self.touched.insert(case_id.to_owned(), noted);
         Ok(())
     }
 
-    async fn case_rows(&mut self, case_id: &str) -> Result<Option<Rows>> {
+    /// The case's rows; `referral` when already read in this transaction.
+    async fn case_rows(
+        &mut self,
+        case_id: &str,
+        referral: Option<KnownReferral>,
+    ) -> Result<Option<Rows>> {
         // Locked like any read of a row about to be rewritten: the counts
         // noted here must be the ones this transaction replaces.
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {}, entry_recorded_by FROM cases WHERE case_id = $1{}",
-            case_columns(),
+            "SELECT {CASE_COLUMNS}, entry_recorded_by FROM cases WHERE case_id = $1{}",
             self.lock
         )))
         .bind(case_id)
@@ -150,12 +175,20 @@ impl Tx {
         else {
             return Ok(None);
         };
-        let referral = sqlx::query("SELECT origin, body FROM referrals WHERE case_id = $1")
-            .bind(case_id)
-            .fetch_optional(&mut *self.tx)
-            .await?
-            .map(|r| Ok::<_, StoreError>((r.try_get("origin")?, r.try_get("body")?)))
-            .transpose()?;
+        let referral = match referral {
+            Some(known) => Some(known),
+            None => sqlx::query("SELECT origin, body FROM referrals WHERE case_id = $1")
+                .bind(case_id)
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .map(|r| {
+                    known_referral(
+                        &r.try_get::<String, _>("origin")?,
+                        &r.try_get::<String, _>("body")?,
+                    )
+                })
+                .transpose()?,
+        };
         let authors = sqlx::query("SELECT author_institution FROM diagnoses WHERE case_id = $1")
             .bind(case_id)
             .fetch_all(&mut *self.tx)
@@ -185,11 +218,11 @@ impl Tx {
         let touched = std::mem::take(&mut self.touched);
         let mut change: BTreeMap<CubeKey, i64> = BTreeMap::new();
         for (case_id, before) in touched {
-            let after = match self.case_rows(&case_id).await? {
+            let after = match self.case_rows(&case_id, before.referral).await? {
                 Some(rows) => contributions(&facts(self.own, rows)?),
                 None => vec![],
             };
-            for (k, n) in difference(&before, &after) {
+            for (k, n) in difference(&before.counts, &after) {
                 *change.entry(k).or_insert(0) += n;
             }
         }
@@ -231,8 +264,7 @@ impl InstitutionStore {
         let mut after = String::new();
         loop {
             let page = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {}, entry_recorded_by FROM cases WHERE case_id > $1 ORDER BY case_id LIMIT $2",
-                case_columns()
+                "SELECT {CASE_COLUMNS}, entry_recorded_by FROM cases WHERE case_id > $1 ORDER BY case_id LIMIT $2"
             )))
             .bind(&after)
             .bind(REBUILD_PAGE)
@@ -247,14 +279,17 @@ impl InstitutionStore {
                 .bind(after.clone())
                 .bind(last.clone())
             };
-            let mut referrals: BTreeMap<String, (String, String)> = BTreeMap::new();
+            let mut referrals: BTreeMap<String, KnownReferral> = BTreeMap::new();
             for r in range("SELECT case_id, origin, body FROM referrals")
                 .fetch_all(pool)
                 .await?
             {
                 referrals.insert(
                     r.try_get("case_id")?,
-                    (r.try_get("origin")?, r.try_get("body")?),
+                    known_referral(
+                        &r.try_get::<String, _>("origin")?,
+                        &r.try_get::<String, _>("body")?,
+                    )?,
                 );
             }
             let mut authors: BTreeMap<String, Vec<String>> = BTreeMap::new();
