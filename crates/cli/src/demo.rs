@@ -135,7 +135,9 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Status>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    // A jump of the simulated clock can queue a burst of notices (expired
+    // referrals) ahead of the message awaited: a generous wait, not a bound.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         match call().await {
             Err(s)

@@ -720,6 +720,16 @@ impl Casework {
     }
 
     pub async fn case_view(&self, case_id: &str) -> Result<CaseView> {
+        // The case is read last: every change to its parts commits with the
+        // case, so the state shown is never older than the diagnoses or
+        // plans shown beside it (a caller waiting for both halves then reads
+        // the state they led to, not the one before).
+        let referral = self.store.referral(case_id).await?;
+        let diagnoses = self.store.diagnoses(case_id).await?;
+        let consents = self.store.consents_for_case(case_id).await?;
+        let local_notes = self.store.local_notes(case_id).await?;
+        let plan = self.store.own_plan(case_id).await?;
+        let plan_summaries = self.store.plan_summaries(case_id).await?;
         let case = self
             .store
             .case(case_id)
@@ -727,12 +737,12 @@ impl Casework {
             .ok_or(ApiError(DomainError::NotFound("case")))?;
         Ok(CaseView {
             case,
-            referral: self.store.referral(case_id).await?,
-            diagnoses: self.store.diagnoses(case_id).await?,
-            consents: self.store.consents_for_case(case_id).await?,
-            local_notes: self.store.local_notes(case_id).await?,
-            plan: self.store.own_plan(case_id).await?,
-            plan_summaries: self.store.plan_summaries(case_id).await?,
+            referral,
+            diagnoses,
+            consents,
+            local_notes,
+            plan,
+            plan_summaries,
         })
     }
 
