@@ -135,9 +135,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Status>>,
 {
-    // A jump of the simulated clock can queue a burst of notices (expired
-    // referrals) ahead of the message awaited: a generous wait, not a bound.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         match call().await {
             Err(s)
@@ -584,22 +582,36 @@ async fn run_person(
     // search, the social side follows the person alone.
     if agreement.exclusive_social_support.is_some() && by == Institution::Social && p.fate >= 94 {
         clock.set(start + chrono::Duration::days(p.days[2]));
-        let request = stack.as_agent(
-            Institution::Social,
-            p.index,
-            v1::StartExclusiveSupportRequest {
-                idempotency_key: key("axe3"),
-                case_id: case_id.clone(),
-                social_evaluation: Some(v1::ConsentEvidence {
-                    kind: v1::EvidenceKind::SignedReferralForm as i32,
-                    document_sha256: sha256_hex(&format!("évaluation sociale {}", p.index)),
-                    signed_at: Some(ts(clock.now())),
-                    collected_by: stack.agent(Institution::Social, p.index).1,
-                }),
-            },
-        )?;
+        let request = || {
+            stack
+                .as_agent(
+                    Institution::Social,
+                    p.index,
+                    v1::StartExclusiveSupportRequest {
+                        idempotency_key: key("axe3"),
+                        case_id: case_id.clone(),
+                        social_evaluation: Some(v1::ConsentEvidence {
+                            kind: v1::EvidenceKind::SignedReferralForm as i32,
+                            document_sha256: sha256_hex(&format!("évaluation sociale {}", p.index)),
+                            signed_at: Some(ts(clock.now())),
+                            collected_by: stack.agent(Institution::Social, p.index).1,
+                        }),
+                    },
+                )
+                .map_err(|e| Status::internal(e.to_string()))
+        };
         tally.rpc_calls += 1;
-        match clients.social.start_exclusive_support(request).await {
+        // The employment side's acceptance reaches the social side through
+        // the outbox: the start waits for it like any dependent call.
+        let started = when_delivered(|| async {
+            clients
+                .social
+                .clone()
+                .start_exclusive_support(request()?)
+                .await
+        })
+        .await;
+        match started {
             Ok(_) => {
                 tally.exclusive_support += 1;
                 return Ok(());
