@@ -7,6 +7,7 @@ use std::{env, fs, path::PathBuf};
 const FILES: &[&str] = &[
     "passerelle/v1/boundary.proto",
     "passerelle/v1/casework.proto",
+    "passerelle/v1/casework_requests.proto",
     "passerelle/v1/emploi.proto",
     "passerelle/v1/social.proto",
     "passerelle/v1/pilotage.proto",

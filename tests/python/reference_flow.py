@@ -15,7 +15,8 @@ import grpc
 
 sys.path.insert(0, sys.argv[1])
 from passerelle.v1 import boundary_pb2, casework_pb2, emploi_pb2, emploi_pb2_grpc  # noqa: E402
-from passerelle.v1 import pilotage_pb2, pilotage_pb2_grpc, social_pb2, social_pb2_grpc  # noqa: E402
+from passerelle.v1 import casework_requests_pb2 as requests_pb2  # noqa: E402
+from passerelle.v1 import pilotage_pb2, pilotage_pb2_grpc, social_pb2_grpc  # noqa: E402
 
 PASSERELLE, DATA_DIR = sys.argv[2], sys.argv[3]
 
@@ -71,7 +72,7 @@ def main():
     consent.valid_from.FromSeconds(int(now) - 60)
     consent.valid_until.FromSeconds(int(now) + 365 * 86400)
     recorded = social.RecordConsent(
-        social_pb2.SocialServiceRecordConsentRequest(idempotency_key=f"py-consent-{run}", consent=consent), metadata=social_worker
+        requests_pb2.RecordConsentRequest(idempotency_key=f"py-consent-{run}", consent=consent), metadata=social_worker
     ).consent
     case_id = recorded.case_id
 
@@ -88,29 +89,29 @@ def main():
         barriers=[casework_pb2.Barrier(category=casework_pb2.BARRIER_CATEGORY_HOUSING, level=casework_pb2.BARRIER_LEVEL_HIGH)],
     )
     social.CreateReferral(
-        social_pb2.SocialServiceCreateReferralRequest(idempotency_key=f"py-referral-{run}", referral=referral, local_note="note locale"),
+        requests_pb2.CreateReferralRequest(idempotency_key=f"py-referral-{run}", referral=referral, local_note="note locale"),
         metadata=social_worker,
     )
     seen = until(
         "the referral at the employment side",
-        lambda: emploi.GetCase(emploi_pb2.EmploiServiceGetCaseRequest(case_id=case_id), metadata=counsellor),
+        lambda: emploi.GetCase(requests_pb2.GetCaseRequest(case_id=case_id), metadata=counsellor),
         lambda answer: answer.referral.person.first_name == "Anaïs",
     )
     assert not seen.local_notes, "a local note crossed the boundary"
     assert seen.case.referral_state == casework_pb2.REFERRAL_STATE_PENDING
     emploi.DecideReferral(
-        emploi_pb2.EmploiServiceDecideReferralRequest(
+        requests_pb2.DecideReferralRequest(
             idempotency_key=f"py-accept-{run}", case_id=case_id, decision=casework_pb2.REFERRAL_STATE_ACCEPTED
         ),
         metadata=counsellor,
     )
 
-    half = casework_pb2.DiagnosisHalf(case_id=case_id, barriers=referral.barriers, agreement=casework_pb2.AGREEMENT_AGREE)
-    emploi.RecordDiagnosis(emploi_pb2.EmploiServiceRecordDiagnosisRequest(idempotency_key=f"py-de-{run}", half=half), metadata=counsellor)
-    social.RecordDiagnosis(social_pb2.SocialServiceRecordDiagnosisRequest(idempotency_key=f"py-ds-{run}", half=half), metadata=social_worker)
+    half = casework_pb2.DiagnosisHalf(case_id=case_id, barriers=referral.barriers, verdict=casework_pb2.VERDICT_AGREE)
+    emploi.RecordDiagnosis(requests_pb2.RecordDiagnosisRequest(idempotency_key=f"py-de-{run}", half=half), metadata=counsellor)
+    social.RecordDiagnosis(requests_pb2.RecordDiagnosisRequest(idempotency_key=f"py-ds-{run}", half=half), metadata=social_worker)
     until(
         "both halves at the employment side",
-        lambda: emploi.GetCase(emploi_pb2.EmploiServiceGetCaseRequest(case_id=case_id), metadata=counsellor),
+        lambda: emploi.GetCase(requests_pb2.GetCaseRequest(case_id=case_id), metadata=counsellor),
         lambda answer: answer.case.state == casework_pb2.CASE_STATE_DIAGNOSED,
     )
 
@@ -149,7 +150,7 @@ def main():
     assert dashboard.entries.suppressed and dashboard.entries.count == 0
 
     try:
-        social.GetCase(social_pb2.SocialServiceGetCaseRequest(case_id=case_id), metadata=counsellor)
+        social.GetCase(requests_pb2.GetCaseRequest(case_id=case_id), metadata=counsellor)
         raise SystemExit("a counsellor's token was accepted by the social service")
     except grpc.RpcError as error:
         assert error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED), error.code()

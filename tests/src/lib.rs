@@ -230,7 +230,7 @@ impl TestStack {
                 &format!("service:{}", from.code()),
                 from,
                 Role::Service,
-                &passerelle_institution::config::audience_of(to),
+                &passerelle_runtime::config::audience_of(to),
                 60,
             )
             .expect("token");
@@ -256,16 +256,14 @@ impl TestStack {
     pub async fn social_consent(&self, key: &str, purposes: &[v1::Purpose]) -> v1::ConsentRecord {
         self.social()
             .await
-            .record_consent(
-                self.as_social_worker(v1::SocialServiceRecordConsentRequest {
-                    idempotency_key: key.into(),
-                    consent: Some(consent(
-                        &self.clock,
-                        purposes,
-                        &[v1::Institution::Emploi, v1::Institution::Social],
-                    )),
-                }),
-            )
+            .record_consent(self.as_social_worker(v1::RecordConsentRequest {
+                idempotency_key: key.into(),
+                consent: Some(consent(
+                    &self.clock,
+                    purposes,
+                    &[v1::Institution::Emploi, v1::Institution::Social],
+                )),
+            }))
             .await
             .expect("consent recorded")
             .into_inner()
@@ -283,17 +281,11 @@ impl TestStack {
         let answer = self
             .social()
             .await
-            .create_referral(
-                self.as_social_worker(v1::SocialServiceCreateReferralRequest {
-                    idempotency_key: key.into(),
-                    referral: Some(self.referral(
-                        &consent.case_id,
-                        &consent.consent_id,
-                        first_name,
-                    )),
-                    local_note: String::new(),
-                }),
-            )
+            .create_referral(self.as_social_worker(v1::CreateReferralRequest {
+                idempotency_key: key.into(),
+                referral: Some(self.referral(&consent.case_id, &consent.consent_id, first_name)),
+                local_note: String::new(),
+            }))
             .await?;
         Ok(answer.into_inner().referral.unwrap_or_default())
     }
@@ -304,7 +296,7 @@ impl TestStack {
         &self,
         case_id: &str,
         consent_id: &str,
-    ) -> Request<v1::EmploiServiceReceiveReferralRequest> {
+    ) -> Request<v1::ReceiveReferralRequest> {
         let mut r = self.referral(case_id, consent_id, "Gwenola");
         r.referring_network = v1::Network::Social as i32;
         r.referred_by = "sw-rennes-1".into();
@@ -312,7 +304,7 @@ impl TestStack {
         self.as_service(
             Institution::Social,
             Institution::Emploi,
-            v1::EmploiServiceReceiveReferralRequest {
+            v1::ReceiveReferralRequest {
                 idempotency_key: format!("direct-{case_id}"),
                 case_id: case_id.into(),
                 referral: Some(r),
@@ -322,8 +314,8 @@ impl TestStack {
 
     /// The case as the counsellor sees it at the employment side; `None`
     /// while that side does not know it yet (any other error fails the test).
-    pub async fn case_at_emploi(&self, case_id: &str) -> Option<v1::EmploiServiceGetCaseResponse> {
-        let request = self.as_counsellor(v1::EmploiServiceGetCaseRequest {
+    pub async fn case_at_emploi(&self, case_id: &str) -> Option<v1::GetCaseResponse> {
+        let request = self.as_counsellor(v1::GetCaseRequest {
             case_id: case_id.into(),
         });
         match self.emploi().await.get_case(request).await {
@@ -334,8 +326,8 @@ impl TestStack {
     }
 
     /// The case as the social worker sees it at the social side; `None` while unknown there.
-    pub async fn case_at_social(&self, case_id: &str) -> Option<v1::SocialServiceGetCaseResponse> {
-        let request = self.as_social_worker(v1::SocialServiceGetCaseRequest {
+    pub async fn case_at_social(&self, case_id: &str) -> Option<v1::GetCaseResponse> {
+        let request = self.as_social_worker(v1::GetCaseRequest {
             case_id: case_id.into(),
         });
         match self.social().await.get_case(request).await {
@@ -362,23 +354,21 @@ impl TestStack {
         self.accept_at_emploi(&case_id).await;
         let half = v1::DiagnosisHalf {
             case_id: case_id.clone(),
-            agreement: v1::Agreement::Agree as i32,
+            verdict: v1::Verdict::Agree as i32,
             ..Default::default()
         };
         let mut emploi = self.emploi().await;
         self.social()
             .await
-            .record_diagnosis(
-                self.as_social_worker(v1::SocialServiceRecordDiagnosisRequest {
-                    idempotency_key: format!("{label}-ds"),
-                    half: Some(half.clone()),
-                    local_note: String::new(),
-                }),
-            )
+            .record_diagnosis(self.as_social_worker(v1::RecordDiagnosisRequest {
+                idempotency_key: format!("{label}-ds"),
+                half: Some(half.clone()),
+                local_note: String::new(),
+            }))
             .await
             .expect("social half");
         emploi
-            .record_diagnosis(self.as_counsellor(v1::EmploiServiceRecordDiagnosisRequest {
+            .record_diagnosis(self.as_counsellor(v1::RecordDiagnosisRequest {
                 idempotency_key: format!("{label}-de"),
                 half: Some(half),
                 local_note: String::new(),
@@ -504,7 +494,7 @@ impl TestStack {
         .await;
         self.emploi()
             .await
-            .decide_referral(self.as_counsellor(v1::EmploiServiceDecideReferralRequest {
+            .decide_referral(self.as_counsellor(v1::DecideReferralRequest {
                 idempotency_key: format!("accept-{case_id}"),
                 case_id: case_id.into(),
                 decision: v1::ReferralState::Accepted as i32,

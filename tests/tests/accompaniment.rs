@@ -46,7 +46,7 @@ async fn ille_et_vilaine_runs_9_months_renewable_once_for_3() {
     );
 
     // Nothing due within a month; the end of the period within ten.
-    let due = |days: u32| v1::EmploiServiceListDueRequest {
+    let due = |days: u32| v1::ListDueRequest {
         within_days: days,
         ..Default::default()
     };
@@ -142,7 +142,7 @@ async fn seine_et_marne_runs_6_months_renewable_once_then_only_by_justified_exce
     let mut social = t.social().await;
     eventually("the entry at the social side", async || {
         let items = social
-            .list_due(t.as_social_worker(v1::SocialServiceListDueRequest {
+            .list_due(t.as_social_worker(v1::ListDueRequest {
                 within_days: 200,
                 ..Default::default()
             }))
@@ -155,7 +155,7 @@ async fn seine_et_marne_runs_6_months_renewable_once_then_only_by_justified_exce
     })
     .await;
     let bad = social
-        .list_due(t.as_social_worker(v1::SocialServiceListDueRequest {
+        .list_due(t.as_social_worker(v1::ListDueRequest {
             within_days: 0,
             ..Default::default()
         }))
@@ -234,7 +234,7 @@ async fn diagnosis_updates_flow_both_ways() {
         };
         let half = |level| v1::DiagnosisHalf {
             case_id: case_id.clone(),
-            agreement: v1::Agreement::Agree as i32,
+            verdict: v1::Verdict::Agree as i32,
             barriers: vec![barrier(level)],
             ..Default::default()
         };
@@ -250,7 +250,7 @@ async fn diagnosis_updates_flow_both_ways() {
         t.clock.advance(chrono::Duration::days(30));
         t.social()
             .await
-            .record_diagnosis(t.as_social_worker(v1::SocialServiceRecordDiagnosisRequest {
+            .record_diagnosis(t.as_social_worker(v1::RecordDiagnosisRequest {
                 idempotency_key: "update-social".into(),
                 half: Some(half(v1::BarrierLevel::Low)),
                 local_note: "relogée en résidence sociale".into(),
@@ -269,7 +269,7 @@ async fn diagnosis_updates_flow_both_ways() {
         // The counsellor raises it again: the social side sees it.
         t.clock.advance(chrono::Duration::days(30));
         emploi
-            .record_diagnosis(t.as_counsellor(v1::EmploiServiceRecordDiagnosisRequest {
+            .record_diagnosis(t.as_counsellor(v1::RecordDiagnosisRequest {
                 idempotency_key: "update-emploi".into(),
                 half: Some(half(v1::BarrierLevel::High)),
                 local_note: String::new(),

@@ -81,7 +81,7 @@ async fn consent_for_another_purpose_is_denied_on_both_sides() {
         let status = t
             .social()
             .await
-            .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+            .create_referral(t.as_social_worker(v1::CreateReferralRequest {
                 idempotency_key: "r-other-purpose".into(),
                 referral: Some(referral(&consent.case_id, &consent.consent_id, "Gwenola")),
                 local_note: String::new(),
@@ -138,7 +138,7 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
             .await;
         let mut social = t.social().await;
         social
-            .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+            .create_referral(t.as_social_worker(v1::CreateReferralRequest {
                 idempotency_key: "r-withdraw".into(),
                 referral: Some(referral(&consent.case_id, &consent.consent_id, "Gwenola")),
                 local_note: String::new(),
@@ -156,7 +156,7 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
         .await;
 
         let withdrawn = social
-            .withdraw_consent(t.as_social_worker(v1::SocialServiceWithdrawConsentRequest {
+            .withdraw_consent(t.as_social_worker(v1::WithdrawConsentRequest {
                 idempotency_key: "w-1".into(),
                 consent_id: consent.consent_id.clone(),
             }))
@@ -169,11 +169,11 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
 
         // The very next call that would carry data to the partner is refused.
         let status = social
-            .record_diagnosis(t.as_social_worker(v1::SocialServiceRecordDiagnosisRequest {
+            .record_diagnosis(t.as_social_worker(v1::RecordDiagnosisRequest {
                 idempotency_key: "d-after-withdrawal".into(),
                 half: Some(v1::DiagnosisHalf {
                     case_id: consent.case_id.clone(),
-                    agreement: v1::Agreement::Agree as i32,
+                    verdict: v1::Verdict::Agree as i32,
                     ..Default::default()
                 }),
                 local_note: String::new(),
@@ -194,7 +194,7 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
             case_id: consent.case_id.clone(),
             author_institution: v1::Institution::Social as i32,
             author: "sw-rennes-1".into(),
-            agreement: v1::Agreement::Agree as i32,
+            verdict: v1::Verdict::Agree as i32,
             recorded_at: Some(timestamp(t0())),
             barriers: vec![],
         };
@@ -204,7 +204,7 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
             .receive_diagnosis(t.as_service(
                 Institution::Social,
                 Institution::Emploi,
-                v1::EmploiServiceReceiveDiagnosisRequest {
+                v1::ReceiveDiagnosisRequest {
                     idempotency_key: "d-direct".into(),
                     case_id: consent.case_id.clone(),
                     half: Some(half),
@@ -233,7 +233,7 @@ async fn a_withdrawal_stops_what_was_queued_before_it() {
         .expect("stop emploi");
     let mut social = t.social().await;
     social
-        .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+        .create_referral(t.as_social_worker(v1::CreateReferralRequest {
             idempotency_key: "r-queued".into(),
             referral: Some(referral(&consent.case_id, &consent.consent_id, "Gwenola")),
             local_note: String::new(),
@@ -241,7 +241,7 @@ async fn a_withdrawal_stops_what_was_queued_before_it() {
         .await
         .expect("queued while emploi is down");
     social
-        .withdraw_consent(t.as_social_worker(v1::SocialServiceWithdrawConsentRequest {
+        .withdraw_consent(t.as_social_worker(v1::WithdrawConsentRequest {
             idempotency_key: "w-q".into(),
             consent_id: consent.consent_id.clone(),
         }))

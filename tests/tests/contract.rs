@@ -32,11 +32,15 @@ fn mutated(file: &str, edit: impl Fn(&str) -> String) -> DescriptorPool {
             .to_string_lossy()
             .into_owned();
         let text = std::fs::read_to_string(&path).expect("read");
-        std::fs::write(
-            target.join(&name),
-            if name == file { edit(&text) } else { text },
-        )
-        .expect("write");
+        let text = if name == file {
+            let edited = edit(&text);
+            // A mutation that no longer matches the contract would test nothing.
+            assert_ne!(edited, text, "the edit of {file} changed nothing");
+            edited
+        } else {
+            text
+        };
+        std::fs::write(target.join(&name), text).expect("write");
     }
     compile(dir.path())
 }
@@ -62,8 +66,8 @@ fn an_unannotated_field_fails_the_contract() {
 fn a_local_only_field_reachable_from_a_crossing_fails_the_contract() {
     let pool = mutated("casework.proto", |text| {
         text.replace(
-            "  Agreement agreement = 5 [(data_category) = DATA_CATEGORY_CASE];",
-            "  Agreement agreement = 5 [(data_category) = DATA_CATEGORY_CASE];\n  string narrative = 43 [(data_category) = DATA_CATEGORY_LOCAL_ONLY];",
+            "  Verdict verdict = 5 [(data_category) = DATA_CATEGORY_CASE];",
+            "  Verdict verdict = 5 [(data_category) = DATA_CATEGORY_CASE];\n  string narrative = 43 [(data_category) = DATA_CATEGORY_LOCAL_ONLY];",
         )
     });
     let violations = check(&pool);
@@ -114,7 +118,7 @@ fn no_crossing_to_the_steering_service_carries_personal_data() {
 
 #[test]
 fn the_sample_configurations_load() {
-    use passerelle_institution::ServiceConfig;
+    use passerelle_runtime::ServiceConfig;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
     for institution in passerelle_cli::stack::INSTITUTIONS {
         let file = dir.join(format!("{}.toml", institution.code()));
@@ -122,7 +126,7 @@ fn the_sample_configurations_load() {
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         assert_eq!(
             config.audience,
-            passerelle_institution::config::audience_of(institution)
+            passerelle_runtime::config::audience_of(institution)
         );
         assert!(config.service_identity.is_some());
     }

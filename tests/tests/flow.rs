@@ -15,7 +15,7 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
     let mut emploi = t.emploi().await;
 
     let consent = social
-        .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
+        .record_consent(t.as_social_worker(v1::RecordConsentRequest {
             idempotency_key: format!(
                     "consent-{}",
                     first_name
@@ -36,7 +36,7 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
     assert_eq!(consent.state, v1::ConsentState::Given as i32);
 
     let referral = social
-        .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+        .create_referral(t.as_social_worker(v1::CreateReferralRequest {
             idempotency_key: format!(
                     "referral-{}",
                     first_name
@@ -83,7 +83,7 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
         level: v1::BarrierLevel::High as i32,
     }];
     emploi
-        .record_diagnosis(t.as_counsellor(v1::EmploiServiceRecordDiagnosisRequest {
+        .record_diagnosis(t.as_counsellor(v1::RecordDiagnosisRequest {
             idempotency_key: format!(
                     "diag-e-{}",
                     first_name
@@ -93,7 +93,7 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
             half: Some(v1::DiagnosisHalf {
                 case_id: case_id.clone(),
                 barriers: barriers.clone(),
-                agreement: v1::Agreement::Agree as i32,
+                verdict: v1::Verdict::Agree as i32,
                 ..Default::default()
             }),
             local_note: "entretien du 9 mars".into(),
@@ -102,7 +102,7 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
         .expect("professional half");
     t.clock.advance(Duration::days(4));
     social
-        .record_diagnosis(t.as_social_worker(v1::SocialServiceRecordDiagnosisRequest {
+        .record_diagnosis(t.as_social_worker(v1::RecordDiagnosisRequest {
             idempotency_key: format!(
                     "diag-s-{}",
                     first_name
@@ -112,7 +112,7 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
             half: Some(v1::DiagnosisHalf {
                 case_id: case_id.clone(),
                 barriers,
-                agreement: v1::Agreement::Agree as i32,
+                verdict: v1::Verdict::Agree as i32,
                 ..Default::default()
             }),
             local_note: CANARY_NOTE.into(),
@@ -345,26 +345,26 @@ async fn the_diagnosis_rule_follows_the_agreement() {
             .expect("referral");
         let case_id = referral.case_id;
         let mut emploi = t.emploi().await;
-        let half = |agreement: v1::Agreement| v1::DiagnosisHalf {
+        let half = |verdict: v1::Verdict| v1::DiagnosisHalf {
             case_id: case_id.clone(),
-            agreement: agreement as i32,
+            verdict: verdict as i32,
             ..Default::default()
         };
         // The prescriber (social side) agrees; the employment side does not.
         t.social()
             .await
-            .record_diagnosis(t.as_social_worker(v1::SocialServiceRecordDiagnosisRequest {
+            .record_diagnosis(t.as_social_worker(v1::RecordDiagnosisRequest {
                 idempotency_key: "d-s".into(),
-                half: Some(half(v1::Agreement::Agree)),
+                half: Some(half(v1::Verdict::Agree)),
                 local_note: String::new(),
             }))
             .await
             .expect("social half");
         t.accept_at_emploi(&case_id).await;
         emploi
-            .record_diagnosis(t.as_counsellor(v1::EmploiServiceRecordDiagnosisRequest {
+            .record_diagnosis(t.as_counsellor(v1::RecordDiagnosisRequest {
                 idempotency_key: "d-e".into(),
-                half: Some(half(v1::Agreement::Disagree)),
+                half: Some(half(v1::Verdict::Disagree)),
                 local_note: String::new(),
             }))
             .await

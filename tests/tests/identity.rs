@@ -21,7 +21,7 @@ fn claims(aud: &str, exp: u64) -> Claims {
 }
 
 async fn get_case_with(t: &TestStack, token: Option<&str>) -> tonic::Status {
-    let message = v1::SocialServiceGetCaseRequest {
+    let message = v1::GetCaseRequest {
         case_id: "0193b2c4-0000-7000-8000-000000000001".into(),
     };
     let request = match token {
@@ -117,7 +117,7 @@ async fn a_valid_token_of_an_institution_not_on_the_allow_list_is_denied() {
         Role::Counsellor,
         "ft-counsellor-7",
         Institution::Social,
-        v1::SocialServiceGetCaseRequest {
+        v1::GetCaseRequest {
             case_id: "0193b2c4-0000-7000-8000-000000000001".into(),
         },
     );
@@ -130,7 +130,7 @@ async fn a_valid_token_of_an_institution_not_on_the_allow_list_is_denied() {
         .receive_referral(t.as_service(
             Institution::Pilotage,
             Institution::Emploi,
-            v1::EmploiServiceReceiveReferralRequest::default(),
+            v1::ReceiveReferralRequest::default(),
         ))
         .await
         .unwrap_err();
@@ -141,7 +141,7 @@ async fn a_valid_token_of_an_institution_not_on_the_allow_list_is_denied() {
         Role::SocialWorker,
         "sw-rennes-1",
         Institution::Emploi,
-        v1::EmploiServiceReceiveReferralRequest::default(),
+        v1::ReceiveReferralRequest::default(),
     );
     assert_eq!(
         t.emploi()
@@ -165,10 +165,7 @@ async fn a_valid_token_of_an_institution_not_on_the_allow_list_is_denied() {
             60,
         )
         .expect("token");
-    let request = with_token(
-        v1::SocialServiceReceiveReferralRequest::default(),
-        &impostor,
-    );
+    let request = with_token(v1::ReceiveReferralRequest::default(), &impostor);
     assert_eq!(
         t.social()
             .await

@@ -12,7 +12,7 @@ async fn malformed_referrals_name_the_field_and_write_nothing() {
         let consent = t
             .social()
             .await
-            .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
+            .record_consent(t.as_social_worker(v1::RecordConsentRequest {
                 idempotency_key: "c-input".into(),
                 consent: Some(consent(
                     &t.clock,
@@ -65,7 +65,7 @@ async fn malformed_referrals_name_the_field_and_write_nothing() {
         let mut social = t.social().await;
         for (i, (field, referral)) in broken.into_iter().enumerate() {
             let status = social
-                .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+                .create_referral(t.as_social_worker(v1::CreateReferralRequest {
                     idempotency_key: format!("bad-{i}"),
                     referral: Some(referral),
                     local_note: String::new(),
@@ -80,7 +80,7 @@ async fn malformed_referrals_name_the_field_and_write_nothing() {
             );
         }
         let status = social
-            .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+            .create_referral(t.as_social_worker(v1::CreateReferralRequest {
                 idempotency_key: String::new(),
                 referral: Some(good.clone()),
                 local_note: String::new(),
@@ -132,7 +132,7 @@ async fn malformed_consents_name_the_field() {
     );
     bad.purposes = vec![42];
     let status = social
-        .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
+        .record_consent(t.as_social_worker(v1::RecordConsentRequest {
             idempotency_key: "c1".into(),
             consent: Some(bad),
         }))
@@ -152,7 +152,7 @@ async fn malformed_consents_name_the_field() {
     );
     bad.categories.push(v1::DataCategory::LocalOnly as i32);
     let status = social
-        .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
+        .record_consent(t.as_social_worker(v1::RecordConsentRequest {
             idempotency_key: "c2".into(),
             consent: Some(bad),
         }))
@@ -171,7 +171,7 @@ async fn malformed_consents_name_the_field() {
     );
     bad.evidence.as_mut().expect("evidence").document_sha256 = "abc".into();
     let status = social
-        .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
+        .record_consent(t.as_social_worker(v1::RecordConsentRequest {
             idempotency_key: "c3".into(),
             consent: Some(bad),
         }))

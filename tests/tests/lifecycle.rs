@@ -46,8 +46,8 @@ fn decision(
     case_id: &str,
     state: v1::ReferralState,
     reason: &str,
-) -> tonic::Request<v1::EmploiServiceDecideReferralRequest> {
-    t.as_counsellor(v1::EmploiServiceDecideReferralRequest {
+) -> tonic::Request<v1::DecideReferralRequest> {
+    t.as_counsellor(v1::DecideReferralRequest {
         idempotency_key: key.into(),
         case_id: case_id.into(),
         decision: state as i32,
@@ -59,11 +59,11 @@ fn decision(
 async fn social_half(t: &TestStack, key: &str, case_id: &str) {
     t.social()
         .await
-        .record_diagnosis(t.as_social_worker(v1::SocialServiceRecordDiagnosisRequest {
+        .record_diagnosis(t.as_social_worker(v1::RecordDiagnosisRequest {
             idempotency_key: key.into(),
             half: Some(v1::DiagnosisHalf {
                 case_id: case_id.into(),
-                agreement: v1::Agreement::Agree as i32,
+                verdict: v1::Verdict::Agree as i32,
                 ..Default::default()
             }),
             local_note: String::new(),
@@ -75,11 +75,11 @@ async fn social_half(t: &TestStack, key: &str, case_id: &str) {
 async fn emploi_half(t: &TestStack, key: &str, case_id: &str) -> Result<(), tonic::Status> {
     t.emploi()
         .await
-        .record_diagnosis(t.as_counsellor(v1::EmploiServiceRecordDiagnosisRequest {
+        .record_diagnosis(t.as_counsellor(v1::RecordDiagnosisRequest {
             idempotency_key: key.into(),
             half: Some(v1::DiagnosisHalf {
                 case_id: case_id.into(),
-                agreement: v1::Agreement::Agree as i32,
+                verdict: v1::Verdict::Agree as i32,
                 ..Default::default()
             }),
             local_note: String::new(),
@@ -243,7 +243,7 @@ async fn a_referral_is_accepted_or_refused_with_a_reason_of_the_agreement() {
             let own = t
                 .social()
                 .await
-                .decide_referral(t.as_social_worker(v1::SocialServiceDecideReferralRequest {
+                .decide_referral(t.as_social_worker(v1::DecideReferralRequest {
                     idempotency_key: "own".into(),
                     case_id: case_id.clone(),
                     decision: v1::ReferralState::Accepted as i32,
@@ -283,7 +283,7 @@ async fn a_pending_referral_is_reminded_then_expires_after_the_agreements_delay(
             let list = async |within: u32| {
                 t.emploi()
                     .await
-                    .list_due(t.as_counsellor(v1::EmploiServiceListDueRequest {
+                    .list_due(t.as_counsellor(v1::ListDueRequest {
                         within_days: within,
                         office_code: office.clone(),
                     }))
@@ -322,7 +322,7 @@ async fn a_pending_referral_is_reminded_then_expires_after_the_agreements_delay(
             let unknown = t
                 .emploi()
                 .await
-                .list_due(t.as_counsellor(v1::EmploiServiceListDueRequest {
+                .list_due(t.as_counsellor(v1::ListDueRequest {
                     within_days: 1,
                     office_code: "NOT-AN-OFFICE".into(),
                 }))
@@ -366,7 +366,7 @@ async fn preconditions_block_criteria_inform_and_only_approved_associations_refe
         let status = t
             .social()
             .await
-            .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+            .create_referral(t.as_social_worker(v1::CreateReferralRequest {
                 idempotency_key: "pre".into(),
                 referral: Some(r.clone()),
                 local_note: String::new(),
@@ -384,7 +384,7 @@ async fn preconditions_block_criteria_inform_and_only_approved_associations_refe
         let status = t
             .social()
             .await
-            .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+            .create_referral(t.as_social_worker(v1::CreateReferralRequest {
                 idempotency_key: "pre-2".into(),
                 referral: Some(r),
                 local_note: String::new(),
@@ -404,7 +404,7 @@ async fn preconditions_block_criteria_inform_and_only_approved_associations_refe
             .social()
             .await
             .record_consent(with_token(
-                v1::SocialServiceRecordConsentRequest {
+                v1::RecordConsentRequest {
                     idempotency_key: "asso-c".into(),
                     consent: Some(consent_fixture(&t)),
                 },
@@ -420,7 +420,7 @@ async fn preconditions_block_criteria_inform_and_only_approved_associations_refe
             .social()
             .await
             .create_referral(with_token(
-                v1::SocialServiceCreateReferralRequest {
+                v1::CreateReferralRequest {
                     idempotency_key: "asso-r".into(),
                     referral: Some(t.referral(&consent.case_id, &consent.consent_id, "Lou")),
                     local_note: String::new(),
@@ -440,7 +440,7 @@ async fn preconditions_block_criteria_inform_and_only_approved_associations_refe
         r.checks[0].met = false;
         t.social()
             .await
-            .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+            .create_referral(t.as_social_worker(v1::CreateReferralRequest {
                 idempotency_key: "crit".into(),
                 referral: Some(r),
                 local_note: String::new(),
@@ -471,7 +471,7 @@ async fn preconditions_block_criteria_inform_and_only_approved_associations_refe
                 .social()
                 .await
                 .record_consent(with_token(
-                    v1::SocialServiceRecordConsentRequest {
+                    v1::RecordConsentRequest {
                         idempotency_key: format!("asso-c-{association}"),
                         consent: Some(consent_fixture(&t)),
                     },
@@ -488,7 +488,7 @@ async fn preconditions_block_criteria_inform_and_only_approved_associations_refe
                 .social()
                 .await
                 .create_referral(with_token(
-                    v1::SocialServiceCreateReferralRequest {
+                    v1::CreateReferralRequest {
                         idempotency_key: format!("asso-r-{association}"),
                         referral: Some(referral),
                         local_note: String::new(),
@@ -523,7 +523,7 @@ async fn preconditions_block_criteria_inform_and_only_approved_associations_refe
                 .social()
                 .await
                 .get_case(with_token(
-                    v1::SocialServiceGetCaseRequest {
+                    v1::GetCaseRequest {
                         case_id: consent.case_id.clone(),
                     },
                     &token,
@@ -636,6 +636,7 @@ async fn seed_portfolio(t: &TestStack, template_case: &str, counsellor: &str, n:
             .await
             .expect("seed");
     }
+    tx.update_statistics().await.expect("counts");
     tx.commit().await.expect("commit");
 }
 
@@ -753,7 +754,7 @@ async fn missed_appointments_and_the_end_of_term_close_a_case() {
             for i in 1..=threshold {
                 let case = social
                     .record_missed_appointment(t.as_social_worker(
-                        v1::SocialServiceRecordMissedAppointmentRequest {
+                        v1::RecordMissedAppointmentRequest {
                             idempotency_key: format!("m-{i}"),
                             case_id: case_id.clone(),
                         },
@@ -847,7 +848,7 @@ async fn seine_et_marne_follows_up_in_employment_after_a_job_exit() {
                 let listed = t
                     .emploi()
                     .await
-                    .list_due(t.as_counsellor(v1::EmploiServiceListDueRequest {
+                    .list_due(t.as_counsellor(v1::ListDueRequest {
                         within_days: 200,
                         ..Default::default()
                     }))
@@ -880,7 +881,7 @@ async fn seine_et_marne_follows_up_in_employment_after_a_job_exit() {
                     .get_indicators(t.as_service(
                         Institution::Pilotage,
                         Institution::Emploi,
-                        v1::EmploiServiceGetIndicatorsRequest {},
+                        v1::GetIndicatorsRequest {},
                     ))
                     .await
                     .expect("indicators")
@@ -1066,6 +1067,7 @@ async fn exclusive_social_support_suspends_the_employment_follow_up_within_quota
             seeded.exclusive_started_at = Some(t.clock.now() - Duration::days(1));
             tx.save_case(&seeded, None).await.expect("seed");
         }
+        tx.update_statistics().await.expect("counts");
         tx.commit().await.expect("commit");
         let status = social
             .start_exclusive_support(start_axe3(&t, "q", &template))
@@ -1099,7 +1101,7 @@ async fn exclusive_social_support_suspends_the_employment_follow_up_within_quota
             .get_indicators(t.as_service(
                 Institution::Pilotage,
                 Institution::Social,
-                v1::SocialServiceGetIndicatorsRequest {},
+                v1::GetIndicatorsRequest {},
             ))
             .await
             .expect("indicators")
@@ -1157,7 +1159,7 @@ async fn plans_stay_with_their_author_and_only_summaries_cross() {
         };
         let mut social = t.social().await;
         let update = |key: &str, plan: v1::Plan| {
-            t.as_social_worker(v1::SocialServiceUpdatePlanRequest {
+            t.as_social_worker(v1::UpdatePlanRequest {
                 idempotency_key: key.into(),
                 plan: Some(plan),
             })
@@ -1205,7 +1207,7 @@ async fn plans_stay_with_their_author_and_only_summaries_cross() {
             .get_indicators(t.as_service(
                 Institution::Pilotage,
                 Institution::Social,
-                v1::SocialServiceGetIndicatorsRequest {},
+                v1::GetIndicatorsRequest {},
             ))
             .await
             .expect("indicators")
@@ -1221,7 +1223,7 @@ async fn plans_stay_with_their_author_and_only_summaries_cross() {
         assert_eq!(actions, vec![("logement-hebergement", 2)]);
         t.emploi()
             .await
-            .update_plan(t.as_counsellor(v1::EmploiServiceUpdatePlanRequest {
+            .update_plan(t.as_counsellor(v1::UpdatePlanRequest {
                 idempotency_key: "pe".into(),
                 plan: Some(plan(v1::PlanKind::Employment, v1::Theme::JobSearch)),
             }))
@@ -1298,7 +1300,7 @@ async fn diagnoses_awaiting_validation_are_listed_and_counted_under_the_prescrib
         let list = async || {
             t.emploi()
                 .await
-                .list_due(t.as_counsellor(v1::EmploiServiceListDueRequest {
+                .list_due(t.as_counsellor(v1::ListDueRequest {
                     within_days: 1,
                     office_code: office.clone(),
                 }))

@@ -15,7 +15,7 @@ async fn the_same_idempotency_key_creates_one_referral() {
                 &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
             )
             .await;
-        let request = v1::SocialServiceCreateReferralRequest {
+        let request = v1::CreateReferralRequest {
             idempotency_key: "referral-idem-1".into(),
             referral: Some(referral(&consent.case_id, &consent.consent_id, "Nolwenn")),
             local_note: "premier contact".into(),
@@ -103,7 +103,7 @@ async fn a_referral_made_while_the_employment_side_is_down_arrives_once_it_is_ba
 
         t.social()
             .await
-            .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+            .create_referral(t.as_social_worker(v1::CreateReferralRequest {
                 idempotency_key: "referral-down".into(),
                 referral: Some(referral(&consent.case_id, &consent.consent_id, "Tanguy")),
                 local_note: String::new(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use passerelle_cli::stack::{Databases, StackOptions, ensure_key, service_config};
 use passerelle_domain::{Institution, SystemClock};
-use passerelle_institution::config::DatabaseUrl;
+use passerelle_runtime::config::DatabaseUrl;
 use passerelle_tests::pb as v1;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -83,7 +83,7 @@ async fn readiness_waits_for_the_database() {
         )
         .expect("token");
     let request = passerelle_tests::with_token(
-        v1::EmploiServiceGetCaseRequest {
+        v1::GetCaseRequest {
             case_id: "x".into(),
         },
         &token,

@@ -126,7 +126,7 @@ async fn a_referral_is_one_trace_across_services_and_spans_carry_no_personal_val
     let t = start(Backend::Sqlite, 1).await;
     let mut social = t.social().await;
     let consent = social
-        .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
+        .record_consent(t.as_social_worker(v1::RecordConsentRequest {
             idempotency_key: "otel-consent".into(),
             consent: Some(consent(
                 &t.clock,
@@ -140,7 +140,7 @@ async fn a_referral_is_one_trace_across_services_and_spans_carry_no_personal_val
         .consent
         .expect("consent");
     social
-        .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+        .create_referral(t.as_social_worker(v1::CreateReferralRequest {
             idempotency_key: "otel-referral".into(),
             referral: Some(referral(&consent.case_id, &consent.consent_id, "Morgane")),
             local_note: "CANARY-NOTE santé".into(),

@@ -17,7 +17,7 @@ async fn services_speak_mutual_tls_and_certificates_must_match_tokens() {
     let consent = t
         .social()
         .await
-        .record_consent(t.as_social_worker(v1::SocialServiceRecordConsentRequest {
+        .record_consent(t.as_social_worker(v1::RecordConsentRequest {
             idempotency_key: "tls-consent".into(),
             consent: Some(consent(
                 &t.clock,
@@ -32,7 +32,7 @@ async fn services_speak_mutual_tls_and_certificates_must_match_tokens() {
         .expect("consent");
     t.social()
         .await
-        .create_referral(t.as_social_worker(v1::SocialServiceCreateReferralRequest {
+        .create_referral(t.as_social_worker(v1::CreateReferralRequest {
             idempotency_key: "tls-referral".into(),
             referral: Some(referral(&consent.case_id, &consent.consent_id, "Gwenola")),
             local_note: String::new(),

@@ -1,35 +1,39 @@
-//! The gate in front of every contract RPC: authenticate (JWT only), then the
-//! deny-by-default allow list. Health and reflection stay open so probes and
+//! The layer in front of every contract RPC: authenticate (JWT only), then
+//! the deny-by-default allow list. Health and reflection stay open so probes and
 //! tooling work without a token; they carry no personal data.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use chrono::{DateTime, Utc};
 use tonic::Status;
 use tower::{Layer, Service};
 
 use crate::audit::{AuditEntry, Decision, Direction};
 use crate::identity::{Caller, Verifier};
 use crate::policy::{Policy, RpcRule};
-use passerelle_domain::Role;
+use crate::ports::AuditSink;
+use passerelle_domain::{Clock, Role};
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Durable, append-only audit storage. The layer waits for the append before
-/// answering: a decision that cannot be recorded is not given (fail closed).
-pub trait AuditAppend: Send + Sync + 'static {
-    fn append(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), String>>;
-    fn now(&self) -> DateTime<Utc>;
-}
+pub use crate::ports::BoxFuture;
 
 /// Put in the request's extensions once the caller is admitted.
 #[derive(Debug, Clone)]
 pub struct Admission {
     pub caller: Caller,
     pub rule: RpcRule,
+}
+
+/// The caller the layer admitted. Missing means the layer was bypassed: refuse.
+pub fn admission<T>(request: &tonic::Request<T>) -> Result<&Admission, Status> {
+    request
+        .extensions()
+        .get::<Admission>()
+        .ok_or_else(|| Status::permission_denied("call not admitted by the boundary"))
+}
+
+/// The admitted caller of `request`.
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
+    admission(request).map(|a| &a.caller)
 }
 
 #[derive(Clone)]
@@ -40,7 +44,8 @@ pub struct BoundaryLayer {
 struct Shared {
     verifier: Verifier,
     policy: Policy,
-    audit: Arc<dyn AuditAppend>,
+    audit: Arc<dyn AuditSink>,
+    clock: Arc<dyn Clock>,
     bind_certificates: bool,
 }
 
@@ -53,12 +58,18 @@ impl std::fmt::Debug for BoundaryLayer {
 }
 
 impl BoundaryLayer {
-    pub fn new(verifier: Verifier, policy: Policy, audit: Arc<dyn AuditAppend>) -> Self {
+    pub fn new(
+        verifier: Verifier,
+        policy: Policy,
+        audit: Arc<dyn AuditSink>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         BoundaryLayer {
             shared: Arc::new(Shared {
                 verifier,
                 policy,
                 audit,
+                clock,
                 bind_certificates: false,
             }),
         }
@@ -96,7 +107,7 @@ impl<S> std::fmt::Debug for BoundaryService<S> {
     }
 }
 
-/// Only the contract's own services sit behind the gate.
+/// Only the contract's own services sit behind the layer.
 fn is_guarded(path: &str) -> bool {
     path.starts_with("/passerelle.")
 }
@@ -194,7 +205,7 @@ impl Shared {
         let rule = self.policy.rule(path);
         let crossing = rule.and_then(|r| r.crossing.as_ref());
         let entry = AuditEntry {
-            at: self.audit.now(),
+            at: self.clock.now(),
             direction: Direction::Inbound,
             agent: caller.map(|c| c.agent.clone()),
             agent_institution: caller.map(|c| c.institution),
@@ -210,10 +221,12 @@ impl Shared {
             decision: Decision::Denied,
             reason: Some(reason.to_owned()),
         };
-        self.audit.append(entry).await.map_err(|e| {
-            tracing::error!(error = %e, "audit append failed; refusing the call");
-            Status::unavailable("audit log unavailable")
-        })
+        crate::ports::record(&*self.audit, entry)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "audit append failed; refusing the call");
+                Status::unavailable("audit log unavailable")
+            })
     }
 }
 

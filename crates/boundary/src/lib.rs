@@ -5,13 +5,17 @@
 
 pub mod audit;
 pub mod contract;
+pub mod crossing;
 pub mod identity;
 pub mod layer;
 pub mod minimise;
 pub mod policy;
+pub mod ports;
 
 pub use audit::{AuditEntry, AuditRecord, Decision};
+pub use crossing::{CrossingControl, SendRefusal, Ticket, allowed_categories};
 pub use identity::{Caller, IdentityError, KeyPair, Signer, TrustedIssuer, Verifier};
-pub use layer::{AuditAppend, BoundaryLayer};
+pub use layer::{Admission, BoundaryLayer, admission, caller};
 pub use minimise::{Minimised, Minimiser};
 pub use policy::{CrossingRule, Denial, Flow, Policy, RpcRule};
+pub use ports::{AuditSink, ConsentRegister};

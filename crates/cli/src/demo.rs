@@ -339,7 +339,7 @@ async fn run_person(
                 .record_consent(stack.as_agent(
                     by,
                     p.index,
-                    v1::EmploiServiceRecordConsentRequest {
+                    v1::RecordConsentRequest {
                         idempotency_key: key("consent"),
                         consent: Some(consent),
                     },
@@ -354,7 +354,7 @@ async fn run_person(
                 .create_referral(stack.as_agent(
                     by,
                     p.index,
-                    v1::EmploiServiceCreateReferralRequest {
+                    v1::CreateReferralRequest {
                         idempotency_key: key("referral"),
                         referral: Some(r),
                         local_note: note,
@@ -369,7 +369,7 @@ async fn run_person(
                 .record_consent(stack.as_agent(
                     by,
                     p.index,
-                    v1::SocialServiceRecordConsentRequest {
+                    v1::RecordConsentRequest {
                         idempotency_key: key("consent"),
                         consent: Some(consent),
                     },
@@ -384,7 +384,7 @@ async fn run_person(
                 .create_referral(stack.as_agent(
                     by,
                     p.index,
-                    v1::SocialServiceCreateReferralRequest {
+                    v1::CreateReferralRequest {
                         idempotency_key: key("referral"),
                         referral: Some(r),
                         local_note: note,
@@ -398,13 +398,13 @@ async fn run_person(
 
     if p.withdraws {
         clock.set(start + chrono::Duration::days(p.days[0]));
-        let request = v1::SocialServiceWithdrawConsentRequest {
+        let request = v1::WithdrawConsentRequest {
             idempotency_key: key("withdraw"),
             consent_id: consent_id.clone(),
         };
         match by {
             Institution::Emploi => {
-                let request = v1::EmploiServiceWithdrawConsentRequest {
+                let request = v1::WithdrawConsentRequest {
                     idempotency_key: request.idempotency_key,
                     consent_id: request.consent_id,
                 };
@@ -452,7 +452,7 @@ async fn run_person(
                     .as_agent(
                         receiver,
                         p.index,
-                        v1::EmploiServiceDecideReferralRequest {
+                        v1::DecideReferralRequest {
                             idempotency_key: k,
                             case_id,
                             decision: decision as i32,
@@ -474,7 +474,7 @@ async fn run_person(
                     .as_agent(
                         receiver,
                         p.index,
-                        v1::SocialServiceDecideReferralRequest {
+                        v1::DecideReferralRequest {
                             idempotency_key: k,
                             case_id,
                             decision: decision as i32,
@@ -499,7 +499,7 @@ async fn run_person(
         return Ok(());
     }
 
-    let agreement_of = |who: Institution| if p.disagreement == Some(who) { v1::Agreement::Disagree } else { v1::Agreement::Agree } as i32;
+    let verdict_of = |who: Institution| if p.disagreement == Some(who) { v1::Verdict::Disagree } else { v1::Verdict::Agree } as i32;
     // Under "the prescriber decides", the partner's validation sometimes
     // never comes: the person enters all the same, and it is counted.
     let skip = |who: Institution| {
@@ -513,7 +513,7 @@ async fn run_person(
     let half = v1::DiagnosisHalf {
         case_id: case_id.clone(),
         barriers: barriers.clone(),
-        agreement: agreement_of(Institution::Emploi),
+        verdict: verdict_of(Institution::Emploi),
         ..Default::default()
     };
     if !skip(Institution::Emploi) {
@@ -522,7 +522,7 @@ async fn run_person(
                 .as_agent(
                     Institution::Emploi,
                     p.index,
-                    v1::EmploiServiceRecordDiagnosisRequest {
+                    v1::RecordDiagnosisRequest {
                         idempotency_key: key("diag-emploi"),
                         half: Some(half.clone()),
                         local_note: String::new(),
@@ -535,7 +535,7 @@ async fn run_person(
     }
     clock.set(start + chrono::Duration::days(p.days[1]));
     let half = v1::DiagnosisHalf {
-        agreement: agreement_of(Institution::Social),
+        verdict: verdict_of(Institution::Social),
         ..half
     };
     if !skip(Institution::Social) {
@@ -544,7 +544,7 @@ async fn run_person(
                 .as_agent(
                     Institution::Social,
                     p.index,
-                    v1::SocialServiceRecordDiagnosisRequest {
+                    v1::RecordDiagnosisRequest {
                         idempotency_key: key("diag-social"),
                         half: Some(half.clone()),
                         local_note: String::new(),
@@ -562,7 +562,7 @@ async fn run_person(
         let request = stack.as_agent(
             Institution::Emploi,
             p.index,
-            v1::EmploiServiceGetCaseRequest {
+            v1::GetCaseRequest {
                 case_id: case_id.clone(),
             },
         )?;
@@ -683,7 +683,7 @@ async fn run_person(
                 let request = stack.as_agent(
                     Institution::Emploi,
                     p.index,
-                    v1::EmploiServiceRecordMissedAppointmentRequest {
+                    v1::RecordMissedAppointmentRequest {
                         idempotency_key: format!("{}-{i}", key("missed")),
                         case_id: case_id.clone(),
                     },

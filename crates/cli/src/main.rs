@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 use passerelle_cli::stack::{DEV_TOKEN_TTL_SECONDS, Databases, Stack, StackOptions, dev_signer};
 use passerelle_cli::{demo, report};
 use passerelle_domain::{Institution, ManualClock, Role, SystemClock};
-use passerelle_institution::config::audience_of;
-use passerelle_institution::server::termination_signal;
+use passerelle_runtime::config::audience_of;
+use passerelle_runtime::server::termination_signal;
 
 #[derive(Debug, Parser)]
 #[command(

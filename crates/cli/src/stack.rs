@@ -9,10 +9,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use passerelle_boundary::{KeyPair, Signer};
 use passerelle_domain::{Clock, Institution, Role};
-use passerelle_institution::config::{
+use passerelle_runtime::config::{
     DatabaseUrl, Endpoints, IssuerConfig, ServiceIdentityConfig, TlsConfig, audience_of,
 };
-use passerelle_institution::{ServiceConfig, ServiceHandle};
+use passerelle_runtime::{ServiceConfig, ServiceHandle};
 use tokio::net::TcpListener;
 
 /// Issuer of the local development tokens (`passerelle token`).
@@ -217,14 +217,14 @@ pub fn service_config(
         emploi: Some(url(0)),
         social: Some(url(1)),
     };
-    config.min_cell_size = options.min_cell_size;
+    config.steering.min_cell_size = options.min_cell_size;
     config.agreement = options.agreement.clone();
     if options.quick_retries {
-        config.outbox.poll_interval_ms = 100;
-        config.outbox.initial_backoff_ms = 50;
-        config.outbox.max_backoff_ms = 400;
-        config.outbox.request_timeout_ms = 2_000;
-        config.housekeeping_interval_ms = 100;
+        config.casework.outbox.poll_interval_ms = 100;
+        config.casework.outbox.initial_backoff_ms = 50;
+        config.casework.outbox.max_backoff_ms = 400;
+        config.casework.outbox.request_timeout_ms = 2_000;
+        config.casework.housekeeping_interval_ms = 100;
     }
     config
 }

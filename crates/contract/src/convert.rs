@@ -77,181 +77,69 @@ pub fn sha256_hex(field: &str, value: &str) -> Result<String> {
     Ok(v.to_ascii_lowercase())
 }
 
+/// A proto enum and its domain twin, converted both ways with the same
+/// variant names: `UNSPECIFIED` (or a value this build does not know) reads
+/// as `None`, so the caller names the field at fault; every domain value has
+/// a proto one.
+macro_rules! enum_pair {
+    ($vis:vis fn $from:ident: $proto:path => $domain:path { $($variant:ident),+ $(,)? }) => {
+        $vis fn $from(p: $proto) -> Option<$domain> {
+            use $proto as P;
+            use $domain as D;
+            match p {
+                $(P::$variant => Some(D::$variant),)+
+                #[allow(unreachable_patterns)]
+                _ => None,
+            }
+        }
+
+        impl From<$domain> for $proto {
+            fn from(d: $domain) -> Self {
+                use $proto as P;
+                use $domain as D;
+                match d {
+                    $(D::$variant => P::$variant,)+
+                }
+            }
+        }
+    };
+}
+
 // ---- vocabulary -------------------------------------------------------------
 
-pub fn institution(p: v1::Institution) -> Option<domain::Institution> {
-    match p {
-        v1::Institution::Unspecified => None,
-        v1::Institution::Emploi => Some(domain::Institution::Emploi),
-        v1::Institution::Social => Some(domain::Institution::Social),
-        v1::Institution::Pilotage => Some(domain::Institution::Pilotage),
-    }
-}
+enum_pair!(pub fn institution: v1::Institution => domain::Institution {
+    Emploi, Social, Pilotage
+});
 
-impl From<domain::Institution> for v1::Institution {
-    fn from(d: domain::Institution) -> Self {
-        match d {
-            domain::Institution::Emploi => v1::Institution::Emploi,
-            domain::Institution::Social => v1::Institution::Social,
-            domain::Institution::Pilotage => v1::Institution::Pilotage,
-        }
-    }
-}
+enum_pair!(pub fn role: v1::Role => domain::Role {
+    Counsellor, SocialWorker, Coordinator, Service, Steering, Dpo, AssociationWorker
+});
 
-pub fn role(p: v1::Role) -> Option<domain::Role> {
-    match p {
-        v1::Role::Unspecified => None,
-        v1::Role::Counsellor => Some(domain::Role::Counsellor),
-        v1::Role::SocialWorker => Some(domain::Role::SocialWorker),
-        v1::Role::Coordinator => Some(domain::Role::Coordinator),
-        v1::Role::Service => Some(domain::Role::Service),
-        v1::Role::Steering => Some(domain::Role::Steering),
-        v1::Role::Dpo => Some(domain::Role::Dpo),
-        v1::Role::AssociationWorker => Some(domain::Role::AssociationWorker),
-    }
-}
+enum_pair!(pub fn purpose: v1::Purpose => domain::Purpose {
+    Referral, GlobalSupport, ExclusiveSocialSupport, RsaJobseekerList, JobseekerFile, Statistics, SubjectAccess, ConsentRecord
+});
 
-pub fn purpose(p: v1::Purpose) -> Option<domain::Purpose> {
-    match p {
-        v1::Purpose::Unspecified => None,
-        v1::Purpose::Referral => Some(domain::Purpose::Referral),
-        v1::Purpose::GlobalSupport => Some(domain::Purpose::GlobalSupport),
-        v1::Purpose::ExclusiveSocialSupport => Some(domain::Purpose::ExclusiveSocialSupport),
-        v1::Purpose::RsaJobseekerList => Some(domain::Purpose::RsaJobseekerList),
-        v1::Purpose::JobseekerFile => Some(domain::Purpose::JobseekerFile),
-        v1::Purpose::Statistics => Some(domain::Purpose::Statistics),
-        v1::Purpose::SubjectAccess => Some(domain::Purpose::SubjectAccess),
-        v1::Purpose::ConsentRecord => Some(domain::Purpose::ConsentRecord),
-    }
-}
+enum_pair!(pub fn legal_basis: v1::LegalBasis => domain::LegalBasis {
+    Consent, LegalObligation, PublicTask
+});
 
-impl From<domain::Purpose> for v1::Purpose {
-    fn from(d: domain::Purpose) -> Self {
-        match d {
-            domain::Purpose::Referral => v1::Purpose::Referral,
-            domain::Purpose::GlobalSupport => v1::Purpose::GlobalSupport,
-            domain::Purpose::ExclusiveSocialSupport => v1::Purpose::ExclusiveSocialSupport,
-            domain::Purpose::RsaJobseekerList => v1::Purpose::RsaJobseekerList,
-            domain::Purpose::JobseekerFile => v1::Purpose::JobseekerFile,
-            domain::Purpose::Statistics => v1::Purpose::Statistics,
-            domain::Purpose::SubjectAccess => v1::Purpose::SubjectAccess,
-            domain::Purpose::ConsentRecord => v1::Purpose::ConsentRecord,
-        }
-    }
-}
+enum_pair!(pub fn data_category: v1::DataCategory => domain::DataCategory {
+    Public, Identity, Contact, Case, Barrier, Employment, SocialPlan, LocalOnly, Aggregate
+});
 
-pub fn legal_basis(p: v1::LegalBasis) -> Option<domain::LegalBasis> {
-    match p {
-        v1::LegalBasis::Unspecified => None,
-        v1::LegalBasis::Consent => Some(domain::LegalBasis::Consent),
-        v1::LegalBasis::LegalObligation => Some(domain::LegalBasis::LegalObligation),
-        v1::LegalBasis::PublicTask => Some(domain::LegalBasis::PublicTask),
-    }
-}
-
-pub fn data_category(p: v1::DataCategory) -> Option<domain::DataCategory> {
-    match p {
-        v1::DataCategory::Unspecified => None,
-        v1::DataCategory::Public => Some(domain::DataCategory::Public),
-        v1::DataCategory::Identity => Some(domain::DataCategory::Identity),
-        v1::DataCategory::Contact => Some(domain::DataCategory::Contact),
-        v1::DataCategory::Case => Some(domain::DataCategory::Case),
-        v1::DataCategory::Barrier => Some(domain::DataCategory::Barrier),
-        v1::DataCategory::Employment => Some(domain::DataCategory::Employment),
-        v1::DataCategory::SocialPlan => Some(domain::DataCategory::SocialPlan),
-        v1::DataCategory::LocalOnly => Some(domain::DataCategory::LocalOnly),
-        v1::DataCategory::Aggregate => Some(domain::DataCategory::Aggregate),
-    }
-}
-
-impl From<domain::DataCategory> for v1::DataCategory {
-    fn from(d: domain::DataCategory) -> Self {
-        match d {
-            domain::DataCategory::Public => v1::DataCategory::Public,
-            domain::DataCategory::Identity => v1::DataCategory::Identity,
-            domain::DataCategory::Contact => v1::DataCategory::Contact,
-            domain::DataCategory::Case => v1::DataCategory::Case,
-            domain::DataCategory::Barrier => v1::DataCategory::Barrier,
-            domain::DataCategory::Employment => v1::DataCategory::Employment,
-            domain::DataCategory::SocialPlan => v1::DataCategory::SocialPlan,
-            domain::DataCategory::LocalOnly => v1::DataCategory::LocalOnly,
-            domain::DataCategory::Aggregate => v1::DataCategory::Aggregate,
-        }
-    }
-}
-
-fn network(p: v1::Network) -> Option<domain::Network> {
-    match p {
-        v1::Network::Unspecified => None,
-        v1::Network::Emploi => Some(domain::Network::Emploi),
-        v1::Network::Social => Some(domain::Network::Social),
-    }
-}
-
-impl From<domain::Network> for v1::Network {
-    fn from(d: domain::Network) -> Self {
-        match d {
-            domain::Network::Emploi => v1::Network::Emploi,
-            domain::Network::Social => v1::Network::Social,
-        }
-    }
-}
+enum_pair!(fn network: v1::Network => domain::Network {
+    Emploi, Social
+});
 
 // ---- person -----------------------------------------------------------------
 
-fn barrier_category(p: v1::BarrierCategory) -> Option<domain::BarrierCategory> {
-    use domain::BarrierCategory as D;
-    use v1::BarrierCategory as P;
-    Some(match p {
-        P::Unspecified => return None,
-        P::Mobility => D::Mobility,
-        P::Housing => D::Housing,
-        P::Health => D::Health,
-        P::FamilyChildcare => D::FamilyChildcare,
-        P::Financial => D::Financial,
-        P::AdministrativeLegal => D::AdministrativeLegal,
-        P::Digital => D::Digital,
-        P::LiteracyNumeracy => D::LiteracyNumeracy,
-        P::SocialInsertion => D::SocialInsertion,
-    })
-}
+enum_pair!(fn barrier_category: v1::BarrierCategory => domain::BarrierCategory {
+    Mobility, Housing, Health, FamilyChildcare, Financial, AdministrativeLegal, Digital, LiteracyNumeracy, SocialInsertion
+});
 
-impl From<domain::BarrierCategory> for v1::BarrierCategory {
-    fn from(d: domain::BarrierCategory) -> Self {
-        use domain::BarrierCategory as D;
-        use v1::BarrierCategory as P;
-        match d {
-            D::Mobility => P::Mobility,
-            D::Housing => P::Housing,
-            D::Health => P::Health,
-            D::FamilyChildcare => P::FamilyChildcare,
-            D::Financial => P::Financial,
-            D::AdministrativeLegal => P::AdministrativeLegal,
-            D::Digital => P::Digital,
-            D::LiteracyNumeracy => P::LiteracyNumeracy,
-            D::SocialInsertion => P::SocialInsertion,
-        }
-    }
-}
-
-fn barrier_level(p: v1::BarrierLevel) -> Option<domain::BarrierLevel> {
-    match p {
-        v1::BarrierLevel::Unspecified => None,
-        v1::BarrierLevel::Low => Some(domain::BarrierLevel::Low),
-        v1::BarrierLevel::Medium => Some(domain::BarrierLevel::Medium),
-        v1::BarrierLevel::High => Some(domain::BarrierLevel::High),
-    }
-}
-
-impl From<domain::BarrierLevel> for v1::BarrierLevel {
-    fn from(d: domain::BarrierLevel) -> Self {
-        match d {
-            domain::BarrierLevel::Low => v1::BarrierLevel::Low,
-            domain::BarrierLevel::Medium => v1::BarrierLevel::Medium,
-            domain::BarrierLevel::High => v1::BarrierLevel::High,
-        }
-    }
-}
+enum_pair!(fn barrier_level: v1::BarrierLevel => domain::BarrierLevel {
+    Low, Medium, High
+});
 
 pub fn barriers(field: &str, list: &[v1::Barrier]) -> Result<Vec<domain::Barrier>> {
     let out = list
@@ -366,14 +254,9 @@ impl From<&domain::EmploymentSummary> for v1::EmploymentSummary {
 
 // ---- consent ----------------------------------------------------------------
 
-fn evidence_kind(p: v1::EvidenceKind) -> Option<domain::EvidenceKind> {
-    match p {
-        v1::EvidenceKind::Unspecified => None,
-        v1::EvidenceKind::SignedReferralForm => Some(domain::EvidenceKind::SignedReferralForm),
-        v1::EvidenceKind::SignedContract => Some(domain::EvidenceKind::SignedContract),
-        v1::EvidenceKind::InterviewConclusion => Some(domain::EvidenceKind::InterviewConclusion),
-    }
-}
+enum_pair!(fn evidence_kind: v1::EvidenceKind => domain::EvidenceKind {
+    SignedReferralForm, SignedContract, InterviewConclusion
+});
 
 impl TryFrom<&v1::ConsentEvidence> for domain::Evidence {
     type Error = FieldError;
@@ -448,15 +331,9 @@ pub fn new_consent(c: &v1::ConsentRecord) -> Result<domain::NewConsent> {
     })
 }
 
-fn consent_state(p: v1::ConsentState) -> Option<domain::ConsentState> {
-    match p {
-        v1::ConsentState::Unspecified => None,
-        v1::ConsentState::Given => Some(domain::ConsentState::Given),
-        v1::ConsentState::Withdrawn => Some(domain::ConsentState::Withdrawn),
-        v1::ConsentState::Revoked => Some(domain::ConsentState::Revoked),
-        v1::ConsentState::Expired => Some(domain::ConsentState::Expired),
-    }
-}
+enum_pair!(fn consent_state: v1::ConsentState => domain::ConsentState {
+    Given, Withdrawn, Revoked, Expired
+});
 
 /// A complete consent record, as the partner shares it.
 impl TryFrom<&v1::ConsentRecord> for domain::Consent {
@@ -599,19 +476,15 @@ impl From<&domain::Referral> for v1::Referral {
     }
 }
 
-fn agreement(p: v1::Agreement) -> Option<domain::Agreement> {
-    match p {
-        v1::Agreement::Unspecified => None,
-        v1::Agreement::Agree => Some(domain::Agreement::Agree),
-        v1::Agreement::Disagree => Some(domain::Agreement::Disagree),
-    }
-}
+enum_pair!(fn verdict: v1::Verdict => domain::Verdict {
+    Agree, Disagree
+});
 
 pub fn diagnosis_draft(h: &v1::DiagnosisHalf) -> Result<domain::DiagnosisDraft> {
     Ok(domain::DiagnosisDraft {
         case_id: identifier("case_id", &h.case_id)?,
         barriers: barriers("barriers", &h.barriers)?,
-        agreement: enum_field("agreement", h.agreement, agreement)?,
+        verdict: enum_field("verdict", h.verdict, verdict)?,
     })
 }
 
@@ -628,7 +501,7 @@ impl TryFrom<&v1::DiagnosisHalf> for domain::DiagnosisHalf {
             )?,
             author: person::required_text("author", &h.author, MAX_SHORT_TEXT)?,
             barriers: draft.barriers,
-            agreement: draft.agreement,
+            verdict: draft.verdict,
             recorded_at: timestamp_from("recorded_at", h.recorded_at.as_ref())?,
         })
     }
@@ -641,10 +514,7 @@ impl From<&domain::DiagnosisHalf> for v1::DiagnosisHalf {
             author_institution: v1::Institution::from(d.author_institution) as i32,
             author: d.author.clone(),
             barriers: barriers_to_proto(&d.barriers),
-            agreement: match d.agreement {
-                domain::Agreement::Agree => v1::Agreement::Agree,
-                domain::Agreement::Disagree => v1::Agreement::Disagree,
-            } as i32,
+            verdict: v1::Verdict::from(d.verdict) as i32,
             recorded_at: Some(timestamp(d.recorded_at)),
         }
     }
@@ -652,57 +522,13 @@ impl From<&domain::DiagnosisHalf> for v1::DiagnosisHalf {
 
 // ---- case -------------------------------------------------------------------
 
-pub fn track(p: v1::Track) -> Option<domain::Track> {
-    match p {
-        v1::Track::Unspecified => None,
-        v1::Track::Global => Some(domain::Track::Global),
-        v1::Track::SocialExclusive => Some(domain::Track::SocialExclusive),
-    }
-}
+enum_pair!(pub fn track: v1::Track => domain::Track {
+    Global, SocialExclusive
+});
 
-impl From<domain::Track> for v1::Track {
-    fn from(d: domain::Track) -> Self {
-        match d {
-            domain::Track::Global => v1::Track::Global,
-            domain::Track::SocialExclusive => v1::Track::SocialExclusive,
-        }
-    }
-}
-
-pub fn exit_reason(p: v1::ExitReason) -> Option<domain::ExitReason> {
-    use domain::ExitReason as D;
-    use v1::ExitReason as P;
-    Some(match p {
-        P::Unspecified => return None,
-        P::Job => D::Job,
-        P::Training => D::Training,
-        P::JobSearchAutonomy => D::JobSearchAutonomy,
-        P::SocialProblemSolved => D::SocialProblemSolved,
-        P::EndedByPerson => D::EndedByPerson,
-        P::MissedAppointments => D::MissedAppointments,
-        P::Deregistered => D::Deregistered,
-        P::EndOfTerm => D::EndOfTerm,
-        P::EmploymentTrack => D::EmploymentTrack,
-    })
-}
-
-impl From<domain::ExitReason> for v1::ExitReason {
-    fn from(d: domain::ExitReason) -> Self {
-        use domain::ExitReason as D;
-        use v1::ExitReason as P;
-        match d {
-            D::Job => P::Job,
-            D::Training => P::Training,
-            D::JobSearchAutonomy => P::JobSearchAutonomy,
-            D::SocialProblemSolved => P::SocialProblemSolved,
-            D::EndedByPerson => P::EndedByPerson,
-            D::MissedAppointments => P::MissedAppointments,
-            D::Deregistered => P::Deregistered,
-            D::EndOfTerm => P::EndOfTerm,
-            D::EmploymentTrack => P::EmploymentTrack,
-        }
-    }
-}
+enum_pair!(pub fn exit_reason: v1::ExitReason => domain::ExitReason {
+    Job, Training, JobSearchAutonomy, SocialProblemSolved, EndedByPerson, MissedAppointments, Deregistered, EndOfTerm, EmploymentTrack
+});
 
 pub fn pair(p: &v1::Pair) -> Result<domain::Pair> {
     Ok(domain::Pair {
@@ -1107,47 +933,13 @@ pub fn entry_evidence(list: &[v1::ConsentEvidence]) -> Result<Vec<domain::Eviden
         .collect()
 }
 
-pub fn referral_state(p: v1::ReferralState) -> Option<domain::ReferralState> {
-    use domain::ReferralState as D;
-    use v1::ReferralState as P;
-    Some(match p {
-        P::Unspecified => return None,
-        P::Pending => D::Pending,
-        P::Accepted => D::Accepted,
-        P::Refused => D::Refused,
-        P::Expired => D::Expired,
-    })
-}
+enum_pair!(pub fn referral_state: v1::ReferralState => domain::ReferralState {
+    Pending, Accepted, Refused, Expired
+});
 
-impl From<domain::ReferralState> for v1::ReferralState {
-    fn from(d: domain::ReferralState) -> Self {
-        use domain::ReferralState as D;
-        use v1::ReferralState as P;
-        match d {
-            D::Pending => P::Pending,
-            D::Accepted => P::Accepted,
-            D::Refused => P::Refused,
-            D::Expired => P::Expired,
-        }
-    }
-}
-
-pub fn referent(p: v1::Referent) -> Option<domain::Referent> {
-    match p {
-        v1::Referent::Unspecified => None,
-        v1::Referent::Counsellor => Some(domain::Referent::Counsellor),
-        v1::Referent::Pair => Some(domain::Referent::Pair),
-    }
-}
-
-impl From<domain::Referent> for v1::Referent {
-    fn from(d: domain::Referent) -> Self {
-        match d {
-            domain::Referent::Counsellor => v1::Referent::Counsellor,
-            domain::Referent::Pair => v1::Referent::Pair,
-        }
-    }
-}
+enum_pair!(pub fn referent: v1::Referent => domain::Referent {
+    Counsellor, Pair
+});
 
 impl TryFrom<&v1::ReferralDecision> for domain::ReferralDecision {
     type Error = FieldError;
@@ -1174,28 +966,9 @@ impl From<&domain::ReferralDecision> for v1::ReferralDecision {
     }
 }
 
-pub fn exclusive_outcome(p: v1::ExclusiveOutcome) -> Option<domain::ExclusiveOutcome> {
-    use domain::ExclusiveOutcome as D;
-    use v1::ExclusiveOutcome as P;
-    Some(match p {
-        P::Unspecified => return None,
-        P::Renew => D::Renew,
-        P::MoveToGlobalSupport => D::MoveToGlobalSupport,
-        P::ReturnToEmploymentTrack => D::ReturnToEmploymentTrack,
-    })
-}
-
-impl From<domain::ExclusiveOutcome> for v1::ExclusiveOutcome {
-    fn from(d: domain::ExclusiveOutcome) -> Self {
-        use domain::ExclusiveOutcome as D;
-        use v1::ExclusiveOutcome as P;
-        match d {
-            D::Renew => P::Renew,
-            D::MoveToGlobalSupport => P::MoveToGlobalSupport,
-            D::ReturnToEmploymentTrack => P::ReturnToEmploymentTrack,
-        }
-    }
-}
+enum_pair!(pub fn exclusive_outcome: v1::ExclusiveOutcome => domain::ExclusiveOutcome {
+    Renew, MoveToGlobalSupport, ReturnToEmploymentTrack
+});
 
 impl TryFrom<&v1::SuspensionNotice> for domain::SuspensionNotice {
     type Error = FieldError;
@@ -1241,90 +1014,17 @@ impl From<&domain::SuspensionNotice> for v1::SuspensionNotice {
     }
 }
 
-fn plan_kind(p: v1::PlanKind) -> Option<domain::plan::PlanKind> {
-    match p {
-        v1::PlanKind::Unspecified => None,
-        v1::PlanKind::Social => Some(domain::plan::PlanKind::Social),
-        v1::PlanKind::Employment => Some(domain::plan::PlanKind::Employment),
-    }
-}
+enum_pair!(fn plan_kind: v1::PlanKind => domain::plan::PlanKind {
+    Social, Employment
+});
 
-impl From<domain::plan::PlanKind> for v1::PlanKind {
-    fn from(d: domain::plan::PlanKind) -> Self {
-        match d {
-            domain::plan::PlanKind::Social => v1::PlanKind::Social,
-            domain::plan::PlanKind::Employment => v1::PlanKind::Employment,
-        }
-    }
-}
+enum_pair!(fn theme: v1::Theme => domain::plan::Theme {
+    Mobility, Housing, Health, FamilyChildcare, Financial, AdministrativeLegal, Digital, LiteracyNumeracy, SocialInsertion, JobProject, JobSearch, Training, WorkExperience
+});
 
-fn theme(p: v1::Theme) -> Option<domain::plan::Theme> {
-    use domain::plan::Theme as D;
-    use v1::Theme as P;
-    Some(match p {
-        P::Unspecified => return None,
-        P::Mobility => D::Mobility,
-        P::Housing => D::Housing,
-        P::Health => D::Health,
-        P::FamilyChildcare => D::FamilyChildcare,
-        P::Financial => D::Financial,
-        P::AdministrativeLegal => D::AdministrativeLegal,
-        P::Digital => D::Digital,
-        P::LiteracyNumeracy => D::LiteracyNumeracy,
-        P::SocialInsertion => D::SocialInsertion,
-        P::JobProject => D::JobProject,
-        P::JobSearch => D::JobSearch,
-        P::Training => D::Training,
-        P::WorkExperience => D::WorkExperience,
-    })
-}
-
-impl From<domain::plan::Theme> for v1::Theme {
-    fn from(d: domain::plan::Theme) -> Self {
-        use domain::plan::Theme as D;
-        use v1::Theme as P;
-        match d {
-            D::Mobility => P::Mobility,
-            D::Housing => P::Housing,
-            D::Health => P::Health,
-            D::FamilyChildcare => P::FamilyChildcare,
-            D::Financial => P::Financial,
-            D::AdministrativeLegal => P::AdministrativeLegal,
-            D::Digital => P::Digital,
-            D::LiteracyNumeracy => P::LiteracyNumeracy,
-            D::SocialInsertion => P::SocialInsertion,
-            D::JobProject => P::JobProject,
-            D::JobSearch => P::JobSearch,
-            D::Training => P::Training,
-            D::WorkExperience => P::WorkExperience,
-        }
-    }
-}
-
-fn action_status(p: v1::ActionStatus) -> Option<domain::plan::ActionStatus> {
-    use domain::plan::ActionStatus as D;
-    use v1::ActionStatus as P;
-    Some(match p {
-        P::Unspecified => return None,
-        P::Planned => D::Planned,
-        P::InProgress => D::InProgress,
-        P::Done => D::Done,
-        P::Abandoned => D::Abandoned,
-    })
-}
-
-impl From<domain::plan::ActionStatus> for v1::ActionStatus {
-    fn from(d: domain::plan::ActionStatus) -> Self {
-        use domain::plan::ActionStatus as D;
-        use v1::ActionStatus as P;
-        match d {
-            D::Planned => P::Planned,
-            D::InProgress => P::InProgress,
-            D::Done => P::Done,
-            D::Abandoned => P::Abandoned,
-        }
-    }
-}
+enum_pair!(fn action_status: v1::ActionStatus => domain::plan::ActionStatus {
+    Planned, InProgress, Done, Abandoned
+});
 
 /// A plan as an agent submits it; author and time are set by the service.
 pub fn plan_themes(

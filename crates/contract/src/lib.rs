@@ -44,6 +44,19 @@ pub mod services {
     pub const SOCIAL: &str = "passerelle.v1.SocialService";
     pub const PILOTAGE: &str = "passerelle.v1.PilotageService";
     pub const DIRECTORY: &str = "passerelle.v1.DirectoryService";
+
+    /// The service a casework side serves.
+    pub fn of(side: passerelle_domain::Side) -> &'static str {
+        match side {
+            passerelle_domain::Side::Emploi => EMPLOI,
+            passerelle_domain::Side::Social => SOCIAL,
+        }
+    }
+
+    /// Wire path of `rpc` at `side`'s service.
+    pub fn path(side: passerelle_domain::Side, rpc: &str) -> String {
+        format!("/{}/{rpc}", of(side))
+    }
 }
 
 /// Largest aggregates message (indicators, dashboard) a client accepts. The

@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::case::{CheckAnswer, ExitReason, Referent};
-use crate::consent::EvidenceKind;
+use crate::consent::{Evidence, EvidenceKind};
 use crate::error::{DomainError, FieldError};
+use crate::terms::{CheckAnswer, ExitReason, Referent, ReferralState};
 use crate::vocabulary::Network;
 use crate::vocabulary::coded_enum;
 
@@ -613,6 +613,54 @@ impl Agreement {
         }
     }
 
+    /// Checks an entry's evidence: every item of a kind the agreement asks
+    /// for, and every kind it asks for present.
+    pub fn check_entry_evidence(&self, evidence: &[Evidence]) -> Result<(), FieldError> {
+        let required = self.entry_evidence_kinds();
+        for (i, item) in evidence.iter().enumerate() {
+            if !required.contains(&item.kind) {
+                return Err(FieldError::new(
+                    format!("entry.evidence[{i}].kind"),
+                    format!(
+                        "{} is not entry evidence under agreement {}",
+                        item.kind, self.id
+                    ),
+                ));
+            }
+        }
+        match required
+            .iter()
+            .find(|k| !evidence.iter().any(|e| e.kind == **k))
+        {
+            Some(missing) => Err(FieldError::new(
+                "entry.evidence",
+                format!("must include the {missing} (agreement {})", self.id),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a decision on a referral: accepted without a reason, or
+    /// refused with one of the agreement's reasons.
+    pub fn check_referral_decision(
+        &self,
+        state: ReferralState,
+        refusal_reason: Option<&str>,
+    ) -> Result<(), FieldError> {
+        match (state, refusal_reason) {
+            (ReferralState::Accepted, None) => Ok(()),
+            (ReferralState::Accepted, Some(_)) => {
+                Err(FieldError::new("refusal_reason", "is only for a refusal"))
+            }
+            (ReferralState::Refused, Some(reason)) => self.refusal_reason(reason),
+            (ReferralState::Refused, None) => Err(FieldError::new(
+                "refusal_reason",
+                "is required for a refusal",
+            )),
+            _ => Err(FieldError::new("decision", "must be ACCEPTED or REFUSED")),
+        }
+    }
+
     /// The evidence an entry must carry, as the agreement reads.
     pub fn entry_evidence_kinds(&self) -> &'static [EvidenceKind] {
         match self.entry.evidence {
@@ -775,6 +823,18 @@ impl SupportPeriod {
     }
 }
 
+/// A share of full time, in per mille, as the working-time register keeps it.
+pub fn working_time_share(per_mille: u32) -> Result<f64, FieldError> {
+    if (1..=1000).contains(&per_mille) {
+        Ok(f64::from(per_mille) / 1000.0)
+    } else {
+        Err(FieldError::new(
+            "working_time_per_mille",
+            "must be between 1 and 1000",
+        ))
+    }
+}
+
 impl Capacity {
     /// The portfolio bound of a counsellor working `working_time_share` (0..=1) of full time.
     pub fn max_portfolio(&self, working_time_share: f64) -> u32 {
@@ -797,6 +857,19 @@ impl Capacity {
 }
 
 impl ExclusiveSocialSupport {
+    /// Checks a quota an office asked for: at least the agreement's, at
+    /// most ten times it.
+    pub fn check_raised_quota(&self, quota: u32) -> Result<(), FieldError> {
+        let base = self.quota_per_office_per_year;
+        if quota < base || quota > 10 * base {
+            return Err(FieldError::new(
+                "quota",
+                format!("must be between the agreement's {base} and ten times it"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether one more axe 3 entry fits an office's yearly quota and the
     /// agreement's. `office_limit` is the office's raised quota, if it asked.
     pub fn admit(
@@ -860,6 +933,89 @@ mod tests {
         Utc.with_ymd_and_hms(y, m, d, 9, 0, 0)
             .single()
             .expect("valid")
+    }
+
+    fn evidence(kind: EvidenceKind) -> Evidence {
+        Evidence {
+            kind,
+            document_sha256: "0".repeat(64),
+            signed_at: at(2024, 1, 15),
+            collected_by: "a".into(),
+        }
+    }
+
+    #[test]
+    fn entry_evidence_is_the_agreements_own_and_complete() {
+        use EvidenceKind::{InterviewConclusion, SignedContract, SignedReferralForm};
+        let (iev, sem) = (iev(), sem());
+        assert!(
+            iev.check_entry_evidence(&[evidence(SignedContract)])
+                .is_ok()
+        );
+        let missing = iev.check_entry_evidence(&[]).unwrap_err();
+        assert_eq!(missing.field, "entry.evidence");
+        let foreign = iev
+            .check_entry_evidence(&[evidence(SignedContract), evidence(SignedReferralForm)])
+            .unwrap_err();
+        assert_eq!(foreign.field, "entry.evidence[1].kind");
+        assert!(
+            sem.check_entry_evidence(&[
+                evidence(SignedReferralForm),
+                evidence(InterviewConclusion)
+            ])
+            .is_ok()
+        );
+        assert!(
+            sem.check_entry_evidence(&[evidence(SignedReferralForm)])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_referral_is_accepted_without_a_reason_or_refused_with_one_of_the_agreements() {
+        let sem = sem();
+        let reason = sem.referral.refusal_reasons[0].code.clone();
+        assert!(
+            sem.check_referral_decision(ReferralState::Accepted, None)
+                .is_ok()
+        );
+        assert!(
+            sem.check_referral_decision(ReferralState::Refused, Some(&reason))
+                .is_ok()
+        );
+        let field = |state, reason: Option<&str>| {
+            sem.check_referral_decision(state, reason)
+                .unwrap_err()
+                .field
+        };
+        assert_eq!(
+            field(ReferralState::Accepted, Some(&reason)),
+            "refusal_reason"
+        );
+        assert_eq!(field(ReferralState::Refused, None), "refusal_reason");
+        assert_eq!(
+            field(ReferralState::Refused, Some("made-up")),
+            "refusal_reason"
+        );
+        assert_eq!(field(ReferralState::Expired, None), "decision");
+        assert_eq!(field(ReferralState::Pending, None), "decision");
+    }
+
+    #[test]
+    fn working_time_is_a_share_of_full_time_and_a_raised_quota_stays_within_ten_times() {
+        assert_eq!(working_time_share(1000), Ok(1.0));
+        assert_eq!(working_time_share(200), Ok(0.2));
+        assert!(working_time_share(0).is_err());
+        assert!(working_time_share(1001).is_err());
+        let axe3 = sem().exclusive_social_support.expect("SeM has axe 3");
+        let base = axe3.quota_per_office_per_year;
+        assert!(axe3.check_raised_quota(base).is_ok());
+        assert!(axe3.check_raised_quota(10 * base).is_ok());
+        assert_eq!(
+            axe3.check_raised_quota(base - 1).unwrap_err().field,
+            "quota"
+        );
+        assert!(axe3.check_raised_quota(10 * base + 1).is_err());
     }
 
     #[test]

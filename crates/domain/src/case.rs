@@ -11,12 +11,7 @@ use crate::error::{DomainError, FieldError};
 use crate::person::{Barrier, Contact, EmploymentSummary, PersonIdentity};
 use crate::vocabulary::{Institution, Network, coded_enum};
 
-/// One pre-referral check or orientation criterion, as the referrer answered it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckAnswer {
-    pub code: String,
-    pub met: bool,
-}
+pub use crate::terms::{CheckAnswer, ExitReason, ExitType, Referent, ReferralState};
 
 /// The referral form (fiche de liaison).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,10 +77,13 @@ impl ReferralDraft {
 pub struct DiagnosisDraft {
     pub case_id: String,
     pub barriers: Vec<Barrier>,
-    pub agreement: Agreement,
+    pub verdict: Verdict,
 }
 
-coded_enum!(Agreement { Agree => "agree", Disagree => "disagree" });
+coded_enum!(
+    /// A professional's verdict on the shared diagnosis: whether the person should enter.
+    Verdict { Agree => "agree", Disagree => "disagree" }
+);
 
 /// One institution's half of the shared diagnosis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,7 +92,8 @@ pub struct DiagnosisHalf {
     pub author_institution: Institution,
     pub author: String,
     pub barriers: Vec<Barrier>,
-    pub agreement: Agreement,
+    #[serde(alias = "agreement")]
+    pub verdict: Verdict,
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -113,41 +112,6 @@ coded_enum!(
 );
 
 coded_enum!(
-    /// Where the referral stands with the institution it was sent to.
-    ReferralState {
-        Pending => "pending",
-        Accepted => "accepted",
-        Refused => "refused",
-        Expired => "expired",
-    }
-);
-
-coded_enum!(
-    /// Who leads the case, as the agreement reads.
-    Referent { Counsellor => "counsellor", Pair => "pair" }
-);
-
-coded_enum!(
-    ExitReason {
-        Job => "job",
-        Training => "training",
-        JobSearchAutonomy => "job_search_autonomy",
-        SocialProblemSolved => "social_problem_solved",
-        EndedByPerson => "ended_by_person",
-        MissedAppointments => "missed_appointments",
-        Deregistered => "deregistered",
-        EndOfTerm => "end_of_term",
-        /// Axe 3 ends with a return to one of the employment side's tracks.
-        EmploymentTrack => "employment_track",
-    }
-);
-
-coded_enum!(
-    /// How the steering committee groups exits.
-    ExitType { Job => "job", Training => "training", Other => "other" }
-);
-
-coded_enum!(
     /// The joint decision at the end of a period of exclusive social support.
     ExclusiveOutcome {
         Renew => "renew",
@@ -155,16 +119,6 @@ coded_enum!(
         ReturnToEmploymentTrack => "return_to_employment_track",
     }
 );
-
-impl ExitReason {
-    pub fn exit_type(self) -> ExitType {
-        match self {
-            ExitReason::Job => ExitType::Job,
-            ExitReason::Training => ExitType::Training,
-            _ => ExitType::Other,
-        }
-    }
-}
 
 /// The counsellor + social worker pair (binôme).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,15 +390,14 @@ impl Case {
             DiagnosisRule::BothMustAgree => {
                 match (half(Institution::Emploi), half(Institution::Social)) {
                     (Some(emploi), Some(social)) => Some((
-                        emploi.agreement == Agreement::Agree
-                            && social.agreement == Agreement::Agree,
+                        emploi.verdict == Verdict::Agree && social.verdict == Verdict::Agree,
                         emploi.recorded_at.max(social.recorded_at),
                     )),
                     _ => None,
                 }
             }
             DiagnosisRule::PrescriberDecides => {
-                half(self.prescriber()).map(|h| (h.agreement == Agreement::Agree, h.recorded_at))
+                half(self.prescriber()).map(|h| (h.verdict == Verdict::Agree, h.recorded_at))
             }
         };
         if let Some((agreed, at)) = decided {
@@ -881,13 +834,13 @@ mod tests {
         case
     }
 
-    fn half(who: Institution, agreement: Agreement, days: i64) -> DiagnosisHalf {
+    fn half(who: Institution, verdict: Verdict, days: i64) -> DiagnosisHalf {
         DiagnosisHalf {
             case_id: "k".into(),
             author_institution: who,
             author: "x".into(),
             barriers: vec![],
-            agreement,
+            verdict,
             recorded_at: t0() + Duration::days(days),
         }
     }
@@ -919,7 +872,7 @@ mod tests {
     fn entry_needs_both_halves_agreeing() {
         let mut case = accepted();
         case.apply_diagnosis(
-            &[half(Institution::Emploi, Agreement::Agree, 3)],
+            &[half(Institution::Emploi, Verdict::Agree, 3)],
             DiagnosisRule::BothMustAgree,
         );
         assert_eq!(case.state, CaseState::Referred);
@@ -927,8 +880,8 @@ mod tests {
 
         case.apply_diagnosis(
             &[
-                half(Institution::Emploi, Agreement::Agree, 3),
-                half(Institution::Social, Agreement::Agree, 5),
+                half(Institution::Emploi, Verdict::Agree, 3),
+                half(Institution::Social, Verdict::Agree, 5),
             ],
             DiagnosisRule::BothMustAgree,
         );
@@ -944,7 +897,7 @@ mod tests {
         // Referred by the social network: its half settles the diagnosis.
         let mut case = accepted();
         case.apply_diagnosis(
-            &[half(Institution::Emploi, Agreement::Disagree, 2)],
+            &[half(Institution::Emploi, Verdict::Disagree, 2)],
             DiagnosisRule::PrescriberDecides,
         );
         assert_eq!(
@@ -952,7 +905,7 @@ mod tests {
             CaseState::Referred,
             "the partner's half alone decides nothing"
         );
-        let halves = [half(Institution::Social, Agreement::Agree, 3)];
+        let halves = [half(Institution::Social, Verdict::Agree, 3)];
         case.apply_diagnosis(&halves, DiagnosisRule::PrescriberDecides);
         assert_eq!(case.state, CaseState::Diagnosed);
         assert_eq!(
@@ -961,8 +914,8 @@ mod tests {
         );
         // The partner's disagreement does not overturn the detection.
         let both = [
-            half(Institution::Social, Agreement::Agree, 3),
-            half(Institution::Emploi, Agreement::Disagree, 4),
+            half(Institution::Social, Verdict::Agree, 3),
+            half(Institution::Emploi, Verdict::Disagree, 4),
         ];
         case.apply_diagnosis(&both, DiagnosisRule::PrescriberDecides);
         assert_eq!(case.state, CaseState::Diagnosed);
@@ -978,8 +931,8 @@ mod tests {
         let mut case = accepted();
         case.apply_diagnosis(
             &[
-                half(Institution::Emploi, Agreement::Agree, 1),
-                half(Institution::Social, Agreement::Agree, 1),
+                half(Institution::Emploi, Verdict::Agree, 1),
+                half(Institution::Social, Verdict::Agree, 1),
             ],
             DiagnosisRule::BothMustAgree,
         );
@@ -1029,7 +982,7 @@ mod tests {
         };
         let mut case = accepted();
         case.apply_diagnosis(
-            &[half(Institution::Social, Agreement::Agree, 1)],
+            &[half(Institution::Social, Verdict::Agree, 1)],
             DiagnosisRule::PrescriberDecides,
         );
         case.enter(&entry(2), &sem).expect("enters");
@@ -1056,8 +1009,8 @@ mod tests {
         let mut case = accepted();
         case.apply_diagnosis(
             &[
-                half(Institution::Emploi, Agreement::Agree, 3),
-                half(Institution::Social, Agreement::Disagree, 4),
+                half(Institution::Emploi, Verdict::Agree, 3),
+                half(Institution::Social, Verdict::Disagree, 4),
             ],
             DiagnosisRule::BothMustAgree,
         );
@@ -1078,8 +1031,8 @@ mod tests {
         assert!(case.exit(&exit, None).is_err());
         case.apply_diagnosis(
             &[
-                half(Institution::Emploi, Agreement::Agree, 1),
-                half(Institution::Social, Agreement::Agree, 1),
+                half(Institution::Emploi, Verdict::Agree, 1),
+                half(Institution::Social, Verdict::Agree, 1),
             ],
             DiagnosisRule::BothMustAgree,
         );
@@ -1102,8 +1055,8 @@ mod tests {
         let mut case = accepted();
         case.apply_diagnosis(
             &[
-                half(Institution::Emploi, Agreement::Agree, 1),
-                half(Institution::Social, Agreement::Agree, 1),
+                half(Institution::Emploi, Verdict::Agree, 1),
+                half(Institution::Social, Verdict::Agree, 1),
             ],
             DiagnosisRule::BothMustAgree,
         );
@@ -1141,8 +1094,8 @@ mod tests {
         // A diagnosis arriving later does not reopen it.
         case.apply_diagnosis(
             &[
-                half(Institution::Emploi, Agreement::Agree, 5),
-                half(Institution::Social, Agreement::Agree, 5),
+                half(Institution::Emploi, Verdict::Agree, 5),
+                half(Institution::Social, Verdict::Agree, 5),
             ],
             DiagnosisRule::BothMustAgree,
         );
@@ -1183,8 +1136,8 @@ mod tests {
     fn entry_needs_an_accepted_referral() {
         let mut case = Case::referred(&referral(), 30);
         let halves = [
-            half(Institution::Emploi, Agreement::Agree, 1),
-            half(Institution::Social, Agreement::Agree, 1),
+            half(Institution::Emploi, Verdict::Agree, 1),
+            half(Institution::Social, Verdict::Agree, 1),
         ];
         case.apply_diagnosis(&halves, DiagnosisRule::BothMustAgree);
         assert_eq!(case.state, CaseState::Diagnosed);
@@ -1197,8 +1150,8 @@ mod tests {
         let mut case = accepted();
         case.apply_diagnosis(
             &[
-                half(Institution::Emploi, Agreement::Agree, 1),
-                half(Institution::Social, Agreement::Agree, 1),
+                half(Institution::Emploi, Verdict::Agree, 1),
+                half(Institution::Social, Verdict::Agree, 1),
             ],
             DiagnosisRule::BothMustAgree,
         );
@@ -1218,8 +1171,8 @@ mod tests {
         let mut case = accepted();
         case.apply_diagnosis(
             &[
-                half(Institution::Emploi, Agreement::Agree, 1),
-                half(Institution::Social, Agreement::Agree, 1),
+                half(Institution::Emploi, Verdict::Agree, 1),
+                half(Institution::Social, Verdict::Agree, 1),
             ],
             DiagnosisRule::BothMustAgree,
         );
@@ -1235,7 +1188,7 @@ mod tests {
         let active = || {
             let mut case = accepted();
             case.apply_diagnosis(
-                &[half(Institution::Social, Agreement::Agree, 1)],
+                &[half(Institution::Social, Verdict::Agree, 1)],
                 DiagnosisRule::PrescriberDecides,
             );
             case.enter(&entry(2), &support()).expect("enters");
@@ -1284,7 +1237,7 @@ mod tests {
         let diagnosed = || {
             let mut case = accepted();
             case.apply_diagnosis(
-                &[half(Institution::Social, Agreement::Agree, 1)],
+                &[half(Institution::Social, Verdict::Agree, 1)],
                 DiagnosisRule::PrescriberDecides,
             );
             case
@@ -1322,7 +1275,7 @@ mod tests {
     fn diagnoses_awaiting_validation_are_the_partners_missing_halves() {
         let mut case = accepted();
         assert_eq!(case.awaiting_validation_by(&[]), None, "prescriber first");
-        let halves = [half(Institution::Social, Agreement::Agree, 1)];
+        let halves = [half(Institution::Social, Verdict::Agree, 1)];
         case.apply_diagnosis(&halves, DiagnosisRule::PrescriberDecides);
         assert_eq!(
             case.awaiting_validation_by(&halves),

@@ -15,12 +15,13 @@ pub mod person;
 pub mod plan;
 pub mod secrecy;
 pub mod statistics;
+pub mod terms;
 pub mod vocabulary;
 
 pub use case::{
-    Agreement, Case, CaseEntry, CaseEvent, CaseExit, CaseRenewal, CaseState, CheckAnswer,
-    DiagnosisDraft, DiagnosisHalf, DueKind, ExclusiveOutcome, ExitReason, ExitType, Pair, Referent,
-    Referral, ReferralDecision, ReferralDraft, ReferralState, SuspensionNotice, Track,
+    Case, CaseEntry, CaseEvent, CaseExit, CaseRenewal, CaseState, CheckAnswer, DiagnosisDraft,
+    DiagnosisHalf, DueKind, ExclusiveOutcome, ExitReason, ExitType, Pair, Referent, Referral,
+    ReferralDecision, ReferralDraft, ReferralState, SuspensionNotice, Track, Verdict,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentRefusal, ConsentState, Evidence, EvidenceKind, NewConsent};
@@ -31,4 +32,4 @@ pub use person::{
     Barrier, BarrierCategory, BarrierLevel, Contact, DisabilityDeclaration, EducationLevel,
     EmploymentSummary, Participant, PersonIdentity, Sex,
 };
-pub use vocabulary::{DataCategory, Institution, LegalBasis, Network, Purpose, Role};
+pub use vocabulary::{DataCategory, Institution, LegalBasis, Network, Purpose, Role, Side};

@@ -106,9 +106,76 @@ impl Institution {
     }
 }
 
+coded_enum!(
+    /// One of the two institutions that run casework together, each the
+    /// other's partner (the steering service runs none).
+    Side { Emploi => "emploi", Social => "social" }
+);
+
+impl Side {
+    pub fn institution(self) -> Institution {
+        match self {
+            Side::Emploi => Institution::Emploi,
+            Side::Social => Institution::Social,
+        }
+    }
+
+    pub fn partner(self) -> Side {
+        match self {
+            Side::Emploi => Side::Social,
+            Side::Social => Side::Emploi,
+        }
+    }
+
+    pub fn network(self) -> Network {
+        match self {
+            Side::Emploi => Network::Emploi,
+            Side::Social => Network::Social,
+        }
+    }
+
+    /// The casework side `institution` runs, if it runs one.
+    pub fn of(institution: Institution) -> Option<Side> {
+        match institution {
+            Institution::Emploi => Some(Side::Emploi),
+            Institution::Social => Some(Side::Social),
+            Institution::Pilotage => None,
+        }
+    }
+}
+
+impl From<Side> for Institution {
+    fn from(side: Side) -> Self {
+        side.institution()
+    }
+}
+
+impl PartialEq<Institution> for Side {
+    fn eq(&self, other: &Institution) -> bool {
+        self.institution() == *other
+    }
+}
+
+impl PartialEq<Side> for Institution {
+    fn eq(&self, other: &Side) -> bool {
+        *self == other.institution()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_side_is_its_partners_partner() {
+        for side in Side::ALL {
+            assert_eq!(side.partner().partner(), *side);
+            assert_ne!(side.partner(), *side);
+            assert_eq!(Side::of(side.institution()), Some(*side));
+            assert_eq!(side.institution().network(), Some(side.network()));
+        }
+        assert_eq!(Side::of(Institution::Pilotage), None);
+    }
 
     #[test]
     fn codes_round_trip() {

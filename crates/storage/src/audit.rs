@@ -63,17 +63,6 @@ impl AuditLog {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        passerelle_telemetry::metrics::record_decision(
-            match entry.decision {
-                passerelle_boundary::Decision::Allowed => "allowed",
-                passerelle_boundary::Decision::Denied => "denied",
-            },
-            entry.purpose.map(|p| p.code()),
-            match entry.direction {
-                passerelle_boundary::audit::Direction::Inbound => "inbound",
-                passerelle_boundary::audit::Direction::Outbound => "outbound",
-            },
-        );
         Ok(AuditRecord {
             seq,
             entry_json,
@@ -120,5 +109,20 @@ impl AuditLog {
     pub async fn verify(&self) -> Result<()> {
         verify_chain(&self.records().await?)
             .map_err(|seq| StoreError::Corrupt(format!("audit chain broken at record {seq}")))
+    }
+}
+
+/// The boundary's audit port.
+impl passerelle_boundary::AuditSink for AuditLog {
+    fn append(
+        &self,
+        entry: AuditEntry,
+    ) -> passerelle_boundary::layer::BoxFuture<'_, std::result::Result<(), String>> {
+        Box::pin(async move {
+            AuditLog::append(self, &entry)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 }

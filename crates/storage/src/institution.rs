@@ -2,14 +2,16 @@
 //! go through [`Tx`], so a change, its outbox message and its idempotency
 //! record commit together or not at all.
 
+mod statistics;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use passerelle_domain::plan::{Plan, PlanKind, PlanSummary};
 use passerelle_domain::{
-    Agreement, Case, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf, Evidence,
-    EvidenceKind, ExitReason, Institution, Network, Outbound, Pair, Purpose, Referent, Referral,
-    ReferralState, Track,
+    Case, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf, Evidence, EvidenceKind,
+    ExitReason, Institution, Network, Outbound, Pair, Purpose, Referent, Referral, ReferralState,
+    Track, Verdict,
 };
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -526,7 +528,7 @@ pub struct Tx {
     pub(crate) lock: &'static str,
     pub(crate) own: Institution,
     /// Cases this transaction changes, with their counts before it did.
-    pub(crate) touched: BTreeMap<String, crate::statistics::Noted>,
+    pub(crate) touched: BTreeMap<String, statistics::Noted>,
 }
 
 /// A stored answer to an idempotent request.
@@ -537,10 +539,16 @@ pub struct StoredResponse {
 }
 
 impl Tx {
-    /// Replaces the counts of every case changed by their new ones, then
-    /// commits: the counts and the cases never disagree.
-    pub async fn commit(mut self) -> Result<()> {
-        self.apply_statistics().await?;
+    /// Commits. A transaction that changed cases must have updated their
+    /// counts first ([`Tx::update_statistics`]): committing without it would
+    /// let the committee's figures drift from the cases, so it is refused.
+    pub async fn commit(self) -> Result<()> {
+        if !self.touched.is_empty() {
+            return Err(StoreError::Corrupt(format!(
+                "{} changed case(s) committed without their counts updated",
+                self.touched.len()
+            )));
+        }
         self.tx.commit().await?;
         Ok(())
     }
@@ -672,9 +680,9 @@ impl Tx {
         )
         .bind(&d.case_id)
         .bind(d.author_institution.code())
-        .bind(match d.agreement {
-            Agreement::Agree => "agree",
-            Agreement::Disagree => "disagree",
+        .bind(match d.verdict {
+            Verdict::Agree => "agree",
+            Verdict::Disagree => "disagree",
         })
         .bind(to_micros(d.recorded_at))
         .bind(json(d)?)
@@ -966,5 +974,19 @@ impl Tx {
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+}
+
+/// The boundary's consent port.
+impl passerelle_boundary::ConsentRegister for InstitutionStore {
+    fn consents_for_case<'a>(
+        &'a self,
+        case_id: &'a str,
+    ) -> passerelle_boundary::layer::BoxFuture<'a, std::result::Result<Vec<Consent>, String>> {
+        Box::pin(async move {
+            InstitutionStore::consents_for_case(self, case_id)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }

@@ -7,7 +7,6 @@ pub mod directory;
 pub mod institution;
 pub mod jobseekers;
 pub mod pilotage;
-pub mod statistics;
 pub mod testing;
 
 use std::str::FromStr;

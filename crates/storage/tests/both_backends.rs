@@ -125,6 +125,7 @@ async fn institution_store_round_trips_on_every_backend() {
         tx.save_response("/m", "key", "sha", b"resp", t0())
             .await
             .expect("idempotency");
+        tx.update_statistics().await.expect("counts");
         tx.commit().await.expect("commit");
 
         assert_eq!(
@@ -156,6 +157,7 @@ async fn institution_store_round_trips_on_every_backend() {
             .expect("lookup")
             .expect("stored");
         assert_eq!(stored.response, b"resp");
+        tx.update_statistics().await.expect("counts");
         tx.commit().await.expect("commit");
         assert_eq!(
             store.consents_for_case("k-1").await.expect("read")[0].state,
@@ -271,6 +273,7 @@ async fn concurrent_rewrites_of_a_case_lose_nothing_on_every_backend() {
         tx.save_case(&Case::referred(&referral("k-2"), 30), None)
             .await
             .expect("case");
+        tx.update_statistics().await.expect("counts");
         tx.commit().await.expect("commit");
 
         let mut first = store.begin().await.expect("begin");
@@ -282,6 +285,7 @@ async fn concurrent_rewrites_of_a_case_lose_nothing_on_every_backend() {
                 let mut case = tx.case("k-2").await.expect("read").expect("case");
                 case.exit_reason = Some(ExitReason::Training);
                 tx.save_case(&case, None).await.expect("save");
+                tx.update_statistics().await.expect("counts");
                 tx.commit().await.expect("commit");
             })
         };
@@ -289,6 +293,7 @@ async fn concurrent_rewrites_of_a_case_lose_nothing_on_every_backend() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         case.renewals = 1;
         first.save_case(&case, None).await.expect("save");
+        first.update_statistics().await.expect("counts");
         first.commit().await.expect("commit");
         second.await.expect("second writer");
 

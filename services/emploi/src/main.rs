@@ -4,7 +4,7 @@ use passerelle_domain::Institution;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    passerelle_institution::binary::run(Institution::Emploi, |config, listener, clock| {
+    passerelle_runtime::binary::run(Institution::Emploi, |config, listener, clock| {
         Box::pin(passerelle_emploi::start(config, listener, clock))
     })
     .await

@@ -4,15 +4,13 @@
 
 use std::sync::Arc;
 
-use passerelle_contract::v1::emploi_service_client::EmploiServiceClient;
 use passerelle_contract::v1::pilotage_service_server::{PilotageService, PilotageServiceServer};
-use passerelle_contract::v1::social_service_client::SocialServiceClient;
 use passerelle_contract::{services, v1};
-use passerelle_domain::{Clock, Dashboard, Indicators, Institution};
-use passerelle_institution::error::{ApiError, within};
-use passerelle_institution::partner::Outgoing;
-use passerelle_institution::server::{self, Ready, ServiceState};
-use passerelle_institution::{ServiceConfig, ServiceHandle};
+use passerelle_domain::{Clock, Dashboard, Indicators, Institution, Side};
+use passerelle_runtime::error::{AppError, within};
+use passerelle_runtime::partner::Outgoing;
+use passerelle_runtime::server::{self, Ready, ServiceState};
+use passerelle_runtime::{ServiceConfig, ServiceHandle};
 use passerelle_storage::PilotageStore;
 use passerelle_storage::audit::AuditLog;
 use tokio::net::TcpListener;
@@ -26,7 +24,7 @@ use tracing::Instrument;
 pub struct PilotageApp {
     store: PilotageStore,
     clock: Arc<dyn Clock>,
-    sources: Vec<(Institution, Outgoing)>,
+    sources: Vec<(Side, Outgoing)>,
     min_cell_size: u64,
     agreement: Arc<passerelle_domain::agreement::Agreement>,
     agreement_renewals: u32,
@@ -39,18 +37,18 @@ impl PilotageApp {
         let mut sources = vec![];
         let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
         if let Some(signer) = config.signer()? {
-            for institution in [Institution::Emploi, Institution::Social] {
-                if let Some(url) = config.endpoint(institution) {
+            for side in [Side::Emploi, Side::Social] {
+                if let Some(url) = config.endpoint(side.institution()) {
                     let out = Outgoing::new(
                         url,
                         signer.clone(),
                         Institution::Pilotage,
-                        institution,
+                        side.institution(),
                         config.request_timeout(),
                         tls.as_ref(),
                     )
                     .map_err(anyhow::Error::msg)?;
-                    sources.push((institution, out));
+                    sources.push((side, out));
                 }
             }
         }
@@ -63,32 +61,18 @@ impl PilotageApp {
             store,
             clock,
             sources,
-            min_cell_size: config.min_cell_size,
+            min_cell_size: config.steering.min_cell_size,
             agreement: Arc::new(config.load_agreement()?),
             agreement_renewals: config.agreement_renewals,
         })
     }
 
-    async fn pull(&self, source: Institution, out: &Outgoing) -> Result<Indicators, Status> {
-        let proto = match source {
-            Institution::Emploi => {
-                EmploiServiceClient::new(out.channel.clone())
-                    .max_decoding_message_size(passerelle_contract::MAX_AGGREGATES_MESSAGE)
-                    .get_indicators(out.request(v1::EmploiServiceGetIndicatorsRequest {})?)
-                    .await?
-                    .into_inner()
-                    .indicators
-            }
-            Institution::Social => {
-                SocialServiceClient::new(out.channel.clone())
-                    .max_decoding_message_size(passerelle_contract::MAX_AGGREGATES_MESSAGE)
-                    .get_indicators(out.request(v1::SocialServiceGetIndicatorsRequest {})?)
-                    .await?
-                    .into_inner()
-                    .indicators
-            }
-            Institution::Pilotage => None,
-        };
+    async fn pull(&self, source: Side, out: &Outgoing) -> Result<Indicators, Status> {
+        let path = services::path(source, "GetIndicators");
+        let answer: v1::GetIndicatorsResponse = out
+            .unary(&path, out.request(v1::GetIndicatorsRequest {})?)
+            .await?;
+        let proto = answer.indicators;
         let proto = proto.ok_or_else(|| Status::data_loss("indicators missing from the answer"))?;
         let indicators = Indicators::try_from(&proto)
             .map_err(within("indicators"))
@@ -101,7 +85,7 @@ impl PilotageApp {
 
     /// Fresh figures from every source that answers, the last snapshot of
     /// those that do not.
-    pub async fn dashboard(&self) -> Result<Dashboard, ApiError> {
+    pub async fn dashboard(&self) -> Result<Dashboard, AppError> {
         // Ask every source at once: one that is down must not delay the others.
         let mut pulls = tokio::task::JoinSet::new();
         for (index, (source, out)) in self.sources.iter().enumerate() {
@@ -114,7 +98,7 @@ impl PilotageApp {
         let mut answers = Vec::with_capacity(self.sources.len());
         while let Some(joined) = pulls.join_next().await {
             answers
-                .push(joined.map_err(|e| ApiError(passerelle_domain::DomainError::internal(e)))?);
+                .push(joined.map_err(|e| AppError(passerelle_domain::DomainError::internal(e)))?);
         }
         // Sources stay in their configured order on the dashboard.
         answers.sort_by_key(|(index, _, _)| *index);
@@ -129,7 +113,7 @@ impl PilotageApp {
                 }
                 Err(status) => {
                     tracing::warn!(%source, code = ?status.code(), "source did not answer; using its last snapshot");
-                    if let Some(stale) = self.store.latest_snapshot(source).await? {
+                    if let Some(stale) = self.store.latest_snapshot(source.institution()).await? {
                         snapshots.push((stale, false));
                     }
                 }
@@ -186,10 +170,6 @@ impl ServiceState for PilotageApp {
         self.store.audit()
     }
 
-    fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
-
     fn start_background(&self, mut shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let pool = self.store.database().pool().clone();
         vec![tokio::spawn(async move {
@@ -221,7 +201,7 @@ impl PilotageService for PilotageApi {
         &self,
         request: Request<v1::GetDashboardRequest>,
     ) -> Result<Response<v1::GetDashboardResponse>, Status> {
-        passerelle_institution::gate::caller(&request)?;
+        passerelle_boundary::caller(&request)?;
         let app = self.ready.get()?;
         let dashboard = app.dashboard().await?;
         Ok(Response::new(v1::GetDashboardResponse {
@@ -240,15 +220,17 @@ pub async fn start(
     let api = PilotageApi::default();
     let ready = api.ready.clone();
     let connect_config = config.clone();
+    let connect_clock = clock.clone();
     server::start(
         &config,
         listener,
+        clock,
         &[services::PILOTAGE],
         ready,
         Routes::new(PilotageServiceServer::new(api)),
         move || {
             let config = connect_config.clone();
-            let clock = clock.clone();
+            let clock = connect_clock.clone();
             Box::pin(async move { PilotageApp::connect(&config, clock).await })
         },
     )

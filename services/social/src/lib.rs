@@ -1,56 +1,21 @@
-//! The Département's service (social side: CDAS / MDS offices).
+//! The Département's service (social side: CDAS / MDS offices): the casework
+//! it shares with the employment side, exclusive social support (axe 3),
+//! and by default the resource directory (axe 1).
 
 use std::sync::Arc;
 
+use passerelle_casework::serve_institution;
+use passerelle_contract::services;
 use passerelle_contract::v1::social_service_server::SocialServiceServer;
-use passerelle_contract::{services, v1};
 use passerelle_domain::Clock;
-use passerelle_institution::api;
-use passerelle_institution::app::serve_institution;
-use passerelle_institution::server::Ready;
-use passerelle_institution::{InstitutionApp, ServiceConfig, ServiceHandle};
+use passerelle_runtime::{ServiceConfig, ServiceHandle};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
-#[derive(Debug, Clone, Default)]
-pub struct SocialApi {
-    ready: Ready<InstitutionApp>,
-}
+pub mod api;
+pub mod exclusive_support;
 
-passerelle_institution::casework_service!(SocialApi, SocialService, {
-    #[tracing::instrument(skip_all, fields(rpc = "StartExclusiveSupport"))]
-    async fn start_exclusive_support(
-        &self,
-        request: tonic::Request<v1::StartExclusiveSupportRequest>,
-    ) -> Result<tonic::Response<v1::StartExclusiveSupportResponse>, tonic::Status> {
-        let case =
-            api::start_exclusive_support(self.ready.get()?, &request, request.get_ref()).await?;
-        Ok(tonic::Response::new(v1::StartExclusiveSupportResponse {
-            case: Some(case),
-        }))
-    }
-
-    #[tracing::instrument(skip_all, fields(rpc = "DecideExclusiveSupportEnd"))]
-    async fn decide_exclusive_support_end(
-        &self,
-        request: tonic::Request<v1::DecideExclusiveSupportEndRequest>,
-    ) -> Result<tonic::Response<v1::DecideExclusiveSupportEndResponse>, tonic::Status> {
-        let case =
-            api::decide_exclusive_end(self.ready.get()?, &request, request.get_ref()).await?;
-        Ok(tonic::Response::new(
-            v1::DecideExclusiveSupportEndResponse { case: Some(case) },
-        ))
-    }
-
-    #[tracing::instrument(skip_all, fields(rpc = "SetOfficeQuota"))]
-    async fn set_office_quota(
-        &self,
-        request: tonic::Request<v1::SetOfficeQuotaRequest>,
-    ) -> Result<tonic::Response<v1::SetOfficeQuotaResponse>, tonic::Status> {
-        let answer = api::set_office_quota(self.ready.get()?, &request, request.get_ref()).await?;
-        Ok(tonic::Response::new(answer))
-    }
-});
+pub use api::SocialApi;
 
 /// Serves the social service on `listener` until shut down.
 pub async fn start(
@@ -59,7 +24,7 @@ pub async fn start(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<ServiceHandle> {
     let api = SocialApi::default();
-    let ready = api.ready.clone();
+    let ready = api.casework.ready.clone();
     serve_institution(
         config,
         listener,

@@ -4,7 +4,7 @@ use passerelle_domain::Institution;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    passerelle_institution::binary::run(Institution::Social, |config, listener, clock| {
+    passerelle_runtime::binary::run(Institution::Social, |config, listener, clock| {
         Box::pin(passerelle_social::start(config, listener, clock))
     })
     .await

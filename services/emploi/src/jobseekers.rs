@@ -14,9 +14,8 @@ use prost::Message;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::api::local;
-use crate::app::InstitutionApp;
-use crate::error::ApiError;
+use passerelle_casework::InstitutionApp;
+use passerelle_runtime::{AppError, local};
 
 /// Rows per streamed message.
 const CHUNK: i64 = 500;
@@ -25,7 +24,7 @@ const MAX_RECORDS: usize = 1_000;
 pub type RsaStream =
     Pin<Box<dyn Stream<Item = Result<v1::StreamRsaJobseekerListResponse, Status>> + Send>>;
 
-fn scope(value: i32) -> Result<HabilitationScope, ApiError> {
+fn scope(value: i32) -> Result<HabilitationScope, AppError> {
     match v1::HabilitationScope::try_from(value) {
         Ok(v1::HabilitationScope::RsaJobseekerList) => Ok(HabilitationScope::RsaJobseekerList),
         Ok(v1::HabilitationScope::JobseekerFile) => Ok(HabilitationScope::JobseekerFile),
@@ -40,8 +39,8 @@ fn scope_to_proto(s: HabilitationScope) -> v1::HabilitationScope {
     }
 }
 
-fn agent(value: &str) -> Result<String, ApiError> {
-    passerelle_domain::person::required_text("agent", value, 200).map_err(ApiError::from)
+fn agent(value: &str) -> Result<String, AppError> {
+    passerelle_domain::person::required_text("agent", value, 200).map_err(AppError::from)
 }
 
 fn jobseeker(p: &v1::JobseekerRecord) -> Jobseeker {
@@ -97,7 +96,7 @@ pub async fn record_jobseekers(
     let l = local(request)?;
     let m = request.get_ref();
     if m.jobseekers.is_empty() || m.jobseekers.len() > MAX_RECORDS {
-        return Err(ApiError::from(FieldError::new(
+        return Err(AppError::from(FieldError::new(
             "jobseekers",
             format!("needs 1 to {MAX_RECORDS} records"),
         ))
@@ -106,7 +105,7 @@ pub async fn record_jobseekers(
     let list: Vec<Jobseeker> = m.jobseekers.iter().map(jobseeker).collect();
     for (i, j) in list.iter().enumerate() {
         j.validate()
-            .map_err(|e| ApiError::from(e.within(&format!("jobseekers[{i}]"))))?;
+            .map_err(|e| AppError::from(e.within(&format!("jobseekers[{i}]"))))?;
     }
     let cw = &app.casework;
     let now = cw.now();
@@ -149,7 +148,7 @@ pub async fn count_habilitations(
         .store
         .habilitation_counts()
         .await
-        .map_err(ApiError::from)?;
+        .map_err(AppError::from)?;
     Ok(v1::CountHabilitationsResponse {
         counts: counts
             .iter()
@@ -186,7 +185,7 @@ pub async fn publish_rsa_list(
 ) -> Result<v1::PublishRsaJobseekerListResponse, Status> {
     let l = local(request)?;
     let m = request.get_ref();
-    let month = month(m.month.trim()).map_err(ApiError::from)?;
+    let month = month(m.month.trim()).map_err(AppError::from)?;
     let cw = &app.casework;
     let now = cw.now();
     let rows = cw
@@ -194,7 +193,7 @@ pub async fn publish_rsa_list(
             tx.publish_rsa_list(&month, &l.caller.agent, now)
                 .await?
                 .ok_or_else(|| {
-                    ApiError(DomainError::FailedPrecondition(format!(
+                    AppError(DomainError::FailedPrecondition(format!(
                         "the list of {month} is published already"
                     )))
                 })
@@ -211,16 +210,17 @@ pub async fn stream_rsa_list(
     request: Request<v1::StreamRsaJobseekerListRequest>,
 ) -> Result<Response<RsaStream>, Status> {
     let m = request.get_ref().clone();
-    let month = month(m.month.trim()).map_err(ApiError::from)?;
-    let ticket = app.gate.admit(&request, None).await?;
+    let month = month(m.month.trim()).map_err(AppError::from)?;
+    let ticket = app.casework.crossings.admit(&request, None).await?;
     let store = app.casework.store.clone();
     if !store
         .habilitated(&ticket.caller.agent, HabilitationScope::RsaJobseekerList)
         .await
-        .map_err(ApiError::from)?
+        .map_err(AppError::from)?
     {
         return Err(app
-            .gate
+            .casework
+            .crossings
             .refuse(
                 &ticket,
                 "the agent holds no habilitation for the RSA jobseeker list",
@@ -230,16 +230,17 @@ pub async fn stream_rsa_list(
     let Some(total) = store
         .rsa_list_published(&month)
         .await
-        .map_err(ApiError::from)?
+        .map_err(AppError::from)?
     else {
-        return Err(ApiError(DomainError::NotFound("published list for this month")).into());
+        return Err(AppError(DomainError::NotFound("published list for this month")).into());
     };
     // What each row carries, as the contract declares it.
     let fields = passerelle_contract::descriptor_pool()
         .get_message_by_name("passerelle.v1.RsaJobseekerRow")
         .map(|row| row.fields().map(|f| f.full_name().to_owned()).collect())
         .unwrap_or_default();
-    app.gate
+    app.casework
+        .crossings
         .record_stream(
             &ticket,
             fields,
@@ -286,19 +287,24 @@ pub async fn jobseeker_file(
 ) -> Result<Response<v1::GetJobseekerFileResponse>, Status> {
     let number = request.get_ref().jobseeker_number.trim().to_owned();
     if number.is_empty() {
-        return Err(ApiError::from(FieldError::new("jobseeker_number", "is required")).into());
+        return Err(AppError::from(FieldError::new("jobseeker_number", "is required")).into());
     }
     // The subject of the read, kept in the audit record's case field.
     let subject = format!("jobseeker:{number}");
-    let ticket = app.gate.admit(&request, Some(&subject)).await?;
+    let ticket = app
+        .casework
+        .crossings
+        .admit(&request, Some(&subject))
+        .await?;
     let store = &app.casework.store;
     if !store
         .habilitated(&ticket.caller.agent, HabilitationScope::JobseekerFile)
         .await
-        .map_err(ApiError::from)?
+        .map_err(AppError::from)?
     {
         return Err(app
-            .gate
+            .casework
+            .crossings
             .refuse(
                 &ticket,
                 "the agent holds no habilitation for the jobseeker file",
@@ -308,8 +314,8 @@ pub async fn jobseeker_file(
     let j = store
         .jobseeker(&number)
         .await
-        .map_err(ApiError::from)?
-        .ok_or(ApiError(DomainError::NotFound("jobseeker")))?;
+        .map_err(AppError::from)?
+        .ok_or(AppError(DomainError::NotFound("jobseeker")))?;
     let file = v1::JobseekerFile {
         jobseeker_number: j.jobseeker_number,
         first_name: j.first_name,
@@ -336,7 +342,8 @@ pub async fn jobseeker_file(
             })
             .collect(),
     };
-    app.gate
+    app.casework
+        .crossings
         .release(&ticket, v1::GetJobseekerFileResponse { file: Some(file) })
         .await
 }

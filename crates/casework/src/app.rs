@@ -1,10 +1,16 @@
-//! The state of an institution's service (employment or social side).
+//! The state of an institution's service (employment or social side), and
+//! how it is served: the casework, the resource directory where this side
+//! hosts it, the outbox relay and the deadline keeper in the background.
 
 use std::sync::Arc;
 
-use passerelle_boundary::{Minimiser, Policy};
+use passerelle_boundary::{CrossingControl, Minimiser, Policy};
 use passerelle_contract::v1::directory_service_server::DirectoryServiceServer;
-use passerelle_domain::Clock;
+use passerelle_directory::{Directory, DirectoryApi, HostsDirectory};
+use passerelle_domain::{Clock, Side};
+use passerelle_runtime::ServiceConfig;
+use passerelle_runtime::partner::Outgoing;
+use passerelle_runtime::server::{self, Ready, ServiceHandle, ServiceState};
 use passerelle_storage::InstitutionStore;
 use passerelle_storage::audit::AuditLog;
 use tokio::net::TcpListener;
@@ -13,47 +19,46 @@ use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
 use crate::casework::Casework;
-use crate::config::ServiceConfig;
-use crate::directory::DirectoryApi;
-use crate::gate::Gate;
-use crate::partner::Outgoing;
 use crate::relay::Relay;
-use crate::server::{self, Ready, ServiceHandle, ServiceState};
 
 #[derive(Debug, Clone)]
 pub struct InstitutionApp {
     pub casework: Casework,
-    pub gate: Gate,
+    pub directory: Directory,
     relay: Option<Relay>,
     housekeeping_interval: std::time::Duration,
 }
 
 impl InstitutionApp {
-    /// Opens the database and wires the gate and the relay from configuration.
+    /// Opens the database and wires the boundary's checks and the relay from configuration.
     pub async fn connect(config: &ServiceConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let side = Side::of(config.institution)
+            .ok_or_else(|| anyhow::anyhow!("{} runs no casework", config.institution))?;
         let store = InstitutionStore::connect(
             &config.database_url.0,
             config.database_max_connections,
             config.institution,
         )
         .await?;
+        let agreement = Arc::new(config.load_agreement()?);
+        let minimiser = Minimiser::from_contract();
+        let crossings = CrossingControl {
+            own: side.institution(),
+            minimiser: minimiser.clone(),
+            audit: Arc::new(store.audit().clone()),
+            clock: clock.clone(),
+            consents: Some(Arc::new(store.clone())),
+        };
         let casework = Casework {
-            own: config.institution,
+            side,
             store: store.clone(),
             clock: clock.clone(),
             wake_relay: Arc::new(Notify::new()),
-            agreement: Arc::new(config.load_agreement()?),
-            directory_index: Default::default(),
+            agreement: agreement.clone(),
+            crossings,
         };
-        let minimiser = Minimiser::from_contract();
-        let gate = Gate {
-            own: config.institution,
-            minimiser: minimiser.clone(),
-            audit: store.audit().clone(),
-            clock,
-            consents: Some(store),
-        };
-        let partner = casework.partner();
+        let directory = Directory::new(store, clock, agreement);
+        let partner = side.partner().institution();
         let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
         let relay = match (config.endpoint(partner), config.signer()?) {
             (Some(url), Some(signer)) => Some(Relay {
@@ -69,7 +74,7 @@ impl InstitutionApp {
                 .map_err(anyhow::Error::msg)?,
                 minimiser,
                 policy: Policy::from_contract().map_err(anyhow::Error::msg)?,
-                config: config.outbox.clone(),
+                config: config.casework.outbox.clone(),
             }),
             _ => {
                 tracing::warn!(%partner, "no partner endpoint or service identity configured: messages stay in the outbox");
@@ -78,22 +83,24 @@ impl InstitutionApp {
         };
         Ok(InstitutionApp {
             casework,
-            gate,
+            directory,
             relay,
             housekeeping_interval: std::time::Duration::from_millis(
-                config.housekeeping_interval_ms,
+                config.casework.housekeeping_interval_ms,
             ),
         })
+    }
+}
+
+impl HostsDirectory for InstitutionApp {
+    fn directory(&self) -> &Directory {
+        &self.directory
     }
 }
 
 impl ServiceState for InstitutionApp {
     fn audit_log(&self) -> &AuditLog {
         self.casework.store.audit()
-    }
-
-    fn clock(&self) -> &Arc<dyn Clock> {
-        &self.casework.clock
     }
 
     fn start_background(&self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
@@ -112,7 +119,8 @@ impl ServiceState for InstitutionApp {
 }
 
 /// Serves an institution's service: its API (`routes`, answering through
-/// `ready`), opening the database in the background.
+/// `ready`), and the directory where this side hosts it; the database opens
+/// in the background.
 pub async fn serve_institution(
     config: ServiceConfig,
     listener: TcpListener,
@@ -130,9 +138,10 @@ pub async fn serve_institution(
             ready: ready.clone(),
         }));
     }
-    server::start(&config, listener, &names, ready, routes, move || {
+    let connect_clock = clock.clone();
+    server::start(&config, listener, clock, &names, ready, routes, move || {
         let config = connect_config.clone();
-        let clock = clock.clone();
+        let clock = connect_clock.clone();
         Box::pin(async move { InstitutionApp::connect(&config, clock).await })
     })
     .await

@@ -77,4 +77,26 @@ impl Outgoing {
         request.set_timeout(self.timeout);
         Ok(request)
     }
+
+    /// Sends one unary call to `path` (`/package.Service/Rpc`): the
+    /// contract's casework messages are the same at either service, so one
+    /// generic call serves every partner RPC. Answers up to the aggregates'
+    /// size are accepted (the steering service's pulls).
+    pub async fn unary<M, R>(&self, path: &str, request: Request<M>) -> Result<R, Status>
+    where
+        M: prost::Message + Send + Sync + 'static,
+        R: prost::Message + Default + Send + Sync + 'static,
+    {
+        let path = http::uri::PathAndQuery::try_from(path)
+            .map_err(|_| Status::internal("not an RPC path"))?;
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+            .max_decoding_message_size(passerelle_contract::MAX_AGGREGATES_MESSAGE);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("partner not ready: {e}")))?;
+        let codec = tonic_prost::ProstCodec::<M, R>::default();
+        grpc.unary(request, path, codec)
+            .await
+            .map(tonic::Response::into_inner)
+    }
 }

@@ -1,7 +1,8 @@
 //! The committee's counts in an institution's store. Every transaction that
-//! changes a case replaces that case's counts by its new ones before it
-//! commits ([`Tx::commit`]); the counts are filled from the cases once, at
-//! the first start after their migration. Reading the indicators then reads
+//! changes a case replaces that case's counts by its new ones in an explicit
+//! step before it commits ([`Tx::update_statistics`]; a commit that skipped
+//! it is refused); the counts are filled from the cases once, at the first
+//! start after their migration. Reading the indicators then reads
 //! the counts only, never a person's row.
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use passerelle_domain::{Case, Institution, Referral};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::institution::{CASE_COLUMNS, InstitutionStore, Tx, case_from_row};
+use super::{CASE_COLUMNS, InstitutionStore, Tx, case_from_row};
 use crate::{Result, StoreError, from_json, values_placeholders};
 
 /// Rows per multi-row insert: well under both backends' bind limits.
@@ -213,8 +214,10 @@ impl Tx {
         }))
     }
 
-    /// Replaces the noted counts of every changed case by its new ones.
-    pub(crate) async fn apply_statistics(&mut self) -> Result<()> {
+    /// Replaces the noted counts of every case this transaction changed by
+    /// its new ones: the committee's counts and the cases never disagree.
+    /// A write transaction runs it last, before [`Tx::commit`].
+    pub async fn update_statistics(&mut self) -> Result<()> {
         let touched = std::mem::take(&mut self.touched);
         let mut change: BTreeMap<CubeKey, i64> = BTreeMap::new();
         for (case_id, before) in touched {
@@ -334,6 +337,7 @@ impl InstitutionStore {
     pub async fn rebuild_statistics(&self) -> Result<()> {
         let mut tx = self.begin().await?;
         self.rebuild_in(&mut tx).await?;
+        tx.update_statistics().await?;
         tx.commit().await
     }
 
@@ -364,6 +368,7 @@ impl InstitutionStore {
             tracing::info!("filling the committee's counts from the cases");
             self.rebuild_in(&mut tx).await?;
         }
+        tx.update_statistics().await?;
         tx.commit().await
     }
 }

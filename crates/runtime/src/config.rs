@@ -136,6 +136,46 @@ impl Default for OutboxConfig {
     }
 }
 
+/// What only the two institutions' services read: the outbox relay, the
+/// agreement's deadlines, the resource directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CaseworkConfig {
+    pub outbox: OutboxConfig,
+    /// Serve the resource directory here; by default the Département's
+    /// service does.
+    pub host_directory: Option<bool>,
+    /// How often pending referrals are expired and ended support periods
+    /// closed (the agreement's deadlines), in milliseconds.
+    pub housekeeping_interval_ms: u64,
+}
+
+impl Default for CaseworkConfig {
+    fn default() -> Self {
+        CaseworkConfig {
+            outbox: OutboxConfig::default(),
+            host_directory: None,
+            housekeeping_interval_ms: 60_000,
+        }
+    }
+}
+
+/// What only the steering service reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SteeringConfig {
+    /// Published cells hold at least this many persons; 11 by default.
+    pub min_cell_size: u64,
+}
+
+impl Default for SteeringConfig {
+    fn default() -> Self {
+        SteeringConfig { min_cell_size: 11 }
+    }
+}
+
+/// One service's settings: what every service reads at the top level, then
+/// a section per kind of service (`[casework]`, `[steering]`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
@@ -153,22 +193,15 @@ pub struct ServiceConfig {
     pub endpoints: Endpoints,
     /// TLS, mutual between services; off when absent (development only).
     pub tls: Option<TlsConfig>,
-    pub outbox: OutboxConfig,
     /// Express renewals of the agreement signed so far (the steering
     /// service's calendar counts from them).
     pub agreement_renewals: u32,
-    /// Serve the resource directory here; by default the Département's
-    /// service does.
-    pub host_directory: Option<bool>,
-    /// How often pending referrals are expired and ended support periods
-    /// closed (the agreement's deadlines), in milliseconds.
-    pub housekeeping_interval_ms: u64,
-    /// Published cells hold at least this many persons (pilotage); 11 by default.
-    pub min_cell_size: u64,
     /// The agreement this service runs under: a shipped one by id…
     pub agreement: String,
     /// …or a file of the same form, which wins.
     pub agreement_file: Option<PathBuf>,
+    pub casework: CaseworkConfig,
+    pub steering: SteeringConfig,
 }
 
 /// The audience a service's tokens carry.
@@ -198,18 +231,16 @@ impl ServiceConfig {
             service_identity: None,
             endpoints: Endpoints::default(),
             tls: None,
-            outbox: OutboxConfig::default(),
-            housekeeping_interval_ms: 60_000,
-            host_directory: None,
             agreement_renewals: 0,
-            min_cell_size: 11,
             agreement: "ille-et-vilaine-2023".to_owned(),
             agreement_file: None,
+            casework: CaseworkConfig::default(),
+            steering: SteeringConfig::default(),
         }
     }
 
     /// Defaults, then the file if given, then `PASSERELLE_*` variables
-    /// (nested keys with `__`, e.g. `PASSERELLE_OUTBOX__MAX_BACKOFF_MS`).
+    /// (nested keys with `__`, e.g. `PASSERELLE_CASEWORK__OUTBOX__MAX_BACKOFF_MS`).
     pub fn load(institution: Institution, file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Self::defaults(institution)));
         if let Some(file) = file {
@@ -256,21 +287,25 @@ impl ServiceConfig {
         if self.database_max_connections == 0 {
             return Err(key_error("database_max_connections", "must be at least 1"));
         }
-        if self.min_cell_size == 0 {
+        if self.steering.min_cell_size == 0 {
             return Err(key_error(
-                "min_cell_size",
+                "steering.min_cell_size",
                 "must be at least 1 (1 disables statistical secrecy: tests only)",
             ));
         }
-        if self.housekeeping_interval_ms == 0 {
-            return Err(key_error("housekeeping_interval_ms", "must be positive"));
+        let casework = &self.casework;
+        if casework.housekeeping_interval_ms == 0 {
+            return Err(key_error(
+                "casework.housekeeping_interval_ms",
+                "must be positive",
+            ));
         }
-        if self.outbox.initial_backoff_ms == 0
-            || self.outbox.max_backoff_ms < self.outbox.initial_backoff_ms
+        if casework.outbox.initial_backoff_ms == 0
+            || casework.outbox.max_backoff_ms < casework.outbox.initial_backoff_ms
         {
             return Err(key_error(
-                "outbox.max_backoff_ms",
-                "must be at least outbox.initial_backoff_ms, which must be positive",
+                "casework.outbox.max_backoff_ms",
+                "must be at least casework.outbox.initial_backoff_ms, which must be positive",
             ));
         }
         for (i, issuer) in self.trusted_issuers.iter().enumerate() {
@@ -331,7 +366,8 @@ impl ServiceConfig {
 
     /// Whether this service hosts the resource directory.
     pub fn hosts_directory(&self) -> bool {
-        self.host_directory
+        self.casework
+            .host_directory
             .unwrap_or(self.institution == Institution::Social)
     }
 
@@ -344,7 +380,7 @@ impl ServiceConfig {
     }
 
     pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.outbox.request_timeout_ms)
+        Duration::from_millis(self.casework.outbox.request_timeout_ms)
     }
 }
 
@@ -368,12 +404,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("passerelle-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let good = dir.join("good.toml");
-        std::fs::write(&good, "institution = \"social\"\nlisten = \"0.0.0.0:6000\"\n[outbox]\nmax_backoff_ms = 5000\n").expect("write");
+        std::fs::write(&good, "institution = \"social\"\nlisten = \"0.0.0.0:6000\"\n[casework.outbox]\nmax_backoff_ms = 5000\n").expect("write");
         let config = ServiceConfig::load(Institution::Social, Some(&good)).expect("loads");
         assert_eq!(config.listen.port(), 6000);
-        assert_eq!(config.outbox.max_backoff_ms, 5000);
+        assert_eq!(config.casework.outbox.max_backoff_ms, 5000);
         assert_eq!(
-            config.outbox.initial_backoff_ms,
+            config.casework.outbox.initial_backoff_ms,
             OutboxConfig::default().initial_backoff_ms
         );
 
@@ -406,7 +442,7 @@ mod tests {
         let typo = dir.join("typo.toml");
         std::fs::write(
             &typo,
-            "institution = \"social\"\n[outbox]\nmax_backof_ms = 10\n",
+            "institution = \"social\"\n[casework.outbox]\nmax_backof_ms = 10\n",
         )
         .expect("write");
         let err = ServiceConfig::load(Institution::Social, Some(&typo))

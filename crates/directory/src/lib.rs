@@ -18,13 +18,16 @@ use passerelle_storage::directory::{ContactPoint, Found};
 use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
 
-use crate::api::local;
-use crate::app::InstitutionApp;
-use crate::casework::{Call, Casework};
-use crate::error::ApiError;
-use crate::server::Ready;
+use passerelle_domain::Clock;
+use passerelle_domain::agreement::Agreement;
+use passerelle_runtime::idempotency::{self, Call, local};
+use passerelle_runtime::{AppError, Ready};
+use passerelle_storage::InstitutionStore;
+use passerelle_storage::institution::Tx;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-type Result<T> = std::result::Result<T, ApiError>;
+type Result<T> = std::result::Result<T, AppError>;
 
 const DEFAULT_PAGE: u32 = 20;
 const MAX_PAGE: u32 = 100;
@@ -37,7 +40,23 @@ pub struct Entry {
 }
 
 /// The search index and the directory version it was built at.
-pub type IndexCache = Arc<RwLock<Option<(i64, Arc<Vec<Entry>>)>>>;
+type IndexCache = Arc<RwLock<Option<(i64, Arc<Vec<Entry>>)>>>;
+
+/// The directory as the hosting institution keeps it.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    store: InstitutionStore,
+    clock: Arc<dyn Clock>,
+    /// Who may administer what comes from the agreement.
+    agreement: Arc<Agreement>,
+    /// The search index, rebuilt when the directory changes.
+    index: IndexCache,
+}
+
+/// A service state that hosts the directory.
+pub trait HostsDirectory: Send + Sync + 'static {
+    fn directory(&self) -> &Directory;
+}
 
 /// What an import took and what it did not.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -55,11 +74,33 @@ pub struct Page {
     pub total: usize,
 }
 
-fn denied(why: impl Into<String>) -> ApiError {
-    ApiError(DomainError::PermissionDenied(why.into()))
+fn denied(why: impl Into<String>) -> AppError {
+    AppError(DomainError::PermissionDenied(why.into()))
 }
 
-impl Casework {
+impl Directory {
+    pub fn new(store: InstitutionStore, clock: Arc<dyn Clock>, agreement: Arc<Agreement>) -> Self {
+        Directory {
+            store,
+            clock,
+            agreement,
+            index: Default::default(),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Runs a write once per idempotency key.
+    async fn once<T, F>(&self, call: Call<'_>, op: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: AsyncFnOnce(&mut Tx) -> Result<T>,
+    {
+        idempotency::once(&self.store, &*self.clock, call, op, || {}).await
+    }
+
     /// Whether `caller` may write `service` (as it will be and as it was).
     fn may_write_service(
         &self,
@@ -144,7 +185,7 @@ impl Casework {
             let old = tx
                 .stored_service(id)
                 .await?
-                .ok_or(ApiError(DomainError::NotFound("service")))?;
+                .ok_or(AppError(DomainError::NotFound("service")))?;
             self.may_write_service(call.caller, None, Some(&old))?;
             tx.delete_service(id, &call.caller.agent, now).await?;
             Ok(())
@@ -233,7 +274,7 @@ impl Casework {
     /// and rebuilt only after a write (by any replica).
     async fn directory_index(&self) -> Result<Arc<Vec<Entry>>> {
         let version = self.store.directory_version().await?;
-        if let Some((built, entries)) = &*self.directory_index.read().await
+        if let Some((built, entries)) = &*self.index.read().await
             && *built == version
         {
             return Ok(entries.clone());
@@ -249,7 +290,7 @@ impl Casework {
                 })
                 .collect(),
         );
-        *self.directory_index.write().await = Some((version, entries.clone()));
+        *self.index.write().await = Some((version, entries.clone()));
         tracing::info!(version, services = entries.len(), "directory index rebuilt");
         Ok(entries)
     }
@@ -298,7 +339,7 @@ impl Casework {
     /// Département may name any.
     pub async fn set_contact_point(&self, call: Call<'_>, point: ContactPoint) -> Result<()> {
         let office = self.agreement.office(&point.office_code).ok_or_else(|| {
-            ApiError::from(FieldError::new(
+            AppError::from(FieldError::new(
                 "contact_point.office_code",
                 format!("is not an office of agreement {}", self.agreement.id),
             ))
@@ -317,9 +358,9 @@ impl Casework {
 }
 
 /// The directory's gRPC service, answering through the hosting institution's state.
-#[derive(Debug, Clone)]
-pub struct DirectoryApi {
-    pub ready: Ready<InstitutionApp>,
+#[derive(Debug)]
+pub struct DirectoryApi<H> {
+    pub ready: Ready<H>,
 }
 
 fn hit(found: &Found, score: u32) -> v1::SearchHit {
@@ -332,7 +373,7 @@ fn hit(found: &Found, score: u32) -> v1::SearchHit {
 }
 
 /// A record array in the data·inclusion JSON format.
-fn data_inclusion_json<T: serde::Serialize>(records: &[T]) -> std::result::Result<String, Status> {
+fn data_inclusion_json<T: Serialize>(records: &[T]) -> std::result::Result<String, Status> {
     serde_json::to_string_pretty(records).map_err(|e| {
         tracing::error!(error = %e, "directory export failed");
         Status::internal("internal error")
@@ -348,19 +389,19 @@ fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
 }
 
 #[tonic::async_trait]
-impl DirectoryService for DirectoryApi {
+impl<H: HostsDirectory> DirectoryService for DirectoryApi<H> {
     #[tracing::instrument(skip_all, fields(rpc = "SearchServices"))]
     async fn search_services(
         &self,
         request: Request<v1::SearchServicesRequest>,
     ) -> std::result::Result<Response<v1::SearchServicesResponse>, Status> {
-        let app = self.ready.get()?;
+        let app = self.ready.get()?.directory();
         let m = request.get_ref();
         let size = match m.page_size {
             0 => DEFAULT_PAGE,
             n if n <= MAX_PAGE => n,
             _ => {
-                return Err(ApiError::from(FieldError::new(
+                return Err(AppError::from(FieldError::new(
                     "page_size",
                     format!("must be at most {MAX_PAGE}"),
                 ))
@@ -371,7 +412,7 @@ impl DirectoryService for DirectoryApi {
             0
         } else {
             m.page_token.parse::<usize>().map_err(|_| {
-                ApiError::from(FieldError::new(
+                AppError::from(FieldError::new(
                     "page_token",
                     "is not a token this service gave",
                 ))
@@ -382,7 +423,7 @@ impl DirectoryService for DirectoryApi {
             && (code.len() != 5 || !code.chars().all(|c| c.is_ascii_alphanumeric()))
         {
             return Err(
-                ApiError::from(FieldError::new("code_insee", "must be 5 characters")).into(),
+                AppError::from(FieldError::new("code_insee", "must be 5 characters")).into(),
             );
         }
         let query = SearchQuery {
@@ -391,9 +432,9 @@ impl DirectoryService for DirectoryApi {
             code_insee: nonempty(&m.code_insee),
             commune: nonempty(&m.commune),
             text: nonempty(&m.text),
-            open_at: m.open_now.then(|| paris_now(app.casework.now())),
+            open_at: m.open_now.then(|| paris_now(app.now())),
         };
-        let page = app.casework.search_directory(query, offset, size).await?;
+        let page = app.search_directory(query, offset, size).await?;
         Ok(Response::new(v1::SearchServicesResponse {
             hits: page.hits.iter().map(|(f, s)| hit(f, *s)).collect(),
             next_page_token: page.next_offset.map(|o| o.to_string()).unwrap_or_default(),
@@ -406,14 +447,13 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<v1::GetServiceRequest>,
     ) -> std::result::Result<Response<v1::GetServiceResponse>, Status> {
-        let app = self.ready.get()?;
+        let app = self.ready.get()?.directory();
         let found = app
-            .casework
             .store
             .directory_service(request.get_ref().id.trim())
             .await
-            .map_err(ApiError::from)?
-            .ok_or(ApiError(DomainError::NotFound("service")))?;
+            .map_err(AppError::from)?
+            .ok_or(AppError(DomainError::NotFound("service")))?;
         Ok(Response::new(v1::GetServiceResponse {
             hit: Some(hit(&found, 0)),
         }))
@@ -424,15 +464,14 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<v1::UpsertStructureRequest>,
     ) -> std::result::Result<Response<v1::UpsertStructureResponse>, Status> {
-        let app = self.ready.get()?;
+        let app = self.ready.get()?.directory();
         let l = local(&request)?;
         let m = request.get_ref();
         let structure = m
             .structure
             .as_ref()
-            .ok_or_else(|| ApiError::from(FieldError::new("structure", "is required")))?;
-        app.casework
-            .upsert_structure(l.call(&m.idempotency_key), structure.into())
+            .ok_or_else(|| AppError::from(FieldError::new("structure", "is required")))?;
+        app.upsert_structure(l.call(&m.idempotency_key), structure.into())
             .await?;
         Ok(Response::new(v1::UpsertStructureResponse {}))
     }
@@ -442,15 +481,14 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<v1::UpsertServiceRequest>,
     ) -> std::result::Result<Response<v1::UpsertServiceResponse>, Status> {
-        let app = self.ready.get()?;
+        let app = self.ready.get()?.directory();
         let l = local(&request)?;
         let m = request.get_ref();
         let service = m
             .service
             .as_ref()
-            .ok_or_else(|| ApiError::from(FieldError::new("service", "is required")))?;
+            .ok_or_else(|| AppError::from(FieldError::new("service", "is required")))?;
         let sensitive = app
-            .casework
             .upsert_service(l.call(&m.idempotency_key), service.into(), m.sensitive)
             .await?;
         Ok(Response::new(v1::UpsertServiceResponse { sensitive }))
@@ -461,11 +499,10 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<v1::DeleteServiceRequest>,
     ) -> std::result::Result<Response<v1::DeleteServiceResponse>, Status> {
-        let app = self.ready.get()?;
+        let app = self.ready.get()?.directory();
         let l = local(&request)?;
         let m = request.get_ref();
-        app.casework
-            .delete_directory_service(l.call(&m.idempotency_key), m.id.trim())
+        app.delete_directory_service(l.call(&m.idempotency_key), m.id.trim())
             .await?;
         Ok(Response::new(v1::DeleteServiceResponse {}))
     }
@@ -475,11 +512,10 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<v1::ImportDataInclusionRequest>,
     ) -> std::result::Result<Response<v1::ImportDataInclusionResponse>, Status> {
-        let app = self.ready.get()?;
+        let app = self.ready.get()?.directory();
         let l = local(&request)?;
         let m = request.get_ref();
         let report = app
-            .casework
             .import_directory(
                 l.call(&m.idempotency_key),
                 &m.structures_json,
@@ -504,13 +540,8 @@ impl DirectoryService for DirectoryApi {
         &self,
         _request: Request<v1::ExportDataInclusionRequest>,
     ) -> std::result::Result<Response<v1::ExportDataInclusionResponse>, Status> {
-        let app = self.ready.get()?;
-        let (structures, services) = app
-            .casework
-            .store
-            .directory_export()
-            .await
-            .map_err(ApiError::from)?;
+        let app = self.ready.get()?.directory();
+        let (structures, services) = app.store.directory_export().await.map_err(AppError::from)?;
         Ok(Response::new(v1::ExportDataInclusionResponse {
             structures_json: data_inclusion_json(&structures)?,
             services_json: data_inclusion_json(&services)?,
@@ -522,21 +553,20 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<v1::GetHistoryRequest>,
     ) -> std::result::Result<Response<v1::GetHistoryResponse>, Status> {
-        let app = self.ready.get()?;
+        let app = self.ready.get()?.directory();
         let m = request.get_ref();
         if !["structures", "services", "contact_points"].contains(&m.collection.as_str()) {
-            return Err(ApiError::from(FieldError::new(
+            return Err(AppError::from(FieldError::new(
                 "collection",
                 "must be structures, services or contact_points",
             ))
             .into());
         }
         let changes = app
-            .casework
             .store
             .directory_history(&m.collection, m.id.trim())
             .await
-            .map_err(ApiError::from)?;
+            .map_err(AppError::from)?;
         Ok(Response::new(v1::GetHistoryResponse {
             changes: changes
                 .iter()
@@ -554,16 +584,16 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<v1::SetContactPointRequest>,
     ) -> std::result::Result<Response<v1::SetContactPointResponse>, Status> {
-        let app = self.ready.get()?;
+        let app = self.ready.get()?.directory();
         let l = local(&request)?;
         let m = request.get_ref();
         let p = m
             .contact_point
             .as_ref()
-            .ok_or_else(|| ApiError::from(FieldError::new("contact_point", "is required")))?;
+            .ok_or_else(|| AppError::from(FieldError::new("contact_point", "is required")))?;
         let text = |field: &str, value: &str| {
             passerelle_domain::person::required_text(&format!("contact_point.{field}"), value, 200)
-                .map_err(ApiError::from)
+                .map_err(AppError::from)
         };
         let point = ContactPoint {
             office_code: text("office_code", &p.office_code)?,
@@ -571,10 +601,9 @@ impl DirectoryService for DirectoryApi {
             phone: text("phone", &p.phone)?,
             email: text("email", &p.email)?,
             updated_by: l.caller.agent.clone(),
-            updated_at: app.casework.now(),
+            updated_at: app.now(),
         };
-        app.casework
-            .set_contact_point(l.call(&m.idempotency_key), point)
+        app.set_contact_point(l.call(&m.idempotency_key), point)
             .await?;
         Ok(Response::new(v1::SetContactPointResponse {}))
     }
@@ -584,15 +613,9 @@ impl DirectoryService for DirectoryApi {
         &self,
         _request: Request<v1::ListContactPointsRequest>,
     ) -> std::result::Result<Response<v1::ListContactPointsResponse>, Status> {
-        let app = self.ready.get()?;
-        let points = app
-            .casework
-            .store
-            .contact_points()
-            .await
-            .map_err(ApiError::from)?;
+        let app = self.ready.get()?.directory();
+        let points = app.store.contact_points().await.map_err(AppError::from)?;
         let offices_without = app
-            .casework
             .agreement
             .offices
             .iter()

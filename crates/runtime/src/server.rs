@@ -8,10 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use passerelle_boundary::audit::AuditEntry;
 use passerelle_boundary::layer::BoxFuture;
-use passerelle_boundary::{AuditAppend, BoundaryLayer, Policy};
+use passerelle_boundary::{AuditSink, BoundaryLayer, Policy};
 use passerelle_domain::Clock;
 use passerelle_storage::audit::AuditLog;
 use tokio::net::TcpListener;
@@ -55,7 +54,6 @@ impl<A> Ready<A> {
 /// What the serving loop needs from a service's application state.
 pub trait ServiceState: Send + Sync + 'static {
     fn audit_log(&self) -> &AuditLog;
-    fn clock(&self) -> &Arc<dyn Clock>;
     /// Starts background work (the outbox relay) once the state exists.
     fn start_background(&self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>>;
 }
@@ -63,7 +61,7 @@ pub trait ServiceState: Send + Sync + 'static {
 /// The layer's audit sink: the service's own log, once it is ready.
 struct ReadyAudit<A>(Ready<A>);
 
-impl<A: ServiceState> AuditAppend for ReadyAudit<A> {
+impl<A: ServiceState> AuditSink for ReadyAudit<A> {
     fn append(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let state = self.0.get().map_err(|s| s.message().to_owned())?;
@@ -74,13 +72,6 @@ impl<A: ServiceState> AuditAppend for ReadyAudit<A> {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        self.0
-            .get()
-            .map(|s| s.clock().now())
-            .unwrap_or_else(|_| Utc::now())
     }
 }
 
@@ -118,6 +109,7 @@ impl ServiceHandle {
 pub async fn start<A: ServiceState>(
     config: &ServiceConfig,
     listener: TcpListener,
+    clock: Arc<dyn Clock>,
     service_names: &[&'static str],
     ready: Ready<A>,
     routes: Routes,
@@ -162,6 +154,7 @@ pub async fn start<A: ServiceState>(
         config.verifier()?,
         policy,
         Arc::new(ReadyAudit(ready.clone())),
+        clock,
     );
     let mut server = Server::builder();
     let mut health_addr = None;

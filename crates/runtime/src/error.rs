@@ -6,31 +6,31 @@ use tonic::{Code, Status};
 
 /// Wraps a domain error on its way out of a handler.
 #[derive(Debug)]
-pub struct ApiError(pub DomainError);
+pub struct AppError(pub DomainError);
 
-impl From<DomainError> for ApiError {
+impl From<DomainError> for AppError {
     fn from(e: DomainError) -> Self {
-        ApiError(e)
+        AppError(e)
     }
 }
 
-impl From<FieldError> for ApiError {
+impl From<FieldError> for AppError {
     fn from(e: FieldError) -> Self {
-        ApiError(DomainError::Invalid(e))
+        AppError(DomainError::Invalid(e))
     }
 }
 
-impl From<StoreError> for ApiError {
+impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(why) => ApiError(DomainError::FailedPrecondition(why)),
-            e => ApiError(DomainError::internal(e)),
+            StoreError::Conflict(why) => AppError(DomainError::FailedPrecondition(why)),
+            e => AppError(DomainError::internal(e)),
         }
     }
 }
 
-impl From<ApiError> for Status {
-    fn from(ApiError(e): ApiError) -> Self {
+impl From<AppError> for Status {
+    fn from(AppError(e): AppError) -> Self {
         match e {
             // The field path is the client's own vocabulary: safe to return.
             DomainError::Invalid(f) => {
@@ -54,8 +54,8 @@ impl From<ApiError> for Status {
 }
 
 /// Prefixes a field error with the request field it came from.
-pub fn within(parent: &'static str) -> impl Fn(FieldError) -> ApiError {
-    move |e| ApiError::from(e.within(parent))
+pub fn within(parent: &'static str) -> impl Fn(FieldError) -> AppError {
+    move |e| AppError::from(e.within(parent))
 }
 
 #[cfg(test)]
@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn internal_details_never_reach_the_caller() {
-        let status = Status::from(ApiError(DomainError::internal(std::io::Error::other(
+        let status = Status::from(AppError(DomainError::internal(std::io::Error::other(
             "password=hunter2 at db-7",
         ))));
         assert_eq!(status.code(), Code::Internal);
@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn invalid_input_names_the_field() {
-        let status = Status::from(ApiError::from(FieldError::new(
+        let status = Status::from(AppError::from(FieldError::new(
             "referral.person.birth_date",
             "is not a date",
         )));

@@ -1,0 +1,43 @@
+//! What the boundary needs from storage, as ports: storage implements them,
+//! the boundary never knows which database is behind.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use passerelle_domain::Consent;
+
+use crate::audit::{AuditEntry, Decision, Direction};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Durable, append-only audit storage. Callers wait for the append before
+/// answering: a decision that cannot be recorded is not given (fail closed).
+pub trait AuditSink: Send + Sync + 'static {
+    fn append(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Where the consents an institution holds or was told of are looked up.
+pub trait ConsentRegister: Send + Sync + 'static {
+    fn consents_for_case<'a>(
+        &'a self,
+        case_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Consent>, String>>;
+}
+
+/// Appends `entry` and counts the decision once it is durable.
+pub async fn record(sink: &dyn AuditSink, entry: AuditEntry) -> Result<(), String> {
+    let (decision, purpose, direction) = (entry.decision, entry.purpose, entry.direction);
+    sink.append(entry).await?;
+    passerelle_telemetry::metrics::record_decision(
+        match decision {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+        },
+        purpose.map(|p| p.code()),
+        match direction {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        },
+    );
+    Ok(())
+}
