@@ -78,7 +78,7 @@ impl Life {
             format!("AGENCE-{}", rng.below(7) + 1)
         };
         let referral = Referral {
-            case_id: format!("case-{index:08}"),
+            case_id: format!("case-{index:08}").into(),
             referring_network: if social {
                 Network::Social
             } else {
@@ -97,7 +97,7 @@ impl Life {
             barriers: vec![],
             employment: Default::default(),
             referred_at,
-            consent_id: String::new(),
+            consent_id: Default::default(),
             checks: vec![],
             association_id: None,
         };

@@ -625,7 +625,7 @@ async fn seed_portfolio(t: &TestStack, template_case: &str, counsellor: &str, n:
     let mut tx = store.begin().await.expect("begin");
     for i in 0..n {
         let mut case = template.clone();
-        case.case_id = format!("seed-{counsellor}-{i}");
+        case.case_id = format!("seed-{counsellor}-{i}").into();
         case.state = CaseState::Active;
         case.track = Track::Global;
         case.pair = Some(Pair {
@@ -1063,7 +1063,7 @@ async fn exclusive_social_support_suspends_the_employment_follow_up_within_quota
         let mut seeded = store.case(&template).await.expect("read").expect("case");
         let mut tx = store.begin().await.expect("begin");
         for i in 0..23 {
-            seeded.case_id = format!("seed-axe3-{i}");
+            seeded.case_id = format!("seed-axe3-{i}").into();
             seeded.exclusive_started_at = Some(t.clock.now() - Duration::days(1));
             tx.save_case(&seeded, None).await.expect("seed");
         }

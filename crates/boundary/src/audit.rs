@@ -42,10 +42,10 @@ pub struct AuditEntry {
     pub counterpart: Option<Institution>,
     /// Wire path of the RPC.
     pub method: String,
-    pub case_id: Option<String>,
+    pub case_id: Option<passerelle_domain::CaseId>,
     pub purpose: Option<Purpose>,
     pub legal_basis: Option<LegalBasis>,
-    pub consent_id: Option<String>,
+    pub consent_id: Option<passerelle_domain::ConsentId>,
     pub categories: BTreeSet<DataCategory>,
     /// Field paths that crossed (never their values).
     pub fields: Vec<String>,

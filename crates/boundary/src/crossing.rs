@@ -63,7 +63,7 @@ pub struct Ticket {
     pub method: String,
     pub rule: CrossingRule,
     pub case_id: Option<String>,
-    pub consent_id: Option<String>,
+    pub consent_id: Option<passerelle_domain::ConsentId>,
     pub allowed: BTreeSet<DataCategory>,
 }
 
@@ -92,7 +92,7 @@ impl CrossingControl {
             agent_role: Some(caller.role),
             counterpart: Some(caller.institution),
             method: method.to_owned(),
-            case_id: case_id.map(str::to_owned),
+            case_id: case_id.map(Into::into),
             purpose: Some(rule.purpose),
             legal_basis: Some(rule.legal_basis),
             consent_id: None,
@@ -272,7 +272,7 @@ impl CrossingControl {
             agent_role: caller.map(|c| c.role),
             counterpart: Some(partner),
             method: target_method.to_owned(),
-            case_id: Some(case_id.to_owned()),
+            case_id: Some(case_id.into()),
             purpose: Some(purpose),
             legal_basis: None,
             consent_id: None,

@@ -203,7 +203,7 @@ impl CaseworkRpcs {
         Ok(Response::new(v1::ListDueResponse {
             items: items
                 .iter()
-                .map(|(case_id, kind, at)| convert::due_item(case_id, *kind, *at))
+                .map(|due| convert::due_item(&due.case_id, due.kind, due.at))
                 .collect(),
         }))
     }

@@ -11,7 +11,7 @@ use passerelle_domain::agreement::CapacityDecision;
 use passerelle_domain::person::MAX_NOTE;
 use passerelle_domain::plan::{Plan, PlanKind, PlanSummary, PlanTheme};
 use passerelle_domain::{
-    Case, CaseEvent, CaseExit, CaseState, Clock, Consent, ConsentState, DiagnosisDraft,
+    Case, CaseEvent, CaseExit, CaseId, CaseState, Clock, Consent, ConsentState, DiagnosisDraft,
     DiagnosisHalf, DomainError, DueKind, ExitReason, FieldError, Indicators, Institution,
     NewConsent, Outbound, Purpose, Referral, ReferralDecision, ReferralDraft, ReferralState, Role,
     Side, Track,
@@ -39,7 +39,22 @@ pub struct CaseView {
 }
 
 /// One item of a due list.
-pub type DueEntry = (String, DueKind, DateTime<Utc>);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueEntry {
+    pub case_id: CaseId,
+    pub kind: DueKind,
+    pub at: DateTime<Utc>,
+}
+
+impl DueEntry {
+    fn new(case_id: &CaseId, (kind, at): (DueKind, DateTime<Utc>)) -> Self {
+        DueEntry {
+            case_id: case_id.clone(),
+            kind,
+            at,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Casework {
@@ -175,8 +190,8 @@ impl Casework {
         let partner = self.partner();
         self.once(call, async |tx: &mut Tx| {
             let consent = Consent {
-                consent_id: uuid::Uuid::now_v7().to_string(),
-                case_id: new.case_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                consent_id: uuid::Uuid::now_v7().to_string().into(),
+                case_id: new.case_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string().into()),
                 purposes: new.purposes,
                 recipients: new.recipients,
                 categories: new.categories,
@@ -272,7 +287,8 @@ impl Casework {
                     "this case already has a referral".into(),
                 )));
             }
-            tx.save_case(&Case::referred(&referral, expiry_days), None).await?;
+            self.save_and_tell(tx, &Case::referred(&referral, expiry_days), false, None)
+                .await?;
             if let Some(text) = &local_note {
                 tx.insert_note(&referral.case_id, &call.caller.agent, "referral", text, now)
                     .await?;
@@ -323,7 +339,7 @@ impl Casework {
                 &tx.diagnoses(&half.case_id).await?,
                 self.agreement.shared_diagnosis.rule,
             );
-            tx.save_case(&case, None).await?;
+            self.save_and_tell(tx, &case, false, None).await?;
             if let Some(text) = &local_note {
                 tx.insert_note(&half.case_id, &call.caller.agent, "diagnosis", text, now)
                     .await?;
@@ -366,7 +382,7 @@ impl Casework {
             };
             entry.entered_at = now;
             waiting.enter(&entry, &self.agreement.global_support)?;
-            tx.save_case(&waiting, Some(self.own())).await?;
+            self.save_and_tell(tx, &waiting, true, None).await?;
             self.tell_partner(
                 tx,
                 &Outbound::CaseEvent {
@@ -395,15 +411,12 @@ impl Casework {
             exited_at: now,
         };
         case.exit(&exit, self.agreement.exits.follow_up_after_job_months)?;
-        tx.save_case(&case, None).await?;
-        self.tell_partner(
-            tx,
-            &Outbound::CaseEvent {
-                case_id: case_id.to_owned(),
-                event: CaseEvent::Exited(exit),
-            },
-        )
-        .await?;
+        let event = CaseEvent::Exited(exit);
+        let tell = Outbound::CaseEvent {
+            case_id: case_id.into(),
+            event,
+        };
+        self.save_and_tell(tx, &case, false, Some(tell)).await?;
         if self.own() == Institution::Emploi
             && case.track == Track::Global
             && let Some(pair) = &case.pair
@@ -433,7 +446,7 @@ impl Casework {
             .flat_map(|c| {
                 c.due_by(horizon)
                     .into_iter()
-                    .map(|(kind, at)| (c.case_id.clone(), kind, at))
+                    .map(|due| DueEntry::new(&c.case_id, due))
             })
             .collect();
         if let Some(office) = office_code {
@@ -445,22 +458,26 @@ impl Casework {
                 .into());
             }
             let reminders = &self.agreement.referral.reminder_days_before_expiry;
-            for (case, origin, halves) in self.store.office_open_cases(office).await? {
-                if origin == Origin::Partner {
+            for open in self.store.office_open_cases(office).await? {
+                let (case, halves) = (&open.case, &open.halves);
+                if open.referral_origin == Origin::Partner {
                     items.extend(
                         case.referral_due_by(reminders, horizon)
                             .into_iter()
-                            .map(|(kind, at)| (case.case_id.clone(), kind, at)),
+                            .map(|due| DueEntry::new(&case.case_id, due)),
                     );
                 }
-                if case.awaiting_validation_by(&halves) == Some(self.own())
+                if case.awaiting_validation_by(halves) == Some(self.own())
                     && let Some(since) = halves.iter().map(|h| h.recorded_at).min()
                 {
-                    items.push((case.case_id.clone(), DueKind::DiagnosisValidation, since));
+                    items.push(DueEntry::new(
+                        &case.case_id,
+                        (DueKind::DiagnosisValidation, since),
+                    ));
                 }
             }
         }
-        items.sort_by_key(|(case_id, _, at)| (*at, case_id.clone()));
+        items.sort_by(|a, b| (a.at, &a.case_id).cmp(&(b.at, &b.case_id)));
         Ok(items)
     }
 
@@ -533,7 +550,7 @@ impl Casework {
         let expiry_days = self.agreement.referral.expiry_days;
         self.once(call, async |tx: &mut Tx| {
             if tx.insert_referral(&referral, Origin::Partner).await? {
-                tx.save_case(&Case::referred(&referral, expiry_days), None)
+                self.save_and_tell(tx, &Case::referred(&referral, expiry_days), false, None)
                     .await?;
             }
             Ok(())
@@ -557,7 +574,7 @@ impl Casework {
                 &tx.diagnoses(&half.case_id).await?,
                 self.agreement.shared_diagnosis.rule,
             );
-            tx.save_case(&case, None).await?;
+            self.save_and_tell(tx, &case, false, None).await?;
             Ok(())
         })
         .await
@@ -576,7 +593,7 @@ impl Casework {
                 &self.agreement.global_support,
                 self.agreement.exits.follow_up_after_job_months,
             )?;
-            tx.save_case(&case, None).await?;
+            self.save_and_tell(tx, &case, false, None).await?;
             Ok(())
         })
         .await
@@ -638,19 +655,15 @@ impl Casework {
                 decided_at: now,
             };
             case.decide_referral(&decision)?;
-            tx.save_case(&case, None).await?;
+            let tell = Outbound::ReferralDecision {
+                case_id: case_id.into(),
+                decision,
+            };
+            self.save_and_tell(tx, &case, false, Some(tell)).await?;
             if let Some(text) = &local_note {
                 tx.insert_note(case_id, &call.caller.agent, "referral_decision", text, now)
                     .await?;
             }
-            self.tell_partner(
-                tx,
-                &Outbound::ReferralDecision {
-                    case_id: case_id.to_owned(),
-                    decision,
-                },
-            )
-            .await?;
             tracing::info!(case_id, decision = %state, by = %call.caller.agent, "referral decided");
             Ok(case)
         })
@@ -679,7 +692,7 @@ impl Casework {
                 .into());
             }
             case.decide_referral(&decision)?;
-            tx.save_case(&case, None).await?;
+            self.save_and_tell(tx, &case, false, None).await?;
             Ok(())
         })
         .await
@@ -703,11 +716,11 @@ impl Casework {
         self.once(call, async |tx: &mut Tx| {
             let mut case = self.load_case(tx, case_id).await?;
             let reached = case.miss_appointment(threshold)?;
-            tx.save_case(&case, None).await?;
+            self.save_and_tell(tx, &case, false, None).await?;
             self.tell_partner(
                 tx,
                 &Outbound::CaseEvent {
-                    case_id: case_id.to_owned(),
+                    case_id: case_id.into(),
                     event: CaseEvent::AppointmentMissed { at: now },
                 },
             )
@@ -748,7 +761,7 @@ impl Casework {
         }
         let now = self.clock.now();
         let plan = Plan {
-            case_id: case_id.to_owned(),
+            case_id: case_id.into(),
             kind,
             themes,
             updated_by: call.caller.agent.clone(),
@@ -852,15 +865,12 @@ impl Casework {
                 decided_at: case.referral_expires_at,
             };
             case.decide_referral(&decision)?;
-            tx.save_case(&case, None).await?;
-            self.tell_partner(
-                &mut tx,
-                &Outbound::ReferralDecision {
-                    case_id: case.case_id.clone(),
-                    decision,
-                },
-            )
-            .await?;
+            let tell = Outbound::ReferralDecision {
+                case_id: case.case_id.clone(),
+                decision,
+            };
+            self.save_and_tell(&mut tx, &case, false, Some(tell))
+                .await?;
             tx.update_statistics().await?;
             tx.commit().await?;
             tracing::info!(case_id = %case.case_id, "referral expired");

@@ -15,5 +15,4 @@ pub mod relay;
 pub use api::CaseworkRpcs;
 pub use app::{InstitutionApp, serve_institution};
 pub use casework::{CaseView, Casework};
-pub use crossings as rpc;
 pub use relay::Relay;

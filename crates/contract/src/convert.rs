@@ -304,7 +304,7 @@ fn set_of<P: TryFrom<i32>, D: Ord>(
 pub fn new_consent(c: &v1::ConsentRecord) -> Result<domain::NewConsent> {
     let case_id = match c.case_id.trim() {
         "" => None,
-        id => Some(identifier("case_id", id)?),
+        id => Some(identifier("case_id", id)?.into()),
     };
     let evidence = domain::Evidence::try_from(required("evidence", c.evidence.as_ref())?)
         .map_err(|e| e.within("evidence"))?;
@@ -341,7 +341,7 @@ impl TryFrom<&v1::ConsentRecord> for domain::Consent {
     fn try_from(c: &v1::ConsentRecord) -> Result<Self> {
         let draft = new_consent(c)?;
         Ok(domain::Consent {
-            consent_id: identifier("consent_id", &c.consent_id)?,
+            consent_id: identifier("consent_id", &c.consent_id)?.into(),
             case_id: draft
                 .case_id
                 .ok_or_else(|| FieldError::new("case_id", "is required"))?,
@@ -361,8 +361,8 @@ impl TryFrom<&v1::ConsentRecord> for domain::Consent {
 impl From<&domain::Consent> for v1::ConsentRecord {
     fn from(d: &domain::Consent) -> Self {
         v1::ConsentRecord {
-            consent_id: d.consent_id.clone(),
-            case_id: d.case_id.clone(),
+            consent_id: d.consent_id.to_string(),
+            case_id: d.case_id.to_string(),
             purposes: d
                 .purposes
                 .iter()
@@ -398,7 +398,7 @@ impl From<&domain::Consent> for v1::ConsentRecord {
 /// A referral as an agent submits it.
 pub fn referral_draft(r: &v1::Referral) -> Result<domain::ReferralDraft> {
     Ok(domain::ReferralDraft {
-        case_id: identifier("case_id", &r.case_id)?,
+        case_id: identifier("case_id", &r.case_id)?.into(),
         office_code: person::required_text("office_code", &r.office_code, MAX_SHORT_TEXT)?,
         person: domain::PersonIdentity::try_from(required("person", r.person.as_ref())?)
             .map_err(|e| e.within("person"))?,
@@ -417,7 +417,7 @@ pub fn referral_draft(r: &v1::Referral) -> Result<domain::ReferralDraft> {
             .transpose()
             .map_err(|e| e.within("employment"))?
             .unwrap_or_default(),
-        consent_id: identifier("consent_id", &r.consent_id)?,
+        consent_id: identifier("consent_id", &r.consent_id)?.into(),
         checks: r
             .checks
             .iter()
@@ -453,7 +453,7 @@ impl TryFrom<&v1::Referral> for domain::Referral {
 impl From<&domain::Referral> for v1::Referral {
     fn from(d: &domain::Referral) -> Self {
         v1::Referral {
-            case_id: d.case_id.clone(),
+            case_id: d.case_id.to_string(),
             referring_network: v1::Network::from(d.referring_network) as i32,
             referred_by: d.referred_by.clone(),
             office_code: d.office_code.clone(),
@@ -462,7 +462,7 @@ impl From<&domain::Referral> for v1::Referral {
             barriers: barriers_to_proto(&d.barriers),
             employment: Some((&d.employment).into()),
             referred_at: Some(timestamp(d.referred_at)),
-            consent_id: d.consent_id.clone(),
+            consent_id: d.consent_id.to_string(),
             checks: d
                 .checks
                 .iter()
@@ -482,7 +482,7 @@ enum_pair!(fn verdict: v1::Verdict => domain::Verdict {
 
 pub fn diagnosis_draft(h: &v1::DiagnosisHalf) -> Result<domain::DiagnosisDraft> {
     Ok(domain::DiagnosisDraft {
-        case_id: identifier("case_id", &h.case_id)?,
+        case_id: identifier("case_id", &h.case_id)?.into(),
         barriers: barriers("barriers", &h.barriers)?,
         verdict: enum_field("verdict", h.verdict, verdict)?,
     })
@@ -510,7 +510,7 @@ impl TryFrom<&v1::DiagnosisHalf> for domain::DiagnosisHalf {
 impl From<&domain::DiagnosisHalf> for v1::DiagnosisHalf {
     fn from(d: &domain::DiagnosisHalf) -> Self {
         v1::DiagnosisHalf {
-            case_id: d.case_id.clone(),
+            case_id: d.case_id.to_string(),
             author_institution: v1::Institution::from(d.author_institution) as i32,
             author: d.author.clone(),
             barriers: barriers_to_proto(&d.barriers),
@@ -653,7 +653,7 @@ impl From<&domain::Case> for v1::Case {
     fn from(d: &domain::Case) -> Self {
         use domain::CaseState as S;
         v1::Case {
-            case_id: d.case_id.clone(),
+            case_id: d.case_id.to_string(),
             track: v1::Track::from(d.track) as i32,
             state: match d.state {
                 S::Referred => v1::CaseState::Referred,
@@ -974,7 +974,7 @@ impl TryFrom<&v1::SuspensionNotice> for domain::SuspensionNotice {
     type Error = FieldError;
     fn try_from(p: &v1::SuspensionNotice) -> Result<Self> {
         Ok(domain::SuspensionNotice {
-            case_id: identifier("case_id", &p.case_id)?,
+            case_id: identifier("case_id", &p.case_id)?.into(),
             jobseeker_number: person::optional_text(
                 "jobseeker_number",
                 &p.jobseeker_number,
@@ -1000,7 +1000,7 @@ impl TryFrom<&v1::SuspensionNotice> for domain::SuspensionNotice {
 impl From<&domain::SuspensionNotice> for v1::SuspensionNotice {
     fn from(d: &domain::SuspensionNotice) -> Self {
         v1::SuspensionNotice {
-            case_id: d.case_id.clone(),
+            case_id: d.case_id.to_string(),
             jobseeker_number: d.jobseeker_number.clone(),
             suspended_from: Some(timestamp(d.suspended_from)),
             suspended_until: optional_timestamp(d.suspended_until),
@@ -1078,7 +1078,7 @@ pub fn plan_themes(
 impl From<&domain::plan::Plan> for v1::Plan {
     fn from(d: &domain::plan::Plan) -> Self {
         v1::Plan {
-            case_id: d.case_id.clone(),
+            case_id: d.case_id.to_string(),
             kind: v1::PlanKind::from(d.kind) as i32,
             themes: d
                 .themes
@@ -1115,7 +1115,7 @@ impl From<&domain::plan::Plan> for v1::Plan {
 impl From<&domain::plan::PlanSummary> for v1::PlanSummary {
     fn from(d: &domain::plan::PlanSummary) -> Self {
         v1::PlanSummary {
-            case_id: d.case_id.clone(),
+            case_id: d.case_id.to_string(),
             kind: v1::PlanKind::from(d.kind) as i32,
             themes: d
                 .themes
@@ -1138,7 +1138,7 @@ impl TryFrom<&v1::PlanSummary> for domain::plan::PlanSummary {
     type Error = FieldError;
     fn try_from(p: &v1::PlanSummary) -> Result<Self> {
         Ok(domain::plan::PlanSummary {
-            case_id: identifier("case_id", &p.case_id)?,
+            case_id: identifier("case_id", &p.case_id)?.into(),
             kind: enum_field("kind", p.kind, plan_kind)?,
             themes: p
                 .themes

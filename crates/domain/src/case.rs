@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::agreement::{DiagnosisRule, SupportPeriod};
 use crate::consent::Evidence;
 use crate::error::{DomainError, FieldError};
+use crate::ids::{CaseId, ConsentId};
 use crate::person::{Barrier, Contact, EmploymentSummary, PersonIdentity};
 use crate::vocabulary::{Institution, Network, coded_enum};
 
@@ -16,7 +17,7 @@ pub use crate::terms::{CheckAnswer, ExitReason, ExitType, Referent, ReferralStat
 /// The referral form (fiche de liaison).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Referral {
-    pub case_id: String,
+    pub case_id: CaseId,
     pub referring_network: Network,
     pub referred_by: String,
     pub office_code: String,
@@ -25,7 +26,7 @@ pub struct Referral {
     pub barriers: Vec<Barrier>,
     pub employment: EmploymentSummary,
     pub referred_at: DateTime<Utc>,
-    pub consent_id: String,
+    pub consent_id: ConsentId,
     /// The agreement's pre-referral checks or orientation criteria.
     #[serde(default)]
     pub checks: Vec<CheckAnswer>,
@@ -37,13 +38,13 @@ pub struct Referral {
 /// What an agent submits; the service adds who, when and from which network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReferralDraft {
-    pub case_id: String,
+    pub case_id: CaseId,
     pub office_code: String,
     pub person: PersonIdentity,
     pub contact: Contact,
     pub barriers: Vec<Barrier>,
     pub employment: EmploymentSummary,
-    pub consent_id: String,
+    pub consent_id: ConsentId,
     pub checks: Vec<CheckAnswer>,
 }
 
@@ -75,7 +76,7 @@ impl ReferralDraft {
 /// What an agent submits of its half of the diagnosis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiagnosisDraft {
-    pub case_id: String,
+    pub case_id: CaseId,
     pub barriers: Vec<Barrier>,
     pub verdict: Verdict,
 }
@@ -88,7 +89,7 @@ coded_enum!(
 /// One institution's half of the shared diagnosis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiagnosisHalf {
-    pub case_id: String,
+    pub case_id: CaseId,
     pub author_institution: Institution,
     pub author: String,
     pub barriers: Vec<Barrier>,
@@ -196,7 +197,7 @@ coded_enum!(
 /// Nothing of the person's situation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SuspensionNotice {
-    pub case_id: String,
+    pub case_id: CaseId,
     pub jobseeker_number: String,
     pub suspended_from: DateTime<Utc>,
     /// `None` once lifted.
@@ -209,7 +210,7 @@ pub struct SuspensionNotice {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Case {
-    pub case_id: String,
+    pub case_id: CaseId,
     pub track: Track,
     pub state: CaseState,
     pub pair: Option<Pair>,

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{CaseId, ConsentId};
 use crate::vocabulary::{DataCategory, Institution, Purpose, coded_enum};
 
 coded_enum!(
@@ -33,7 +34,7 @@ pub struct Evidence {
 /// What an agent records; the service fills in identity and state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewConsent {
-    pub case_id: Option<String>,
+    pub case_id: Option<CaseId>,
     pub purposes: BTreeSet<Purpose>,
     pub recipients: BTreeSet<Institution>,
     pub categories: BTreeSet<DataCategory>,
@@ -44,8 +45,8 @@ pub struct NewConsent {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Consent {
-    pub consent_id: String,
-    pub case_id: String,
+    pub consent_id: ConsentId,
+    pub case_id: CaseId,
     pub purposes: BTreeSet<Purpose>,
     pub recipients: BTreeSet<Institution>,
     pub categories: BTreeSet<DataCategory>,

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod consent;
 pub mod directory;
 pub mod error;
+pub mod ids;
 pub mod indicators;
 pub mod jobseeker;
 pub mod outbound;
@@ -26,6 +27,7 @@ pub use case::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentRefusal, ConsentState, Evidence, EvidenceKind, NewConsent};
 pub use error::{DomainError, FieldError};
+pub use ids::{CaseId, ConsentId};
 pub use indicators::{Cell, Dashboard, Indicators, SourceStatus};
 pub use outbound::Outbound;
 pub use person::{

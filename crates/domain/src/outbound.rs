@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::case::{CaseEvent, DiagnosisHalf, Referral, ReferralDecision, SuspensionNotice};
 use crate::consent::Consent;
+use crate::ids::CaseId;
 use crate::plan::PlanSummary;
 use crate::vocabulary::Purpose;
 
@@ -15,11 +16,11 @@ pub enum Outbound {
     Referral(Referral),
     Diagnosis(DiagnosisHalf),
     CaseEvent {
-        case_id: String,
+        case_id: CaseId,
         event: CaseEvent,
     },
     ReferralDecision {
-        case_id: String,
+        case_id: CaseId,
         decision: ReferralDecision,
     },
     PlanSummary(PlanSummary),

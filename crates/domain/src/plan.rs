@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::FieldError;
+use crate::ids::CaseId;
 use crate::person::optional_text;
 use crate::vocabulary::{Institution, coded_enum};
 
@@ -91,7 +92,7 @@ pub struct PlanTheme {
 /// A plan in full, as its author's institution holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
-    pub case_id: String,
+    pub case_id: CaseId,
     pub kind: PlanKind,
     pub themes: Vec<PlanTheme>,
     pub updated_by: String,
@@ -111,7 +112,7 @@ pub struct ThemeSummary {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanSummary {
-    pub case_id: String,
+    pub case_id: CaseId,
     pub kind: PlanKind,
     pub themes: Vec<ThemeSummary>,
     pub updated_at: DateTime<Utc>,

@@ -92,8 +92,8 @@ fn parse_code<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
 
 fn consent_from_row(row: &AnyRow) -> Result<Consent> {
     Ok(Consent {
-        consent_id: row.try_get("consent_id")?,
-        case_id: row.try_get("case_id")?,
+        consent_id: row.try_get::<String, _>("consent_id")?.into(),
+        case_id: row.try_get::<String, _>("case_id")?.into(),
         purposes: parse_codes(&row.try_get::<String, _>("purposes")?, Purpose::from_code)?,
         recipients: parse_codes(
             &row.try_get::<String, _>("recipients")?,
@@ -130,7 +130,7 @@ pub(crate) fn case_from_row(row: &AnyRow) -> Result<Case> {
     let counsellor: Option<String> = row.try_get("counsellor")?;
     let social_worker: Option<String> = row.try_get("social_worker")?;
     Ok(Case {
-        case_id: row.try_get("case_id")?,
+        case_id: row.try_get::<String, _>("case_id")?.into(),
         track: parse_code(&row.try_get::<String, _>("track")?, Track::from_code)?,
         state: parse_code(&row.try_get::<String, _>("state")?, CaseState::from_code)?,
         pair: match (counsellor, social_worker) {
@@ -362,10 +362,7 @@ impl InstitutionStore {
 
     /// An office's open cases (pending referrals, diagnoses under way, people
     /// in support), with what this side knows of the diagnosis.
-    pub async fn office_open_cases(
-        &self,
-        office_code: &str,
-    ) -> Result<Vec<(Case, Origin, Vec<DiagnosisHalf>)>> {
+    pub async fn office_open_cases(&self, office_code: &str) -> Result<Vec<OpenCase>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {}, r.origin AS referral_origin FROM cases c JOIN referrals r ON r.case_id = c.case_id
              WHERE c.office_code = $1 AND c.state IN ('referred', 'diagnosed', 'queued', 'active')
@@ -388,7 +385,10 @@ impl InstitutionStore {
         .await?
         {
             let half: DiagnosisHalf = from_json(&row.try_get::<String, _>("body")?)?;
-            halves.entry(half.case_id.clone()).or_default().push(half);
+            halves
+                .entry(half.case_id.to_string())
+                .or_default()
+                .push(half);
         }
         rows.iter()
             .map(|row| {
@@ -398,8 +398,12 @@ impl InstitutionStore {
                 } else {
                     Origin::Partner
                 };
-                let case_halves = halves.remove(&case.case_id).unwrap_or_default();
-                Ok((case, origin, case_halves))
+                let halves = halves.remove(case.case_id.as_str()).unwrap_or_default();
+                Ok(OpenCase {
+                    case,
+                    referral_origin: origin,
+                    halves,
+                })
             })
             .collect()
     }
@@ -520,6 +524,25 @@ impl RelayLease {
     }
 }
 
+/// An open case of an office, as its due list needs it.
+#[derive(Debug, Clone)]
+pub struct OpenCase {
+    pub case: Case,
+    /// Whether this side wrote the referral or received it.
+    pub referral_origin: Origin,
+    /// The halves of the shared diagnosis this side knows.
+    pub halves: Vec<DiagnosisHalf>,
+}
+
+/// Entries into exclusive social support over a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExclusiveStarts {
+    /// By the office asked about.
+    pub office: u32,
+    /// By every office of the agreement.
+    pub all: u32,
+}
+
 /// One unit of work.
 #[derive(Debug)]
 pub struct Tx {
@@ -624,8 +647,8 @@ impl Tx {
              ON CONFLICT (consent_id) DO UPDATE SET state = excluded.state, state_changed_at = excluded.state_changed_at
              WHERE excluded.state_changed_at >= consents.state_changed_at AND consents.state = 'given'",
         )
-        .bind(&c.consent_id)
-        .bind(&c.case_id)
+        .bind(c.consent_id.as_str())
+        .bind(c.case_id.as_str())
         .bind(codes(&c.purposes, Purpose::code))
         .bind(codes(&c.recipients, Institution::code))
         .bind(codes(&c.categories, DataCategory::code))
@@ -650,7 +673,7 @@ impl Tx {
             "INSERT INTO referrals (case_id, referring_network, referred_at, origin, body) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (case_id) DO NOTHING",
         )
-        .bind(&r.case_id)
+        .bind(r.case_id.as_str())
         .bind(r.referring_network.code())
         .bind(to_micros(r.referred_at))
         .bind(origin.code())
@@ -678,7 +701,7 @@ impl Tx {
              SET agreement = excluded.agreement, recorded_at = excluded.recorded_at, body = excluded.body
              WHERE excluded.recorded_at >= diagnoses.recorded_at",
         )
-        .bind(&d.case_id)
+        .bind(d.case_id.as_str())
         .bind(d.author_institution.code())
         .bind(match d.verdict {
             Verdict::Agree => "agree",
@@ -765,7 +788,7 @@ impl Tx {
                 exclusive_started_at = excluded.exclusive_started_at, entry_evidence = excluded.entry_evidence,
                 participant = excluded.participant, qualification_gained = excluded.qualification_gained",
         )
-        .bind(&c.case_id)
+        .bind(c.case_id.as_str())
         .bind(c.track.code())
         .bind(c.state.code())
         .bind(c.pair.as_ref().map(|p| p.counsellor.clone()))
@@ -914,7 +937,7 @@ impl Tx {
         office_code: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<(u32, u32)> {
+    ) -> Result<ExclusiveStarts> {
         let row = sqlx::query(
             "SELECT COUNT(CASE WHEN office_code = $1 THEN 1 END) AS office, COUNT(*) AS total
              FROM cases WHERE exclusive_started_at >= $2 AND exclusive_started_at < $3",
@@ -925,7 +948,10 @@ impl Tx {
         .fetch_one(&mut *self.tx)
         .await?;
         let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
-        Ok((count(row.try_get("office")?), count(row.try_get("total")?)))
+        Ok(ExclusiveStarts {
+            office: count(row.try_get("office")?),
+            all: count(row.try_get("total")?),
+        })
     }
 
     /// Writes a plan: this institution's own in full, or the partner's summary.

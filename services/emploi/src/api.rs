@@ -260,7 +260,7 @@ impl EmploiService for EmploiApi {
         let m = &p.message;
         let notice = SuspensionNotice::try_from(required("notice", m.notice.as_ref())?)
             .map_err(within("notice"))?;
-        if notice.case_id != m.case_id {
+        if notice.case_id != *m.case_id {
             return Err(AppError::from(passerelle_domain::FieldError::new(
                 "notice.case_id",
                 "does not match case_id",

@@ -6,8 +6,9 @@
 
 use std::ops::Deref;
 
+use passerelle_casework::Casework;
 use passerelle_casework::casework::note;
-use passerelle_casework::{Casework, rpc};
+use passerelle_casework::crossings as rpc;
 use passerelle_domain::agreement::{CapacityDecision, working_time_share};
 use passerelle_domain::{
     Case, CaseEntry, CaseEvent, DomainError, Evidence, ExitReason, FieldError, Outbound, Pair,
@@ -95,7 +96,7 @@ impl EmploymentSupport<'_> {
                     ))));
                 }
             };
-            let event = Outbound::CaseEvent { case_id: case_id.to_owned(), event };
+            let event = Outbound::CaseEvent { case_id: case_id.into(), event };
             self.save_and_tell(tx, &case, true, Some(event)).await?;
             tracing::info!(case_id, state = %case.state, by = %call.caller.agent, "contract signed");
             Ok(case)
@@ -125,7 +126,7 @@ impl EmploymentSupport<'_> {
             let mut case = self.exit_in(tx, case_id, reason, now).await?;
             if qualification_gained {
                 case.qualification_gained = true;
-                tx.save_case(&case, None).await?;
+                self.save_and_tell(tx, &case, false, None).await?;
             }
             tracing::info!(case_id, by = %call.caller.agent, reason = %reason, "case exited");
             Ok(case)
@@ -160,7 +161,7 @@ impl EmploymentSupport<'_> {
         self.once(call, async |tx: &mut Tx| {
             let mut case = self.load_case(tx, case_id).await?;
             let renewal = case.renew(&self.agreement.global_support, exceptional, now)?;
-            let event = Outbound::CaseEvent { case_id: case_id.to_owned(), event: CaseEvent::Renewed(renewal) };
+            let event = Outbound::CaseEvent { case_id: case_id.into(), event: CaseEvent::Renewed(renewal) };
             self.save_and_tell(tx, &case, false, Some(event)).await?;
             if let Some(text) = &justification {
                 tx.insert_note(case_id, &call.caller.agent, "renewal", text, now).await?;
@@ -181,7 +182,7 @@ impl EmploymentSupport<'_> {
         self.once(call, async |tx: &mut Tx| {
             let mut case = self.load_case(tx, case_id).await?;
             case.record_follow_up(in_employment)?;
-            tx.save_case(&case, None).await?;
+            self.save_and_tell(tx, &case, false, None).await?;
             Ok(case)
         })
         .await
@@ -225,7 +226,7 @@ impl EmploymentSupport<'_> {
         self.once(call, async |tx: &mut Tx| {
             let mut case = self.load_case(tx, &notice.case_id).await?;
             case.apply_suspension(&notice);
-            tx.save_case(&case, None).await?;
+            self.save_and_tell(tx, &case, false, None).await?;
             tracing::info!(case_id = %notice.case_id, "employment follow-up suspension updated");
             Ok(())
         })

@@ -6,7 +6,8 @@
 use std::ops::Deref;
 
 use chrono::{DateTime, Datelike, Utc};
-use passerelle_casework::{Casework, rpc};
+use passerelle_casework::Casework;
+use passerelle_casework::crossings as rpc;
 use passerelle_domain::{
     Case, DomainError, Evidence, ExclusiveOutcome, FieldError, Outbound, Purpose, SuspensionNotice,
 };
@@ -78,25 +79,25 @@ impl ExclusiveSupport<'_> {
         let (year_start, next_year) = year_bounds(now);
         self.once(call, async |tx: &mut Tx| {
             let mut case = self.load_case(tx, case_id).await?;
-            let (office_used, all_used) = tx
+            let starts = tx
                 .exclusive_starts(&case.office_code, year_start, next_year)
                 .await?;
             let raised = tx.office_quota(&case.office_code, now.year()).await?;
-            axe3.admit(office_used, all_used, raised).map_err(|why| {
-                AppError(DomainError::LimitReached(format!(
-                    "{why} (office {})",
-                    case.office_code
-                )))
-            })?;
+            axe3.admit(starts.office, starts.all, raised)
+                .map_err(|why| {
+                    AppError(DomainError::LimitReached(format!(
+                        "{why} (office {})",
+                        case.office_code
+                    )))
+                })?;
             case.start_exclusive(
                 &call.caller.agent,
                 social_evaluation.clone(),
                 now,
                 axe3.ends_at(now, 0),
             )?;
-            tx.save_case(&case, None).await?;
             let notice = SuspensionNotice {
-                case_id: case_id.to_owned(),
+                case_id: case_id.into(),
                 jobseeker_number: jobseeker_number.clone(),
                 suspended_from: now,
                 suspended_until: case.ends_at,
@@ -104,7 +105,8 @@ impl ExclusiveSupport<'_> {
                 outcome: None,
                 changed_at: now,
             };
-            self.tell_partner(tx, &Outbound::Suspension(notice)).await?;
+            let tell = Some(Outbound::Suspension(notice));
+            self.save_and_tell(tx, &case, false, tell).await?;
             tracing::info!(case_id, office = %case.office_code, "exclusive social support started");
             Ok(case)
         })
@@ -133,9 +135,8 @@ impl ExclusiveSupport<'_> {
             let mut case = self.load_case(tx, case_id).await?;
             let started = case.entered_at;
             case.decide_exclusive_end(outcome, &axe3, now)?;
-            tx.save_case(&case, None).await?;
             let notice = SuspensionNotice {
-                case_id: case_id.to_owned(),
+                case_id: case_id.into(),
                 jobseeker_number: referral
                     .as_ref()
                     .and_then(|r| r.person.jobseeker_number.clone())
@@ -146,7 +147,8 @@ impl ExclusiveSupport<'_> {
                 outcome: (outcome != ExclusiveOutcome::Renew).then_some(outcome),
                 changed_at: now,
             };
-            self.tell_partner(tx, &Outbound::Suspension(notice)).await?;
+            let tell = Some(Outbound::Suspension(notice));
+            self.save_and_tell(tx, &case, false, tell).await?;
             tracing::info!(case_id, outcome = %outcome, by = %call.caller.agent, "exclusive social support decided");
             Ok(case)
         })
@@ -186,7 +188,7 @@ impl ExclusiveSupport<'_> {
         let (year_start, next_year) = year_bounds(from.and_time(chrono::NaiveTime::MIN).and_utc());
         self.once(call, async |tx: &mut Tx| {
             tx.set_office_quota(office_code, year, quota, &call.caller.agent, now).await?;
-            let (used, _) = tx.exclusive_starts(office_code, year_start, next_year).await?;
+            let used = tx.exclusive_starts(office_code, year_start, next_year).await?.office;
             tracing::info!(office_code, year, quota, by = %call.caller.agent, "office quota raised");
             Ok(QuotaView { quota, used })
         })

@@ -81,7 +81,7 @@ fn call<'a>(caller: &'a Caller, method: &'a str, key: &'a str, digest: &'a str) 
 
 fn consent_for(case_id: Option<&str>, now: DateTime<Utc>) -> NewConsent {
     NewConsent {
-        case_id: case_id.map(str::to_owned),
+        case_id: case_id.map(Into::into),
         purposes: [Purpose::Referral, Purpose::GlobalSupport].into(),
         recipients: [Institution::Emploi].into(),
         categories: [DataCategory::Identity, DataCategory::Barrier].into(),

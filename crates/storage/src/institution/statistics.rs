@@ -316,7 +316,7 @@ impl InstitutionStore {
             }
             for row in &page {
                 let case = case_from_row(row)?;
-                let id = case.case_id.clone();
+                let id = case.case_id.to_string();
                 let rows = Rows {
                     entry_recorded_by: row.try_get("entry_recorded_by")?,
                     referral: referrals.remove(&id),
