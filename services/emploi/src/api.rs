@@ -12,7 +12,7 @@ use passerelle_runtime::{AppError, local, within};
 use passerelle_storage::institution::CounsellorEntry;
 use tonic::{Request, Response, Status};
 
-use crate::jobseekers;
+use crate::jobseekers::{self, HabilitationChange};
 use crate::support::EmploymentSupport;
 
 type Answer<T> = Result<Response<T>, Status>;
@@ -293,15 +293,14 @@ impl EmploiService for EmploiApi {
         request: Request<v1::GrantHabilitationRequest>,
     ) -> Answer<v1::GrantHabilitationResponse> {
         let m = request.get_ref();
-        jobseekers::set_habilitation(
-            self.casework.app()?,
-            &request,
-            &m.idempotency_key,
-            &m.agent,
-            m.scope,
-            false,
-        )
-        .await?;
+        let (key, agent, scope) = (&m.idempotency_key, &m.agent, m.scope);
+        let grant = HabilitationChange {
+            key,
+            agent,
+            scope,
+            revoke: false,
+        };
+        jobseekers::set_habilitation(self.casework.app()?, &request, grant).await?;
         Ok(Response::new(v1::GrantHabilitationResponse {}))
     }
 
@@ -311,15 +310,14 @@ impl EmploiService for EmploiApi {
         request: Request<v1::RevokeHabilitationRequest>,
     ) -> Answer<v1::RevokeHabilitationResponse> {
         let m = request.get_ref();
-        jobseekers::set_habilitation(
-            self.casework.app()?,
-            &request,
-            &m.idempotency_key,
-            &m.agent,
-            m.scope,
-            true,
-        )
-        .await?;
+        let (key, agent, scope) = (&m.idempotency_key, &m.agent, m.scope);
+        let withdrawal = HabilitationChange {
+            key,
+            agent,
+            scope,
+            revoke: true,
+        };
+        jobseekers::set_habilitation(self.casework.app()?, &request, withdrawal).await?;
         Ok(Response::new(v1::RevokeHabilitationResponse {}))
     }
 

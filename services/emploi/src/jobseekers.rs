@@ -118,16 +118,23 @@ pub async fn record_jobseekers(
     Ok(v1::RecordJobseekersResponse { recorded })
 }
 
+/// A habilitation granted or withdrawn: the request's key, agent and scope.
+#[derive(Debug, Clone, Copy)]
+pub struct HabilitationChange<'a> {
+    pub key: &'a str,
+    pub agent: &'a str,
+    pub scope: i32,
+    pub revoke: bool,
+}
+
 pub async fn set_habilitation(
     app: &InstitutionApp,
     request: &Request<impl Message>,
-    key: &str,
-    who: &str,
-    scope_value: i32,
-    revoke: bool,
+    change: HabilitationChange<'_>,
 ) -> Result<(), Status> {
     let l = local(request)?;
-    let (who, scope) = (agent(who)?, scope(scope_value)?);
+    let (who, scope) = (agent(change.agent)?, scope(change.scope)?);
+    let (key, revoke) = (change.key, change.revoke);
     let cw = &app.casework;
     let now = cw.now();
     cw.once(l.call(key), async |tx| {

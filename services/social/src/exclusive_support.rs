@@ -48,6 +48,22 @@ impl ExclusiveSupport<'_> {
             })
     }
 
+    /// The agreement's axe 3, once the case is known here and a consent lets
+    /// the employment side hear of its suspension (a refusal is audited).
+    async fn may_tell_suspension(
+        &self,
+        call: Call<'_>,
+        case_id: &str,
+    ) -> Result<passerelle_domain::agreement::ExclusiveSocialSupport> {
+        let axe3 = self.axe3()?.clone();
+        self.known_case(case_id).await?;
+        let purpose = Purpose::ExclusiveSocialSupport;
+        let rpc = rpc::RECEIVE_SUSPENSION_NOTICE;
+        self.check_outbound(call.caller, case_id, purpose, rpc)
+            .await?;
+        Ok(axe3)
+    }
+
     /// Starts exclusive social support within the office's yearly quota; the
     /// employment side is told its follow-up is suspended, and nothing more.
     pub async fn start_exclusive_support(
@@ -56,15 +72,7 @@ impl ExclusiveSupport<'_> {
         case_id: &str,
         social_evaluation: Evidence,
     ) -> Result<Case> {
-        let axe3 = self.axe3()?.clone();
-        self.known_case(case_id).await?;
-        self.check_outbound(
-            call.caller,
-            case_id,
-            Purpose::ExclusiveSocialSupport,
-            rpc::RECEIVE_SUSPENSION_NOTICE,
-        )
-        .await?;
+        let axe3 = self.may_tell_suspension(call, case_id).await?;
         let jobseeker_number = self
             .store
             .referral(case_id)
@@ -120,15 +128,7 @@ impl ExclusiveSupport<'_> {
         case_id: &str,
         outcome: ExclusiveOutcome,
     ) -> Result<Case> {
-        let axe3 = self.axe3()?.clone();
-        self.known_case(case_id).await?;
-        self.check_outbound(
-            call.caller,
-            case_id,
-            Purpose::ExclusiveSocialSupport,
-            rpc::RECEIVE_SUSPENSION_NOTICE,
-        )
-        .await?;
+        let axe3 = self.may_tell_suspension(call, case_id).await?;
         let referral = self.store.referral(case_id).await?;
         let now = self.clock.now();
         self.once(call, async |tx: &mut Tx| {

@@ -8,9 +8,9 @@ use passerelle_boundary::audit::Direction;
 use passerelle_boundary::{Caller, CrossingControl, Decision, Minimiser};
 use passerelle_domain::agreement::shipped;
 use passerelle_domain::{
-    CheckAnswer, Contact, DataCategory, DomainError, EmploymentSummary, Evidence, EvidenceKind,
-    Institution, ManualClock, NewConsent, Outbound, PersonIdentity, Purpose, ReferralDraft,
-    ReferralState, Role, Side,
+    CheckAnswer, Consent, Contact, DataCategory, DomainError, EmploymentSummary, Evidence,
+    EvidenceKind, Institution, ManualClock, NewConsent, Outbound, PersonIdentity, Purpose,
+    ReferralDraft, ReferralState, Role, Side,
 };
 use passerelle_runtime::{AppError, Call};
 use passerelle_storage::InstitutionStore;
@@ -58,6 +58,25 @@ async fn social() -> Fixture {
         crossings,
     };
     Fixture { casework, clock }
+}
+
+impl Fixture {
+    /// A consent recorded by `sw` for a new case.
+    async fn consent(&self, sw: &Caller) -> Consent {
+        let call = call(sw, "/m/RecordConsent", "consent", "d");
+        let consent = self.casework.record_consent(call, consent_for(None, t0()));
+        consent.await.expect("consent")
+    }
+
+    /// A case referred by `sw` to the employment side under its consent.
+    async fn referred(&self, sw: &Caller) -> Consent {
+        let consent = self.consent(sw).await;
+        let draft = referral(&consent.case_id, &consent.consent_id);
+        let call = call(sw, "/m/CreateReferral", "referral", "d");
+        let referred = self.casework.create_referral(call, draft, "");
+        referred.await.expect("referred");
+        consent
+    }
 }
 
 fn worker(agent: &str) -> Caller {
@@ -208,13 +227,7 @@ async fn a_referral_under_its_consent_opens_the_case_queues_it_for_the_partner_a
     let f = social().await;
     let sw = worker("sw-1");
     let cw = &f.casework;
-    let consent = cw
-        .record_consent(
-            call(&sw, "/m/RecordConsent", "c", "d"),
-            consent_for(None, t0()),
-        )
-        .await
-        .expect("consent");
+    let consent = f.consent(&sw).await;
     let wrong = cw
         .create_referral(
             call(&sw, "/m/CreateReferral", "r0", "d"),
@@ -274,20 +287,7 @@ async fn the_side_that_sent_a_referral_does_not_decide_it() {
     let f = social().await;
     let sw = worker("sw-1");
     let cw = &f.casework;
-    let consent = cw
-        .record_consent(
-            call(&sw, "/m/RecordConsent", "c", "d"),
-            consent_for(None, t0()),
-        )
-        .await
-        .expect("consent");
-    cw.create_referral(
-        call(&sw, "/m/CreateReferral", "r", "d"),
-        referral(&consent.case_id, &consent.consent_id),
-        "",
-    )
-    .await
-    .expect("referred");
+    let consent = f.referred(&sw).await;
     let refused = cw
         .decide_referral(
             call(&sw, "/m/DecideReferral", "x", "d"),
@@ -320,13 +320,7 @@ async fn a_consent_is_withdrawn_where_it_is_held_and_only_once() {
     let f = social().await;
     let sw = worker("sw-1");
     let cw = &f.casework;
-    let consent = cw
-        .record_consent(
-            call(&sw, "/m/RecordConsent", "c", "d"),
-            consent_for(None, t0()),
-        )
-        .await
-        .expect("consent");
+    let consent = f.consent(&sw).await;
     f.clock.advance(Duration::hours(1));
     let withdrawn = cw
         .withdraw_consent(
