@@ -14,6 +14,7 @@ fn claims(aud: &str, exp: u64) -> Claims {
         aud: aud.into(),
         exp,
         iat: unix_now() - 10,
+        nbf: None,
         institution: "social".into(),
         role: "social_worker".into(),
         org: None,
@@ -305,4 +306,151 @@ fn base64url(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Found by an outside tester: `passerelle token --role service` (the agents'
+/// development issuer) was accepted on the crossings, and a forged case
+/// became readable at the employment side. The agents' issuer now never
+/// speaks for a service, in `passerelle up`'s configuration as in
+/// `deploy/config`.
+#[tokio::test]
+async fn the_agents_issuer_cannot_speak_for_a_service() {
+    for backend in backends() {
+        let t = start(backend, 11).await;
+        let dev = passerelle_cli::stack::dev_signer(&t.stack.options.data_dir).expect("dev signer");
+        let token = dev
+            .sign(
+                "service:social",
+                Institution::Social,
+                Role::Service,
+                "passerelle-emploi",
+                300,
+            )
+            .expect("token");
+        let consent = with_token(
+            v1::ShareConsentRequest {
+                idempotency_key: "forged-1".into(),
+                case_id: "forged-case".into(),
+                consent: None,
+            },
+            &token,
+        );
+        let status = t.emploi().await.share_consent(consent).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "{backend:?}: {status:?}"
+        );
+        assert!(status.message().contains("agents"), "{}", status.message());
+        let referral = with_token(
+            v1::ReceiveReferralRequest {
+                idempotency_key: "forged-2".into(),
+                case_id: "forged-case".into(),
+                referral: None,
+            },
+            &token,
+        );
+        let status = t
+            .emploi()
+            .await
+            .receive_referral(referral)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+        // Nothing of the forged case exists at the employment side.
+        assert!(
+            t.store(Institution::Emploi)
+                .await
+                .case("forged-case")
+                .await
+                .expect("read")
+                .is_none()
+        );
+        t.shutdown().await;
+    }
+    // The shipped sample configurations say the same.
+    for institution in [
+        Institution::Emploi,
+        Institution::Social,
+        Institution::Pilotage,
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../deploy/config/{}.toml", institution.code()));
+        let config = passerelle_runtime::ServiceConfig::load(institution, Some(&path))
+            .expect("sample configuration");
+        for issuer in &config.trusted_issuers {
+            let expected = if issuer.issuer.ends_with("-service") {
+                passerelle_boundary::Principals::Service
+            } else {
+                passerelle_boundary::Principals::Agents
+            };
+            assert_eq!(
+                issuer.principals, expected,
+                "{institution}: {}",
+                issuer.issuer
+            );
+        }
+    }
+}
+
+/// Found by an outside tester: `nbf` in the future was ignored, `iat` ten
+/// years ahead and a token valid for 100 years were accepted, and lowercase
+/// `bearer` was refused.
+#[tokio::test]
+async fn registered_claims_and_the_bearer_scheme_are_checked_at_the_edge() {
+    for backend in backends() {
+        let t = start(backend, 11).await;
+        let dev = passerelle_cli::stack::dev_signer(&t.stack.options.data_dir).expect("dev signer");
+        let now = unix_now();
+        let refused = [
+            (
+                "nbf in the future",
+                Claims {
+                    nbf: Some(now + 3600),
+                    ..claims("passerelle-social", now + 600)
+                },
+                "claim nbf",
+            ),
+            (
+                "iat ten years ahead",
+                Claims {
+                    iat: now + 10 * 365 * 86_400,
+                    ..claims("passerelle-social", now + 10 * 365 * 86_400 + 600)
+                },
+                "claim iat",
+            ),
+            (
+                "valid for a century",
+                claims("passerelle-social", now + 100 * 365 * 86_400),
+                "longer than its issuer allows",
+            ),
+        ];
+        for (what, claims, says) in refused {
+            let token = dev.sign_claims(&claims).expect("token");
+            let status = get_case_with(&t, Some(&token)).await;
+            assert_eq!(status.code(), Code::Unauthenticated, "{what}");
+            assert!(
+                status.message().contains(says),
+                "{what}: {}",
+                status.message()
+            );
+            // A sentence, never a library's debug output.
+            assert!(!status.message().contains("ErrorKind"), "{what}");
+        }
+        // The scheme is case-insensitive: a valid token under `bearer` reaches
+        // the service (NOT_FOUND for a case it does not know).
+        let token = dev
+            .sign_claims(&claims("passerelle-social", now + 600))
+            .expect("token");
+        let mut request = tonic::Request::new(v1::GetCaseRequest {
+            case_id: "0193b2c4-0000-7000-8000-000000000001".into(),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("bearer {token}").parse().expect("header"),
+        );
+        let status = t.social().await.get_case(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        t.shutdown().await;
+    }
 }

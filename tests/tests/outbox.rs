@@ -151,3 +151,58 @@ async fn a_referral_made_while_the_employment_side_is_down_arrives_once_it_is_ba
     })
     .await;
 }
+
+/// Found by an outside tester: idempotency keys were scoped per RPC only, so a
+/// second agent sending the same key and body received the first agent's case
+/// and consent identifiers. A key is now the caller's own.
+#[tokio::test]
+async fn another_agents_identical_request_under_the_same_key_is_its_own() {
+    on_every_backend(async |backend| {
+        let t = start(backend, 11).await;
+        let request = v1::RecordConsentRequest {
+            idempotency_key: "shared-key-1".into(),
+            consent: Some(consent(
+                &t.clock,
+                &[v1::Purpose::Referral],
+                &[v1::Institution::Emploi],
+            )),
+        };
+        let as_agent = |agent: &str| {
+            t.as_agent(
+                Institution::Social,
+                passerelle_domain::Role::SocialWorker,
+                agent,
+                Institution::Social,
+                request.clone(),
+            )
+        };
+        let mut social = t.social().await;
+        let first = social
+            .record_consent(as_agent("sw-rennes-1"))
+            .await
+            .expect("first")
+            .into_inner()
+            .consent
+            .expect("consent");
+        let other = social
+            .record_consent(as_agent("sw-vitre-2"))
+            .await
+            .expect("another agent")
+            .into_inner()
+            .consent
+            .expect("consent");
+        assert_ne!(other.consent_id, first.consent_id);
+        assert_ne!(other.case_id, first.case_id);
+        // The first agent's own replay still gets its own answer.
+        let replay = social
+            .record_consent(as_agent("sw-rennes-1"))
+            .await
+            .expect("replay")
+            .into_inner()
+            .consent
+            .expect("consent");
+        assert_eq!(replay, first);
+        t.shutdown().await;
+    })
+    .await;
+}

@@ -1,7 +1,10 @@
-//! Identity comes only from a verified JWT: the issuer's key is fixed in
-//! configuration (never taken from the token), the algorithm is on an allow
-//! list, and `iss`, `aud` and `exp` are checked. Each issuer may only speak for
-//! the institutions configured for it.
+//! Identity comes only from a verified JWT (RFC 7519, checked as RFC 8725
+//! asks): the issuer's key is fixed in configuration (never taken from the
+//! token), the algorithm is on an allow list and must be the issuer's, `iss`,
+//! `aud`, `exp` and `nbf` are checked, `iat` may not lie in the future, and a
+//! token may not live longer than its issuer's maximum. Each issuer vouches
+//! only for the principals configured for it: agents of some institutions, or
+//! one institution's service, never both.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -39,6 +42,9 @@ pub struct Claims {
     pub aud: String,
     pub exp: u64,
     pub iat: u64,
+    /// Not before (RFC 7519 §4.1.5); checked when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     pub institution: String,
     pub role: String,
     /// Set for an agent of a delegated body (see [`Caller::organisation`]).
@@ -56,12 +62,77 @@ pub enum IdentityError {
     AlgorithmNotAllowed,
     #[error("unknown issuer")]
     UnknownIssuer,
-    #[error("invalid token: {0}")]
+    /// A sentence for the caller, naming the claim at fault; never a
+    /// library's own wording.
+    #[error("{0}")]
     Invalid(String),
     #[error("issuer may not speak for this institution")]
     InstitutionNotAllowedForIssuer,
+    #[error("this issuer vouches for {0}, not for this principal")]
+    PrincipalNotAllowedForIssuer(Principals),
+    #[error("the token was issued in the future (claim iat)")]
+    IssuedInTheFuture,
+    #[error(
+        "the token lives longer than its issuer allows ({0} seconds at most, claims iat to exp)"
+    )]
+    LifetimeTooLong(u64),
     #[error("unknown institution or role claim")]
     UnknownClaim,
+}
+
+/// Which principals an issuer may vouch for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Principals {
+    /// People: agents of the issuer's institutions (an identity provider).
+    #[default]
+    Agents,
+    /// One institution's Passerelle service, calling on its own behalf.
+    Service,
+}
+
+impl Principals {
+    /// The longest token lifetime accepted when the issuer's is not set:
+    /// a working day for agents, a few minutes for a service (it mints a
+    /// fresh token for each call).
+    pub fn default_max_lifetime_seconds(self) -> u64 {
+        match self {
+            Principals::Agents => 12 * 3600,
+            Principals::Service => 15 * 60,
+        }
+    }
+}
+
+impl std::fmt::Display for Principals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Principals::Agents => "agents",
+            Principals::Service => "a service",
+        })
+    }
+}
+
+/// The caller's sentence for a token jsonwebtoken refused.
+fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> IdentityError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    let text = match kind {
+        K::ExpiredSignature => "the token has expired (claim exp)".to_owned(),
+        K::ImmatureSignature => "the token is not valid yet (claim nbf)".to_owned(),
+        K::InvalidAudience => "the token is not for this service (claim aud)".to_owned(),
+        K::InvalidIssuer => "the token's issuer is not the expected one (claim iss)".to_owned(),
+        K::InvalidSignature => "the token's signature does not verify".to_owned(),
+        K::MissingRequiredClaim(claim) => format!("the token lacks the claim {claim}"),
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => {
+            return IdentityError::AlgorithmNotAllowed;
+        }
+        // Claims that do not read as the contract's (a number as text, a
+        // missing iat): say so without quoting the decoder.
+        K::Json(_) | K::Utf8(_) | K::Base64(_) | K::InvalidToken => {
+            return IdentityError::Malformed;
+        }
+        _ => "the token is not valid".to_owned(),
+    };
+    IdentityError::Invalid(text)
 }
 
 /// An issuer this service trusts, with its key from configuration.
@@ -71,6 +142,9 @@ pub struct TrustedIssuer {
     pub algorithm: Algorithm,
     pub key: DecodingKey,
     pub institutions: BTreeSet<Institution>,
+    pub principals: Principals,
+    /// Longest accepted `exp - iat`.
+    pub max_lifetime_seconds: u64,
 }
 
 impl std::fmt::Debug for TrustedIssuer {
@@ -79,23 +153,35 @@ impl std::fmt::Debug for TrustedIssuer {
             .field("issuer", &self.issuer)
             .field("algorithm", &self.algorithm)
             .field("institutions", &self.institutions)
+            .field("principals", &self.principals)
+            .field("max_lifetime_seconds", &self.max_lifetime_seconds)
             .finish_non_exhaustive()
     }
 }
 
 impl TrustedIssuer {
+    /// An Ed25519 issuer vouching for `principals` of `institutions`, with
+    /// the default maximum lifetime for them.
     pub fn ed25519(
         issuer: impl Into<String>,
         public_key_pem: &str,
         institutions: BTreeSet<Institution>,
+        principals: Principals,
     ) -> Result<Self, IdentityError> {
         Ok(TrustedIssuer {
             issuer: issuer.into(),
             algorithm: Algorithm::EdDSA,
             key: DecodingKey::from_ed_pem(public_key_pem.as_bytes())
-                .map_err(|e| IdentityError::Invalid(e.to_string()))?,
+                .map_err(|_| IdentityError::Invalid("not an Ed25519 public key".into()))?,
             institutions,
+            principals,
+            max_lifetime_seconds: principals.default_max_lifetime_seconds(),
         })
+    }
+
+    pub fn with_max_lifetime(mut self, seconds: u64) -> Self {
+        self.max_lifetime_seconds = seconds;
+        self
     }
 }
 
@@ -148,14 +234,32 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = self.leeway_seconds;
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         let data = jsonwebtoken::decode::<Claims>(token, &issuer.key, &validation)
-            .map_err(|e| IdentityError::Invalid(format!("{:?}", e.kind())))?;
+            .map_err(|e| refusal(e.kind()))?;
         let claims = data.claims;
+        if claims.iat > unix_now().saturating_add(self.leeway_seconds) {
+            return Err(IdentityError::IssuedInTheFuture);
+        }
+        if claims.exp.saturating_sub(claims.iat) > issuer.max_lifetime_seconds {
+            return Err(IdentityError::LifetimeTooLong(issuer.max_lifetime_seconds));
+        }
         let institution =
             Institution::from_code(&claims.institution).ok_or(IdentityError::UnknownClaim)?;
         let role = Role::from_code(&claims.role).ok_or(IdentityError::UnknownClaim)?;
         if !issuer.institutions.contains(&institution) {
             return Err(IdentityError::InstitutionNotAllowedForIssuer);
+        }
+        // An identity provider never speaks for a service, nor a service's
+        // key for a person.
+        let principal = match role {
+            Role::Service => Principals::Service,
+            _ => Principals::Agents,
+        };
+        if principal != issuer.principals {
+            return Err(IdentityError::PrincipalNotAllowedForIssuer(
+                issuer.principals,
+            ));
         }
         Ok(Caller {
             agent: claims.sub,
@@ -253,6 +357,7 @@ impl Signer {
             aud: audience.to_owned(),
             exp: iat + ttl_seconds,
             iat,
+            nbf: None,
             institution: institution.code().to_owned(),
             role: role.code().to_owned(),
             org: organisation.map(str::to_owned),
@@ -389,6 +494,7 @@ mod tests {
             "https://idp.test",
             &keys.public_pem,
             [Institution::Social].into(),
+            Principals::Agents,
         )
         .expect("issuer");
         (signer, Verifier::new("passerelle-emploi", [trusted], 0))
@@ -437,6 +543,7 @@ mod tests {
                 aud: "passerelle-emploi".into(),
                 exp: now - 120,
                 iat: now - 180,
+                nbf: None,
                 institution: "social".into(),
                 role: "social_worker".into(),
                 org: None,
@@ -500,5 +607,130 @@ mod tests {
             )
             .expect("token");
         assert_eq!(verifier.verify(&unknown), Err(IdentityError::UnknownIssuer));
+    }
+
+    fn claims(now: u64) -> Claims {
+        Claims {
+            iss: "https://idp.test".into(),
+            sub: "sw".into(),
+            aud: "passerelle-emploi".into(),
+            exp: now + 60,
+            iat: now,
+            nbf: None,
+            institution: "social".into(),
+            role: "social_worker".into(),
+            org: None,
+        }
+    }
+
+    #[test]
+    fn registered_claims_are_checked_as_rfc_8725_asks() {
+        let (signer, verifier) = setup();
+        let now = unix_now();
+        let verify = |c: &Claims| verifier.verify(&signer.sign_claims(c).expect("token"));
+        assert!(verify(&claims(now)).is_ok());
+        let not_yet = Claims {
+            nbf: Some(now + 3600),
+            ..claims(now)
+        };
+        assert_eq!(
+            verify(&not_yet),
+            Err(IdentityError::Invalid(
+                "the token is not valid yet (claim nbf)".into()
+            ))
+        );
+        let from_the_future = Claims {
+            iat: now + 10 * 365 * 86_400,
+            exp: now + 10 * 365 * 86_400 + 60,
+            ..claims(now)
+        };
+        assert_eq!(
+            verify(&from_the_future),
+            Err(IdentityError::IssuedInTheFuture)
+        );
+        let a_century = Claims {
+            exp: now + 100 * 365 * 86_400,
+            ..claims(now)
+        };
+        assert_eq!(
+            verify(&a_century),
+            Err(IdentityError::LifetimeTooLong(12 * 3600))
+        );
+        let expired = Claims {
+            iat: now - 600,
+            exp: now - 300,
+            ..claims(now)
+        };
+        let refused = verify(&expired).unwrap_err().to_string();
+        // A sentence naming the claim, not the library's debug output.
+        assert_eq!(refused, "the token has expired (claim exp)");
+    }
+
+    #[test]
+    fn an_agents_issuer_never_speaks_for_a_service_nor_a_services_key_for_an_agent() {
+        let (signer, verifier) = setup();
+        let service = signer
+            .sign(
+                "svc",
+                Institution::Social,
+                Role::Service,
+                "passerelle-emploi",
+                60,
+            )
+            .expect("token");
+        assert_eq!(
+            verifier.verify(&service),
+            Err(IdentityError::PrincipalNotAllowedForIssuer(
+                Principals::Agents
+            ))
+        );
+        let keys = KeyPair::generate().expect("keys");
+        let own = Signer::ed25519("passerelle-social-service", &keys.private_pem).expect("signer");
+        let trusted = TrustedIssuer::ed25519(
+            "passerelle-social-service",
+            &keys.public_pem,
+            [Institution::Social].into(),
+            Principals::Service,
+        )
+        .expect("issuer");
+        let verifier = Verifier::new("passerelle-emploi", [trusted], 0);
+        let as_service = own
+            .sign(
+                "service:social",
+                Institution::Social,
+                Role::Service,
+                "passerelle-emploi",
+                300,
+            )
+            .expect("token");
+        assert!(verifier.verify(&as_service).is_ok());
+        let as_agent = own
+            .sign(
+                "sw",
+                Institution::Social,
+                Role::SocialWorker,
+                "passerelle-emploi",
+                300,
+            )
+            .expect("token");
+        assert_eq!(
+            verifier.verify(&as_agent),
+            Err(IdentityError::PrincipalNotAllowedForIssuer(
+                Principals::Service
+            ))
+        );
+        let long_lived = own
+            .sign(
+                "service:social",
+                Institution::Social,
+                Role::Service,
+                "passerelle-emploi",
+                3600,
+            )
+            .expect("token");
+        assert_eq!(
+            verifier.verify(&long_lived),
+            Err(IdentityError::LifetimeTooLong(900))
+        );
     }
 }

@@ -14,7 +14,7 @@ pub mod ports;
 
 pub use audit::{AuditEntry, AuditRecord, Decision};
 pub use crossing::{CrossingControl, SendRefusal, Ticket, allowed_categories};
-pub use identity::{Caller, IdentityError, KeyPair, Signer, TrustedIssuer, Verifier};
+pub use identity::{Caller, IdentityError, KeyPair, Principals, Signer, TrustedIssuer, Verifier};
 pub use layer::{Admission, BoundaryLayer, admission, caller};
 pub use minimise::{Minimised, Minimiser};
 pub use policy::{CrossingRule, Denial, Flow, Policy, RpcRule};

@@ -235,6 +235,11 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let inst = institution(&inst)?;
             let role = Role::from_code(&role).with_context(|| format!("unknown role {role}"))?;
+            if role == Role::Service {
+                anyhow::bail!(
+                    "the development issuer vouches for agents only: a service signs its own calls with its key (services refuse a service token from this issuer)"
+                );
+            }
             let audience = audience
                 .as_deref()
                 .map(institution)

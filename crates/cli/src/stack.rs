@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use passerelle_boundary::{KeyPair, Signer};
+use passerelle_boundary::{KeyPair, Principals, Signer};
 use passerelle_domain::{Clock, Institution, Role};
 use passerelle_runtime::config::{
     DatabaseUrl, Endpoints, IssuerConfig, ServiceIdentityConfig, TlsConfig, audience_of,
@@ -172,16 +172,22 @@ pub fn service_config(
         .unwrap_or(0);
     let scheme = if options.tls { "https" } else { "http" };
     let url = |i: usize| format!("{scheme}://{}", addresses[i]);
+    // The development issuer vouches for agents only; each other service's
+    // own key for that service only.
     let mut trusted_issuers = vec![IssuerConfig {
         issuer: DEV_ISSUER.into(),
         public_key_file: key_path(dir, "dev-issuer", true),
         institutions: INSTITUTIONS.into_iter().collect(),
+        principals: Principals::Agents,
+        max_token_lifetime_seconds: None,
     }];
     for other in INSTITUTIONS.into_iter().filter(|o| *o != institution) {
         trusted_issuers.push(IssuerConfig {
             issuer: issuer_of(other),
             public_key_file: key_path(dir, other.code(), true),
             institutions: BTreeSet::from([other]),
+            principals: Principals::Service,
+            max_token_lifetime_seconds: None,
         });
     }
     let mut config = ServiceConfig::defaults(institution);

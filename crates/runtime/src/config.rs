@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use passerelle_boundary::{Signer, TrustedIssuer, Verifier};
+use passerelle_boundary::{Principals, Signer, TrustedIssuer, Verifier};
 use passerelle_domain::Institution;
 use passerelle_domain::agreement::Agreement;
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,14 @@ pub struct IssuerConfig {
     pub public_key_file: PathBuf,
     /// Institutions the issuer may speak for.
     pub institutions: BTreeSet<Institution>,
+    /// Whom it vouches for: `agents` (an identity provider; the default) or
+    /// `service` (one institution's Passerelle service, and nothing else).
+    #[serde(default)]
+    pub principals: Principals,
+    /// Longest token lifetime accepted (`exp - iat`); by default 12 hours
+    /// for agents, 15 minutes for a service.
+    #[serde(default)]
+    pub max_token_lifetime_seconds: Option<u64>,
 }
 
 /// The key this service signs its own outgoing calls with.
@@ -315,6 +323,18 @@ impl ServiceConfig {
                     "must name at least one institution",
                 ));
             }
+            if issuer.principals == Principals::Service && issuer.institutions.len() != 1 {
+                return Err(key_error(
+                    &format!("trusted_issuers[{i}].institutions"),
+                    "a service's issuer speaks for exactly one institution",
+                ));
+            }
+            if issuer.max_token_lifetime_seconds == Some(0) {
+                return Err(key_error(
+                    &format!("trusted_issuers[{i}].max_token_lifetime_seconds"),
+                    "must be positive",
+                ));
+            }
         }
         Ok(())
     }
@@ -328,8 +348,17 @@ impl ServiceConfig {
                 let key = format!("trusted_issuers[{i}].public_key_file");
                 let pem =
                     std::fs::read_to_string(&c.public_key_file).map_err(|e| key_error(&key, e))?;
-                TrustedIssuer::ed25519(c.issuer.clone(), &pem, c.institutions.clone())
-                    .map_err(|e| key_error(&key, e))
+                let issuer = TrustedIssuer::ed25519(
+                    c.issuer.clone(),
+                    &pem,
+                    c.institutions.clone(),
+                    c.principals,
+                )
+                .map_err(|e| key_error(&key, e))?;
+                Ok(match c.max_token_lifetime_seconds {
+                    Some(seconds) => issuer.with_max_lifetime(seconds),
+                    None => issuer,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Verifier::new(

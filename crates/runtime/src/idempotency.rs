@@ -1,7 +1,8 @@
 //! Every mutating RPC takes an idempotency key: the first answer is stored
 //! with the change it made, in the same transaction, and a replay of the same
 //! request gets it back; the same key with another request is refused. Keys
-//! are scoped by RPC.
+//! are scoped by RPC and by caller: another agent's key never returns this
+//! one's answer.
 
 use passerelle_boundary::Caller;
 use passerelle_boundary::layer::admission;
@@ -99,8 +100,10 @@ where
     T: Serialize + DeserializeOwned,
     F: AsyncFnOnce(&mut Tx) -> Result<T>,
 {
-    let (method, request_sha256) = (call.method, call.digest);
+    let request_sha256 = call.digest;
     let key = idempotency_key(call.key)?;
+    let scope = scope(&call);
+    let method = scope.as_str();
     let mut tx = store.begin().await?;
     if let Some(stored) = tx.idempotent_response(method, key).await? {
         return replay(stored.request_sha256 == request_sha256, &stored.response);
@@ -130,6 +133,16 @@ where
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Where a key is unique: the RPC and the caller (institution and agent).
+fn scope(call: &Call<'_>) -> String {
+    format!(
+        "{} {}:{}",
+        call.method,
+        call.caller.institution.code(),
+        call.caller.agent
+    )
 }
 
 fn replay<T: DeserializeOwned>(same_request: bool, response: &[u8]) -> Result<T> {
