@@ -109,11 +109,13 @@ async fn malformed_referrals_name_the_field_and_write_nothing() {
         );
         let idempotency_rows: i64 = {
             use sqlx::Row;
-            sqlx::query("SELECT COUNT(*) AS n FROM idempotency WHERE method LIKE '%CreateReferral'")
-                .fetch_one(store.database().pool())
-                .await
-                .expect("count")
-                .get("n")
+            sqlx::query(
+                "SELECT COUNT(*) AS n FROM idempotency WHERE method LIKE '%CreateReferral %'",
+            )
+            .fetch_one(store.database().pool())
+            .await
+            .expect("count")
+            .get("n")
         };
         assert_eq!(idempotency_rows, 0, "{backend:?}");
         t.shutdown().await;
@@ -193,4 +195,241 @@ async fn malformed_consents_name_the_field() {
             .is_empty()
     );
     t.shutdown().await;
+}
+
+/// Found by an outside tester: a consent already expired when recorded, a
+/// `valid_until` beyond the protobuf Timestamp range, birth dates in year 0
+/// or 2990, the month `-001-01` and the years -5 and 0 were accepted. Each
+/// date or instant is now checked against what makes sense for its field.
+#[tokio::test]
+async fn dates_and_instants_out_of_their_fields_range_are_refused_by_name() {
+    on_every_backend(async |backend| {
+        let t = start_under(backend, 11, false, "seine-et-marne-2020").await;
+        let mut social = t.social().await;
+        let record = |key: &str, c: v1::ConsentRecord| {
+            t.as_social_worker(v1::RecordConsentRequest {
+                idempotency_key: key.into(),
+                consent: Some(c),
+            })
+        };
+        let fresh = || {
+            consent(
+                &t.clock,
+                &[v1::Purpose::Referral],
+                &[v1::Institution::Emploi],
+            )
+        };
+        let mut expired = fresh();
+        let now = expired.valid_from.expect("from");
+        expired.valid_from = Some(prost_types::Timestamp {
+            seconds: now.seconds - 86_400 * 30,
+            nanos: 0,
+        });
+        expired.valid_until = Some(prost_types::Timestamp {
+            seconds: now.seconds - 86_400,
+            nanos: 0,
+        });
+        let mut beyond = fresh();
+        beyond.valid_until = Some(prost_types::Timestamp {
+            seconds: i64::MAX / 2,
+            nanos: 0,
+        });
+        let mut year_9999 = fresh();
+        year_9999.valid_until = Some(prost_types::Timestamp {
+            seconds: 253_402_300_799,
+            nanos: 0,
+        });
+        for (i, (what, bad)) in [
+            ("already expired", expired),
+            ("beyond the Timestamp range", beyond),
+            ("in the year 9999", year_9999),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let status = social
+                .record_consent(record(&format!("bad-consent-{i}"), bad))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{what}");
+            assert!(
+                status.message().starts_with("consent.valid_until:"),
+                "{what}: {}",
+                status.message()
+            );
+        }
+
+        let consent = social
+            .record_consent(record("good-consent", fresh()))
+            .await
+            .expect("consent")
+            .into_inner()
+            .consent
+            .expect("consent");
+        for (i, birth) in ["0000-05-17", "2990-05-17", "2099-05-17"]
+            .iter()
+            .enumerate()
+        {
+            let mut r = t.referral(&consent.case_id, &consent.consent_id, "Maëlle");
+            r.person.as_mut().expect("person").birth_date = (*birth).into();
+            let status = social
+                .create_referral(t.as_social_worker(v1::CreateReferralRequest {
+                    idempotency_key: format!("bad-birth-{i}"),
+                    referral: Some(r),
+                    local_note: String::new(),
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{birth}");
+            assert!(
+                status.message().starts_with("referral.person.birth_date:"),
+                "{birth}: {}",
+                status.message()
+            );
+        }
+        // Nothing crossed to the partner for them.
+        assert!(
+            t.store(Institution::Emploi)
+                .await
+                .referral(&consent.case_id)
+                .await
+                .expect("read")
+                .is_none()
+        );
+
+        let coordinator = |m| {
+            t.as_agent(
+                Institution::Social,
+                passerelle_domain::Role::Coordinator,
+                "coord-mds-01",
+                Institution::Social,
+                m,
+            )
+        };
+        for year in [-5, 0, 2101] {
+            let status = social
+                .set_office_quota(coordinator(v1::SetOfficeQuotaRequest {
+                    idempotency_key: format!("quota-{year}"),
+                    office_code: "MDS-01".into(),
+                    year,
+                    quota: 30,
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{year}");
+            assert!(
+                status.message().starts_with("year:"),
+                "{}",
+                status.message()
+            );
+        }
+
+        let status = t
+            .emploi()
+            .await
+            .publish_rsa_jobseeker_list(t.as_agent(
+                Institution::Emploi,
+                passerelle_domain::Role::Coordinator,
+                "ft-coord-1",
+                Institution::Emploi,
+                v1::PublishRsaJobseekerListRequest {
+                    idempotency_key: "month-1".into(),
+                    month: "-001-01".into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with("month:"),
+            "{}",
+            status.message()
+        );
+        t.shutdown().await;
+    })
+    .await;
+}
+
+/// Raw bytes as a request body, to send what no generated client would.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+#[derive(Debug)]
+struct RawEncoder;
+
+#[derive(Debug)]
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let mut out = vec![0; src.remaining()];
+        src.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// Found by an outside tester: a message that does not decode (invalid UTF-8
+/// in a string, a truncated body) answered INTERNAL with the decoder's
+/// internals. It is the client's error: INVALID_ARGUMENT, in a sentence.
+#[tokio::test]
+async fn a_request_that_does_not_decode_is_invalid_argument_in_plain_words() {
+    on_every_backend(async |backend| {
+        let t = start(backend, 11).await;
+        let bodies: [(&str, Vec<u8>); 3] = [
+            // case_id (field 1, a string) holding bytes that are not UTF-8.
+            ("invalid UTF-8", vec![0x0a, 0x02, 0xff, 0xfe]),
+            // A string announced 10 bytes long that stops after 2.
+            ("truncated", vec![0x0a, 0x0a, b'a', b'b']),
+            // A tag with wire type 7, which does not exist.
+            ("unknown wire type", vec![0x0f, 0x00]),
+        ];
+        for (what, body) in bodies {
+            let mut grpc = tonic::client::Grpc::new(t.channel(Institution::Social).await);
+            grpc.ready().await.expect("ready");
+            let request = t.as_social_worker(body);
+            let path = http::uri::PathAndQuery::from_static("/passerelle.v1.SocialService/GetCase");
+            let status = grpc.unary(request, path, RawCodec).await.unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+            assert!(
+                !status.message().contains("Protobuf") && !status.message().contains("DecodeError"),
+                "{what}: {}",
+                status.message()
+            );
+        }
+        t.shutdown().await;
+    })
+    .await;
 }

@@ -134,9 +134,11 @@ pub async fn serve_institution(
     let mut routes = routes;
     if config.hosts_directory() {
         names.push(passerelle_contract::services::DIRECTORY);
-        routes = routes.add_service(DirectoryServiceServer::new(DirectoryApi {
+        let directory = DirectoryServiceServer::new(DirectoryApi {
             ready: ready.clone(),
-        }));
+        });
+        let limit = config.limits.max_request_bytes;
+        routes = routes.add_service(directory.max_decoding_message_size(limit));
     }
     let connect_clock = clock.clone();
     server::start(&config, listener, clock, &names, ready, routes, move || {

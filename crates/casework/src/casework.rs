@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use passerelle_boundary::{Caller, CrossingControl, SendRefusal};
 use passerelle_domain::agreement::Agreement;
 use passerelle_domain::agreement::CapacityDecision;
+use passerelle_domain::bounds;
 use passerelle_domain::person::MAX_NOTE;
 use passerelle_domain::plan::{Plan, PlanKind, PlanSummary, PlanTheme};
 use passerelle_domain::{
@@ -187,6 +188,9 @@ impl Casework {
         if new.evidence.signed_at > now {
             return Err(FieldError::new("consent.evidence.signed_at", "is in the future").into());
         }
+        if new.valid_until <= now {
+            return Err(FieldError::new("consent.valid_until", "is already past").into());
+        }
         let partner = self.partner();
         self.once(call, async |tx: &mut Tx| {
             let consent = Consent {
@@ -246,6 +250,9 @@ impl Casework {
         local_note: &str,
     ) -> Result<Referral> {
         let local_note = note(local_note)?;
+        let today = self.clock.now().date_naive();
+        let birth = draft.person.birth_date;
+        bounds::birth_date("referral.person.birth_date", birth, today)?;
         let consent = self
             .check_outbound(
                 call.caller,
@@ -540,6 +547,9 @@ impl Casework {
             )
             .into());
         }
+        let today = self.clock.now().date_naive();
+        let birth = referral.person.birth_date;
+        bounds::birth_date("referral.person.birth_date", birth, today)?;
         // The partner ran these checks; a referral that fails ours is not taken in.
         self.agreement.check_referral(
             referral.referring_network,

@@ -22,10 +22,13 @@ where
 
 pub fn timestamp_from(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>> {
     let ts = ts.ok_or_else(|| FieldError::new(field, "is required"))?;
-    let nanos =
-        u32::try_from(ts.nanos).map_err(|_| FieldError::new(field, "has negative nanos"))?;
-    DateTime::from_timestamp(ts.seconds, nanos)
-        .ok_or_else(|| FieldError::new(field, "is out of range"))
+    let nanos = u32::try_from(ts.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or_else(|| FieldError::new(field, "has nanos outside 0 to 999,999,999"))?;
+    let at = DateTime::from_timestamp(ts.seconds, nanos)
+        .ok_or_else(|| FieldError::new(field, "is out of range"))?;
+    domain::bounds::instant(field, at)
 }
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -172,7 +175,10 @@ impl TryFrom<&v1::PersonIdentity> for domain::PersonIdentity {
         Ok(domain::PersonIdentity {
             first_name: person::required_text("first_name", &p.first_name, MAX_SHORT_TEXT)?,
             last_name: person::required_text("last_name", &p.last_name, MAX_SHORT_TEXT)?,
-            birth_date: person::parse_date("birth_date", &p.birth_date)?,
+            birth_date: domain::bounds::birth_year(
+                "birth_date",
+                person::parse_date("birth_date", &p.birth_date)?,
+            )?,
             jobseeker_number: person::optional_text("jobseeker_number", &p.jobseeker_number, 32)?,
         })
     }
@@ -223,7 +229,10 @@ impl TryFrom<&v1::EmploymentSummary> for domain::EmploymentSummary {
     fn try_from(e: &v1::EmploymentSummary) -> Result<Self> {
         let registration_date = match e.registration_date.trim() {
             "" => None,
-            d => Some(person::parse_date("registration_date", d)?),
+            d => Some(domain::bounds::record_date(
+                "registration_date",
+                person::parse_date("registration_date", d)?,
+            )?),
         };
         if registration_date.is_some() && !e.registered {
             return Err(FieldError::new(

@@ -67,9 +67,8 @@ pub struct RsaRow {
     pub support_modality: String,
 }
 
-fn date(field: &str, value: &str) -> Result<(), FieldError> {
+fn date(field: &str, value: &str) -> Result<NaiveDate, FieldError> {
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .map(|_| ())
         .map_err(|_| FieldError::new(field, "must be a date, YYYY-MM-DD"))
 }
 
@@ -84,8 +83,9 @@ impl Jobseeker {
         }
         required_text("first_name", &self.first_name, MAX_SHORT_TEXT)?;
         required_text("last_name", &self.last_name, MAX_SHORT_TEXT)?;
-        date("birth_date", &self.birth_date)?;
-        date("registration_date", &self.registration_date)?;
+        crate::bounds::birth_year("birth_date", date("birth_date", &self.birth_date)?)?;
+        let registered = date("registration_date", &self.registration_date)?;
+        crate::bounds::record_date("registration_date", registered)?;
         if !["1", "2", "3", "4", "5"].contains(&self.registration_category.as_str()) {
             return Err(FieldError::new("registration_category", "must be 1 to 5"));
         }
@@ -97,18 +97,36 @@ impl Jobseeker {
 
 /// A month of the list, `YYYY-MM`.
 pub fn month(value: &str) -> Result<String, FieldError> {
-    let ok =
-        value.len() == 7 && NaiveDate::parse_from_str(&format!("{value}-01"), "%Y-%m-%d").is_ok();
+    let parsed = (value.len() == 7 && value.as_bytes()[4] == b'-')
+        .then(|| NaiveDate::parse_from_str(&format!("{value}-01"), "%Y-%m-%d").ok())
+        .flatten();
+    let ok = parsed.is_some_and(|d| crate::bounds::record_date("month", d).is_ok());
     if ok {
         Ok(value.to_owned())
     } else {
-        Err(FieldError::new("month", "must be YYYY-MM"))
+        Err(FieldError::new(
+            "month",
+            format!(
+                "must be YYYY-MM, a month from {} to {}",
+                crate::bounds::RECORD_YEARS.start(),
+                crate::bounds::RECORD_YEARS.end()
+            ),
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_are_of_the_systems_years() {
+        assert!(month("2024-03").is_ok());
+        assert!(month("-001-01").is_err());
+        assert!(month("0000-01").is_err());
+        assert!(month("2024-13").is_err());
+        assert!(month("2024-3").is_err());
+    }
 
     #[test]
     fn months_and_records_are_checked() {

@@ -3,6 +3,7 @@
 //! gRPC or SQL; the edges convert into these types.
 
 pub mod agreement;
+pub mod bounds;
 pub mod case;
 pub mod clock;
 pub mod consent;

@@ -144,6 +144,33 @@ impl Default for OutboxConfig {
     }
 }
 
+/// What one client may ask of a service at once: bounds on the HTTP/2
+/// connection and on each call, so a hostile or careless client cannot hold
+/// the service's memory or tasks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Streams (calls) open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// How long a call may take before it is answered DEADLINE_EXCEEDED.
+    pub request_timeout_ms: u64,
+    /// Total size of a call's headers (metadata), in bytes.
+    pub max_header_list_bytes: u32,
+    /// Largest request message, in bytes (the aggregates' answers may be larger).
+    pub max_request_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_concurrent_streams: 128,
+            request_timeout_ms: 30_000,
+            max_header_list_bytes: 16 * 1024,
+            max_request_bytes: 4 << 20,
+        }
+    }
+}
+
 /// What only the two institutions' services read: the outbox relay, the
 /// agreement's deadlines, the resource directory.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -208,6 +235,7 @@ pub struct ServiceConfig {
     pub agreement: String,
     /// …or a file of the same form, which wins.
     pub agreement_file: Option<PathBuf>,
+    pub limits: LimitsConfig,
     pub casework: CaseworkConfig,
     pub steering: SteeringConfig,
 }
@@ -242,6 +270,7 @@ impl ServiceConfig {
             agreement_renewals: 0,
             agreement: "ille-et-vilaine-2023".to_owned(),
             agreement_file: None,
+            limits: LimitsConfig::default(),
             casework: CaseworkConfig::default(),
             steering: SteeringConfig::default(),
         }
@@ -300,6 +329,23 @@ impl ServiceConfig {
                 "steering.min_cell_size",
                 "must be at least 1 (1 disables statistical secrecy: tests only)",
             ));
+        }
+        let limits = &self.limits;
+        for (key, zero) in [
+            (
+                "limits.max_concurrent_streams",
+                limits.max_concurrent_streams == 0,
+            ),
+            ("limits.request_timeout_ms", limits.request_timeout_ms == 0),
+            (
+                "limits.max_header_list_bytes",
+                limits.max_header_list_bytes < 1024,
+            ),
+            ("limits.max_request_bytes", limits.max_request_bytes < 1024),
+        ] {
+            if zero {
+                return Err(key_error(key, "is too small to serve anyone"));
+            }
         }
         let casework = &self.casework;
         if casework.housekeeping_interval_ms == 0 {

@@ -156,7 +156,14 @@ pub async fn start<A: ServiceState>(
         Arc::new(ReadyAudit(ready.clone())),
         clock,
     );
-    let mut server = Server::builder();
+    let limits = &config.limits;
+    let mut server = Server::builder()
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .http2_max_header_list_size(Some(limits.max_header_list_bytes))
+        .timeout(Duration::from_millis(limits.request_timeout_ms))
+        // A client that went silent is noticed, and a drain does not wait on it.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     let mut health_addr = None;
     if let Some(tls) = &config.tls {
         let material = tls.load()?;
@@ -321,7 +328,7 @@ where
         let recorded = span.clone();
         Box::pin(
             async move {
-                let response = inner.call(request).await;
+                let response = inner.call(request).await.map(plain_decode_errors);
                 // Errors travel in the headers of a trailers-only answer; OK is 0.
                 let code = response
                     .as_ref()
@@ -341,6 +348,31 @@ where
             .instrument(span),
         )
     }
+}
+
+/// A request that does not decode (invalid UTF-8 in a string, a truncated
+/// body) is the client's error, not the service's: tonic answers INTERNAL with
+/// the decoder's own words; the client gets INVALID_ARGUMENT and a sentence.
+fn plain_decode_errors<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let internal = headers.get("grpc-status").is_some_and(|s| s == "13");
+    let from_decoder = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .map(|m| m.replace("%20", " "))
+        .is_some_and(|m| {
+            m.starts_with("failed to decode Protobuf message") || m.contains("Unexpected EOF")
+        });
+    if internal && from_decoder {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static(
+                "the%20request%20is%20not%20a%20valid%20message%20of%20this%20RPC%27s%20request%20type",
+            ),
+        );
+    }
+    response
 }
 
 /// Accepted connections with TCP_NODELAY: gRPC writes headers, data and

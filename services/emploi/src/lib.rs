@@ -27,13 +27,15 @@ pub async fn start(
 ) -> anyhow::Result<ServiceHandle> {
     let api = EmploiApi::default();
     let ready = api.casework.ready.clone();
+    let server =
+        EmploiServiceServer::new(api).max_decoding_message_size(config.limits.max_request_bytes);
     serve_institution(
         config,
         listener,
         clock,
         services::EMPLOI,
         ready,
-        Routes::new(EmploiServiceServer::new(api)),
+        Routes::new(server),
     )
     .await
 }

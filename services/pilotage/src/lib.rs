@@ -227,7 +227,10 @@ pub async fn start(
         clock,
         &[services::PILOTAGE],
         ready,
-        Routes::new(PilotageServiceServer::new(api)),
+        Routes::new(
+            PilotageServiceServer::new(api)
+                .max_decoding_message_size(config.limits.max_request_bytes),
+        ),
         move || {
             let config = connect_config.clone();
             let clock = connect_clock.clone();

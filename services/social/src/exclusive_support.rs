@@ -180,6 +180,7 @@ impl ExclusiveSupport<'_> {
                 .into());
             }
         }
+        passerelle_domain::bounds::year("year", year)?;
         let Some(from) = chrono::NaiveDate::from_ymd_opt(year, 1, 1) else {
             return Err(FieldError::new("year", "is not a valid year").into());
         };

@@ -25,13 +25,15 @@ pub async fn start(
 ) -> anyhow::Result<ServiceHandle> {
     let api = SocialApi::default();
     let ready = api.casework.ready.clone();
+    let server =
+        SocialServiceServer::new(api).max_decoding_message_size(config.limits.max_request_bytes);
     serve_institution(
         config,
         listener,
         clock,
         services::SOCIAL,
         ready,
-        Routes::new(SocialServiceServer::new(api)),
+        Routes::new(server),
     )
     .await
 }
