@@ -2,19 +2,27 @@
 //! the deny-by-default allow list. Health and reflection stay open so probes and
 //! tooling work without a token; they carry no personal data.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tonic::Status;
 use tower::{Layer, Service};
 
 use crate::audit::{AuditEntry, Decision, Direction};
+use crate::budget::{Charge, Coalesced, DenialBudget};
 use crate::identity::{Caller, Verifier};
 use crate::policy::{Policy, RpcRule};
 use crate::ports::AuditSink;
 use passerelle_domain::{Clock, Role};
 
 pub use crate::ports::BoxFuture;
+
+/// Refused calls audited one by one per peer and window, by default.
+pub const DEFAULT_REFUSALS_PER_WINDOW: u64 = 100;
+/// The window of that budget, by default.
+pub const DEFAULT_REFUSAL_WINDOW_MS: u64 = 10_000;
 
 /// Put in the request's extensions once the caller is admitted.
 #[derive(Debug, Clone)]
@@ -47,6 +55,7 @@ struct Shared {
     audit: Arc<dyn AuditSink>,
     clock: Arc<dyn Clock>,
     bind_certificates: bool,
+    budget: DenialBudget,
 }
 
 impl std::fmt::Debug for BoundaryLayer {
@@ -71,8 +80,50 @@ impl BoundaryLayer {
                 audit,
                 clock,
                 bind_certificates: false,
+                budget: DenialBudget::new(
+                    DEFAULT_REFUSALS_PER_WINDOW,
+                    Duration::from_millis(DEFAULT_REFUSAL_WINDOW_MS),
+                ),
             }),
         }
+    }
+
+    /// Audits at most `per_window` refused calls per peer and window one by
+    /// one; past that, refusals are shed and counted in one record per
+    /// window. Call it before serving (it starts the task that writes those
+    /// records).
+    pub fn with_denial_budget(mut self, per_window: u64, window: Duration) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.budget = DenialBudget::new(per_window, window);
+        }
+        self
+    }
+
+    /// Records what is left of the windows under way (at shutdown).
+    pub async fn flush_refusals(&self) {
+        for ended in self.shared.budget.ended(Instant::now(), true) {
+            self.shared.record_coalesced(&ended).await;
+        }
+    }
+
+    /// Writes, once per window, one audit record for each peer whose refusals
+    /// were shed; ends with the layer.
+    pub fn spawn_coalescer(&self) {
+        let shared = Arc::downgrade(&self.shared);
+        let window = self.shared.budget.window();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(window);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                for ended in shared.budget.ended(Instant::now(), false) {
+                    shared.record_coalesced(&ended).await;
+                }
+            }
+        });
     }
 
     /// With mutual TLS: a client certificate, when presented, must speak for
@@ -147,6 +198,21 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The address a call came from, when the transport knows it.
+fn peer_address<B>(request: &http::Request<B>) -> Option<IpAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let extensions = request.extensions();
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|tls| tls.get_ref().remote_addr())
+        })
+        .map(|addr| addr.ip())
+}
+
 impl Shared {
     /// Authenticates and authorises; on refusal, records the denial first.
     async fn admit(
@@ -154,6 +220,7 @@ impl Shared {
         path: &str,
         token: Option<String>,
         peer: PeerCertificate,
+        address: Option<IpAddr>,
     ) -> Result<Admission, Status> {
         let caller = match token.as_deref().map(|t| self.verifier.verify(t)) {
             Some(Ok(caller)) => caller,
@@ -162,7 +229,7 @@ impl Shared {
                     Some(Err(e)) => e.to_string(),
                     _ => "missing bearer token".to_owned(),
                 };
-                self.record_denial(path, None, &reason).await?;
+                self.refuse(path, None, &reason, address).await?;
                 return Err(Status::unauthenticated(reason));
             }
         };
@@ -181,7 +248,7 @@ impl Shared {
                 PeerCertificate::None => None,
             };
             if let Some(reason) = mismatch {
-                self.record_denial(path, Some(&caller), reason).await?;
+                self.refuse(path, Some(&caller), reason, address).await?;
                 return Err(Status::unauthenticated(reason));
             }
         }
@@ -192,9 +259,43 @@ impl Shared {
             }),
             Err(denial) => {
                 let reason = denial.to_string();
-                self.record_denial(path, Some(&caller), &reason).await?;
+                self.refuse(path, Some(&caller), &reason, address).await?;
                 Err(Status::permission_denied(reason))
             }
+        }
+    }
+
+    /// Charges a refusal to its peer's budget: audited within it, shed past it.
+    async fn refuse(
+        &self,
+        path: &str,
+        caller: Option<&Caller>,
+        reason: &str,
+        address: Option<IpAddr>,
+    ) -> Result<(), Status> {
+        match self.budget.charge(address, Instant::now()) {
+            Charge::Record => self.record_denial(path, caller, reason).await,
+            Charge::Shed => {
+                passerelle_telemetry::metrics::record_shed();
+                Err(Status::resource_exhausted(
+                    "too many refused calls from this address: try again later",
+                ))
+            }
+        }
+    }
+
+    /// One audit record for a peer's refusals shed over a window.
+    async fn record_coalesced(&self, ended: &Coalesced) {
+        let peer = ended
+            .peer
+            .map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
+        let reason = format!(
+            "{} further refused calls from {peer} shed over {} s (past the budget of the window)",
+            ended.shed,
+            ended.window.as_secs()
+        );
+        if let Err(status) = self.record_denial("*", None, &reason).await {
+            tracing::error!(error = %status.message(), "coalesced refusals not recorded");
         }
     }
 
@@ -260,8 +361,9 @@ where
         let shared = self.shared.clone();
         let token = bearer(request.headers()).map(str::to_owned);
         let peer = peer_certificate(&request);
+        let address = peer_address(&request);
         Box::pin(async move {
-            match shared.admit(&path, token, peer).await {
+            match shared.admit(&path, token, peer, address).await {
                 Ok(admission) => {
                     request.extensions_mut().insert(admission);
                     inner.call(request).await

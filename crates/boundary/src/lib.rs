@@ -4,6 +4,7 @@
 //! the tamper-evident audit record of every decision.
 
 pub mod audit;
+pub mod budget;
 pub mod contract;
 pub mod crossing;
 pub mod identity;

@@ -158,6 +158,11 @@ pub struct LimitsConfig {
     pub max_header_list_bytes: u32,
     /// Largest request message, in bytes (the aggregates' answers may be larger).
     pub max_request_bytes: usize,
+    /// Refused calls (no or bad token, not allowed) audited one by one per
+    /// client address and window; past that they are shed and counted in one
+    /// audit record per window.
+    pub refused_calls_per_peer: u64,
+    pub refusal_window_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -167,6 +172,8 @@ impl Default for LimitsConfig {
             request_timeout_ms: 30_000,
             max_header_list_bytes: 16 * 1024,
             max_request_bytes: 4 << 20,
+            refused_calls_per_peer: passerelle_boundary::layer::DEFAULT_REFUSALS_PER_WINDOW,
+            refusal_window_ms: passerelle_boundary::layer::DEFAULT_REFUSAL_WINDOW_MS,
         }
     }
 }
@@ -342,6 +349,11 @@ impl ServiceConfig {
                 limits.max_header_list_bytes < 1024,
             ),
             ("limits.max_request_bytes", limits.max_request_bytes < 1024),
+            (
+                "limits.refused_calls_per_peer",
+                limits.refused_calls_per_peer == 0,
+            ),
+            ("limits.refusal_window_ms", limits.refusal_window_ms < 100),
         ] {
             if zero {
                 return Err(key_error(key, "is too small to serve anyone"));

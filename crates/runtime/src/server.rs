@@ -155,6 +155,10 @@ pub async fn start<A: ServiceState>(
         policy,
         Arc::new(ReadyAudit(ready.clone())),
         clock,
+    )
+    .with_denial_budget(
+        config.limits.refused_calls_per_peer,
+        Duration::from_millis(config.limits.refusal_window_ms),
     );
     let limits = &config.limits;
     let mut server = Server::builder()
@@ -234,6 +238,8 @@ pub async fn start<A: ServiceState>(
         }
     });
 
+    layer.spawn_coalescer();
+    let refusals = layer.clone();
     let mut serve_shutdown = shutdown_rx.clone();
     let task = tokio::spawn(async move {
         let signal = async move {
@@ -248,6 +254,8 @@ pub async fn start<A: ServiceState>(
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
+        // The window under way is counted too before the log closes.
+        refusals.flush_refusals().await;
         let background = init.await.unwrap_or_default();
         for task in background {
             let _ = task.await;

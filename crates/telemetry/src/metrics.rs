@@ -13,6 +13,7 @@ fn meter() -> Meter {
 struct Instruments {
     rpc_duration: Histogram<f64>,
     boundary_decisions: Counter<u64>,
+    boundary_shed: Counter<u64>,
     outbox_pending: Gauge<u64>,
     outbox_oldest_age: Gauge<f64>,
     outbox_abandoned: Gauge<u64>,
@@ -32,6 +33,12 @@ fn instruments() -> &'static Instruments {
             boundary_decisions: m
                 .u64_counter("passerelle.boundary.decisions")
                 .with_description("Boundary decisions recorded in the audit log")
+                .build(),
+            boundary_shed: m
+                .u64_counter("passerelle.boundary.shed")
+                .with_description(
+                    "Refused calls past a peer's budget, answered without an audit row each",
+                )
                 .build(),
             outbox_pending: m
                 .u64_gauge("passerelle.outbox.pending")
@@ -80,6 +87,11 @@ pub fn record_decision(
             KeyValue::new("direction", direction),
         ],
     );
+}
+
+/// One refused call shed past its peer's budget.
+pub fn record_shed() {
+    instruments().boundary_shed.add(1, &[]);
 }
 
 pub fn record_outbox(service: &'static str, pending: u64, abandoned: u64, oldest_age_seconds: f64) {
