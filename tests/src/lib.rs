@@ -38,6 +38,13 @@ pub fn backends() -> Vec<Backend> {
 }
 
 /// The instant every test starts at.
+/// Where a Seine-et-Marne stack starts: in the agreement's second year.
+pub fn t0_seine_et_marne() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2021-03-01T09:00:00Z")
+        .expect("valid")
+        .with_timezone(&Utc)
+}
+
 pub fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2025-03-03T09:00:00Z")
         .expect("valid")
@@ -94,7 +101,11 @@ pub async fn start_under(
             Databases::Postgres(urls.try_into().expect("three"))
         }
     };
-    let clock = ManualClock::new(t0());
+    // Each agreement in its own years, while it is in force.
+    let clock = ManualClock::new(match agreement {
+        "seine-et-marne-2020" => t0_seine_et_marne(),
+        _ => t0(),
+    });
     let options = StackOptions {
         data_dir: dir.path().to_path_buf(),
         databases,
@@ -103,6 +114,8 @@ pub async fn start_under(
         min_cell_size,
         tls,
         agreement: agreement.into(),
+        agreement_file: None,
+        agreement_renewals: 0,
     };
     let stack = Stack::start(options, Arc::new(clock.clone()))
         .await

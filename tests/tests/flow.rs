@@ -181,6 +181,9 @@ async fn one_case(t: &TestStack, first_name: &str, exit: v1::ExitReason) -> Stri
 async fn the_thin_flow_runs_end_to_end() {
     on_every_backend(async |backend| {
         let t = start(backend, 2).await;
+        // Each case takes 135 days: start early enough for both to be
+        // referred while the agreement is in force (to 9 July 2025).
+        t.clock.set("2024-09-02T09:00:00Z".parse().expect("date"));
         let first = one_case(&t, "Maëlle", v1::ExitReason::Job).await;
         let second = one_case(&t, "Yannick", v1::ExitReason::Job).await;
 

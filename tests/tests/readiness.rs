@@ -40,6 +40,8 @@ async fn readiness_waits_for_the_database() {
         min_cell_size: 11,
         tls: false,
         agreement: "ille-et-vilaine-2023".into(),
+        agreement_file: None,
+        agreement_renewals: 0,
     };
     let mut config = service_config(&options, Institution::Emploi, &[addr; 3]);
     // The database lives in a directory that does not exist yet: it cannot be opened.

@@ -56,7 +56,15 @@ impl InstitutionApp {
             wake_relay: Arc::new(Notify::new()),
             agreement: agreement.clone(),
             crossings,
+            term_end: agreement.term.ends_after(config.agreement_renewals),
         };
+        let days_left = casework.term_days_left();
+        passerelle_telemetry::metrics::record_agreement_days_left(side.code(), days_left);
+        if days_left < 0 {
+            tracing::warn!(agreement = %agreement.id, ended_on = %casework.term_end, "the agreement has ended: new referrals and entries are refused; cases in progress run to their end");
+        } else if days_left <= 90 {
+            tracing::warn!(agreement = %agreement.id, ends_on = %casework.term_end, days_left, "the agreement ends soon: record a renewal (agreement_renewals) once signed");
+        }
         let directory = Directory::new(store, clock, agreement);
         let partner = side.partner().institution();
         let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use passerelle_boundary::{Caller, CrossingControl, SendRefusal};
 use passerelle_domain::agreement::Agreement;
 use passerelle_domain::agreement::CapacityDecision;
@@ -67,6 +67,9 @@ pub struct Casework {
     pub agreement: Arc<Agreement>,
     /// The boundary's checks at both ends of a crossing.
     pub crossings: CrossingControl,
+    /// The agreement's last day, with the renewals recorded: no new referral
+    /// or entry after it, while cases in progress run to their end.
+    pub term_end: NaiveDate,
 }
 
 pub fn note(note: &str) -> std::result::Result<Option<String>, FieldError> {
@@ -115,6 +118,23 @@ impl Casework {
             self.wake_relay.notify_one()
         })
         .await
+    }
+
+    /// New referrals and entries need the agreement in force.
+    pub fn check_in_term(&self, what: &str) -> Result<()> {
+        let today = self.clock.now().date_naive();
+        if today <= self.term_end {
+            return Ok(());
+        }
+        Err(AppError(DomainError::FailedPrecondition(format!(
+            "agreement {} ended on {}: no new {what} (a renewal signed by both parties is recorded in the configuration, agreement_renewals)",
+            self.agreement.id, self.term_end
+        ))))
+    }
+
+    /// Days left in the agreement's term (negative once it has ended).
+    pub fn term_days_left(&self) -> i64 {
+        (self.term_end - self.clock.now().date_naive()).num_days()
     }
 
     /// A case this service does not know is NOT_FOUND, whatever else is wrong.
@@ -250,6 +270,7 @@ impl Casework {
         local_note: &str,
     ) -> Result<Referral> {
         let local_note = note(local_note)?;
+        self.check_in_term("referral")?;
         let today = self.clock.now().date_naive();
         let birth = draft.person.birth_date;
         bounds::birth_date("referral.person.birth_date", birth, today)?;
@@ -843,6 +864,10 @@ impl Casework {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
+            passerelle_telemetry::metrics::record_agreement_days_left(
+                self.side.code(),
+                self.term_days_left(),
+            );
             if let Err(e) = self.run_deadlines().await {
                 tracing::warn!(error = %e.0, "deadline pass failed; retried next time");
             }

@@ -68,6 +68,18 @@ enum Command {
         /// certificates under DATA_DIR/tls; health stays in plaintext on port + 100.
         #[arg(long)]
         tls: bool,
+        /// The agreement to run: a shipped one (ille-et-vilaine-2023,
+        /// seine-et-marne-2020) or an agreement file of the same form.
+        #[arg(
+            long,
+            env = "PASSERELLE_AGREEMENT",
+            default_value = "ille-et-vilaine-2023"
+        )]
+        agreement: String,
+        /// Express renewals of the agreement signed so far: each extends its
+        /// term, within what the agreement allows.
+        #[arg(long, default_value_t = 0)]
+        renewals: u32,
     },
     /// Print a token signed by the local development issuer.
     Token {
@@ -165,6 +177,8 @@ async fn main() -> anyhow::Result<()> {
                     min_cell_size: 11,
                     tls: false,
                     agreement: agreement.into(),
+                    agreement_file: None,
+                    agreement_renewals: 0,
                 };
                 let stack = Stack::start(options, Arc::new(clock.clone())).await?;
                 println!(
@@ -192,7 +206,21 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             host,
             tls,
+            agreement,
+            renewals,
         } => {
+            let (agreement, agreement_file, rules) = match passerelle_domain::agreement::shipped(
+                &agreement,
+            ) {
+                Ok(rules) => (agreement, None, rules),
+                Err(_) => {
+                    let text = std::fs::read_to_string(&agreement).with_context(|| {
+                            format!("{agreement} is neither a shipped agreement (ille-et-vilaine-2023, seine-et-marne-2020) nor a readable agreement file")
+                        })?;
+                    let rules = passerelle_domain::agreement::Agreement::from_toml(&text)?;
+                    (rules.id.clone(), Some(PathBuf::from(&agreement)), rules)
+                }
+            };
             let telemetry =
                 passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
                     "passerelle-local",
@@ -207,9 +235,18 @@ async fn main() -> anyhow::Result<()> {
                 quick_retries: false,
                 min_cell_size: 11,
                 tls,
-                agreement: "ille-et-vilaine-2023".into(),
+                agreement,
+                agreement_file,
+                agreement_renewals: renewals,
             };
             let stack = Stack::start(options, Arc::new(SystemClock)).await?;
+            let ends_on = rules.term.ends_after(renewals);
+            if ends_on < chrono::Utc::now().date_naive() {
+                eprintln!(
+                    "Note: agreement {} ended on {ends_on}: new referrals and entries are refused. Run an agreement in force (--agreement FILE) or record its renewals (--renewals N).",
+                    rules.id
+                );
+            }
             eprintln!(
                 "Passerelle is up: emploi {}, social {}, pilotage {} (data in {}).",
                 addresses[0],

@@ -47,8 +47,12 @@ pub struct StackOptions {
     pub min_cell_size: u64,
     /// TLS everywhere, mutual between services, with development certificates.
     pub tls: bool,
-    /// The shipped agreement the three services run under.
+    /// The shipped agreement the three services run under…
     pub agreement: String,
+    /// …or an agreement file of the same form, which wins.
+    pub agreement_file: Option<PathBuf>,
+    /// Express renewals of the agreement signed so far.
+    pub agreement_renewals: u32,
 }
 
 fn issuer_of(institution: Institution) -> String {
@@ -225,6 +229,8 @@ pub fn service_config(
     };
     config.steering.min_cell_size = options.min_cell_size;
     config.agreement = options.agreement.clone();
+    config.agreement_file = options.agreement_file.clone();
+    config.agreement_renewals = options.agreement_renewals;
     if options.quick_retries {
         config.casework.outbox.poll_interval_ms = 100;
         config.casework.outbox.initial_backoff_ms = 50;

@@ -14,6 +14,7 @@ struct Instruments {
     rpc_duration: Histogram<f64>,
     boundary_decisions: Counter<u64>,
     boundary_shed: Counter<u64>,
+    agreement_days_left: Gauge<i64>,
     outbox_pending: Gauge<u64>,
     outbox_oldest_age: Gauge<f64>,
     outbox_abandoned: Gauge<u64>,
@@ -39,6 +40,11 @@ fn instruments() -> &'static Instruments {
                 .with_description(
                     "Refused calls past a peer's budget, answered without an audit row each",
                 )
+                .build(),
+            agreement_days_left: m
+                .i64_gauge("passerelle.agreement.days_left")
+                .with_unit("d")
+                .with_description("Days left in the agreement's term (negative once ended)")
                 .build(),
             outbox_pending: m
                 .u64_gauge("passerelle.outbox.pending")
@@ -87,6 +93,13 @@ pub fn record_decision(
             KeyValue::new("direction", direction),
         ],
     );
+}
+
+/// Days left in the agreement's term, as this service reads it.
+pub fn record_agreement_days_left(service: &'static str, days: i64) {
+    instruments()
+        .agreement_days_left
+        .record(days, &[KeyValue::new("service", service)]);
 }
 
 /// One refused call shed past its peer's budget.

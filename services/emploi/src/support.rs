@@ -49,6 +49,7 @@ impl EmploymentSupport<'_> {
         evidence: Vec<Evidence>,
         participant: Option<Participant>,
     ) -> Result<Case> {
+        self.check_in_term("entry")?;
         self.agreement.check_entry_evidence(&evidence)?;
         self.known_case(case_id).await?;
         let consent = self

@@ -72,6 +72,7 @@ impl ExclusiveSupport<'_> {
         case_id: &str,
         social_evaluation: Evidence,
     ) -> Result<Case> {
+        self.check_in_term("entry into exclusive social support")?;
         let axe3 = self.may_tell_suspension(call, case_id).await?;
         let jobseeker_number = self
             .store

@@ -49,12 +49,14 @@ async fn social() -> Fixture {
         clock: Arc::new(clock.clone()),
         consents: Some(Arc::new(store.clone())),
     };
+    let agreement = shipped("seine-et-marne-2020").expect("agreement");
     let casework = Casework {
+        term_end: agreement.term.ends_after(0),
         side: Side::Social,
         store,
         clock: Arc::new(clock.clone()),
         wake_relay: Arc::new(Notify::new()),
-        agreement: Arc::new(shipped("seine-et-marne-2020").expect("agreement")),
+        agreement: Arc::new(agreement),
         crossings,
     };
     Fixture { casework, clock }
@@ -401,4 +403,46 @@ async fn an_unanswered_referral_received_from_the_partner_expires_on_the_agreeme
     ));
     // Nothing left to do the next time.
     assert_eq!(cw.run_deadlines().await.expect("deadlines"), 0);
+}
+
+#[tokio::test]
+async fn no_new_referral_after_the_agreements_last_day_unless_a_renewal_is_recorded() {
+    let mut f = social().await;
+    let sw = worker("sw-1");
+    let consent = f.consent(&sw).await;
+    let last_day = f.casework.term_end;
+    f.clock
+        .set(last_day.and_hms_opt(23, 0, 0).expect("time").and_utc());
+    assert!(f.casework.check_in_term("referral").is_ok());
+    f.clock.advance(Duration::hours(2));
+    assert_eq!(f.casework.term_days_left(), -1);
+    let draft = referral(&consent.case_id, &consent.consent_id);
+    let refused = f
+        .casework
+        .create_referral(
+            call(&sw, "/m/CreateReferral", "late", "d"),
+            draft.clone(),
+            "",
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(AppError(DomainError::FailedPrecondition(why))) if why.contains(&last_day.to_string())),
+        "{refused:?}"
+    );
+    // A renewal recorded moves the last day: a referral goes through again.
+    f.casework.term_end = last_day + Duration::days(365);
+    let now = f.casework.clock.now();
+    let renewed = f
+        .casework
+        .record_consent(
+            call(&sw, "/m/RecordConsent", "renewed", "d"),
+            consent_for(None, now),
+        )
+        .await
+        .expect("consent");
+    let draft = referral(&renewed.case_id, &renewed.consent_id);
+    f.casework
+        .create_referral(call(&sw, "/m/CreateReferral", "renewed", "d"), draft, "")
+        .await
+        .expect("in force again");
 }
