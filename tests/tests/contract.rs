@@ -87,6 +87,19 @@ fn a_local_only_field_reachable_from_a_crossing_fails_the_contract() {
 }
 
 #[test]
+fn an_rpc_that_takes_a_case_without_a_scope_fails_the_contract() {
+    let pool = mutated("emploi.proto", |text| {
+        text.replace(
+            "rpc RenewSupport(RenewSupportRequest) returns (RenewSupportResponse) {\n    option (policy) = {\n      scope: CASE_SCOPE_CASE_PEOPLE\n",
+            "rpc RenewSupport(RenewSupportRequest) returns (RenewSupportResponse) {\n    option (policy) = {\n",
+        )
+    });
+    assert!(check(&pool).contains(&Violation::CaseRpcWithoutScope {
+        method: "/passerelle.v1.EmploiService/RenewSupport".into()
+    }));
+}
+
+#[test]
 fn an_rpc_without_policy_fails_the_contract() {
     let pool = mutated("pilotage.proto", |text| {
         text.replace("service PilotageService {", "service PilotageService {\n  rpc Open(GetDashboardRequest) returns (GetDashboardResponse);")

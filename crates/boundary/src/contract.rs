@@ -32,6 +32,25 @@ pub enum Violation {
     CrossingWithoutReference {
         method: String,
     },
+    /// An RPC whose request names a case (or a consent) without a scope
+    /// saying which cases its caller reaches.
+    CaseRpcWithoutScope {
+        method: String,
+    },
+}
+
+/// Whether a request names a case: a `case_id` or `consent_id` field at its
+/// top level or in one of its messages.
+fn takes_a_case(request: &MessageDescriptor) -> bool {
+    let names_one = |m: &MessageDescriptor| {
+        m.fields()
+            .any(|f| matches!(f.name(), "case_id" | "consent_id"))
+    };
+    names_one(request)
+        || request.fields().any(|f| match f.kind() {
+            Kind::Message(inner) => names_one(&inner),
+            _ => false,
+        })
 }
 
 /// All violations in `pool`; empty when the contract is sound.
@@ -68,6 +87,11 @@ pub fn check(pool: &DescriptorPool) -> Vec<Violation> {
                 violations.insert(Violation::RpcWithoutPolicy { method: path });
                 continue;
             };
+            if rule.scope.is_none() && takes_a_case(&method.input()) {
+                violations.insert(Violation::CaseRpcWithoutScope {
+                    method: path.clone(),
+                });
+            }
             let Some(crossing) = &rule.crossing else {
                 continue;
             };

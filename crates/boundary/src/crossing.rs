@@ -221,6 +221,35 @@ impl CrossingControl {
         }
     }
 
+    /// Refuses an agent of this institution a case outside its need to know
+    /// (see [`crate::need_to_know`]); the refusal is audited.
+    pub async fn refuse_local(
+        &self,
+        caller: &Caller,
+        method: &str,
+        case_id: &str,
+        reason: &str,
+    ) -> Result<(), String> {
+        let entry = AuditEntry {
+            at: self.clock.now(),
+            direction: Direction::Inbound,
+            agent: Some(caller.agent.clone()),
+            agent_institution: Some(caller.institution),
+            agent_role: Some(caller.role),
+            counterpart: Some(self.own),
+            method: method.to_owned(),
+            case_id: Some(case_id.into()),
+            purpose: None,
+            legal_basis: None,
+            consent_id: None,
+            categories: BTreeSet::new(),
+            fields: vec![],
+            decision: Decision::Denied,
+            reason: Some(reason.to_owned()),
+        };
+        record(&*self.audit, entry).await
+    }
+
     /// Audits a read streamed in chunks: the categories its rows carry, once
     /// per read, before the first row leaves.
     pub async fn record_stream(

@@ -10,6 +10,7 @@ pub mod crossing;
 pub mod identity;
 pub mod layer;
 pub mod minimise;
+pub mod need_to_know;
 pub mod policy;
 pub mod ports;
 
@@ -18,5 +19,6 @@ pub use crossing::{CrossingControl, SendRefusal, Ticket, allowed_categories};
 pub use identity::{Caller, IdentityError, KeyPair, Principals, Signer, TrustedIssuer, Verifier};
 pub use layer::{Admission, BoundaryLayer, admission, caller};
 pub use minimise::{Minimised, Minimiser};
+pub use need_to_know::{CaseParties, CaseScope};
 pub use policy::{CrossingRule, Denial, Flow, Policy, RpcRule};
 pub use ports::{AuditSink, ConsentRegister};

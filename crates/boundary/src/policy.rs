@@ -8,6 +8,7 @@ use passerelle_domain::{DataCategory, Institution, LegalBasis, Purpose, Role};
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value};
 
 use crate::identity::Caller;
+use crate::need_to_know::CaseScope;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -38,6 +39,10 @@ pub struct RpcRule {
     pub callers: BTreeSet<Institution>,
     pub roles: BTreeSet<Role>,
     pub crossing: Option<CrossingRule>,
+    /// Which cases a caller reaches through it; `None` when the contract
+    /// leaves it unset (the contract test refuses that for an RPC that
+    /// takes a case).
+    pub scope: Option<CaseScope>,
     /// Name of the request's top-level field marked `(subject) = true`.
     pub subject_field: Option<String>,
 }
@@ -221,6 +226,16 @@ fn rule_from(
         callers: enum_list(policy, "callers", convert::institution).map_err(context)?,
         roles: enum_list(policy, "roles", convert::role).map_err(context)?,
         crossing,
+        scope: match policy
+            .get_field_by_name("scope")
+            .and_then(|v| v.as_enum_number())
+        {
+            Some(n) if n == v1::CaseScope::None as i32 => Some(CaseScope::None),
+            Some(n) if n == v1::CaseScope::CasePeople as i32 => Some(CaseScope::CasePeople),
+            Some(n) if n == v1::CaseScope::Partner as i32 => Some(CaseScope::Partner),
+            Some(n) if n == v1::CaseScope::Habilitation as i32 => Some(CaseScope::Habilitation),
+            _ => None,
+        },
         subject_field,
     })
 }

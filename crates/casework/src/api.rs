@@ -4,7 +4,7 @@
 //! Handlers stay thin: validate, call the casework layer, convert back.
 
 use passerelle_boundary::Ticket;
-use passerelle_boundary::layer::caller;
+use passerelle_boundary::layer::{admission, caller};
 use passerelle_contract::{convert, v1};
 use passerelle_domain::plan::PlanSummary;
 use passerelle_domain::{
@@ -84,6 +84,16 @@ impl CaseworkRpcs {
         self.ready.get()
     }
 
+    /// Need to know: the caller reaches `case_id` only as the contract's
+    /// scope for this RPC allows (refusals audited, PERMISSION_DENIED).
+    pub async fn reach<T>(&self, request: &Request<T>, case_id: &str) -> Result<(), Status> {
+        let admission = admission(request)?;
+        let casework = &self.app()?.casework;
+        Ok(casework
+            .reach(&admission.caller, &admission.rule, case_id)
+            .await?)
+    }
+
     /// Admits a push crossing about the request's case and minimises what arrived.
     pub async fn admit_push<M>(
         &self,
@@ -116,6 +126,9 @@ impl CaseworkRpcs {
         let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
         let new = convert::new_consent(required("consent", m.consent.as_ref())?)
             .map_err(within("consent"))?;
+        if let Some(case_id) = &new.case_id {
+            self.reach(&request, case_id).await?;
+        }
         let consent = app
             .casework
             .record_consent(l.call(&m.idempotency_key), new)
@@ -150,6 +163,7 @@ impl CaseworkRpcs {
         let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
         let draft = convert::referral_draft(required("referral", m.referral.as_ref())?)
             .map_err(within("referral"))?;
+        self.reach(&request, &draft.case_id).await?;
         let referral = app
             .casework
             .create_referral(l.call(&m.idempotency_key), draft, &m.local_note)
@@ -167,6 +181,7 @@ impl CaseworkRpcs {
         let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
         let draft =
             convert::diagnosis_draft(required("half", m.half.as_ref())?).map_err(within("half"))?;
+        self.reach(&request, &draft.case_id).await?;
         let half = app
             .casework
             .record_diagnosis(l.call(&m.idempotency_key), draft, &m.local_note)
@@ -183,7 +198,8 @@ impl CaseworkRpcs {
     ) -> Answer<v1::GetCaseResponse> {
         let app = self.app()?;
         let case_id = case_id("case_id", &request.get_ref().case_id)?;
-        let view = app.casework.case_view(&case_id).await?;
+        self.reach(&request, &case_id).await?;
+        let view = app.casework.case_view(caller(&request)?, &case_id).await?;
         Ok(Response::new((&view).into()))
     }
 
@@ -215,6 +231,7 @@ impl CaseworkRpcs {
     ) -> Answer<v1::DecideReferralResponse> {
         let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
         let case_id = case_id("case_id", &m.case_id)?;
+        self.reach(&request, &case_id).await?;
         let state = convert::enum_field("decision", m.decision, convert::referral_state)
             .map_err(AppError::from)?;
         let reason =
@@ -241,6 +258,7 @@ impl CaseworkRpcs {
     ) -> Answer<v1::RecordMissedAppointmentResponse> {
         let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
         let case_id = case_id("case_id", &m.case_id)?;
+        self.reach(&request, &case_id).await?;
         let case = app
             .casework
             .record_missed_appointment(l.call(&m.idempotency_key), &case_id)
@@ -258,6 +276,7 @@ impl CaseworkRpcs {
         let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
         let (case_id, kind, themes) =
             convert::plan_themes(required("plan", m.plan.as_ref())?).map_err(within("plan"))?;
+        self.reach(&request, &case_id).await?;
         let summary = app
             .casework
             .update_plan(l.call(&m.idempotency_key), &case_id, kind, themes)

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use passerelle_boundary::{Caller, CrossingControl, SendRefusal};
+use passerelle_boundary::need_to_know::{CaseParties, CaseScope, may_reach, may_read_note};
+use passerelle_boundary::{Caller, CrossingControl, RpcRule, SendRefusal};
 use passerelle_domain::agreement::Agreement;
 use passerelle_domain::agreement::CapacityDecision;
 use passerelle_domain::bounds;
@@ -135,6 +136,53 @@ impl Casework {
     /// Days left in the agreement's term (negative once it has ended).
     pub fn term_days_left(&self) -> i64 {
         (self.term_end - self.clock.now().date_naive()).num_days()
+    }
+
+    /// The case's people at this institution; `None` for a case it does not know.
+    pub async fn case_parties(&self, case_id: &str) -> Result<Option<CaseParties>> {
+        let Some(case) = self.store.case(case_id).await? else {
+            return Ok(None);
+        };
+        let referral = self.store.referral(case_id).await?;
+        let halves = self.store.diagnoses(case_id).await?;
+        let pair = case
+            .pair
+            .or_else(|| case.pending_entry.map(|entry| entry.pair));
+        Ok(Some(CaseParties {
+            pair_member: pair.map(|p| match self.side {
+                Side::Emploi => p.counsellor,
+                Side::Social => p.social_worker,
+            }),
+            referrer: referral
+                .filter(|r| r.referring_network == self.side.network())
+                .map(|r| r.referred_by),
+            diagnosis_authors: halves
+                .into_iter()
+                .filter(|h| h.author_institution == self.own())
+                .map(|h| h.author)
+                .collect(),
+        }))
+    }
+
+    /// Need to know: `caller` reaches `case_id` through the RPC of `rule`
+    /// only as its scope in the contract allows; a refusal is audited.
+    pub async fn reach(&self, caller: &Caller, rule: &RpcRule, case_id: &str) -> Result<()> {
+        // A case-taking RPC the contract left unscoped is for the case's people.
+        let scope = rule.scope.unwrap_or(CaseScope::CasePeople);
+        if scope != CaseScope::CasePeople {
+            return Ok(());
+        }
+        let parties = self.case_parties(case_id).await?;
+        match may_reach(caller, self.own(), scope, parties.as_ref()) {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                self.crossings
+                    .refuse_local(caller, &rule.path, case_id, &why)
+                    .await
+                    .map_err(|e| internal(std::io::Error::other(e)))?;
+                Err(AppError(DomainError::PermissionDenied(why)))
+            }
+        }
     }
 
     /// A case this service does not know is NOT_FOUND, whatever else is wrong.
@@ -509,7 +557,7 @@ impl Casework {
         Ok(items)
     }
 
-    pub async fn case_view(&self, case_id: &str) -> Result<CaseView> {
+    pub async fn case_view(&self, caller: &Caller, case_id: &str) -> Result<CaseView> {
         // The case is read last: every change to its parts commits with the
         // case, so the state shown is never older than the diagnoses or
         // plans shown beside it (a caller waiting for both halves then reads
@@ -517,7 +565,16 @@ impl Casework {
         let referral = self.store.referral(case_id).await?;
         let diagnoses = self.store.diagnoses(case_id).await?;
         let consents = self.store.consents_for_case(case_id).await?;
-        let local_notes = self.store.local_notes(case_id).await?;
+        // Local notes are for the pair, the coordinators and their authors.
+        let parties = self.case_parties(case_id).await?.unwrap_or_default();
+        let local_notes = self
+            .store
+            .local_notes(case_id)
+            .await?
+            .into_iter()
+            .filter(|n| may_read_note(caller, &parties, &n.author))
+            .map(|n| n.note)
+            .collect();
         let plan = self.store.own_plan(case_id).await?;
         let plan_summaries = self.store.plan_summaries(case_id).await?;
         let case = self

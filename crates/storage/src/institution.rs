@@ -272,12 +272,30 @@ impl InstitutionStore {
             .collect()
     }
 
-    pub async fn local_notes(&self, case_id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT note FROM local_notes WHERE case_id = $1 ORDER BY id")
-            .bind(case_id)
-            .fetch_all(self.db.pool())
+    /// The case a consent is about, if this institution knows the consent.
+    pub async fn consent_case(&self, consent_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT case_id FROM consents WHERE consent_id = $1")
+            .bind(consent_id)
+            .fetch_optional(self.db.pool())
             .await?;
-        rows.iter().map(|r| Ok(r.try_get("note")?)).collect()
+        row.map(|r| Ok(r.try_get("case_id")?)).transpose()
+    }
+
+    /// A case's local notes at this institution, oldest first, with their authors.
+    pub async fn local_notes(&self, case_id: &str) -> Result<Vec<LocalNote>> {
+        let rows =
+            sqlx::query("SELECT author, note FROM local_notes WHERE case_id = $1 ORDER BY id")
+                .bind(case_id)
+                .fetch_all(self.db.pool())
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LocalNote {
+                    author: r.try_get("author")?,
+                    note: r.try_get("note")?,
+                })
+            })
+            .collect()
     }
 
     /// Active cases the agent follows (as counsellor or social worker) with
@@ -522,6 +540,13 @@ impl RelayLease {
             tracing::warn!(error = %e, "outbox lease release failed; it ends with the connection");
         }
     }
+}
+
+/// A free-text note an agent kept with a case; it never leaves the institution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalNote {
+    pub author: String,
+    pub note: String,
 }
 
 /// An open case of an office, as its due list needs it.

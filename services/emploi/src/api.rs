@@ -132,6 +132,7 @@ impl EmploiService for EmploiApi {
     ) -> Answer<v1::SignContractResponse> {
         let (l, m) = (local(&request)?, request.get_ref());
         let case_id = case_id("case_id", &m.case_id)?;
+        self.casework.reach(&request, &case_id).await?;
         let entry = required("entry", m.entry.as_ref())?;
         let pair = convert::pair(required("entry.pair", entry.pair.as_ref())?)
             .map_err(within("entry.pair"))?;
@@ -175,6 +176,7 @@ impl EmploiService for EmploiApi {
     ) -> Answer<v1::ExitCaseResponse> {
         let (l, m) = (local(&request)?, request.get_ref());
         let case_id = case_id("case_id", &m.case_id)?;
+        self.casework.reach(&request, &case_id).await?;
         let exit = required("exit", m.exit.as_ref())?;
         let reason = convert::enum_field("exit.reason", exit.reason, convert::exit_reason)
             .map_err(AppError::from)?;
@@ -199,6 +201,7 @@ impl EmploiService for EmploiApi {
     ) -> Answer<v1::RenewSupportResponse> {
         let (l, m) = (local(&request)?, request.get_ref());
         let case_id = case_id("case_id", &m.case_id)?;
+        self.casework.reach(&request, &case_id).await?;
         let case = self
             .support()?
             .renew_support(
@@ -220,6 +223,7 @@ impl EmploiService for EmploiApi {
     ) -> Answer<v1::RecordFollowUpResponse> {
         let (l, m) = (local(&request)?, request.get_ref());
         let case_id = case_id("case_id", &m.case_id)?;
+        self.casework.reach(&request, &case_id).await?;
         let case = self
             .support()?
             .record_follow_up(l.call(&m.idempotency_key), &case_id, m.in_employment)

@@ -130,6 +130,7 @@ impl SocialService for SocialApi {
     ) -> Answer<v1::StartExclusiveSupportResponse> {
         let (l, m) = (local(&request)?, request.get_ref());
         let case_id = case_id("case_id", &m.case_id)?;
+        self.casework.reach(&request, &case_id).await?;
         let evaluation =
             Evidence::try_from(required("social_evaluation", m.social_evaluation.as_ref())?)
                 .map_err(within("social_evaluation"))?;
@@ -149,6 +150,7 @@ impl SocialService for SocialApi {
     ) -> Answer<v1::DecideExclusiveSupportEndResponse> {
         let (l, m) = (local(&request)?, request.get_ref());
         let case_id = case_id("case_id", &m.case_id)?;
+        self.casework.reach(&request, &case_id).await?;
         let outcome = convert::enum_field("outcome", m.outcome, convert::exclusive_outcome)
             .map_err(AppError::from)?;
         let case = self

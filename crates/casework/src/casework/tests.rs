@@ -269,10 +269,12 @@ async fn a_referral_under_its_consent_opens_the_case_queues_it_for_the_partner_a
         .map(|m| m.message.kind())
         .collect();
     assert_eq!(kinds, ["consent", "referral"]);
-    assert_eq!(
-        cw.store.local_notes(&consent.case_id).await.expect("notes"),
-        ["note kept here"]
-    );
+    let notes = cw.store.local_notes(&consent.case_id).await.expect("notes");
+    let notes: Vec<_> = notes
+        .iter()
+        .map(|n| (n.author.as_str(), n.note.as_str()))
+        .collect();
+    assert_eq!(notes, [("sw-1", "note kept here")]);
     // The committee's counts follow the case in the same transaction.
     let counts = cw.store.statistics().await.expect("counts");
     assert!(!counts.is_empty());

@@ -1,0 +1,179 @@
+//! Need to know inside each institution: an agent reaches a case only as the
+//! contract's scope for the RPC allows — its pair, its referrer, the authors
+//! of its diagnosis, the coordinators — and local notes only the pair, the
+//! coordinators and their authors read.
+
+use passerelle_domain::{Institution, Role};
+use passerelle_tests::pb as v1;
+use passerelle_tests::*;
+use tonic::Code;
+
+/// Found by an outside tester: a counsellor who is not in the case's pair
+/// renewed and then ended someone else's case, and any social worker's
+/// `GetCase` returned any case, local notes included.
+#[tokio::test]
+async fn an_agent_outside_the_case_neither_changes_nor_reads_it() {
+    on_every_backend(async |backend| {
+        let t = start(backend, 11).await;
+        let case_id = t.enter_case("ntk").await;
+        let renew = v1::RenewSupportRequest {
+            idempotency_key: "ntk-renew".into(),
+            case_id: case_id.clone(),
+            exceptional: false,
+            justification: String::new(),
+        };
+        let status = t
+            .emploi()
+            .await
+            .renew_support(t.as_agent(
+                Institution::Emploi,
+                Role::Counsellor,
+                "ft-counsellor-3",
+                Institution::Emploi,
+                renew.clone(),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        let exit = v1::ExitCaseRequest {
+            idempotency_key: "ntk-exit".into(),
+            case_id: case_id.clone(),
+            exit: Some(v1::CaseExit {
+                reason: v1::ExitReason::Training as i32,
+                ..Default::default()
+            }),
+            qualification_gained: false,
+        };
+        let status = t
+            .emploi()
+            .await
+            .exit_case(t.as_agent(
+                Institution::Emploi,
+                Role::Counsellor,
+                "ft-counsellor-3",
+                Institution::Emploi,
+                exit.clone(),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let get = v1::GetCaseRequest {
+            case_id: case_id.clone(),
+        };
+        let status = t
+            .social()
+            .await
+            .get_case(t.as_agent(
+                Institution::Social,
+                Role::SocialWorker,
+                "sw-vitre-2",
+                Institution::Social,
+                get.clone(),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        // The refusals are audited, naming the case.
+        let denied = t
+            .store(Institution::Emploi)
+            .await
+            .audit()
+            .entries()
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|e| {
+                e.decision == passerelle_boundary::Decision::Denied
+                    && e.agent.as_deref() == Some("ft-counsellor-3")
+                    && e.case_id.as_deref() == Some(case_id.as_str())
+            })
+            .count();
+        assert_eq!(denied, 2);
+        // Nothing changed: the pair's counsellor still renews, then ends it.
+        let case = t
+            .emploi()
+            .await
+            .renew_support(t.as_counsellor(renew))
+            .await
+            .expect("the pair renews")
+            .into_inner()
+            .case
+            .expect("case");
+        assert_eq!(case.renewals, 1);
+        t.emploi()
+            .await
+            .exit_case(t.as_counsellor(exit))
+            .await
+            .expect("the pair ends it");
+        // The pair's social worker and a coordinator read it.
+        t.social()
+            .await
+            .get_case(t.as_social_worker(get.clone()))
+            .await
+            .expect("the pair reads it");
+        t.social()
+            .await
+            .get_case(t.as_agent(
+                Institution::Social,
+                Role::Coordinator,
+                "coord-cdas-1",
+                Institution::Social,
+                get,
+            ))
+            .await
+            .expect("a coordinator reads it");
+        t.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn local_notes_are_read_by_the_pair_the_coordinators_and_their_author_only() {
+    on_every_backend(async |backend| {
+        let t = start(backend, 11).await;
+        let consent = t
+            .social_consent(
+                "notes-consent",
+                &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
+            )
+            .await;
+        t.social()
+            .await
+            .create_referral(t.as_social_worker(v1::CreateReferralRequest {
+                idempotency_key: "notes-referral".into(),
+                referral: Some(t.referral(&consent.case_id, &consent.consent_id, "Loeiza")),
+                local_note: "the referrer's own words".into(),
+            }))
+            .await
+            .expect("referral");
+        let read = |agent: &str, role| {
+            t.as_agent(
+                Institution::Social,
+                role,
+                agent,
+                Institution::Social,
+                v1::GetCaseRequest {
+                    case_id: consent.case_id.clone(),
+                },
+            )
+        };
+        let by_author = t
+            .social()
+            .await
+            .get_case(read("sw-rennes-1", Role::SocialWorker))
+            .await
+            .expect("the referrer reads the case")
+            .into_inner();
+        assert_eq!(by_author.local_notes, ["the referrer's own words"]);
+        let by_coordinator = t
+            .social()
+            .await
+            .get_case(read("coord-cdas-1", Role::Coordinator))
+            .await
+            .expect("a coordinator reads the case")
+            .into_inner();
+        assert_eq!(by_coordinator.local_notes, ["the referrer's own words"]);
+        t.shutdown().await;
+    })
+    .await;
+}
