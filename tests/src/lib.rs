@@ -204,6 +204,20 @@ impl TestStack {
         with_token(message, &token)
     }
 
+    /// A coordinator of `office` at `institution`, calling their own service.
+    pub fn as_coordinator_of<T>(
+        &self,
+        institution: Institution,
+        office: &str,
+        message: T,
+    ) -> Request<T> {
+        let token = self
+            .stack
+            .token_for_office(institution, Role::Coordinator, "coordinator", office)
+            .expect("token");
+        with_token(message, &token)
+    }
+
     pub fn as_social_worker<T>(&self, message: T) -> Request<T> {
         self.as_agent(
             Institution::Social,

@@ -13,7 +13,7 @@
 //! | §3.8 issuer: unknown issuer, another key under a known issuer | `identity::bad_tokens_are_unauthenticated` |
 //! | §3.10 an issuer speaking for principals it does not vouch for | `identity::the_agents_issuer_cannot_speak_for_a_service`, `identity::a_valid_token_of_an_institution_not_on_the_allow_list_is_denied` (a service key for another institution) |
 //! | registered claims: `exp`, `nbf`, `iat` in the future, lifetime | `identity::bad_tokens_are_unauthenticated`, `identity::registered_claims_and_the_bearer_scheme_are_checked_at_the_edge` |
-//! | API1 object-level authorisation (one agent's case reached by another) | not yet: need-to-know scopes per case are the next step of #12 |
+//! | API1 object-level authorisation (one agent's case reached by another) | `need_to_know::an_agent_outside_the_case_neither_changes_nor_reads_it`, `need_to_know::local_notes_are_read_by_the_pair_the_coordinators_and_their_author_only` |
 //! | API2 broken authentication | the rows above; `identity::health_and_reflection_need_no_token` (only those) |
 //! | API3 object property level authorisation (mass assignment) | [`fields_the_service_sets_cannot_be_set_by_the_client`] |
 //! | API4 unrestricted resource consumption | `edge::oversized_headers_and_messages_are_refused_and_the_service_goes_on`, `edge::a_flood_of_refused_calls_coalesces_into_one_audit_record_per_window` |
@@ -44,6 +44,7 @@ fn agent_claims(aud: &str) -> Claims {
         institution: "social".into(),
         role: "social_worker".into(),
         org: None,
+        office: None,
     }
 }
 

@@ -18,6 +18,7 @@ fn claims(aud: &str, exp: u64) -> Claims {
         institution: "social".into(),
         role: "social_worker".into(),
         org: None,
+        office: None,
     }
 }
 

@@ -105,7 +105,9 @@ async fn an_agent_outside_the_case_neither_changes_nor_reads_it() {
             .exit_case(t.as_counsellor(exit))
             .await
             .expect("the pair ends it");
-        // The pair's social worker and a coordinator read it.
+        // The pair's social worker and the coordinator of the case's office
+        // read it; a coordinator of another office does not.
+        let office = t.referral("x", "y", "z").office_code;
         t.social()
             .await
             .get_case(t.as_social_worker(get.clone()))
@@ -113,15 +115,16 @@ async fn an_agent_outside_the_case_neither_changes_nor_reads_it() {
             .expect("the pair reads it");
         t.social()
             .await
-            .get_case(t.as_agent(
-                Institution::Social,
-                Role::Coordinator,
-                "coord-cdas-1",
-                Institution::Social,
-                get,
-            ))
+            .get_case(t.as_coordinator_of(Institution::Social, &office, get.clone()))
             .await
-            .expect("a coordinator reads it");
+            .expect("the office's coordinator reads it");
+        let status = t
+            .social()
+            .await
+            .get_case(t.as_coordinator_of(Institution::Social, "ANOTHER-OFFICE", get))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
         t.shutdown().await;
     })
     .await;
@@ -165,12 +168,19 @@ async fn local_notes_are_read_by_the_pair_the_coordinators_and_their_author_only
             .expect("the referrer reads the case")
             .into_inner();
         assert_eq!(by_author.local_notes, ["the referrer's own words"]);
+        let office = t.referral("x", "y", "z").office_code;
         let by_coordinator = t
             .social()
             .await
-            .get_case(read("coord-cdas-1", Role::Coordinator))
+            .get_case(t.as_coordinator_of(
+                Institution::Social,
+                &office,
+                v1::GetCaseRequest {
+                    case_id: consent.case_id.clone(),
+                },
+            ))
             .await
-            .expect("a coordinator reads the case")
+            .expect("the office's coordinator reads the case")
             .into_inner();
         assert_eq!(by_coordinator.local_notes, ["the referrer's own words"]);
         t.shutdown().await;

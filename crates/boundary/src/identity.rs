@@ -33,6 +33,9 @@ pub struct Caller {
     /// The body the agent works for when it is not the institution itself:
     /// an association approved by the Département acting under its delegation.
     pub organisation: Option<String>,
+    /// The office (agency, CDAS, MDS) a coordinator acts for; a coordinator
+    /// reaches only that office's cases.
+    pub office: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +53,9 @@ pub struct Claims {
     /// Set for an agent of a delegated body (see [`Caller::organisation`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
+    /// Set for an agent attached to one office (see [`Caller::office`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub office: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -267,8 +273,16 @@ impl Verifier {
             role,
             issuer: claims.iss,
             organisation: claims.org.filter(|o| !o.is_empty()),
+            office: claims.office.filter(|o| !o.is_empty()),
         })
     }
+}
+
+/// The body and office an agent's token names, when it names them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Affiliation<'a> {
+    pub organisation: Option<&'a str>,
+    pub office: Option<&'a str>,
 }
 
 /// Mints tokens: a service's own identity for its outgoing calls, or the
@@ -318,7 +332,25 @@ impl Signer {
         audience: &str,
         ttl_seconds: u64,
     ) -> Result<String, IdentityError> {
-        self.sign_as(agent, institution, role, None, audience, ttl_seconds)
+        let none = Affiliation::default();
+        self.sign_with(agent, institution, role, none, audience, ttl_seconds)
+    }
+
+    /// A token for an agent attached to `office` (a coordinator of that office).
+    pub fn sign_for_office(
+        &self,
+        agent: &str,
+        institution: Institution,
+        role: Role,
+        office: &str,
+        audience: &str,
+        ttl_seconds: u64,
+    ) -> Result<String, IdentityError> {
+        let office = Affiliation {
+            office: Some(office),
+            ..Affiliation::default()
+        };
+        self.sign_with(agent, institution, role, office, audience, ttl_seconds)
     }
 
     /// A token for an agent of a delegated body (an approved association).
@@ -331,22 +363,27 @@ impl Signer {
         audience: &str,
         ttl_seconds: u64,
     ) -> Result<String, IdentityError> {
-        self.sign_as(
+        let organisation = Affiliation {
+            organisation: Some(organisation),
+            ..Affiliation::default()
+        };
+        self.sign_with(
             agent,
             institution,
             role,
-            Some(organisation),
+            organisation,
             audience,
             ttl_seconds,
         )
     }
 
-    fn sign_as(
+    /// A token for an agent with the body and office it names.
+    pub fn sign_with(
         &self,
         agent: &str,
         institution: Institution,
         role: Role,
-        organisation: Option<&str>,
+        affiliation: Affiliation<'_>,
         audience: &str,
         ttl_seconds: u64,
     ) -> Result<String, IdentityError> {
@@ -360,7 +397,8 @@ impl Signer {
             nbf: None,
             institution: institution.code().to_owned(),
             role: role.code().to_owned(),
-            org: organisation.map(str::to_owned),
+            org: affiliation.organisation.map(str::to_owned),
+            office: affiliation.office.map(str::to_owned),
         })
     }
 
@@ -547,6 +585,7 @@ mod tests {
                 institution: "social".into(),
                 role: "social_worker".into(),
                 org: None,
+                office: None,
             })
             .expect("token");
         assert!(matches!(
@@ -620,6 +659,7 @@ mod tests {
             institution: "social".into(),
             role: "social_worker".into(),
             org: None,
+            office: None,
         }
     }
 

@@ -24,6 +24,8 @@ pub enum CaseScope {
 /// agents reach it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CaseParties {
+    /// The office the case was referred to or from (its coordinator's).
+    pub office_code: String,
     /// The pair member of this institution, once the person has signed.
     pub pair_member: Option<String>,
     /// The agent who referred the case from this institution.
@@ -64,13 +66,20 @@ pub fn may_reach(
             if caller.institution != own {
                 return Err("the case belongs to another institution's agents".into());
             }
-            if matches!(caller.role, Role::Coordinator | Role::Dpo) {
+            if caller.role == Role::Dpo {
                 return Ok(());
             }
             let Some(parties) = parties else {
                 // A new case: whoever opens it becomes one of its people.
                 return Ok(());
             };
+            if caller.role == Role::Coordinator {
+                return match caller.office.as_deref() {
+                    Some(office) if office == parties.office_code => Ok(()),
+                    Some(_) => Err("this case belongs to another office than the coordinator's".into()),
+                    None => Err("a coordinator's token must name their office (claim office) to reach a case".into()),
+                };
+            }
             if !parties.taken_up() || parties.agents().any(|a| a == caller.agent) {
                 Ok(())
             } else {
@@ -80,10 +89,13 @@ pub fn may_reach(
     }
 }
 
-/// Whether `caller` may read the institution's local notes of a case:
-/// its pair member, a coordinator or the DPO, or the note's own author.
+/// Whether `caller` may read the institution's local notes of a case: its
+/// pair member, the coordinator of its office, the DPO, or the note's author.
 pub fn may_read_note(caller: &Caller, parties: &CaseParties, author: &str) -> bool {
-    matches!(caller.role, Role::Coordinator | Role::Dpo)
+    let coordinator = caller.role == Role::Coordinator
+        && caller.office.as_deref() == Some(parties.office_code.as_str());
+    coordinator
+        || caller.role == Role::Dpo
         || parties.pair_member.as_deref() == Some(caller.agent.as_str())
         || author == caller.agent
 }
@@ -99,6 +111,7 @@ mod tests {
             role,
             issuer: "idp".into(),
             organisation: None,
+            office: None,
         }
     }
 
@@ -107,6 +120,7 @@ mod tests {
         let own = Institution::Emploi;
         let scope = CaseScope::CasePeople;
         let taken = CaseParties {
+            office_code: "A-1".into(),
             pair_member: Some("ft-pair".into()),
             referrer: None,
             diagnosis_authors: vec!["ft-diag".into()],
@@ -115,7 +129,14 @@ mod tests {
         assert!(reach(&agent("ft-pair", Role::Counsellor), Some(&taken)).is_ok());
         assert!(reach(&agent("ft-diag", Role::Counsellor), Some(&taken)).is_ok());
         assert!(reach(&agent("ft-other", Role::Counsellor), Some(&taken)).is_err());
-        assert!(reach(&agent("coord", Role::Coordinator), Some(&taken)).is_ok());
+        let coordinator = |office: Option<&str>| Caller {
+            office: office.map(str::to_owned),
+            ..agent("coord", Role::Coordinator)
+        };
+        assert!(reach(&coordinator(Some("A-1")), Some(&taken)).is_ok());
+        assert!(reach(&coordinator(Some("A-2")), Some(&taken)).is_err());
+        assert!(reach(&coordinator(None), Some(&taken)).is_err());
+        assert!(reach(&agent("dpo", Role::Dpo), Some(&taken)).is_ok());
         // Awaiting its pick-up, or new: the side's agents reach it.
         assert!(
             reach(
@@ -140,6 +161,7 @@ mod tests {
     #[test]
     fn local_notes_are_for_the_pair_the_coordinators_and_their_author() {
         let parties = CaseParties {
+            office_code: "A-1".into(),
             pair_member: Some("ft-pair".into()),
             referrer: Some("ft-ref".into()),
             diagnosis_authors: vec![],
@@ -159,7 +181,13 @@ mod tests {
             &parties,
             "ft-pair"
         ));
-        assert!(may_read_note(
+        let coordinator = |office: &str| Caller {
+            office: Some(office.into()),
+            ..agent("c", Role::Coordinator)
+        };
+        assert!(may_read_note(&coordinator("A-1"), &parties, "ft-pair"));
+        assert!(!may_read_note(&coordinator("A-2"), &parties, "ft-pair"));
+        assert!(!may_read_note(
             &agent("c", Role::Coordinator),
             &parties,
             "ft-pair"

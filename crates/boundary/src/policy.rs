@@ -251,6 +251,7 @@ mod tests {
             role,
             issuer: "test".into(),
             organisation: None,
+            office: None,
         }
     }
 

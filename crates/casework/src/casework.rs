@@ -149,6 +149,7 @@ impl Casework {
             .pair
             .or_else(|| case.pending_entry.map(|entry| entry.pair));
         Ok(Some(CaseParties {
+            office_code: case.office_code.clone(),
             pair_member: pair.map(|p| match self.side {
                 Side::Emploi => p.counsellor,
                 Side::Social => p.social_worker,

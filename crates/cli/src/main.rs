@@ -86,7 +86,7 @@ enum Command {
         /// emploi, social or pilotage.
         #[arg(long)]
         institution: String,
-        /// counsellor, social_worker, coordinator, service, steering or dpo.
+        /// counsellor, social_worker, coordinator, association_worker, steering or dpo.
         #[arg(long)]
         role: String,
         /// The agent's identifier (the token's `sub`).
@@ -100,6 +100,12 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = DEV_TOKEN_TTL_SECONDS)]
         ttl: u64,
+        /// The approved association an association worker refers for (claim `org`).
+        #[arg(long)]
+        org: Option<String>,
+        /// The office a coordinator acts for (claim `office`): they reach that office's cases.
+        #[arg(long)]
+        office: Option<String>,
     },
 }
 
@@ -269,6 +275,8 @@ async fn main() -> anyhow::Result<()> {
             audience,
             data_dir,
             ttl,
+            org,
+            office,
         } => {
             let inst = institution(&inst)?;
             let role = Role::from_code(&role).with_context(|| format!("unknown role {role}"))?;
@@ -282,8 +290,18 @@ async fn main() -> anyhow::Result<()> {
                 .map(institution)
                 .transpose()?
                 .unwrap_or(inst);
-            let token =
-                dev_signer(&data_dir)?.sign(&subject, inst, role, &audience_of(audience), ttl)?;
+            let affiliation = passerelle_boundary::identity::Affiliation {
+                organisation: org.as_deref(),
+                office: office.as_deref(),
+            };
+            let token = dev_signer(&data_dir)?.sign_with(
+                &subject,
+                inst,
+                role,
+                affiliation,
+                &audience_of(audience),
+                ttl,
+            )?;
             println!("{token}");
         }
     }

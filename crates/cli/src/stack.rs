@@ -403,6 +403,24 @@ impl Stack {
         )?)
     }
 
+    /// A development token for a coordinator (or any agent) of `office`.
+    pub fn token_for_office(
+        &self,
+        institution: Institution,
+        role: Role,
+        agent: &str,
+        office: &str,
+    ) -> anyhow::Result<String> {
+        Ok(self.signer.sign_for_office(
+            agent,
+            institution,
+            role,
+            office,
+            &audience_of(institution),
+            DEV_TOKEN_TTL_SECONDS,
+        )?)
+    }
+
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         for institution in INSTITUTIONS {
             self.stop(institution).await?;

@@ -88,6 +88,7 @@ fn worker(agent: &str) -> Caller {
         role: Role::SocialWorker,
         issuer: "test".into(),
         organisation: None,
+        office: None,
     }
 }
 
@@ -368,6 +369,7 @@ async fn an_unanswered_referral_received_from_the_partner_expires_on_the_agreeme
         role: Role::Service,
         issuer: "test".into(),
         organisation: None,
+        office: None,
     };
     let mut draft = referral("case-9", "c-9");
     draft.office_code = "PE-77-01".into();
