@@ -67,6 +67,7 @@ async fn a_flood_of_refused_calls_coalesces_into_one_audit_record_per_window() {
     on_every_backend(async |backend| {
         let t = start(backend, 11).await;
         let flood = 2_000;
+        let started = std::time::Instant::now();
         let mut tasks = vec![];
         for worker in 0..8 {
             let mut client = t.social().await;
@@ -85,6 +86,8 @@ async fn a_flood_of_refused_calls_coalesces_into_one_audit_record_per_window() {
         for task in tasks {
             codes.extend(task.await.expect("task"));
         }
+        // The windows (3 s for test stacks) the flood spanned, on a loaded machine too.
+        let windows = started.elapsed().as_millis() as usize / 3_000 + 2;
         let budget = passerelle_boundary::layer::DEFAULT_REFUSALS_PER_WINDOW as usize;
         let shed = codes
             .iter()
@@ -113,11 +116,11 @@ async fn a_flood_of_refused_calls_coalesces_into_one_audit_record_per_window() {
                 })
                 .collect::<Vec<_>>()
         };
-        // At most a window's budget one by one (the flood may straddle two windows).
+        // At most each window's budget one by one.
         let one_by_one = refused().await.iter().filter(|e| e.method != "*").count();
         assert!(
-            one_by_one <= 2 * budget,
-            "{one_by_one} rows for {flood} calls"
+            one_by_one <= windows * budget,
+            "{one_by_one} rows for {flood} calls over {windows} windows"
         );
         assert_eq!(one_by_one + shed, flood);
         // Once the window ends, the shed calls are counted in the log.

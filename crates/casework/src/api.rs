@@ -124,11 +124,14 @@ impl CaseworkRpcs {
         request: Request<v1::RecordConsentRequest>,
     ) -> Answer<v1::RecordConsentResponse> {
         let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
-        let new = convert::new_consent(required("consent", m.consent.as_ref())?)
-            .map_err(within("consent"))?;
-        if let Some(case_id) = &new.case_id {
-            self.reach(&request, case_id).await?;
+        let consent = required("consent", m.consent.as_ref())?;
+        // A consent for a case already known is for its people; one without
+        // a case opens a new one.
+        if !consent.case_id.trim().is_empty() {
+            let case_id = case_id("consent.case_id", &consent.case_id)?;
+            self.reach(&request, &case_id).await?;
         }
+        let new = convert::new_consent(consent).map_err(within("consent"))?;
         let consent = app
             .casework
             .record_consent(l.call(&m.idempotency_key), new)
@@ -146,6 +149,10 @@ impl CaseworkRpcs {
         let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
         let consent_id =
             convert::identifier("consent_id", &m.consent_id).map_err(AppError::from)?;
+        let known = app.casework.store.consent_case(&consent_id).await;
+        if let Some(case_id) = known.map_err(AppError::from)? {
+            self.reach(&request, &case_id).await?;
+        }
         let consent = app
             .casework
             .withdraw_consent(l.call(&m.idempotency_key), &consent_id)
@@ -161,9 +168,10 @@ impl CaseworkRpcs {
         request: Request<v1::CreateReferralRequest>,
     ) -> Answer<v1::CreateReferralResponse> {
         let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
-        let draft = convert::referral_draft(required("referral", m.referral.as_ref())?)
-            .map_err(within("referral"))?;
-        self.reach(&request, &draft.case_id).await?;
+        let referral = required("referral", m.referral.as_ref())?;
+        self.reach(&request, &case_id("referral.case_id", &referral.case_id)?)
+            .await?;
+        let draft = convert::referral_draft(referral).map_err(within("referral"))?;
         let referral = app
             .casework
             .create_referral(l.call(&m.idempotency_key), draft, &m.local_note)
@@ -179,9 +187,10 @@ impl CaseworkRpcs {
         request: Request<v1::RecordDiagnosisRequest>,
     ) -> Answer<v1::RecordDiagnosisResponse> {
         let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
-        let draft =
-            convert::diagnosis_draft(required("half", m.half.as_ref())?).map_err(within("half"))?;
-        self.reach(&request, &draft.case_id).await?;
+        let half = required("half", m.half.as_ref())?;
+        self.reach(&request, &case_id("half.case_id", &half.case_id)?)
+            .await?;
+        let draft = convert::diagnosis_draft(half).map_err(within("half"))?;
         let half = app
             .casework
             .record_diagnosis(l.call(&m.idempotency_key), draft, &m.local_note)
@@ -274,9 +283,10 @@ impl CaseworkRpcs {
         request: Request<v1::UpdatePlanRequest>,
     ) -> Answer<v1::UpdatePlanResponse> {
         let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
-        let (case_id, kind, themes) =
-            convert::plan_themes(required("plan", m.plan.as_ref())?).map_err(within("plan"))?;
-        self.reach(&request, &case_id).await?;
+        let plan = required("plan", m.plan.as_ref())?;
+        self.reach(&request, &case_id("plan.case_id", &plan.case_id)?)
+            .await?;
+        let (case_id, kind, themes) = convert::plan_themes(plan).map_err(within("plan"))?;
         let summary = app
             .casework
             .update_plan(l.call(&m.idempotency_key), &case_id, kind, themes)

@@ -237,7 +237,7 @@ pub fn service_config(
         config.casework.outbox.max_backoff_ms = 400;
         config.casework.outbox.request_timeout_ms = 2_000;
         config.casework.housekeeping_interval_ms = 100;
-        config.limits.refusal_window_ms = 1_000;
+        config.limits.refusal_window_ms = 3_000;
     }
     config
 }
