@@ -139,3 +139,33 @@ async fn a_flood_of_refused_calls_coalesces_into_one_audit_record_per_window() {
     })
     .await;
 }
+
+/// Found by an outside tester: there was no HTTP/2 concurrent-stream limit,
+/// and 5,000 half-sent streams stayed open on one connection. The service now
+/// announces its limit in its SETTINGS, and a client may not open more.
+#[tokio::test]
+async fn the_service_announces_its_concurrent_stream_limit_on_the_wire() {
+    let t = start(Backend::Sqlite, 11).await;
+    let address = t.stack.addresses[1];
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    // The server's SETTINGS arrive with its first frames: wait until they do.
+    let mut ready = client.ready().await.expect("ready");
+    let mut announced = ready.current_max_send_streams();
+    for _ in 0..100 {
+        if announced != usize::MAX {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        ready = ready.ready().await.expect("ready");
+        announced = ready.current_max_send_streams();
+    }
+    let limit = passerelle_runtime::config::LimitsConfig::default().max_concurrent_streams;
+    assert_eq!(announced, limit as usize);
+    t.shutdown().await;
+}
