@@ -77,6 +77,17 @@ pub async fn start_under(
     tls: bool,
     agreement: &str,
 ) -> TestStack {
+    start_limited(backend, min_cell_size, tls, agreement, Default::default()).await
+}
+
+/// Like [`start_under`], with the edge's `limits`.
+pub async fn start_limited(
+    backend: Backend,
+    min_cell_size: u64,
+    tls: bool,
+    agreement: &str,
+    limits: passerelle_runtime::config::LimitsConfig,
+) -> TestStack {
     // The first initialisation in a test binary wins (the telemetry test's own).
     std::mem::forget(passerelle_telemetry::init(
         passerelle_telemetry::TelemetryConfig::from_env(
@@ -116,6 +127,7 @@ pub async fn start_under(
         agreement: agreement.into(),
         agreement_file: None,
         agreement_renewals: 0,
+        limits,
     };
     let stack = Stack::start(options, Arc::new(clock.clone()))
         .await

@@ -169,3 +169,69 @@ async fn the_service_announces_its_concurrent_stream_limit_on_the_wire() {
     assert_eq!(announced, limit as usize);
     t.shutdown().await;
 }
+
+/// Found by an outside tester: 5,000 half-sent streams stayed open. A call
+/// whose request never finishes is cut at the request timeout, and the
+/// service goes on serving.
+#[tokio::test]
+async fn a_half_sent_request_is_cut_at_the_request_timeout() {
+    let limits = passerelle_runtime::config::LimitsConfig {
+        request_timeout_ms: 500,
+        ..Default::default()
+    };
+    let t = start_limited(Backend::Sqlite, 11, false, "ille-et-vilaine-2023", limits).await;
+    let token = t
+        .stack
+        .token(
+            Institution::Social,
+            passerelle_domain::Role::SocialWorker,
+            "sw-rennes-1",
+            Institution::Social,
+        )
+        .expect("token");
+    let tcp = tokio::net::TcpStream::connect(t.stack.addresses[1])
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}/passerelle.v1.SocialService/GetCase",
+            t.stack.addresses[1]
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("stream");
+    // A gRPC frame announcing 100 bytes, of which 10 are sent; then nothing.
+    let mut frame = vec![0u8, 0, 0, 0, 100];
+    frame.extend_from_slice(&[0x0a; 10]);
+    body.send_data(frame.into(), false).expect("partial body");
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), response)
+        .await
+        .expect("the service answers before the test gives up");
+    let elapsed = started.elapsed();
+    // Cut: either an answer with a non-OK status or a reset of the stream.
+    if let Ok(answer) = answer {
+        let status = answer
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert_ne!(status.as_deref(), Some("0"), "{answer:?}");
+    }
+    assert!(
+        elapsed >= std::time::Duration::from_millis(400),
+        "{elapsed:?}"
+    );
+    // Everyone else is still served.
+    assert_eq!(unknown_case(&t).await.code(), Code::NotFound);
+    t.shutdown().await;
+}

@@ -197,83 +197,86 @@ async fn every_rpc_scoped_to_the_cases_people_refuses_an_agent_outside_the_case(
     use prost::Message;
     use prost_reflect::{DynamicMessage, Value};
 
-    let t = start(Backend::Sqlite, 11).await;
-    let case_id = t.enter_case("every-rpc").await;
-    let consent_id = t
-        .store(Institution::Social)
-        .await
-        .consents_for_case(&case_id)
-        .await
-        .expect("consents")
-        .first()
-        .expect("a consent")
-        .consent_id
-        .to_string();
-    let pool = passerelle_contract::descriptor_pool();
-    let policy = Policy::from_contract().expect("policy");
-    let mut scoped: Vec<_> = policy
-        .rules()
-        .filter(|r| r.scope == Some(CaseScope::CasePeople))
-        .collect();
-    scoped.sort_by(|a, b| a.path.cmp(&b.path));
-    assert!(scoped.len() >= 20, "{} scoped RPCs", scoped.len());
-    for (i, rule) in scoped.into_iter().enumerate() {
-        let method = pool
-            .get_service_by_name(&rule.service)
-            .and_then(|s| s.methods().find(|m| m.name() == rule.method))
-            .expect("method");
-        let mut request = DynamicMessage::new(method.input());
-        let mut names_the_case = false;
-        for field in method.input().fields() {
-            match field.name() {
-                "case_id" => {
-                    request.set_field(&field, Value::String(case_id.clone()));
-                    names_the_case = true;
-                }
-                "consent_id" => {
-                    request.set_field(&field, Value::String(consent_id.clone()));
-                    names_the_case = true;
-                }
-                "idempotency_key" => {
-                    request.set_field(&field, Value::String(format!("stranger-{i}")));
-                }
-                _ => {
-                    if let Some(inner) = field.kind().as_message().cloned()
-                        && let Some(inner_case) = inner.get_field_by_name("case_id")
-                    {
-                        let mut nested = DynamicMessage::new(inner);
-                        nested.set_field(&inner_case, Value::String(case_id.clone()));
-                        request.set_field(&field, Value::Message(nested));
+    on_every_backend(async |backend| {
+        let t = start(backend, 11).await;
+        let case_id = t.enter_case("every-rpc").await;
+        let consent_id = t
+            .store(Institution::Social)
+            .await
+            .consents_for_case(&case_id)
+            .await
+            .expect("consents")
+            .first()
+            .expect("a consent")
+            .consent_id
+            .to_string();
+        let pool = passerelle_contract::descriptor_pool();
+        let policy = Policy::from_contract().expect("policy");
+        let mut scoped: Vec<_> = policy
+            .rules()
+            .filter(|r| r.scope == Some(CaseScope::CasePeople))
+            .collect();
+        scoped.sort_by(|a, b| a.path.cmp(&b.path));
+        assert!(scoped.len() >= 20, "{} scoped RPCs", scoped.len());
+        for (i, rule) in scoped.into_iter().enumerate() {
+            let method = pool
+                .get_service_by_name(&rule.service)
+                .and_then(|s| s.methods().find(|m| m.name() == rule.method))
+                .expect("method");
+            let mut request = DynamicMessage::new(method.input());
+            let mut names_the_case = false;
+            for field in method.input().fields() {
+                match field.name() {
+                    "case_id" => {
+                        request.set_field(&field, Value::String(case_id.clone()));
                         names_the_case = true;
+                    }
+                    "consent_id" => {
+                        request.set_field(&field, Value::String(consent_id.clone()));
+                        names_the_case = true;
+                    }
+                    "idempotency_key" => {
+                        request.set_field(&field, Value::String(format!("stranger-{i}")));
+                    }
+                    _ => {
+                        if let Some(inner) = field.kind().as_message().cloned()
+                            && let Some(inner_case) = inner.get_field_by_name("case_id")
+                        {
+                            let mut nested = DynamicMessage::new(inner);
+                            nested.set_field(&inner_case, Value::String(case_id.clone()));
+                            request.set_field(&field, Value::Message(nested));
+                            names_the_case = true;
+                        }
                     }
                 }
             }
+            assert!(names_the_case, "{} names no case", rule.path);
+            let institution = rule.server;
+            let role = if institution == Institution::Emploi {
+                Role::Counsellor
+            } else {
+                Role::SocialWorker
+            };
+            assert!(rule.roles.contains(&role), "{}", rule.path);
+            let token = t
+                .stack
+                .token(institution, role, "outside-the-case", institution)
+                .expect("token");
+            let mut grpc = tonic::client::Grpc::new(t.channel(institution).await);
+            grpc.ready().await.expect("ready");
+            let path = http::uri::PathAndQuery::try_from(rule.path.as_str()).expect("path");
+            let status = grpc
+                .unary(with_token(request.encode_to_vec(), &token), path, RawCodec)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                status.code(),
+                Code::PermissionDenied,
+                "{}: {status:?}",
+                rule.path
+            );
         }
-        assert!(names_the_case, "{} names no case", rule.path);
-        let institution = rule.server;
-        let role = if institution == Institution::Emploi {
-            Role::Counsellor
-        } else {
-            Role::SocialWorker
-        };
-        assert!(rule.roles.contains(&role), "{}", rule.path);
-        let token = t
-            .stack
-            .token(institution, role, "outside-the-case", institution)
-            .expect("token");
-        let mut grpc = tonic::client::Grpc::new(t.channel(institution).await);
-        grpc.ready().await.expect("ready");
-        let path = http::uri::PathAndQuery::try_from(rule.path.as_str()).expect("path");
-        let status = grpc
-            .unary(with_token(request.encode_to_vec(), &token), path, RawCodec)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            status.code(),
-            Code::PermissionDenied,
-            "{}: {status:?}",
-            rule.path
-        );
-    }
-    t.shutdown().await;
+        t.shutdown().await;
+    })
+    .await;
 }

@@ -42,6 +42,7 @@ async fn readiness_waits_for_the_database() {
         agreement: "ille-et-vilaine-2023".into(),
         agreement_file: None,
         agreement_renewals: 0,
+        limits: Default::default(),
     };
     let mut config = service_config(&options, Institution::Emploi, &[addr; 3]);
     // The database lives in a directory that does not exist yet: it cannot be opened.

@@ -185,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
                     agreement: agreement.into(),
                     agreement_file: None,
                     agreement_renewals: 0,
+                    limits: Default::default(),
                 };
                 let stack = Stack::start(options, Arc::new(clock.clone())).await?;
                 println!(
@@ -244,6 +245,7 @@ async fn main() -> anyhow::Result<()> {
                 agreement,
                 agreement_file,
                 agreement_renewals: renewals,
+                limits: Default::default(),
             };
             let stack = Stack::start(options, Arc::new(SystemClock)).await?;
             let ends_on = rules.term.ends_after(renewals);

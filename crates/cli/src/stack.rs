@@ -10,7 +10,8 @@ use anyhow::Context;
 use passerelle_boundary::{KeyPair, Principals, Signer};
 use passerelle_domain::{Clock, Institution, Role};
 use passerelle_runtime::config::{
-    DatabaseUrl, Endpoints, IssuerConfig, ServiceIdentityConfig, TlsConfig, audience_of,
+    DatabaseUrl, Endpoints, IssuerConfig, LimitsConfig, ServiceIdentityConfig, TlsConfig,
+    audience_of,
 };
 use passerelle_runtime::{ServiceConfig, ServiceHandle};
 use tokio::net::TcpListener;
@@ -53,6 +54,8 @@ pub struct StackOptions {
     pub agreement_file: Option<PathBuf>,
     /// Express renewals of the agreement signed so far.
     pub agreement_renewals: u32,
+    /// What one client may ask of a service at once.
+    pub limits: LimitsConfig,
 }
 
 fn issuer_of(institution: Institution) -> String {
@@ -231,13 +234,14 @@ pub fn service_config(
     config.agreement = options.agreement.clone();
     config.agreement_file = options.agreement_file.clone();
     config.agreement_renewals = options.agreement_renewals;
+    config.limits = options.limits.clone();
     if options.quick_retries {
         config.casework.outbox.poll_interval_ms = 100;
         config.casework.outbox.initial_backoff_ms = 50;
         config.casework.outbox.max_backoff_ms = 400;
         config.casework.outbox.request_timeout_ms = 2_000;
         config.casework.housekeeping_interval_ms = 100;
-        config.limits.refusal_window_ms = 3_000;
+        config.limits.refusal_window_ms = config.limits.refusal_window_ms.min(3_000);
     }
     config
 }
