@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use passerelle_domain::{DataCategory, Institution, LegalBasis, Purpose, Role};
 use serde::{Deserialize, Serialize};
+
+use crate::identity::Caller;
 use sha2::{Digest, Sha256};
 
 /// The hash the first record of a log chains from.
@@ -64,6 +66,29 @@ pub struct AuditRecord {
 }
 
 impl AuditEntry {
+    /// A call coming in through `method` from `caller` (`None`: not
+    /// identified), allowed and carrying nothing until the caller of this
+    /// says otherwise.
+    pub fn inbound(at: DateTime<Utc>, caller: Option<&Caller>, method: &str) -> Self {
+        AuditEntry {
+            at,
+            direction: Direction::Inbound,
+            agent: caller.map(|c| c.agent.clone()),
+            agent_institution: caller.map(|c| c.institution),
+            agent_role: caller.map(|c| c.role),
+            counterpart: caller.map(|c| c.institution),
+            method: method.to_owned(),
+            case_id: None,
+            purpose: None,
+            legal_basis: None,
+            consent_id: None,
+            categories: BTreeSet::new(),
+            fields: vec![],
+            decision: Decision::Allowed,
+            reason: None,
+        }
+    }
+
     /// The canonical text that is hashed and stored.
     pub fn canonical_json(&self) -> String {
         // Struct fields serialise in declaration order and sets are ordered:

@@ -85,21 +85,10 @@ impl CrossingControl {
         case_id: Option<&str>,
     ) -> AuditEntry {
         AuditEntry {
-            at: self.clock.now(),
-            direction: Direction::Inbound,
-            agent: Some(caller.agent.clone()),
-            agent_institution: Some(caller.institution),
-            agent_role: Some(caller.role),
-            counterpart: Some(caller.institution),
-            method: method.to_owned(),
             case_id: case_id.map(Into::into),
             purpose: Some(rule.purpose),
             legal_basis: Some(rule.legal_basis),
-            consent_id: None,
-            categories: BTreeSet::new(),
-            fields: vec![],
-            decision: Decision::Allowed,
-            reason: None,
+            ..AuditEntry::inbound(self.clock.now(), Some(caller), method)
         }
     }
 
@@ -231,21 +220,10 @@ impl CrossingControl {
         reason: &str,
     ) -> Result<(), String> {
         let entry = AuditEntry {
-            at: self.clock.now(),
-            direction: Direction::Inbound,
-            agent: Some(caller.agent.clone()),
-            agent_institution: Some(caller.institution),
-            agent_role: Some(caller.role),
-            counterpart: Some(self.own),
-            method: method.to_owned(),
             case_id: Some(case_id.into()),
-            purpose: None,
-            legal_basis: None,
-            consent_id: None,
-            categories: BTreeSet::new(),
-            fields: vec![],
             decision: Decision::Denied,
             reason: Some(reason.to_owned()),
+            ..AuditEntry::inbound(self.clock.now(), Some(caller), method)
         };
         record(&*self.audit, entry).await
     }

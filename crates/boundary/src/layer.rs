@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tonic::Status;
 use tower::{Layer, Service};
 
-use crate::audit::{AuditEntry, Decision, Direction};
+use crate::audit::{AuditEntry, Decision};
 use crate::budget::{Charge, Coalesced, DenialBudget};
 use crate::identity::{Caller, Verifier};
 use crate::policy::{Policy, RpcRule};
@@ -308,21 +308,11 @@ impl Shared {
         let rule = self.policy.rule(path);
         let crossing = rule.and_then(|r| r.crossing.as_ref());
         let entry = AuditEntry {
-            at: self.clock.now(),
-            direction: Direction::Inbound,
-            agent: caller.map(|c| c.agent.clone()),
-            agent_institution: caller.map(|c| c.institution),
-            agent_role: caller.map(|c| c.role),
-            counterpart: caller.map(|c| c.institution),
-            method: path.to_owned(),
-            case_id: None,
             purpose: crossing.map(|c| c.purpose),
             legal_basis: crossing.map(|c| c.legal_basis),
-            consent_id: None,
-            categories: Default::default(),
-            fields: vec![],
             decision: Decision::Denied,
             reason: Some(reason.to_owned()),
+            ..AuditEntry::inbound(self.clock.now(), caller, path)
         };
         crate::ports::record(&*self.audit, entry)
             .await

@@ -65,7 +65,8 @@ impl<M> Pushed<M> {
     }
 }
 
-fn same_case(field: &'static str, inner: &str, subject: &str) -> Result<(), AppError> {
+/// A partner message whose inner case is not the one its envelope names is refused.
+pub fn same_case(field: &'static str, inner: &str, subject: &str) -> Result<(), AppError> {
     if inner == subject {
         Ok(())
     } else {

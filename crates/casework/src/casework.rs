@@ -145,24 +145,35 @@ impl Casework {
         };
         let referral = self.store.referral(case_id).await?;
         let halves = self.store.diagnoses(case_id).await?;
+        Ok(Some(self.parties_of(&case, referral.as_ref(), &halves)))
+    }
+
+    /// The case's people at this institution, from the case and its parts.
+    fn parties_of(
+        &self,
+        case: &Case,
+        referral: Option<&Referral>,
+        halves: &[DiagnosisHalf],
+    ) -> CaseParties {
         let pair = case
             .pair
-            .or_else(|| case.pending_entry.map(|entry| entry.pair));
-        Ok(Some(CaseParties {
+            .as_ref()
+            .or(case.pending_entry.as_ref().map(|entry| &entry.pair));
+        CaseParties {
             office_code: case.office_code.clone(),
             pair_member: pair.map(|p| match self.side {
-                Side::Emploi => p.counsellor,
-                Side::Social => p.social_worker,
+                Side::Emploi => p.counsellor.clone(),
+                Side::Social => p.social_worker.clone(),
             }),
             referrer: referral
                 .filter(|r| r.referring_network == self.side.network())
-                .map(|r| r.referred_by),
+                .map(|r| r.referred_by.clone()),
             diagnosis_authors: halves
-                .into_iter()
+                .iter()
                 .filter(|h| h.author_institution == self.own())
-                .map(|h| h.author)
+                .map(|h| h.author.clone())
                 .collect(),
-        }))
+        }
     }
 
     /// Need to know: `caller` reaches `case_id` through the RPC of `rule`
@@ -566,16 +577,7 @@ impl Casework {
         let referral = self.store.referral(case_id).await?;
         let diagnoses = self.store.diagnoses(case_id).await?;
         let consents = self.store.consents_for_case(case_id).await?;
-        // Local notes are for the pair, the coordinators and their authors.
-        let parties = self.case_parties(case_id).await?.unwrap_or_default();
-        let local_notes = self
-            .store
-            .local_notes(case_id)
-            .await?
-            .into_iter()
-            .filter(|n| may_read_note(caller, &parties, &n.author))
-            .map(|n| n.note)
-            .collect();
+        let notes = self.store.local_notes(case_id).await?;
         let plan = self.store.own_plan(case_id).await?;
         let plan_summaries = self.store.plan_summaries(case_id).await?;
         let case = self
@@ -583,6 +585,14 @@ impl Casework {
             .case(case_id)
             .await?
             .ok_or(AppError(DomainError::NotFound("case")))?;
+        // Local notes are for the pair, the office's coordinator and their
+        // authors; the people come from what was just read.
+        let parties = self.parties_of(&case, referral.as_ref(), &diagnoses);
+        let local_notes = notes
+            .into_iter()
+            .filter(|n| may_read_note(caller, &parties, &n.author))
+            .map(|n| n.note)
+            .collect();
         Ok(CaseView {
             case,
             referral,

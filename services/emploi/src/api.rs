@@ -3,7 +3,7 @@
 //! own. Handlers stay thin: validate, call the operation, convert back.
 
 use passerelle_casework::CaseworkRpcs;
-use passerelle_casework::api::{case_id, required};
+use passerelle_casework::api::{case_id, required, same_case};
 use passerelle_contract::v1::emploi_service_server::EmploiService;
 use passerelle_contract::{convert, v1};
 use passerelle_domain::SuspensionNotice;
@@ -264,13 +264,7 @@ impl EmploiService for EmploiApi {
         let m = &p.message;
         let notice = SuspensionNotice::try_from(required("notice", m.notice.as_ref())?)
             .map_err(within("notice"))?;
-        if notice.case_id != *m.case_id {
-            return Err(AppError::from(passerelle_domain::FieldError::new(
-                "notice.case_id",
-                "does not match case_id",
-            ))
-            .into());
-        }
+        same_case("notice.case_id", &notice.case_id, &m.case_id)?;
         self.support()?
             .receive_suspension(p.call(&m.idempotency_key), notice)
             .await?;
