@@ -296,3 +296,170 @@ async fn a_withdrawal_stops_what_was_queued_before_it() {
     );
     t.shutdown().await;
 }
+
+/// The audit records of `case_id` at `institution` made through `rpc`.
+async fn crossings_through(
+    t: &TestStack,
+    institution: Institution,
+    case_id: &str,
+    rpc: &str,
+) -> Vec<passerelle_boundary::AuditEntry> {
+    t.store(institution)
+        .await
+        .audit()
+        .entries()
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.case_id.as_deref() == Some(case_id) && e.method.ends_with(rpc))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_withdrawal_ends_the_case_on_both_sides() {
+    on_every_backend(async |backend| {
+        let t = start(backend, 11).await;
+        let case_id = t.enter_case("end").await;
+        let view = t.case_at_social(&case_id).await.expect("case at social");
+        let consent_id = view.consents[0].consent_id.clone();
+        t.social()
+            .await
+            .withdraw_consent(t.as_social_worker(v1::WithdrawConsentRequest {
+                idempotency_key: "w-end".into(),
+                consent_id,
+            }))
+            .await
+            .expect("withdrawn");
+
+        let exited_withdrawn = |c: Option<v1::Case>| {
+            c.is_some_and(|c| {
+                c.state == v1::CaseState::Exited as i32
+                    && c.exit_reason == v1::ExitReason::ConsentWithdrawn as i32
+            })
+        };
+        // At once where it was withdrawn, through the outbox at the partner,
+        // although no consent covers the case any more.
+        let here = t.case_at_social(&case_id).await.and_then(|a| a.case);
+        assert!(exited_withdrawn(here), "{backend:?}");
+        eventually("the case ended at emploi", async || {
+            exited_withdrawn(t.case_at_emploi(&case_id).await.and_then(|a| a.case))
+        })
+        .await;
+
+        // A crossing of its own: legal obligation, the case and codes only.
+        let sent =
+            crossings_through(&t, Institution::Social, &case_id, "ReceiveEndOfProcessing").await;
+        let received =
+            crossings_through(&t, Institution::Emploi, &case_id, "ReceiveEndOfProcessing").await;
+        for entries in [&sent, &received] {
+            assert_eq!(entries.len(), 1, "{backend:?}: {entries:?}");
+            let e = &entries[0];
+            assert_eq!(e.decision, Decision::Allowed);
+            assert_eq!(
+                e.purpose,
+                Some(passerelle_domain::Purpose::RightsNotification)
+            );
+            assert_eq!(
+                e.legal_basis,
+                Some(passerelle_domain::LegalBasis::LegalObligation)
+            );
+            assert!(e.categories.iter().all(|c| matches!(
+                c,
+                passerelle_domain::DataCategory::Public | passerelle_domain::DataCategory::Case
+            )));
+        }
+        let social_store = t.store(Institution::Social).await;
+        eventually("outbox settled", async || {
+            social_store.outbox_depth().await.expect("depth").pending == 0
+        })
+        .await;
+        assert_eq!(
+            social_store.outbox_depth().await.expect("depth").abandoned,
+            0
+        );
+        t.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_withdrawal_before_the_decision_withdraws_the_referral_at_the_partner() {
+    let t = start(Backend::Sqlite, 11).await;
+    let consent = t
+        .social_consent("c-pending", &[v1::Purpose::Referral])
+        .await;
+    t.social_referral("r-pending", &consent, "Gwenola")
+        .await
+        .expect("referral");
+    eventually("referral at emploi", async || {
+        t.case_at_emploi(&consent.case_id).await.is_some()
+    })
+    .await;
+    t.social()
+        .await
+        .withdraw_consent(t.as_social_worker(v1::WithdrawConsentRequest {
+            idempotency_key: "w-pending".into(),
+            consent_id: consent.consent_id.clone(),
+        }))
+        .await
+        .expect("withdrawn");
+    eventually("the referral withdrawn at emploi", async || {
+        t.case_at_emploi(&consent.case_id)
+            .await
+            .and_then(|a| a.case)
+            .is_some_and(|c| {
+                c.state == v1::CaseState::NotEntered as i32
+                    && c.referral_state == v1::ReferralState::Withdrawn as i32
+            })
+    })
+    .await;
+    // Nothing is left for the receiving office to decide, nor to tell.
+    let status = t
+        .emploi()
+        .await
+        .decide_referral(t.as_counsellor(v1::DecideReferralRequest {
+            idempotency_key: "too-late".into(),
+            case_id: consent.case_id.clone(),
+            decision: v1::ReferralState::Accepted as i32,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.message(), "the consent was withdrawn");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_case_the_partner_never_heard_of_gets_no_end_notice() {
+    let mut t = start(Backend::Sqlite, 11).await;
+    // The consent only: no referral, so nothing of the case reached emploi.
+    let consent = t.social_consent("c-alone", &[v1::Purpose::Referral]).await;
+    t.stack
+        .stop(Institution::Emploi)
+        .await
+        .expect("stop emploi");
+    t.social()
+        .await
+        .withdraw_consent(t.as_social_worker(v1::WithdrawConsentRequest {
+            idempotency_key: "w-alone".into(),
+            consent_id: consent.consent_id.clone(),
+        }))
+        .await
+        .expect("withdrawn");
+    let queued: Vec<String> = t
+        .store(Institution::Social)
+        .await
+        .pending_outbox(100)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|m| m.message.kind().to_owned())
+        .collect();
+    // The consent record itself travels (its copy was shared); no end notice.
+    assert!(
+        !queued.iter().any(|k| k == "end_of_processing"),
+        "{queued:?}"
+    );
+    t.shutdown().await;
+}

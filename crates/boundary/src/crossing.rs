@@ -309,6 +309,7 @@ impl CrossingControl {
             Err(refusal) => {
                 let mut entry =
                     self.sending_entry(caller, partner, case_id, purpose, target_method);
+                entry.legal_basis = Some(LegalBasis::Consent);
                 entry.decision = Decision::Denied;
                 entry.reason = Some(refusal.to_string());
                 record(&*self.audit, entry)

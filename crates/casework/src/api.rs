@@ -8,7 +8,8 @@ use passerelle_boundary::layer::{admission, caller};
 use passerelle_contract::{convert, v1};
 use passerelle_domain::plan::PlanSummary;
 use passerelle_domain::{
-    Consent, DiagnosisHalf, FieldError, Referral, ReferralDecision, person::optional_text,
+    Consent, DiagnosisHalf, EndOfProcessing, FieldError, Referral, ReferralDecision,
+    person::optional_text,
 };
 use passerelle_runtime::idempotency::{Call, local, request_digest};
 use passerelle_runtime::{AppError, Ready, within};
@@ -361,6 +362,22 @@ impl CaseworkRpcs {
         let casework = &self.app()?.casework;
         casework.receive_case_event(call, &m.case_id, event).await?;
         Ok(Response::new(v1::ReceiveCaseEventResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ReceiveEndOfProcessing"))]
+    pub async fn receive_end_of_processing(
+        &self,
+        request: Request<v1::ReceiveEndOfProcessingRequest>,
+    ) -> Answer<v1::ReceiveEndOfProcessingResponse> {
+        let p = self.admit_push(request, |m| &m.case_id).await?;
+        let m = &p.message;
+        let end = EndOfProcessing::try_from(required("notice", m.notice.as_ref())?)
+            .map_err(within("notice"))?;
+        same_case("notice.case_id", &end.case_id, &m.case_id)?;
+        let call = p.call(&m.idempotency_key);
+        let casework = &self.app()?.casework;
+        casework.receive_end_of_processing(call, end).await?;
+        Ok(Response::new(v1::ReceiveEndOfProcessingResponse {}))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ReceiveReferralDecision"))]

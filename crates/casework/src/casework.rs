@@ -14,9 +14,9 @@ use passerelle_domain::person::MAX_NOTE;
 use passerelle_domain::plan::{Plan, PlanKind, PlanSummary, PlanTheme};
 use passerelle_domain::{
     Case, CaseEvent, CaseExit, CaseId, CaseState, Clock, Consent, ConsentState, DiagnosisDraft,
-    DiagnosisHalf, DomainError, DueKind, ExitReason, FieldError, Indicators, Institution,
-    NewConsent, Outbound, Purpose, Referral, ReferralDecision, ReferralDraft, ReferralState, Role,
-    Side, Track,
+    DiagnosisHalf, DomainError, DueKind, EndOfProcessing, EndOfProcessingReason, ExitReason,
+    FieldError, Indicators, Institution, NewConsent, Outbound, Purpose, Referral, ReferralDecision,
+    ReferralDraft, ReferralState, Role, Side, Track,
 };
 use passerelle_runtime::error::AppError;
 use passerelle_runtime::idempotency::{self, Call};
@@ -316,6 +316,16 @@ impl Casework {
             tx.upsert_consent(&consent).await?;
             if consent.recipients.contains(&partner) {
                 self.tell_partner(tx, &Outbound::Consent(consent.clone())).await?;
+            }
+            // Processing of the case ends on both sides (GDPR art. 7(3)).
+            let end = EndOfProcessing {
+                case_id: consent.case_id.clone(),
+                ended_at: now,
+                reason: EndOfProcessingReason::ConsentWithdrawn,
+            };
+            self.end_processing_in(tx, &end).await?;
+            if tx.partner_knows_case(&end.case_id).await? {
+                self.tell_partner(tx, &Outbound::EndOfProcessing(end)).await?;
             }
             tracing::info!(consent_id = %consent.consent_id, by = %call.caller.agent, "consent withdrawn");
             Ok(consent)
@@ -675,6 +685,31 @@ impl Casework {
             );
             self.save_and_tell(tx, &case, false, None).await?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Ends processing of a case in `tx`, if this side holds it and it has
+    /// not ended already.
+    async fn end_processing_in(&self, tx: &mut Tx, end: &EndOfProcessing) -> Result<()> {
+        if let Some(mut case) = tx.case(&end.case_id).await?
+            && case.end_processing(end)
+        {
+            self.save_and_tell(tx, &case, false, None).await?;
+            tracing::info!(case_id = %end.case_id, reason = %end.reason, "processing ended");
+        }
+        Ok(())
+    }
+
+    /// The partner ended processing of a case at the person's request: it
+    /// ends here too (a case this side never held has nothing to end).
+    pub async fn receive_end_of_processing(
+        &self,
+        call: Call<'_>,
+        end: EndOfProcessing,
+    ) -> Result<()> {
+        self.once(call, async |tx: &mut Tx| {
+            self.end_processing_in(tx, &end).await
         })
         .await
     }

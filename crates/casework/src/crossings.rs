@@ -10,6 +10,7 @@ pub const RECEIVE_CASE_EVENT: &str = "ReceiveCaseEvent";
 pub const RECEIVE_REFERRAL_DECISION: &str = "ReceiveReferralDecision";
 pub const RECEIVE_PLAN_SUMMARY: &str = "ReceivePlanSummary";
 pub const RECEIVE_SUSPENSION_NOTICE: &str = "ReceiveSuspensionNotice";
+pub const RECEIVE_END_OF_PROCESSING: &str = "ReceiveEndOfProcessing";
 
 /// The table of crossings: the partner RPC each kind of message goes
 /// through. Refusals are audited under the same method as deliveries.
@@ -22,5 +23,6 @@ pub fn rpc_of(message: &Outbound) -> &'static str {
         Outbound::ReferralDecision { .. } => RECEIVE_REFERRAL_DECISION,
         Outbound::PlanSummary(_) => RECEIVE_PLAN_SUMMARY,
         Outbound::Suspension(_) => RECEIVE_SUSPENSION_NOTICE,
+        Outbound::EndOfProcessing(_) => RECEIVE_END_OF_PROCESSING,
     }
 }

@@ -42,6 +42,7 @@ pub struct Relay {
 
 /// What was sent, for the audit record.
 struct Sent {
+    legal_basis: passerelle_domain::LegalBasis,
     fields: Vec<String>,
     categories: BTreeSet<DataCategory>,
 }
@@ -257,6 +258,14 @@ impl Relay {
                 };
                 self.send(&path, m, allowed).await
             }
+            Outbound::EndOfProcessing(e) => {
+                let m = v1::ReceiveEndOfProcessingRequest {
+                    idempotency_key: key,
+                    case_id: id,
+                    notice: Some(e.into()),
+                };
+                self.send(&path, m, allowed).await
+            }
             Outbound::Suspension(n) => {
                 let m = v1::ReceiveSuspensionNoticeRequest {
                     idempotency_key: key,
@@ -266,12 +275,11 @@ impl Relay {
                 self.send(&path, m, allowed).await
             }
         }?;
-        let purpose = message
-            .consent_purpose()
-            .unwrap_or(passerelle_domain::Purpose::ConsentRecord);
+        let purpose = message.purpose();
         let crossings = &self.casework.crossings;
         let mut entry =
             crossings.sending_entry(None, self.casework.partner(), &case_id, purpose, &path);
+        entry.legal_basis = Some(sent.legal_basis);
         entry.consent_id = consent.map(|c| c.consent_id);
         entry.categories = sent.categories;
         entry.fields = sent.fields;
@@ -311,6 +319,7 @@ impl Relay {
             .await
             .map_err(|s| classify(&s))?;
         Ok(Sent {
+            legal_basis: rule.legal_basis,
             fields: out.kept,
             categories: out.categories,
         })

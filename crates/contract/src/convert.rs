@@ -119,7 +119,7 @@ enum_pair!(pub fn role: v1::Role => domain::Role {
 });
 
 enum_pair!(pub fn purpose: v1::Purpose => domain::Purpose {
-    Referral, GlobalSupport, ExclusiveSocialSupport, RsaJobseekerList, JobseekerFile, Statistics, SubjectAccess, ConsentRecord
+    Referral, GlobalSupport, ExclusiveSocialSupport, RsaJobseekerList, JobseekerFile, Statistics, SubjectAccess, ConsentRecord, RightsNotification
 });
 
 enum_pair!(pub fn legal_basis: v1::LegalBasis => domain::LegalBasis {
@@ -536,7 +536,7 @@ enum_pair!(pub fn track: v1::Track => domain::Track {
 });
 
 enum_pair!(pub fn exit_reason: v1::ExitReason => domain::ExitReason {
-    Job, Training, JobSearchAutonomy, SocialProblemSolved, EndedByPerson, MissedAppointments, Deregistered, EndOfTerm, EmploymentTrack
+    Job, Training, JobSearchAutonomy, SocialProblemSolved, EndedByPerson, MissedAppointments, Deregistered, EndOfTerm, EmploymentTrack, ConsentWithdrawn
 });
 
 pub fn pair(p: &v1::Pair) -> Result<domain::Pair> {
@@ -943,7 +943,7 @@ pub fn entry_evidence(list: &[v1::ConsentEvidence]) -> Result<Vec<domain::Eviden
 }
 
 enum_pair!(pub fn referral_state: v1::ReferralState => domain::ReferralState {
-    Pending, Accepted, Refused, Expired
+    Pending, Accepted, Refused, Expired, Withdrawn
 });
 
 enum_pair!(pub fn referent: v1::Referent => domain::Referent {
@@ -1019,6 +1019,31 @@ impl From<&domain::SuspensionNotice> for v1::SuspensionNotice {
                 .map(|o| v1::ExclusiveOutcome::from(o) as i32)
                 .unwrap_or_default(),
             changed_at: Some(timestamp(d.changed_at)),
+        }
+    }
+}
+
+enum_pair!(fn end_of_processing_reason: v1::EndOfProcessingReason => domain::EndOfProcessingReason {
+    ConsentWithdrawn
+});
+
+impl TryFrom<&v1::EndOfProcessingNotice> for domain::EndOfProcessing {
+    type Error = FieldError;
+    fn try_from(p: &v1::EndOfProcessingNotice) -> Result<Self> {
+        Ok(domain::EndOfProcessing {
+            case_id: identifier("case_id", &p.case_id)?.into(),
+            ended_at: timestamp_from("ended_at", p.ended_at.as_ref())?,
+            reason: enum_field("reason", p.reason, end_of_processing_reason)?,
+        })
+    }
+}
+
+impl From<&domain::EndOfProcessing> for v1::EndOfProcessingNotice {
+    fn from(d: &domain::EndOfProcessing) -> Self {
+        v1::EndOfProcessingNotice {
+            case_id: d.case_id.to_string(),
+            ended_at: Some(timestamp(d.ended_at)),
+            reason: v1::EndOfProcessingReason::from(d.reason) as i32,
         }
     }
 }

@@ -208,6 +208,20 @@ pub struct SuspensionNotice {
     pub changed_at: DateTime<Utc>,
 }
 
+coded_enum!(
+    /// Why processing of a case ends at the person's request.
+    EndOfProcessingReason { ConsentWithdrawn => "consent_withdrawn" }
+);
+
+/// Processing of a case ends at the person's request, on both sides: all
+/// the partner is told is the case, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndOfProcessing {
+    pub case_id: CaseId,
+    pub ended_at: DateTime<Utc>,
+    pub reason: EndOfProcessingReason,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Case {
     pub case_id: CaseId,
@@ -329,7 +343,7 @@ impl Case {
                 return Err(FieldError::new("decision", "must accept or refuse").into());
             }
             ReferralState::Accepted => {}
-            ReferralState::Refused | ReferralState::Expired => {
+            ReferralState::Refused | ReferralState::Expired | ReferralState::Withdrawn => {
                 self.state = CaseState::NotEntered;
             }
         }
@@ -591,6 +605,32 @@ impl Case {
                 follow_up_months.and_then(|m| exit.exited_at.checked_add_months(Months::new(m)));
         }
         Ok(())
+    }
+
+    /// Ends processing at the person's request (consent withdrawn): a case
+    /// in support exits, one not yet entered never will (a pending referral
+    /// is withdrawn). `false` when the case had already ended.
+    pub fn end_processing(&mut self, end: &EndOfProcessing) -> bool {
+        let EndOfProcessingReason::ConsentWithdrawn = end.reason;
+        match self.state {
+            CaseState::Exited | CaseState::NotEntered => return false,
+            CaseState::Active => {
+                self.state = CaseState::Exited;
+                self.exited_at = Some(end.ended_at);
+            }
+            CaseState::Referred | CaseState::Diagnosed | CaseState::Queued => {
+                if self.referral_state == ReferralState::Pending {
+                    self.referral_state = ReferralState::Withdrawn;
+                    self.referral_decided_at = Some(end.ended_at);
+                }
+                self.state = CaseState::NotEntered;
+                self.pending_entry = None;
+            }
+        }
+        self.exit_reason = Some(ExitReason::ConsentWithdrawn);
+        self.review_due_at = None;
+        self.follow_up_due_at = None;
+        true
     }
 
     /// One more missed appointment; `true` when it reaches the threshold
@@ -867,6 +907,38 @@ mod tests {
             evidence: vec![],
             referent: Referent::Counsellor,
         }
+    }
+
+    fn withdrawn(days: i64) -> EndOfProcessing {
+        EndOfProcessing {
+            case_id: "k".into(),
+            ended_at: t0() + Duration::days(days),
+            reason: EndOfProcessingReason::ConsentWithdrawn,
+        }
+    }
+
+    #[test]
+    fn a_withdrawal_ends_a_case_whatever_its_stage_and_only_once() {
+        let mut pending = Case::referred(&referral(), 30);
+        assert!(pending.end_processing(&withdrawn(1)));
+        assert_eq!(pending.state, CaseState::NotEntered);
+        assert_eq!(pending.referral_state, ReferralState::Withdrawn);
+        assert_eq!(pending.referral_decided_at, Some(t0() + Duration::days(1)));
+        assert!(!pending.referral_expired_at(t0() + Duration::days(60)));
+
+        let mut active = accepted();
+        active.state = CaseState::Diagnosed;
+        active.enter(&entry(10), &support()).expect("enters");
+        assert!(active.end_processing(&withdrawn(20)));
+        assert_eq!(active.state, CaseState::Exited);
+        assert_eq!(active.exited_at, Some(t0() + Duration::days(20)));
+        assert_eq!(active.exit_reason, Some(ExitReason::ConsentWithdrawn));
+        assert!(active.ends_at.is_some(), "the period is history");
+        assert!(active.due_by(t0() + Duration::days(9999)).is_empty());
+        // Told twice (a replay, or both sides ending it): nothing changes.
+        let before = active.clone();
+        assert!(!active.end_processing(&withdrawn(30)));
+        assert_eq!(active, before);
     }
 
     #[test]

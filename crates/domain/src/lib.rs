@@ -22,8 +22,9 @@ pub mod vocabulary;
 
 pub use case::{
     Case, CaseEntry, CaseEvent, CaseExit, CaseRenewal, CaseState, CheckAnswer, DiagnosisDraft,
-    DiagnosisHalf, DueKind, ExclusiveOutcome, ExitReason, ExitType, Pair, Referent, Referral,
-    ReferralDecision, ReferralDraft, ReferralState, SuspensionNotice, Track, Verdict,
+    DiagnosisHalf, DueKind, EndOfProcessing, EndOfProcessingReason, ExclusiveOutcome, ExitReason,
+    ExitType, Pair, Referent, Referral, ReferralDecision, ReferralDraft, ReferralState,
+    SuspensionNotice, Track, Verdict,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentRefusal, ConsentState, Evidence, EvidenceKind, NewConsent};

@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::case::{CaseEvent, DiagnosisHalf, Referral, ReferralDecision, SuspensionNotice};
+use crate::case::{
+    CaseEvent, DiagnosisHalf, EndOfProcessing, Referral, ReferralDecision, SuspensionNotice,
+};
 use crate::consent::Consent;
 use crate::ids::CaseId;
 use crate::plan::PlanSummary;
@@ -26,6 +28,8 @@ pub enum Outbound {
     PlanSummary(PlanSummary),
     /// Exclusive social support: the employment side's follow-up is suspended.
     Suspension(SuspensionNotice),
+    /// Processing ends at the person's request (consent withdrawn).
+    EndOfProcessing(EndOfProcessing),
 }
 
 impl Outbound {
@@ -39,6 +43,7 @@ impl Outbound {
             }
             Outbound::PlanSummary(p) => &p.case_id,
             Outbound::Suspension(s) => &s.case_id,
+            Outbound::EndOfProcessing(e) => &e.case_id,
         }
     }
 
@@ -52,20 +57,31 @@ impl Outbound {
             Outbound::ReferralDecision { .. } => "referral_decision",
             Outbound::PlanSummary(_) => "plan_summary",
             Outbound::Suspension(_) => "suspension",
+            Outbound::EndOfProcessing(_) => "end_of_processing",
         }
     }
 
-    /// The purpose the crossing serves, and so the consent it needs; `None`
-    /// for consent records themselves, which travel on the public task so a
-    /// withdrawal can never be held back by the absence of consent.
+    /// The purpose the crossing serves.
+    pub fn purpose(&self) -> Purpose {
+        match self {
+            Outbound::Consent(_) => Purpose::ConsentRecord,
+            Outbound::EndOfProcessing(_) => Purpose::RightsNotification,
+            Outbound::Referral(_) | Outbound::Diagnosis(_) | Outbound::ReferralDecision { .. } => {
+                Purpose::Referral
+            }
+            Outbound::CaseEvent { .. } | Outbound::PlanSummary(_) => Purpose::GlobalSupport,
+            Outbound::Suspension(_) => Purpose::ExclusiveSocialSupport,
+        }
+    }
+
+    /// The purpose whose consent the crossing needs; `None` for consent
+    /// records and end-of-processing notices, which travel on the
+    /// controllers' own task or obligation so a withdrawal can never be held
+    /// back by the absence of consent.
     pub fn consent_purpose(&self) -> Option<Purpose> {
         match self {
-            Outbound::Consent(_) => None,
-            Outbound::Referral(_) | Outbound::Diagnosis(_) | Outbound::ReferralDecision { .. } => {
-                Some(Purpose::Referral)
-            }
-            Outbound::CaseEvent { .. } | Outbound::PlanSummary(_) => Some(Purpose::GlobalSupport),
-            Outbound::Suspension(_) => Some(Purpose::ExclusiveSocialSupport),
+            Outbound::Consent(_) | Outbound::EndOfProcessing(_) => None,
+            other => Some(other.purpose()),
         }
     }
 }

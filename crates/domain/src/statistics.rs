@@ -344,10 +344,15 @@ pub fn contributions(f: &CaseFacts) -> Vec<(CubeKey, i64)> {
                         1,
                     );
                 }
+                ReferralState::Withdrawn => add(&REFERRAL_OUTCOMES, decided, "withdrawn", 1),
                 ReferralState::Pending => {}
             }
         }
-        if c.state == CaseState::NotEntered && c.referral_state == ReferralState::Accepted {
+        // A person who withdrew their consent was not kept out by the diagnosis.
+        if c.state == CaseState::NotEntered
+            && c.referral_state == ReferralState::Accepted
+            && c.exit_reason != Some(crate::case::ExitReason::ConsentWithdrawn)
+        {
             add(&KEPT_OUT, c.diagnosed_at.unwrap_or(c.referred_at), "", 1);
         }
         let open = matches!(

@@ -19,6 +19,8 @@ coded_enum!(
         Accepted => "accepted",
         Refused => "refused",
         Expired => "expired",
+        /// The person withdrew their consent before the decision.
+        Withdrawn => "withdrawn",
     }
 );
 
@@ -39,6 +41,8 @@ coded_enum!(
         EndOfTerm => "end_of_term",
         /// Axe 3 ends with a return to one of the employment side's tracks.
         EmploymentTrack => "employment_track",
+        /// The person withdrew their consent: processing ends on both sides.
+        ConsentWithdrawn => "consent_withdrawn",
     }
 );
 

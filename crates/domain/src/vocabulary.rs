@@ -60,6 +60,7 @@ coded_enum!(
         Statistics => "statistics",
         SubjectAccess => "subject_access",
         ConsentRecord => "consent_record",
+        RightsNotification => "rights_notification",
     }
 );
 

@@ -708,6 +708,22 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Whether the partner holds the case: its referral came from the
+    /// partner, or a message about the case (not a mere consent copy) was
+    /// queued for the partner, which a later message follows in order.
+    pub async fn partner_knows_case(&mut self, case_id: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "SELECT 1 AS one FROM referrals WHERE case_id = $1 AND origin = $2
+             UNION ALL SELECT 1 AS one FROM outbox
+               WHERE case_id = $1 AND kind <> 'consent' AND abandoned_at IS NULL",
+        )
+        .bind(case_id)
+        .bind(Origin::Partner.code())
+        .fetch_optional(&mut *self.tx)
+        .await?
+        .is_some())
+    }
+
     pub async fn referral_exists(&mut self, case_id: &str) -> Result<bool> {
         Ok(
             sqlx::query("SELECT 1 AS one FROM referrals WHERE case_id = $1")

@@ -96,6 +96,12 @@ impl SocialService for SocialApi {
     ) -> Answer<v1::ReceiveDiagnosisResponse> {
         self.casework.receive_diagnosis(r).await
     }
+    async fn receive_end_of_processing(
+        &self,
+        r: Request<v1::ReceiveEndOfProcessingRequest>,
+    ) -> Answer<v1::ReceiveEndOfProcessingResponse> {
+        self.casework.receive_end_of_processing(r).await
+    }
     async fn receive_case_event(
         &self,
         r: Request<v1::ReceiveCaseEventRequest>,
