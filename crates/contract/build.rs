@@ -12,6 +12,7 @@ const FILES: &[&str] = &[
     "passerelle/v1/social.proto",
     "passerelle/v1/pilotage.proto",
     "passerelle/v1/directory.proto",
+    "passerelle/v1/rights.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -216,6 +216,17 @@ impl TestStack {
         with_token(message, &token)
     }
 
+    /// The data protection officer of `institution`, calling its own service.
+    pub fn as_dpo<T>(&self, institution: Institution, message: T) -> Request<T> {
+        self.as_agent(
+            institution,
+            Role::Dpo,
+            &format!("dpo-{}", institution.code()),
+            institution,
+            message,
+        )
+    }
+
     /// A coordinator of `office` at `institution`, calling their own service.
     pub fn as_coordinator_of<T>(
         &self,

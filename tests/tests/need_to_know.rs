@@ -257,7 +257,12 @@ async fn every_rpc_scoped_to_the_cases_people_refuses_an_agent_outside_the_case(
             } else {
                 Role::SocialWorker
             };
-            assert!(rule.roles.contains(&role), "{}", rule.path);
+            if !rule.roles.contains(&role) {
+                // The institution's DPO answers for every case it holds: no
+                // caller of the only role allowed is outside the case.
+                assert!(rule.roles.iter().all(|r| *r == Role::Dpo), "{}", rule.path);
+                continue;
+            }
             let token = t
                 .stack
                 .token(institution, role, "outside-the-case", institution)

@@ -25,8 +25,13 @@ use crate::relay::Relay;
 pub struct InstitutionApp {
     pub casework: Casework,
     pub directory: Directory,
+    /// The contract as the DPO's documents read it, built once at start.
+    pub catalogue: Arc<passerelle_rights::Catalogue>,
+    /// Calls to the partner's service; `None` when none is configured.
+    pub partner: Option<Outgoing>,
     relay: Option<Relay>,
     housekeeping_interval: std::time::Duration,
+    anchor_interval: std::time::Duration,
 }
 
 impl InstitutionApp {
@@ -68,10 +73,9 @@ impl InstitutionApp {
         let directory = Directory::new(store, clock, agreement);
         let partner = side.partner().institution();
         let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
-        let relay = match (config.endpoint(partner), config.signer()?) {
-            (Some(url), Some(signer)) => Some(Relay {
-                casework: casework.clone(),
-                target: Outgoing::new(
+        let outgoing = match (config.endpoint(partner), config.signer()?) {
+            (Some(url), Some(signer)) => Some(
+                Outgoing::new(
                     url,
                     signer,
                     config.institution,
@@ -80,23 +84,57 @@ impl InstitutionApp {
                     tls.as_ref(),
                 )
                 .map_err(anyhow::Error::msg)?,
-                minimiser,
-                policy: Policy::from_contract().map_err(anyhow::Error::msg)?,
-                config: config.casework.outbox.clone(),
-            }),
+            ),
             _ => {
                 tracing::warn!(%partner, "no partner endpoint or service identity configured: messages stay in the outbox");
                 None
             }
         };
+        let relay = match &outgoing {
+            Some(target) => Some(Relay {
+                casework: casework.clone(),
+                target: target.clone(),
+                minimiser,
+                policy: Policy::from_contract().map_err(anyhow::Error::msg)?,
+                config: config.casework.outbox.clone(),
+            }),
+            None => None,
+        };
         Ok(InstitutionApp {
             casework,
             directory,
+            catalogue: Arc::new(
+                passerelle_rights::Catalogue::from_contract().map_err(anyhow::Error::msg)?,
+            ),
+            partner: outgoing,
             relay,
             housekeeping_interval: std::time::Duration::from_millis(
                 config.casework.housekeeping_interval_ms,
             ),
+            anchor_interval: std::time::Duration::from_millis(
+                config.casework.audit_anchor_interval_ms,
+            ),
         })
+    }
+}
+
+impl InstitutionApp {
+    /// Sends this log's head to the partner every `anchor_interval` when
+    /// something was recorded since; a partner that is down is tried again
+    /// at the next interval.
+    async fn keep_anchoring(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.anchor_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(why) = crate::dpo::anchor_if_due(&self).await {
+                tracing::info!(reason = %why, "audit head not anchored at the partner; will retry");
+            }
+        }
     }
 }
 
@@ -117,11 +155,12 @@ impl ServiceState for InstitutionApp {
                 .clone()
                 .keep_deadlines(self.housekeeping_interval, shutdown.clone()),
         );
+        let anchors = tokio::spawn(self.clone().keep_anchoring(shutdown.clone()));
         self.relay
             .clone()
             .map(|relay| tokio::spawn(relay.run(shutdown)))
             .into_iter()
-            .chain([housekeeping])
+            .chain([housekeeping, anchors])
             .collect()
     }
 }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod casework;
 pub mod crossings;
+pub mod dpo;
 pub mod relay;
 
 pub use api::CaseworkRpcs;

@@ -2,6 +2,8 @@
 //! (used by `up`, `demo` and the end-to-end tests), the demo scenario, and
 //! development tokens.
 
+pub mod audit;
 pub mod demo;
+pub mod register;
 pub mod report;
 pub mod stack;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use passerelle_cli::stack::{DEV_TOKEN_TTL_SECONDS, Databases, Stack, StackOptions, dev_signer};
-use passerelle_cli::{demo, report};
+use passerelle_cli::{audit, demo, register, report};
 use passerelle_domain::{Institution, ManualClock, Role, SystemClock};
 use passerelle_runtime::config::audience_of;
 use passerelle_runtime::server::termination_signal;
@@ -81,6 +81,31 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         renewals: u32,
     },
+    /// Write an institution's record of processing activities (GDPR art. 30)
+    /// from the contract and the agreement, with the crossings its audit
+    /// log shows over the last year when a database is given.
+    Register {
+        /// emploi or social.
+        #[arg(long)]
+        institution: String,
+        /// A shipped agreement or an agreement file.
+        #[arg(long, default_value = "ille-et-vilaine-2023")]
+        agreement: String,
+        /// markdown, html or json.
+        #[arg(long, default_value = "markdown")]
+        format: String,
+        /// The institution's database (its audit log), e.g. sqlite://.passerelle/emploi.db.
+        #[arg(long)]
+        database: Option<String>,
+        /// Write here instead of the standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The audit log's tools.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Print a token signed by the local development issuer.
     Token {
         /// emploi, social or pilotage.
@@ -107,6 +132,41 @@ enum Command {
         #[arg(long)]
         office: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Check a database's audit chain offline and, given the partner's
+    /// database, against the heads the partner keeps of it. Exits with 1
+    /// when a record differs, naming the first one.
+    Verify {
+        /// The institution's database, e.g. sqlite://.passerelle/emploi.db.
+        #[arg(long)]
+        database: String,
+        /// The partner's database, which keeps this log's heads.
+        #[arg(long)]
+        partner_database: Option<String>,
+    },
+}
+
+/// A shipped agreement by id, or an agreement file: (id, file, rules).
+fn load_agreement(
+    agreement: &str,
+) -> anyhow::Result<(
+    String,
+    Option<PathBuf>,
+    passerelle_domain::agreement::Agreement,
+)> {
+    match passerelle_domain::agreement::shipped(agreement) {
+        Ok(rules) => Ok((agreement.to_owned(), None, rules)),
+        Err(_) => {
+            let text = std::fs::read_to_string(agreement).with_context(|| {
+                format!("{agreement} is neither a shipped agreement (ille-et-vilaine-2023, seine-et-marne-2020) nor a readable agreement file")
+            })?;
+            let rules = passerelle_domain::agreement::Agreement::from_toml(&text)?;
+            Ok((rules.id.clone(), Some(PathBuf::from(agreement)), rules))
+        }
+    }
 }
 
 fn institution(text: &str) -> anyhow::Result<Institution> {
@@ -216,18 +276,7 @@ async fn main() -> anyhow::Result<()> {
             agreement,
             renewals,
         } => {
-            let (agreement, agreement_file, rules) = match passerelle_domain::agreement::shipped(
-                &agreement,
-            ) {
-                Ok(rules) => (agreement, None, rules),
-                Err(_) => {
-                    let text = std::fs::read_to_string(&agreement).with_context(|| {
-                            format!("{agreement} is neither a shipped agreement (ille-et-vilaine-2023, seine-et-marne-2020) nor a readable agreement file")
-                        })?;
-                    let rules = passerelle_domain::agreement::Agreement::from_toml(&text)?;
-                    (rules.id.clone(), Some(PathBuf::from(&agreement)), rules)
-                }
-            };
+            let (agreement, agreement_file, rules) = load_agreement(&agreement)?;
             let telemetry =
                 passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
                     "passerelle-local",
@@ -269,6 +318,37 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("Stopping…");
             stack.shutdown().await?;
             telemetry.shutdown().await;
+        }
+        Command::Register {
+            institution: inst,
+            agreement,
+            format,
+            database,
+            out,
+        } => {
+            let inst = institution(&inst)?;
+            let (_, _, rules) = load_agreement(&agreement)?;
+            let document = register::write(inst, &rules, &format, database.as_deref()).await?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, document)?;
+                    println!("{}", path.display());
+                }
+                None => print!("{document}"),
+            }
+        }
+        Command::Audit {
+            action:
+                AuditAction::Verify {
+                    database,
+                    partner_database,
+                },
+        } => {
+            let found = audit::verify(&database, partner_database.as_deref()).await?;
+            print!("{found}");
+            if !found.intact() {
+                std::process::exit(1);
+            }
         }
         Command::Token {
             institution: inst,

@@ -241,6 +241,7 @@ pub fn service_config(
         config.casework.outbox.max_backoff_ms = 400;
         config.casework.outbox.request_timeout_ms = 2_000;
         config.casework.housekeeping_interval_ms = 100;
+        config.casework.audit_anchor_interval_ms = 200;
         config.limits.refusal_window_ms = config.limits.refusal_window_ms.min(3_000);
     }
     config

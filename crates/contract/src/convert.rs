@@ -119,7 +119,7 @@ enum_pair!(pub fn role: v1::Role => domain::Role {
 });
 
 enum_pair!(pub fn purpose: v1::Purpose => domain::Purpose {
-    Referral, GlobalSupport, ExclusiveSocialSupport, RsaJobseekerList, JobseekerFile, Statistics, SubjectAccess, ConsentRecord, RightsNotification
+    Referral, GlobalSupport, ExclusiveSocialSupport, RsaJobseekerList, JobseekerFile, Statistics, SubjectAccess, ConsentRecord, RightsNotification, AuditIntegrity
 });
 
 enum_pair!(pub fn legal_basis: v1::LegalBasis => domain::LegalBasis {
@@ -913,6 +913,29 @@ pub fn participant(p: &v1::ParticipantProfile) -> Result<domain::Participant> {
             },
         )?,
     })
+}
+
+/// The ESF questionnaire as it is shown back (to the person, in their access report).
+pub fn participant_profile(p: &domain::Participant) -> v1::ParticipantProfile {
+    use domain::{DisabilityDeclaration as D, EducationLevel as E, Sex as S};
+    v1::ParticipantProfile {
+        sex: match p.sex {
+            S::Female => v1::Sex::Female,
+            S::Male => v1::Sex::Male,
+        } as i32,
+        education: match p.education {
+            E::Isced0To2 => v1::EducationLevel::Isced02,
+            E::Isced3To4 => v1::EducationLevel::Isced34,
+            E::Isced5To8 => v1::EducationLevel::Isced58,
+        } as i32,
+        jobless_household: p.jobless_household,
+        single_adult_with_children: p.single_adult_with_children,
+        disability: match p.disability {
+            D::Declared => v1::DisabilityDeclaration::Declared,
+            D::NotDeclared => v1::DisabilityDeclaration::NotDeclared,
+            D::Undisclosed => v1::DisabilityDeclaration::Undisclosed,
+        } as i32,
+    }
 }
 
 pub fn due_item(case_id: &str, kind: domain::DueKind, at: DateTime<Utc>) -> v1::DueItem {

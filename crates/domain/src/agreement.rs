@@ -85,7 +85,27 @@ pub struct Agreement {
     pub exits: Exits,
     pub directory: DirectoryRules,
     pub steering: Steering,
+    /// Storage limitation: how long each category is kept for each purpose
+    /// once the case has ended.
+    pub retention: Vec<RetentionRule>,
 }
+
+/// How long personal data of `categories`, kept for `purpose`, survive the
+/// end of the case, and the text that sets it (or that it is to confirm).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    pub purpose: crate::vocabulary::Purpose,
+    pub categories: BTreeSet<crate::vocabulary::DataCategory>,
+    pub months_after_end: u32,
+    /// The article or rule it comes from.
+    pub source: String,
+    /// `false` where the seeds are silent: a value both DPOs must confirm.
+    pub confirmed: bool,
+}
+
+/// Longest retention a file may set (ten years): anything above is a typo.
+const MAX_RETENTION_MONTHS: u32 = 120;
 
 /// When the steering committee meets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,11 +389,53 @@ impl Agreement {
         Ok(agreement)
     }
 
+    /// The retention rule for `category` kept for `purpose`, if the file sets one.
+    pub fn retention_for(
+        &self,
+        purpose: crate::vocabulary::Purpose,
+        category: crate::vocabulary::DataCategory,
+    ) -> Option<&RetentionRule> {
+        self.retention
+            .iter()
+            .find(|r| r.purpose == purpose && r.categories.contains(&category))
+    }
+
+    fn validate_retention(&self) -> Result<(), AgreementError> {
+        let mut seen = BTreeSet::new();
+        for (i, rule) in self.retention.iter().enumerate() {
+            if rule.months_after_end > MAX_RETENTION_MONTHS {
+                return Err(invalid(
+                    format!("retention[{i}].months_after_end"),
+                    format!("is above {MAX_RETENTION_MONTHS}"),
+                ));
+            }
+            if rule.source.trim().is_empty() {
+                return Err(invalid(
+                    format!("retention[{i}].source"),
+                    "must name the article or rule, or say it is to confirm",
+                ));
+            }
+            if rule.categories.is_empty() {
+                return Err(invalid(format!("retention[{i}].categories"), "is empty"));
+            }
+            for category in &rule.categories {
+                if !seen.insert((rule.purpose, *category)) {
+                    return Err(invalid(
+                        format!("retention[{i}].categories"),
+                        format!("{category} for {} is set twice", rule.purpose),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Consistency of values no type can express.
     pub fn validate(&self) -> Result<(), AgreementError> {
         if self.id.trim().is_empty() {
             return Err(invalid("id", "is empty"));
         }
+        self.validate_retention()?;
         if self.term.ends_on <= self.term.starts_on {
             return Err(invalid("term.ends_on", "is not after term.starts_on"));
         }

@@ -607,6 +607,18 @@ impl Case {
         Ok(())
     }
 
+    /// When the case ended (exit, refusal, expiry, kept out at diagnosis,
+    /// withdrawal); `None` while it is open. Retention counts from it.
+    pub fn ended_at(&self) -> Option<DateTime<Utc>> {
+        match self.state {
+            CaseState::Exited => self.exited_at,
+            CaseState::NotEntered => self
+                .exited_at
+                .or(self.referral_decided_at.max(self.diagnosed_at)),
+            _ => None,
+        }
+    }
+
     /// Ends processing at the person's request (consent withdrawn): a case
     /// in support exits, one not yet entered never will (a pending referral
     /// is withdrawn). `false` when the case had already ended.
@@ -627,6 +639,9 @@ impl Case {
                 self.pending_entry = None;
             }
         }
+        // The day processing ended, for retention; a case never entered
+        // is not counted among exits (those are of entered cases).
+        self.exited_at = Some(end.ended_at);
         self.exit_reason = Some(ExitReason::ConsentWithdrawn);
         self.review_due_at = None;
         self.follow_up_due_at = None;
@@ -924,6 +939,7 @@ mod tests {
         assert_eq!(pending.state, CaseState::NotEntered);
         assert_eq!(pending.referral_state, ReferralState::Withdrawn);
         assert_eq!(pending.referral_decided_at, Some(t0() + Duration::days(1)));
+        assert_eq!(pending.ended_at(), Some(t0() + Duration::days(1)));
         assert!(!pending.referral_expired_at(t0() + Duration::days(60)));
 
         let mut active = accepted();
@@ -933,6 +949,7 @@ mod tests {
         assert_eq!(active.state, CaseState::Exited);
         assert_eq!(active.exited_at, Some(t0() + Duration::days(20)));
         assert_eq!(active.exit_reason, Some(ExitReason::ConsentWithdrawn));
+        assert_eq!(active.ended_at(), Some(t0() + Duration::days(20)));
         assert!(active.ends_at.is_some(), "the period is history");
         assert!(active.due_by(t0() + Duration::days(9999)).is_empty());
         // Told twice (a replay, or both sides ending it): nothing changes.

@@ -401,7 +401,9 @@ pub fn contributions(f: &CaseFacts) -> Vec<(CubeKey, i64)> {
             c.participant.as_ref(),
             f.referral.as_ref(),
         );
-        if let (Some(exited), Some(reason)) = (c.exited_at, c.exit_reason) {
+        if let (CaseState::Exited, Some(exited), Some(reason)) =
+            (c.state, c.exited_at, c.exit_reason)
+        {
             add(&EXITS, exited, reason.exit_type().code(), 1);
             // Still looking for work on leaving: neither job nor training,
             // and still registered.

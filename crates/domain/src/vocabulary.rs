@@ -61,6 +61,7 @@ coded_enum!(
         SubjectAccess => "subject_access",
         ConsentRecord => "consent_record",
         RightsNotification => "rights_notification",
+        AuditIntegrity => "audit_integrity",
     }
 );
 

@@ -190,6 +190,9 @@ pub struct CaseworkConfig {
     /// How often pending referrals are expired and ended support periods
     /// closed (the agreement's deadlines), in milliseconds.
     pub housekeeping_interval_ms: u64,
+    /// How often this service's audit chain head is sent to the partner
+    /// (when something was recorded since), in milliseconds.
+    pub audit_anchor_interval_ms: u64,
 }
 
 impl Default for CaseworkConfig {
@@ -198,6 +201,7 @@ impl Default for CaseworkConfig {
             outbox: OutboxConfig::default(),
             host_directory: None,
             housekeeping_interval_ms: 60_000,
+            audit_anchor_interval_ms: 60_000,
         }
     }
 }
@@ -363,6 +367,12 @@ impl ServiceConfig {
         if casework.housekeeping_interval_ms == 0 {
             return Err(key_error(
                 "casework.housekeeping_interval_ms",
+                "must be positive",
+            ));
+        }
+        if casework.audit_anchor_interval_ms == 0 {
+            return Err(key_error(
+                "casework.audit_anchor_interval_ms",
                 "must be positive",
             ));
         }

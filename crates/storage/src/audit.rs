@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use passerelle_boundary::audit::{AuditEntry, AuditRecord, GENESIS_HASH, chain_hash, verify_chain};
+use passerelle_boundary::audit::{
+    AuditEntry, AuditRecord, Decision, GENESIS_HASH, chain_hash, verify_chain,
+};
 use sqlx::Row;
 use tokio::sync::Mutex;
 
@@ -53,10 +55,7 @@ impl AuditLog {
         .bind(to_micros(entry.at))
         .bind(&entry.method)
         .bind(entry.case_id.as_deref())
-        .bind(match entry.decision {
-            passerelle_boundary::Decision::Allowed => "allowed",
-            passerelle_boundary::Decision::Denied => "denied",
-        })
+        .bind(decision_code(entry.decision))
         .bind(&entry_json)
         .bind(&prev_hash)
         .bind(&hash)
@@ -76,16 +75,7 @@ impl AuditLog {
             sqlx::query("SELECT seq, entry_json, prev_hash, hash FROM audit_log ORDER BY seq")
                 .fetch_all(self.db.pool())
                 .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditRecord {
-                    seq: row.try_get("seq")?,
-                    entry_json: row.try_get("entry_json")?,
-                    prev_hash: row.try_get("prev_hash")?,
-                    hash: row.try_get("hash")?,
-                })
-            })
-            .collect()
+        rows.iter().map(record_of).collect()
     }
 
     /// Every entry, decoded, in order.
@@ -100,6 +90,152 @@ impl AuditLog {
             .collect()
     }
 
+    /// Records matching `filter`, in order, at most `filter.limit`. The case,
+    /// period and decision narrow the scan in SQL; agent and purpose live in
+    /// the hashed entry and are matched on it.
+    pub async fn search(&self, filter: &AuditFilter) -> Result<Vec<(AuditRecord, AuditEntry)>> {
+        const PAGE: i64 = 1_000;
+        let mut found = vec![];
+        let mut after = filter.after_seq;
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, entry_json, prev_hash, hash FROM audit_log
+                 WHERE seq > $1
+                   AND ($2 = '' OR case_id = $2)
+                   AND ($3 = '' OR decision = $3)
+                   AND at >= $4 AND at < $5
+                 ORDER BY seq LIMIT $6",
+            )
+            .bind(after)
+            .bind(filter.case_id.as_deref().unwrap_or(""))
+            .bind(filter.decision.map(decision_code).unwrap_or(""))
+            .bind(filter.from.map(to_micros).unwrap_or(i64::MIN))
+            .bind(filter.to.map(to_micros).unwrap_or(i64::MAX))
+            .bind(PAGE)
+            .fetch_all(self.db.pool())
+            .await?;
+            let exhausted = (rows.len() as i64) < PAGE;
+            for row in &rows {
+                let record = record_of(row)?;
+                after = record.seq;
+                let entry: AuditEntry = serde_json::from_str(&record.entry_json)
+                    .map_err(|e| StoreError::Corrupt(format!("audit entry {}: {e}", record.seq)))?;
+                let agent_matches = filter
+                    .agent
+                    .as_deref()
+                    .is_none_or(|a| entry.agent.as_deref() == Some(a));
+                let purpose_matches = filter.purpose.is_none_or(|p| entry.purpose == Some(p));
+                if agent_matches && purpose_matches {
+                    found.push((record, entry));
+                    if found.len() >= filter.limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// The chain's head: its last sequence number and hash.
+    pub async fn head(&self) -> Result<Option<(i64, String)>> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|r| Ok((r.try_get("seq")?, r.try_get("hash")?)))
+            .transpose()
+    }
+
+    /// The last record that is not itself about anchoring: an anchor is due
+    /// only when something else was recorded since the last one.
+    pub async fn last_substantive_seq(&self) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_log WHERE method NOT LIKE '%AuditAnchor%'",
+        )
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok(row.try_get("seq")?)
+    }
+
+    /// The hash of each record among `seqs` this log holds (`None` for a
+    /// record it no longer has), read in one pass over their range.
+    pub async fn hashes_at(&self, seqs: &[i64]) -> Result<Vec<(i64, Option<String>)>> {
+        let (Some(first), Some(last)) = (seqs.iter().min(), seqs.iter().max()) else {
+            return Ok(vec![]);
+        };
+        let rows = sqlx::query("SELECT seq, hash FROM audit_log WHERE seq >= $1 AND seq <= $2")
+            .bind(*first)
+            .bind(*last)
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut held = std::collections::HashMap::with_capacity(rows.len());
+        for r in &rows {
+            held.insert(r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?);
+        }
+        Ok(seqs.iter().map(|s| (*s, held.get(s).cloned())).collect())
+    }
+
+    /// Keeps a head of the partner's log (the same one twice is a no-op).
+    pub async fn keep_partner_anchor(
+        &self,
+        anchor: &AuditAnchor,
+        received_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO partner_audit_anchors (seq, hash, anchored_at, received_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(anchor.seq)
+        .bind(&anchor.hash)
+        .bind(to_micros(anchor.at))
+        .bind(to_micros(received_at))
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The partner's heads kept here, oldest first.
+    pub async fn partner_anchors(&self) -> Result<Vec<AuditAnchor>> {
+        let rows =
+            sqlx::query("SELECT seq, hash, anchored_at FROM partner_audit_anchors ORDER BY seq")
+                .fetch_all(self.db.pool())
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditAnchor {
+                    seq: r.try_get("seq")?,
+                    hash: r.try_get("hash")?,
+                    at: crate::from_micros(r.try_get("anchored_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The last own head sent to the partner (its sequence number), 0 if none.
+    pub async fn last_sent_anchor(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT seq FROM own_audit_anchor WHERE id = 1")
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.map(|r| r.try_get("seq")).transpose()?.unwrap_or(0))
+    }
+
+    pub async fn record_sent_anchor(
+        &self,
+        seq: i64,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO own_audit_anchor (id, seq, sent_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, sent_at = excluded.sent_at",
+        )
+        .bind(seq)
+        .bind(to_micros(at))
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Closes the underlying pool (at shutdown).
     pub async fn close(&self) {
         self.db.close().await;
@@ -110,6 +246,43 @@ impl AuditLog {
         verify_chain(&self.records().await?)
             .map_err(|seq| StoreError::Corrupt(format!("audit chain broken at record {seq}")))
     }
+}
+
+fn record_of(row: &sqlx::any::AnyRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        entry_json: row.try_get("entry_json")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+fn decision_code(d: Decision) -> &'static str {
+    match d {
+        Decision::Allowed => "allowed",
+        Decision::Denied => "denied",
+    }
+}
+
+/// What a data protection officer searches the log for; unset means any.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub case_id: Option<String>,
+    pub agent: Option<String>,
+    pub purpose: Option<passerelle_domain::Purpose>,
+    pub decision: Option<Decision>,
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    pub after_seq: i64,
+    pub limit: usize,
+}
+
+/// A head of an institution's audit chain, as kept by its partner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditAnchor {
+    pub seq: i64,
+    pub hash: String,
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The boundary's audit port.

@@ -284,7 +284,7 @@ impl InstitutionStore {
     /// A case's local notes at this institution, oldest first, with their authors.
     pub async fn local_notes(&self, case_id: &str) -> Result<Vec<LocalNote>> {
         let rows =
-            sqlx::query("SELECT author, note FROM local_notes WHERE case_id = $1 ORDER BY id")
+            sqlx::query("SELECT author, topic, note, written_at FROM local_notes WHERE case_id = $1 ORDER BY id")
                 .bind(case_id)
                 .fetch_all(self.db.pool())
                 .await?;
@@ -292,7 +292,9 @@ impl InstitutionStore {
             .map(|r| {
                 Ok(LocalNote {
                     author: r.try_get("author")?,
+                    topic: r.try_get("topic")?,
                     note: r.try_get("note")?,
+                    written_at: from_micros(r.try_get("written_at")?)?,
                 })
             })
             .collect()
@@ -546,7 +548,9 @@ impl RelayLease {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalNote {
     pub author: String,
+    pub topic: String,
     pub note: String,
+    pub written_at: DateTime<Utc>,
 }
 
 /// An open case of an office, as its due list needs it.

@@ -98,6 +98,48 @@ impl EmploiService for EmploiApi {
     ) -> Answer<v1::ReceiveDiagnosisResponse> {
         self.casework.receive_diagnosis(r).await
     }
+    async fn get_processing_register(
+        &self,
+        r: Request<v1::GetProcessingRegisterRequest>,
+    ) -> Answer<v1::GetProcessingRegisterResponse> {
+        self.casework.get_processing_register(r).await
+    }
+    async fn search_audit(
+        &self,
+        r: Request<v1::SearchAuditRequest>,
+    ) -> Answer<v1::SearchAuditResponse> {
+        self.casework.search_audit(r).await
+    }
+    async fn verify_audit(
+        &self,
+        r: Request<v1::VerifyAuditRequest>,
+    ) -> Answer<v1::VerifyAuditResponse> {
+        self.casework.verify_audit(r).await
+    }
+    async fn get_subject_access_report(
+        &self,
+        r: Request<v1::GetSubjectAccessReportRequest>,
+    ) -> Answer<v1::GetSubjectAccessReportResponse> {
+        self.casework.get_subject_access_report(r).await
+    }
+    async fn get_subject_access_part(
+        &self,
+        r: Request<v1::GetSubjectAccessPartRequest>,
+    ) -> Answer<v1::GetSubjectAccessPartResponse> {
+        self.casework.get_subject_access_part(r).await
+    }
+    async fn receive_audit_anchor(
+        &self,
+        r: Request<v1::ReceiveAuditAnchorRequest>,
+    ) -> Answer<v1::ReceiveAuditAnchorResponse> {
+        self.casework.receive_audit_anchor(r).await
+    }
+    async fn get_audit_anchors(
+        &self,
+        r: Request<v1::GetAuditAnchorsRequest>,
+    ) -> Answer<v1::GetAuditAnchorsResponse> {
+        self.casework.get_audit_anchors(r).await
+    }
     async fn receive_end_of_processing(
         &self,
         r: Request<v1::ReceiveEndOfProcessingRequest>,

@@ -1,0 +1,414 @@
+//! The record of processing activities (GDPR art. 30) of one institution,
+//! written from the contract (purposes, legal bases, categories, recipients)
+//! and the agreement (parties, term, retention), with the crossings the
+//! audit log shows over a period.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use passerelle_boundary::audit::{AuditEntry, Decision, Direction};
+use passerelle_contract::{convert, v1};
+use passerelle_domain::agreement::Agreement;
+use passerelle_domain::{DataCategory, Institution};
+use serde::Serialize;
+
+use crate::catalogue::Catalogue;
+use crate::render::{Html, date, markdown_cell};
+
+/// One legal basis of a processing activity, with its reference and the RPC that rests on it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct BasisUse {
+    pub basis: String,
+    pub label: String,
+    pub reference: String,
+    pub rpc: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetentionLine {
+    pub category: String,
+    pub months_after_end: u32,
+    pub source: String,
+    pub confirmed: bool,
+}
+
+/// One processing activity: a purpose of the contract this institution takes part in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Activity {
+    pub purpose: String,
+    pub code: String,
+    pub title: String,
+    pub description: String,
+    pub data_subjects: Vec<String>,
+    pub legal_bases: Vec<BasisUse>,
+    /// Labels of the categories of data its crossings may carry.
+    pub data_categories: Vec<String>,
+    pub recipients: Vec<String>,
+    pub sources: Vec<String>,
+    pub transfers_outside_eu: String,
+    /// Empty where the agreement sets none: the register says so.
+    pub retention: Vec<RetentionLine>,
+    pub rpcs: Vec<String>,
+}
+
+/// Crossings recorded over the period, by purpose, direction, partner and decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CrossingCount {
+    pub purpose: String,
+    pub direction: String,
+    pub counterpart: String,
+    pub decision: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Register {
+    pub controller: String,
+    pub joint_controllers: Vec<String>,
+    pub agreement_id: String,
+    pub agreement_name: String,
+    pub parties: Vec<String>,
+    pub term: String,
+    pub generated_at: DateTime<Utc>,
+    pub activities: Vec<Activity>,
+    pub security_measures: Vec<String>,
+    pub period_from: DateTime<Utc>,
+    pub period_to: DateTime<Utc>,
+    pub crossings_made: Vec<CrossingCount>,
+}
+
+/// What the system does to protect the data (art. 30(1)(g), art. 32). Each
+/// line is a property of the code, tested in the project's own suite.
+const SECURITY_MEASURES: &[&str] = &[
+    "Authentification de chaque appel par jeton signé (EdDSA), émetteur, audience, durée et rôle vérifiés ; TLS mutuel entre services lorsqu'il est configuré.",
+    "Liste d'autorisation par RPC tirée du contrat : refus par défaut, institution et rôle vérifiés.",
+    "Besoin d'en connaître : un agent n'atteint que les dossiers des personnes qu'il accompagne, a orientées ou diagnostiquées, ou ceux de son agence pour le coordinateur.",
+    "Consentement vérifié à l'envoi, à chaque remise et à la réception ; un retrait prend effet à l'appel suivant.",
+    "Minimisation : tout champ dont la catégorie n'est pas permise par l'échange est retiré avant de partir ; les données LOCAL_ONLY ne quittent jamais leur service.",
+    "Journal d'audit append-only chaîné par empreintes SHA-256, dont la tête est confiée régulièrement au partenaire.",
+    "Outbox transactionnelle : aucun message perdu ni dupliqué, chaque remise auditée.",
+    "Secret statistique : aucune cellule publiée sous le seuil, suppression secondaire ; le pilotage ne reçoit que des agrégats.",
+    "Limites d'entrée (taille, débit, délais) et refus comptés par partenaire.",
+];
+
+fn institution_name(i: Institution) -> String {
+    v1::Institution::from(i).as_str_name().to_owned()
+}
+
+fn category_name(c: DataCategory) -> String {
+    v1::DataCategory::from(c).as_str_name().to_owned()
+}
+
+impl Register {
+    /// The register of `institution` under `agreement`, counting the
+    /// crossings of `entries` made in `[from, to)`.
+    pub fn build(
+        catalogue: &Catalogue,
+        agreement: &Agreement,
+        institution: Institution,
+        entries: &[AuditEntry],
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
+        generated_at: DateTime<Utc>,
+    ) -> Register {
+        let own = institution_name(institution);
+        let mut activities = vec![];
+        for purpose in &catalogue.purposes {
+            let rpcs: Vec<_> = catalogue
+                .rpcs
+                .iter()
+                .filter(|r| {
+                    r.crossing
+                        .as_ref()
+                        .is_some_and(|c| c.purpose == purpose.name)
+                        && (r.server == own || r.callers.contains(&own))
+                })
+                .collect();
+            if rpcs.is_empty() {
+                continue;
+            }
+            let mut bases = BTreeSet::new();
+            let mut categories = BTreeSet::new();
+            let mut recipients = BTreeSet::new();
+            let mut sources = BTreeSet::new();
+            for rpc in &rpcs {
+                let Some(crossing) = &rpc.crossing else {
+                    continue;
+                };
+                bases.insert(BasisUse {
+                    basis: crossing.legal_basis.clone(),
+                    label: catalogue.label(&crossing.legal_basis),
+                    reference: crossing.legal_reference.clone(),
+                    rpc: rpc.path.clone(),
+                });
+                categories.extend(
+                    crossing
+                        .categories
+                        .iter()
+                        .filter(|c| *c != "DATA_CATEGORY_PUBLIC")
+                        .cloned(),
+                );
+                let (to, from) = rpc.flows_for(&own);
+                recipients.extend(to);
+                sources.extend(from);
+            }
+            let domain_purpose =
+                v1::Purpose::from_str_name(&purpose.name).and_then(convert::purpose);
+            let retention = agreement
+                .retention
+                .iter()
+                .filter(|r| Some(r.purpose) == domain_purpose)
+                .flat_map(|r| {
+                    r.categories.iter().map(move |c| RetentionLine {
+                        category: catalogue.label(&category_name(*c)),
+                        months_after_end: r.months_after_end,
+                        source: r.source.clone(),
+                        confirmed: r.confirmed,
+                    })
+                })
+                .collect();
+            activities.push(Activity {
+                purpose: purpose.name.clone(),
+                code: purpose.code.clone(),
+                title: purpose.title.clone(),
+                description: purpose.description.clone(),
+                data_subjects: purpose.data_subjects.clone(),
+                legal_bases: bases.into_iter().collect(),
+                data_categories: categories.iter().map(|c| catalogue.label(c)).collect(),
+                recipients: recipients.iter().map(|r| catalogue.label(r)).collect(),
+                sources: sources.iter().map(|s| catalogue.label(s)).collect(),
+                transfers_outside_eu: "Aucun : les destinataires sont des organismes publics français ; aucun échange ne sort de l'Union européenne.".into(),
+                retention,
+                rpcs: rpcs.iter().map(|r| r.path.clone()).collect(),
+            });
+        }
+        let mut counts: BTreeMap<(String, String, String, String), u64> = BTreeMap::new();
+        for e in entries.iter().filter(|e| e.at >= from && e.at < to) {
+            let Some(purpose) = e.purpose else { continue };
+            let purpose = v1::Purpose::from(purpose).as_str_name().to_owned();
+            let direction = match e.direction {
+                Direction::Inbound => "reçu ou consulté",
+                Direction::Outbound => "transmis",
+            };
+            let counterpart = e
+                .counterpart
+                .map(|c| catalogue.label(&institution_name(c)))
+                .unwrap_or_else(|| "non identifié".into());
+            let decision = match e.decision {
+                Decision::Allowed => "autorisé",
+                Decision::Denied => "refusé",
+            };
+            *counts
+                .entry((purpose, direction.into(), counterpart, decision.into()))
+                .or_default() += 1;
+        }
+        let crossings_made = counts
+            .into_iter()
+            .map(
+                |((purpose, direction, counterpart, decision), count)| CrossingCount {
+                    purpose: catalogue
+                        .purpose(&purpose)
+                        .map(|p| p.title.clone())
+                        .unwrap_or(purpose),
+                    direction,
+                    counterpart,
+                    decision,
+                    count,
+                },
+            )
+            .collect();
+        let joint_controllers = [Institution::Emploi, Institution::Social]
+            .into_iter()
+            .filter(|i| *i != institution)
+            .map(|i| catalogue.label(&institution_name(i)))
+            .collect();
+        Register {
+            controller: catalogue.label(&own),
+            joint_controllers,
+            agreement_id: agreement.id.clone(),
+            agreement_name: agreement.name.clone(),
+            parties: vec![
+                agreement.parties.employment.clone(),
+                agreement.parties.departement.clone(),
+            ],
+            term: format!(
+                "du {} au {}",
+                agreement.term.starts_on.format("%d/%m/%Y"),
+                agreement.term.ends_on.format("%d/%m/%Y")
+            ),
+            generated_at,
+            activities,
+            security_measures: SECURITY_MEASURES.iter().map(|s| (*s).to_owned()).collect(),
+            period_from: from,
+            period_to: to,
+            crossings_made,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    fn retention_text(a: &Activity) -> Vec<String> {
+        if a.retention.is_empty() {
+            return vec!["Non fixée par la convention : à définir par les deux délégués".into()];
+        }
+        a.retention
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} : {} mois après la fin de l'accompagnement — {}{}",
+                    r.category,
+                    r.months_after_end,
+                    r.source,
+                    if r.confirmed { "" } else { " (à confirmer)" }
+                )
+            })
+            .collect()
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let mut md = String::new();
+        md.push_str(&format!(
+            "# Registre des activités de traitement — {}\n\n",
+            self.controller
+        ));
+        md.push_str(&format!(
+            "Responsable de traitement : {}. Responsable(s) conjoint(s) (RGPD art. 26) : {}.\n\n",
+            self.controller,
+            self.joint_controllers.join(", ")
+        ));
+        md.push_str(&format!(
+            "Convention : {} (`{}`), {} ; parties : {}.\n\nÉtabli le {}.\n\n",
+            self.agreement_name,
+            self.agreement_id,
+            self.term,
+            self.parties.join(" ; "),
+            date(self.generated_at)
+        ));
+        for a in &self.activities {
+            md.push_str(&format!("## {}\n\n{}\n\n", a.title, a.description));
+            md.push_str(&format!("- Finalité : `{}`\n", a.code));
+            md.push_str(&format!(
+                "- Personnes concernées : {}\n",
+                a.data_subjects.join(" ; ")
+            ));
+            for b in &a.legal_bases {
+                md.push_str(&format!(
+                    "- Base légale : {} — {} (`{}`)\n",
+                    b.label, b.reference, b.rpc
+                ));
+            }
+            md.push_str(&format!(
+                "- Catégories de données : {}\n",
+                or_none(&a.data_categories)
+            ));
+            md.push_str(&format!("- Destinataires : {}\n", or_none(&a.recipients)));
+            md.push_str(&format!("- Provenance : {}\n", or_none(&a.sources)));
+            md.push_str(&format!(
+                "- Transferts hors UE : {}\n",
+                a.transfers_outside_eu
+            ));
+            for r in Self::retention_text(a) {
+                md.push_str(&format!("- Conservation : {r}\n"));
+            }
+            md.push('\n');
+        }
+        md.push_str("## Mesures de sécurité\n\n");
+        for m in &self.security_measures {
+            md.push_str(&format!("- {m}\n"));
+        }
+        md.push_str(&format!(
+            "\n## Échanges réalisés du {} au {}\n\n",
+            date(self.period_from),
+            date(self.period_to)
+        ));
+        md.push_str(
+            "| Finalité | Sens | Institution | Décision | Nombre |\n|---|---|---|---|---:|\n",
+        );
+        for c in &self.crossings_made {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                markdown_cell(&c.purpose),
+                c.direction,
+                markdown_cell(&c.counterpart),
+                c.decision,
+                c.count
+            ));
+        }
+        md
+    }
+
+    pub fn to_html(&self) -> String {
+        let mut h = Html::page(&format!(
+            "Registre des activités de traitement — {}",
+            self.controller
+        ));
+        h.p(&format!(
+            "Responsable de traitement : {}. Responsable(s) conjoint(s) (RGPD art. 26) : {}.",
+            self.controller,
+            self.joint_controllers.join(", ")
+        ));
+        h.p(&format!(
+            "Convention : {} ({}), {} ; parties : {}. Établi le {}.",
+            self.agreement_name,
+            self.agreement_id,
+            self.term,
+            self.parties.join(" ; "),
+            date(self.generated_at)
+        ));
+        for a in &self.activities {
+            h.h2(&a.title);
+            h.p(&a.description);
+            let mut rows = vec![
+                ("Finalité".to_owned(), a.code.clone()),
+                ("Personnes concernées".into(), a.data_subjects.join(" ; ")),
+            ];
+            for b in &a.legal_bases {
+                rows.push((
+                    "Base légale".into(),
+                    format!("{} — {} ({})", b.label, b.reference, b.rpc),
+                ));
+            }
+            rows.push(("Catégories de données".into(), or_none(&a.data_categories)));
+            rows.push(("Destinataires".into(), or_none(&a.recipients)));
+            rows.push(("Provenance".into(), or_none(&a.sources)));
+            rows.push(("Transferts hors UE".into(), a.transfers_outside_eu.clone()));
+            for r in Self::retention_text(a) {
+                rows.push(("Conservation".into(), r));
+            }
+            h.definitions(&rows);
+        }
+        h.h2("Mesures de sécurité");
+        h.list(&self.security_measures);
+        h.h2(&format!(
+            "Échanges réalisés du {} au {}",
+            date(self.period_from),
+            date(self.period_to)
+        ));
+        h.table(
+            &["Finalité", "Sens", "Institution", "Décision", "Nombre"],
+            &self
+                .crossings_made
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.purpose.clone(),
+                        c.direction.clone(),
+                        c.counterpart.clone(),
+                        c.decision.clone(),
+                        c.count.to_string(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        );
+        h.finish()
+    }
+}
+
+fn or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "aucun".into()
+    } else {
+        items.join(" ; ")
+    }
+}

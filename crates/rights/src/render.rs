@@ -1,0 +1,139 @@
+//! Documents people read: French, printable HTML (and Markdown cells).
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Europe::Paris;
+
+/// A date as a French reader expects it, in Paris time.
+pub fn date(at: DateTime<Utc>) -> String {
+    at.with_timezone(&Paris).format("%d/%m/%Y").to_string()
+}
+
+/// A date and time, in Paris time.
+pub fn date_time(at: DateTime<Utc>) -> String {
+    at.with_timezone(&Paris)
+        .format("%d/%m/%Y %H:%M")
+        .to_string()
+}
+
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A value inside a Markdown table cell: pipes and line breaks would break the row.
+pub fn markdown_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b;line-height:1.45}\
+h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ccc}h3{font-size:1.05rem}\
+table{border-collapse:collapse;width:100%;margin:.5rem 0 1rem}th,td{border:1px solid #bbb;padding:.3rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
+th{background:#f0f0f0}dl{display:grid;grid-template-columns:minmax(10rem,16rem) 1fr;gap:.2rem 1rem}dt{font-weight:600}dd{margin:0}\
+.note{color:#555;font-size:.9rem}@media print{body{margin:0;max-width:none}h2{break-after:avoid}table,dl{break-inside:auto}tr{break-inside:avoid}}";
+
+/// A page built piece by piece; every text is escaped.
+#[derive(Debug)]
+pub struct Html(String);
+
+impl Html {
+    pub fn page(title: &str) -> Html {
+        let t = escape(title);
+        Html(format!(
+            "<!DOCTYPE html>\n<html lang=\"fr\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t}</title><style>{STYLE}</style></head><body>\n<h1>{t}</h1>\n"
+        ))
+    }
+
+    pub fn h2(&mut self, text: &str) {
+        self.0.push_str(&format!("<h2>{}</h2>\n", escape(text)));
+    }
+
+    pub fn h3(&mut self, text: &str) {
+        self.0.push_str(&format!("<h3>{}</h3>\n", escape(text)));
+    }
+
+    pub fn p(&mut self, text: &str) {
+        self.0.push_str(&format!("<p>{}</p>\n", escape(text)));
+    }
+
+    pub fn note(&mut self, text: &str) {
+        self.0
+            .push_str(&format!("<p class=\"note\">{}</p>\n", escape(text)));
+    }
+
+    pub fn list(&mut self, items: &[String]) {
+        self.0.push_str("<ul>");
+        for i in items {
+            self.0.push_str(&format!("<li>{}</li>", escape(i)));
+        }
+        self.0.push_str("</ul>\n");
+    }
+
+    pub fn definitions(&mut self, rows: &[(String, String)]) {
+        self.0.push_str("<dl>");
+        for (term, value) in rows {
+            self.0.push_str(&format!(
+                "<dt>{}</dt><dd>{}</dd>",
+                escape(term),
+                escape(value)
+            ));
+        }
+        self.0.push_str("</dl>\n");
+    }
+
+    pub fn table<R: AsRef<[String]>>(&mut self, headings: &[&str], rows: &[R]) {
+        self.0.push_str("<table><thead><tr>");
+        for h in headings {
+            self.0.push_str(&format!("<th>{}</th>", escape(h)));
+        }
+        self.0.push_str("</tr></thead><tbody>");
+        for row in rows {
+            self.0.push_str("<tr>");
+            for cell in row.as_ref() {
+                self.0.push_str(&format!("<td>{}</td>", escape(cell)));
+            }
+            self.0.push_str("</tr>");
+        }
+        self.0.push_str("</tbody></table>\n");
+    }
+
+    pub fn finish(mut self) -> String {
+        self.0.push_str("</body></html>\n");
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_text_is_escaped() {
+        let mut h = Html::page("<script>");
+        h.p("a & b <i>");
+        h.table(&["<th>"], &[vec!["\"x\"".to_owned()]]);
+        let page = h.finish();
+        assert!(!page.contains("<script>"));
+        assert!(!page.contains("<i>"));
+        assert!(page.contains("a &amp; b &lt;i&gt;"));
+        assert!(page.contains("&quot;x&quot;"));
+    }
+
+    #[test]
+    fn dates_are_read_in_paris_time() {
+        let late = DateTime::parse_from_rfc3339("2025-03-03T23:30:00Z")
+            .expect("valid")
+            .to_utc();
+        assert_eq!(date(late), "04/03/2025");
+        assert_eq!(date_time(late), "04/03/2025 00:30");
+    }
+}
