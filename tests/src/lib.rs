@@ -390,6 +390,11 @@ impl TestStack {
     /// A person referred by the social side, accepted, diagnosed by both,
     /// signed in: returns the case's id once it is active at both sides.
     pub async fn enter_case(&self, label: &str) -> String {
+        self.enter_case_named(label, "Nolwenn").await
+    }
+
+    /// A case entered into support for a person called `first_name`.
+    pub async fn enter_case_named(&self, label: &str, first_name: &str) -> String {
         let consent = self
             .social_consent(
                 &format!("{label}-consent"),
@@ -397,7 +402,7 @@ impl TestStack {
             )
             .await;
         let referral = self
-            .social_referral(&format!("{label}-referral"), &consent, "Nolwenn")
+            .social_referral(&format!("{label}-referral"), &consent, first_name)
             .await
             .expect("referral");
         let case_id = referral.case_id;
@@ -719,8 +724,13 @@ pub async fn all_text(url: &str) -> Vec<(String, String)> {
             .unwrap_or_default();
         for row in rows {
             for column in row.columns() {
+                let at = format!("{table}.{}", column.name());
                 if let Ok(Some(text)) = row.try_get::<Option<String>, _>(column.ordinal()) {
-                    out.push((format!("{table}.{}", column.name()), text));
+                    out.push((at, text));
+                } else if let Ok(Some(bytes)) = row.try_get::<Option<Vec<u8>>, _>(column.ordinal())
+                {
+                    // Stored answers and other blobs: read as the text they encode.
+                    out.push((at, String::from_utf8_lossy(&bytes).into_owned()));
                 }
             }
         }

@@ -974,6 +974,17 @@ impl Casework {
             if let Err(e) = self.run_deadlines().await {
                 tracing::warn!(error = %e.0, "deadline pass failed; retried next time");
             }
+            let purged = crate::rights::purge(
+                &self.store,
+                &self.agreement,
+                self.clock.now(),
+                false,
+                crate::rights::PURGE_BATCH,
+            )
+            .await;
+            if let Err(e) = purged {
+                tracing::warn!(error = %e, "retention purge failed; retried next time");
+            }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => return,

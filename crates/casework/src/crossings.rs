@@ -11,6 +11,7 @@ pub const RECEIVE_REFERRAL_DECISION: &str = "ReceiveReferralDecision";
 pub const RECEIVE_PLAN_SUMMARY: &str = "ReceivePlanSummary";
 pub const RECEIVE_SUSPENSION_NOTICE: &str = "ReceiveSuspensionNotice";
 pub const RECEIVE_END_OF_PROCESSING: &str = "ReceiveEndOfProcessing";
+pub const RECEIVE_RIGHTS_NOTICE: &str = "ReceiveRightsNotice";
 
 /// The table of crossings: the partner RPC each kind of message goes
 /// through. Refusals are audited under the same method as deliveries.
@@ -24,5 +25,6 @@ pub fn rpc_of(message: &Outbound) -> &'static str {
         Outbound::PlanSummary(_) => RECEIVE_PLAN_SUMMARY,
         Outbound::Suspension(_) => RECEIVE_SUSPENSION_NOTICE,
         Outbound::EndOfProcessing(_) => RECEIVE_END_OF_PROCESSING,
+        Outbound::RightsNotice(_) => RECEIVE_RIGHTS_NOTICE,
     }
 }

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::api::{CaseworkRpcs, case_id, required};
 use crate::app::InstitutionApp;
 use crate::casework::Casework;
+use passerelle_runtime::idempotency::local;
 
 type Answer<T> = Result<Response<T>, Status>;
 
@@ -360,6 +361,82 @@ impl CaseworkRpcs {
             anchors_match: first_differing.is_none(),
             first_differing_seq: first_differing.unwrap_or_default(),
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "EraseSubjectData"))]
+    pub async fn erase_subject_data(
+        &self,
+        request: Request<v1::EraseSubjectDataRequest>,
+    ) -> Answer<v1::EraseSubjectDataResponse> {
+        let app = self.app()?;
+        let case_id = case_id("case_id", &request.get_ref().case_id)?;
+        self.reach(&request, &case_id).await?;
+        // Once erased, the case is no longer known: a replay is answered
+        // from the idempotency record, and a new request erases nothing.
+        let (l, m) = (local(&request)?, request.get_ref());
+        let outcome = app
+            .casework
+            .erase(l.call(&m.idempotency_key), &case_id)
+            .await?;
+        Ok(Response::new(v1::EraseSubjectDataResponse {
+            erased: outcome.erased,
+            notified: outcome
+                .notified
+                .iter()
+                .map(|i| v1::Institution::from(*i) as i32)
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "RectifySubjectData"))]
+    pub async fn rectify_subject_data(
+        &self,
+        request: Request<v1::RectifySubjectDataRequest>,
+    ) -> Answer<v1::RectifySubjectDataResponse> {
+        let app = self.app()?;
+        let case_id = case_id("case_id", &request.get_ref().case_id)?;
+        self.reach(&request, &case_id).await?;
+        app.casework.known_case(&case_id).await?;
+        let (l, m) = (local(&request)?, request.get_ref());
+        let (person, contact) =
+            crate::rights::corrected_parts(m.person.as_ref(), m.contact.as_ref())
+                .map_err(AppError::from)?;
+        if person.is_none() && contact.is_none() {
+            return Err(AppError::from(FieldError::new(
+                "person",
+                "or contact is required: what should the data read?",
+            ))
+            .into());
+        }
+        let outcome = app
+            .casework
+            .rectify(l.call(&m.idempotency_key), &case_id, person, contact)
+            .await?;
+        Ok(Response::new(v1::RectifySubjectDataResponse {
+            rectified_fields: outcome.rectified,
+            notified: outcome
+                .notified
+                .iter()
+                .map(|i| v1::Institution::from(*i) as i32)
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ReceiveRightsNotice"))]
+    pub async fn receive_rights_notice(
+        &self,
+        request: Request<v1::ReceiveRightsNoticeRequest>,
+    ) -> Answer<v1::ReceiveRightsNoticeResponse> {
+        let p = self.admit_push(request, |m| &m.case_id).await?;
+        let m = &p.message;
+        let notice = convert::rights_notice(&m.case_id, required("notice", m.notice.as_ref())?)
+            .map_err(passerelle_runtime::within("notice"))?;
+        let call = p.call(&m.idempotency_key);
+        self.app()?
+            .casework
+            .receive_rights_notice(call, notice)
+            .await?;
+        Ok(Response::new(v1::ReceiveRightsNoticeResponse {}))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "GetSubjectAccessReport"))]

@@ -12,6 +12,7 @@ pub mod casework;
 pub mod crossings;
 pub mod dpo;
 pub mod relay;
+pub mod rights;
 
 pub use api::CaseworkRpcs;
 pub use app::{InstitutionApp, serve_institution};

@@ -266,6 +266,14 @@ impl Relay {
                 };
                 self.send(&path, m, allowed).await
             }
+            Outbound::RightsNotice(n) => {
+                let m = v1::ReceiveRightsNoticeRequest {
+                    idempotency_key: key,
+                    case_id: id,
+                    notice: Some(n.into()),
+                };
+                self.send(&path, m, allowed).await
+            }
             Outbound::Suspension(n) => {
                 let m = v1::ReceiveSuspensionNoticeRequest {
                     idempotency_key: key,

@@ -101,6 +101,24 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Erase (or, with --dry-run, list) what the agreement's retention lets
+    /// go: each case in its own transaction with its audit record, so a run
+    /// stopped at any point and run again ends in the same state. The
+    /// services also purge on their own, at each housekeeping pass.
+    Purge {
+        /// emploi or social.
+        #[arg(long)]
+        institution: String,
+        /// The institution's database, e.g. sqlite://.passerelle/emploi.db.
+        #[arg(long)]
+        database: String,
+        /// A shipped agreement or an agreement file.
+        #[arg(long, default_value = "ille-et-vilaine-2023")]
+        agreement: String,
+        /// List what would go, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The audit log's tools.
     Audit {
         #[command(subcommand)]
@@ -336,6 +354,45 @@ async fn main() -> anyhow::Result<()> {
                 }
                 None => print!("{document}"),
             }
+        }
+        Command::Purge {
+            institution: inst,
+            database,
+            agreement,
+            dry_run,
+        } => {
+            let inst = institution(&inst)?;
+            let (_, _, rules) = load_agreement(&agreement)?;
+            let store = passerelle_storage::InstitutionStore::connect(&database, 2, inst).await?;
+            let mut total = 0;
+            loop {
+                let batch = passerelle_casework::rights::purge(
+                    &store,
+                    &rules,
+                    chrono::Utc::now(),
+                    dry_run,
+                    passerelle_casework::rights::PURGE_BATCH,
+                )
+                .await?;
+                for c in &batch {
+                    println!(
+                        "{} {} case {} (ended {})",
+                        if dry_run { "would erase" } else { "erased" },
+                        if c.consents_only {
+                            "the consent records of"
+                        } else {
+                            "the data of"
+                        },
+                        c.case_id,
+                        c.ended_at.date_naive()
+                    );
+                }
+                total += batch.len();
+                if dry_run || batch.len() < passerelle_casework::rights::PURGE_BATCH {
+                    break;
+                }
+            }
+            println!("{total} case(s).");
         }
         Command::Audit {
             action:

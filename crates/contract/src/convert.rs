@@ -1071,6 +1071,89 @@ impl From<&domain::EndOfProcessing> for v1::EndOfProcessingNotice {
     }
 }
 
+enum_pair!(fn rights_notice_kind: v1::RightsNoticeKind => domain::rights::RightsNoticeKind {
+    Erasure, Rectification
+});
+
+impl From<&domain::rights::RightsNotice> for v1::RightsNotice {
+    fn from(d: &domain::rights::RightsNotice) -> Self {
+        use domain::rights::RectifiableField as F;
+        let mut person = v1::PersonIdentity::default();
+        let mut contact = v1::Contact::default();
+        for r in &d.rectified {
+            let slot = match r.field {
+                F::FirstName => &mut person.first_name,
+                F::LastName => &mut person.last_name,
+                F::BirthDate => &mut person.birth_date,
+                F::JobseekerNumber => &mut person.jobseeker_number,
+                F::Phone => &mut contact.phone,
+                F::Email => &mut contact.email,
+                F::PostalAddress => &mut contact.postal_address,
+            };
+            slot.clone_from(&r.value);
+        }
+        let names_person = d
+            .rectified
+            .iter()
+            .any(|r| r.field.code().starts_with("referral.person."));
+        let names_contact = d
+            .rectified
+            .iter()
+            .any(|r| r.field.code().starts_with("referral.contact."));
+        v1::RightsNotice {
+            kind: v1::RightsNoticeKind::from(d.kind) as i32,
+            at: Some(timestamp(d.at)),
+            fields: d
+                .rectified
+                .iter()
+                .map(|r| r.field.code().to_owned())
+                .collect(),
+            person: names_person.then_some(person),
+            contact: names_contact.then_some(contact),
+        }
+    }
+}
+
+/// A rights notice as the partner sent it: each field it names, with its
+/// value from the identity or contact it carries.
+pub fn rights_notice(case_id: &str, p: &v1::RightsNotice) -> Result<domain::rights::RightsNotice> {
+    use domain::rights::{RectifiableField as F, RectifiedValue};
+    let person = p.person.clone().unwrap_or_default();
+    let contact = p.contact.clone().unwrap_or_default();
+    let mut rectified = vec![];
+    for (i, path) in p.fields.iter().enumerate() {
+        let field = F::from_code(path).ok_or_else(|| {
+            FieldError::new(
+                format!("fields[{i}]"),
+                "is not a field that can be rectified",
+            )
+        })?;
+        let value = match field {
+            F::FirstName => &person.first_name,
+            F::LastName => &person.last_name,
+            F::BirthDate => &person.birth_date,
+            F::JobseekerNumber => &person.jobseeker_number,
+            F::Phone => &contact.phone,
+            F::Email => &contact.email,
+            F::PostalAddress => &contact.postal_address,
+        };
+        rectified.push(RectifiedValue {
+            field,
+            value: value.clone(),
+        });
+    }
+    let kind = enum_field("kind", p.kind, rights_notice_kind)?;
+    if kind == domain::rights::RightsNoticeKind::Rectification && rectified.is_empty() {
+        return Err(FieldError::new("fields", "names no field to rectify"));
+    }
+    Ok(domain::rights::RightsNotice {
+        case_id: identifier("case_id", case_id)?.into(),
+        kind,
+        at: timestamp_from("at", p.at.as_ref())?,
+        rectified,
+    })
+}
+
 enum_pair!(fn plan_kind: v1::PlanKind => domain::plan::PlanKind {
     Social, Employment
 });

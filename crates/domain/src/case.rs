@@ -842,18 +842,19 @@ impl Case {
     }
 }
 
+/// A referral for unit tests across the crate.
 #[cfg(test)]
-mod tests {
-    use chrono::{Duration, NaiveDate};
+pub(crate) mod tests_support {
+    use chrono::{DateTime, NaiveDate, Utc};
 
     use super::*;
     use crate::person::{BarrierCategory, BarrierLevel};
 
-    fn t0() -> DateTime<Utc> {
+    pub fn t0() -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000, 0).expect("valid")
     }
 
-    fn referral() -> Referral {
+    pub fn referral() -> Referral {
         Referral {
             case_id: "k".into(),
             referring_network: Network::Social,
@@ -877,6 +878,14 @@ mod tests {
             association_id: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::tests_support::{referral, t0};
+    use super::*;
 
     /// A referral the receiving institution accepted.
     fn accepted() -> Case {

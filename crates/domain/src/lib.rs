@@ -15,6 +15,7 @@ pub mod jobseeker;
 pub mod outbound;
 pub mod person;
 pub mod plan;
+pub mod rights;
 pub mod secrecy;
 pub mod statistics;
 pub mod terms;

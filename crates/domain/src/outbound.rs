@@ -10,6 +10,7 @@ use crate::case::{
 use crate::consent::Consent;
 use crate::ids::CaseId;
 use crate::plan::PlanSummary;
+use crate::rights::RightsNotice;
 use crate::vocabulary::Purpose;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +31,9 @@ pub enum Outbound {
     Suspension(SuspensionNotice),
     /// Processing ends at the person's request (consent withdrawn).
     EndOfProcessing(EndOfProcessing),
+    /// A right the person exercised here that the partner, a recipient of
+    /// their data, must hear of (erasure, rectification).
+    RightsNotice(RightsNotice),
 }
 
 impl Outbound {
@@ -44,6 +48,7 @@ impl Outbound {
             Outbound::PlanSummary(p) => &p.case_id,
             Outbound::Suspension(s) => &s.case_id,
             Outbound::EndOfProcessing(e) => &e.case_id,
+            Outbound::RightsNotice(n) => &n.case_id,
         }
     }
 
@@ -58,6 +63,7 @@ impl Outbound {
             Outbound::PlanSummary(_) => "plan_summary",
             Outbound::Suspension(_) => "suspension",
             Outbound::EndOfProcessing(_) => "end_of_processing",
+            Outbound::RightsNotice(_) => "rights_notice",
         }
     }
 
@@ -65,7 +71,7 @@ impl Outbound {
     pub fn purpose(&self) -> Purpose {
         match self {
             Outbound::Consent(_) => Purpose::ConsentRecord,
-            Outbound::EndOfProcessing(_) => Purpose::RightsNotification,
+            Outbound::EndOfProcessing(_) | Outbound::RightsNotice(_) => Purpose::RightsNotification,
             Outbound::Referral(_) | Outbound::Diagnosis(_) | Outbound::ReferralDecision { .. } => {
                 Purpose::Referral
             }
@@ -80,7 +86,7 @@ impl Outbound {
     /// back by the absence of consent.
     pub fn consent_purpose(&self) -> Option<Purpose> {
         match self {
-            Outbound::Consent(_) | Outbound::EndOfProcessing(_) => None,
+            Outbound::Consent(_) | Outbound::EndOfProcessing(_) | Outbound::RightsNotice(_) => None,
             other => Some(other.purpose()),
         }
     }

@@ -30,44 +30,9 @@ impl AuditLog {
     pub async fn append(&self, entry: &AuditEntry) -> Result<AuditRecord> {
         let _writer = self.writer.lock().await;
         let mut tx = self.db.begin_write().await?;
-        if self.db.backend() == Backend::Postgres {
-            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await?;
-        }
-        let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (seq, prev_hash) = match last {
-            Some(row) => (
-                row.try_get::<i64, _>("seq")? + 1,
-                row.try_get::<String, _>("hash")?,
-            ),
-            None => (1, GENESIS_HASH.to_owned()),
-        };
-        let entry_json = entry.canonical_json();
-        let hash = chain_hash(&prev_hash, &entry_json);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, method, case_id, decision, entry_json, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(seq)
-        .bind(to_micros(entry.at))
-        .bind(&entry.method)
-        .bind(entry.case_id.as_deref())
-        .bind(decision_code(entry.decision))
-        .bind(&entry_json)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
+        let record = append_in(&mut tx, self.db.backend(), entry).await?;
         tx.commit().await?;
-        Ok(AuditRecord {
-            seq,
-            entry_json,
-            prev_hash,
-            hash,
-        })
+        Ok(record)
     }
 
     pub async fn records(&self) -> Result<Vec<AuditRecord>> {
@@ -246,6 +211,52 @@ impl AuditLog {
         verify_chain(&self.records().await?)
             .map_err(|seq| StoreError::Corrupt(format!("audit chain broken at record {seq}")))
     }
+}
+
+/// Appends `entry` to the chain within `tx`: it commits with whatever else
+/// `tx` writes (a purge and its record, say), or not at all.
+pub(crate) async fn append_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    entry: &AuditEntry,
+) -> Result<AuditRecord> {
+    if backend == Backend::Postgres {
+        sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut **tx)
+            .await?;
+    }
+    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (seq, prev_hash) = match last {
+        Some(row) => (
+            row.try_get::<i64, _>("seq")? + 1,
+            row.try_get::<String, _>("hash")?,
+        ),
+        None => (1, GENESIS_HASH.to_owned()),
+    };
+    let entry_json = entry.canonical_json();
+    let hash = chain_hash(&prev_hash, &entry_json);
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, method, case_id, decision, entry_json, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(seq)
+    .bind(to_micros(entry.at))
+    .bind(&entry.method)
+    .bind(entry.case_id.as_deref())
+    .bind(decision_code(entry.decision))
+    .bind(&entry_json)
+    .bind(&prev_hash)
+    .bind(&hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(AuditRecord {
+        seq,
+        entry_json,
+        prev_hash,
+        hash,
+    })
 }
 
 fn record_of(row: &sqlx::any::AnyRow) -> Result<AuditRecord> {

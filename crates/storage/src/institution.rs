@@ -2,7 +2,10 @@
 //! go through [`Tx`], so a change, its outbox message and its idempotency
 //! record commit together or not at all.
 
+mod erasure;
 mod statistics;
+
+pub use erasure::{ErasureReason, PurgeCandidate};
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -122,6 +122,24 @@ impl EmploiService for EmploiApi {
     ) -> Answer<v1::GetSubjectAccessReportResponse> {
         self.casework.get_subject_access_report(r).await
     }
+    async fn erase_subject_data(
+        &self,
+        r: Request<v1::EraseSubjectDataRequest>,
+    ) -> Answer<v1::EraseSubjectDataResponse> {
+        self.casework.erase_subject_data(r).await
+    }
+    async fn rectify_subject_data(
+        &self,
+        r: Request<v1::RectifySubjectDataRequest>,
+    ) -> Answer<v1::RectifySubjectDataResponse> {
+        self.casework.rectify_subject_data(r).await
+    }
+    async fn receive_rights_notice(
+        &self,
+        r: Request<v1::ReceiveRightsNoticeRequest>,
+    ) -> Answer<v1::ReceiveRightsNoticeResponse> {
+        self.casework.receive_rights_notice(r).await
+    }
     async fn get_subject_access_part(
         &self,
         r: Request<v1::GetSubjectAccessPartRequest>,

@@ -112,15 +112,40 @@ fn count_row(row: &AnyRow) -> Result<(CubeKey, i64)> {
     ))
 }
 
+/// Where counts are kept: the live ones, and those of erased cases.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CountTable {
+    Statistics,
+    Erased,
+}
+
+impl CountTable {
+    fn name(self) -> &'static str {
+        match self {
+            CountTable::Statistics => "statistics",
+            CountTable::Erased => "erased_statistics",
+        }
+    }
+}
+
 /// Adds `counts` to the stored ones, in key order (so that concurrent
 /// transactions lock the rows they share in the same order).
 async fn add_counts(conn: &mut sqlx::AnyConnection, counts: &BTreeMap<CubeKey, i64>) -> Result<()> {
+    add_counts_to(conn, CountTable::Statistics, counts).await
+}
+
+pub(crate) async fn add_counts_to(
+    conn: &mut sqlx::AnyConnection,
+    table: CountTable,
+    counts: &BTreeMap<CubeKey, i64>,
+) -> Result<()> {
     let rows: Vec<(&CubeKey, &i64)> = counts.iter().filter(|(_, n)| **n != 0).collect();
+    let table = table.name();
     for chunk in rows.chunks(INSERT_CHUNK) {
         let sql = format!(
-            "INSERT INTO statistics (measure, month, office, network, breakdown, value) VALUES {}
+            "INSERT INTO {table} (measure, month, office, network, breakdown, value) VALUES {}
              ON CONFLICT (measure, month, office, network, breakdown)
-             DO UPDATE SET value = statistics.value + excluded.value",
+             DO UPDATE SET value = {table}.value + excluded.value",
             values_placeholders(chunk.len(), 6)
         );
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -156,6 +181,25 @@ impl Tx {
         };
         self.touched.insert(case_id.to_owned(), noted);
         Ok(())
+    }
+
+    /// A referral rewritten in this transaction (a rectification): its new
+    /// facts are the ones the case's counts are replaced by.
+    pub(crate) fn referral_rewritten(&mut self, referral: &Referral) {
+        if let Some(noted) = self.touched.get_mut(referral.case_id.as_str())
+            && let Some((here, _)) = noted.referral
+        {
+            noted.referral = Some((here, referral_facts(referral)));
+        }
+    }
+
+    /// The case's counts as its rows stand in this transaction (none for a
+    /// case it does not hold).
+    pub(crate) async fn counts_of(&mut self, case_id: &str) -> Result<Vec<(CubeKey, i64)>> {
+        Ok(match self.case_rows(case_id, None).await? {
+            Some(rows) => contributions(&facts(self.own, rows)?),
+            None => vec![],
+        })
     }
 
     /// The case's rows; `referral` when already read in this transaction.
@@ -329,6 +373,16 @@ impl InstitutionStore {
                 }
             }
             after = last;
+        }
+        // Erased cases are gone from the rows; their counts are kept apart.
+        for row in sqlx::query(
+            "SELECT measure, month, office, network, breakdown, value FROM erased_statistics",
+        )
+        .fetch_all(pool)
+        .await?
+        {
+            let (k, n) = count_row(&row)?;
+            *counts.entry(k).or_insert(0) += n;
         }
         Ok(summed(counts))
     }

@@ -1,0 +1,23 @@
+-- The committee's counts of cases whose personal data were erased or
+-- purged: their rows are gone, their part of the counts stays (a recount of
+-- the remaining cases adds these). No case is named here.
+CREATE TABLE erased_statistics (
+    measure TEXT NOT NULL,
+    month TEXT NOT NULL,
+    office TEXT NOT NULL,
+    network TEXT NOT NULL,
+    breakdown TEXT NOT NULL,
+    value BIGINT NOT NULL,
+    PRIMARY KEY (measure, month, office, network, breakdown)
+);
+
+-- Cases whose personal data were erased (the case identifier is the
+-- pseudonym the audit log already holds): when the case ended, when and
+-- why its data went, and whether its consent records are still kept.
+CREATE TABLE erased_cases (
+    case_id TEXT PRIMARY KEY,
+    ended_at BIGINT,
+    erased_at BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    consents_kept BIGINT NOT NULL
+);

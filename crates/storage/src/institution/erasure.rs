@@ -1,0 +1,270 @@
+//! Erasing what is held about a person (GDPR art. 17, and the storage
+//! limitation of art. 5(1)(e)): every row that names the case goes, in one
+//! transaction, and its part of the committee's counts is kept apart
+//! without it, so the published figures do not move and a recount of the
+//! remaining cases plus the kept part still equals them. The audit log
+//! stays whole: it holds no value, only the case's pseudonymous identifier.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use passerelle_boundary::audit::{AuditEntry, Direction};
+use passerelle_domain::Referral;
+
+use chrono::{DateTime, Utc};
+use passerelle_domain::statistics::summed;
+use passerelle_domain::{Case, CaseState};
+use sqlx::Row;
+
+use super::statistics::{CountTable, add_counts_to};
+use super::{CASE_COLUMNS, InstitutionStore, Tx, case_from_row};
+use crate::{Result, from_json, from_micros, json, to_micros};
+
+/// Why a case's personal data were erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErasureReason {
+    /// At the person's request, by this institution's DPO (art. 17).
+    Request,
+    /// The partner erased its copy at the person's request and told this side (art. 19).
+    PartnerNotice,
+    /// The agreement's retention passed (art. 5(1)(e)).
+    Retention,
+}
+
+impl ErasureReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            ErasureReason::Request => "request",
+            ErasureReason::PartnerNotice => "partner_notice",
+            ErasureReason::Retention => "retention",
+        }
+    }
+}
+
+/// What the purge would erase, and why now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeCandidate {
+    pub case_id: String,
+    pub ended_at: DateTime<Utc>,
+    /// `false`: the case's data; `true`: its consent records, kept longer.
+    pub consents_only: bool,
+}
+
+/// Tables that hold a case's personal data, by the case's identifier.
+const CASE_TABLES: [&str; 5] = ["referrals", "diagnoses", "local_notes", "plans", "outbox"];
+
+impl Tx {
+    fn is_postgres(&self) -> bool {
+        !self.lock.is_empty()
+    }
+
+    /// Erases everything held about the person of `case_id` (its consent
+    /// records too unless `keep_consents`). `false` when this side held no
+    /// such case (never, or no longer): erasing twice changes nothing.
+    pub async fn erase_case(
+        &mut self,
+        case_id: &str,
+        reason: ErasureReason,
+        keep_consents: bool,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        // Changes made earlier in this transaction are counted first, so
+        // what is kept apart is the case as it ends.
+        self.update_statistics().await?;
+        let case = self.case(case_id).await?;
+        let counts: BTreeMap<_, _> = summed(self.counts_of(case_id).await?);
+        add_counts_to(&mut self.tx, CountTable::Erased, &counts).await?;
+        for table in CASE_TABLES {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE case_id = $1"
+            )))
+            .bind(case_id)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        // Stored answers of idempotent calls name the case they were about.
+        let answers = if self.is_postgres() {
+            "DELETE FROM idempotency WHERE position(convert_to($1, 'UTF8') in response) > 0"
+        } else {
+            "DELETE FROM idempotency WHERE instr(response, CAST($1 AS BLOB)) > 0"
+        };
+        sqlx::query(answers)
+            .bind(case_id)
+            .execute(&mut *self.tx)
+            .await?;
+        if !keep_consents {
+            self.erase_consents(case_id).await?;
+        }
+        sqlx::query("DELETE FROM cases WHERE case_id = $1")
+            .bind(case_id)
+            .execute(&mut *self.tx)
+            .await?;
+        let Some(case) = case else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "INSERT INTO erased_cases (case_id, ended_at, erased_at, reason, consents_kept)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (case_id) DO NOTHING",
+        )
+        .bind(case_id)
+        .bind(case.ended_at().map(to_micros))
+        .bind(to_micros(at))
+        .bind(reason.code())
+        .bind(i64::from(keep_consents))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(true)
+    }
+
+    /// Erases the consent records of a case (and their copies waiting to be sent).
+    pub async fn erase_consents(&mut self, case_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM consents WHERE case_id = $1")
+            .bind(case_id)
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query("UPDATE erased_cases SET consents_kept = 0 WHERE case_id = $1")
+            .bind(case_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The referral of a case as this transaction sees it.
+    pub async fn referral(&mut self, case_id: &str) -> Result<Option<Referral>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT body FROM referrals WHERE case_id = $1{}",
+            self.lock
+        )))
+        .bind(case_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .transpose()
+    }
+
+    /// Rewrites a stored referral (a rectification); the case's counts follow.
+    pub async fn replace_referral(&mut self, referral: &Referral) -> Result<()> {
+        self.touch(&referral.case_id).await?;
+        sqlx::query("UPDATE referrals SET body = $1 WHERE case_id = $2")
+            .bind(json(referral)?)
+            .bind(referral.case_id.as_str())
+            .execute(&mut *self.tx)
+            .await?;
+        self.referral_rewritten(referral);
+        Ok(())
+    }
+
+    /// Every field path the audit log shows this side sent the partner
+    /// about the case: what the partner received, and so must hear of again
+    /// if it changes (GDPR art. 19).
+    pub async fn fields_sent(&mut self, case_id: &str) -> Result<BTreeSet<String>> {
+        let rows = sqlx::query(
+            "SELECT entry_json FROM audit_log WHERE case_id = $1 AND decision = 'allowed' ORDER BY seq",
+        )
+        .bind(case_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut fields = BTreeSet::new();
+        for row in &rows {
+            let entry: AuditEntry = from_json(&row.try_get::<String, _>("entry_json")?)?;
+            if entry.direction == Direction::Outbound {
+                fields.extend(entry.fields);
+            }
+        }
+        Ok(fields)
+    }
+
+    /// Records `entry` in the audit chain as part of this transaction.
+    pub async fn append_audit(&mut self, entry: &AuditEntry) -> Result<()> {
+        let backend = if self.is_postgres() {
+            crate::Backend::Postgres
+        } else {
+            crate::Backend::Sqlite
+        };
+        crate::audit::append_in(&mut self.tx, backend, entry).await?;
+        Ok(())
+    }
+
+    /// Whether this side erased the case's data already.
+    pub async fn was_erased(&mut self, case_id: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM erased_cases WHERE case_id = $1")
+                .bind(case_id)
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .is_some(),
+        )
+    }
+}
+
+impl InstitutionStore {
+    /// What the agreement's retention lets go at `now`: ended cases whose
+    /// data are `data_months` past their end, and erased cases whose
+    /// consent records are `consent_months` past it. At most `limit`.
+    pub async fn purge_candidates(
+        &self,
+        now: DateTime<Utc>,
+        data_months: u32,
+        consent_months: u32,
+        limit: usize,
+    ) -> Result<Vec<PurgeCandidate>> {
+        let due = |months: u32, ended: DateTime<Utc>| {
+            ended
+                .checked_add_months(chrono::Months::new(months))
+                .is_some_and(|until| until <= now)
+        };
+        let cutoff = now
+            .checked_sub_months(chrono::Months::new(data_months))
+            .unwrap_or(now);
+        // The earliest date a case can have ended on narrows the scan; the
+        // case's own rule decides.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS} FROM cases WHERE state IN ('exited', 'not_entered')
+               AND COALESCE(exited_at, referral_decided_at, diagnosed_at, referred_at) <= $1
+             ORDER BY case_id"
+        )))
+        .bind(to_micros(cutoff))
+        .fetch_all(self.database().pool())
+        .await?;
+        let mut out = vec![];
+        for row in &rows {
+            let case: Case = case_from_row(row)?;
+            if !matches!(case.state, CaseState::Exited | CaseState::NotEntered) {
+                continue;
+            }
+            if let Some(ended) = case.ended_at()
+                && due(data_months, ended)
+            {
+                out.push(PurgeCandidate {
+                    case_id: case.case_id.to_string(),
+                    ended_at: ended,
+                    consents_only: false,
+                });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+        let kept = sqlx::query(
+            "SELECT case_id, ended_at FROM erased_cases WHERE consents_kept = 1 ORDER BY case_id",
+        )
+        .fetch_all(self.database().pool())
+        .await?;
+        for row in &kept {
+            let ended: Option<i64> = row.try_get("ended_at")?;
+            if let Some(ended) = ended.map(from_micros).transpose()?
+                && due(consent_months, ended)
+            {
+                out.push(PurgeCandidate {
+                    case_id: row.try_get("case_id")?,
+                    ended_at: ended,
+                    consents_only: true,
+                });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
