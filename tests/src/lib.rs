@@ -694,6 +694,67 @@ pub fn referral(case_id: &str, consent_id: &str, first_name: &str) -> v1::Referr
     }
 }
 
+/// Debian's Chromium (or another Chrome), where the machine has one.
+pub fn chromium() -> Option<std::path::PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| {
+            std::env::var_os("PATH")
+                .map(|p| {
+                    std::env::split_paths(&p)
+                        .map(|d| d.join(name))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .find(|p| p.is_file())
+}
+
+/// The browser, or `None` when the machine has none and CI does not ask for
+/// one (`PASSERELLE_REQUIRE_CHROMIUM`).
+pub fn browser_or_skip() -> Option<std::path::PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("PASSERELLE_REQUIRE_CHROMIUM").is_none(),
+            "Chromium is required here (apt-get install chromium)"
+        );
+        eprintln!("no Chromium on this machine: the browser check is skipped");
+    }
+    found
+}
+
+/// A screenshot of `page` at `width` × `height` CSS pixels, as PNG bytes.
+pub fn screenshot(
+    browser: &std::path::Path,
+    page: &std::path::Path,
+    shot: &std::path::Path,
+    (width, height): (u32, u32),
+) -> Vec<u8> {
+    let profile = tempfile::tempdir().expect("profile");
+    let out = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--window-size={width},{height}"))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(shot).expect("screenshot");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    png
+}
+
 /// Every text value in every table of a database, to look for leaks.
 pub async fn all_text(url: &str) -> Vec<(String, String)> {
     use sqlx::{Column, Row};

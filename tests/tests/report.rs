@@ -13,21 +13,6 @@ fn artifacts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/report")
 }
 
-fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| {
-            std::env::var_os("PATH")
-                .map(|p| {
-                    std::env::split_paths(&p)
-                        .map(|d| d.join(name))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-        })
-        .find(|p| p.is_file())
-}
-
 #[tokio::test]
 async fn the_report_renders_in_a_real_browser() {
     let t = start_under(Backend::Sqlite, 1, false, "seine-et-marne-2020").await;
@@ -60,40 +45,15 @@ async fn the_report_renders_in_a_real_browser() {
     );
     t.shutdown().await;
 
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("PASSERELLE_REQUIRE_CHROMIUM").is_none(),
-            "Chromium is required here (apt-get install chromium)"
-        );
-        eprintln!("no Chromium on this machine: the browser check is skipped");
+    let Some(browser) = browser_or_skip() else {
         return;
     };
-    let shot = dir.join("rapport.png");
-    let profile = tempfile::tempdir().expect("profile");
-    let out = std::process::Command::new(&browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--window-size=1000,2600",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let png = std::fs::read(&shot).expect("screenshot");
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let png = screenshot(&browser, &page, &dir.join("rapport.png"), (1000, 2600));
     // A blank page compresses to almost nothing; charts and tables do not.
     assert!(png.len() > 20_000, "screenshot of {} bytes", png.len());
 
     // The browser's own reading of the page: the charts are there.
+    let profile = tempfile::tempdir().expect("profile");
     let dom = std::process::Command::new(&browser)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
@@ -105,4 +65,66 @@ async fn the_report_renders_in_a_real_browser() {
         dom.matches("<svg").count() >= 5,
         "charts in the rendered page"
     );
+}
+
+/// The DPO's documents as a person and a DPO read them: the joint access
+/// report and the register, in a browser at a desk's and a phone's width.
+#[tokio::test]
+async fn the_dpos_documents_render_in_a_real_browser() {
+    let t = start(Backend::Sqlite, 11).await;
+    let case_id = t.enter_case("dpo-docs").await;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/rgpd");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let access = t
+        .social()
+        .await
+        .get_subject_access_report(t.as_dpo(
+            passerelle_domain::Institution::Social,
+            v1::GetSubjectAccessReportRequest {
+                case_id,
+                format: v1::DocumentFormat::Html as i32,
+                joint: true,
+            },
+        ))
+        .await
+        .expect("access report")
+        .into_inner()
+        .document
+        .expect("document");
+    let register = t
+        .emploi()
+        .await
+        .get_processing_register(t.as_dpo(
+            passerelle_domain::Institution::Emploi,
+            v1::GetProcessingRegisterRequest {
+                format: v1::DocumentFormat::Html as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("register")
+        .into_inner()
+        .document
+        .expect("document");
+    t.shutdown().await;
+    let pages = [("acces", access.body), ("registre", register.body)];
+    for (name, body) in &pages {
+        std::fs::write(dir.join(format!("{name}.html")), body).expect("write");
+    }
+    let Some(browser) = browser_or_skip() else {
+        return;
+    };
+    for (name, _) in &pages {
+        let page = dir.join(format!("{name}.html"));
+        for (label, size) in [("1280", (1280, 1600)), ("phone", (390, 1600))] {
+            let png = screenshot(
+                &browser,
+                &page,
+                &dir.join(format!("{name}-{label}.png")),
+                size,
+            );
+            assert!(png.len() > 20_000, "{name} at {label}: {} bytes", png.len());
+        }
+    }
 }

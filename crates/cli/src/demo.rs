@@ -984,6 +984,88 @@ fn participant(index: u64) -> Option<v1::ParticipantProfile> {
     })
 }
 
+/// A request as `institution`'s data protection officer.
+fn as_dpo<T>(stack: &Stack, institution: Institution, message: T) -> anyhow::Result<Request<T>> {
+    let token = stack.token(institution, Role::Dpo, "dpo-demo", institution)?;
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(request)
+}
+
+/// Beside the committee's report, what the data protection officers keep:
+/// each institution's register of processing, and one person's joint access
+/// report (the first person who entered support), written as their DPO
+/// would. Returns the files written.
+pub async fn dpo_documents(
+    stack: &Stack,
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let channel = |i| Channel::from_shared(stack.url(i)).map(|e| e.connect_lazy());
+    let mut emploi = EmploiServiceClient::new(channel(Institution::Emploi)?);
+    let mut social = SocialServiceClient::new(channel(Institution::Social)?);
+    let mut written = vec![];
+    for (institution, name) in [
+        (Institution::Emploi, "emploi"),
+        (Institution::Social, "social"),
+    ] {
+        for (format, extension) in [
+            (v1::DocumentFormat::Html, "html"),
+            (v1::DocumentFormat::Markdown, "md"),
+        ] {
+            let message = v1::GetProcessingRegisterRequest {
+                format: format as i32,
+                ..Default::default()
+            };
+            let request = as_dpo(stack, institution, message)?;
+            let answer = match institution {
+                Institution::Emploi => emploi.get_processing_register(request).await?,
+                _ => social.get_processing_register(request).await?,
+            };
+            let body = answer
+                .into_inner()
+                .document
+                .map(|d| d.body)
+                .unwrap_or_default();
+            let path = dir.join(format!("registre-{name}.{extension}"));
+            std::fs::write(&path, body)?;
+            written.push(path);
+        }
+    }
+    // The first person who entered support, as the social side's log shows.
+    let search = v1::SearchAuditRequest {
+        purpose: v1::Purpose::GlobalSupport as i32,
+        decision: v1::AuditDecision::Allowed as i32,
+        limit: 1,
+        ..Default::default()
+    };
+    let found = social
+        .search_audit(as_dpo(stack, Institution::Social, search)?)
+        .await?
+        .into_inner();
+    if let Some(record) = found.records.first() {
+        let report = v1::GetSubjectAccessReportRequest {
+            case_id: record.case_id.clone(),
+            format: v1::DocumentFormat::Html as i32,
+            joint: true,
+        };
+        let answer = social
+            .get_subject_access_report(as_dpo(stack, Institution::Social, report)?)
+            .await?;
+        let body = answer
+            .into_inner()
+            .document
+            .map(|d| d.body)
+            .unwrap_or_default();
+        let path = dir.join(format!("acces-{}.html", record.case_id));
+        std::fs::write(&path, body)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

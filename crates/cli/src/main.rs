@@ -283,6 +283,14 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", demo::render(&dashboard, &tally, &rules)?);
                 let page = report::write(&report_dir.join(agreement), &dashboard, &rules)?;
                 println!("Rapport du comité : {}", page.display());
+                for file in
+                    demo::dpo_documents(&stack, &report_dir.join(agreement).join("rgpd")).await?
+                {
+                    println!(
+                        "Pour le délégué à la protection des données : {}",
+                        file.display()
+                    );
+                }
                 println!("Done in {:.1} s.", began.elapsed().as_secs_f64());
                 stack.shutdown().await?;
             }

@@ -98,6 +98,9 @@ impl Retention<'_> {
     }
 
     fn text(&self, purposes: &[String], category: &str) -> String {
+        if category == "DATA_CATEGORY_PUBLIC" {
+            return "avec le dossier (code public, rien de personnel)".into();
+        }
         match (self.months(purposes, category), self.case_ended_at) {
             (None, _) => "non fixée par la convention".into(),
             (Some(months), None) => {
@@ -214,14 +217,14 @@ fn walk(
             }
         }
         Value::EnumNumber(n) => {
-            let name = match field.kind() {
+            let text = match field.kind() {
                 Kind::Enum(e) => e
                     .get_value(*n)
-                    .map(|v| v.name().to_owned())
+                    .map(|v| catalogue.enum_text(&e, v.name()))
                     .unwrap_or_else(|| n.to_string()),
                 _ => n.to_string(),
             };
-            leaf(catalogue.label(&name), out);
+            leaf(text, out);
         }
         Value::Bool(b) => leaf(if *b { "oui" } else { "non" }.into(), out),
         Value::String(s) => leaf(s.clone(), out),
@@ -246,6 +249,23 @@ fn walk(
             }
         }
     }
+}
+
+/// A label without its explanation in brackets, for a table cell.
+fn short(label: &str) -> &str {
+    label.split(" (").next().unwrap_or(label)
+}
+
+/// Values grouped by section, in the order they were listed.
+fn sections(values: &[HeldValue]) -> Vec<(&str, Vec<&HeldValue>)> {
+    let mut out: Vec<(&str, Vec<&HeldValue>)> = vec![];
+    for v in values {
+        match out.last_mut() {
+            Some((section, items)) if *section == v.section => items.push(v),
+            _ => out.push((v.section.as_str(), vec![v])),
+        }
+    }
+    out
 }
 
 /// An audit record as the contract shows it.
@@ -366,26 +386,30 @@ impl AccessReport {
         );
         for part in &self.parts {
             md.push_str(&format!("## Données détenues par {}\n\n", part.institution));
-            md.push_str("| Rubrique | Donnée | Valeur | Catégorie | Finalités | Conservation |\n|---|---|---|---|---|---|\n");
-            for v in &part.values {
+            for (section, values) in sections(&part.values) {
                 md.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} |\n",
-                    c(&v.section),
-                    c(&v.path),
-                    c(&v.value),
-                    c(&v.category_label),
-                    c(&v.purposes.join(", ")),
-                    c(&v.kept_until)
+                    "### {section}\n\nFinalités : {}.\n\n| Donnée | Valeur | Catégorie | Conservation |\n|---|---|---|---|\n",
+                    values[0].purposes.join(", ")
                 ));
+                for v in values {
+                    md.push_str(&format!(
+                        "| {} | {} | {} | {} |\n",
+                        c(&v.path),
+                        c(&v.value),
+                        c(short(&v.category_label)),
+                        c(&v.kept_until)
+                    ));
+                }
+                md.push('\n');
             }
             if !part.complete && part.local_only_values > 0 {
                 md.push_str(&format!(
-                    "\n{} autre(s) donnée(s) ne quittent jamais {} : elles figurent dans le rapport que {} établit elle-même.\n",
-                    part.local_only_values, part.institution, part.institution
+                    "{} autre(s) donnée(s) ne quittent jamais {} : elles figurent dans le rapport qu'elle établit elle-même.\n\n",
+                    part.local_only_values, part.institution
                 ));
             }
             md.push_str(&format!(
-                "\n### Échanges enregistrés par {}\n\n| Date | Sens | Institution | Finalité | Base légale | Décision | Données |\n|---|---|---|---|---|---|---|\n",
+                "### Échanges enregistrés par {}\n\n| Date | Sens | Institution | Finalité | Base légale | Décision | Données |\n|---|---|---|---|---|---|---|\n",
                 part.institution
             ));
             for x in &part.crossings {
@@ -395,7 +419,7 @@ impl AccessReport {
                     x.direction,
                     c(&x.counterpart),
                     c(&x.purpose),
-                    c(&x.legal_basis),
+                    c(short(&x.legal_basis)),
                     x.decision,
                     c(&x.fields.join(", "))
                 ));
@@ -416,31 +440,22 @@ impl AccessReport {
         h.note("Vous pouvez demander la rectification d'une donnée inexacte, son effacement, la limitation de son traitement, vous opposer au traitement fondé sur une mission d'intérêt public, et retirer votre consentement à tout moment, auprès du délégué à la protection des données de l'une ou l'autre institution.");
         for part in &self.parts {
             h.h2(&format!("Données détenues par {}", part.institution));
-            let rows: Vec<Vec<String>> = part
-                .values
-                .iter()
-                .map(|v| {
-                    vec![
-                        v.section.clone(),
-                        v.path.clone(),
-                        v.value.clone(),
-                        v.category_label.clone(),
-                        v.purposes.join(", "),
-                        v.kept_until.clone(),
-                    ]
-                })
-                .collect();
-            h.table(
-                &[
-                    "Rubrique",
-                    "Donnée",
-                    "Valeur",
-                    "Catégorie",
-                    "Finalités",
-                    "Conservation",
-                ],
-                &rows,
-            );
+            for (section, values) in sections(&part.values) {
+                h.h3(section);
+                h.note(&format!("Finalités : {}.", values[0].purposes.join(", ")));
+                let rows: Vec<Vec<String>> = values
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.path.clone(),
+                            v.value.clone(),
+                            short(&v.category_label).to_owned(),
+                            v.kept_until.clone(),
+                        ]
+                    })
+                    .collect();
+                h.table(&["Donnée", "Valeur", "Catégorie", "Conservation"], &rows);
+            }
             if !part.complete && part.local_only_values > 0 {
                 h.note(&format!(
                     "{} autre(s) donnée(s) ne quittent jamais {} : elles figurent dans le rapport qu'elle établit elle-même.",
@@ -457,7 +472,7 @@ impl AccessReport {
                         x.direction.clone(),
                         x.counterpart.clone(),
                         x.purpose.clone(),
-                        x.legal_basis.clone(),
+                        short(&x.legal_basis).to_owned(),
                         x.decision.clone(),
                         x.fields.join(", "),
                     ]

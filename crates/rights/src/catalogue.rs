@@ -246,6 +246,29 @@ impl Catalogue {
             .unwrap_or_else(|| value_name.to_owned())
     }
 
+    /// An enum value for a reader: its label, or else its name without the
+    /// enum's prefix (`CASE_STATE_EXITED` → `exited`).
+    pub fn enum_text(&self, of: &EnumDescriptor, value_name: &str) -> String {
+        if let Some(label) = self.labels.get(value_name) {
+            return label.clone();
+        }
+        let prefix: String = of
+            .name()
+            .chars()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                let gap = (i > 0 && c.is_ascii_uppercase()).then_some('_');
+                gap.into_iter()
+                    .chain(std::iter::once(c.to_ascii_uppercase()))
+            })
+            .collect();
+        value_name
+            .strip_prefix(&format!("{prefix}_"))
+            .unwrap_or(value_name)
+            .to_ascii_lowercase()
+            .replace('_', " ")
+    }
+
     pub fn purpose(&self, name_or_code: &str) -> Option<&PurposeInfo> {
         self.purposes
             .iter()

@@ -15,13 +15,13 @@ use serde::Serialize;
 use crate::catalogue::Catalogue;
 use crate::render::{Html, date, markdown_cell};
 
-/// One legal basis of a processing activity, with its reference and the RPC that rests on it.
+/// One legal basis of a processing activity, with its reference and the RPCs that rest on it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct BasisUse {
     pub basis: String,
     pub label: String,
     pub reference: String,
-    pub rpc: String,
+    pub rpcs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -126,7 +126,7 @@ impl Register {
             if rpcs.is_empty() {
                 continue;
             }
-            let mut bases = BTreeSet::new();
+            let mut bases: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
             let mut categories = BTreeSet::new();
             let mut recipients = BTreeSet::new();
             let mut sources = BTreeSet::new();
@@ -134,12 +134,13 @@ impl Register {
                 let Some(crossing) = &rpc.crossing else {
                     continue;
                 };
-                bases.insert(BasisUse {
-                    basis: crossing.legal_basis.clone(),
-                    label: catalogue.label(&crossing.legal_basis),
-                    reference: crossing.legal_reference.clone(),
-                    rpc: rpc.path.clone(),
-                });
+                bases
+                    .entry((
+                        crossing.legal_basis.clone(),
+                        crossing.legal_reference.clone(),
+                    ))
+                    .or_default()
+                    .push(rpc.path.clone());
                 categories.extend(
                     crossing
                         .categories
@@ -172,7 +173,15 @@ impl Register {
                 title: purpose.title.clone(),
                 description: purpose.description.clone(),
                 data_subjects: purpose.data_subjects.clone(),
-                legal_bases: bases.into_iter().collect(),
+                legal_bases: bases
+                    .into_iter()
+                    .map(|((basis, reference), rpcs)| BasisUse {
+                        label: catalogue.label(&basis),
+                        basis,
+                        reference,
+                        rpcs,
+                    })
+                    .collect(),
                 data_categories: categories.iter().map(|c| catalogue.label(c)).collect(),
                 recipients: recipients.iter().map(|r| catalogue.label(r)).collect(),
                 sources: sources.iter().map(|s| catalogue.label(s)).collect(),
@@ -294,8 +303,14 @@ impl Register {
             ));
             for b in &a.legal_bases {
                 md.push_str(&format!(
-                    "- Base légale : {} — {} (`{}`)\n",
-                    b.label, b.reference, b.rpc
+                    "- Base légale : {} — {} ({})\n",
+                    b.label,
+                    b.reference,
+                    b.rpcs
+                        .iter()
+                        .map(|r| format!("`{r}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             md.push_str(&format!(
@@ -366,7 +381,7 @@ impl Register {
             for b in &a.legal_bases {
                 rows.push((
                     "Base légale".into(),
-                    format!("{} — {} ({})", b.label, b.reference, b.rpc),
+                    format!("{} — {} ({})", b.label, b.reference, b.rpcs.join(", ")),
                 ));
             }
             rows.push(("Catégories de données".into(), or_none(&a.data_categories)));

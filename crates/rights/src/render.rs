@@ -37,8 +37,11 @@ pub fn markdown_cell(text: &str) -> String {
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b;line-height:1.45}\
 h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ccc}h3{font-size:1.05rem}\
-table{border-collapse:collapse;width:100%;margin:.5rem 0 1rem}th,td{border:1px solid #bbb;padding:.3rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
-th{background:#f0f0f0}dl{display:grid;grid-template-columns:minmax(10rem,16rem) 1fr;gap:.2rem 1rem}dt{font-weight:600}dd{margin:0}\
+table{border-collapse:collapse;width:100%;margin:.5rem 0 1rem}th,td{border:1px solid #bbb;padding:.3rem .5rem;text-align:left;vertical-align:top;overflow-wrap:break-word}\
+th{background:#f0f0f0}dl{display:grid;grid-template-columns:minmax(0,14rem) minmax(0,1fr);gap:.2rem 1rem}dt{font-weight:600}dd{margin:0}\
+@media (max-width:40rem){dl{grid-template-columns:minmax(0,1fr)}dd{margin-bottom:.5rem}\
+table,tbody,tr,td{display:block;width:auto}thead{display:none}tr{border:1px solid #bbb;margin-bottom:.6rem}\
+td{border:none;border-bottom:1px solid #eee}td::before{content:attr(data-label);display:block;font-weight:600;font-size:.85rem;color:#555}}\
 .note{color:#555;font-size:.9rem}@media print{body{margin:0;max-width:none}h2{break-after:avoid}table,dl{break-inside:auto}tr{break-inside:avoid}}";
 
 /// A page built piece by piece; every text is escaped.
@@ -91,6 +94,7 @@ impl Html {
     }
 
     pub fn table<R: AsRef<[String]>>(&mut self, headings: &[&str], rows: &[R]) {
+        // On a phone each row becomes a card, each cell named by its heading.
         self.0.push_str("<table><thead><tr>");
         for h in headings {
             self.0.push_str(&format!("<th>{}</th>", escape(h)));
@@ -98,8 +102,12 @@ impl Html {
         self.0.push_str("</tr></thead><tbody>");
         for row in rows {
             self.0.push_str("<tr>");
-            for cell in row.as_ref() {
-                self.0.push_str(&format!("<td>{}</td>", escape(cell)));
+            for (cell, heading) in row.as_ref().iter().zip(headings) {
+                self.0.push_str(&format!(
+                    "<td data-label=\"{}\">{}</td>",
+                    escape(heading),
+                    escape(cell)
+                ));
             }
             self.0.push_str("</tr>");
         }
