@@ -21,6 +21,9 @@ use crate::minimise::Minimiser;
 use crate::policy::{CrossingRule, Flow};
 use crate::ports::{AuditSink, ConsentRegister, record};
 
+/// Why a crossing on a public task is refused for a person who objected.
+pub const OBJECTED: &str = "the person objected to this processing (GDPR art. 21)";
+
 /// Categories any crossing may carry once its consent is found: the case
 /// itself is what the consent is about, and public codes are not personal.
 const ALWAYS_WITH_CONSENT: [DataCategory; 2] = [DataCategory::Public, DataCategory::Case];
@@ -104,6 +107,42 @@ impl CrossingControl {
             (Some(register), Some(case_id)) => register.consents_for_case(case_id).await,
             _ => Ok(vec![]),
         }
+    }
+
+    async fn objected(&self, case_id: &str, purpose: Purpose) -> Result<bool, String> {
+        match &self.consents {
+            Some(register) => register.objected(case_id, purpose).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Before sending on a public task: the person may have objected to it
+    /// for this case; the refusal is audited like a delivery. Both sides
+    /// record the objection (the partner hears of it), so each stops
+    /// sending; a receiver cannot refuse instead, or a consent's withdrawal
+    /// travelling on the same task would be held back.
+    pub async fn objection_to_send(
+        &self,
+        partner: Institution,
+        case_id: &str,
+        purpose: Purpose,
+        target_method: &str,
+    ) -> Result<(), SendRefusal> {
+        if !self
+            .objected(case_id, purpose)
+            .await
+            .map_err(SendRefusal::Unavailable)?
+        {
+            return Ok(());
+        }
+        let mut entry = self.sending_entry(None, partner, case_id, purpose, target_method);
+        entry.legal_basis = Some(LegalBasis::PublicTask);
+        entry.decision = Decision::Denied;
+        entry.reason = Some(OBJECTED.into());
+        record(&*self.audit, entry)
+            .await
+            .map_err(SendRefusal::Unavailable)?;
+        Err(SendRefusal::Denied(OBJECTED.into()))
     }
 
     // ---- receiving ---------------------------------------------------------

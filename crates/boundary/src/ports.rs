@@ -16,12 +16,20 @@ pub trait AuditSink: Send + Sync + 'static {
     fn append(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), String>>;
 }
 
-/// Where the consents an institution holds or was told of are looked up.
+/// Where the consents an institution holds or was told of, and the
+/// person's objections, are looked up.
 pub trait ConsentRegister: Send + Sync + 'static {
     fn consents_for_case<'a>(
         &'a self,
         case_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Consent>, String>>;
+
+    /// Whether the person objected to `purpose` for the case (GDPR art. 21).
+    fn objected<'a>(
+        &'a self,
+        case_id: &'a str,
+        purpose: passerelle_domain::Purpose,
+    ) -> BoxFuture<'a, Result<bool, String>>;
 }
 
 /// Appends `entry` and counts the decision once it is durable.

@@ -77,6 +77,13 @@ pub fn note(note: &str) -> std::result::Result<Option<String>, FieldError> {
     passerelle_domain::person::optional_text("local_note", note, MAX_NOTE)
 }
 
+/// Processing of a restricted case is refused: its data are only kept.
+pub fn restricted() -> AppError {
+    AppError(DomainError::FailedPrecondition(
+        "processing of this case is restricted at the person's request (GDPR art. 18): its data are only kept until the DPO lifts the restriction".into(),
+    ))
+}
+
 fn internal(e: impl std::error::Error + Send + Sync + 'static) -> AppError {
     AppError(DomainError::internal(e))
 }
@@ -229,8 +236,23 @@ impl Casework {
             })
     }
 
-    /// The case `case_id` as `tx` sees it (locked for the change on PostgreSQL).
+    /// The case `case_id` as `tx` sees it (locked for the change on
+    /// PostgreSQL), to be changed: refused while its processing is restricted.
     pub async fn load_case(&self, tx: &mut Tx, case_id: &str) -> Result<Case> {
+        let case = tx
+            .case(case_id)
+            .await?
+            .ok_or(AppError(DomainError::NotFound("case")))?;
+        if tx.restricted(case_id).await? {
+            return Err(restricted());
+        }
+        Ok(case)
+    }
+
+    /// The case a partner's message changes. Not refused while restricted
+    /// here: the partner holds its own messages while it restricts, and one
+    /// it sent just before hearing of the restriction is still taken in.
+    pub async fn load_partner_case(&self, tx: &mut Tx, case_id: &str) -> Result<Case> {
         tx.case(case_id)
             .await?
             .ok_or(AppError(DomainError::NotFound("case")))
@@ -580,6 +602,10 @@ impl Casework {
     }
 
     pub async fn case_view(&self, caller: &Caller, case_id: &str) -> Result<CaseView> {
+        // Reading is processing too; the DPO answers for the kept data.
+        if caller.role != Role::Dpo && self.store.restricted(case_id).await? {
+            return Err(restricted());
+        }
         // The case is read last: every change to its parts commits with the
         // case, so the state shown is never older than the diagnoses or
         // plans shown beside it (a caller waiting for both halves then reads
@@ -677,7 +703,7 @@ impl Casework {
             .into());
         }
         self.once(call, async |tx: &mut Tx| {
-            let mut case = self.load_case(tx, &half.case_id).await?;
+            let mut case = self.load_partner_case(tx, &half.case_id).await?;
             tx.upsert_diagnosis(&half).await?;
             case.apply_diagnosis(
                 &tx.diagnoses(&half.case_id).await?,
@@ -721,7 +747,7 @@ impl Casework {
         event: CaseEvent,
     ) -> Result<()> {
         self.once(call, async |tx: &mut Tx| {
-            let mut case = self.load_case(tx, case_id).await?;
+            let mut case = self.load_partner_case(tx, case_id).await?;
             case.apply_partner_event(
                 &event,
                 &self.agreement.global_support,
@@ -817,7 +843,7 @@ impl Casework {
         }
         let from = call.caller.institution;
         self.once(call, async |tx: &mut Tx| {
-            let mut case = self.load_case(tx, case_id).await?;
+            let mut case = self.load_partner_case(tx, case_id).await?;
             if case.receiving_institution() != from {
                 return Err(FieldError::new(
                     "case_id",
@@ -944,7 +970,7 @@ impl Casework {
         }
         let at = summary.updated_at;
         self.once(call, async |tx: &mut Tx| {
-            self.load_case(tx, &summary.case_id).await?;
+            self.load_partner_case(tx, &summary.case_id).await?;
             tx.save_plan(
                 &summary.case_id,
                 summary.kind,

@@ -58,6 +58,12 @@ fn document(
     })
 }
 
+fn institutions(list: &[passerelle_domain::Institution]) -> Vec<i32> {
+    list.iter()
+        .map(|i| v1::Institution::from(*i) as i32)
+        .collect()
+}
+
 fn optional_time(
     field: &str,
     t: Option<&prost_types::Timestamp>,
@@ -380,11 +386,7 @@ impl CaseworkRpcs {
             .await?;
         Ok(Response::new(v1::EraseSubjectDataResponse {
             erased: outcome.erased,
-            notified: outcome
-                .notified
-                .iter()
-                .map(|i| v1::Institution::from(*i) as i32)
-                .collect(),
+            notified: institutions(&outcome.notified),
         }))
     }
 
@@ -414,11 +416,66 @@ impl CaseworkRpcs {
             .await?;
         Ok(Response::new(v1::RectifySubjectDataResponse {
             rectified_fields: outcome.rectified,
-            notified: outcome
-                .notified
-                .iter()
-                .map(|i| v1::Institution::from(*i) as i32)
-                .collect(),
+            notified: institutions(&outcome.notified),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "RestrictProcessing"))]
+    pub async fn restrict_processing(
+        &self,
+        request: Request<v1::RestrictProcessingRequest>,
+    ) -> Answer<v1::RestrictProcessingResponse> {
+        let app = self.app()?;
+        let case_id = case_id("case_id", &request.get_ref().case_id)?;
+        self.reach(&request, &case_id).await?;
+        app.casework.known_case(&case_id).await?;
+        let (l, m) = (local(&request)?, request.get_ref());
+        let outcome = app
+            .casework
+            .restrict(l.call(&m.idempotency_key), &case_id, m.lift)
+            .await?;
+        Ok(Response::new(v1::RestrictProcessingResponse {
+            restricted: !m.lift,
+            notified: institutions(&outcome.notified),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ObjectToProcessing"))]
+    pub async fn object_to_processing(
+        &self,
+        request: Request<v1::ObjectToProcessingRequest>,
+    ) -> Answer<v1::ObjectToProcessingResponse> {
+        let app = self.app()?;
+        let case_id = case_id("case_id", &request.get_ref().case_id)?;
+        self.reach(&request, &case_id).await?;
+        app.casework.known_case(&case_id).await?;
+        let (l, m) = (local(&request)?, request.get_ref());
+        let purpose =
+            convert::enum_field("purpose", m.purpose, convert::purpose).map_err(AppError::from)?;
+        // Art. 21 applies to processing on a public task: the contract says which.
+        let own = v1::Institution::from(app.casework.own()).as_str_name();
+        let name = v1::Purpose::from(purpose).as_str_name();
+        let catalogue = self.catalogue()?;
+        let bases = catalogue.bases_of(name, own, true);
+        let public_task = v1::LegalBasis::PublicTask.as_str_name();
+        if !bases.contains(public_task) {
+            let why = if catalogue.bases_of(name, own, false).contains(public_task) {
+                "is carried out on a public task, but none of its crossings is about one case: there is no processing of this person's case to stop"
+            } else if bases.contains(v1::LegalBasis::Consent.as_str_name()) {
+                "rests on the person's consent here: they withdraw it instead (WithdrawConsent)"
+            } else if bases.is_empty() {
+                "is not a processing this institution carries out"
+            } else {
+                "rests on a legal obligation: the right to object does not apply (GDPR art. 21(1))"
+            };
+            return Err(AppError::from(FieldError::new("purpose", why)).into());
+        }
+        let outcome = app
+            .casework
+            .object(l.call(&m.idempotency_key), &case_id, purpose)
+            .await?;
+        Ok(Response::new(v1::ObjectToProcessingResponse {
+            notified: institutions(&outcome.notified),
         }))
     }
 

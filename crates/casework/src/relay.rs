@@ -205,6 +205,23 @@ impl Relay {
                     })?,
             ),
         };
+        let on_public_task = self
+            .policy
+            .rule(&path)
+            .and_then(|r| r.crossing.as_ref())
+            .is_some_and(|c| c.legal_basis == passerelle_domain::LegalBasis::PublicTask);
+        // A withdrawal always travels, objection or not.
+        let withdrawal = matches!(message, Outbound::Consent(c) if c.state != passerelle_domain::ConsentState::Given);
+        if on_public_task && !withdrawal {
+            self.casework
+                .crossings
+                .objection_to_send(self.casework.partner(), &case_id, message.purpose(), &path)
+                .await
+                .map_err(|refusal| match refusal {
+                    SendRefusal::Denied(why) => Failure::Permanent(why),
+                    SendRefusal::Unavailable(why) => Failure::Transient(why),
+                })?;
+        }
         let allowed = consent.as_ref();
         let key = pending.message_key.clone();
         let id = case_id.clone();

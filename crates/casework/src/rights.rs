@@ -65,24 +65,14 @@ impl Casework {
     /// partner is told if the audit log shows it received any of it.
     pub async fn erase(&self, call: Call<'_>, case_id: &str) -> Result<RightsOutcome> {
         let now = self.clock.now();
-        let partner = self.partner();
         self.once(call, async |tx: &mut Tx| {
-            let told = !tx.fields_sent(case_id).await?.is_empty();
+            // Who received the data is read before they go.
+            let sent = tx.fields_sent(case_id).await?;
             let erased = tx
                 .erase_case(case_id, ErasureReason::Request, false, now)
                 .await?;
-            if told {
-                self.tell_partner(
-                    tx,
-                    &Outbound::RightsNotice(RightsNotice {
-                        case_id: case_id.into(),
-                        kind: RightsNoticeKind::Erasure,
-                        at: now,
-                        rectified: vec![],
-                    }),
-                )
-                .await?;
-            }
+            let notice = self.notice(case_id, RightsNoticeKind::Erasure);
+            let notified = self.tell_recipients(tx, &sent, notice).await?;
             tx.append_audit(&local_entry(
                 now,
                 self.own(),
@@ -92,11 +82,11 @@ impl Casework {
                 "personal data erased at the person's request (GDPR art. 17)".into(),
             ))
             .await?;
-            tracing::info!(case_id, erased, told_partner = told, by = %call.caller.agent, "erasure");
+            tracing::info!(case_id, erased, notified = ?notified, by = %call.caller.agent, "erasure");
             Ok(RightsOutcome {
                 erased,
                 rectified: vec![],
-                notified: if told { vec![partner] } else { vec![] },
+                notified,
             })
         })
         .await
@@ -112,7 +102,6 @@ impl Casework {
         contact: Option<Contact>,
     ) -> Result<RightsOutcome> {
         let now = self.clock.now();
-        let partner = self.partner();
         self.once(call, async |tx: &mut Tx| {
             let mut referral = tx.referral(case_id).await?.ok_or_else(|| {
                 AppError(DomainError::FailedPrecondition(
@@ -128,24 +117,19 @@ impl Casework {
             }
             tx.replace_referral(&referral).await?;
             let sent = tx.fields_sent(case_id).await?;
+            // Each recipient hears of the corrected fields it received only.
             let received: Vec<_> = changes
                 .iter()
                 .filter(|c| sent.contains(c.field.code()))
                 .cloned()
                 .collect();
-            let told = !received.is_empty();
-            if told {
-                self.tell_partner(
-                    tx,
-                    &Outbound::RightsNotice(RightsNotice {
-                        case_id: case_id.into(),
-                        kind: RightsNoticeKind::Rectification,
-                        at: now,
-                        rectified: received,
-                    }),
-                )
-                .await?;
-            }
+            let notified = if received.is_empty() {
+                vec![]
+            } else {
+                let mut notice = self.notice(case_id, RightsNoticeKind::Rectification);
+                notice.rectified = received;
+                self.tell_recipients(tx, &sent, notice).await?
+            };
             let fields: Vec<String> = changes.iter().map(|c| c.field.code().to_owned()).collect();
             let mut entry = local_entry(
                 now,
@@ -157,14 +141,123 @@ impl Casework {
             );
             entry.fields = fields.clone();
             tx.append_audit(&entry).await?;
-            tracing::info!(case_id, fields = ?fields, told_partner = told, by = %call.caller.agent, "rectification");
+            tracing::info!(case_id, fields = ?fields, notified = ?notified, by = %call.caller.agent, "rectification");
             Ok(RightsOutcome {
                 erased: false,
                 rectified: fields,
-                notified: if told { vec![partner] } else { vec![] },
+                notified,
             })
         })
         .await
+    }
+
+    /// Restricts processing of the case to keeping its data (GDPR art.
+    /// 18), or lifts the restriction; recipients of the data are told.
+    pub async fn restrict(
+        &self,
+        call: Call<'_>,
+        case_id: &str,
+        lift: bool,
+    ) -> Result<RightsOutcome> {
+        let now = self.clock.now();
+        self.once(call, async |tx: &mut Tx| {
+            let changed = if lift {
+                tx.lift_restriction(case_id).await?
+            } else {
+                tx.restrict(case_id, now).await?
+            };
+            let sent = tx.fields_sent(case_id).await?;
+            let kind = if lift {
+                RightsNoticeKind::RestrictionLifted
+            } else {
+                RightsNoticeKind::Restriction
+            };
+            let notified = if changed {
+                self.tell_recipients(tx, &sent, self.notice(case_id, kind)).await?
+            } else {
+                vec![]
+            };
+            let why = if lift {
+                "restriction lifted (GDPR art. 18(3))"
+            } else {
+                "processing restricted to storage at the person's request (GDPR art. 18)"
+            };
+            tx.append_audit(&local_entry(now, self.own(), Some(call.caller), call.method, case_id, why.into()))
+                .await?;
+            tracing::info!(case_id, lift, notified = ?notified, by = %call.caller.agent, "restriction");
+            Ok(RightsOutcome {
+                erased: false,
+                rectified: vec![],
+                notified,
+            })
+        })
+        .await
+    }
+
+    /// Records the person's objection to `purpose` for the case (GDPR art.
+    /// 21): from now on its crossings about the case are refused at both
+    /// ends; recipients of the data are told.
+    pub async fn object(
+        &self,
+        call: Call<'_>,
+        case_id: &str,
+        purpose: Purpose,
+    ) -> Result<RightsOutcome> {
+        let now = self.clock.now();
+        self.once(call, async |tx: &mut Tx| {
+            let new = tx.object(case_id, purpose, now).await?;
+            let sent = tx.fields_sent(case_id).await?;
+            let notified = if new {
+                let mut notice = self.notice(case_id, RightsNoticeKind::Objection);
+                notice.purpose = Some(purpose);
+                self.tell_recipients(tx, &sent, notice).await?
+            } else {
+                vec![]
+            };
+            tx.append_audit(&local_entry(
+                now,
+                self.own(),
+                Some(call.caller),
+                call.method,
+                case_id,
+                format!("the person objected to {purpose} (GDPR art. 21)"),
+            ))
+            .await?;
+            tracing::info!(case_id, %purpose, notified = ?notified, by = %call.caller.agent, "objection");
+            Ok(RightsOutcome {
+                erased: false,
+                rectified: vec![],
+                notified,
+            })
+        })
+        .await
+    }
+
+    fn notice(&self, case_id: &str, kind: RightsNoticeKind) -> RightsNotice {
+        RightsNotice {
+            case_id: case_id.into(),
+            kind,
+            at: self.clock.now(),
+            rectified: vec![],
+            purpose: None,
+        }
+    }
+
+    /// Queues `notice` for the partner if the audit log shows it received
+    /// any of the person's data (`sent`: the field paths it received);
+    /// returns who is told (GDPR art. 19).
+    async fn tell_recipients(
+        &self,
+        tx: &mut Tx,
+        sent: &std::collections::BTreeSet<String>,
+        notice: RightsNotice,
+    ) -> Result<Vec<Institution>> {
+        if sent.is_empty() {
+            return Ok(vec![]);
+        }
+        self.tell_partner(tx, &Outbound::RightsNotice(notice))
+            .await?;
+        Ok(vec![self.partner()])
     }
 
     /// The partner erased or corrected its copy at the person's request:
@@ -186,6 +279,18 @@ impl Casework {
                         referral.rectify(change)?;
                     }
                     tx.replace_referral(&referral).await?;
+                }
+                RightsNoticeKind::Restriction => {
+                    tx.restrict(&notice.case_id, notice.at).await?;
+                }
+                RightsNoticeKind::RestrictionLifted => {
+                    tx.lift_restriction(&notice.case_id).await?;
+                }
+                RightsNoticeKind::Objection => {
+                    let purpose = notice.purpose.ok_or_else(|| {
+                        AppError::from(FieldError::new("notice.purpose", "is required for an objection"))
+                    })?;
+                    tx.object(&notice.case_id, purpose, notice.at).await?;
                 }
             }
             tracing::info!(case_id = %notice.case_id, kind = %notice.kind, "partner's rights notice applied");

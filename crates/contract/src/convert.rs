@@ -1072,7 +1072,7 @@ impl From<&domain::EndOfProcessing> for v1::EndOfProcessingNotice {
 }
 
 enum_pair!(fn rights_notice_kind: v1::RightsNoticeKind => domain::rights::RightsNoticeKind {
-    Erasure, Rectification
+    Erasure, Rectification, Restriction, RestrictionLifted, Objection
 });
 
 impl From<&domain::rights::RightsNotice> for v1::RightsNotice {
@@ -1110,6 +1110,10 @@ impl From<&domain::rights::RightsNotice> for v1::RightsNotice {
                 .collect(),
             person: names_person.then_some(person),
             contact: names_contact.then_some(contact),
+            purpose: d
+                .purpose
+                .map(|p| v1::Purpose::from(p) as i32)
+                .unwrap_or_default(),
         }
     }
 }
@@ -1146,11 +1150,18 @@ pub fn rights_notice(case_id: &str, p: &v1::RightsNotice) -> Result<domain::righ
     if kind == domain::rights::RightsNoticeKind::Rectification && rectified.is_empty() {
         return Err(FieldError::new("fields", "names no field to rectify"));
     }
+    let purpose = match kind {
+        domain::rights::RightsNoticeKind::Objection => {
+            Some(enum_field("purpose", p.purpose, purpose)?)
+        }
+        _ => None,
+    };
     Ok(domain::rights::RightsNotice {
         case_id: identifier("case_id", case_id)?.into(),
         kind,
         at: timestamp_from("at", p.at.as_ref())?,
         rectified,
+        purpose,
     })
 }
 

@@ -45,7 +45,13 @@ pub struct RectifiedValue {
 }
 
 coded_enum!(
-    RightsNoticeKind { Erasure => "erasure", Rectification => "rectification" }
+    RightsNoticeKind {
+        Erasure => "erasure",
+        Rectification => "rectification",
+        Restriction => "restriction",
+        RestrictionLifted => "restriction_lifted",
+        Objection => "objection",
+    }
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +61,9 @@ pub struct RightsNotice {
     pub at: DateTime<Utc>,
     /// For a rectification: the corrected fields this recipient received.
     pub rectified: Vec<RectifiedValue>,
+    /// For an objection: the processing objected to.
+    #[serde(default)]
+    pub purpose: Option<crate::vocabulary::Purpose>,
 }
 
 impl Referral {

@@ -49,6 +49,8 @@ pub struct RpcInfo {
     pub callers: Vec<String>,
     pub roles: Vec<String>,
     pub crossing: Option<CrossingInfo>,
+    /// The request's field naming the case it is about (`(subject) = true`).
+    pub subject: Option<String>,
 }
 
 impl RpcInfo {
@@ -138,6 +140,7 @@ impl Catalogue {
         let label = extension(&pool, "passerelle.v1.label")?;
         let record = extension(&pool, "passerelle.v1.purpose_record")?;
         let policy = extension(&pool, "passerelle.v1.policy")?;
+        let subject = extension(&pool, "passerelle.v1.subject")?;
         let purpose_enum = enumeration(&pool, "passerelle.v1.Purpose")?;
         let institution_enum = enumeration(&pool, "passerelle.v1.Institution")?;
         let role_enum = enumeration(&pool, "passerelle.v1.Role")?;
@@ -217,7 +220,13 @@ impl Catalogue {
                         flow: enum_names(&c, "flow", &flow_enum).pop().unwrap_or_default(),
                         categories: enum_names(&c, "categories", &category_enum),
                     });
+                let subject = method
+                    .input()
+                    .fields()
+                    .find(|f| f.options().get_extension(&subject).as_bool() == Some(true))
+                    .map(|f| f.name().to_owned());
                 rpcs.push(RpcInfo {
+                    subject,
                     path: format!("/{}/{}", service.full_name(), method.name()),
                     server: server.clone(),
                     callers: enum_names(rule, "callers", &institution_enum),
@@ -311,6 +320,25 @@ impl Catalogue {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .unwrap_or_else(|| field.name().to_owned())
+    }
+
+    /// The legal bases (value names) the contract's crossings of `purpose`
+    /// rest on where `institution` takes part; with `about_a_case`, only
+    /// those whose request names the case they are about.
+    pub fn bases_of(
+        &self,
+        purpose: &str,
+        institution: &str,
+        about_a_case: bool,
+    ) -> BTreeSet<String> {
+        self.rpcs
+            .iter()
+            .filter(|r| r.server == institution || r.callers.iter().any(|c| c == institution))
+            .filter(|r| !about_a_case || r.subject.as_deref() == Some("case_id"))
+            .filter_map(|r| r.crossing.as_ref())
+            .filter(|c| c.purpose == purpose)
+            .map(|c| c.legal_basis.clone())
+            .collect()
     }
 
     /// The institutions (value names) that take part in any crossing.

@@ -353,6 +353,7 @@ impl InstitutionStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM cases c JOIN referrals r ON r.case_id = c.case_id
              WHERE c.referral_state = 'pending' AND c.referral_expires_at <= $1 AND r.origin = 'partner'
+               AND c.case_id NOT IN (SELECT case_id FROM restrictions)
              ORDER BY c.referral_expires_at, c.case_id LIMIT $2",
             prefixed("c", CASE_COLUMNS)
         )))
@@ -373,6 +374,7 @@ impl InstitutionStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CASE_COLUMNS} FROM cases
              WHERE state = 'active' AND track = 'global' AND ends_at <= $1 AND entry_recorded_by = $2
+               AND case_id NOT IN (SELECT case_id FROM restrictions)
              ORDER BY ends_at, case_id LIMIT $3"
         )))
         .bind(to_micros(now))
@@ -453,8 +455,13 @@ impl InstitutionStore {
     /// The oldest undelivered messages, in the order they were written.
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<PendingMessage>> {
         let rows = sqlx::query(
+            // A restricted case's messages wait (in order) until it is lifted;
+            // what concerns the person's rights goes out regardless.
             "SELECT id, message_key, payload, attempts, trace_context FROM outbox
-             WHERE delivered_at IS NULL AND abandoned_at IS NULL ORDER BY id LIMIT $1",
+             WHERE delivered_at IS NULL AND abandoned_at IS NULL
+               AND (kind IN ('rights_notice', 'end_of_processing', 'consent')
+                    OR case_id NOT IN (SELECT case_id FROM restrictions))
+             ORDER BY id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(self.db.pool())
@@ -1053,6 +1060,18 @@ impl Tx {
 
 /// The boundary's consent port.
 impl passerelle_boundary::ConsentRegister for InstitutionStore {
+    fn objected<'a>(
+        &'a self,
+        case_id: &'a str,
+        purpose: Purpose,
+    ) -> passerelle_boundary::layer::BoxFuture<'a, std::result::Result<bool, String>> {
+        Box::pin(async move {
+            InstitutionStore::objected(self, case_id, purpose)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn consents_for_case<'a>(
         &'a self,
         case_id: &'a str,

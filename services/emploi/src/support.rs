@@ -225,7 +225,7 @@ impl EmploymentSupport<'_> {
 
     pub async fn receive_suspension(&self, call: Call<'_>, notice: SuspensionNotice) -> Result<()> {
         self.once(call, async |tx: &mut Tx| {
-            let mut case = self.load_case(tx, &notice.case_id).await?;
+            let mut case = self.load_partner_case(tx, &notice.case_id).await?;
             case.apply_suspension(&notice);
             self.save_and_tell(tx, &case, false, None).await?;
             tracing::info!(case_id = %notice.case_id, "employment follow-up suspension updated");

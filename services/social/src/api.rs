@@ -132,6 +132,18 @@ impl SocialService for SocialApi {
     ) -> Answer<v1::RectifySubjectDataResponse> {
         self.casework.rectify_subject_data(r).await
     }
+    async fn restrict_processing(
+        &self,
+        r: Request<v1::RestrictProcessingRequest>,
+    ) -> Answer<v1::RestrictProcessingResponse> {
+        self.casework.restrict_processing(r).await
+    }
+    async fn object_to_processing(
+        &self,
+        r: Request<v1::ObjectToProcessingRequest>,
+    ) -> Answer<v1::ObjectToProcessingResponse> {
+        self.casework.object_to_processing(r).await
+    }
     async fn receive_rights_notice(
         &self,
         r: Request<v1::ReceiveRightsNoticeRequest>,

@@ -50,7 +50,15 @@ pub struct PurgeCandidate {
 }
 
 /// Tables that hold a case's personal data, by the case's identifier.
-const CASE_TABLES: [&str; 5] = ["referrals", "diagnoses", "local_notes", "plans", "outbox"];
+const CASE_TABLES: [&str; 7] = [
+    "referrals",
+    "diagnoses",
+    "local_notes",
+    "plans",
+    "outbox",
+    "restrictions",
+    "objections",
+];
 
 impl Tx {
     fn is_postgres(&self) -> bool {
@@ -185,6 +193,56 @@ impl Tx {
         Ok(())
     }
 
+    /// Restricts processing of the case (GDPR art. 18); `false` if it already was.
+    pub async fn restrict(&mut self, case_id: &str, since: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO restrictions (case_id, since) VALUES ($1, $2) ON CONFLICT (case_id) DO NOTHING",
+        )
+        .bind(case_id)
+        .bind(to_micros(since))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Lifts a restriction; `false` if there was none.
+    pub async fn lift_restriction(&mut self, case_id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM restrictions WHERE case_id = $1")
+            .bind(case_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn restricted(&mut self, case_id: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM restrictions WHERE case_id = $1")
+                .bind(case_id)
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Records the person's objection to `purpose` for the case (GDPR art. 21).
+    pub async fn object(
+        &mut self,
+        case_id: &str,
+        purpose: passerelle_domain::Purpose,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO objections (case_id, purpose, objected_at) VALUES ($1, $2, $3)
+             ON CONFLICT (case_id, purpose) DO NOTHING",
+        )
+        .bind(case_id)
+        .bind(purpose.code())
+        .bind(to_micros(at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Whether this side erased the case's data already.
     pub async fn was_erased(&mut self, case_id: &str) -> Result<bool> {
         Ok(
@@ -198,6 +256,33 @@ impl Tx {
 }
 
 impl InstitutionStore {
+    /// Whether processing of the case is restricted (GDPR art. 18).
+    pub async fn restricted(&self, case_id: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM restrictions WHERE case_id = $1")
+                .bind(case_id)
+                .fetch_optional(self.database().pool())
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Whether the person objected to `purpose` for the case (GDPR art. 21).
+    pub async fn objected(
+        &self,
+        case_id: &str,
+        purpose: passerelle_domain::Purpose,
+    ) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM objections WHERE case_id = $1 AND purpose = $2")
+                .bind(case_id)
+                .bind(purpose.code())
+                .fetch_optional(self.database().pool())
+                .await?
+                .is_some(),
+        )
+    }
+
     /// What the agreement's retention lets go at `now`: ended cases whose
     /// data are `data_months` past their end, and erased cases whose
     /// consent records are `consent_months` past it. At most `limit`.
@@ -221,6 +306,7 @@ impl InstitutionStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CASE_COLUMNS} FROM cases WHERE state IN ('exited', 'not_entered')
                AND COALESCE(exited_at, referral_decided_at, diagnosed_at, referred_at) <= $1
+               AND case_id NOT IN (SELECT case_id FROM restrictions)
              ORDER BY case_id"
         )))
         .bind(to_micros(cutoff))

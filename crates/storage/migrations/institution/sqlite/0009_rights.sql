@@ -21,3 +21,19 @@ CREATE TABLE erased_cases (
     reason TEXT NOT NULL,
     consents_kept BIGINT NOT NULL
 );
+
+-- Cases whose processing is restricted (GDPR art. 18): their data are only
+-- kept, nothing else is done with them, until the restriction is lifted.
+CREATE TABLE restrictions (
+    case_id TEXT PRIMARY KEY,
+    since BIGINT NOT NULL
+);
+
+-- Objections to a processing carried out on a public task (GDPR art. 21),
+-- per case and purpose: crossings of that purpose about the case stop.
+CREATE TABLE objections (
+    case_id TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    objected_at BIGINT NOT NULL,
+    PRIMARY KEY (case_id, purpose)
+);

@@ -1,8 +1,9 @@
-//! Rectification, erasure and the retention purge, over real gRPC on both
-//! backends: each change reaches exactly the institutions the audit log
-//! shows received the data (GDPR art. 19), an erased person leaves no value
-//! in either database while the committee's figures stay as they were, and
-//! the purge, run twice or interrupted, ends in the same state.
+//! Rectification, erasure, restriction, objection and the retention purge,
+//! over real gRPC on both backends: each change reaches exactly the
+//! institutions the audit log shows received the data (GDPR art. 19), an
+//! erased person leaves no value in either database while the committee's
+//! figures stay as they were, a restricted case is only kept, and the
+//! purge, run twice or interrupted, ends in the same state.
 
 use passerelle_boundary::audit::{AuditEntry, Direction};
 use passerelle_casework::rights::{PURGE_BATCH, purge};
@@ -468,6 +469,18 @@ async fn the_purge_erases_what_retention_lets_go_and_a_rerun_or_a_crash_changes_
         assert!(listed.iter().all(|c| !c.consents_only));
         // The dry run changed nothing.
         assert_eq!(state(&t, Institution::Emploi).await.2, 0);
+        // A restricted case is kept whatever its age (GDPR art. 18(1)(c)).
+        let mut tx = store.begin().await.expect("begin");
+        tx.restrict(&ended[1], due_at).await.expect("restrict");
+        tx.commit().await.expect("commit");
+        let listed = purge(&store, &agreement, due_at, true, PURGE_BATCH)
+            .await
+            .expect("dry run");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].case_id, ended[0]);
+        let mut tx = store.begin().await.expect("begin");
+        tx.lift_restriction(&ended[1]).await.expect("lift");
+        tx.commit().await.expect("commit");
 
         // A purge killed inside its transaction leaves no trace…
         {
@@ -548,6 +561,292 @@ async fn the_purge_erases_what_retention_lets_go_and_a_rerun_or_a_crash_changes_
         })
         .await;
         counts_equal_a_recount(&t, Institution::Social).await;
+        t.shutdown().await;
+    })
+    .await;
+}
+
+fn plan(t: &TestStack, case_id: &str, key: &str) -> tonic::Request<v1::UpdatePlanRequest> {
+    t.as_social_worker(v1::UpdatePlanRequest {
+        idempotency_key: key.into(),
+        plan: Some(v1::Plan {
+            case_id: case_id.into(),
+            kind: v1::PlanKind::Social as i32,
+            themes: vec![v1::PlanTheme {
+                theme: v1::Theme::Mobility as i32,
+                goals: vec![v1::PlanGoal {
+                    title: "Permis de conduire".into(),
+                    actions: vec![v1::PlanAction {
+                        title: "Auto-école solidaire".into(),
+                        status: v1::ActionStatus::Planned as i32,
+                        directory_service_id: String::new(),
+                    }],
+                }],
+            }],
+            ..Default::default()
+        }),
+    })
+}
+
+fn restrict(
+    t: &TestStack,
+    case_id: &str,
+    key: &str,
+    lift: bool,
+) -> tonic::Request<v1::RestrictProcessingRequest> {
+    t.as_dpo(
+        Institution::Social,
+        v1::RestrictProcessingRequest {
+            idempotency_key: key.into(),
+            case_id: case_id.into(),
+            lift,
+        },
+    )
+}
+
+async fn restricted_at(t: &TestStack, institution: Institution, case_id: &str) -> bool {
+    t.store(institution)
+        .await
+        .restricted(case_id)
+        .await
+        .expect("read")
+}
+
+#[tokio::test]
+async fn a_restricted_case_is_only_kept_at_both_sides_until_lifted() {
+    on_every_backend(async |backend| {
+        let mut t = start(backend, 11).await;
+        let case_id = t.enter_case("restrict").await;
+        // A plan change queued while the partner is down, then the restriction.
+        t.stack
+            .stop(Institution::Emploi)
+            .await
+            .expect("stop emploi");
+        t.social()
+            .await
+            .update_plan(plan(&t, &case_id, "plan-before"))
+            .await
+            .expect("plan");
+        let answer = t
+            .social()
+            .await
+            .restrict_processing(restrict(&t, &case_id, "restrict-1", false))
+            .await
+            .expect("restricted")
+            .into_inner();
+        assert!(answer.restricted);
+        assert_eq!(answer.notified, [v1::Institution::Emploi as i32]);
+        // Nothing more is done with the case here: no change, no reading.
+        let status = t
+            .social()
+            .await
+            .update_plan(plan(&t, &case_id, "plan-during"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{backend:?}");
+        assert!(status.message().contains("GDPR art. 18"), "{status:?}");
+        let status = t
+            .social()
+            .await
+            .get_case(t.as_social_worker(v1::GetCaseRequest {
+                case_id: case_id.clone(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+
+        // The partner hears of it; the plan's summary waits at the sender.
+        t.stack
+            .restart(Institution::Emploi)
+            .await
+            .expect("restart emploi");
+        t.wait_ready().await;
+        eventually("restricted at emploi", async || {
+            restricted_at(&t, Institution::Emploi, &case_id).await
+        })
+        .await;
+        let social = t.store(Institution::Social).await;
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert_eq!(
+            social.outbox_depth().await.expect("depth").pending,
+            1,
+            "{backend:?}"
+        );
+        let emploi = t.store(Institution::Emploi).await;
+        assert!(
+            emploi
+                .plan_summaries(&case_id)
+                .await
+                .expect("read")
+                .iter()
+                .all(|s| s.kind != passerelle_domain::plan::PlanKind::Social)
+        );
+        let status = t
+            .emploi()
+            .await
+            .exit_case(t.as_counsellor(v1::ExitCaseRequest {
+                idempotency_key: "exit-restricted".into(),
+                case_id: case_id.clone(),
+                exit: Some(v1::CaseExit {
+                    reason: v1::ExitReason::Job as i32,
+                    exited_at: Some(timestamp(t.clock.now())),
+                }),
+                qualification_gained: false,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+
+        // Lifted: the held summary goes, then the partner lifts its copy.
+        let answer = t
+            .social()
+            .await
+            .restrict_processing(restrict(&t, &case_id, "lift-1", true))
+            .await
+            .expect("lifted")
+            .into_inner();
+        assert!(!answer.restricted);
+        eventually("lifted at emploi", async || {
+            !restricted_at(&t, Institution::Emploi, &case_id).await
+        })
+        .await;
+        eventually("the held summary delivered", async || {
+            social.outbox_depth().await.expect("depth").pending == 0
+        })
+        .await;
+        assert_eq!(
+            social.outbox_depth().await.expect("depth").abandoned,
+            0,
+            "{backend:?}"
+        );
+        assert!(
+            emploi
+                .plan_summaries(&case_id)
+                .await
+                .expect("read")
+                .iter()
+                .any(|s| s.kind == passerelle_domain::plan::PlanKind::Social)
+        );
+        t.social()
+            .await
+            .update_plan(plan(&t, &case_id, "plan-after"))
+            .await
+            .expect("plan again");
+        t.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_objection_stops_a_processing_on_a_public_task_and_only_such_a_one() {
+    on_every_backend(async |backend| {
+        let t = start(backend, 11).await;
+        let case_id = t.enter_case("object").await;
+        let object = |key: &str, purpose: v1::Purpose| {
+            t.as_dpo(
+                Institution::Social,
+                v1::ObjectToProcessingRequest {
+                    idempotency_key: key.into(),
+                    case_id: case_id.clone(),
+                    purpose: purpose as i32,
+                },
+            )
+        };
+        // What rests on consent is stopped by withdrawing it; counts name nobody.
+        for (purpose, says) in [
+            (v1::Purpose::GlobalSupport, "withdraw"),
+            (
+                v1::Purpose::Statistics,
+                "none of its crossings is about one case",
+            ),
+        ] {
+            let status = t
+                .social()
+                .await
+                .object_to_processing(object("o-bad", purpose))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument);
+            assert!(status.message().starts_with("purpose:"), "{status:?}");
+            assert!(status.message().contains(says), "{status:?}");
+        }
+        // The consent record's copy at the partner rests on a public task.
+        let answer = t
+            .social()
+            .await
+            .object_to_processing(object("o-1", v1::Purpose::ConsentRecord))
+            .await
+            .expect("objection")
+            .into_inner();
+        assert_eq!(answer.notified, [v1::Institution::Emploi as i32]);
+        let emploi = t.store(Institution::Emploi).await;
+        eventually("the objection known at emploi", async || {
+            emploi
+                .objected(&case_id, passerelle_domain::Purpose::ConsentRecord)
+                .await
+                .expect("read")
+        })
+        .await;
+        // A new consent for the case no longer travels; its refusal is audited.
+        let mut record = consent(
+            &t.clock,
+            &[v1::Purpose::GlobalSupport],
+            &[v1::Institution::Emploi, v1::Institution::Social],
+        );
+        record.case_id = case_id.clone();
+        t.social()
+            .await
+            .record_consent(t.as_social_worker(v1::RecordConsentRequest {
+                idempotency_key: "c-after-objection".into(),
+                consent: Some(record),
+            }))
+            .await
+            .expect("consent recorded here");
+        let social = t.store(Institution::Social).await;
+        eventually("outbox settled", async || {
+            social.outbox_depth().await.expect("depth").pending == 0
+        })
+        .await;
+        let refused = social
+            .audit()
+            .entries()
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|e| {
+                e.case_id.as_deref() == Some(case_id.as_str())
+                    && e.method.ends_with("/ShareConsent")
+                    && e.decision == passerelle_boundary::Decision::Denied
+            })
+            .count();
+        assert_eq!(refused, 1, "{backend:?}");
+        assert_eq!(
+            emploi
+                .consents_for_case(&case_id)
+                .await
+                .expect("read")
+                .len(),
+            1
+        );
+        // A withdrawal still travels.
+        let held = social.consents_for_case(&case_id).await.expect("read");
+        t.social()
+            .await
+            .withdraw_consent(t.as_social_worker(v1::WithdrawConsentRequest {
+                idempotency_key: "w-after-objection".into(),
+                consent_id: held[0].consent_id.to_string(),
+            }))
+            .await
+            .expect("withdrawn");
+        eventually("the withdrawal at emploi", async || {
+            emploi
+                .consents_for_case(&case_id)
+                .await
+                .expect("read")
+                .iter()
+                .any(|c| c.state == passerelle_domain::ConsentState::Withdrawn)
+        })
+        .await;
         t.shutdown().await;
     })
     .await;
