@@ -227,6 +227,29 @@ impl TestStack {
         )
     }
 
+    /// The social side's DPO asks for the access report of `case_id`.
+    pub async fn social_access_report(
+        &self,
+        case_id: &str,
+        format: v1::DocumentFormat,
+        joint: bool,
+    ) -> Result<v1::Document, tonic::Status> {
+        let request = self.as_dpo(
+            Institution::Social,
+            v1::GetSubjectAccessReportRequest {
+                case_id: case_id.into(),
+                format: format as i32,
+                joint,
+            },
+        );
+        let answer = self
+            .social()
+            .await
+            .get_subject_access_report(request)
+            .await?;
+        Ok(answer.into_inner().document.unwrap_or_default())
+    }
+
     /// A coordinator of `office` at `institution`, calling their own service.
     pub fn as_coordinator_of<T>(
         &self,

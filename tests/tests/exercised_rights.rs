@@ -365,16 +365,7 @@ async fn an_erased_person_leaves_no_value_in_either_database_and_the_figures_sta
             .into_inner();
         assert_eq!(again, answer);
         let status = t
-            .social()
-            .await
-            .get_subject_access_report(t.as_dpo(
-                Institution::Social,
-                v1::GetSubjectAccessReportRequest {
-                    case_id: case_id.clone(),
-                    format: v1::DocumentFormat::Json as i32,
-                    joint: false,
-                },
-            ))
+            .social_access_report(&case_id, v1::DocumentFormat::Json, false)
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound);

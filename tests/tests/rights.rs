@@ -225,22 +225,11 @@ async fn the_access_report_lists_what_is_held_and_what_crossed_and_the_joint_one
         })
         .await;
         // The social side's own report: everything it holds, exactly.
-        let report = json(
-            t.social()
+        let report = json(Some(
+            t.social_access_report(&case_id, v1::DocumentFormat::Json, false)
                 .await
-                .get_subject_access_report(t.as_dpo(
-                    Institution::Social,
-                    v1::GetSubjectAccessReportRequest {
-                        case_id: case_id.clone(),
-                        format: v1::DocumentFormat::Json as i32,
-                        joint: false,
-                    },
-                ))
-                .await
-                .expect("report")
-                .into_inner()
-                .document,
-        );
+                .expect("report"),
+        ));
         let parts = report["parts"].as_array().expect("parts");
         assert_eq!(parts.len(), 1);
         let own = &parts[0];
@@ -302,22 +291,11 @@ async fn the_access_report_lists_what_is_held_and_what_crossed_and_the_joint_one
 
         // The joint report: the partner's part through a crossing of its own.
         let emploi_seqs = crossing_seqs(&t, Institution::Emploi, &case_id).await;
-        let joint = json(
-            t.social()
+        let joint = json(Some(
+            t.social_access_report(&case_id, v1::DocumentFormat::Json, true)
                 .await
-                .get_subject_access_report(t.as_dpo(
-                    Institution::Social,
-                    v1::GetSubjectAccessReportRequest {
-                        case_id: case_id.clone(),
-                        format: v1::DocumentFormat::Json as i32,
-                        joint: true,
-                    },
-                ))
-                .await
-                .expect("joint report")
-                .into_inner()
-                .document,
-        );
+                .expect("joint report"),
+        ));
         let parts = joint["parts"].as_array().expect("parts");
         assert_eq!(parts.len(), 2);
         let theirs = &parts[1];
@@ -360,21 +338,9 @@ async fn the_access_report_lists_what_is_held_and_what_crossed_and_the_joint_one
         }
         // The document a person reads.
         let html = t
-            .social()
+            .social_access_report(&case_id, v1::DocumentFormat::Html, true)
             .await
-            .get_subject_access_report(t.as_dpo(
-                Institution::Social,
-                v1::GetSubjectAccessReportRequest {
-                    case_id: case_id.clone(),
-                    format: v1::DocumentFormat::Html as i32,
-                    joint: true,
-                },
-            ))
-            .await
-            .expect("html")
-            .into_inner()
-            .document
-            .expect("document");
+            .expect("html");
         assert_eq!(html.content_type, "text/html; charset=utf-8");
         assert!(html.body.contains("Vos données"));
         assert!(html.body.contains("Nolwenn"));

@@ -12,7 +12,7 @@ use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, ReflectMessage, Value
 use serde::Serialize;
 
 use crate::catalogue::Catalogue;
-use crate::render::{Html, date, date_time};
+use crate::render::{Html, Markdown, Page, date, date_time};
 
 /// One value held about the person.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -376,73 +376,34 @@ impl AccessReport {
     }
 
     pub fn to_markdown(&self) -> String {
-        use crate::render::markdown_cell as c;
-        let mut md = format!(
-            "# Vos données — dossier {}\n\nRapport établi le {} par {} (convention `{}`), au titre du droit d'accès (RGPD art. 15).\n\n",
-            self.case_id,
-            date(self.generated_at),
-            self.requested_from,
-            self.agreement_id
-        );
-        for part in &self.parts {
-            md.push_str(&format!("## Données détenues par {}\n\n", part.institution));
-            for (section, values) in sections(&part.values) {
-                md.push_str(&format!(
-                    "### {section}\n\nFinalités : {}.\n\n| Donnée | Valeur | Catégorie | Conservation |\n|---|---|---|---|\n",
-                    values[0].purposes.join(", ")
-                ));
-                for v in values {
-                    md.push_str(&format!(
-                        "| {} | {} | {} | {} |\n",
-                        c(&v.path),
-                        c(&v.value),
-                        c(short(&v.category_label)),
-                        c(&v.kept_until)
-                    ));
-                }
-                md.push('\n');
-            }
-            if !part.complete && part.local_only_values > 0 {
-                md.push_str(&format!(
-                    "{} autre(s) donnée(s) ne quittent jamais {} : elles figurent dans le rapport qu'elle établit elle-même.\n\n",
-                    part.local_only_values, part.institution
-                ));
-            }
-            md.push_str(&format!(
-                "### Échanges enregistrés par {}\n\n| Date | Sens | Institution | Finalité | Base légale | Décision | Données |\n|---|---|---|---|---|---|---|\n",
-                part.institution
-            ));
-            for x in &part.crossings {
-                md.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} |\n",
-                    date_time(x.at),
-                    x.direction,
-                    c(&x.counterpart),
-                    c(&x.purpose),
-                    c(short(&x.legal_basis)),
-                    x.decision,
-                    c(&x.fields.join(", "))
-                ));
-            }
-            md.push('\n');
-        }
-        md
+        let mut page = Markdown::page(&self.title());
+        self.write(&mut page);
+        page.finish()
     }
 
     pub fn to_html(&self) -> String {
-        let mut h = Html::page(&format!("Vos données — dossier {}", self.case_id));
-        h.p(&format!(
+        let mut page = Html::page(&self.title());
+        self.write(&mut page);
+        page.finish()
+    }
+
+    fn title(&self) -> String {
+        format!("Vos données — dossier {}", self.case_id)
+    }
+
+    fn write(&self, page: &mut impl Page) {
+        page.p(&format!(
             "Rapport établi le {} par {} au titre de votre droit d'accès (RGPD art. 15), dans le cadre de la convention {}.",
             date(self.generated_at),
             self.requested_from,
             self.agreement_id
         ));
-        h.note("Vous pouvez demander la rectification d'une donnée inexacte, son effacement, la limitation de son traitement, vous opposer au traitement fondé sur une mission d'intérêt public, et retirer votre consentement à tout moment, auprès du délégué à la protection des données de l'une ou l'autre institution.");
+        page.note("Vous pouvez demander la rectification d'une donnée inexacte, son effacement, la limitation de son traitement, vous opposer au traitement fondé sur une mission d'intérêt public, et retirer votre consentement à tout moment, auprès du délégué à la protection des données de l'une ou l'autre institution.");
         for part in &self.parts {
-            h.h2(&format!("Données détenues par {}", part.institution));
+            page.h2(&format!("Données détenues par {}", part.institution));
             for (section, values) in sections(&part.values) {
-                h.h3(section);
-                h.note(&format!("Finalités : {}.", values[0].purposes.join(", ")));
+                page.h3(section);
+                page.note(&format!("Finalités : {}.", values[0].purposes.join(", ")));
                 let rows: Vec<Vec<String>> = values
                     .iter()
                     .map(|v| {
@@ -454,15 +415,15 @@ impl AccessReport {
                         ]
                     })
                     .collect();
-                h.table(&["Donnée", "Valeur", "Catégorie", "Conservation"], &rows);
+                page.table(&["Donnée", "Valeur", "Catégorie", "Conservation"], &rows);
             }
             if !part.complete && part.local_only_values > 0 {
-                h.note(&format!(
+                page.note(&format!(
                     "{} autre(s) donnée(s) ne quittent jamais {} : elles figurent dans le rapport qu'elle établit elle-même.",
                     part.local_only_values, part.institution
                 ));
             }
-            h.h3(&format!("Échanges enregistrés par {}", part.institution));
+            page.h3(&format!("Échanges enregistrés par {}", part.institution));
             let rows: Vec<Vec<String>> = part
                 .crossings
                 .iter()
@@ -478,7 +439,7 @@ impl AccessReport {
                     ]
                 })
                 .collect();
-            h.table(
+            page.table(
                 &[
                     "Date",
                     "Sens",
@@ -491,6 +452,5 @@ impl AccessReport {
                 &rows,
             );
         }
-        h.finish()
     }
 }

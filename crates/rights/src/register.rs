@@ -13,7 +13,7 @@ use passerelle_domain::{DataCategory, Institution};
 use serde::Serialize;
 
 use crate::catalogue::Catalogue;
-use crate::render::{Html, date, markdown_cell};
+use crate::render::{Html, Markdown, Page, date};
 
 /// One legal basis of a processing activity, with its reference and the RPCs that rest on it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -276,94 +276,28 @@ impl Register {
     }
 
     pub fn to_markdown(&self) -> String {
-        let mut md = String::new();
-        md.push_str(&format!(
-            "# Registre des activités de traitement — {}\n\n",
-            self.controller
-        ));
-        md.push_str(&format!(
-            "Responsable de traitement : {}. Responsable(s) conjoint(s) (RGPD art. 26) : {}.\n\n",
-            self.controller,
-            self.joint_controllers.join(", ")
-        ));
-        md.push_str(&format!(
-            "Convention : {} (`{}`), {} ; parties : {}.\n\nÉtabli le {}.\n\n",
-            self.agreement_name,
-            self.agreement_id,
-            self.term,
-            self.parties.join(" ; "),
-            date(self.generated_at)
-        ));
-        for a in &self.activities {
-            md.push_str(&format!("## {}\n\n{}\n\n", a.title, a.description));
-            md.push_str(&format!("- Finalité : `{}`\n", a.code));
-            md.push_str(&format!(
-                "- Personnes concernées : {}\n",
-                a.data_subjects.join(" ; ")
-            ));
-            for b in &a.legal_bases {
-                md.push_str(&format!(
-                    "- Base légale : {} — {} ({})\n",
-                    b.label,
-                    b.reference,
-                    b.rpcs
-                        .iter()
-                        .map(|r| format!("`{r}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            md.push_str(&format!(
-                "- Catégories de données : {}\n",
-                or_none(&a.data_categories)
-            ));
-            md.push_str(&format!("- Destinataires : {}\n", or_none(&a.recipients)));
-            md.push_str(&format!("- Provenance : {}\n", or_none(&a.sources)));
-            md.push_str(&format!(
-                "- Transferts hors UE : {}\n",
-                a.transfers_outside_eu
-            ));
-            for r in Self::retention_text(a) {
-                md.push_str(&format!("- Conservation : {r}\n"));
-            }
-            md.push('\n');
-        }
-        md.push_str("## Mesures de sécurité\n\n");
-        for m in &self.security_measures {
-            md.push_str(&format!("- {m}\n"));
-        }
-        md.push_str(&format!(
-            "\n## Échanges réalisés du {} au {}\n\n",
-            date(self.period_from),
-            date(self.period_to)
-        ));
-        md.push_str(
-            "| Finalité | Sens | Institution | Décision | Nombre |\n|---|---|---|---|---:|\n",
-        );
-        for c in &self.crossings_made {
-            md.push_str(&format!(
-                "| {} | {} | {} | {} | {} |\n",
-                markdown_cell(&c.purpose),
-                c.direction,
-                markdown_cell(&c.counterpart),
-                c.decision,
-                c.count
-            ));
-        }
-        md
+        let mut page = Markdown::page(&self.title());
+        self.write(&mut page);
+        page.finish()
     }
 
     pub fn to_html(&self) -> String {
-        let mut h = Html::page(&format!(
-            "Registre des activités de traitement — {}",
-            self.controller
-        ));
-        h.p(&format!(
+        let mut page = Html::page(&self.title());
+        self.write(&mut page);
+        page.finish()
+    }
+
+    fn title(&self) -> String {
+        format!("Registre des activités de traitement — {}", self.controller)
+    }
+
+    fn write(&self, page: &mut impl Page) {
+        page.p(&format!(
             "Responsable de traitement : {}. Responsable(s) conjoint(s) (RGPD art. 26) : {}.",
             self.controller,
             self.joint_controllers.join(", ")
         ));
-        h.p(&format!(
+        page.p(&format!(
             "Convention : {} ({}), {} ; parties : {}. Établi le {}.",
             self.agreement_name,
             self.agreement_id,
@@ -372,8 +306,8 @@ impl Register {
             date(self.generated_at)
         ));
         for a in &self.activities {
-            h.h2(&a.title);
-            h.p(&a.description);
+            page.h2(&a.title);
+            page.p(&a.description);
             let mut rows = vec![
                 ("Finalité".to_owned(), a.code.clone()),
                 ("Personnes concernées".into(), a.data_subjects.join(" ; ")),
@@ -391,32 +325,32 @@ impl Register {
             for r in Self::retention_text(a) {
                 rows.push(("Conservation".into(), r));
             }
-            h.definitions(&rows);
+            page.definitions(&rows);
         }
-        h.h2("Mesures de sécurité");
-        h.list(&self.security_measures);
-        h.h2(&format!(
+        page.h2("Mesures de sécurité");
+        page.list(&self.security_measures);
+        page.h2(&format!(
             "Échanges réalisés du {} au {}",
             date(self.period_from),
             date(self.period_to)
         ));
-        h.table(
+        let rows: Vec<Vec<String>> = self
+            .crossings_made
+            .iter()
+            .map(|c| {
+                vec![
+                    c.purpose.clone(),
+                    c.direction.clone(),
+                    c.counterpart.clone(),
+                    c.decision.clone(),
+                    c.count.to_string(),
+                ]
+            })
+            .collect();
+        page.table(
             &["Finalité", "Sens", "Institution", "Décision", "Nombre"],
-            &self
-                .crossings_made
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.purpose.clone(),
-                        c.direction.clone(),
-                        c.counterpart.clone(),
-                        c.decision.clone(),
-                        c.count.to_string(),
-                    ]
-                })
-                .collect::<Vec<_>>(),
+            &rows,
         );
-        h.finish()
     }
 }
 

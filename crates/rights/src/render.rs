@@ -44,7 +44,20 @@ table,tbody,tr,td{display:block;width:auto}thead{display:none}tr{border:1px soli
 td{border:none;border-bottom:1px solid #eee}td::before{content:attr(data-label);display:block;font-weight:600;font-size:.85rem;color:#555}}\
 .note{color:#555;font-size:.9rem}@media print{body{margin:0;max-width:none}h2{break-after:avoid}table,dl{break-inside:auto}tr{break-inside:avoid}}";
 
-/// A page built piece by piece; every text is escaped.
+/// A document built piece by piece, written once for every format.
+pub trait Page {
+    fn h2(&mut self, text: &str);
+    fn h3(&mut self, text: &str);
+    fn p(&mut self, text: &str);
+    /// A lighter paragraph: an explanation beside the figures.
+    fn note(&mut self, text: &str);
+    fn list(&mut self, items: &[String]);
+    /// Terms and their values, one per row.
+    fn definitions(&mut self, rows: &[(String, String)]);
+    fn table(&mut self, headings: &[&str], rows: &[Vec<String>]);
+}
+
+/// French HTML, printable, readable on a phone; every text is escaped.
 #[derive(Debug)]
 pub struct Html(String);
 
@@ -56,24 +69,31 @@ impl Html {
         ))
     }
 
-    pub fn h2(&mut self, text: &str) {
+    pub fn finish(mut self) -> String {
+        self.0.push_str("</body></html>\n");
+        self.0
+    }
+}
+
+impl Page for Html {
+    fn h2(&mut self, text: &str) {
         self.0.push_str(&format!("<h2>{}</h2>\n", escape(text)));
     }
 
-    pub fn h3(&mut self, text: &str) {
+    fn h3(&mut self, text: &str) {
         self.0.push_str(&format!("<h3>{}</h3>\n", escape(text)));
     }
 
-    pub fn p(&mut self, text: &str) {
+    fn p(&mut self, text: &str) {
         self.0.push_str(&format!("<p>{}</p>\n", escape(text)));
     }
 
-    pub fn note(&mut self, text: &str) {
+    fn note(&mut self, text: &str) {
         self.0
             .push_str(&format!("<p class=\"note\">{}</p>\n", escape(text)));
     }
 
-    pub fn list(&mut self, items: &[String]) {
+    fn list(&mut self, items: &[String]) {
         self.0.push_str("<ul>");
         for i in items {
             self.0.push_str(&format!("<li>{}</li>", escape(i)));
@@ -81,7 +101,7 @@ impl Html {
         self.0.push_str("</ul>\n");
     }
 
-    pub fn definitions(&mut self, rows: &[(String, String)]) {
+    fn definitions(&mut self, rows: &[(String, String)]) {
         self.0.push_str("<dl>");
         for (term, value) in rows {
             self.0.push_str(&format!(
@@ -93,7 +113,7 @@ impl Html {
         self.0.push_str("</dl>\n");
     }
 
-    pub fn table<R: AsRef<[String]>>(&mut self, headings: &[&str], rows: &[R]) {
+    fn table(&mut self, headings: &[&str], rows: &[Vec<String>]) {
         // On a phone each row becomes a card, each cell named by its heading.
         self.0.push_str("<table><thead><tr>");
         for h in headings {
@@ -102,7 +122,7 @@ impl Html {
         self.0.push_str("</tr></thead><tbody>");
         for row in rows {
             self.0.push_str("<tr>");
-            for (cell, heading) in row.as_ref().iter().zip(headings) {
+            for (cell, heading) in row.iter().zip(headings) {
                 self.0.push_str(&format!(
                     "<td data-label=\"{}\">{}</td>",
                     escape(heading),
@@ -113,10 +133,62 @@ impl Html {
         }
         self.0.push_str("</tbody></table>\n");
     }
+}
 
-    pub fn finish(mut self) -> String {
-        self.0.push_str("</body></html>\n");
+/// Markdown, for a repository or a ticket.
+#[derive(Debug)]
+pub struct Markdown(String);
+
+impl Markdown {
+    pub fn page(title: &str) -> Markdown {
+        Markdown(format!("# {title}\n\n"))
+    }
+
+    pub fn finish(self) -> String {
         self.0
+    }
+}
+
+impl Page for Markdown {
+    fn h2(&mut self, text: &str) {
+        self.0.push_str(&format!("## {text}\n\n"));
+    }
+
+    fn h3(&mut self, text: &str) {
+        self.0.push_str(&format!("### {text}\n\n"));
+    }
+
+    fn p(&mut self, text: &str) {
+        self.0.push_str(&format!("{text}\n\n"));
+    }
+
+    fn note(&mut self, text: &str) {
+        self.0.push_str(&format!("_{text}_\n\n"));
+    }
+
+    fn list(&mut self, items: &[String]) {
+        for i in items {
+            self.0.push_str(&format!("- {i}\n"));
+        }
+        self.0.push('\n');
+    }
+
+    fn definitions(&mut self, rows: &[(String, String)]) {
+        for (term, value) in rows {
+            self.0.push_str(&format!("- {term} : {value}\n"));
+        }
+        self.0.push('\n');
+    }
+
+    fn table(&mut self, headings: &[&str], rows: &[Vec<String>]) {
+        self.0.push_str(&format!("| {} |\n", headings.join(" | ")));
+        self.0
+            .push_str(&format!("|{}\n", "---|".repeat(headings.len())));
+        for row in rows {
+            let cells: Vec<String> = row.iter().map(|c| markdown_cell(c)).collect();
+            self.0.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+        self.0.push('\n');
     }
 }
 
@@ -134,6 +206,13 @@ mod tests {
         assert!(!page.contains("<i>"));
         assert!(page.contains("a &amp; b &lt;i&gt;"));
         assert!(page.contains("&quot;x&quot;"));
+    }
+
+    #[test]
+    fn a_markdown_cell_cannot_break_its_row() {
+        let mut m = Markdown::page("t");
+        m.table(&["a", "b"], &[vec!["x | y".into(), "line\nbreak".into()]]);
+        assert!(m.finish().contains("| x \\| y | line break |"));
     }
 
     #[test]
