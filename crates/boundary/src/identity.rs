@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
+use ed25519_dalek::pkcs8::{EncodePublicKey, spki::der::pem::LineEnding};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use passerelle_domain::{Institution, Role};
 use serde::{Deserialize, Serialize};
@@ -408,7 +408,13 @@ impl Signer {
     }
 }
 
-/// An Ed25519 key pair in PEM (PKCS#8 private, SPKI public).
+/// The DER of a PKCS#8 v1 Ed25519 private key up to its 32-byte seed:
+/// version 0, algorithm id-Ed25519 (1.3.101.112), the seed as an OCTET STRING.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// An Ed25519 key pair in PEM (PKCS#8 v1 private, SPKI public).
 #[derive(Clone)]
 pub struct KeyPair {
     pub private_pem: String,
@@ -428,9 +434,17 @@ impl KeyPair {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| IdentityError::Invalid(e.to_string()))?;
         let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-        let private_pem = signing
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| IdentityError::Invalid(e.to_string()))?;
+        // PKCS#8 v1 (RFC 8410 §7), without the public key a v2 document
+        // appends: the form OpenSSL writes and every common library reads
+        // (Python's `cryptography` refuses v2 with "extra data").
+        let mut der = ED25519_PKCS8_V1_PREFIX.to_vec();
+        der.extend_from_slice(&seed);
+        let private_pem = ed25519_dalek::pkcs8::spki::der::pem::encode_string(
+            "PRIVATE KEY",
+            LineEnding::LF,
+            &der,
+        )
+        .map_err(|e| IdentityError::Invalid(e.to_string()))?;
         let public_pem = signing
             .verifying_key()
             .to_public_key_pem(LineEnding::LF)
@@ -475,6 +489,31 @@ pub fn institution_from_certificate(der: &[u8]) -> Option<Institution> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_keys_are_written_as_pkcs8_v1_and_still_sign() {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let keys = KeyPair::generate().expect("keys");
+        let (label, der) =
+            ed25519_dalek::pkcs8::spki::der::pem::decode_vec(keys.private_pem.as_bytes())
+                .expect("PEM");
+        assert_eq!(label, "PRIVATE KEY");
+        // v1: version 0 and no public key appended (48 bytes in all).
+        assert_eq!(der.len(), 48);
+        assert_eq!(der[4], 0, "version 0");
+        let signing =
+            ed25519_dalek::SigningKey::from_pkcs8_pem(&keys.private_pem).expect("reads back");
+        let public = signing
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("public");
+        assert_eq!(public, keys.public_pem);
+        let signer = Signer::ed25519("iss", &keys.private_pem).expect("signer");
+        let token = signer
+            .sign("a", Institution::Social, Role::SocialWorker, "aud", 60)
+            .expect("token");
+        assert_eq!(token.split('.').count(), 3);
+    }
 
     fn certificate(names: &[&str], uris: &[&str]) -> Vec<u8> {
         let mut params = rcgen::CertificateParams::new(
