@@ -778,6 +778,27 @@ pub fn screenshot(
     png
 }
 
+/// Whether `page`, laid out `width` CSS pixels wide by the browser, is wider
+/// than that (something spills out: the reader must scroll sideways).
+pub fn overflows(browser: &std::path::Path, page: &std::path::Path, width: u32) -> bool {
+    let probe = page.with_extension("probe.html");
+    let html = std::fs::read_to_string(page).expect("page");
+    let script = "<script>document.body.setAttribute('data-overflow', String(document.documentElement.scrollWidth > window.innerWidth));</script>";
+    std::fs::write(&probe, html.replace("</body>", &format!("{script}</body>"))).expect("probe");
+    let profile = tempfile::tempdir().expect("profile");
+    let out = std::process::Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("--window-size={width},1000"))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", probe.display()))
+        .output()
+        .expect("chromium runs");
+    let _ = std::fs::remove_file(&probe);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("data-overflow="), "the probe ran: {dom:.200}");
+    dom.contains("data-overflow=\"true\"")
+}
+
 /// Every text value in every table of a database, to look for leaks.
 pub async fn all_text(url: &str) -> Vec<(String, String)> {
     use sqlx::{Column, Row};

@@ -48,7 +48,14 @@ async fn the_report_renders_in_a_real_browser() {
     let Some(browser) = browser_or_skip() else {
         return;
     };
-    let png = screenshot(&browser, &page, &dir.join("rapport.png"), (1000, 2600));
+    let png = screenshot(&browser, &page, &dir.join("rapport.png"), (1280, 2600));
+    screenshot(&browser, &page, &dir.join("rapport-phone.png"), (390, 2600));
+    for width in [1280, 390] {
+        assert!(
+            !overflows(&browser, &page, width),
+            "the report spills out at {width} px"
+        );
+    }
     // A blank page compresses to almost nothing; charts and tables do not.
     assert!(png.len() > 20_000, "screenshot of {} bytes", png.len());
 
@@ -125,6 +132,10 @@ async fn the_dpos_documents_render_in_a_real_browser() {
                 size,
             );
             assert!(png.len() > 20_000, "{name} at {label}: {} bytes", png.len());
+            assert!(
+                !overflows(&browser, &page, size.0),
+                "{name} spills out at {label}"
+            );
         }
     }
 }

@@ -35,22 +35,54 @@ pub fn bar_chart(
     bars: &[(String, Option<u64>)],
     target: Option<(&str, u64)>,
 ) -> String {
-    let (width, row, left) = (640, 28, 190);
-    let height = 40 + row * bars.len().max(1) + if target.is_some() { 24 } else { 0 };
+    chart(title, bars, target, &[], "")
+}
+
+/// A bar chart whose bars each have their own target (`marks`, one per
+/// bar), drawn as a red tick across the bar and named `mark_label`.
+pub fn bar_chart_marked(
+    title: &str,
+    bars: &[(String, Option<u64>)],
+    marks: &[Option<u64>],
+    mark_label: &str,
+) -> String {
+    chart(title, bars, None, marks, mark_label)
+}
+
+fn chart(
+    title: &str,
+    bars: &[(String, Option<u64>)],
+    target: Option<(&str, u64)>,
+    marks: &[Option<u64>],
+    mark_label: &str,
+) -> String {
+    let row = 28;
+    // Room for the longest label (about 7 px a character at this size).
+    let longest = bars
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0) as u32;
+    let left = (longest * 7 + 16).clamp(120, 360);
+    let width = left + 440;
+    let legend = target.is_some() || marks.iter().any(Option::is_some);
+    let height = 40 + row * bars.len().max(1) as u32 + if legend { 24 } else { 0 };
     let max = bars
         .iter()
         .filter_map(|(_, v)| *v)
         .chain(target.map(|(_, t)| t))
+        .chain(marks.iter().flatten().copied())
         .max()
         .unwrap_or(1)
         .max(1);
-    let scale = |v: u64| (v as f64 / max as f64 * f64::from(width - left - 70)) as u32;
+    let scale = |v: u64| (v as f64 / max as f64 * f64::from(width - left - 180)) as u32;
+    // Scales with the page: the full size on a desk, narrower on a phone.
     let mut svg = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{t}"><title>{t}</title><defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="6" stroke="#999" stroke-width="2"/></pattern></defs><text x="0" y="18" font-size="15" font-weight="bold">{t}</text>"##,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" style="max-width:{width}px" role="img" aria-label="{t}"><title>{t}</title><defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="6" stroke="#999" stroke-width="2"/></pattern></defs><text x="0" y="18" font-size="15" font-weight="bold">{t}</text>"##,
         t = escape(title)
     );
     for (i, (label, v)) in bars.iter().enumerate() {
-        let y = 32 + row * i;
+        let y = 32 + row * i as u32;
         let _ = write!(
             svg,
             r##"<text x="{x}" y="{ty}" font-size="12" text-anchor="end">{l}</text>"##,
@@ -77,19 +109,68 @@ pub fn bar_chart(
                 );
             }
         }
+        if let Some(Some(m)) = marks.get(i) {
+            let x = left + scale(*m);
+            let _ = write!(
+                svg,
+                r##"<line x1="{x}" y1="{y1}" x2="{x}" y2="{y2}" stroke="#c0392b" stroke-width="3"/><text x="{tx}" y="{ty}" font-size="11" fill="#c0392b">{m}</text>"##,
+                y1 = y - 3,
+                y2 = y + 23,
+                tx = x + 4,
+                ty = y - 4
+            );
+        }
     }
+    let bottom = 32 + row * bars.len().max(1) as u32;
     if let Some((label, t)) = target {
         let x = left + scale(t);
-        let bottom = 32 + row * bars.len().max(1);
         let _ = write!(
             svg,
             r##"<line x1="{x}" y1="28" x2="{x}" y2="{bottom}" stroke="#c0392b" stroke-width="2" stroke-dasharray="5,3"/><text x="{x}" y="{ty}" font-size="12" fill="#c0392b" text-anchor="end">{l} : {t}</text>"##,
             ty = bottom + 16,
             l = escape(label)
         );
+    } else if marks.iter().any(Option::is_some) {
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" y1="{y1}" x2="{left}" y2="{y2}" stroke="#c0392b" stroke-width="3"/><text x="{tx}" y="{ty}" font-size="12" fill="#c0392b">{l}</text>"##,
+            y1 = bottom + 4,
+            y2 = bottom + 20,
+            tx = left + 8,
+            ty = bottom + 16,
+            l = escape(mark_label)
+        );
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// The entries a year should count under the agreement, in proportion to
+/// the part of that year the agreement covers: per counsellor (× FTE) where
+/// the agreement says so, else its participants over its whole term.
+pub fn entries_target(agreement: &Agreement, fte: f64, year: i32) -> Option<u64> {
+    use chrono::NaiveDate;
+    let term = &agreement.term;
+    let first = NaiveDate::from_ymd_opt(year, 1, 1)?;
+    let last = NaiveDate::from_ymd_opt(year, 12, 31)?;
+    let covered = |from: NaiveDate, to: NaiveDate| (to - from).num_days() + 1;
+    let (from, to) = (first.max(term.starts_on), last.min(term.ends_on));
+    if from > to {
+        return None;
+    }
+    let share_of_year = covered(from, to) as f64 / covered(first, last) as f64;
+    let targets = &agreement.targets;
+    let target = match (
+        targets.entries_per_counsellor_per_year,
+        targets.participants,
+    ) {
+        (Some(per), _) => f64::from(per) * fte * share_of_year,
+        (None, Some(all)) => {
+            f64::from(all) * covered(from, to) as f64 / covered(term.starts_on, term.ends_on) as f64
+        }
+        (None, None) => return None,
+    };
+    Some(target.round() as u64)
 }
 
 /// The cell at (row label, column label) of a published table.
@@ -139,7 +220,8 @@ fn table_html(t: &v1::PublishedTable) -> String {
         shown(&t.columns, &t.column_levels),
     );
     let level = |levels: &[String], i: usize| levels.get(i).cloned().unwrap_or_default();
-    html.push_str("<table><thead><tr><th></th>");
+    // Many columns: the table scrolls on a phone instead of widening the page.
+    html.push_str("<div class=\"wide\"><table><thead><tr><th></th>");
     for &c in &columns {
         let _ = write!(
             html,
@@ -165,7 +247,7 @@ fn table_html(t: &v1::PublishedTable) -> String {
         }
         html.push_str("</tr>");
     }
-    html.push_str("</tbody></table>");
+    html.push_str("</tbody></table></div>");
     html
 }
 
@@ -215,24 +297,29 @@ pub fn html(answer: &v1::GetDashboardResponse, agreement: &Agreement) -> String 
     body.push_str("<h2>Entrées</h2>");
     let staffing = d.staffing.clone().unwrap_or_default();
     let entries = value(d.entries.as_ref());
-    let yearly_target = agreement
-        .targets
-        .entries_per_counsellor_per_year
-        .map(|per| {
-            (f64::from(per)
-                * staffing
-                    .counsellors_fte
-                    .max(agreement.capacity.counsellors_fte)) as u64
-        });
+    let fte = staffing
+        .counsellors_fte
+        .max(agreement.capacity.counsellors_fte);
     let by_year: Vec<(String, Option<u64>)> = staffing
         .entries_by_year
         .iter()
         .map(|y| (y.year.clone(), value(y.entries.as_ref())))
         .collect();
-    body.push_str(&bar_chart(
+    let year_targets: Vec<Option<u64>> = staffing
+        .entries_by_year
+        .iter()
+        .map(|y| {
+            y.year
+                .parse()
+                .ok()
+                .and_then(|year| entries_target(agreement, fte, year))
+        })
+        .collect();
+    body.push_str(&bar_chart_marked(
         "Entrées par année au regard de l'objectif",
         &by_year,
-        yearly_target.map(|t| ("objectif annuel", t)),
+        &year_targets,
+        "objectif de l'année (au prorata de la part de l'année dans la convention)",
     ));
     if let Some(t) = table(d, "entries") {
         let quarters: Vec<(String, Option<u64>)> = (0..t.columns.len())
@@ -252,20 +339,21 @@ pub fn html(answer: &v1::GetDashboardResponse, agreement: &Agreement) -> String 
             .participants
             .map(|p| ("objectif de participants", u64::from(p))),
     ));
-    body.push_str("<table><thead><tr><th>Année</th><th>Entrées</th><th>Par conseiller (ETP)</th><th>Objectif</th></tr></thead><tbody>");
-    for y in &staffing.entries_by_year {
+    body.push_str("<div class=\"wide\"><table><thead><tr><th>Année</th><th>Entrées</th><th>Objectif d'entrées</th><th>Par conseiller (ETP)</th><th>Objectif par conseiller</th></tr></thead><tbody>");
+    for (y, target) in staffing.entries_by_year.iter().zip(&year_targets) {
         let _ = write!(
             body,
-            "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&y.year),
             cell_text(y.entries.as_ref()),
+            target.map_or("non fixé".into(), |v| v.to_string()),
             y.entries_per_counsellor
                 .map_or("—".into(), |v| format!("{v:.1}")),
             y.target_per_counsellor
-                .map_or("—".into(), |v| v.to_string())
+                .map_or("non fixé".into(), |v| v.to_string())
         );
     }
-    body.push_str("</tbody></table>");
+    body.push_str("</tbody></table></div>");
 
     body.push_str("<h2>Délai d'entrée</h2>");
     if let Some(t) = table(d, "entry_delay.by_month") {
@@ -294,7 +382,7 @@ pub fn html(answer: &v1::GetDashboardResponse, agreement: &Agreement) -> String 
             .collect::<Vec<_>>(),
         target.map(|t| ("objectif", u64::from(t))),
     ));
-    body.push_str("<table><thead><tr><th>Période</th><th>Entrées</th><th>Orientation → diagnostic</th><th>Diagnostic → entrée</th><th>Orientation → entrée</th><th>Objectif</th></tr></thead><tbody>");
+    body.push_str("<div class=\"wide\"><table><thead><tr><th>Période</th><th>Entrées</th><th>Orientation → diagnostic</th><th>Diagnostic → entrée</th><th>Orientation → entrée</th><th>Objectif</th></tr></thead><tbody>");
     let days = |v: Option<f64>| v.map_or("masqué".to_owned(), |v| format!("{v:.1} j"));
     for f in d.delays.iter().filter(|f| f.level != "month") {
         let _ = write!(
@@ -308,7 +396,7 @@ pub fn html(answer: &v1::GetDashboardResponse, agreement: &Agreement) -> String 
             f.target_days.map_or("—".into(), |t| format!("{t} j"))
         );
     }
-    body.push_str("</tbody></table>");
+    body.push_str("</tbody></table></div>");
 
     body.push_str("<h2>Portefeuilles</h2>");
     body.push_str(&bar_chart(
@@ -352,7 +440,7 @@ pub fn html(answer: &v1::GetDashboardResponse, agreement: &Agreement) -> String 
         None => body.push_str("<p class=\"note\">Non publié : trop peu de personnes.</p>"),
     }
 
-    body.push_str("<h2>Fonds social européen</h2><table><thead><tr><th>Indicateur</th><th></th><th>Valeur</th></tr></thead><tbody>");
+    body.push_str("<h2>Fonds social européen</h2><div class=\"wide\"><table><thead><tr><th>Indicateur</th><th></th><th>Valeur</th></tr></thead><tbody>");
     for f in &d.esf {
         let _ = write!(
             body,
@@ -362,7 +450,7 @@ pub fn html(answer: &v1::GetDashboardResponse, agreement: &Agreement) -> String 
             cell_text(f.count.as_ref())
         );
     }
-    body.push_str("</tbody></table>");
+    body.push_str("</tbody></table></div>");
 
     body.push_str("<h2>Accompagnement social exclusif (axe 3)</h2>");
     match &agreement.exclusive_social_support {
@@ -392,9 +480,10 @@ pub fn html(answer: &v1::GetDashboardResponse, agreement: &Agreement) -> String 
 
     format!(
         r#"<!DOCTYPE html>
-<html lang="fr"><head><meta charset="utf-8"><title>Comité de pilotage — {title}</title>
+<html lang="fr"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Comité de pilotage — {title}</title>
 <style>
-body {{ font-family: sans-serif; margin: 2rem; max-width: 900px; color: #222; }}
+body {{ font-family: sans-serif; margin: 2rem auto; padding: 0 1rem; max-width: 75rem; color: #222; }}
+.wide {{ overflow-x: auto; }} svg {{ display: block; margin: .6rem 0 1rem; }}
 h1 {{ font-size: 1.5rem; }} h2 {{ margin-top: 2rem; border-bottom: 1px solid #ccc; }}
 table {{ border-collapse: collapse; margin: .5rem 0 1rem; }}
 th, td {{ border: 1px solid #bbb; padding: .2rem .6rem; text-align: right; }}
@@ -498,6 +587,33 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_year_is_set_the_agreements_target_in_proportion_to_its_part_of_the_term() {
+        let sem = passerelle_domain::agreement::shipped("seine-et-marne-2020").expect("SeM");
+        // 765 participants over 2020-2021: each year its share of the days.
+        assert_eq!(entries_target(&sem, 7.2, 2020), Some(383));
+        assert_eq!(entries_target(&sem, 7.2, 2021), Some(382));
+        assert_eq!(entries_target(&sem, 7.2, 2022), None);
+        let iev = passerelle_domain::agreement::shipped("ille-et-vilaine-2023").expect("IeV");
+        // 127 a counsellor a year, 10 FTE; 2023 from 10 July only.
+        assert_eq!(entries_target(&iev, 10.0, 2024), Some(1270));
+        assert_eq!(entries_target(&iev, 10.0, 2023), Some(609));
+        assert_eq!(entries_target(&iev, 10.0, 2026), None);
+    }
+
+    #[test]
+    fn long_labels_get_the_room_they_need() {
+        let label = "difficultes-administratives-ou-juridiques";
+        let svg = bar_chart("Freins", &[(label.into(), Some(3))], None);
+        // The label ends 8 px left of the bars, which start after its width.
+        let left = label.chars().count() as u32 * 7 + 16;
+        assert!(svg.contains(&format!("<rect x=\"{left}\"")), "{svg}");
+        assert!(
+            svg.contains(r#"width="100%""#),
+            "the chart scales with the page"
+        );
+    }
 
     #[test]
     fn masked_values_never_reach_the_page() {
