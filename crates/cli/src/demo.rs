@@ -795,6 +795,14 @@ pub async fn run(
         })
         .collect();
     persons.sort_by_key(|(arrival, p)| (*arrival, p.index));
+    // Drawn on a terminal only: quiet in CI logs and pipes.
+    let progress = indicatif::ProgressBar::new(people);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} personnes · {msg} · {per_sec} · {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     for (arrival, person) in &persons {
         clock.set(origin + chrono::Duration::days(*arrival));
         run_person(
@@ -807,7 +815,13 @@ pub async fn run(
             &mut tally,
         )
         .await?;
+        progress.set_message(format!(
+            "{} entrées, {} appels gRPC",
+            tally.entered, tally.rpc_calls
+        ));
+        progress.inc(1);
     }
+    progress.finish_and_clear();
     // Let the last messages reach the partner before the committee looks.
     clock.set(origin + chrono::Duration::days(420));
     tokio::time::sleep(Duration::from_millis(300)).await;
