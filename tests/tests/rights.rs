@@ -284,6 +284,15 @@ async fn the_access_report_lists_what_is_held_and_what_crossed_and_the_joint_one
                 .any(|v| v["path"] == "consents[0].consent_id"
                     && v["value"] == consent_id.as_str())
         );
+        // The DPO's reading is on record, and is no crossing.
+        let entries = social_store.audit().entries().await.expect("audit");
+        let read = entries
+            .iter()
+            .find(|e| e.method.ends_with("/GetSubjectAccessReport"))
+            .expect("the report's reading recorded");
+        assert_eq!(read.agent.as_deref(), Some("dpo-social"));
+        assert_eq!(read.case_id.as_deref(), Some(case_id.as_str()));
+        assert_eq!(read.purpose, None);
         // Every crossing the log recorded about the case, no other.
         let own_seqs = crossing_seqs(&t, Institution::Social, &case_id).await;
         assert!(!own_seqs.is_empty());

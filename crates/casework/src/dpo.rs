@@ -559,6 +559,25 @@ impl CaseworkRpcs {
             agreement_id: cw.agreement.id.clone(),
             parts,
         };
+        // Who read everything held about a person, and when, is on record (a
+        // local read, not a crossing: no purpose of the contract's crossings).
+        let path = passerelle_boundary::layer::admission(&request)?
+            .rule
+            .path
+            .clone();
+        let mut read = AuditEntry::inbound(cw.now(), Some(dpo), &path);
+        read.case_id = Some(case_id.as_str().into());
+        read.legal_basis = Some(LegalBasis::LegalObligation);
+        read.counterpart = None;
+        read.reason = Some(format!(
+            "access report written ({} part(s), {} values)",
+            report.parts.len(),
+            report.parts.iter().map(|p| p.values.len()).sum::<usize>()
+        ));
+        cw.store.audit().append(&read).await.map_err(|e| {
+            tracing::error!(error = %e, "audit append failed");
+            Status::unavailable("audit log unavailable")
+        })?;
         tracing::info!(case_id, joint = m.joint, by = %dpo.agent, "access report written");
         let document = document(
             m.format,
