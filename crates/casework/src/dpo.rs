@@ -10,7 +10,7 @@ use passerelle_boundary::layer::caller;
 use passerelle_contract::{convert, v1};
 use passerelle_domain::{DomainError, FieldError, LegalBasis, Purpose};
 use passerelle_rights::access::{self, AccessReport, Part, Retention};
-use passerelle_rights::{Catalogue, Register};
+use passerelle_rights::{Catalogue, Document, Register};
 use passerelle_runtime::AppError;
 use passerelle_storage::audit::{AuditAnchor, AuditFilter};
 use prost_reflect::DynamicMessage;

@@ -73,15 +73,8 @@ impl Casework {
                 .await?;
             let notice = self.notice(case_id, RightsNoticeKind::Erasure);
             let notified = self.tell_recipients(tx, &sent, notice).await?;
-            tx.append_audit(&local_entry(
-                now,
-                self.own(),
-                Some(call.caller),
-                call.method,
-                case_id,
-                "personal data erased at the person's request (GDPR art. 17)".into(),
-            ))
-            .await?;
+            self.record_right(tx, &call, case_id, "personal data erased at the person's request (GDPR art. 17)".into(), vec![])
+                .await?;
             tracing::info!(case_id, erased, notified = ?notified, by = %call.caller.agent, "erasure");
             Ok(RightsOutcome {
                 erased,
@@ -101,7 +94,6 @@ impl Casework {
         person: Option<PersonIdentity>,
         contact: Option<Contact>,
     ) -> Result<RightsOutcome> {
-        let now = self.clock.now();
         self.once(call, async |tx: &mut Tx| {
             let mut referral = tx.referral(case_id).await?.ok_or_else(|| {
                 AppError(DomainError::FailedPrecondition(
@@ -131,16 +123,8 @@ impl Casework {
                 self.tell_recipients(tx, &sent, notice).await?
             };
             let fields: Vec<String> = changes.iter().map(|c| c.field.code().to_owned()).collect();
-            let mut entry = local_entry(
-                now,
-                self.own(),
-                Some(call.caller),
-                call.method,
-                case_id,
-                "rectified at the person's request (GDPR art. 16)".into(),
-            );
-            entry.fields = fields.clone();
-            tx.append_audit(&entry).await?;
+            self.record_right(tx, &call, case_id, "rectified at the person's request (GDPR art. 16)".into(), fields.clone())
+                .await?;
             tracing::info!(case_id, fields = ?fields, notified = ?notified, by = %call.caller.agent, "rectification");
             Ok(RightsOutcome {
                 erased: false,
@@ -182,8 +166,7 @@ impl Casework {
             } else {
                 "processing restricted to storage at the person's request (GDPR art. 18)"
             };
-            tx.append_audit(&local_entry(now, self.own(), Some(call.caller), call.method, case_id, why.into()))
-                .await?;
+            self.record_right(tx, &call, case_id, why.into(), vec![]).await?;
             tracing::info!(case_id, lift, notified = ?notified, by = %call.caller.agent, "restriction");
             Ok(RightsOutcome {
                 erased: false,
@@ -214,15 +197,7 @@ impl Casework {
             } else {
                 vec![]
             };
-            tx.append_audit(&local_entry(
-                now,
-                self.own(),
-                Some(call.caller),
-                call.method,
-                case_id,
-                format!("the person objected to {purpose} (GDPR art. 21)"),
-            ))
-            .await?;
+            self.record_right(tx, &call, case_id, format!("the person objected to {purpose} (GDPR art. 21)"), vec![]).await?;
             tracing::info!(case_id, %purpose, notified = ?notified, by = %call.caller.agent, "objection");
             Ok(RightsOutcome {
                 erased: false,
@@ -231,6 +206,28 @@ impl Casework {
             })
         })
         .await
+    }
+
+    /// The record of a right applied here, committed with the change.
+    async fn record_right(
+        &self,
+        tx: &mut Tx,
+        call: &Call<'_>,
+        case_id: &str,
+        reason: String,
+        fields: Vec<String>,
+    ) -> Result<()> {
+        let mut entry = local_entry(
+            self.clock.now(),
+            self.own(),
+            Some(call.caller),
+            call.method,
+            case_id,
+            reason,
+        );
+        entry.fields = fields;
+        tx.append_audit(&entry).await?;
+        Ok(())
     }
 
     fn notice(&self, case_id: &str, kind: RightsNoticeKind) -> RightsNotice {

@@ -5,7 +5,7 @@
 use chrono::{Duration, Utc};
 use passerelle_domain::Institution;
 use passerelle_domain::agreement::Agreement;
-use passerelle_rights::{Catalogue, Register};
+use passerelle_rights::{Catalogue, Document, Register};
 use passerelle_storage::audit::{AuditFilter, AuditLog};
 use passerelle_storage::{Database, Schema};
 

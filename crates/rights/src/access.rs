@@ -12,7 +12,7 @@ use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, ReflectMessage, Value
 use serde::Serialize;
 
 use crate::catalogue::Catalogue;
-use crate::render::{Html, Markdown, Page, date, date_time};
+use crate::render::{Document, Page, date, date_time};
 
 /// One value held about the person.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -374,24 +374,14 @@ impl AccessReport {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
+}
 
-    pub fn to_markdown(&self) -> String {
-        let mut page = Markdown::page(&self.title());
-        self.write(&mut page);
-        page.finish()
-    }
-
-    pub fn to_html(&self) -> String {
-        let mut page = Html::page(&self.title());
-        self.write(&mut page);
-        page.finish()
-    }
-
+impl Document for AccessReport {
     fn title(&self) -> String {
         format!("Vos données — dossier {}", self.case_id)
     }
 
-    fn write(&self, page: &mut impl Page) {
+    fn write(&self, page: &mut dyn Page) {
         page.p(&format!(
             "Rapport établi le {} par {} au titre de votre droit d'accès (RGPD art. 15), dans le cadre de la convention {}.",
             date(self.generated_at),

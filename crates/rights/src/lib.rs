@@ -11,3 +11,4 @@ pub mod render;
 
 pub use catalogue::Catalogue;
 pub use register::Register;
+pub use render::Document;

@@ -13,7 +13,7 @@ use passerelle_domain::{DataCategory, Institution};
 use serde::Serialize;
 
 use crate::catalogue::Catalogue;
-use crate::render::{Html, Markdown, Page, date};
+use crate::render::{Document, Page, date};
 
 /// One legal basis of a processing activity, with its reference and the RPCs that rest on it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -274,24 +274,14 @@ impl Register {
             })
             .collect()
     }
+}
 
-    pub fn to_markdown(&self) -> String {
-        let mut page = Markdown::page(&self.title());
-        self.write(&mut page);
-        page.finish()
-    }
-
-    pub fn to_html(&self) -> String {
-        let mut page = Html::page(&self.title());
-        self.write(&mut page);
-        page.finish()
-    }
-
+impl Document for Register {
     fn title(&self) -> String {
         format!("Registre des activités de traitement — {}", self.controller)
     }
 
-    fn write(&self, page: &mut impl Page) {
+    fn write(&self, page: &mut dyn Page) {
         page.p(&format!(
             "Responsable de traitement : {}. Responsable(s) conjoint(s) (RGPD art. 26) : {}.",
             self.controller,

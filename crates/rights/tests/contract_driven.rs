@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use passerelle_domain::Institution;
 use passerelle_rights::access::{Retention, held_values};
-use passerelle_rights::{Catalogue, Register};
+use passerelle_rights::{Catalogue, Document, Register};
 use prost_reflect::{DescriptorPool, DynamicMessage, Value};
 
 fn proto_root() -> PathBuf {
