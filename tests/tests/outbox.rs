@@ -206,3 +206,40 @@ async fn another_agents_identical_request_under_the_same_key_is_its_own() {
     })
     .await;
 }
+
+/// Found by measuring an outage from outside: every local commit woke the
+/// relay, so the first waiting message was tried once per commit instead of
+/// on the backoff's schedule. Under a steady stream of commits, the attempts
+/// now follow the backoff (50 ms doubling to 400 ms in test stacks).
+#[tokio::test]
+async fn an_outage_is_retried_on_the_backoffs_schedule_whatever_commits_locally() {
+    let mut t = start(Backend::Sqlite, 11).await;
+    t.stack.stop(Institution::Emploi).await.expect("stop");
+    let social = t.store(Institution::Social).await;
+    let attempts = async || {
+        use sqlx::Row;
+        sqlx::query("SELECT COALESCE(MAX(attempts), 0) AS n FROM outbox")
+            .fetch_one(social.database().pool())
+            .await
+            .expect("q")
+            .get::<i64, _>("n")
+    };
+    // A first message waits for the partner.
+    t.social_consent("c-outage-0", &[v1::Purpose::Referral])
+        .await;
+    eventually("a failed attempt", async || attempts().await > 0).await;
+    let began = std::time::Instant::now();
+    let before = attempts().await;
+    // Two seconds of local commits, each of which used to wake the relay.
+    let mut commits = 0;
+    while began.elapsed() < std::time::Duration::from_secs(2) {
+        commits += 1;
+        t.social_consent(&format!("c-outage-{commits}"), &[v1::Purpose::Referral])
+            .await;
+    }
+    let tried = attempts().await - before;
+    assert!(commits > 20, "enough commits to tell: {commits}");
+    // 2 s of backoff capped at 400 ms: about 5 to 8 attempts, never one per commit.
+    assert!(tried <= 12, "{tried} attempts during {commits} commits");
+    t.shutdown().await;
+}

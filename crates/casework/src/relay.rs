@@ -68,24 +68,27 @@ impl Relay {
         loop {
             let pass = self.pass().await;
             self.record_gauges().await;
-            let wait = match pass {
+            // After a failure the backoff runs its course: a local commit
+            // does not wake the relay early, or an outage would be hammered
+            // once per commit.
+            let (wait, wakeable) = match pass {
                 Ok(true) => {
                     backoff = Duration::from_millis(self.config.initial_backoff_ms);
                     continue;
                 }
                 Ok(false) => {
                     backoff = Duration::from_millis(self.config.initial_backoff_ms);
-                    Duration::from_millis(self.config.poll_interval_ms)
+                    (Duration::from_millis(self.config.poll_interval_ms), true)
                 }
                 Err(()) => {
                     let wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_millis(self.config.max_backoff_ms));
-                    wait
+                    (wait, false)
                 }
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.casework.wake_relay.notified() => {}
+                _ = self.casework.wake_relay.notified(), if wakeable => {}
                 _ = shutdown.changed() => return,
             }
             if *shutdown.borrow() {
