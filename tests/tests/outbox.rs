@@ -243,3 +243,76 @@ async fn an_outage_is_retried_on_the_backoffs_schedule_whatever_commits_locally(
     assert!(tried <= 12, "{tried} attempts during {commits} commits");
     t.shutdown().await;
 }
+
+/// Found by measuring crashes from outside: when the audit record of a
+/// delivered crossing could not be written, the delivery was kept without
+/// it. Now the delivery and its record commit together: until the record
+/// can be written the message stays pending and is sent again (the partner
+/// answers the same key once), and it ends recorded exactly once.
+#[tokio::test]
+async fn a_delivery_is_never_kept_without_its_audit_record() {
+    let t = start(Backend::Sqlite, 11).await;
+    let consent = t
+        .social_consent("c-audit-fails", &[v1::Purpose::Referral])
+        .await;
+    let social = t.store(Institution::Social).await;
+    eventually("the consent shared", async || {
+        social.outbox_depth().await.expect("depth").pending == 0
+    })
+    .await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&t.database_url(Institution::Social))
+        .await
+        .expect("connect");
+    // The audit log refuses the delivery's record, as a full disk would.
+    sqlx::query(
+        "CREATE TRIGGER refuse_referral_record BEFORE INSERT ON audit_log
+         WHEN NEW.method LIKE '%EmploiService/ReceiveReferral'
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(&pool)
+    .await
+    .expect("trigger");
+    t.social_referral("r-audit-fails", &consent, "Tanguy")
+        .await
+        .expect("referral");
+    let emploi = t.store(Institution::Emploi).await;
+    eventually("delivered at emploi", async || {
+        emploi
+            .referral(&consent.case_id)
+            .await
+            .expect("read")
+            .is_some()
+    })
+    .await;
+    let sent_records = async || {
+        social
+            .audit()
+            .entries()
+            .await
+            .expect("audit")
+            .iter()
+            .filter(|e| {
+                e.method.ends_with("EmploiService/ReceiveReferral")
+                    && e.case_id.as_deref() == Some(consent.case_id.as_str())
+            })
+            .count()
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Not recorded, so not kept as delivered.
+    assert_eq!(sent_records().await, 0);
+    assert_eq!(social.outbox_depth().await.expect("depth").pending, 1);
+    sqlx::query("DROP TRIGGER refuse_referral_record")
+        .execute(&pool)
+        .await
+        .expect("drop trigger");
+    eventually("delivered and recorded", async || {
+        social.outbox_depth().await.expect("depth").pending == 0
+    })
+    .await;
+    assert_eq!(sent_records().await, 1);
+    assert_eq!(social.outbox_depth().await.expect("depth").abandoned, 0);
+    social.audit().verify().await.expect("chain");
+    pool.close().await;
+    t.shutdown().await;
+}

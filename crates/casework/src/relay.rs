@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use passerelle_boundary::{Minimiser, Policy, SendRefusal, allowed_categories};
+use passerelle_boundary::{AuditEntry, Minimiser, Policy, SendRefusal, allowed_categories};
 use passerelle_contract::{convert, v1};
 use passerelle_domain::{Consent, DataCategory, Outbound};
 use passerelle_runtime::config::OutboxConfig;
@@ -168,7 +168,17 @@ impl Relay {
             let outcome = self.deliver(&message).instrument(span).await;
             let now = self.casework.now();
             let bookkeeping = match &outcome {
-                Ok(()) => store.mark_delivered(message.id, now).await,
+                Ok(crossing) => {
+                    let done = store.mark_delivered(message.id, now, crossing).await;
+                    if done.is_ok() {
+                        passerelle_telemetry::metrics::record_decision(
+                            "allowed",
+                            crossing.purpose.map(|p| p.code()),
+                            "outbound",
+                        );
+                    }
+                    done
+                }
                 Err(Failure::Permanent(why)) => {
                     tracing::warn!(key = %message.message_key, kind = message.message.kind(), reason = %why, "outbox message refused for good; kept for review");
                     store.abandon(message.id, now, why).await
@@ -190,7 +200,9 @@ impl Relay {
         Ok(full_batch)
     }
 
-    async fn deliver(&self, pending: &PendingMessage) -> Result<(), Failure> {
+    /// Sends one message; the record of the crossing comes back, to be
+    /// committed with the message's delivery.
+    async fn deliver(&self, pending: &PendingMessage) -> Result<AuditEntry, Failure> {
         let message = &pending.message;
         let case_id = message.case_id().to_owned();
         let path = self.casework.partner_path(crossings::rpc_of(message));
@@ -311,11 +323,7 @@ impl Relay {
         entry.consent_id = consent.map(|c| c.consent_id);
         entry.categories = sent.categories;
         entry.fields = sent.fields;
-        // Delivered already: a failed audit append must not resend, only be loud.
-        if let Err(e) = crossings.record_sent(entry).await {
-            tracing::error!(error = %e, "audit of a delivered crossing failed");
-        }
-        Ok(())
+        Ok(entry)
     }
 
     /// Minimises `message` for the crossing at `path` and the consent, and

@@ -479,13 +479,24 @@ impl InstitutionStore {
             .collect()
     }
 
-    pub async fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> Result<()> {
+    /// Marks a message delivered and records the crossing in the audit log,
+    /// in one transaction: a delivery is never kept without its record. If
+    /// this fails the message stays pending and is sent again (the partner
+    /// answers a resent key from its idempotency record).
+    pub async fn mark_delivered(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        crossing: &passerelle_boundary::AuditEntry,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.append_audit(crossing).await?;
         sqlx::query("UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2")
             .bind(to_micros(at))
             .bind(id)
-            .execute(self.db.pool())
+            .execute(&mut *tx.tx)
             .await?;
-        Ok(())
+        tx.commit().await
     }
 
     pub async fn record_failed_attempt(&self, id: i64, error: &str) -> Result<()> {

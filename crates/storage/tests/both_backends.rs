@@ -164,11 +164,31 @@ async fn institution_store_round_trips_on_every_backend() {
             ConsentState::Withdrawn
         );
 
+        // The delivery and its audit record commit together.
+        let crossing = AuditEntry {
+            at: t0(),
+            direction: Direction::Outbound,
+            agent: None,
+            agent_institution: Some(Institution::Social),
+            agent_role: None,
+            counterpart: Some(Institution::Emploi),
+            method: "/passerelle.v1.EmploiService/ReceiveReferral".into(),
+            case_id: Some("k-1".into()),
+            purpose: Some(Purpose::Referral),
+            legal_basis: Some(LegalBasis::Consent),
+            consent_id: None,
+            categories: Default::default(),
+            fields: vec![],
+            decision: Decision::Allowed,
+            reason: None,
+        };
         store
-            .mark_delivered(pending[0].id, t0())
+            .mark_delivered(pending[0].id, t0(), &crossing)
             .await
             .expect("delivered");
         assert!(store.pending_outbox(10).await.expect("pending").is_empty());
+        let recorded = store.audit().entries().await.expect("audit");
+        assert_eq!(recorded.last(), Some(&crossing));
     }
 }
 
