@@ -316,3 +316,39 @@ async fn a_delivery_is_never_kept_without_its_audit_record() {
     pool.close().await;
     t.shutdown().await;
 }
+
+/// Found by measuring heavy writes from outside: a write that waited past
+/// SQLite's busy timeout answered INTERNAL ("database is locked"), which
+/// integrators do not retry. Busy is UNAVAILABLE: retry after a pause.
+#[tokio::test]
+async fn a_busy_database_is_unavailable_not_internal() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("busy.db").display());
+    let store = passerelle_storage::InstitutionStore::connect(&url, 2, Institution::Social)
+        .await
+        .expect("store");
+    sqlx::any::install_default_drivers();
+    let other = sqlx::AnyPool::connect(&url).await.expect("second writer");
+    let mut holder = other.acquire().await.expect("connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *holder)
+        .await
+        .expect("the other writer holds the lock");
+    // Waits out the busy timeout, then gives up.
+    let Err(busy) = store.begin().await else {
+        panic!("a write began while another writer held the lock");
+    };
+    assert!(busy.is_busy(), "{busy}");
+    let status = tonic::Status::from(passerelle_runtime::AppError::from(busy));
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(!status.message().contains("locked"), "no internal detail");
+    sqlx::query("ROLLBACK")
+        .execute(&mut *holder)
+        .await
+        .expect("release");
+    drop(holder);
+    other.close().await;
+    // Free again: the same call goes through.
+    let tx = store.begin().await.expect("begins once free");
+    tx.commit().await.expect("commit");
+}

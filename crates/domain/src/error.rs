@@ -49,6 +49,10 @@ pub enum DomainError {
     /// The idempotency key was already used for a different request.
     #[error("idempotency key already used for a different request")]
     IdempotencyConflict,
+    /// The service is busy (its database is locked by other writers): the
+    /// same call, retried after a pause, will go through.
+    #[error("{0}")]
+    Unavailable(String),
     /// Storage or another dependency failed; details are logged, never sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),

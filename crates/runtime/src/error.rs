@@ -24,6 +24,12 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(why) => AppError(DomainError::FailedPrecondition(why)),
+            e if e.is_busy() => {
+                tracing::warn!(error = %e, "database busy; the caller is told to retry");
+                AppError(DomainError::Unavailable(
+                    "the service is busy: retry the same call after a pause".into(),
+                ))
+            }
             e => AppError(DomainError::internal(e)),
         }
     }
@@ -41,6 +47,8 @@ impl From<AppError> for Status {
             // Retrying will not help until a place frees or the limit is raised.
             DomainError::LimitReached(why) => Status::resource_exhausted(why),
             DomainError::PermissionDenied(why) => Status::permission_denied(why),
+            // Integrators retry UNAVAILABLE with backoff; INTERNAL they do not.
+            DomainError::Unavailable(why) => Status::unavailable(why),
             DomainError::IdempotencyConflict => {
                 Status::invalid_argument("idempotency_key: already used for a different request")
             }

@@ -67,6 +67,27 @@ pub enum StoreError {
     Conflict(String),
 }
 
+impl StoreError {
+    /// Whether the database was only busy (locked by other writers, a
+    /// serialisation conflict, no free connection): the same call retried
+    /// after a pause will go through, so callers are told UNAVAILABLE, never
+    /// INTERNAL.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                // SQLite: BUSY, LOCKED and their extended codes; PostgreSQL:
+                // serialization_failure, deadlock_detected, lock_not_available.
+                matches!(
+                    db.code().as_deref(),
+                    Some("5" | "6" | "261" | "262" | "517" | "40001" | "40P01" | "55P03")
+                ) || db.message().contains("database is locked")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Records kept whole as JSON (bodies, payloads); a body that does not
 /// parse back is corrupt data, never a caller's error.
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<String> {
