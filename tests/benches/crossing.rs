@@ -128,21 +128,7 @@ async fn a_case(t: &TestStack) -> (String, v1::PlanSummary) {
     let case_id = t.enter_case("bench").await;
     t.social()
         .await
-        .update_plan(t.as_social_worker(v1::UpdatePlanRequest {
-            idempotency_key: "bench-plan".into(),
-            plan: Some(v1::Plan {
-                case_id: case_id.clone(),
-                kind: v1::PlanKind::Social as i32,
-                themes: vec![v1::PlanTheme {
-                    theme: v1::Theme::Housing as i32,
-                    goals: vec![v1::PlanGoal {
-                        title: "Un logement".into(),
-                        actions: vec![],
-                    }],
-                }],
-                ..Default::default()
-            }),
-        }))
+        .update_plan(t.social_plan_request("bench-plan", &case_id, "Un logement"))
         .await
         .expect("plan");
     let emploi = t.store(Institution::Emploi).await;

@@ -227,6 +227,60 @@ impl TestStack {
         )
     }
 
+    /// The committee's dashboard, as the steering service publishes it.
+    pub async fn dashboard(&self) -> v1::Dashboard {
+        self.pilotage()
+            .await
+            .get_dashboard(self.as_steering(v1::GetDashboardRequest {}))
+            .await
+            .expect("dashboard")
+            .into_inner()
+            .dashboard
+            .expect("dashboard")
+    }
+
+    /// The pair's counsellor ends support for `reason`.
+    pub fn exit_request(
+        &self,
+        key: &str,
+        case_id: &str,
+        reason: v1::ExitReason,
+    ) -> Request<v1::ExitCaseRequest> {
+        self.as_counsellor(v1::ExitCaseRequest {
+            idempotency_key: key.into(),
+            case_id: case_id.into(),
+            exit: Some(v1::CaseExit {
+                reason: reason as i32,
+                ..Default::default()
+            }),
+            qualification_gained: false,
+        })
+    }
+
+    /// The social worker's plan for the case: one housing goal.
+    pub fn social_plan_request(
+        &self,
+        key: &str,
+        case_id: &str,
+        goal: &str,
+    ) -> Request<v1::UpdatePlanRequest> {
+        self.as_social_worker(v1::UpdatePlanRequest {
+            idempotency_key: key.into(),
+            plan: Some(v1::Plan {
+                case_id: case_id.into(),
+                kind: v1::PlanKind::Social as i32,
+                themes: vec![v1::PlanTheme {
+                    theme: v1::Theme::Housing as i32,
+                    goals: vec![v1::PlanGoal {
+                        title: goal.into(),
+                        actions: vec![],
+                    }],
+                }],
+                ..Default::default()
+            }),
+        })
+    }
+
     /// The social side's DPO asks for the access report of `case_id`.
     pub async fn social_access_report(
         &self,

@@ -12,16 +12,9 @@ use passerelle_tests::pb as v1;
 use passerelle_tests::*;
 use tonic::Code;
 
-async fn dashboard(t: &TestStack) -> v1::Dashboard {
-    let mut d = t
-        .pilotage()
-        .await
-        .get_dashboard(t.as_steering(v1::GetDashboardRequest {}))
-        .await
-        .expect("dashboard")
-        .into_inner()
-        .dashboard
-        .expect("dashboard");
+/// The dashboard's figures, without when it was put together.
+async fn figures(t: &TestStack) -> v1::Dashboard {
+    let mut d = t.dashboard().await;
     // When it was put together is not a figure.
     d.assembled_at = None;
     for source in &mut d.sources {
@@ -312,7 +305,7 @@ async fn an_erased_person_leaves_no_value_in_either_database_and_the_figures_sta
             found
         };
         assert!(!leaks().await.is_empty(), "the canary is there to be found");
-        let before = dashboard(&t).await;
+        let before = figures(&t).await;
 
         let answer = t
             .social()
@@ -341,7 +334,7 @@ async fn an_erased_person_leaves_no_value_in_either_database_and_the_figures_sta
         // The other person is untouched, the committee's figures unchanged,
         // and the kept counts still equal a recount.
         assert!(t.case_at_emploi(&other).await.is_some());
-        assert_eq!(dashboard(&t).await, before, "{backend:?}");
+        assert_eq!(figures(&t).await, before, "{backend:?}");
         counts_equal_a_recount(&t, Institution::Social).await;
         counts_equal_a_recount(&t, Institution::Emploi).await;
         // The log is whole and says what happened, without a value.
@@ -410,15 +403,11 @@ async fn the_purge_erases_what_retention_lets_go_and_a_rerun_or_a_crash_changes_
             let case_id = t.enter_case(label).await;
             t.emploi()
                 .await
-                .exit_case(t.as_counsellor(v1::ExitCaseRequest {
-                    idempotency_key: format!("{label}-exit"),
-                    case_id: case_id.clone(),
-                    exit: Some(v1::CaseExit {
-                        reason: v1::ExitReason::Training as i32,
-                        exited_at: Some(timestamp(t.clock.now())),
-                    }),
-                    qualification_gained: false,
-                }))
+                .exit_case(t.exit_request(
+                    &format!("{label}-exit"),
+                    &case_id,
+                    v1::ExitReason::Training,
+                ))
                 .await
                 .expect("exit");
             ended.push(case_id);
@@ -557,28 +546,6 @@ async fn the_purge_erases_what_retention_lets_go_and_a_rerun_or_a_crash_changes_
     .await;
 }
 
-fn plan(t: &TestStack, case_id: &str, key: &str) -> tonic::Request<v1::UpdatePlanRequest> {
-    t.as_social_worker(v1::UpdatePlanRequest {
-        idempotency_key: key.into(),
-        plan: Some(v1::Plan {
-            case_id: case_id.into(),
-            kind: v1::PlanKind::Social as i32,
-            themes: vec![v1::PlanTheme {
-                theme: v1::Theme::Mobility as i32,
-                goals: vec![v1::PlanGoal {
-                    title: "Permis de conduire".into(),
-                    actions: vec![v1::PlanAction {
-                        title: "Auto-école solidaire".into(),
-                        status: v1::ActionStatus::Planned as i32,
-                        directory_service_id: String::new(),
-                    }],
-                }],
-            }],
-            ..Default::default()
-        }),
-    })
-}
-
 fn restrict(
     t: &TestStack,
     case_id: &str,
@@ -615,7 +582,7 @@ async fn a_restricted_case_is_only_kept_at_both_sides_until_lifted() {
             .expect("stop emploi");
         t.social()
             .await
-            .update_plan(plan(&t, &case_id, "plan-before"))
+            .update_plan(t.social_plan_request("plan-before", &case_id, "Permis de conduire"))
             .await
             .expect("plan");
         let answer = t
@@ -631,7 +598,7 @@ async fn a_restricted_case_is_only_kept_at_both_sides_until_lifted() {
         let status = t
             .social()
             .await
-            .update_plan(plan(&t, &case_id, "plan-during"))
+            .update_plan(t.social_plan_request("plan-during", &case_id, "Permis de conduire"))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::FailedPrecondition, "{backend:?}");
@@ -675,15 +642,7 @@ async fn a_restricted_case_is_only_kept_at_both_sides_until_lifted() {
         let status = t
             .emploi()
             .await
-            .exit_case(t.as_counsellor(v1::ExitCaseRequest {
-                idempotency_key: "exit-restricted".into(),
-                case_id: case_id.clone(),
-                exit: Some(v1::CaseExit {
-                    reason: v1::ExitReason::Job as i32,
-                    exited_at: Some(timestamp(t.clock.now())),
-                }),
-                qualification_gained: false,
-            }))
+            .exit_case(t.exit_request("exit-restricted", &case_id, v1::ExitReason::Job))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::FailedPrecondition);
@@ -720,7 +679,7 @@ async fn a_restricted_case_is_only_kept_at_both_sides_until_lifted() {
         );
         t.social()
             .await
-            .update_plan(plan(&t, &case_id, "plan-after"))
+            .update_plan(t.social_plan_request("plan-after", &case_id, "Permis de conduire"))
             .await
             .expect("plan again");
         t.shutdown().await;

@@ -132,34 +132,6 @@ fn sign(
     })
 }
 
-fn exit(
-    t: &TestStack,
-    key: &str,
-    case_id: &str,
-    reason: v1::ExitReason,
-) -> tonic::Request<v1::ExitCaseRequest> {
-    t.as_counsellor(v1::ExitCaseRequest {
-        idempotency_key: key.into(),
-        case_id: case_id.into(),
-        exit: Some(v1::CaseExit {
-            reason: reason as i32,
-            ..Default::default()
-        }),
-        qualification_gained: false,
-    })
-}
-
-async fn dashboard(t: &TestStack) -> v1::Dashboard {
-    t.pilotage()
-        .await
-        .get_dashboard(t.as_steering(v1::GetDashboardRequest {}))
-        .await
-        .expect("dashboard")
-        .into_inner()
-        .dashboard
-        .expect("dashboard")
-}
-
 fn count(cells: &[v1::Cell], key: &str) -> u64 {
     cells
         .iter()
@@ -259,7 +231,7 @@ async fn a_referral_is_accepted_or_refused_with_a_reason_of_the_agreement() {
             let emploi_text = all_text(&t.database_url(Institution::Emploi)).await;
             assert!(emploi_text.iter().any(|(_, v)| v.contains(REFUSAL_NOTE)));
 
-            let d = dashboard(&t).await;
+            let d = t.dashboard().await;
             assert_eq!(count(&d.referral_outcomes, "refused"), 1, "{agreement}");
             assert_eq!(count(&d.refusals_by_reason, &reason), 1, "{agreement}");
             t.shutdown().await;
@@ -697,13 +669,13 @@ async fn a_full_portfolio_refuses_in_one_agreement_and_queues_in_the_other() {
             case_at_social(&t, &waiting).await.state == v1::CaseState::Queued as i32
         })
         .await;
-        assert_eq!(dashboard(&t).await.queued.map(|c| c.count), Some(1));
+        assert_eq!(t.dashboard().await.queued.map(|c| c.count), Some(1));
 
         // A place frees: the person waiting enters, on that day.
         t.clock.advance(Duration::days(20));
         t.emploi()
             .await
-            .exit_case(exit(&t, "q-exit", &first, v1::ExitReason::Training))
+            .exit_case(t.exit_request("q-exit", &first, v1::ExitReason::Training))
             .await
             .expect("exit");
         let entered = t
@@ -820,7 +792,7 @@ async fn seine_et_marne_follows_up_in_employment_after_a_job_exit() {
             let case = t
                 .emploi()
                 .await
-                .exit_case(exit(&t, "job-exit", &case_id, v1::ExitReason::Job))
+                .exit_case(t.exit_request("job-exit", &case_id, v1::ExitReason::Job))
                 .await
                 .expect("exit")
                 .into_inner()
@@ -1321,7 +1293,7 @@ async fn diagnoses_awaiting_validation_are_listed_and_counted_under_the_prescrib
                 since
             )]
         );
-        let d = dashboard(&t).await;
+        let d = t.dashboard().await;
         assert_eq!(count(&d.awaiting_validation_by_party, "emploi"), 1);
         assert_eq!(count(&d.awaiting_validation_by_party, "social"), 0);
 
@@ -1336,7 +1308,7 @@ async fn diagnoses_awaiting_validation_are_listed_and_counted_under_the_prescrib
             .await
             .expect("validated");
         assert!(list().await.is_empty());
-        let d = dashboard(&t).await;
+        let d = t.dashboard().await;
         assert_eq!(count(&d.awaiting_validation_by_party, "emploi"), 0);
         t.shutdown().await;
     })

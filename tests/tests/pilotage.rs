@@ -51,17 +51,6 @@ async fn the_dashboard_shows_what_is_due_next_under_each_agreement() {
     t.shutdown().await;
 }
 
-async fn dashboard(t: &TestStack) -> v1::Dashboard {
-    t.pilotage()
-        .await
-        .get_dashboard(t.as_steering(v1::GetDashboardRequest {}))
-        .await
-        .expect("dashboard")
-        .into_inner()
-        .dashboard
-        .expect("dashboard")
-}
-
 fn table<'a>(d: &'a v1::Dashboard, name: &str) -> &'a v1::PublishedTable {
     d.tables
         .iter()
@@ -109,7 +98,7 @@ async fn the_committees_tables_combine_both_sources_under_secrecy() {
             }))
             .await
             .expect("exit");
-        let d = dashboard(&t).await;
+        let d = t.dashboard().await;
         let exits = table(&d, "exits.by_office");
         assert_eq!(at(exits, "AD-RENNES", "job"), Some(1));
         assert_eq!(at(exits, "total", "training"), Some(0));
@@ -193,7 +182,7 @@ async fn the_committees_tables_combine_both_sources_under_secrecy() {
         // published cannot give them back.
         let t = start(backend, 11).await;
         t.enter_case("tables-11").await;
-        let d = dashboard(&t).await;
+        let d = t.dashboard().await;
         for published in &d.tables {
             assert!(
                 published.withheld || published.cells.iter().all(|c| c.suppressed || c.count == 0),

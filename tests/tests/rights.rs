@@ -201,21 +201,11 @@ async fn the_access_report_lists_what_is_held_and_what_crossed_and_the_joint_one
             .clone();
         t.social()
             .await
-            .update_plan(t.as_social_worker(v1::UpdatePlanRequest {
-                idempotency_key: "plan-access".into(),
-                plan: Some(v1::Plan {
-                    case_id: case_id.clone(),
-                    kind: v1::PlanKind::Social as i32,
-                    themes: vec![v1::PlanTheme {
-                        theme: v1::Theme::Housing as i32,
-                        goals: vec![v1::PlanGoal {
-                            title: "Trouver un logement près de Redon".into(),
-                            actions: vec![],
-                        }],
-                    }],
-                    ..Default::default()
-                }),
-            }))
+            .update_plan(t.social_plan_request(
+                "plan-access",
+                &case_id,
+                "Trouver un logement près de Redon",
+            ))
             .await
             .expect("plan");
 

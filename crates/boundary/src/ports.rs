@@ -34,18 +34,27 @@ pub trait ConsentRegister: Send + Sync + 'static {
 
 /// Appends `entry` and counts the decision once it is durable.
 pub async fn record(sink: &dyn AuditSink, entry: AuditEntry) -> Result<(), String> {
-    let (decision, purpose, direction) = (entry.decision, entry.purpose, entry.direction);
+    let counted = count(&entry);
     sink.append(entry).await?;
-    passerelle_telemetry::metrics::record_decision(
-        match decision {
-            Decision::Allowed => "allowed",
-            Decision::Denied => "denied",
-        },
-        purpose.map(|p| p.code()),
-        match direction {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        },
-    );
+    counted();
     Ok(())
+}
+
+/// What counts `entry`'s decision in the metrics, to run once its record is
+/// durable (by [`record`], or by a transaction that wrote it with more).
+pub fn count(entry: &AuditEntry) -> impl FnOnce() + use<> {
+    let (decision, purpose, direction) = (entry.decision, entry.purpose, entry.direction);
+    move || {
+        passerelle_telemetry::metrics::record_decision(
+            match decision {
+                Decision::Allowed => "allowed",
+                Decision::Denied => "denied",
+            },
+            purpose.map(|p| p.code()),
+            match direction {
+                Direction::Inbound => "inbound",
+                Direction::Outbound => "outbound",
+            },
+        )
+    }
 }

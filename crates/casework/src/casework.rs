@@ -40,6 +40,20 @@ pub struct CaseView {
     pub plan_summaries: Vec<PlanSummary>,
 }
 
+/// Everything an institution keeps of one case, as stored.
+#[derive(Debug, Clone)]
+pub struct CaseParts {
+    pub case: Case,
+    /// Whether its processing is restricted (GDPR art. 18).
+    pub restricted: bool,
+    pub referral: Option<Referral>,
+    pub diagnoses: Vec<DiagnosisHalf>,
+    pub consents: Vec<Consent>,
+    pub notes: Vec<passerelle_storage::institution::LocalNote>,
+    pub plan: Option<Plan>,
+    pub plan_summaries: Vec<PlanSummary>,
+}
+
 /// One item of a due list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueEntry {
@@ -239,14 +253,11 @@ impl Casework {
     /// The case `case_id` as `tx` sees it (locked for the change on
     /// PostgreSQL), to be changed: refused while its processing is restricted.
     pub async fn load_case(&self, tx: &mut Tx, case_id: &str) -> Result<Case> {
-        let case = tx
-            .case(case_id)
-            .await?
-            .ok_or(AppError(DomainError::NotFound("case")))?;
-        if tx.restricted(case_id).await? {
-            return Err(restricted());
+        match tx.case_and_restriction(case_id).await? {
+            None => Err(AppError(DomainError::NotFound("case"))),
+            Some((_, true)) => Err(restricted()),
+            Some((case, false)) => Ok(case),
         }
-        Ok(case)
     }
 
     /// The case a partner's message changes. Not refused while restricted
@@ -601,11 +612,8 @@ impl Casework {
         Ok(items)
     }
 
-    pub async fn case_view(&self, caller: &Caller, case_id: &str) -> Result<CaseView> {
-        // Reading is processing too; the DPO answers for the kept data.
-        if caller.role != Role::Dpo && self.store.restricted(case_id).await? {
-            return Err(restricted());
-        }
+    /// Everything kept of the case; `None` for a case this side does not hold.
+    pub async fn case_parts(&self, case_id: &str) -> Result<Option<CaseParts>> {
         // The case is read last: every change to its parts commits with the
         // case, so the state shown is never older than the diagnoses or
         // plans shown beside it (a caller waiting for both halves then reads
@@ -616,11 +624,39 @@ impl Casework {
         let notes = self.store.local_notes(case_id).await?;
         let plan = self.store.own_plan(case_id).await?;
         let plan_summaries = self.store.plan_summaries(case_id).await?;
-        let case = self
-            .store
-            .case(case_id)
+        let Some((case, restricted)) = self.store.case_and_restriction(case_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(CaseParts {
+            case,
+            restricted,
+            referral,
+            diagnoses,
+            consents,
+            notes,
+            plan,
+            plan_summaries,
+        }))
+    }
+
+    pub async fn case_view(&self, caller: &Caller, case_id: &str) -> Result<CaseView> {
+        let CaseParts {
+            case,
+            restricted: restricted_here,
+            referral,
+            diagnoses,
+            consents,
+            notes,
+            plan,
+            plan_summaries,
+        } = self
+            .case_parts(case_id)
             .await?
             .ok_or(AppError(DomainError::NotFound("case")))?;
+        // Reading is processing too; the DPO answers for the kept data.
+        if restricted_here && caller.role != Role::Dpo {
+            return Err(restricted());
+        }
         // Local notes are for the pair, the office's coordinator and their
         // authors; the people come from what was just read.
         let parties = self.parties_of(&case, referral.as_ref(), &diagnoses);

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::{CaseworkRpcs, case_id, required};
 use crate::app::InstitutionApp;
-use crate::casework::Casework;
+use crate::casework::{CaseParts, Casework};
 use passerelle_runtime::idempotency::local;
 
 type Answer<T> = Result<Response<T>, Status>;
@@ -37,25 +37,20 @@ fn internal(why: impl std::fmt::Display) -> AppError {
     )))
 }
 
-fn document(
-    format: i32,
-    json: impl FnOnce() -> String,
-    markdown: impl FnOnce() -> String,
-    html: impl FnOnce() -> String,
-) -> Result<v1::Document, AppError> {
+/// `doc` in the format asked for; HTML by default: the document a person reads.
+fn document(format: i32, doc: &impl Document) -> v1::Document {
     let format = v1::DocumentFormat::try_from(format).unwrap_or(v1::DocumentFormat::Unspecified);
     let (content_type, body) = match format {
-        v1::DocumentFormat::Json => ("application/json", json()),
-        v1::DocumentFormat::Markdown => ("text/markdown; charset=utf-8", markdown()),
-        // HTML by default: the document a person reads.
+        v1::DocumentFormat::Json => ("application/json", doc.to_json()),
+        v1::DocumentFormat::Markdown => ("text/markdown; charset=utf-8", doc.to_markdown()),
         v1::DocumentFormat::Html | v1::DocumentFormat::Unspecified => {
-            ("text/html; charset=utf-8", html())
+            ("text/html; charset=utf-8", doc.to_html())
         }
     };
-    Ok(v1::Document {
+    v1::Document {
         content_type: content_type.into(),
         body,
-    })
+    }
 }
 
 fn institutions(list: &[passerelle_domain::Institution]) -> Vec<i32> {
@@ -86,15 +81,19 @@ impl Casework {
     /// Everything held about the person of `case_id` here (nothing for a case
     /// this side does not know).
     pub async fn held(&self, case_id: &str) -> Result<Held, AppError> {
-        let Some(case) = self.store.case(case_id).await? else {
+        let Some(CaseParts {
+            case,
+            referral,
+            diagnoses,
+            consents,
+            notes,
+            plan,
+            plan_summaries: summaries,
+            ..
+        }) = self.case_parts(case_id).await?
+        else {
             return Ok(Held::default());
         };
-        let referral = self.store.referral(case_id).await?;
-        let diagnoses = self.store.diagnoses(case_id).await?;
-        let consents = self.store.consents_for_case(case_id).await?;
-        let notes = self.store.local_notes(case_id).await?;
-        let plan = self.store.own_plan(case_id).await?;
-        let summaries = self.store.plan_summaries(case_id).await?;
         Ok(Held {
             shared: v1::SubjectData {
                 case: Some((&case).into()),
@@ -200,6 +199,19 @@ impl CaseworkRpcs {
         Ok(&self.app()?.catalogue)
     }
 
+    /// The case a DPO's request names: well formed, within the caller's
+    /// reach, and held here.
+    async fn known_case_of<T>(
+        &self,
+        request: &Request<T>,
+        case_id_of: impl Fn(&T) -> &str,
+    ) -> Result<String, Status> {
+        let id = case_id("case_id", case_id_of(request.get_ref()))?;
+        self.reach(request, &id).await?;
+        self.app()?.casework.known_case(&id).await?;
+        Ok(id)
+    }
+
     #[tracing::instrument(skip_all, fields(rpc = "GetProcessingRegister"))]
     pub async fn get_processing_register(
         &self,
@@ -237,12 +249,7 @@ impl CaseworkRpcs {
             (from, to),
             now,
         );
-        let document = document(
-            m.format,
-            || register.to_json(),
-            || register.to_markdown(),
-            || register.to_html(),
-        )?;
+        let document = document(m.format, &register);
         Ok(Response::new(v1::GetProcessingRegisterResponse {
             document: Some(document),
         }))
@@ -329,9 +336,8 @@ impl CaseworkRpcs {
     #[tracing::instrument(skip_all, fields(rpc = "VerifyAudit"))]
     pub async fn verify_audit(
         &self,
-        request: Request<v1::VerifyAuditRequest>,
+        _request: Request<v1::VerifyAuditRequest>,
     ) -> Answer<v1::VerifyAuditResponse> {
-        let _ = request;
         let app = self.app()?;
         let audit = app.casework.store.audit();
         let records = audit.records().await.map_err(AppError::from)?;
@@ -396,9 +402,7 @@ impl CaseworkRpcs {
         request: Request<v1::RectifySubjectDataRequest>,
     ) -> Answer<v1::RectifySubjectDataResponse> {
         let app = self.app()?;
-        let case_id = case_id("case_id", &request.get_ref().case_id)?;
-        self.reach(&request, &case_id).await?;
-        app.casework.known_case(&case_id).await?;
+        let case_id = self.known_case_of(&request, |m| &m.case_id).await?;
         let (l, m) = (local(&request)?, request.get_ref());
         let (person, contact) =
             crate::rights::corrected_parts(m.person.as_ref(), m.contact.as_ref())
@@ -426,9 +430,7 @@ impl CaseworkRpcs {
         request: Request<v1::RestrictProcessingRequest>,
     ) -> Answer<v1::RestrictProcessingResponse> {
         let app = self.app()?;
-        let case_id = case_id("case_id", &request.get_ref().case_id)?;
-        self.reach(&request, &case_id).await?;
-        app.casework.known_case(&case_id).await?;
+        let case_id = self.known_case_of(&request, |m| &m.case_id).await?;
         let (l, m) = (local(&request)?, request.get_ref());
         let outcome = app
             .casework
@@ -446,9 +448,7 @@ impl CaseworkRpcs {
         request: Request<v1::ObjectToProcessingRequest>,
     ) -> Answer<v1::ObjectToProcessingResponse> {
         let app = self.app()?;
-        let case_id = case_id("case_id", &request.get_ref().case_id)?;
-        self.reach(&request, &case_id).await?;
-        app.casework.known_case(&case_id).await?;
+        let case_id = self.known_case_of(&request, |m| &m.case_id).await?;
         let (l, m) = (local(&request)?, request.get_ref());
         let purpose =
             convert::enum_field("purpose", m.purpose, convert::purpose).map_err(AppError::from)?;
@@ -502,9 +502,7 @@ impl CaseworkRpcs {
         request: Request<v1::GetSubjectAccessReportRequest>,
     ) -> Answer<v1::GetSubjectAccessReportResponse> {
         let app = self.app()?;
-        let case_id = case_id("case_id", &request.get_ref().case_id)?;
-        self.reach(&request, &case_id).await?;
-        app.casework.known_case(&case_id).await?;
+        let case_id = self.known_case_of(&request, |m| &m.case_id).await?;
         let (m, dpo) = (request.get_ref(), caller(&request)?);
         let catalogue = self.catalogue()?;
         let cw = &app.casework;
@@ -579,12 +577,7 @@ impl CaseworkRpcs {
             Status::unavailable("audit log unavailable")
         })?;
         tracing::info!(case_id, joint = m.joint, by = %dpo.agent, "access report written");
-        let document = document(
-            m.format,
-            || report.to_json(),
-            || report.to_markdown(),
-            || report.to_html(),
-        )?;
+        let document = document(m.format, &report);
         Ok(Response::new(v1::GetSubjectAccessReportResponse {
             document: Some(document),
         }))

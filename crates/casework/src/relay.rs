@@ -169,13 +169,10 @@ impl Relay {
             let now = self.casework.now();
             let bookkeeping = match &outcome {
                 Ok(crossing) => {
+                    let counted = passerelle_boundary::ports::count(crossing);
                     let done = store.mark_delivered(message.id, now, crossing).await;
                     if done.is_ok() {
-                        passerelle_telemetry::metrics::record_decision(
-                            "allowed",
-                            crossing.purpose.map(|p| p.code()),
-                            "outbound",
-                        );
+                        counted();
                     }
                     done
                 }

@@ -253,10 +253,6 @@ impl Register {
         }
     }
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
-    }
-
     fn retention_text(a: &Activity) -> Vec<String> {
         if a.retention.is_empty() {
             return vec!["Non fixée par la convention : à définir par les deux délégués".into()];

@@ -45,10 +45,15 @@ table,tbody,tr,td{display:block;width:auto}thead{display:none}tr{border:1px soli
 td{border:none;border-bottom:1px solid #eee}td::before{content:attr(data-label);display:block;font-weight:600;font-size:.85rem;color:#555}}\
 .note{color:#555;font-size:.9rem}@media print{body{margin:0;max-width:none}h2{break-after:avoid}table,dl{break-inside:auto}tr{break-inside:avoid}}";
 
-/// A document people read, written once and rendered in either format.
-pub trait Document {
+/// A document people read, written once and rendered in either format,
+/// and its data as JSON for machines.
+pub trait Document: serde::Serialize {
     fn title(&self) -> String;
     fn write(&self, page: &mut dyn Page);
+
+    fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
 
     fn to_markdown(&self) -> String {
         let mut page = Markdown::page(&self.title());

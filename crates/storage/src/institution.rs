@@ -129,6 +129,17 @@ fn optional_instant(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>>
         .transpose()
 }
 
+/// Whether the case of the row is restricted (GDPR art. 18), as a column
+/// of the case's own read; BIGINT on both backends.
+const RESTRICTED: &str = "CAST(CASE WHEN EXISTS (SELECT 1 FROM restrictions r WHERE r.case_id = cases.case_id) THEN 1 ELSE 0 END AS BIGINT) AS restricted";
+
+fn case_and_restriction_from_row(row: &AnyRow) -> Result<(Case, bool)> {
+    Ok((
+        case_from_row(row)?,
+        row.try_get::<i64, _>("restricted")? == 1,
+    ))
+}
+
 pub(crate) fn case_from_row(row: &AnyRow) -> Result<Case> {
     let counsellor: Option<String> = row.try_get("counsellor")?;
     let social_worker: Option<String> = row.try_get("social_worker")?;
@@ -242,6 +253,17 @@ impl InstitutionStore {
                 .fetch_all(self.db.pool())
                 .await?;
         rows.iter().map(consent_from_row).collect()
+    }
+
+    /// The case, and whether its processing is restricted, in one read.
+    pub async fn case_and_restriction(&self, case_id: &str) -> Result<Option<(Case, bool)>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS}, {RESTRICTED} FROM cases WHERE case_id = $1"
+        )))
+        .bind(case_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(case_and_restriction_from_row).transpose()
     }
 
     pub async fn case(&self, case_id: &str) -> Result<Option<Case>> {
@@ -813,6 +835,19 @@ impl Tx {
 
     /// A case, locked until the transaction ends: concurrent changes to it
     /// (an agent's and the partner's) apply one after the other, none lost.
+    /// The case to be changed (locked on PostgreSQL) and whether its
+    /// processing is restricted, in one read.
+    pub async fn case_and_restriction(&mut self, case_id: &str) -> Result<Option<(Case, bool)>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS}, {RESTRICTED} FROM cases WHERE case_id = $1{}",
+            self.lock
+        )))
+        .bind(case_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(case_and_restriction_from_row).transpose()
+    }
+
     pub async fn case(&mut self, case_id: &str) -> Result<Option<Case>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1{}",

@@ -214,16 +214,6 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn restricted(&mut self, case_id: &str) -> Result<bool> {
-        Ok(
-            sqlx::query("SELECT 1 AS one FROM restrictions WHERE case_id = $1")
-                .bind(case_id)
-                .fetch_optional(&mut *self.tx)
-                .await?
-                .is_some(),
-        )
-    }
-
     /// Records the person's objection to `purpose` for the case (GDPR art. 21).
     pub async fn object(
         &mut self,
