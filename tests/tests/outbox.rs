@@ -352,3 +352,61 @@ async fn a_busy_database_is_unavailable_not_internal() {
     let tx = store.begin().await.expect("begins once free");
     tx.commit().await.expect("commit");
 }
+
+/// The relay delivers different cases side by side, each case's messages in
+/// the order they were written: plan versions queued for several cases
+/// while the employment side is down end, at that side, as each case's last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_cases_messages_arrive_in_order_while_cases_go_side_by_side() {
+    const CASES: usize = 6;
+    const VERSIONS: u32 = 4;
+    on_every_backend(async |backend| {
+        let mut t = start(backend, 11).await;
+        let mut cases = vec![];
+        for c in 0..CASES {
+            cases.push(t.enter_case(&format!("order-{c}")).await);
+        }
+        t.stack.stop(Institution::Emploi).await.expect("stop");
+        let mut social = t.social().await;
+        for version in 1..=VERSIONS {
+            for (c, case_id) in cases.iter().enumerate() {
+                let mut request =
+                    t.social_plan_request(&format!("plan-{c}-{version}"), case_id, "Un logement");
+                // Version n has n goals: the partner's summary says which arrived last.
+                let plan = request.get_mut().plan.as_mut().expect("plan");
+                plan.themes[0].goals = (1..=version)
+                    .map(|g| v1::PlanGoal {
+                        title: format!("Objectif {g}"),
+                        actions: vec![],
+                    })
+                    .collect();
+                social.update_plan(request).await.expect("plan updated");
+            }
+        }
+        t.stack.restart(Institution::Emploi).await.expect("restart");
+        let social_store = t.store(Institution::Social).await;
+        eventually("outbox drained", async || {
+            social_store.outbox_depth().await.expect("depth").pending == 0
+        })
+        .await;
+        let emploi = t.store(Institution::Emploi).await;
+        for case_id in &cases {
+            let summaries = emploi.plan_summaries(case_id).await.expect("read");
+            let goals: Vec<u32> = summaries
+                .iter()
+                .flat_map(|s| s.themes.iter().map(|t| t.goals))
+                .collect();
+            assert_eq!(
+                goals,
+                vec![VERSIONS],
+                "{backend:?} {case_id}: the last version last"
+            );
+        }
+        assert_eq!(
+            social_store.outbox_depth().await.expect("depth").abandoned,
+            0
+        );
+        t.shutdown().await;
+    })
+    .await;
+}

@@ -1,5 +1,7 @@
-//! Relays the outbox to the partner, in the order messages were written,
-//! until each is delivered. Each delivery re-checks the consent (a withdrawal
+//! Relays the outbox to the partner until each message is delivered: each
+//! case's messages in the order they were written, different cases side by
+//! side, the deliveries of a pass marked with their audit records in one
+//! transaction. Each delivery re-checks the consent (a withdrawal
 //! stops what was queued before it), minimises the message to what the
 //! crossing and the consent allow, and is audited once the partner has it.
 //! The partner deduplicates by the message key, so a crash between delivery
@@ -21,7 +23,37 @@ use crate::casework::Casework;
 use crate::crossings;
 
 /// Messages read from the outbox per pass.
-const BATCH: i64 = 100;
+const BATCH: i64 = 256;
+
+/// Cases whose messages are on their way to the partner at once.
+const CASES_IN_FLIGHT: usize = 64;
+
+/// What became of one case's messages in a pass.
+#[derive(Default)]
+struct CaseOutcome {
+    /// Delivered, with the record of each crossing, to commit together.
+    delivered: Vec<(i64, AuditEntry)>,
+    /// A message could not go now: retry after the backoff.
+    stopped: bool,
+}
+
+/// The messages grouped by case, each group in outbox order, the groups in
+/// the order of their first message.
+fn by_case(pending: Vec<PendingMessage>) -> Vec<Vec<PendingMessage>> {
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<PendingMessage>> = vec![];
+    for message in pending {
+        let case_id = message.message.case_id().to_owned();
+        match index.get(&case_id) {
+            Some(&i) => groups[i].push(message),
+            None => {
+                index.insert(case_id, groups.len());
+                groups.push(vec![message]);
+            }
+        }
+    }
+    groups
+}
 
 #[derive(Debug)]
 enum Failure {
@@ -140,6 +172,7 @@ impl Relay {
     }
 
     async fn pass_under_lease(&self) -> Result<bool, ()> {
+        use futures_util::StreamExt;
         let store = &self.casework.store;
         let pending = match store.pending_outbox(BATCH).await {
             Ok(p) => p,
@@ -152,8 +185,39 @@ impl Relay {
             return Ok(false);
         }
         let full_batch = pending.len() as i64 == BATCH;
-        for message in pending {
-            use tracing::Instrument;
+        // Each case's messages in the order they were written (a consent
+        // before the referral it covers); different cases side by side.
+        let outcomes: Vec<CaseOutcome> = futures_util::stream::iter(by_case(pending))
+            .map(|messages| self.deliver_case(messages))
+            .buffer_unordered(CASES_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut delivered = vec![];
+        let mut stopped = false;
+        for outcome in outcomes {
+            delivered.extend(outcome.delivered);
+            stopped |= outcome.stopped;
+        }
+        // The pass's deliveries and their audit records, in one transaction.
+        let counted: Vec<_> = delivered
+            .iter()
+            .map(|(_, crossing)| passerelle_boundary::ports::count(crossing))
+            .collect();
+        if let Err(e) = store.mark_delivered(&delivered, self.casework.now()).await {
+            tracing::error!(error = %e, "outbox bookkeeping failed");
+            return Err(());
+        }
+        counted.into_iter().for_each(|count| count());
+        if stopped { Err(()) } else { Ok(full_batch) }
+    }
+
+    /// Delivers one case's messages in order, up to the first that cannot
+    /// go now: the ones after it may depend on it, so they wait with it.
+    async fn deliver_case(&self, messages: Vec<PendingMessage>) -> CaseOutcome {
+        use tracing::Instrument;
+        let store = &self.casework.store;
+        let mut outcome = CaseOutcome::default();
+        for message in messages {
             // The delivery joins the trace of the call that queued the message.
             let span = tracing::info_span!(
                 "outbox.deliver",
@@ -165,36 +229,30 @@ impl Relay {
                 &span,
                 message.trace_context.as_deref(),
             );
-            let outcome = self.deliver(&message).instrument(span).await;
-            let now = self.casework.now();
-            let bookkeeping = match &outcome {
+            let bookkeeping = match self.deliver(&message).instrument(span).await {
                 Ok(crossing) => {
-                    let counted = passerelle_boundary::ports::count(crossing);
-                    let done = store.mark_delivered(message.id, now, crossing).await;
-                    if done.is_ok() {
-                        counted();
-                    }
-                    done
+                    outcome.delivered.push((message.id, crossing));
+                    continue;
                 }
                 Err(Failure::Permanent(why)) => {
                     tracing::warn!(key = %message.message_key, kind = message.message.kind(), reason = %why, "outbox message refused for good; kept for review");
-                    store.abandon(message.id, now, why).await
+                    store.abandon(message.id, self.casework.now(), &why).await
                 }
                 Err(Failure::Transient(why)) => {
                     tracing::info!(key = %message.message_key, attempts = message.attempts + 1, reason = %why, "partner unavailable; will retry");
-                    store.record_failed_attempt(message.id, why).await
+                    outcome.stopped = true;
+                    store.record_failed_attempt(message.id, &why).await
                 }
             };
             if let Err(e) = bookkeeping {
                 tracing::error!(error = %e, "outbox bookkeeping failed");
-                return Err(());
+                outcome.stopped = true;
             }
-            if matches!(outcome, Err(Failure::Transient(_))) {
-                // Later messages may depend on this one (consent before referral): wait.
-                return Err(());
+            if outcome.stopped {
+                break;
             }
         }
-        Ok(full_batch)
+        outcome
     }
 
     /// Sends one message; the record of the crossing comes back, to be

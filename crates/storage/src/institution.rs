@@ -246,6 +246,18 @@ impl InstitutionStore {
         })
     }
 
+    /// The answer stored under a key, read without the write lock: a
+    /// replay is answered from it, and a key seen for the first time goes
+    /// on to a write transaction that looks again.
+    pub async fn stored_response(&self, method: &str, key: &str) -> Result<Option<StoredResponse>> {
+        let row = sqlx::query(STORED_RESPONSE)
+            .bind(method)
+            .bind(key)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(stored_response).transpose()
+    }
+
     pub async fn consents_for_case(&self, case_id: &str) -> Result<Vec<Consent>> {
         let rows =
             sqlx::query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
@@ -501,23 +513,31 @@ impl InstitutionStore {
             .collect()
     }
 
-    /// Marks a message delivered and records the crossing in the audit log,
-    /// in one transaction: a delivery is never kept without its record. If
-    /// this fails the message stays pending and is sent again (the partner
-    /// answers a resent key from its idempotency record).
+    /// Marks messages delivered and records their crossings in the audit
+    /// log, in one transaction: a delivery is never kept without its record.
+    /// If this fails the messages stay pending and are sent again (the
+    /// partner answers a resent key from its idempotency record).
     pub async fn mark_delivered(
         &self,
-        id: i64,
+        delivered: &[(i64, passerelle_boundary::AuditEntry)],
         at: DateTime<Utc>,
-        crossing: &passerelle_boundary::AuditEntry,
     ) -> Result<()> {
+        if delivered.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.begin().await?;
-        tx.append_audit(crossing).await?;
-        sqlx::query("UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2")
-            .bind(to_micros(at))
-            .bind(id)
-            .execute(&mut *tx.tx)
-            .await?;
+        let entries: Vec<&passerelle_boundary::AuditEntry> =
+            delivered.iter().map(|(_, entry)| entry).collect();
+        tx.append_audits(&entries).await?;
+        let ids: Vec<String> = delivered.iter().map(|(id, _)| id.to_string()).collect();
+        // Ids are integers read from the outbox, written in as numbers.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id IN ({})",
+            ids.join(", ")
+        )))
+        .bind(to_micros(at))
+        .execute(&mut *tx.tx)
+        .await?;
         tx.commit().await
     }
 
@@ -557,6 +577,16 @@ impl InstitutionStore {
             oldest_pending_at: row.try_get("oldest")?,
         })
     }
+}
+
+const STORED_RESPONSE: &str =
+    "SELECT request_sha256, response FROM idempotency WHERE method = $1 AND idempotency_key = $2";
+
+fn stored_response(row: &AnyRow) -> Result<StoredResponse> {
+    Ok(StoredResponse {
+        request_sha256: row.try_get("request_sha256")?,
+        response: row.try_get("response")?,
+    })
 }
 
 fn prefixed(alias: &str, columns: &str) -> String {
@@ -653,18 +683,12 @@ impl Tx {
         method: &str,
         key: &str,
     ) -> Result<Option<StoredResponse>> {
-        let row = sqlx::query("SELECT request_sha256, response FROM idempotency WHERE method = $1 AND idempotency_key = $2")
+        let row = sqlx::query(STORED_RESPONSE)
             .bind(method)
             .bind(key)
             .fetch_optional(&mut *self.tx)
             .await?;
-        row.map(|r| {
-            Ok(StoredResponse {
-                request_sha256: r.try_get("request_sha256")?,
-                response: r.try_get("response")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(stored_response).transpose()
     }
 
     pub async fn save_response(

@@ -65,6 +65,9 @@ pub enum StoreError {
     /// The write contradicts what is stored (e.g. a service of an unknown structure).
     #[error("{0}")]
     Conflict(String),
+    /// A group-committed batch failed; each of its callers gets this copy.
+    #[error("database: {message}")]
+    Batch { busy: bool, message: String },
 }
 
 impl StoreError {
@@ -74,6 +77,7 @@ impl StoreError {
     /// INTERNAL.
     pub fn is_busy(&self) -> bool {
         match self {
+            StoreError::Batch { busy, .. } => *busy,
             StoreError::Database(sqlx::Error::PoolTimedOut) => true,
             StoreError::Database(sqlx::Error::Database(db)) => {
                 // SQLite: BUSY, LOCKED and their extended codes; PostgreSQL:

@@ -183,7 +183,7 @@ async fn institution_store_round_trips_on_every_backend() {
             reason: None,
         };
         store
-            .mark_delivered(pending[0].id, t0(), &crossing)
+            .mark_delivered(&[(pending[0].id, crossing.clone())], t0())
             .await
             .expect("delivered");
         assert!(store.pending_outbox(10).await.expect("pending").is_empty());
@@ -356,4 +356,77 @@ async fn one_relay_lease_at_a_time_on_postgres() {
         second.try_relay_lease().await.expect("lease").is_some(),
         "released with the first"
     );
+}
+
+/// Group commit: appends made at once, from two handles on the same database
+/// (two replicas), are each committed when their caller hears back (another
+/// connection reads the record at once) and form one linear chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_are_durable_when_answered_and_form_one_chain_on_every_backend() {
+    const APPENDS: usize = 300;
+    for (url, _dir) in urls("group-commit").await {
+        let replicas = [
+            InstitutionStore::connect(&url, 4, Institution::Social)
+                .await
+                .expect("connect"),
+            InstitutionStore::connect(&url, 4, Institution::Social)
+                .await
+                .expect("connect"),
+        ];
+        let reader = InstitutionStore::connect(&url, 2, Institution::Social)
+            .await
+            .expect("connect");
+        let mut appends = tokio::task::JoinSet::new();
+        for i in 0..APPENDS {
+            let log = replicas[i % 2].audit().clone();
+            let reader = reader.audit().clone();
+            appends.spawn(async move {
+                let entry = AuditEntry {
+                    at: t0(),
+                    direction: Direction::Inbound,
+                    agent: Some(format!("agent-{i}")),
+                    agent_institution: Some(Institution::Social),
+                    agent_role: Some(Role::Service),
+                    counterpart: Some(Institution::Emploi),
+                    method: "/x".into(),
+                    case_id: Some(format!("k-{}", i % 7).into()),
+                    purpose: Some(Purpose::Referral),
+                    legal_basis: Some(LegalBasis::Consent),
+                    consent_id: None,
+                    categories: Default::default(),
+                    fields: vec![],
+                    decision: Decision::Allowed,
+                    reason: None,
+                };
+                let record = log.append(&entry).await.expect("append");
+                let held = reader.hashes_at(&[record.seq]).await.expect("read");
+                assert_eq!(
+                    held,
+                    vec![(record.seq, Some(record.hash.clone()))],
+                    "record {} not committed when its caller was answered",
+                    record.seq
+                );
+                (record.seq, i)
+            });
+        }
+        let mut seqs = vec![];
+        while let Some(done) = appends.join_next().await {
+            seqs.push(done.expect("append task").0);
+        }
+        seqs.sort_unstable();
+        let expected: Vec<i64> = (1..=APPENDS as i64).collect();
+        assert_eq!(seqs, expected, "{url}: one record per caller, no gap");
+        reader.audit().verify().await.expect("one intact chain");
+        let mut agents: Vec<String> = reader
+            .audit()
+            .entries()
+            .await
+            .expect("entries")
+            .into_iter()
+            .filter_map(|e| e.agent)
+            .collect();
+        agents.sort();
+        agents.dedup();
+        assert_eq!(agents.len(), APPENDS, "{url}: every entry exactly once");
+    }
 }

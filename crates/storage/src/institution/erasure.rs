@@ -184,12 +184,17 @@ impl Tx {
 
     /// Records `entry` in the audit chain as part of this transaction.
     pub async fn append_audit(&mut self, entry: &AuditEntry) -> Result<()> {
+        self.append_audits(&[entry]).await
+    }
+
+    /// Records `entries`, in order, as part of this transaction.
+    pub async fn append_audits(&mut self, entries: &[&AuditEntry]) -> Result<()> {
         let backend = if self.is_postgres() {
             crate::Backend::Postgres
         } else {
             crate::Backend::Sqlite
         };
-        crate::audit::append_in(&mut self.tx, backend, entry).await?;
+        crate::audit::append_all_in(&mut self.tx, backend, entries).await?;
         Ok(())
     }
 
