@@ -7,6 +7,7 @@
 //! one institution's service, never both.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::pkcs8::{EncodePublicKey, spki::der::pem::LineEnding};
@@ -196,6 +197,65 @@ pub struct Verifier {
     audience: String,
     issuers: HashMap<String, TrustedIssuer>,
     leeway_seconds: u64,
+    verified: Arc<VerifiedTokens>,
+}
+
+/// Tokens already verified, keyed by their whole text (signature included),
+/// with the caller they named and their time bounds: a signature is checked
+/// once per token, and its time bounds again on every use, so a cached token
+/// expires exactly when an uncached one would. Only accepted tokens are kept.
+#[derive(Debug, Default)]
+struct VerifiedTokens {
+    entries: Mutex<HashMap<Box<str>, Verified>>,
+}
+
+#[derive(Debug, Clone)]
+struct Verified {
+    caller: Caller,
+    exp: u64,
+    nbf: Option<u64>,
+    iat: u64,
+}
+
+/// Tokens kept at most; past that the cache starts afresh (a bounded memory
+/// whatever callers send: only verified tokens get in).
+const VERIFIED_TOKENS_MAX: usize = 8_192;
+
+impl Verified {
+    /// The time checks of a fresh verification, at `now`.
+    fn in_time(&self, now: u64, leeway: u64) -> Result<(), IdentityError> {
+        if self.exp < now.saturating_sub(leeway) {
+            return Err(refusal(&jsonwebtoken::errors::ErrorKind::ExpiredSignature));
+        }
+        if self.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+            return Err(refusal(&jsonwebtoken::errors::ErrorKind::ImmatureSignature));
+        }
+        if self.iat > now.saturating_add(leeway) {
+            return Err(IdentityError::IssuedInTheFuture);
+        }
+        Ok(())
+    }
+}
+
+impl VerifiedTokens {
+    fn get(&self, token: &str) -> Option<Verified> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(token)
+            .cloned()
+    }
+
+    fn keep(&self, token: &str, verified: Verified) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= VERIFIED_TOKENS_MAX {
+            entries.clear();
+        }
+        entries.insert(token.into(), verified);
+    }
 }
 
 #[derive(Deserialize)]
@@ -213,6 +273,7 @@ impl Verifier {
             audience: audience.into(),
             issuers: issuers.into_iter().map(|i| (i.issuer.clone(), i)).collect(),
             leeway_seconds,
+            verified: Arc::default(),
         }
     }
 
@@ -221,6 +282,23 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, IdentityError> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// [`Self::verify`] at `now` (seconds since the epoch) for a token seen
+    /// before; a new token's signature and claims are checked in full.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Caller, IdentityError> {
+        if let Some(seen) = self.verified.get(token) {
+            seen.in_time(now, self.leeway_seconds)?;
+            return Ok(seen.caller);
+        }
+        let verified = self.verify_fresh(token)?;
+        verified.in_time(now, self.leeway_seconds)?;
+        self.verified.keep(token, verified.clone());
+        Ok(verified.caller)
+    }
+
+    fn verify_fresh(&self, token: &str) -> Result<Verified, IdentityError> {
         // `alg: none` and unknown algorithms fail here: jsonwebtoken has no such variant.
         let header = jsonwebtoken::decode_header(token).map_err(|_| IdentityError::Malformed)?;
         if !ALLOWED_ALGORITHMS.contains(&header.alg) {
@@ -267,13 +345,18 @@ impl Verifier {
                 issuer.principals,
             ));
         }
-        Ok(Caller {
-            agent: claims.sub,
-            institution,
-            role,
-            issuer: claims.iss,
-            organisation: claims.org.filter(|o| !o.is_empty()),
-            office: claims.office.filter(|o| !o.is_empty()),
+        Ok(Verified {
+            caller: Caller {
+                agent: claims.sub,
+                institution,
+                role,
+                issuer: claims.iss,
+                organisation: claims.org.filter(|o| !o.is_empty()),
+                office: claims.office.filter(|o| !o.is_empty()),
+            },
+            exp: claims.exp,
+            nbf: claims.nbf,
+            iat: claims.iat,
         })
     }
 }
@@ -593,6 +676,59 @@ mod tests {
         assert_eq!(caller.agent, "sw-1");
         assert_eq!(caller.institution, Institution::Social);
         assert_eq!(caller.role, Role::SocialWorker);
+    }
+
+    #[test]
+    fn a_token_seen_before_expires_exactly_when_a_new_one_would() {
+        let (signer, verifier) = setup();
+        let token = signer
+            .sign(
+                "sw-1",
+                Institution::Social,
+                Role::SocialWorker,
+                "passerelle-emploi",
+                60,
+            )
+            .expect("token");
+        let now = unix_now();
+        let caller = verifier.verify_at(&token, now).expect("valid");
+        let exp = verifier.verified.get(&token).expect("kept").exp;
+        // From the cache: the same caller while in time, refused one second past exp.
+        assert_eq!(verifier.verify_at(&token, exp), Ok(caller));
+        assert_eq!(
+            verifier.verify_at(&token, exp + 1),
+            Err(IdentityError::Invalid(
+                "the token has expired (claim exp)".into()
+            ))
+        );
+        // And before its iat, as a token from the future.
+        assert_eq!(
+            verifier.verify_at(&token, now - 3_600),
+            Err(IdentityError::IssuedInTheFuture)
+        );
+        // A different signature on the same claims is not the token seen.
+        let (header_and_claims, _) = token.rsplit_once('.').expect("signed");
+        let tampered = format!("{header_and_claims}.AAAA");
+        assert!(verifier.verify(&tampered).is_err());
+        assert!(verifier.verified.get(&tampered).is_none());
+    }
+
+    #[test]
+    fn refused_tokens_are_never_kept() {
+        let (signer, verifier) = setup();
+        let other_aud = signer
+            .sign(
+                "sw",
+                Institution::Social,
+                Role::SocialWorker,
+                "passerelle-social",
+                60,
+            )
+            .expect("token");
+        for _ in 0..2 {
+            assert!(verifier.verify(&other_aud).is_err());
+        }
+        assert!(verifier.verified.get(&other_aud).is_none());
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Calls to another Passerelle service, signed with this service's own identity.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use passerelle_boundary::Signer;
 use passerelle_domain::{Institution, Role};
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
@@ -13,6 +14,13 @@ use crate::config::{TlsMaterial, audience_of};
 /// Lifetime of the tokens a service mints for its own calls.
 const SERVICE_TOKEN_TTL_SECONDS: u64 = 300;
 
+/// A minted token is reused for half its lifetime: one signature per
+/// couple of minutes, not per message, and never one near its expiry.
+const SERVICE_TOKEN_REUSE: Duration = Duration::from_secs(SERVICE_TOKEN_TTL_SECONDS / 2);
+
+/// A bearer header and when its token was minted.
+type Minted = (MetadataValue<Ascii>, Instant);
+
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub channel: Channel,
@@ -20,6 +28,8 @@ pub struct Outgoing {
     own: Institution,
     audience: String,
     timeout: Duration,
+    /// The last header minted, and when.
+    minted: Arc<Mutex<Option<Minted>>>,
 }
 
 impl Outgoing {
@@ -52,11 +62,33 @@ impl Outgoing {
             own,
             audience: audience_of(target),
             timeout,
+            minted: Arc::default(),
         })
     }
 
-    /// Wraps a message in a request carrying a fresh service token.
+    /// Wraps a message in a request carrying a service token.
     pub fn request<T>(&self, message: T) -> Result<Request<T>, Status> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", self.authorization()?);
+        passerelle_telemetry::propagation::inject_current(request.metadata_mut());
+        request.set_timeout(self.timeout);
+        Ok(request)
+    }
+
+    /// The bearer header: the last one minted while it is young enough.
+    fn authorization(&self) -> Result<MetadataValue<Ascii>, Status> {
+        let now = Instant::now();
+        let mut minted = self
+            .minted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((header, at)) = minted.as_ref()
+            && now.duration_since(*at) < SERVICE_TOKEN_REUSE
+        {
+            return Ok(header.clone());
+        }
         let agent = format!("service:{}", self.own.code());
         let token = self
             .signer
@@ -68,14 +100,11 @@ impl Outgoing {
                 SERVICE_TOKEN_TTL_SECONDS,
             )
             .map_err(|_| Status::internal("could not sign the service token"))?;
-        let mut request = Request::new(message);
-        let value: MetadataValue<_> = format!("Bearer {token}")
+        let header: MetadataValue<Ascii> = format!("Bearer {token}")
             .parse()
             .map_err(|_| Status::internal("token is not a valid header"))?;
-        request.metadata_mut().insert("authorization", value);
-        passerelle_telemetry::propagation::inject_current(request.metadata_mut());
-        request.set_timeout(self.timeout);
-        Ok(request)
+        *minted = Some((header.clone(), now));
+        Ok(header)
     }
 
     /// Sends one unary call to `path` (`/package.Service/Rpc`): the
