@@ -9,8 +9,12 @@
 //! no token, no database), a replayed crossing (`ReceivePlanSummary` with
 //! the same key: token, consent check, minimisation, a durable audit record,
 //! the stored answer), a new crossing (a fresh key each call: the change
-//! written too), and an agent's local read (`GetCase`). Timings are only
-//! printed here, never asserted.
+//! written too), an agent's local read (`GetCase`), a Département agent's
+//! read of a jobseeker's file at the employment side (`GetJobseekerFile`:
+//! habilitation, minimisation, audit), and referrals delivered end to end
+//! per second (made at the social side, held at the employment side). Then
+//! the process's resident memory. Timings are only printed here, never
+//! asserted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use passerelle_domain::{Clock, Institution, Role};
 use passerelle_tests::pb as v1;
-use passerelle_tests::{TestStack, backends, eventually, start, timestamp};
+use passerelle_tests::{TestStack, backends, eventually, start, timestamp, with_token};
 use tonic::transport::Channel;
 
 /// One call, made again and again by each worker.
@@ -149,12 +153,91 @@ async fn a_case(t: &TestStack) -> (String, v1::PlanSummary) {
     (case_id, summary)
 }
 
-fn crossing_call(token: String, case_id: String, summary: v1::PlanSummary, replay: bool) -> Call {
+/// A jobseeker registered at the employment side, and a Département agent
+/// habilitated to read its file (DUDE); returns the jobseeker's number.
+async fn a_jobseeker_file(t: &TestStack, agent: &str) -> String {
+    let number = "7000001B".to_owned();
+    let mut emploi = t.emploi().await;
+    let coordinator = |message| {
+        t.as_agent(
+            Institution::Emploi,
+            Role::Coordinator,
+            "coordination",
+            Institution::Emploi,
+            message,
+        )
+    };
+    emploi
+        .record_jobseekers(coordinator(v1::RecordJobseekersRequest {
+            idempotency_key: "bench-jobseeker".into(),
+            jobseekers: vec![v1::JobseekerRecord {
+                jobseeker_number: number.clone(),
+                first_name: "Maëlle".into(),
+                last_name: "Le Bihan".into(),
+                birth_date: "1985-02-11".into(),
+                registration_date: "2025-06-02".into(),
+                registration_category: "1".into(),
+                agency_code: "PE-RENNES".into(),
+                support_modality: "global".into(),
+                rsa_beneficiary: true,
+                profile: Some(v1::JobseekerProfile {
+                    target_jobs: vec!["F1702".into()],
+                    education_level: "CAP".into(),
+                    driving_licence: false,
+                }),
+                employment_plan: vec!["Rechercher un emploi de maçon".into()],
+                history: vec![],
+            }],
+        }))
+        .await
+        .expect("registered");
+    emploi
+        .grant_habilitation(t.as_agent(
+            Institution::Emploi,
+            Role::Coordinator,
+            "coordination",
+            Institution::Emploi,
+            v1::GrantHabilitationRequest {
+                idempotency_key: "bench-habilitation".into(),
+                agent: agent.into(),
+                scope: v1::HabilitationScope::JobseekerFile as i32,
+            },
+        ))
+        .await
+        .expect("habilitated");
+    number
+}
+
+fn partner_read_call(token: String, number: String) -> Call {
+    Arc::new(move |channel, _| {
+        let request = authorised(
+            v1::GetJobseekerFileRequest {
+                jobseeker_number: number.clone(),
+            },
+            &token,
+        );
+        Box::pin(async move {
+            v1::emploi_service_client::EmploiServiceClient::new(channel)
+                .get_jobseeker_file(request)
+                .await
+                .is_ok()
+        })
+    })
+}
+
+/// A crossing replayed under one key (`fresh_keys_of: None`) or under a
+/// new key each call, unique to the level it is named after.
+fn crossing_call(
+    token: String,
+    case_id: String,
+    summary: v1::PlanSummary,
+    fresh_keys_of: Option<&str>,
+) -> Call {
+    let level = fresh_keys_of.map(str::to_owned);
     Arc::new(move |channel, n| {
-        let key = if replay {
-            "bench-replayed".to_owned()
-        } else {
-            format!("bench-new-{n}")
+        let key = match &level {
+            None => "bench-replayed".to_owned(),
+            Some(level) => format!("bench-new-{level}-{n}"),
         };
         let request = authorised(
             v1::ReceivePlanSummaryRequest {
@@ -190,6 +273,162 @@ fn read_call(token: String, case_id: String) -> Call {
     })
 }
 
+/// Referrals made at the social side by `in_flight` workers for `seconds`
+/// (each a new person's consent, then the referral), and how many per
+/// second reached the employment side: from the first call until the last
+/// referral is held there (the relay's delivery, its audit record and the
+/// partner's crossing included).
+async fn referrals_delivered(
+    t: &TestStack,
+    channels: &[Channel],
+    in_flight: usize,
+    seconds: f64,
+) -> Figures {
+    let held = async || -> i64 {
+        use sqlx::Row;
+        let emploi = t.store(Institution::Emploi).await;
+        sqlx::query("SELECT COUNT(*) AS n FROM referrals")
+            .fetch_one(emploi.database().pool())
+            .await
+            .and_then(|row| row.try_get("n"))
+            .expect("count")
+    };
+    let before = held().await;
+    let token = t
+        .stack
+        .token(
+            Institution::Social,
+            Role::SocialWorker,
+            "sw-rennes-1",
+            Institution::Social,
+        )
+        .expect("token");
+    let consent = passerelle_tests::consent(
+        &t.clock,
+        &[v1::Purpose::Referral, v1::Purpose::GlobalSupport],
+        &[v1::Institution::Emploi, v1::Institution::Social],
+    );
+    let referral = t.referral("", "", "Bench");
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs_f64(seconds);
+    // Keys unique to the level (in flight, channels): another level's keys would be replays.
+    let level = format!("{in_flight}-{}", channels.len());
+    let serial = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut workers = vec![];
+    for w in 0..in_flight {
+        let level = level.clone();
+        let mut social = v1::social_service_client::SocialServiceClient::new(
+            channels[w % channels.len()].clone(),
+        );
+        let (serial, errors) = (serial.clone(), errors.clone());
+        let (token, consent, referral) = (token.clone(), consent.clone(), referral.clone());
+        workers.push(tokio::spawn(async move {
+            let mut made = 0u64;
+            while Instant::now() < deadline {
+                let n = serial.fetch_add(1, Ordering::Relaxed);
+                let recorded = social
+                    .record_consent(with_token(
+                        v1::RecordConsentRequest {
+                            idempotency_key: format!("bench-consent-{level}-{n}"),
+                            consent: Some(consent.clone()),
+                        },
+                        &token,
+                    ))
+                    .await
+                    .ok()
+                    .and_then(|answer| answer.into_inner().consent);
+                let Some(recorded) = recorded else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let referral = v1::Referral {
+                    case_id: recorded.case_id,
+                    consent_id: recorded.consent_id,
+                    ..referral.clone()
+                };
+                let sent = social
+                    .create_referral(with_token(
+                        v1::CreateReferralRequest {
+                            idempotency_key: format!("bench-referral-{level}-{n}"),
+                            referral: Some(referral),
+                            local_note: String::new(),
+                        },
+                        &token,
+                    ))
+                    .await;
+                match sent {
+                    Ok(_) => made += 1,
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            made
+        }));
+    }
+    let mut made = 0;
+    for w in workers {
+        made += w.await.expect("worker");
+    }
+    let target = before + made as i64;
+    while held().await < target {
+        if began.elapsed() > Duration::from_secs_f64(seconds * 20.0 + 30.0) {
+            eprintln!(
+                "referrals not all delivered: {} of {made}",
+                held().await - before
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    Figures {
+        per_second: (held().await - before) as f64 / elapsed,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+/// This process's resident memory now and at its peak, in MiB (Linux).
+fn resident_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn print_row(
+    backend: passerelle_tests::Backend,
+    name: &str,
+    in_flight: usize,
+    channels: usize,
+    f: &Figures,
+    bare: f64,
+) {
+    println!(
+        "{:<10} {:<22} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>8.3} {:>7}",
+        format!("{backend:?}"),
+        name,
+        if channels > 1 {
+            format!("{in_flight}/{channels}ch")
+        } else {
+            in_flight.to_string()
+        },
+        f.per_second,
+        f.p50_ms,
+        f.p99_ms,
+        f.per_second / bare,
+        f.errors
+    );
+}
+
 const LEVELS: [(usize, usize); 4] = [(1, 1), (16, 1), (64, 1), (64, 4)];
 
 #[tokio::main]
@@ -209,16 +448,6 @@ async fn main() {
     for backend in backends() {
         let t = start(backend, 11).await;
         let (case_id, summary) = a_case(&t).await;
-        let service_token = {
-            let request = t.as_service(Institution::Social, Institution::Emploi, ());
-            request
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .expect("token")
-                .to_owned()
-        };
         // The pair's counsellor reads the case.
         let counsellor = t
             .case_at_emploi(&case_id)
@@ -227,45 +456,73 @@ async fn main() {
             .and_then(|c| c.pair)
             .map(|p| p.counsellor)
             .expect("pair");
-        let read_token = t
-            .stack
-            .token(
-                Institution::Emploi,
-                Role::Counsellor,
-                &counsellor,
-                Institution::Emploi,
-            )
-            .expect("token");
+        let number = a_jobseeker_file(&t, "sw-bench").await;
         let emploi_url = t.stack.url(Institution::Emploi);
-        let calls: [(&str, Call, &str); 4] = [
-            ("bare tonic (health)", bare_call(), bare_url.as_str()),
-            (
-                "crossing, replayed",
-                crossing_call(
-                    service_token.clone(),
-                    case_id.clone(),
-                    summary.clone(),
-                    true,
-                ),
-                emploi_url.as_str(),
-            ),
-            (
-                "crossing, new",
-                crossing_call(
-                    service_token.clone(),
-                    case_id.clone(),
-                    summary.clone(),
-                    false,
-                ),
-                emploi_url.as_str(),
-            ),
-            (
-                "local read (GetCase)",
-                read_call(read_token, case_id.clone()),
-                emploi_url.as_str(),
-            ),
-        ];
+        let social_url = t.stack.url(Institution::Social);
         for (in_flight, channels) in LEVELS {
+            // Fresh tokens at each level: a long run outlives a service token.
+            let service_token = {
+                let request = t.as_service(Institution::Social, Institution::Emploi, ());
+                request
+                    .metadata()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .expect("token")
+                    .to_owned()
+            };
+            let read_token = t
+                .stack
+                .token(
+                    Institution::Emploi,
+                    Role::Counsellor,
+                    &counsellor,
+                    Institution::Emploi,
+                )
+                .expect("token");
+            let partner_token = t
+                .stack
+                .token(
+                    Institution::Social,
+                    Role::SocialWorker,
+                    "sw-bench",
+                    Institution::Emploi,
+                )
+                .expect("token");
+            let level = format!("{in_flight}-{channels}");
+            let calls: [(&str, Call, &str); 5] = [
+                ("bare tonic (health)", bare_call(), bare_url.as_str()),
+                (
+                    "crossing, replayed",
+                    crossing_call(
+                        service_token.clone(),
+                        case_id.clone(),
+                        summary.clone(),
+                        None,
+                    ),
+                    emploi_url.as_str(),
+                ),
+                (
+                    "crossing, new",
+                    crossing_call(
+                        service_token.clone(),
+                        case_id.clone(),
+                        summary.clone(),
+                        Some(&level),
+                    ),
+                    emploi_url.as_str(),
+                ),
+                (
+                    "local read (GetCase)",
+                    read_call(read_token, case_id.clone()),
+                    emploi_url.as_str(),
+                ),
+                (
+                    "partner read (DUDE)",
+                    partner_read_call(partner_token, number.clone()),
+                    emploi_url.as_str(),
+                ),
+            ];
             let mut bare = f64::NAN;
             for (name, call, url) in &calls {
                 let mut open = vec![];
@@ -276,23 +533,27 @@ async fn main() {
                 if name.starts_with("bare") {
                     bare = f.per_second;
                 }
-                println!(
-                    "{:<10} {:<22} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>8.3} {:>7}",
-                    format!("{backend:?}"),
-                    name,
-                    if channels > 1 {
-                        format!("{in_flight}/{channels}ch")
-                    } else {
-                        in_flight.to_string()
-                    },
-                    f.per_second,
-                    f.p50_ms,
-                    f.p99_ms,
-                    f.per_second / bare,
-                    f.errors
-                );
+                print_row(backend, name, in_flight, channels, &f, bare);
             }
+            let mut open = vec![];
+            for _ in 0..channels {
+                open.push(channel(&social_url).await);
+            }
+            let f = referrals_delivered(&t, &open, in_flight, seconds).await;
+            print_row(
+                backend,
+                "referrals delivered",
+                in_flight,
+                channels,
+                &f,
+                bare,
+            );
         }
+        let (now, peak) = resident_mib();
+        println!(
+            "{:<10} resident memory of this process (three services, the bare server and the clients): {now:.0} MiB now, {peak:.0} MiB at peak",
+            format!("{backend:?}")
+        );
         t.shutdown().await;
     }
 }
