@@ -284,9 +284,10 @@ async fn referrals_delivered(
     in_flight: usize,
     seconds: f64,
 ) -> Figures {
+    // Opened once: polling must not compete with what it measures.
+    let emploi = t.store(Institution::Emploi).await;
     let held = async || -> i64 {
         use sqlx::Row;
-        let emploi = t.store(Institution::Emploi).await;
         sqlx::query("SELECT COUNT(*) AS n FROM referrals")
             .fetch_one(emploi.database().pool())
             .await

@@ -658,6 +658,15 @@ pub fn with_token<T>(message: T, token: &str) -> Request<T> {
 }
 
 /// Polls `condition` until it holds; fails the test after 20 seconds.
+/// Waits until `store` holds the referral of `case_id` (delivered by the partner's relay).
+pub async fn referral_held(store: &InstitutionStore, case_id: &str) {
+    eventually(
+        &format!("the referral held at {}", store.own().code()),
+        async || store.referral(case_id).await.expect("read").is_some(),
+    )
+    .await;
+}
+
 pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut condition: F) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

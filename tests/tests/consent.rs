@@ -146,14 +146,7 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
             .await
             .expect("referral");
         let emploi_store = t.store(Institution::Emploi).await;
-        eventually("referral at emploi", async || {
-            emploi_store
-                .referral(&consent.case_id)
-                .await
-                .expect("read")
-                .is_some()
-        })
-        .await;
+        referral_held(&emploi_store, &consent.case_id).await;
 
         let withdrawn = social
             .withdraw_consent(t.as_social_worker(v1::WithdrawConsentRequest {

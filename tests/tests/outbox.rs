@@ -65,14 +65,7 @@ async fn the_same_idempotency_key_creates_one_referral() {
             1
         );
         let emploi = t.store(Institution::Emploi).await;
-        eventually("delivered", async || {
-            emploi
-                .referral(&consent.case_id)
-                .await
-                .expect("read")
-                .is_some()
-        })
-        .await;
+        referral_held(&emploi, &consent.case_id).await;
         eventually("outbox drained", async || {
             store.outbox_depth().await.expect("depth").pending == 0
         })
@@ -130,14 +123,7 @@ async fn a_referral_made_while_the_employment_side_is_down_arrives_once_it_is_ba
 
         t.stack.restart(Institution::Emploi).await.expect("restart");
         let emploi = t.store(Institution::Emploi).await;
-        eventually("delivered after the restart", async || {
-            emploi
-                .referral(&consent.case_id)
-                .await
-                .expect("read")
-                .is_some()
-        })
-        .await;
+        referral_held(&emploi, &consent.case_id).await;
         eventually("outbox drained", async || {
             social.outbox_depth().await.expect("depth").pending == 0
         })
@@ -277,14 +263,7 @@ async fn a_delivery_is_never_kept_without_its_audit_record() {
         .await
         .expect("referral");
     let emploi = t.store(Institution::Emploi).await;
-    eventually("delivered at emploi", async || {
-        emploi
-            .referral(&consent.case_id)
-            .await
-            .expect("read")
-            .is_some()
-    })
-    .await;
+    referral_held(&emploi, &consent.case_id).await;
     let sent_records = async || {
         social
             .audit()

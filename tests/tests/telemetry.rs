@@ -148,14 +148,7 @@ async fn a_referral_is_one_trace_across_services_and_spans_carry_no_personal_val
         .await
         .expect("referral");
     let emploi = t.store(Institution::Emploi).await;
-    eventually("referral delivered", async || {
-        emploi
-            .referral(&consent.case_id)
-            .await
-            .expect("read")
-            .is_some()
-    })
-    .await;
+    referral_held(&emploi, &consent.case_id).await;
     t.pilotage()
         .await
         .get_dashboard(t.as_steering(v1::GetDashboardRequest {}))

@@ -40,14 +40,7 @@ async fn services_speak_mutual_tls_and_certificates_must_match_tokens() {
         .await
         .expect("referral over TLS");
     let emploi = t.store(Institution::Emploi).await;
-    eventually("delivered over mutual TLS", async || {
-        emploi
-            .referral(&consent.case_id)
-            .await
-            .expect("read")
-            .is_some()
-    })
-    .await;
+    referral_held(&emploi, &consent.case_id).await;
 
     // Plaintext is refused on the service port; probes use their own plaintext health port.
     let plain = tonic::transport::Channel::from_shared(

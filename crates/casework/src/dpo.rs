@@ -572,7 +572,7 @@ impl CaseworkRpcs {
             report.parts.len(),
             report.parts.iter().map(|p| p.values.len()).sum::<usize>()
         ));
-        cw.store.audit().append(&read).await.map_err(|e| {
+        cw.store.audit().append(read).await.map_err(|e| {
             tracing::error!(error = %e, "audit append failed");
             Status::unavailable("audit log unavailable")
         })?;

@@ -67,7 +67,7 @@ impl<A: ServiceState> AuditSink for ReadyAudit<A> {
             let state = self.0.get().map_err(|s| s.message().to_owned())?;
             state
                 .audit_log()
-                .append(&entry)
+                .append(entry)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())

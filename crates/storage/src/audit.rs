@@ -40,14 +40,10 @@ impl AuditLog {
 
     /// Appends durably: answers only once the record is committed, with
     /// whatever else was waiting in the same transaction.
-    pub async fn append(&self, entry: &AuditEntry) -> Result<AuditRecord> {
+    pub async fn append(&self, entry: AuditEntry) -> Result<AuditRecord> {
         let (done, committed) = oneshot::channel();
-        let waiting = Waiting {
-            entry: entry.clone(),
-            done,
-        };
         self.writer()
-            .send(waiting)
+            .send(Waiting { entry, done })
             .map_err(|_| StoreError::Config("the audit writer has stopped".into()))?;
         committed
             .await
@@ -383,7 +379,7 @@ impl passerelle_boundary::AuditSink for AuditLog {
         entry: AuditEntry,
     ) -> passerelle_boundary::layer::BoxFuture<'_, std::result::Result<(), String>> {
         Box::pin(async move {
-            AuditLog::append(self, &entry)
+            AuditLog::append(self, entry)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())

@@ -29,6 +29,27 @@ async fn urls(label: &str) -> Vec<(String, Option<tempfile::TempDir>)> {
     out
 }
 
+/// A partner service's call about `case_id`, the `i`th of a run.
+fn inbound_entry(i: usize, case_id: &str) -> AuditEntry {
+    AuditEntry {
+        at: t0(),
+        direction: Direction::Inbound,
+        agent: Some(format!("agent-{i}")),
+        agent_institution: Some(Institution::Emploi),
+        agent_role: Some(Role::Service),
+        counterpart: Some(Institution::Emploi),
+        method: "/x".into(),
+        case_id: Some(case_id.into()),
+        purpose: Some(Purpose::Referral),
+        legal_basis: Some(LegalBasis::Consent),
+        consent_id: None,
+        categories: Default::default(),
+        fields: vec![],
+        decision: Decision::Allowed,
+        reason: None,
+    }
+}
+
 fn consent(case_id: &str) -> Consent {
     Consent {
         consent_id: "c-1".into(),
@@ -166,21 +187,13 @@ async fn institution_store_round_trips_on_every_backend() {
 
         // The delivery and its audit record commit together.
         let crossing = AuditEntry {
-            at: t0(),
             direction: Direction::Outbound,
             agent: None,
             agent_institution: Some(Institution::Social),
             agent_role: None,
             counterpart: Some(Institution::Emploi),
             method: "/passerelle.v1.EmploiService/ReceiveReferral".into(),
-            case_id: Some("k-1".into()),
-            purpose: Some(Purpose::Referral),
-            legal_basis: Some(LegalBasis::Consent),
-            consent_id: None,
-            categories: Default::default(),
-            fields: vec![],
-            decision: Decision::Allowed,
-            reason: None,
+            ..inbound_entry(0, "k-1")
         };
         store
             .mark_delivered(&[(pending[0].id, crossing.clone())], t0())
@@ -201,23 +214,7 @@ async fn audit_log_chains_and_refuses_changes_on_every_backend() {
         for i in 0..3 {
             store
                 .audit()
-                .append(&AuditEntry {
-                    at: t0(),
-                    direction: Direction::Inbound,
-                    agent: Some(format!("agent-{i}")),
-                    agent_institution: Some(Institution::Social),
-                    agent_role: Some(Role::Service),
-                    counterpart: Some(Institution::Social),
-                    method: "/x".into(),
-                    case_id: Some("k".into()),
-                    purpose: Some(Purpose::Referral),
-                    legal_basis: Some(LegalBasis::Consent),
-                    consent_id: None,
-                    categories: Default::default(),
-                    fields: vec![],
-                    decision: Decision::Allowed,
-                    reason: None,
-                })
+                .append(inbound_entry(i, "k"))
                 .await
                 .expect("append");
         }
@@ -381,24 +378,8 @@ async fn concurrent_appends_are_durable_when_answered_and_form_one_chain_on_ever
             let log = replicas[i % 2].audit().clone();
             let reader = reader.audit().clone();
             appends.spawn(async move {
-                let entry = AuditEntry {
-                    at: t0(),
-                    direction: Direction::Inbound,
-                    agent: Some(format!("agent-{i}")),
-                    agent_institution: Some(Institution::Social),
-                    agent_role: Some(Role::Service),
-                    counterpart: Some(Institution::Emploi),
-                    method: "/x".into(),
-                    case_id: Some(format!("k-{}", i % 7).into()),
-                    purpose: Some(Purpose::Referral),
-                    legal_basis: Some(LegalBasis::Consent),
-                    consent_id: None,
-                    categories: Default::default(),
-                    fields: vec![],
-                    decision: Decision::Allowed,
-                    reason: None,
-                };
-                let record = log.append(&entry).await.expect("append");
+                let entry = inbound_entry(i, &format!("k-{}", i % 7));
+                let record = log.append(entry).await.expect("append");
                 let held = reader.hashes_at(&[record.seq]).await.expect("read");
                 assert_eq!(
                     held,
