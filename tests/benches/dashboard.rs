@@ -100,6 +100,7 @@ impl Life {
             consent_id: Default::default(),
             checks: vec![],
             association_id: None,
+            orientation: None,
         };
         let barriers = BarrierCategory::ALL
             .iter()
@@ -121,6 +122,7 @@ impl Life {
             }),
             diagnosis_authors: vec![],
             plan_actions: vec![],
+            orientations: vec![],
         };
         Life {
             facts,

@@ -6,6 +6,7 @@
 use passerelle_boundary::Ticket;
 use passerelle_boundary::layer::{admission, caller};
 use passerelle_contract::{convert, v1};
+use passerelle_domain::orientation::Orientation;
 use passerelle_domain::plan::PlanSummary;
 use passerelle_domain::{
     Consent, DiagnosisHalf, EndOfProcessing, FieldError, Referral, ReferralDecision,
@@ -41,6 +42,7 @@ impl From<&CaseView> for v1::GetCaseResponse {
             local_notes: view.local_notes.clone(),
             plan: view.plan.as_ref().map(Into::into),
             plan_summaries: view.plan_summaries.iter().map(Into::into).collect(),
+            orientations: view.orientations.iter().map(Into::into).collect(),
         }
     }
 }
@@ -180,6 +182,25 @@ impl CaseworkRpcs {
             .await?;
         Ok(Response::new(v1::CreateReferralResponse {
             referral: Some((&referral).into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "RecordOrientation"))]
+    pub async fn record_orientation(
+        &self,
+        request: Request<v1::RecordOrientationRequest>,
+    ) -> Answer<v1::RecordOrientationResponse> {
+        let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
+        let orientation = required("orientation", m.orientation.as_ref())?;
+        self.reach(&request, &case_id("orientation.case_id", &orientation.case_id)?)
+            .await?;
+        let draft = convert::orientation_draft(orientation, &m.criteria).map_err(AppError::from)?;
+        let orientation = app
+            .casework
+            .record_orientation(l.call(&m.idempotency_key), draft)
+            .await?;
+        Ok(Response::new(v1::RecordOrientationResponse {
+            orientation: Some((&orientation).into()),
         }))
     }
 
@@ -362,6 +383,24 @@ impl CaseworkRpcs {
         let casework = &self.app()?.casework;
         casework.receive_case_event(call, &m.case_id, event).await?;
         Ok(Response::new(v1::ReceiveCaseEventResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ReceiveParcoursChange"))]
+    pub async fn receive_parcours_change(
+        &self,
+        request: Request<v1::ReceiveParcoursChangeRequest>,
+    ) -> Answer<v1::ReceiveParcoursChangeResponse> {
+        let p = self.admit_push(request, |m| &m.case_id).await?;
+        let m = &p.message;
+        let orientation = Orientation::try_from(required("orientation", m.orientation.as_ref())?)
+            .map_err(within("orientation"))?;
+        same_case("orientation.case_id", &orientation.case_id, &m.case_id)?;
+        let call = p.call(&m.idempotency_key);
+        self.app()?
+            .casework
+            .receive_parcours_change(call, orientation)
+            .await?;
+        Ok(Response::new(v1::ReceiveParcoursChangeResponse {}))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ReceiveEndOfProcessing"))]

@@ -10,6 +10,7 @@ use passerelle_boundary::{Caller, CrossingControl, RpcRule, SendRefusal};
 use passerelle_domain::agreement::Agreement;
 use passerelle_domain::agreement::CapacityDecision;
 use passerelle_domain::bounds;
+use passerelle_domain::orientation::{Orientation, OrientationDraft, ParcoursRules};
 use passerelle_domain::person::MAX_NOTE;
 use passerelle_domain::plan::{Plan, PlanKind, PlanSummary, PlanTheme};
 use passerelle_domain::{
@@ -38,6 +39,7 @@ pub struct CaseView {
     pub local_notes: Vec<String>,
     pub plan: Option<Plan>,
     pub plan_summaries: Vec<PlanSummary>,
+    pub orientations: Vec<Orientation>,
 }
 
 /// Everything an institution keeps of one case, as stored.
@@ -52,6 +54,8 @@ pub struct CaseParts {
     pub notes: Vec<passerelle_storage::institution::LocalNote>,
     pub plan: Option<Plan>,
     pub plan_summaries: Vec<PlanSummary>,
+    /// Its orientations into a parcours, oldest first.
+    pub orientations: Vec<Orientation>,
 }
 
 /// One item of a due list.
@@ -412,7 +416,8 @@ impl Casework {
         let now = self.clock.now();
         let expiry_days = self.agreement.referral.expiry_days;
         self.once(call, async |tx: &mut Tx| {
-            let referral = draft.complete(network, call.caller.agent.clone(), now, association);
+            let mut referral = draft.complete(network, call.caller.agent.clone(), now, association);
+            referral.orientation = self.orientation_to_refer(tx, &referral).await?;
             if !tx.insert_referral(&referral, Origin::Local).await? {
                 return Err(AppError(DomainError::FailedPrecondition(
                     "this case already has a referral".into(),
@@ -427,6 +432,101 @@ impl Casework {
             self.tell_partner(tx, &Outbound::Referral(referral.clone())).await?;
             tracing::info!(case_id = %referral.case_id, by = %call.caller.agent, "referral created");
             Ok(referral)
+        })
+        .await
+    }
+
+    /// The agreement's parcours, or why there are none.
+    fn parcours_rules(&self) -> Result<&ParcoursRules> {
+        self.agreement.parcours.as_ref().ok_or_else(|| {
+            AppError(DomainError::FailedPrecondition(format!(
+                "agreement {} organises no parcours",
+                self.agreement.id
+            )))
+        })
+    }
+
+    /// Appends `o` to its case's history in `tx`; busy when another
+    /// orientation of the same case was appended at the same moment.
+    async fn append_orientation(&self, tx: &mut Tx, o: &Orientation, origin: Origin) -> Result<()> {
+        if tx.append_orientation(o, origin).await? {
+            Ok(())
+        } else {
+            Err(AppError(DomainError::Unavailable(
+                "another orientation of this case was recorded at the same moment: try again".into(),
+            )))
+        }
+    }
+
+    /// The orientation a referral written here comes from, where the
+    /// agreement's parcours apply to its office: it must open
+    /// accompagnement global. Sent without its grid.
+    async fn orientation_to_refer(
+        &self,
+        tx: &mut Tx,
+        referral: &Referral,
+    ) -> Result<Option<Orientation>> {
+        let Some(rules) = &self.agreement.parcours else {
+            return Ok(None);
+        };
+        if !rules.apply_on(&referral.office_code) {
+            return Ok(None);
+        }
+        let current = tx.orientations(&referral.case_id).await?.pop();
+        rules.check_referral(&referral.office_code, current.as_ref(), "orientation")?;
+        Ok(current.map(|o| o.for_partner()))
+    }
+
+    /// Records the orientation the deciding side decided. Before a referral
+    /// it stays here (a referral carries it to the partner); on a case under
+    /// way it is a change of parcours, which the partner hears of.
+    pub async fn record_orientation(
+        &self,
+        call: Call<'_>,
+        draft: OrientationDraft,
+    ) -> Result<Orientation> {
+        let rules = self.parcours_rules()?;
+        rules.check(self.side, &draft)?;
+        let now = self.clock.now();
+        self.once(call, async |tx: &mut Tx| {
+            let orientation = draft
+                .clone()
+                .decide(self.side, call.caller.agent.clone(), now);
+            let case_id = orientation.case_id.as_str();
+            let case = match tx.case_and_restriction(case_id).await? {
+                Some((_, true)) => return Err(restricted()),
+                Some((case, false)) => Some(case),
+                None => None,
+            };
+            if let Some(case) = &case {
+                if case.ended_at().is_some() {
+                    return Err(AppError(DomainError::FailedPrecondition(
+                        "the case has ended: a new orientation starts a new case".into(),
+                    )));
+                }
+                if orientation.office_code != case.office_code {
+                    return Err(FieldError::new(
+                        "orientation.office_code",
+                        format!("must be the case's office ({})", case.office_code),
+                    )
+                    .into());
+                }
+            }
+            if let Some(last) = tx.orientations(case_id).await?.last()
+                && last.parcours == orientation.parcours
+            {
+                return Err(AppError(DomainError::FailedPrecondition(format!(
+                    "the person is already in parcours {}",
+                    last.parcours
+                ))));
+            }
+            self.append_orientation(tx, &orientation, Origin::Local).await?;
+            if case.is_some() && tx.partner_knows_case(case_id).await? {
+                self.tell_partner(tx, &Outbound::ParcoursChange(orientation.for_partner()))
+                    .await?;
+            }
+            tracing::info!(case_id = %case_id, parcours = %orientation.parcours, by = %call.caller.agent, "orientation recorded");
+            Ok(orientation)
         })
         .await
     }
@@ -624,6 +724,7 @@ impl Casework {
         let notes = self.store.local_notes(case_id).await?;
         let plan = self.store.own_plan(case_id).await?;
         let plan_summaries = self.store.plan_summaries(case_id).await?;
+        let orientations = self.store.orientations(case_id).await?;
         let Some((case, restricted)) = self.store.case_and_restriction(case_id).await? else {
             return Ok(None);
         };
@@ -636,6 +737,7 @@ impl Casework {
             notes,
             plan,
             plan_summaries,
+            orientations,
         }))
     }
 
@@ -649,6 +751,7 @@ impl Casework {
             notes,
             plan,
             plan_summaries,
+            orientations,
         } = self
             .case_parts(case_id)
             .await?
@@ -673,6 +776,7 @@ impl Casework {
             local_notes,
             plan,
             plan_summaries,
+            orientations,
         })
     }
 
@@ -718,12 +822,65 @@ impl Casework {
             &referral.checks,
             referral.association_id.as_deref(),
         )?;
+        if let Some(rules) = &self.agreement.parcours {
+            rules.check_referral(
+                &referral.office_code,
+                referral.orientation.as_ref(),
+                "referral.orientation",
+            )?;
+        }
+        if let Some(o) = &referral.orientation
+            && o.decided_by_institution != from
+        {
+            return Err(FieldError::new(
+                "referral.orientation.decided_by_institution",
+                "must be the referring institution",
+            )
+            .into());
+        }
         let expiry_days = self.agreement.referral.expiry_days;
         self.once(call, async |tx: &mut Tx| {
             if tx.insert_referral(&referral, Origin::Partner).await? {
                 self.save_and_tell(tx, &Case::referred(&referral, expiry_days), false, None)
                     .await?;
+                if let Some(o) = &referral.orientation {
+                    self.append_orientation(tx, o, Origin::Partner).await?;
+                }
             }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The partner changed the person's parcours during the support.
+    pub async fn receive_parcours_change(
+        &self,
+        call: Call<'_>,
+        orientation: Orientation,
+    ) -> Result<()> {
+        if orientation.decided_by_institution != call.caller.institution {
+            return Err(FieldError::new(
+                "orientation.decided_by_institution",
+                "must be the sending institution",
+            )
+            .into());
+        }
+        let rules = self.parcours_rules()?;
+        if rules.track(orientation.parcours).is_none() {
+            return Err(FieldError::new(
+                "orientation.parcours",
+                "is not a parcours of the agreement",
+            )
+            .into());
+        }
+        self.once(call, async |tx: &mut Tx| {
+            let case = self.load_partner_case(tx, &orientation.case_id).await?;
+            if orientation.office_code != case.office_code {
+                return Err(FieldError::new("orientation.office_code", "must be the case's office").into());
+            }
+            self.append_orientation(tx, &orientation, Origin::Partner)
+                .await?;
+            tracing::info!(case_id = %orientation.case_id, parcours = %orientation.parcours, "partner changed the parcours");
             Ok(())
         })
         .await

@@ -12,6 +12,7 @@ pub const RECEIVE_PLAN_SUMMARY: &str = "ReceivePlanSummary";
 pub const RECEIVE_SUSPENSION_NOTICE: &str = "ReceiveSuspensionNotice";
 pub const RECEIVE_END_OF_PROCESSING: &str = "ReceiveEndOfProcessing";
 pub const RECEIVE_RIGHTS_NOTICE: &str = "ReceiveRightsNotice";
+pub const RECEIVE_PARCOURS_CHANGE: &str = "ReceiveParcoursChange";
 
 /// The table of crossings: the partner RPC each kind of message goes
 /// through. Refusals are audited under the same method as deliveries.
@@ -26,5 +27,6 @@ pub fn rpc_of(message: &Outbound) -> &'static str {
         Outbound::Suspension(_) => RECEIVE_SUSPENSION_NOTICE,
         Outbound::EndOfProcessing(_) => RECEIVE_END_OF_PROCESSING,
         Outbound::RightsNotice(_) => RECEIVE_RIGHTS_NOTICE,
+        Outbound::ParcoursChange(_) => RECEIVE_PARCOURS_CHANGE,
     }
 }

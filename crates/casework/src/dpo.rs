@@ -89,6 +89,7 @@ impl Casework {
             notes,
             plan,
             plan_summaries: summaries,
+            orientations,
             ..
         }) = self.case_parts(case_id).await?
         else {
@@ -101,6 +102,7 @@ impl Casework {
                 diagnoses: diagnoses.iter().map(Into::into).collect(),
                 consents: consents.iter().map(Into::into).collect(),
                 plan_summaries: summaries.iter().map(Into::into).collect(),
+                orientations: orientations.iter().map(Into::into).collect(),
             },
             local: v1::LocalSubjectData {
                 local_notes: notes
@@ -113,6 +115,11 @@ impl Casework {
                     .collect(),
                 participant: case.participant.as_ref().map(convert::participant_profile),
                 plan: plan.as_ref().map(Into::into),
+                orientation_grids: orientations
+                    .iter()
+                    .filter(|o| !o.criteria.is_empty())
+                    .map(Into::into)
+                    .collect(),
             },
             ended_at: case.ended_at(),
         })

@@ -369,6 +369,14 @@ impl Relay {
                 };
                 self.send(&path, m, allowed).await
             }
+            Outbound::ParcoursChange(o) => {
+                let m = v1::ReceiveParcoursChangeRequest {
+                    idempotency_key: key,
+                    case_id: id,
+                    orientation: Some(o.into()),
+                };
+                self.send(&path, m, allowed).await
+            }
         }?;
         let purpose = message.purpose();
         let crossings = &self.casework.crossings;

@@ -119,7 +119,7 @@ enum_pair!(pub fn role: v1::Role => domain::Role {
 });
 
 enum_pair!(pub fn purpose: v1::Purpose => domain::Purpose {
-    Referral, GlobalSupport, ExclusiveSocialSupport, RsaJobseekerList, JobseekerFile, Statistics, SubjectAccess, ConsentRecord, RightsNotification, AuditIntegrity
+    Referral, GlobalSupport, ExclusiveSocialSupport, RsaJobseekerList, JobseekerFile, Statistics, SubjectAccess, ConsentRecord, RightsNotification, AuditIntegrity, Orientation
 });
 
 enum_pair!(pub fn legal_basis: v1::LegalBasis => domain::LegalBasis {
@@ -450,12 +450,29 @@ impl TryFrom<&v1::Referral> for domain::Referral {
     type Error = FieldError;
     fn try_from(r: &v1::Referral) -> Result<Self> {
         let draft = referral_draft(r)?;
-        Ok(draft.complete(
+        let mut referral = draft.complete(
             enum_field("referring_network", r.referring_network, network)?,
             person::required_text("referred_by", &r.referred_by, MAX_SHORT_TEXT)?,
             timestamp_from("referred_at", r.referred_at.as_ref())?,
             person::optional_text("association_id", &r.association_id, MAX_SHORT_TEXT)?,
-        ))
+        );
+        referral.orientation = r
+            .orientation
+            .as_ref()
+            .map(domain::orientation::Orientation::try_from)
+            .transpose()
+            .map_err(|e| e.within("orientation"))?;
+        if referral
+            .orientation
+            .as_ref()
+            .is_some_and(|o| o.case_id != referral.case_id)
+        {
+            return Err(FieldError::new(
+                "orientation.case_id",
+                "must be the referral's case",
+            ));
+        }
+        Ok(referral)
     }
 }
 
@@ -481,6 +498,120 @@ impl From<&domain::Referral> for v1::Referral {
                 })
                 .collect(),
             association_id: d.association_id.clone().unwrap_or_default(),
+            orientation: d.orientation.as_ref().map(Into::into),
+        }
+    }
+}
+
+// ---- orientation ------------------------------------------------------------
+
+enum_pair!(fn parcours: v1::Parcours => domain::orientation::Parcours {
+    Emploi, SocioProfessionnel, Social
+});
+
+enum_pair!(fn organisme_referent: v1::OrganismeReferent => domain::orientation::OrganismeReferent {
+    FranceTravail, Departement, MissionLocale, CapEmploi
+});
+
+/// More answers than any grid has: a longer list is refused before it is read.
+const MAX_CRITERIA: usize = 64;
+
+/// What an agent submits of an orientation, with the grid answered.
+pub fn orientation_draft(
+    o: &v1::Orientation,
+    criteria: &[v1::CriterionAnswer],
+) -> Result<domain::orientation::OrientationDraft> {
+    if criteria.len() > MAX_CRITERIA {
+        return Err(FieldError::new(
+            "criteria",
+            format!("has more than {MAX_CRITERIA} answers"),
+        ));
+    }
+    let within = |e: FieldError| e.within("orientation");
+    Ok(domain::orientation::OrientationDraft {
+        case_id: identifier("case_id", &o.case_id).map_err(within)?.into(),
+        office_code: person::required_text("office_code", &o.office_code, MAX_SHORT_TEXT)
+            .map_err(within)?,
+        parcours: enum_field("parcours", o.parcours, parcours).map_err(within)?,
+        criteria: criteria
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(domain::orientation::CriterionAnswer {
+                    criterion: person::required_text(
+                        &format!("criteria[{i}].criterion"),
+                        &c.criterion,
+                        MAX_SHORT_TEXT,
+                    )?,
+                    answer: person::required_text(
+                        &format!("criteria[{i}].answer"),
+                        &c.answer,
+                        MAX_SHORT_TEXT,
+                    )?,
+                })
+            })
+            .collect::<Result<_>>()?,
+        referent: enum_field("referent", o.referent, organisme_referent).map_err(within)?,
+        rsa_beneficiary: o.rsa_beneficiary,
+    })
+}
+
+/// A decided orientation, as the partner sends it (never with its grid).
+impl TryFrom<&v1::Orientation> for domain::orientation::Orientation {
+    type Error = FieldError;
+    fn try_from(o: &v1::Orientation) -> Result<Self> {
+        let draft = orientation_draft(o, &[]).map_err(|mut e| {
+            // The caller names the message: drop the prefix added above.
+            e.field = e
+                .field
+                .strip_prefix("orientation.")
+                .map(str::to_owned)
+                .unwrap_or(e.field);
+            e
+        })?;
+        let side = enum_field("decided_by_institution", o.decided_by_institution, institution)?;
+        let side = domain::Side::of(side).ok_or_else(|| {
+            FieldError::new(
+                "decided_by_institution",
+                "must be France Travail or the Département",
+            )
+        })?;
+        Ok(draft.decide(
+            side,
+            person::required_text("decided_by", &o.decided_by, MAX_SHORT_TEXT)?,
+            timestamp_from("decided_at", o.decided_at.as_ref())?,
+        ))
+    }
+}
+
+impl From<&domain::orientation::Orientation> for v1::Orientation {
+    fn from(d: &domain::orientation::Orientation) -> Self {
+        v1::Orientation {
+            case_id: d.case_id.to_string(),
+            office_code: d.office_code.clone(),
+            parcours: v1::Parcours::from(d.parcours) as i32,
+            referent: v1::OrganismeReferent::from(d.referent) as i32,
+            rsa_beneficiary: d.rsa_beneficiary,
+            decided_by_institution: v1::Institution::from(d.decided_by_institution) as i32,
+            decided_by: d.decided_by.clone(),
+            decided_at: Some(timestamp(d.decided_at)),
+        }
+    }
+}
+
+/// An orientation with its grid, as the side holding it shows it.
+impl From<&domain::orientation::Orientation> for v1::LocalOrientation {
+    fn from(d: &domain::orientation::Orientation) -> Self {
+        v1::LocalOrientation {
+            orientation: Some(d.into()),
+            criteria: d
+                .criteria
+                .iter()
+                .map(|c| v1::CriterionAnswer {
+                    criterion: c.criterion.clone(),
+                    answer: c.answer.clone(),
+                })
+                .collect(),
         }
     }
 }

@@ -85,6 +85,10 @@ pub struct Agreement {
     pub exits: Exits,
     pub directory: DirectoryRules,
     pub steering: Steering,
+    /// The parcours the agreement organises (emploi, socio-professional,
+    /// social) and where; absent where it organises none.
+    #[serde(default)]
+    pub parcours: Option<crate::orientation::ParcoursRules>,
     /// Storage limitation: how long each category is kept for each purpose
     /// once the case has ended.
     pub retention: Vec<RetentionRule>,
@@ -436,6 +440,9 @@ impl Agreement {
             return Err(invalid("id", "is empty"));
         }
         self.validate_retention()?;
+        if let Some(parcours) = &self.parcours {
+            parcours.validate(self.offices.iter().map(|o| o.code.as_str()))?;
+        }
         if self.term.ends_on <= self.term.starts_on {
             return Err(invalid("term.ends_on", "is not after term.starts_on"));
         }

@@ -33,6 +33,10 @@ pub struct Referral {
     /// The approved association that referred under the Département's delegation.
     #[serde(default)]
     pub association_id: Option<String>,
+    /// Where the agreement's parcours apply: the orientation the referral
+    /// comes from (without its grid).
+    #[serde(default)]
+    pub orientation: Option<crate::orientation::Orientation>,
 }
 
 /// What an agent submits; the service adds who, when and from which network.
@@ -69,6 +73,7 @@ impl ReferralDraft {
             consent_id: self.consent_id,
             checks: self.checks,
             association_id,
+            orientation: None,
         }
     }
 }
@@ -876,6 +881,7 @@ pub(crate) mod tests_support {
             consent_id: "c".into(),
             checks: vec![],
             association_id: None,
+            orientation: None,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod indicators;
 pub mod jobseeker;
+pub mod orientation;
 pub mod outbound;
 pub mod person;
 pub mod plan;

@@ -9,6 +9,7 @@ use crate::case::{
 };
 use crate::consent::Consent;
 use crate::ids::CaseId;
+use crate::orientation::Orientation;
 use crate::plan::PlanSummary;
 use crate::rights::RightsNotice;
 use crate::vocabulary::Purpose;
@@ -34,6 +35,8 @@ pub enum Outbound {
     /// A right the person exercised here that the partner, a recipient of
     /// their data, must hear of (erasure, rectification).
     RightsNotice(RightsNotice),
+    /// The person's parcours changed during the support.
+    ParcoursChange(Orientation),
 }
 
 impl Outbound {
@@ -49,6 +52,7 @@ impl Outbound {
             Outbound::Suspension(s) => &s.case_id,
             Outbound::EndOfProcessing(e) => &e.case_id,
             Outbound::RightsNotice(n) => &n.case_id,
+            Outbound::ParcoursChange(o) => &o.case_id,
         }
     }
 
@@ -64,6 +68,7 @@ impl Outbound {
             Outbound::Suspension(_) => "suspension",
             Outbound::EndOfProcessing(_) => "end_of_processing",
             Outbound::RightsNotice(_) => "rights_notice",
+            Outbound::ParcoursChange(_) => "parcours_change",
         }
     }
 
@@ -77,16 +82,22 @@ impl Outbound {
             }
             Outbound::CaseEvent { .. } | Outbound::PlanSummary(_) => Purpose::GlobalSupport,
             Outbound::Suspension(_) => Purpose::ExclusiveSocialSupport,
+            Outbound::ParcoursChange(_) => Purpose::Orientation,
         }
     }
 
     /// The purpose whose consent the crossing needs; `None` for consent
     /// records and end-of-processing notices, which travel on the
     /// controllers' own task or obligation so a withdrawal can never be held
-    /// back by the absence of consent.
+    /// back by the absence of consent, and for a change of parcours, which
+    /// the law for full employment makes a public task of both (the person
+    /// may object to it).
     pub fn consent_purpose(&self) -> Option<Purpose> {
         match self {
-            Outbound::Consent(_) | Outbound::EndOfProcessing(_) | Outbound::RightsNotice(_) => None,
+            Outbound::Consent(_)
+            | Outbound::EndOfProcessing(_)
+            | Outbound::RightsNotice(_)
+            | Outbound::ParcoursChange(_) => None,
             other => Some(other.purpose()),
         }
     }

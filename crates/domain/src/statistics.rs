@@ -18,6 +18,7 @@ use chrono_tz::Europe::Paris;
 use serde::{Deserialize, Serialize};
 
 use crate::case::{Case, CaseState, ReferralState, Track};
+use crate::orientation::Orientation;
 use crate::person::{BarrierCategory, Participant};
 use crate::vocabulary::Institution;
 
@@ -205,6 +206,31 @@ pub const EXCLUSIVE_IN_PROGRESS: Measure = measure(
     Kind::Stock,
 );
 
+/// First orientations into a parcours, counted by the side that decided.
+pub const ORIENTATIONS: Measure = keyed(
+    "orientations",
+    "Orientations, par parcours",
+    false,
+    &["emploi", "socio_professionnel", "social"],
+);
+/// Changes of parcours, "from->to", counted by the side that decided.
+pub const PARCOURS_CHANGES: Measure = keyed(
+    "parcours_changes",
+    "Changements de parcours (de -> vers)",
+    false,
+    &[
+        "socio_professionnel->emploi",
+        "socio_professionnel->social",
+    ],
+);
+/// Entries into accompagnement global by the parcours the person was in.
+pub const ENTRIES_BY_PARCOURS: Measure = keyed(
+    "entries_by_parcours",
+    "Entrées en accompagnement global, par parcours d'origine",
+    false,
+    &["socio_professionnel"],
+);
+
 /// Every measure, in the committee's reading order.
 pub const MEASURES: &[Measure] = &[
     REFERRALS,
@@ -229,6 +255,9 @@ pub const MEASURES: &[Measure] = &[
     ACTIONS,
     EXCLUSIVE_ENTRIES,
     EXCLUSIVE_IN_PROGRESS,
+    ORIENTATIONS,
+    PARCOURS_CHANGES,
+    ENTRIES_BY_PARCOURS,
 ];
 
 pub fn measure_named(code: &str) -> Option<&'static Measure> {
@@ -262,6 +291,8 @@ pub struct CaseFacts {
     pub diagnosis_authors: Vec<Institution>,
     /// Actions of this institution's own plan, by theme code.
     pub plan_actions: Vec<(String, u64)>,
+    /// The case's orientations held here, oldest first.
+    pub orientations: Vec<Orientation>,
 }
 
 /// The month an instant falls in, in French time.
@@ -374,6 +405,15 @@ pub fn contributions(f: &CaseFacts) -> Vec<(CubeKey, i64)> {
         && let Some(entered) = c.entered_at
     {
         add(&ENTRIES, entered, "", 1);
+        if c.track == Track::Global
+            && let Some(at_entry) = f
+                .orientations
+                .iter()
+                .rev()
+                .find(|o| o.decided_at <= entered)
+        {
+            add(&ENTRIES_BY_PARCOURS, entered, at_entry.parcours.code(), 1);
+        }
         let total = days(c.referred_at, entered);
         add(&ENTRY_DELAY, entered, delay_bucket(total), 1);
         add(&DELAY_DAYS, entered, "referral_to_entry", total);
@@ -445,6 +485,39 @@ pub fn contributions(f: &CaseFacts) -> Vec<(CubeKey, i64)> {
         if c.state == CaseState::Active && c.track == Track::SocialExclusive {
             add(&EXCLUSIVE_IN_PROGRESS, started, "", 1);
         }
+    }
+    out.extend(orientation_counts(f.own, &f.orientations));
+    out
+}
+
+/// What a person's orientations contribute, case or not yet: each one this
+/// side decided counts where and when it was decided, the first as an
+/// orientation, the next ones as a change from the parcours before it
+/// (whichever side decided that one).
+pub fn orientation_counts(own: Institution, orientations: &[Orientation]) -> Vec<(CubeKey, i64)> {
+    let mut out = vec![];
+    let mut before: Option<&Orientation> = None;
+    for o in orientations {
+        if o.decided_by_institution == own {
+            let (m, key) = match before {
+                None => (&ORIENTATIONS, o.parcours.code().to_owned()),
+                Some(b) => (
+                    &PARCOURS_CHANGES,
+                    format!("{}->{}", b.parcours.code(), o.parcours.code()),
+                ),
+            };
+            out.push((
+                CubeKey {
+                    measure: m.code.to_owned(),
+                    month: month(o.decided_at),
+                    office: o.office_code.clone(),
+                    network: own.network().map_or("", |n| n.code()).to_owned(),
+                    key,
+                },
+                1,
+            ));
+        }
+        before = Some(o);
     }
     out
 }
@@ -571,6 +644,7 @@ mod tests {
             }),
             diagnosis_authors: vec![],
             plan_actions: vec![],
+            orientations: vec![],
         }
     }
 
@@ -593,6 +667,7 @@ mod tests {
             consent_id: "c".into(),
             checks: vec![],
             association_id: None,
+            orientation: None,
         };
         Case::referred(&referral, 45)
     }

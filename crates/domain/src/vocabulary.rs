@@ -62,6 +62,7 @@ coded_enum!(
         ConsentRecord => "consent_record",
         RightsNotification => "rights_notification",
         AuditIntegrity => "audit_integrity",
+        Orientation => "orientation",
     }
 );
 

@@ -62,7 +62,7 @@ fn a_new_purpose_and_its_rpc_appear_in_the_register() {
     let add_purpose = |text: &str| {
         text.replace(
             "  PURPOSE_AUDIT_INTEGRITY = 10",
-            "  PURPOSE_HOUSING_PARTNERSHIP = 11 [(purpose_record) = {\n    title: \"Partenariat logement\"\n    description: \"Orientation vers un bailleur social.\"\n    data_subjects: [\"Personnes accompagnées\"]\n  }];\n  PURPOSE_AUDIT_INTEGRITY = 10",
+            "  PURPOSE_HOUSING_PARTNERSHIP = 12 [(purpose_record) = {\n    title: \"Partenariat logement\"\n    description: \"Orientation vers un bailleur social.\"\n    data_subjects: [\"Personnes accompagnées\"]\n  }];\n  PURPOSE_AUDIT_INTEGRITY = 10",
         )
     };
     let add_rpc = |text: &str| {
@@ -126,8 +126,8 @@ fn a_new_purpose_and_its_rpc_appear_in_the_register() {
 fn a_new_field_appears_in_the_access_report_with_its_category() {
     let add_field = |text: &str| {
         text.replace(
-            "  string association_id = 12 [(data_category) = DATA_CATEGORY_CASE];\n}",
-            "  string association_id = 12 [(data_category) = DATA_CATEGORY_CASE];\n  string preferred_language = 13 [(data_category) = DATA_CATEGORY_CONTACT];\n}",
+            "  Orientation orientation = 13 [(data_category) = DATA_CATEGORY_CASE];\n}",
+            "  Orientation orientation = 13 [(data_category) = DATA_CATEGORY_CASE];\n  string preferred_language = 14 [(data_category) = DATA_CATEGORY_CONTACT];\n}",
         )
     };
     let pool = contract_with(&[("casework.proto", &add_field)]);

@@ -10,6 +10,7 @@ pub use erasure::{ErasureReason, PurgeCandidate};
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use passerelle_domain::orientation::Orientation;
 use passerelle_domain::plan::{Plan, PlanKind, PlanSummary};
 use passerelle_domain::{
     Case, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf, Evidence, EvidenceKind,
@@ -23,6 +24,16 @@ use crate::audit::AuditLog;
 use crate::{
     Backend, Database, Result, Schema, StoreError, from_json, from_micros, json, to_micros,
 };
+
+async fn orientations_of(conn: &mut sqlx::AnyConnection, case_id: &str) -> Result<Vec<Orientation>> {
+    sqlx::query("SELECT body FROM orientations WHERE case_id = $1 ORDER BY seq")
+        .bind(case_id)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|r| from_json(&r.try_get::<String, _>("body")?))
+        .collect()
+}
 
 /// Where a referral came from, seen from this institution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +297,12 @@ impl InstitutionStore {
         .fetch_optional(self.db.pool())
         .await?;
         row.as_ref().map(case_from_row).transpose()
+    }
+
+    /// The case's orientations, oldest first.
+    pub async fn orientations(&self, case_id: &str) -> Result<Vec<Orientation>> {
+        let mut conn = self.db.pool().acquire().await?;
+        orientations_of(&mut conn, case_id).await
     }
 
     pub async fn referral(&self, case_id: &str) -> Result<Option<Referral>> {
@@ -777,6 +794,37 @@ impl Tx {
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Appends an orientation to its case's history (which may precede the
+    /// case). `false` when another was appended at the same moment: the
+    /// caller answers busy and the retry lands after it.
+    pub async fn append_orientation(&mut self, o: &Orientation, origin: Origin) -> Result<bool> {
+        self.touch(&o.case_id).await?;
+        let next: i64 = sqlx::query(
+            "SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) AS next FROM orientations WHERE case_id = $1",
+        )
+        .bind(o.case_id.as_str())
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get("next")?;
+        let done = sqlx::query(
+            "INSERT INTO orientations (case_id, seq, origin, decided_at, body) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (case_id, seq) DO NOTHING",
+        )
+        .bind(o.case_id.as_str())
+        .bind(next)
+        .bind(origin.code())
+        .bind(to_micros(o.decided_at))
+        .bind(json(o)?)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The case's orientations, oldest first.
+    pub async fn orientations(&mut self, case_id: &str) -> Result<Vec<Orientation>> {
+        orientations_of(&mut *self.tx, case_id).await
     }
 
     /// Whether the partner holds the case: its referral came from the

@@ -96,6 +96,7 @@ fn referral(case_id: &str) -> Referral {
             met: true,
         }],
         association_id: Some("asll-77".into()),
+        orientation: None,
     }
 }
 

@@ -48,6 +48,12 @@ impl SocialService for SocialApi {
     ) -> Answer<v1::CreateReferralResponse> {
         self.casework.create_referral(r).await
     }
+    async fn record_orientation(
+        &self,
+        r: Request<v1::RecordOrientationRequest>,
+    ) -> Answer<v1::RecordOrientationResponse> {
+        self.casework.record_orientation(r).await
+    }
     async fn record_diagnosis(
         &self,
         r: Request<v1::RecordDiagnosisRequest>,
@@ -173,6 +179,12 @@ impl SocialService for SocialApi {
         r: Request<v1::ReceiveEndOfProcessingRequest>,
     ) -> Answer<v1::ReceiveEndOfProcessingResponse> {
         self.casework.receive_end_of_processing(r).await
+    }
+    async fn receive_parcours_change(
+        &self,
+        r: Request<v1::ReceiveParcoursChangeRequest>,
+    ) -> Answer<v1::ReceiveParcoursChangeResponse> {
+        self.casework.receive_parcours_change(r).await
     }
     async fn receive_case_event(
         &self,

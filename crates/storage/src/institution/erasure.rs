@@ -50,7 +50,7 @@ pub struct PurgeCandidate {
 }
 
 /// Tables that hold a case's personal data, by the case's identifier.
-const CASE_TABLES: [&str; 7] = [
+const CASE_TABLES: [&str; 8] = [
     "referrals",
     "diagnoses",
     "local_notes",
@@ -58,6 +58,7 @@ const CASE_TABLES: [&str; 7] = [
     "outbox",
     "restrictions",
     "objections",
+    "orientations",
 ];
 
 impl Tx {

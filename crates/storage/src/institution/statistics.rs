@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use passerelle_domain::plan::Plan;
 use passerelle_domain::statistics::{
-    CaseFacts, CubeKey, ReferralFacts, contributions, difference, summed,
+    CaseFacts, CubeKey, ReferralFacts, contributions, difference, orientation_counts, summed,
 };
+use passerelle_domain::orientation::Orientation;
 use passerelle_domain::{Case, Institution, Referral};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -63,6 +64,7 @@ struct Rows {
     referral: Option<KnownReferral>,
     authors: Vec<String>,
     plan: Option<String>,
+    orientations: Vec<Orientation>,
 }
 
 /// A case's counts before the transaction changed it.
@@ -95,6 +97,7 @@ fn facts(own: Institution, rows: Rows) -> Result<CaseFacts> {
             Some(body) => plan_actions(&from_json::<Plan>(body)?),
             None => vec![],
         },
+        orientations: rows.orientations,
         case: rows.case,
     })
 }
@@ -110,6 +113,24 @@ fn count_row(row: &AnyRow) -> Result<(CubeKey, i64)> {
         },
         row.try_get("value")?,
     ))
+}
+
+/// Orientation rows grouped by case, each case's oldest first.
+fn orientations_by_case(rows: Vec<AnyRow>) -> Result<BTreeMap<String, Vec<Orientation>>> {
+    let mut numbered: BTreeMap<String, Vec<(i64, Orientation)>> = BTreeMap::new();
+    for r in rows {
+        numbered
+            .entry(r.try_get("case_id")?)
+            .or_default()
+            .push((r.try_get("seq")?, from_json(&r.try_get::<String, _>("body")?)?));
+    }
+    Ok(numbered
+        .into_iter()
+        .map(|(case_id, mut list)| {
+            list.sort_by_key(|(seq, _)| *seq);
+            (case_id, list.into_iter().map(|(_, o)| o).collect())
+        })
+        .collect())
 }
 
 /// Where counts are kept: the live ones, and those of erased cases.
@@ -169,17 +190,9 @@ impl Tx {
         if self.touched.contains_key(case_id) {
             return Ok(());
         }
-        let noted = match self.case_rows(case_id, None).await? {
-            Some(rows) => Noted {
-                referral: rows.referral.clone(),
-                counts: contributions(&facts(self.own, rows)?),
-            },
-            None => Noted {
-                counts: vec![],
-                referral: None,
-            },
-        };
-        self.touched.insert(case_id.to_owned(), noted);
+        let (counts, referral) = self.counts_now(case_id, None).await?;
+        self.touched
+            .insert(case_id.to_owned(), Noted { counts, referral });
         Ok(())
     }
 
@@ -196,9 +209,26 @@ impl Tx {
     /// The case's counts as its rows stand in this transaction (none for a
     /// case it does not hold).
     pub(crate) async fn counts_of(&mut self, case_id: &str) -> Result<Vec<(CubeKey, i64)>> {
-        Ok(match self.case_rows(case_id, None).await? {
-            Some(rows) => contributions(&facts(self.own, rows)?),
-            None => vec![],
+        Ok(self.counts_now(case_id, None).await?.0)
+    }
+
+    /// The counts of `case_id` as its rows stand in this transaction, and
+    /// its referral's facts: a case's contributions, or those of the
+    /// orientations of a person not referred yet.
+    async fn counts_now(
+        &mut self,
+        case_id: &str,
+        referral: Option<KnownReferral>,
+    ) -> Result<(Vec<(CubeKey, i64)>, Option<KnownReferral>)> {
+        Ok(match self.case_rows(case_id, referral).await? {
+            Some(rows) => {
+                let referral = rows.referral.clone();
+                (contributions(&facts(self.own, rows)?), referral)
+            }
+            None => (
+                orientation_counts(self.own, &self.orientations(case_id).await?),
+                None,
+            ),
         })
     }
 
@@ -249,12 +279,14 @@ impl Tx {
         .await?
         .map(|r| r.try_get("body"))
         .transpose()?;
+        let orientations = self.orientations(case_id).await?;
         Ok(Some(Rows {
             case: case_from_row(&row)?,
             entry_recorded_by: row.try_get("entry_recorded_by")?,
             referral,
             authors,
             plan,
+            orientations,
         }))
     }
 
@@ -265,10 +297,7 @@ impl Tx {
         let touched = std::mem::take(&mut self.touched);
         let mut change: BTreeMap<CubeKey, i64> = BTreeMap::new();
         for (case_id, before) in touched {
-            let after = match self.case_rows(&case_id, before.referral).await? {
-                Some(rows) => contributions(&facts(self.own, rows)?),
-                None => vec![],
-            };
+            let (after, _) = self.counts_now(&case_id, before.referral).await?;
             for (k, n) in difference(&before.counts, &after) {
                 *change.entry(k).or_insert(0) += n;
             }
@@ -358,6 +387,11 @@ impl InstitutionStore {
                     plans.insert(r.try_get("case_id")?, r.try_get("body")?);
                 }
             }
+            let mut orientations = orientations_by_case(
+                range("SELECT case_id, seq, body FROM orientations")
+                    .fetch_all(pool)
+                    .await?,
+            )?;
             for row in &page {
                 let case = case_from_row(row)?;
                 let id = case.case_id.to_string();
@@ -366,6 +400,7 @@ impl InstitutionStore {
                     referral: referrals.remove(&id),
                     authors: authors.remove(&id).unwrap_or_default(),
                     plan: plans.remove(&id),
+                    orientations: orientations.remove(&id).unwrap_or_default(),
                     case,
                 };
                 for (k, n) in contributions(&facts(self.own(), rows)?) {
@@ -373,6 +408,20 @@ impl InstitutionStore {
                 }
             }
             after = last;
+        }
+        // People oriented and not referred (yet): their orientations alone.
+        let unreferred = orientations_by_case(
+            sqlx::query(
+                "SELECT case_id, seq, body FROM orientations
+                 WHERE case_id NOT IN (SELECT case_id FROM cases)",
+            )
+            .fetch_all(pool)
+            .await?,
+        )?;
+        for list in unreferred.values() {
+            for (k, n) in orientation_counts(self.own(), list) {
+                *counts.entry(k).or_insert(0) += n;
+            }
         }
         // Erased cases are gone from the rows; their counts are kept apart.
         for row in sqlx::query(
