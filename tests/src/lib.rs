@@ -482,7 +482,14 @@ impl TestStack {
             .social_referral(&format!("{label}-referral"), &consent, first_name)
             .await
             .expect("referral");
-        let case_id = referral.case_id;
+        self.enter_referred(label, &referral.case_id).await;
+        referral.case_id
+    }
+
+    /// A case the social side referred, accepted, diagnosed by both and
+    /// signed in; returns once it is active at both sides.
+    pub async fn enter_referred(&self, label: &str, case_id: &str) {
+        let case_id = case_id.to_owned();
         self.accept_at_emploi(&case_id).await;
         let half = v1::DiagnosisHalf {
             case_id: case_id.clone(),
@@ -529,7 +536,6 @@ impl TestStack {
                 .is_some_and(|c| c.state == v1::CaseState::Active as i32)
         })
         .await;
-        case_id
     }
 
     /// A referral valid under this stack's agreement: one of its social

@@ -192,8 +192,11 @@ impl CaseworkRpcs {
     ) -> Answer<v1::RecordOrientationResponse> {
         let (app, l, m) = (self.app()?, local(&request)?, request.get_ref());
         let orientation = required("orientation", m.orientation.as_ref())?;
-        self.reach(&request, &case_id("orientation.case_id", &orientation.case_id)?)
-            .await?;
+        self.reach(
+            &request,
+            &case_id("orientation.case_id", &orientation.case_id)?,
+        )
+        .await?;
         let draft = convert::orientation_draft(orientation, &m.criteria).map_err(AppError::from)?;
         let orientation = app
             .casework

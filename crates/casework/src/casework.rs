@@ -453,7 +453,8 @@ impl Casework {
             Ok(())
         } else {
             Err(AppError(DomainError::Unavailable(
-                "another orientation of this case was recorded at the same moment: try again".into(),
+                "another orientation of this case was recorded at the same moment: try again"
+                    .into(),
             )))
         }
     }

@@ -14,6 +14,7 @@ use passerelle_contract::v1::emploi_service_client::EmploiServiceClient;
 use passerelle_contract::v1::pilotage_service_client::PilotageServiceClient;
 use passerelle_contract::v1::social_service_client::SocialServiceClient;
 use passerelle_domain::agreement::{Agreement, ChecksKind, EntryEvidence};
+use passerelle_domain::orientation::{Parcours, ParcoursRules};
 use passerelle_domain::{Clock, Institution, ManualClock, Network, Role};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -111,6 +112,9 @@ pub struct Tally {
     pub exclusive_support: u64,
     pub entered: u64,
     pub exits: BTreeMap<String, u64>,
+    /// Orientations on the offices where the agreement's parcours apply, by parcours.
+    pub oriented: BTreeMap<&'static str, u64>,
+    pub parcours_changes: u64,
     pub rpc_calls: u64,
 }
 
@@ -208,6 +212,91 @@ fn counsellors(agreement: &Agreement) -> Vec<(String, u32, String)> {
         .collect()
 }
 
+/// The orientation grid answered as a professional would for `parcours`:
+/// the difficulties none for the emploi parcours, some for the
+/// socio-professional one, one at least blocking for the social one.
+fn grid(rules: &ParcoursRules, parcours: Parcours, rng: &mut Rng) -> Vec<v1::CriterionAnswer> {
+    let mut blocking_given = false;
+    rules
+        .criteria
+        .iter()
+        .map(|c| {
+            let has = |a: &str| c.answers.iter().any(|x| x == a);
+            let answer = if has("blocking") {
+                match parcours {
+                    Parcours::Emploi => "none".to_owned(),
+                    Parcours::SocioProfessionnel => {
+                        if rng.chance(50) { "manageable" } else { "none" }.to_owned()
+                    }
+                    Parcours::Social => {
+                        if !blocking_given || rng.chance(30) {
+                            blocking_given = true;
+                            "blocking".to_owned()
+                        } else {
+                            "manageable".to_owned()
+                        }
+                    }
+                }
+            } else {
+                (*rng.pick(&c.answers.iter().map(String::as_str).collect::<Vec<_>>())).to_owned()
+            };
+            v1::CriterionAnswer {
+                criterion: c.code.clone(),
+                answer,
+            }
+        })
+        .collect()
+}
+
+/// Records the orientation of person `p` at the side that decides it (the
+/// demo's referrer, whose network matches the person's RSA status on the
+/// pilot's offices), as a dependent call.
+#[allow(clippy::too_many_arguments)]
+async fn orient(
+    stack: &Stack,
+    clients: &mut Clients,
+    rules: &ParcoursRules,
+    p: &Person,
+    orientation: v1::Orientation,
+    key: String,
+    rng: &mut Rng,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let parcours = match v1::Parcours::try_from(orientation.parcours) {
+        Ok(v1::Parcours::Emploi) => Parcours::Emploi,
+        Ok(v1::Parcours::Social) => Parcours::Social,
+        _ => Parcours::SocioProfessionnel,
+    };
+    let criteria = grid(rules, parcours, rng);
+    let request = v1::RecordOrientationRequest {
+        idempotency_key: key,
+        orientation: Some(orientation),
+        criteria,
+    };
+    when_delivered(|| async {
+        let request = stack
+            .as_agent(p.by, p.index, request.clone())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        match p.by {
+            Institution::Emploi => clients
+                .emploi
+                .clone()
+                .record_orientation(request)
+                .await
+                .map(|_| ()),
+            _ => clients
+                .social
+                .clone()
+                .record_orientation(request)
+                .await
+                .map(|_| ()),
+        }
+    })
+    .await?;
+    tally.rpc_calls += 1;
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_person(
     stack: &Stack,
@@ -222,6 +311,63 @@ async fn run_person(
     let key = |step: &str| format!("demo-{}-{step}", p.index);
     let by = p.by;
     tally.people += 1;
+    let network = match by {
+        Institution::Emploi => Network::Emploi,
+        _ => Network::Social,
+    };
+    let offices: Vec<&str> = agreement
+        .offices
+        .iter()
+        .filter(|o| o.network() == network)
+        .map(|o| o.code.as_str())
+        .collect();
+    let office = *rng.pick(&offices);
+    // Where the agreement's parcours apply, the person is oriented first, by
+    // the side that decides: the Département for an RSA beneficiary, France
+    // Travail otherwise (here the referrer's side).
+    let pilot = agreement.parcours.as_ref().filter(|r| r.apply_on(office));
+    let rsa_beneficiary = match pilot {
+        Some(_) => by == Institution::Social,
+        None => rng.chance(52),
+    };
+    let mut pilot_case = None;
+    if let Some(rules) = pilot {
+        let parcours = match rng.between(1, 100) {
+            1..=25 => Parcours::Emploi,
+            26..=40 => Parcours::Social,
+            _ => Parcours::SocioProfessionnel,
+        };
+        let case_id = uuid::Uuid::now_v7().to_string();
+        let referent = rules
+            .track(parcours)
+            .map(|t| t.referents[0])
+            .ok_or_else(|| anyhow::anyhow!("parcours {parcours} not deployed"))?;
+        let orientation = v1::Orientation {
+            case_id: case_id.clone(),
+            office_code: office.into(),
+            parcours: v1::Parcours::from(parcours) as i32,
+            referent: v1::OrganismeReferent::from(referent) as i32,
+            rsa_beneficiary,
+            ..Default::default()
+        };
+        orient(
+            stack,
+            clients,
+            rules,
+            p,
+            orientation,
+            key("orientation"),
+            rng,
+            tally,
+        )
+        .await?;
+        *tally.oriented.entry(parcours.code()).or_default() += 1;
+        if parcours != Parcours::SocioProfessionnel {
+            // Followed in the emploi or social parcours: no accompagnement global.
+            return Ok(());
+        }
+        pilot_case = Some((case_id, referent));
+    }
     if p.refuses_consent {
         // Informed, the person declines: nothing is recorded, nothing crosses.
         tally.consent_refused += 1;
@@ -262,6 +408,11 @@ async fn run_person(
         }),
         valid_from: Some(ts(start)),
         valid_until: Some(ts(start + chrono::Duration::days(730))),
+        // The case the orientation opened, where there is one.
+        case_id: pilot_case
+            .as_ref()
+            .map(|(id, _)| id.clone())
+            .unwrap_or_default(),
         ..Default::default()
     };
     let first = *rng.pick(FIRST_NAMES);
@@ -271,16 +422,6 @@ async fn run_person(
             category: category as i32,
             level: rng.between(1, 3) as i32,
         })
-        .collect();
-    let network = match by {
-        Institution::Emploi => Network::Emploi,
-        _ => Network::Social,
-    };
-    let offices: Vec<&str> = agreement
-        .offices
-        .iter()
-        .filter(|o| o.network() == network)
-        .map(|o| o.code.as_str())
         .collect();
     let checks: Vec<v1::CheckAnswer> = agreement
         .referral
@@ -294,7 +435,7 @@ async fn run_person(
         .collect();
     let referral = |case_id: &str, consent_id: &str, rng: &mut Rng| v1::Referral {
         case_id: case_id.into(),
-        office_code: (*rng.pick(&offices)).into(),
+        office_code: office.into(),
         checks: checks.clone(),
         person: Some(v1::PersonIdentity {
             first_name: first.into(),
@@ -325,7 +466,7 @@ async fn run_person(
         employment: Some(v1::EmploymentSummary {
             registered: true,
             registration_date: "2024-06-01".into(),
-            rsa_beneficiary: rng.chance(52),
+            rsa_beneficiary,
         }),
         consent_id: consent_id.into(),
         ..Default::default()
@@ -675,6 +816,45 @@ async fn run_person(
     if exit.is_none() && p.days[3] - p.days[2] >= period_days {
         *tally.exits.entry("end_of_term".into()).or_default() += 1;
     }
+    // A change of parcours during the support, decided by the same side:
+    // towards emploi once the social barriers are lifted, towards social
+    // when they come to block everything.
+    if let (Some(rules), Some((case_id, _)), Some(reason)) = (pilot, &pilot_case, exit) {
+        let change = if reason == v1::ExitReason::SocialProblemSolved {
+            Some((Parcours::Emploi, p.days[3]))
+        } else if p.index.is_multiple_of(3) {
+            Some((Parcours::Social, (p.days[2] + p.days[3]) / 2))
+        } else {
+            None
+        };
+        if let Some((parcours, day)) = change {
+            clock.set(start + chrono::Duration::days(day));
+            let referent = rules
+                .track(parcours)
+                .map(|t| t.referents[0])
+                .ok_or_else(|| anyhow::anyhow!("parcours {parcours} not deployed"))?;
+            let orientation = v1::Orientation {
+                case_id: case_id.clone(),
+                office_code: office.into(),
+                parcours: v1::Parcours::from(parcours) as i32,
+                referent: v1::OrganismeReferent::from(referent) as i32,
+                rsa_beneficiary,
+                ..Default::default()
+            };
+            orient(
+                stack,
+                clients,
+                rules,
+                p,
+                orientation,
+                key("parcours-change"),
+                rng,
+                tally,
+            )
+            .await?;
+            tally.parcours_changes += 1;
+        }
+    }
     if let Some(reason) = exit {
         clock.set(start + chrono::Duration::days(p.days[3]));
         if reason == v1::ExitReason::MissedAppointments {
@@ -916,6 +1096,24 @@ pub fn render(
     for c in &d.exits_by_type {
         row(&format!("Sorties : {}", c.key), cell(Some(c)));
     }
+    if agreement.parcours.is_some() {
+        let tables = [
+            ("orientations.by_office", "Orientés en parcours"),
+            ("parcours_changes.by_office", "Changements de parcours"),
+            (
+                "entries_by_parcours.by_office",
+                "Entrées en AG depuis le parcours",
+            ),
+        ];
+        for (name, label) in tables {
+            if let Some(t) = crate::report::table(d, name) {
+                for (key, count) in crate::report::total_bars(t) {
+                    let value = count.map_or("s".to_owned(), |n| n.to_string());
+                    row(&format!("{label} {key}"), value);
+                }
+            }
+        }
+    }
     let rule = match agreement.shared_diagnosis.rule {
         passerelle_domain::agreement::DiagnosisRule::BothMustAgree => {
             "les deux professionnels doivent être d'accord"
@@ -964,6 +1162,19 @@ pub fn render(
         "\nScénario : {} personnes, {} refus de consentement, {} préalables non réunis, {} retraits, {} orientations refusées, {} laissées sans réponse (expirées), {} non-entrées après diagnostic, {} entrées, {} en accompagnement social exclusif, {} appels gRPC.\n",
         tally.people, tally.consent_refused, tally.preconditions_not_met, tally.consent_withdrawn, tally.referrals_refused, tally.referrals_left_pending, tally.not_entered, tally.entered, tally.exclusive_support, tally.rpc_calls
     ));
+    if !tally.oriented.is_empty() {
+        let by_parcours: Vec<String> = tally
+            .oriented
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        text.push_str(&format!(
+            "Parcours (bureaux de l'expérimentation) : {} orientés ({}), {} changements de parcours en cours d'accompagnement.\n",
+            tally.oriented.values().sum::<u64>(),
+            by_parcours.join(", "),
+            tally.parcours_changes
+        ));
+    }
     Ok(text)
 }
 

@@ -251,16 +251,87 @@ fn table_html(t: &v1::PublishedTable) -> String {
     html
 }
 
-fn table<'a>(d: &'a v1::Dashboard, name: &str) -> Option<&'a v1::PublishedTable> {
+/// The table `name` when published (not withheld under secrecy).
+pub(crate) fn table<'a>(d: &'a v1::Dashboard, name: &str) -> Option<&'a v1::PublishedTable> {
     d.tables.iter().find(|t| t.name == name && !t.withheld)
 }
 
 /// The total row of a table, one bar per leaf column.
-fn total_bars(t: &v1::PublishedTable) -> Vec<(String, Option<u64>)> {
+pub(crate) fn total_bars(t: &v1::PublishedTable) -> Vec<(String, Option<u64>)> {
     (0..t.columns.len())
         .filter(|&c| t.column_levels.get(c).is_some_and(|l| l == "key"))
         .map(|c| (t.columns[c].clone(), value(at(t, "total", &t.columns[c]))))
         .collect()
+}
+
+/// Orientations into the three parcours, changes between them and entries
+/// into accompagnement global by parcours, where the agreement runs them.
+fn parcours_section(
+    body: &mut String,
+    d: &v1::Dashboard,
+    parcours: &passerelle_domain::orientation::ParcoursRules,
+) {
+    let label = |code: &str| {
+        parcours
+            .tracks
+            .iter()
+            .find(|t| t.code.code() == code)
+            .map_or(code.to_owned(), |t| t.label.clone())
+    };
+    let labelled = |bars: Vec<(String, Option<u64>)>| -> Vec<(String, Option<u64>)> {
+        bars.into_iter().map(|(k, v)| (label(&k), v)).collect()
+    };
+    let where_ = if parcours.offices.is_empty() {
+        "sur tout le territoire".to_owned()
+    } else {
+        format!("sur {}", parcours.offices.join(", "))
+    };
+    let _ = write!(
+        body,
+        "<h2>Parcours</h2><p>Trois parcours {}, décidés par le Département pour les bénéficiaires du RSA et par France Travail pour les autres ; l'accompagnement global est une offre mobilisable sur : {}.</p>",
+        escape(&where_),
+        escape(
+            &parcours
+                .opening(passerelle_domain::orientation::Offer::GlobalSupport)
+                .map(|p| label(p.code()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    );
+    let charts: [(&str, &str, bool); 3] = [
+        (
+            "orientations.by_office",
+            "Personnes orientées dans un parcours",
+            true,
+        ),
+        (
+            "parcours_changes.by_office",
+            "Changements de parcours en cours d'accompagnement (de -> vers)",
+            false,
+        ),
+        (
+            "entries_by_parcours.by_office",
+            "Entrées en accompagnement global, par parcours d'origine",
+            true,
+        ),
+    ];
+    for (name, title, by_parcours) in charts {
+        match table(d, name) {
+            Some(t) => {
+                let bars = total_bars(t);
+                let bars = if by_parcours { labelled(bars) } else { bars };
+                body.push_str(&bar_chart(title, &bars, None));
+            }
+            None => {
+                let _ = write!(
+                    body,
+                    "<p class=\"note\">{} : non publié (trop peu de personnes).</p>",
+                    escape(title)
+                );
+            }
+        }
+    }
+    body.push_str("<p class=\"note\">Par mois et par agence : voir les tableaux orientations, parcours_changes et entries_by_parcours.</p>");
 }
 
 /// The report as one HTML page.
@@ -429,6 +500,10 @@ pub fn html(answer: &v1::GetDashboardResponse, agreement: &Agreement) -> String 
         .map(|c| (c.key.clone(), value(Some(c))))
         .collect();
     body.push_str(&bar_chart("Sorties par type", &exits, None));
+
+    if let Some(parcours) = &agreement.parcours {
+        parcours_section(&mut body, d, parcours);
+    }
 
     body.push_str("<h2>Typologie des freins</h2>");
     match table(d, "barriers.by_office") {

@@ -569,7 +569,11 @@ impl TryFrom<&v1::Orientation> for domain::orientation::Orientation {
                 .unwrap_or(e.field);
             e
         })?;
-        let side = enum_field("decided_by_institution", o.decided_by_institution, institution)?;
+        let side = enum_field(
+            "decided_by_institution",
+            o.decided_by_institution,
+            institution,
+        )?;
         let side = domain::Side::of(side).ok_or_else(|| {
             FieldError::new(
                 "decided_by_institution",

@@ -277,17 +277,17 @@ impl ParcoursRules {
         if !self.apply_on(&draft.office_code) {
             return Err(FieldError::new(
                 "orientation.office_code",
-                format!(
-                    "the parcours apply on {} only",
-                    self.offices.join(", ")
-                ),
+                format!("the parcours apply on {} only", self.offices.join(", ")),
             )
             .into());
         }
         let Some(track) = self.track(draft.parcours) else {
             return Err(FieldError::new(
                 "orientation.parcours",
-                format!("parcours {} is not deployed by the agreement", draft.parcours),
+                format!(
+                    "parcours {} is not deployed by the agreement",
+                    draft.parcours
+                ),
             )
             .into());
         };
@@ -361,7 +361,10 @@ impl ParcoursRules {
         if !self.apply_on(office_code) {
             return Ok(());
         }
-        let opening: Vec<&str> = self.opening(Offer::GlobalSupport).map(|p| p.code()).collect();
+        let opening: Vec<&str> = self
+            .opening(Offer::GlobalSupport)
+            .map(|p| p.code())
+            .collect();
         let Some(orientation) = orientation else {
             return Err(DomainError::FailedPrecondition(format!(
                 "{field}: on office {office_code} the person is first oriented (RecordOrientation) to a parcours that opens accompagnement global ({})",
@@ -433,7 +436,11 @@ mod tests {
         let codes: Vec<_> = r.tracks.iter().map(|t| t.code).collect();
         assert_eq!(
             codes,
-            [Parcours::Emploi, Parcours::SocioProfessionnel, Parcours::Social]
+            [
+                Parcours::Emploi,
+                Parcours::SocioProfessionnel,
+                Parcours::Social
+            ]
         );
         assert_eq!(
             r.opening(Offer::GlobalSupport).collect::<Vec<_>>(),
@@ -476,10 +483,7 @@ mod tests {
         let r = rules();
         let mut d = draft(Parcours::SocioProfessionnel, false);
         d.criteria.pop();
-        assert_eq!(
-            field_of(r.check(Side::Emploi, &d).unwrap_err()),
-            "criteria"
-        );
+        assert_eq!(field_of(r.check(Side::Emploi, &d).unwrap_err()), "criteria");
         let mut d = draft(Parcours::SocioProfessionnel, false);
         d.criteria[1] = d.criteria[0].clone();
         assert_eq!(
@@ -529,11 +533,6 @@ mod tests {
         r.check_referral("PE-RENNES", None, "referral")
             .expect("no parcours on Rennes");
         // The grid never crosses.
-        assert!(
-            oriented(Parcours::Social)
-                .for_partner()
-                .criteria
-                .is_empty()
-        );
+        assert!(oriented(Parcours::Social).for_partner().criteria.is_empty());
     }
 }

@@ -209,7 +209,7 @@ pub const EXCLUSIVE_IN_PROGRESS: Measure = measure(
 /// First orientations into a parcours, counted by the side that decided.
 pub const ORIENTATIONS: Measure = keyed(
     "orientations",
-    "Orientations, par parcours",
+    "Personnes orientées dans un parcours, par parcours",
     false,
     &["emploi", "socio_professionnel", "social"],
 );
@@ -218,10 +218,7 @@ pub const PARCOURS_CHANGES: Measure = keyed(
     "parcours_changes",
     "Changements de parcours (de -> vers)",
     false,
-    &[
-        "socio_professionnel->emploi",
-        "socio_professionnel->social",
-    ],
+    &["socio_professionnel->emploi", "socio_professionnel->social"],
 );
 /// Entries into accompagnement global by the parcours the person was in.
 pub const ENTRIES_BY_PARCOURS: Measure = keyed(

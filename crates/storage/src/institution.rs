@@ -25,7 +25,10 @@ use crate::{
     Backend, Database, Result, Schema, StoreError, from_json, from_micros, json, to_micros,
 };
 
-async fn orientations_of(conn: &mut sqlx::AnyConnection, case_id: &str) -> Result<Vec<Orientation>> {
+async fn orientations_of(
+    conn: &mut sqlx::AnyConnection,
+    case_id: &str,
+) -> Result<Vec<Orientation>> {
     sqlx::query("SELECT body FROM orientations WHERE case_id = $1 ORDER BY seq")
         .bind(case_id)
         .fetch_all(conn)
@@ -824,7 +827,7 @@ impl Tx {
 
     /// The case's orientations, oldest first.
     pub async fn orientations(&mut self, case_id: &str) -> Result<Vec<Orientation>> {
-        orientations_of(&mut *self.tx, case_id).await
+        orientations_of(&mut self.tx, case_id).await
     }
 
     /// Whether the partner holds the case: its referral came from the

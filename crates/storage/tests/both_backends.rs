@@ -412,3 +412,103 @@ async fn concurrent_appends_are_durable_when_answered_and_form_one_chain_on_ever
         assert_eq!(agents.len(), APPENDS, "{url}: every entry exactly once");
     }
 }
+
+/// A person oriented into a parcours and never referred: the orientations
+/// count where decided (the first as an orientation, the next as a change),
+/// match a recount, and go with the retention purge while their counts stay.
+#[tokio::test]
+async fn orientations_without_a_case_count_and_are_purged_on_every_backend() {
+    use passerelle_domain::orientation::{OrganismeReferent, Orientation, Parcours};
+    use std::collections::BTreeMap;
+    for (url, _dir) in urls("orientations").await {
+        let store = InstitutionStore::connect(&url, 2, Institution::Social)
+            .await
+            .expect("connect");
+        let oriented = |parcours, days| Orientation {
+            case_id: "k-oriented".into(),
+            office_code: "AD-REDON-VALLONS".into(),
+            parcours,
+            criteria: vec![],
+            referent: OrganismeReferent::Departement,
+            rsa_beneficiary: true,
+            decided_by_institution: Institution::Social,
+            decided_by: "sw-1".into(),
+            decided_at: t0() + Duration::days(days),
+        };
+        for o in [
+            oriented(Parcours::Social, 0),
+            oriented(Parcours::Emploi, 40),
+        ] {
+            let mut tx = store.begin().await.expect("begin");
+            assert!(
+                tx.append_orientation(&o, Origin::Local)
+                    .await
+                    .expect("append")
+            );
+            tx.update_statistics().await.expect("counts");
+            tx.commit().await.expect("commit");
+        }
+        let kept: BTreeMap<_, _> = store
+            .statistics()
+            .await
+            .expect("counts")
+            .into_iter()
+            .collect();
+        let keys: Vec<(&str, &str, i64)> = kept
+            .iter()
+            .map(|(k, n)| (k.measure.as_str(), k.key.as_str(), *n))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("orientations", "social", 1),
+                ("parcours_changes", "social->emploi", 1)
+            ],
+            "{url}"
+        );
+        assert_eq!(kept, store.recount().await.expect("recount"), "{url}");
+
+        let purge_at = |months| {
+            (t0() + Duration::days(40))
+                .checked_add_months(chrono::Months::new(months))
+                .expect("date")
+        };
+        let early = store
+            .purge_candidates(purge_at(23), 24, 60, 10)
+            .await
+            .expect("candidates");
+        assert!(early.is_empty(), "{url}: {early:?}");
+        let due = store
+            .purge_candidates(purge_at(24), 24, 60, 10)
+            .await
+            .expect("candidates");
+        assert_eq!(due.len(), 1, "{url}");
+        assert_eq!(due[0].case_id, "k-oriented");
+        let mut tx = store.begin().await.expect("begin");
+        tx.erase_case(
+            "k-oriented",
+            passerelle_storage::institution::ErasureReason::Retention,
+            true,
+            purge_at(24),
+        )
+        .await
+        .expect("erase");
+        tx.update_statistics().await.expect("counts");
+        tx.commit().await.expect("commit");
+        assert!(
+            store
+                .orientations("k-oriented")
+                .await
+                .expect("read")
+                .is_empty()
+        );
+        let after: BTreeMap<_, _> = store
+            .statistics()
+            .await
+            .expect("counts")
+            .into_iter()
+            .collect();
+        assert_eq!(after, kept, "{url}: the committee's counts stay");
+        assert_eq!(after, store.recount().await.expect("recount"), "{url}");
+    }
+}

@@ -327,6 +327,30 @@ impl InstitutionStore {
                 }
             }
         }
+        // People oriented into a parcours and never referred: their
+        // orientations go once the last one is as old as a case's data.
+        let unreferred = sqlx::query(
+            "SELECT case_id, MAX(decided_at) AS last FROM orientations
+             WHERE case_id NOT IN (SELECT case_id FROM cases)
+               AND case_id NOT IN (SELECT case_id FROM restrictions)
+             GROUP BY case_id HAVING MAX(decided_at) <= $1 ORDER BY case_id",
+        )
+        .bind(to_micros(cutoff))
+        .fetch_all(self.database().pool())
+        .await?;
+        for row in &unreferred {
+            let last = from_micros(row.try_get("last")?)?;
+            if due(data_months, last) {
+                out.push(PurgeCandidate {
+                    case_id: row.try_get("case_id")?,
+                    ended_at: last,
+                    consents_only: false,
+                });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
         let kept = sqlx::query(
             "SELECT case_id, ended_at FROM erased_cases WHERE consents_kept = 1 ORDER BY case_id",
         )

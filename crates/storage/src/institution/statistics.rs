@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 
+use passerelle_domain::orientation::Orientation;
 use passerelle_domain::plan::Plan;
 use passerelle_domain::statistics::{
     CaseFacts, CubeKey, ReferralFacts, contributions, difference, orientation_counts, summed,
 };
-use passerelle_domain::orientation::Orientation;
 use passerelle_domain::{Case, Institution, Referral};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -119,10 +119,10 @@ fn count_row(row: &AnyRow) -> Result<(CubeKey, i64)> {
 fn orientations_by_case(rows: Vec<AnyRow>) -> Result<BTreeMap<String, Vec<Orientation>>> {
     let mut numbered: BTreeMap<String, Vec<(i64, Orientation)>> = BTreeMap::new();
     for r in rows {
-        numbered
-            .entry(r.try_get("case_id")?)
-            .or_default()
-            .push((r.try_get("seq")?, from_json(&r.try_get::<String, _>("body")?)?));
+        numbered.entry(r.try_get("case_id")?).or_default().push((
+            r.try_get("seq")?,
+            from_json(&r.try_get::<String, _>("body")?)?,
+        ));
     }
     Ok(numbered
         .into_iter()
