@@ -10,6 +10,7 @@ import hashlib
 import subprocess
 import sys
 import time
+import uuid
 
 import grpc
 
@@ -148,6 +149,44 @@ def main():
     assert all(source.fresh for source in dashboard.sources) and len(dashboard.sources) == 2
     # One person is below the secrecy threshold: the cell is masked, not shown.
     assert dashboard.entries.suppressed and dashboard.entries.count == 0
+
+    # On the France Travail pilot's offices a person is first oriented into a
+    # parcours, by the side that decides: the Département for an RSA beneficiary.
+    grid = [
+        casework_pb2.CriterionAnswer(criterion=criterion, answer=answer)
+        for criterion, answer in (
+            ("employment_situation", "long_job_search"),
+            ("qualification", "isced_3_4"),
+            ("aspirations", "project_to_build"),
+            ("health", "none"),
+            ("housing", "manageable"),
+            ("mobility", "manageable"),
+            ("childcare", "none"),
+            ("caring_for_relative", "none"),
+            ("other_difficulty", "none"),
+        )
+    ]
+    orientation = casework_pb2.Orientation(
+        case_id=str(uuid.uuid4()),
+        office_code="AD-REDON-VALLONS",
+        parcours=casework_pb2.PARCOURS_SOCIO_PROFESSIONNEL,
+        referent=casework_pb2.ORGANISME_REFERENT_FRANCE_TRAVAIL,
+        rsa_beneficiary=True,
+    )
+    try:
+        emploi.RecordOrientation(
+            requests_pb2.RecordOrientationRequest(idempotency_key=f"py-orient-ft-{run}", orientation=orientation, criteria=grid),
+            metadata=counsellor,
+        )
+        raise SystemExit("France Travail oriented an RSA beneficiary")
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
+    oriented = social.RecordOrientation(
+        requests_pb2.RecordOrientationRequest(idempotency_key=f"py-orient-{run}", orientation=orientation, criteria=grid),
+        metadata=social_worker,
+    ).orientation
+    assert oriented.orientation.decided_by == "sw-python-1", oriented
+    assert len(oriented.criteria) == len(grid)
 
     try:
         social.GetCase(requests_pb2.GetCaseRequest(case_id=case_id), metadata=counsellor)
