@@ -375,6 +375,22 @@ impl TestStack {
         .expect("store")
     }
 
+    /// The committee's counts kept at `institution` equal a recount of its cases.
+    pub async fn assert_counts_equal_a_recount(&self, institution: Institution) {
+        let store = self.store(institution).await;
+        let kept: std::collections::BTreeMap<_, _> = store
+            .statistics()
+            .await
+            .expect("counts")
+            .into_iter()
+            .collect();
+        assert_eq!(
+            kept,
+            store.recount().await.expect("recount"),
+            "{institution}"
+        );
+    }
+
     pub fn database_url(&self, institution: Institution) -> String {
         self.stack.config(institution).database_url.0
     }

@@ -23,21 +23,6 @@ async fn figures(t: &TestStack) -> v1::Dashboard {
     d
 }
 
-async fn counts_equal_a_recount(t: &TestStack, institution: Institution) {
-    let store = t.store(institution).await;
-    let kept: std::collections::BTreeMap<_, _> = store
-        .statistics()
-        .await
-        .expect("counts")
-        .into_iter()
-        .collect();
-    assert_eq!(
-        kept,
-        store.recount().await.expect("recount"),
-        "{institution}"
-    );
-}
-
 async fn outbound(
     t: &TestStack,
     institution: Institution,
@@ -253,8 +238,8 @@ async fn a_rectification_reaches_exactly_the_institutions_that_received_the_fiel
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains("person.birth_date"), "{status:?}");
-        counts_equal_a_recount(&t, Institution::Social).await;
-        counts_equal_a_recount(&t, Institution::Emploi).await;
+        t.assert_counts_equal_a_recount(Institution::Social).await;
+        t.assert_counts_equal_a_recount(Institution::Emploi).await;
         t.shutdown().await;
     })
     .await;
@@ -335,8 +320,8 @@ async fn an_erased_person_leaves_no_value_in_either_database_and_the_figures_sta
         // and the kept counts still equal a recount.
         assert!(t.case_at_emploi(&other).await.is_some());
         assert_eq!(figures(&t).await, before, "{backend:?}");
-        counts_equal_a_recount(&t, Institution::Social).await;
-        counts_equal_a_recount(&t, Institution::Emploi).await;
+        t.assert_counts_equal_a_recount(Institution::Social).await;
+        t.assert_counts_equal_a_recount(Institution::Emploi).await;
         // The log is whole and says what happened, without a value.
         for institution in [Institution::Emploi, Institution::Social] {
             let audit = t.store(institution).await.audit().clone();
@@ -540,7 +525,7 @@ async fn the_purge_erases_what_retention_lets_go_and_a_rerun_or_a_crash_changes_
                 .all(|id| !ids.iter().any(|(at, v)| at == "cases.case_id" && v == id))
         })
         .await;
-        counts_equal_a_recount(&t, Institution::Social).await;
+        t.assert_counts_equal_a_recount(Institution::Social).await;
         t.shutdown().await;
     })
     .await;

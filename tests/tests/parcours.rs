@@ -360,20 +360,8 @@ async fn the_pilot_orients_into_three_parcours_and_refers_only_from_the_socio_pr
             counts_of(&emploi_counts, "entries_by_parcours"),
             BTreeMap::from([("socio_professionnel".to_owned(), 1)])
         );
-        for institution in [Institution::Social, Institution::Emploi] {
-            let store = t.store(institution).await;
-            let kept: BTreeMap<_, _> = store
-                .statistics()
-                .await
-                .expect("counts")
-                .into_iter()
-                .collect();
-            assert_eq!(
-                kept,
-                store.recount().await.expect("recount"),
-                "{institution:?}"
-            );
-        }
+        t.assert_counts_equal_a_recount(Institution::Social).await;
+        t.assert_counts_equal_a_recount(Institution::Emploi).await;
 
         // The steering committee sees them, under secrecy (1 here).
         let dashboard = t.dashboard().await;

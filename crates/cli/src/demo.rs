@@ -248,6 +248,29 @@ fn grid(rules: &ParcoursRules, parcours: Parcours, rng: &mut Rng) -> Vec<v1::Cri
         .collect()
 }
 
+/// An orientation of `case_id` into `parcours` on `office`, with the
+/// parcours' first organisme référent.
+fn orientation_to(
+    rules: &ParcoursRules,
+    case_id: &str,
+    office: &str,
+    parcours: Parcours,
+    rsa_beneficiary: bool,
+) -> anyhow::Result<v1::Orientation> {
+    let referent = rules
+        .track(parcours)
+        .map(|t| t.referents[0])
+        .ok_or_else(|| anyhow::anyhow!("parcours {parcours} not deployed"))?;
+    Ok(v1::Orientation {
+        case_id: case_id.into(),
+        office_code: office.into(),
+        parcours: v1::Parcours::from(parcours) as i32,
+        referent: v1::OrganismeReferent::from(referent) as i32,
+        rsa_beneficiary,
+        ..Default::default()
+    })
+}
+
 /// Records the orientation of person `p` at the side that decides it (the
 /// demo's referrer, whose network matches the person's RSA status on the
 /// pilot's offices), as a dependent call.
@@ -338,18 +361,7 @@ async fn run_person(
             _ => Parcours::SocioProfessionnel,
         };
         let case_id = uuid::Uuid::now_v7().to_string();
-        let referent = rules
-            .track(parcours)
-            .map(|t| t.referents[0])
-            .ok_or_else(|| anyhow::anyhow!("parcours {parcours} not deployed"))?;
-        let orientation = v1::Orientation {
-            case_id: case_id.clone(),
-            office_code: office.into(),
-            parcours: v1::Parcours::from(parcours) as i32,
-            referent: v1::OrganismeReferent::from(referent) as i32,
-            rsa_beneficiary,
-            ..Default::default()
-        };
+        let orientation = orientation_to(rules, &case_id, office, parcours, rsa_beneficiary)?;
         orient(
             stack,
             clients,
@@ -366,7 +378,7 @@ async fn run_person(
             // Followed in the emploi or social parcours: no accompagnement global.
             return Ok(());
         }
-        pilot_case = Some((case_id, referent));
+        pilot_case = Some(case_id);
     }
     if p.refuses_consent {
         // Informed, the person declines: nothing is recorded, nothing crosses.
@@ -409,10 +421,7 @@ async fn run_person(
         valid_from: Some(ts(start)),
         valid_until: Some(ts(start + chrono::Duration::days(730))),
         // The case the orientation opened, where there is one.
-        case_id: pilot_case
-            .as_ref()
-            .map(|(id, _)| id.clone())
-            .unwrap_or_default(),
+        case_id: pilot_case.as_ref().cloned().unwrap_or_default(),
         ..Default::default()
     };
     let first = *rng.pick(FIRST_NAMES);
@@ -819,7 +828,7 @@ async fn run_person(
     // A change of parcours during the support, decided by the same side:
     // towards emploi once the social barriers are lifted, towards social
     // when they come to block everything.
-    if let (Some(rules), Some((case_id, _)), Some(reason)) = (pilot, &pilot_case, exit) {
+    if let (Some(rules), Some(case_id), Some(reason)) = (pilot, &pilot_case, exit) {
         let change = if reason == v1::ExitReason::SocialProblemSolved {
             Some((Parcours::Emploi, p.days[3]))
         } else if p.index.is_multiple_of(3) {
@@ -829,18 +838,7 @@ async fn run_person(
         };
         if let Some((parcours, day)) = change {
             clock.set(start + chrono::Duration::days(day));
-            let referent = rules
-                .track(parcours)
-                .map(|t| t.referents[0])
-                .ok_or_else(|| anyhow::anyhow!("parcours {parcours} not deployed"))?;
-            let orientation = v1::Orientation {
-                case_id: case_id.clone(),
-                office_code: office.into(),
-                parcours: v1::Parcours::from(parcours) as i32,
-                referent: v1::OrganismeReferent::from(referent) as i32,
-                rsa_beneficiary,
-                ..Default::default()
-            };
+            let orientation = orientation_to(rules, case_id, office, parcours, rsa_beneficiary)?;
             orient(
                 stack,
                 clients,
