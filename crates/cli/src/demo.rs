@@ -20,6 +20,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::stack::Stack;
+use crate::timeline::{Place, Timeline};
+use futures_util::StreamExt;
 
 /// A small deterministic generator (SplitMix64): the same seed, the same run.
 #[derive(Debug, Clone)]
@@ -115,9 +117,42 @@ pub struct Tally {
     /// Orientations on the offices where the agreement's parcours apply, by parcours.
     pub oriented: BTreeMap<&'static str, u64>,
     pub parcours_changes: u64,
+    /// Signed in while every portfolio was full: refused (Ille-et-Vilaine).
+    pub portfolio_full: u64,
+    /// Signed in while every portfolio was full: on the waiting list (Seine-et-Marne).
+    pub queued: u64,
     pub rpc_calls: u64,
 }
 
+impl Tally {
+    /// Adds another part of the run's tally (one person's) to this one.
+    pub fn add(&mut self, other: Tally) {
+        self.people += other.people;
+        for (k, n) in other.referred_by {
+            *self.referred_by.entry(k).or_default() += n;
+        }
+        self.consent_refused += other.consent_refused;
+        self.consent_withdrawn += other.consent_withdrawn;
+        self.not_entered += other.not_entered;
+        self.preconditions_not_met += other.preconditions_not_met;
+        self.referrals_refused += other.referrals_refused;
+        self.referrals_left_pending += other.referrals_left_pending;
+        self.exclusive_support += other.exclusive_support;
+        self.entered += other.entered;
+        for (k, n) in other.exits {
+            *self.exits.entry(k).or_default() += n;
+        }
+        for (k, n) in other.oriented {
+            *self.oriented.entry(k).or_default() += n;
+        }
+        self.parcours_changes += other.parcours_changes;
+        self.portfolio_full += other.portfolio_full;
+        self.queued += other.queued;
+        self.rpc_calls += other.rpc_calls;
+    }
+}
+
+#[derive(Clone)]
 struct Clients {
     emploi: EmploiServiceClient<Channel>,
     social: SocialServiceClient<Channel>,
@@ -323,14 +358,15 @@ async fn orient(
 #[allow(clippy::too_many_arguments)]
 async fn run_person(
     stack: &Stack,
-    clock: &ManualClock,
+    timeline: &Timeline,
+    arrival: i64,
     clients: &mut Clients,
     agreement: &Agreement,
     p: &Person,
     rng: &mut Rng,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let start = clock.now();
+    let start = timeline.date(arrival);
     let key = |step: &str| format!("demo-{}-{step}", p.index);
     let by = p.by;
     tally.people += 1;
@@ -547,7 +583,7 @@ async fn run_person(
     tally.rpc_calls += 3;
 
     if p.withdraws {
-        clock.set(start + chrono::Duration::days(p.days[0]));
+        timeline.at(arrival + p.days[0]).await;
         let request = v1::WithdrawConsentRequest {
             idempotency_key: key("withdraw"),
             consent_id: consent_id.clone(),
@@ -576,7 +612,7 @@ async fn run_person(
     }
 
     // The receiving institution decides on the referral first.
-    clock.set(start + chrono::Duration::days(2));
+    timeline.at(arrival + 2).await;
     let receiver = match by {
         Institution::Emploi => Institution::Social,
         _ => Institution::Emploi,
@@ -659,7 +695,7 @@ async fn run_person(
             && (14..22).contains(&p.fate)
     };
     let halves_expected = if skip(receiver) { 1 } else { 2 };
-    clock.set(start + chrono::Duration::days(p.days[0]));
+    timeline.at(arrival + p.days[0]).await;
     let half = v1::DiagnosisHalf {
         case_id: case_id.clone(),
         barriers: barriers.clone(),
@@ -683,7 +719,7 @@ async fn run_person(
         })
         .await?;
     }
-    clock.set(start + chrono::Duration::days(p.days[1]));
+    timeline.at(arrival + p.days[1]).await;
     let half = v1::DiagnosisHalf {
         verdict: verdict_of(Institution::Social),
         ..half
@@ -731,7 +767,7 @@ async fn run_person(
     // Axe 3 where the agreement runs it: social difficulties block any job
     // search, the social side follows the person alone.
     if agreement.exclusive_social_support.is_some() && by == Institution::Social && p.fate >= 94 {
-        clock.set(start + chrono::Duration::days(p.days[2]));
+        timeline.at(arrival + p.days[2]).await;
         let request = || {
             stack
                 .as_agent(
@@ -743,7 +779,7 @@ async fn run_person(
                         social_evaluation: Some(v1::ConsentEvidence {
                             kind: v1::EvidenceKind::SignedReferralForm as i32,
                             document_sha256: sha256_hex(&format!("évaluation sociale {}", p.index)),
-                            signed_at: Some(ts(clock.now())),
+                            signed_at: Some(ts(timeline.now())),
                             collected_by: stack.agent(Institution::Social, p.index).1,
                         }),
                     },
@@ -772,11 +808,11 @@ async fn run_person(
         }
     }
 
-    clock.set(start + chrono::Duration::days(p.days[2]));
+    timeline.at(arrival + p.days[2]).await;
     let document = |kind: v1::EvidenceKind, what: &str| v1::ConsentEvidence {
         kind: kind as i32,
         document_sha256: sha256_hex(&format!("{what} {}", p.index)),
-        signed_at: Some(ts(clock.now())),
+        signed_at: Some(ts(timeline.now())),
         collected_by: stack.agent(Institution::Emploi, p.index).1,
     };
     let evidence = match agreement.entry.evidence {
@@ -800,7 +836,7 @@ async fn run_person(
         evidence,
         ..Default::default()
     };
-    when_delivered(|| async {
+    let signed = when_delivered(|| async {
         let request = stack
             .as_agent(
                 Institution::Emploi,
@@ -815,9 +851,23 @@ async fn run_person(
             .map_err(|e| Status::internal(e.to_string()))?;
         clients.emploi.clone().sign_contract(request).await
     })
-    .await?;
-    tally.entered += 1;
+    .await;
     tally.rpc_calls += 1;
+    let signed = match signed {
+        Ok(answer) => answer.into_inner(),
+        // Every dedicated counsellor's portfolio is full: this agreement refuses.
+        Err(s) if s.code() == Code::ResourceExhausted => {
+            tally.portfolio_full += 1;
+            return Ok(());
+        }
+        Err(s) => return Err(s.into()),
+    };
+    if signed.case.map(|c| c.state) == Some(v1::CaseState::Queued as i32) {
+        // Waiting for a place: the case goes on when one frees.
+        tally.queued += 1;
+        return Ok(());
+    }
+    tally.entered += 1;
 
     // Past the period (a month is at least 28 days) the case ends at term.
     let period_days = i64::from(agreement.global_support.initial_months) * 28 - 3;
@@ -837,7 +887,7 @@ async fn run_person(
             None
         };
         if let Some((parcours, day)) = change {
-            clock.set(start + chrono::Duration::days(day));
+            timeline.at(arrival + day).await;
             let orientation = orientation_to(rules, case_id, office, parcours, rsa_beneficiary)?;
             orient(
                 stack,
@@ -854,7 +904,7 @@ async fn run_person(
         }
     }
     if let Some(reason) = exit {
-        clock.set(start + chrono::Duration::days(p.days[3]));
+        timeline.at(arrival + p.days[3]).await;
         if reason == v1::ExitReason::MissedAppointments {
             // Implicit end: the threshold of missed appointments is reached.
             for i in 0..agreement.exits.missed_appointments_threshold {
@@ -911,7 +961,7 @@ pub async fn run(
 ) -> anyhow::Result<Tally> {
     let mut rng = Rng::new(seed);
     let channel = |i| Channel::from_shared(stack.url(i)).map(|e| e.connect_lazy());
-    let mut clients = Clients {
+    let clients = Clients {
         emploi: EmploiServiceClient::new(channel(Institution::Emploi)?),
         social: SocialServiceClient::new(channel(Institution::Social)?),
     };
@@ -934,7 +984,7 @@ pub async fn run(
         request
             .metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse()?);
-        clients.emploi.register_counsellor(request).await?;
+        clients.emploi.clone().register_counsellor(request).await?;
         tally.rpc_calls += 1;
     }
 
@@ -981,23 +1031,71 @@ pub async fn run(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    for (arrival, person) in &persons {
-        clock.set(origin + chrono::Duration::days(*arrival));
-        run_person(
-            stack,
-            clock,
-            &mut clients,
-            agreement,
-            person,
-            &mut rng,
-            &mut tally,
-        )
-        .await?;
+    // Everyone's year at once, day by day: each day's steps side by side.
+    let timeline = Timeline::new(clock.clone());
+    let person = |(arrival, person): (i64, Person), place: Place| {
+        let (timeline, mut clients) = (timeline.clone(), clients.clone());
+        async move {
+            let _place = place;
+            // Each person draws from their own sequence: the same seed gives
+            // the same people whatever order the days' steps run in.
+            let mut rng = Rng::new(seed ^ person.index.wrapping_mul(0xA076_1D64_78BD_642F));
+            let mut tally = Tally::default();
+            timeline.at(arrival).await;
+            run_person(
+                stack,
+                &timeline,
+                arrival,
+                &mut clients,
+                agreement,
+                &person,
+                &mut rng,
+                &mut tally,
+            )
+            .await?;
+            anyhow::Ok(tally)
+        }
+    };
+    let mut pending = persons.into_iter().peekable();
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    // The feeder's own place keeps each arrival day until its people start.
+    let mut feeder = timeline.join(1);
+    let finished = |done: anyhow::Result<Tally>, tally: &mut Tally| -> anyhow::Result<()> {
+        tally.add(done?);
         progress.set_message(format!(
-            "{} entrées, {} appels gRPC",
-            tally.entered, tally.rpc_calls
+            "jour {} · {} entrées, {} appels gRPC",
+            timeline.today(),
+            tally.entered,
+            tally.rpc_calls
         ));
         progress.inc(1);
+        Ok(())
+    };
+    loop {
+        let today = timeline.today();
+        let mut arrivals = vec![];
+        while let Some(next) = pending.next_if(|(arrival, _)| *arrival <= today) {
+            arrivals.push(next);
+        }
+        let places = timeline.join(arrivals.len());
+        for (arrival, place) in arrivals.into_iter().zip(places) {
+            running.push(person(arrival, place));
+        }
+        let Some(&(next_arrival, _)) = pending.peek() else {
+            break;
+        };
+        let next_day = timeline.at(next_arrival);
+        tokio::pin!(next_day);
+        loop {
+            tokio::select! {
+                () = &mut next_day => break,
+                Some(done) = running.next() => finished(done, &mut tally)?,
+            }
+        }
+    }
+    feeder.clear();
+    while let Some(done) = running.next().await {
+        finished(done, &mut tally)?;
     }
     progress.finish_and_clear();
     // Let the last messages reach the partner before the committee looks.
@@ -1160,6 +1258,12 @@ pub fn render(
         "\nScénario : {} personnes, {} refus de consentement, {} préalables non réunis, {} retraits, {} orientations refusées, {} laissées sans réponse (expirées), {} non-entrées après diagnostic, {} entrées, {} en accompagnement social exclusif, {} appels gRPC.\n",
         tally.people, tally.consent_refused, tally.preconditions_not_met, tally.consent_withdrawn, tally.referrals_refused, tally.referrals_left_pending, tally.not_entered, tally.entered, tally.exclusive_support, tally.rpc_calls
     ));
+    if tally.portfolio_full + tally.queued > 0 {
+        text.push_str(&format!(
+            "Portefeuilles complets à la signature : {} refusés, {} en file d'attente.\n",
+            tally.portfolio_full, tally.queued
+        ));
+    }
     if !tally.oriented.is_empty() {
         let by_parcours: Vec<String> = tally
             .oriented

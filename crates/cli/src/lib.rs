@@ -7,3 +7,4 @@ pub mod demo;
 pub mod register;
 pub mod report;
 pub mod stack;
+pub mod timeline;

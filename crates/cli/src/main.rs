@@ -41,6 +41,24 @@ enum Command {
         #[arg(long, default_value = "passerelle-report")]
         report_dir: PathBuf,
     },
+    /// The whole year's flow of N synthetic people (every step of the case's
+    /// life, both networks, the agreement's rules) through the three services
+    /// on a simulated clock, each day's steps side by side; ends with the
+    /// committee's indicators and the throughput achieved.
+    Replay {
+        /// How many people arrive over the year.
+        #[arg(long, default_value_t = 10_000)]
+        people: u64,
+        /// A shipped agreement id or an agreement file.
+        #[arg(long, default_value = "ille-et-vilaine-2023")]
+        agreement: String,
+        /// Seed of the synthetic people (same seed, same people).
+        #[arg(long, default_value_t = 35)]
+        seed: u64,
+        /// Keep the data here instead of a temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Write the steering committee's report (HTML with charts, and CSV)
     /// from a running steering service.
     Report {
@@ -187,6 +205,64 @@ fn load_agreement(
     }
 }
 
+/// Where a replay's year starts: the demo's dates for the shipped
+/// agreements, the first day of the term for any other.
+fn replay_start(rules: &passerelle_domain::agreement::Agreement) -> chrono::DateTime<chrono::Utc> {
+    let day = match rules.id.as_str() {
+        "ille-et-vilaine-2023" => chrono::NaiveDate::from_ymd_opt(2023, 9, 4),
+        "seine-et-marne-2020" => chrono::NaiveDate::from_ymd_opt(2020, 1, 6),
+        _ => None,
+    }
+    .unwrap_or(rules.term.starts_on);
+    day.and_hms_opt(9, 0, 0).unwrap_or_default().and_utc()
+}
+
+/// Starts the three services under `rules` on SQLite in `data_dir`, runs
+/// `people` through their year and prints the committee's indicators.
+#[allow(clippy::print_stdout)]
+async fn replay(
+    agreement: &str,
+    agreement_file: Option<PathBuf>,
+    rules: &passerelle_domain::agreement::Agreement,
+    people: u64,
+    seed: u64,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(
+    Stack,
+    demo::Tally,
+    passerelle_contract::v1::GetDashboardResponse,
+)> {
+    let clock = ManualClock::new(replay_start(rules));
+    let options = StackOptions {
+        data_dir: data_dir.to_path_buf(),
+        databases: Databases::Sqlite,
+        addresses: None,
+        quick_retries: true,
+        min_cell_size: 11,
+        tls: false,
+        agreement: agreement.into(),
+        agreement_file,
+        agreement_renewals: 0,
+        limits: Default::default(),
+    };
+    let stack = Stack::start(options, Arc::new(clock.clone())).await?;
+    println!(
+        "\n{} — three services on 127.0.0.1 (emploi {}, social {}, pilotage {}), data in {}",
+        rules.name,
+        stack.addresses[0],
+        stack.addresses[1],
+        stack.addresses[2],
+        data_dir.display()
+    );
+    println!(
+        "Running {people} people through referral, consent, shared diagnosis, entry and exit…"
+    );
+    let tally = demo::run(&stack, &clock, rules, people, seed).await?;
+    let dashboard = demo::dashboard(&stack).await?;
+    print!("{}", demo::render(&dashboard, &tally, rules)?);
+    Ok((stack, tally, dashboard))
+}
+
 fn institution(text: &str) -> anyhow::Result<Institution> {
     Institution::from_code(text)
         .with_context(|| format!("unknown institution {text}: emploi, social or pilotage"))
@@ -244,43 +320,11 @@ async fn main() -> anyhow::Result<()> {
             let temp = tempfile::tempdir()?;
             let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
             // Each agreement in its own years, with its own three services and databases.
-            for (agreement, start) in [
-                ("ille-et-vilaine-2023", "2023-09-04T09:00:00Z"),
-                ("seine-et-marne-2020", "2020-01-06T09:00:00Z"),
-            ] {
-                let rules = passerelle_domain::agreement::shipped(agreement)?;
-                let data_dir = root.join(agreement);
-                let clock = ManualClock::new(
-                    chrono::DateTime::parse_from_rfc3339(start)?.with_timezone(&chrono::Utc),
-                );
-                let options = StackOptions {
-                    data_dir: data_dir.clone(),
-                    databases: Databases::Sqlite,
-                    addresses: None,
-                    quick_retries: true,
-                    min_cell_size: 11,
-                    tls: false,
-                    agreement: agreement.into(),
-                    agreement_file: None,
-                    agreement_renewals: 0,
-                    limits: Default::default(),
-                };
-                let stack = Stack::start(options, Arc::new(clock.clone())).await?;
-                println!(
-                    "\n{} — three services on 127.0.0.1 (emploi {}, social {}, pilotage {}), data in {}",
-                    rules.name,
-                    stack.addresses[0],
-                    stack.addresses[1],
-                    stack.addresses[2],
-                    data_dir.display()
-                );
-                println!(
-                    "Running {people} people through referral, consent, shared diagnosis, entry and exit…"
-                );
+            for agreement in ["ille-et-vilaine-2023", "seine-et-marne-2020"] {
+                let (id, file, rules) = load_agreement(agreement)?;
                 let began = std::time::Instant::now();
-                let tally = demo::run(&stack, &clock, &rules, people, seed).await?;
-                let dashboard = demo::dashboard(&stack).await?;
-                print!("{}", demo::render(&dashboard, &tally, &rules)?);
+                let (stack, _tally, dashboard) =
+                    replay(&id, file, &rules, people, seed, &root.join(agreement)).await?;
                 let page = report::write(&report_dir.join(agreement), &dashboard, &rules)?;
                 println!("Rapport du comité : {}", page.display());
                 for file in
@@ -294,6 +338,34 @@ async fn main() -> anyhow::Result<()> {
                 println!("Done in {:.1} s.", began.elapsed().as_secs_f64());
                 stack.shutdown().await?;
             }
+        }
+        Command::Replay {
+            people,
+            agreement,
+            seed,
+            data_dir,
+        } => {
+            let _telemetry =
+                passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
+                    "passerelle-replay",
+                    passerelle_telemetry::Format::Text,
+                    "error",
+                ));
+            let temp = tempfile::tempdir()?;
+            let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
+            let (id, file, rules) = load_agreement(&agreement)?;
+            let began = std::time::Instant::now();
+            let (stack, tally, _) =
+                replay(&id, file, &rules, people, seed, &root.join(&id)).await?;
+            let seconds = began.elapsed().as_secs_f64();
+            println!(
+                "{people} personnes en {seconds:.1} s : {:.0} personnes/s, {:.0} appels gRPC/s ({} appels). Cible : 100 000 personnes en moins de 60 s ({:.0} personnes/s).",
+                people as f64 / seconds,
+                tally.rpc_calls as f64 / seconds,
+                tally.rpc_calls,
+                100_000.0 / 60.0
+            );
+            stack.shutdown().await?;
         }
         Command::Up {
             data_dir,
