@@ -393,6 +393,17 @@ impl Agreement {
         Ok(agreement)
     }
 
+    /// Whether the agreement runs the processing of `purpose`: axe 3 and
+    /// the parcours only where its file organises them.
+    pub fn runs(&self, purpose: crate::vocabulary::Purpose) -> bool {
+        use crate::vocabulary::Purpose;
+        match purpose {
+            Purpose::ExclusiveSocialSupport => self.exclusive_social_support.is_some(),
+            Purpose::Orientation => self.parcours.is_some(),
+            _ => true,
+        }
+    }
+
     /// The retention rule for `category` kept for `purpose`, if the file sets one.
     pub fn retention_for(
         &self,

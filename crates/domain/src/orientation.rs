@@ -452,12 +452,14 @@ mod tests {
         assert!(!r.apply_on("PE-RENNES"));
         // The national grid: employment, qualification, aspirations, six difficulties.
         assert_eq!(r.criteria.len(), 9);
-        assert!(
-            shipped("seine-et-marne-2020")
-                .expect("agreement")
-                .parcours
-                .is_none()
-        );
+        let sem = shipped("seine-et-marne-2020").expect("agreement");
+        assert!(sem.parcours.is_none());
+        // What each runs, for its register of processing.
+        let iev = shipped("ille-et-vilaine-2023").expect("agreement");
+        use crate::vocabulary::Purpose;
+        assert!(iev.runs(Purpose::Orientation) && !iev.runs(Purpose::ExclusiveSocialSupport));
+        assert!(!sem.runs(Purpose::Orientation) && sem.runs(Purpose::ExclusiveSocialSupport));
+        assert!(iev.runs(Purpose::Referral) && sem.runs(Purpose::Referral));
     }
 
     #[test]

@@ -113,6 +113,12 @@ impl Register {
         let own = institution_name(institution);
         let mut activities = vec![];
         for purpose in &catalogue.purposes {
+            let domain_purpose =
+                v1::Purpose::from_str_name(&purpose.name).and_then(convert::purpose);
+            // A processing the agreement does not run is not in its register.
+            if domain_purpose.is_some_and(|p| !agreement.runs(p)) {
+                continue;
+            }
             let rpcs: Vec<_> = catalogue
                 .rpcs
                 .iter()
@@ -152,8 +158,6 @@ impl Register {
                 recipients.extend(to);
                 sources.extend(from);
             }
-            let domain_purpose =
-                v1::Purpose::from_str_name(&purpose.name).and_then(convert::purpose);
             let retention = agreement
                 .retention
                 .iter()
