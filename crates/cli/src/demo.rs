@@ -201,17 +201,39 @@ struct Person {
     fate: u64,
 }
 
-impl Stack {
-    fn agent(&self, by: Institution, index: u64) -> (Role, String) {
+/// Who acts for a person: one of the counsellors of the agreement's
+/// working-time register, one of fourteen social workers.
+#[derive(Debug, Clone, Copy)]
+struct Staff {
+    counsellors: u64,
+}
+
+impl Staff {
+    fn of(agreement: &Agreement) -> Self {
+        Staff {
+            counsellors: (counsellors(agreement).len() as u64).max(1),
+        }
+    }
+
+    fn agent(self, by: Institution, index: u64) -> (Role, String) {
         match by {
-            Institution::Emploi => (Role::Counsellor, format!("ft-counsellor-{}", index % 7 + 1)),
+            Institution::Emploi => (
+                Role::Counsellor,
+                format!("ft-counsellor-{}", index % self.counsellors + 1),
+            ),
             _ => (Role::SocialWorker, format!("sw-{}", index % 14 + 1)),
         }
     }
 
-    fn as_agent<T>(&self, by: Institution, index: u64, message: T) -> anyhow::Result<Request<T>> {
+    fn as_agent<T>(
+        self,
+        stack: &Stack,
+        by: Institution,
+        index: u64,
+        message: T,
+    ) -> anyhow::Result<Request<T>> {
         let (role, agent) = self.agent(by, index);
-        let token = self.token(by, role, &agent, by)?;
+        let token = stack.token(by, role, &agent, by)?;
         let mut request = Request::new(message);
         request
             .metadata_mut()
@@ -312,6 +334,7 @@ fn orientation_to(
 #[allow(clippy::too_many_arguments)]
 async fn orient(
     stack: &Stack,
+    staff: Staff,
     clients: &mut Clients,
     rules: &ParcoursRules,
     p: &Person,
@@ -332,8 +355,8 @@ async fn orient(
         criteria,
     };
     when_delivered(|| async {
-        let request = stack
-            .as_agent(p.by, p.index, request.clone())
+        let request = staff
+            .as_agent(stack, p.by, p.index, request.clone())
             .map_err(|e| Status::internal(e.to_string()))?;
         match p.by {
             Institution::Emploi => clients
@@ -367,6 +390,7 @@ async fn run_person(
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let start = timeline.date(arrival);
+    let staff = Staff::of(agreement);
     let key = |step: &str| format!("demo-{}-{step}", p.index);
     let by = p.by;
     tally.people += 1;
@@ -400,6 +424,7 @@ async fn run_person(
         let orientation = orientation_to(rules, &case_id, office, parcours, rsa_beneficiary)?;
         orient(
             stack,
+            staff,
             clients,
             rules,
             p,
@@ -452,7 +477,7 @@ async fn run_person(
             kind: v1::EvidenceKind::SignedReferralForm as i32,
             document_sha256: sha256_hex(&format!("fiche de liaison {}", p.index)),
             signed_at: Some(ts(start)),
-            collected_by: stack.agent(by, p.index).1,
+            collected_by: staff.agent(by, p.index).1,
         }),
         valid_from: Some(ts(start)),
         valid_until: Some(ts(start + chrono::Duration::days(730))),
@@ -522,7 +547,8 @@ async fn run_person(
         Institution::Emploi => {
             let c = clients
                 .emploi
-                .record_consent(stack.as_agent(
+                .record_consent(staff.as_agent(
+                    stack,
                     by,
                     p.index,
                     v1::RecordConsentRequest {
@@ -537,7 +563,8 @@ async fn run_person(
             let r = referral(&c.case_id, &c.consent_id, rng);
             clients
                 .emploi
-                .create_referral(stack.as_agent(
+                .create_referral(staff.as_agent(
+                    stack,
                     by,
                     p.index,
                     v1::CreateReferralRequest {
@@ -552,7 +579,8 @@ async fn run_person(
         _ => {
             let c = clients
                 .social
-                .record_consent(stack.as_agent(
+                .record_consent(staff.as_agent(
+                    stack,
                     by,
                     p.index,
                     v1::RecordConsentRequest {
@@ -567,7 +595,8 @@ async fn run_person(
             let r = referral(&c.case_id, &c.consent_id, rng);
             clients
                 .social
-                .create_referral(stack.as_agent(
+                .create_referral(staff.as_agent(
+                    stack,
                     by,
                     p.index,
                     v1::CreateReferralRequest {
@@ -596,13 +625,13 @@ async fn run_person(
                 };
                 clients
                     .emploi
-                    .withdraw_consent(stack.as_agent(by, p.index, request)?)
+                    .withdraw_consent(staff.as_agent(stack, by, p.index, request)?)
                     .await?;
             }
             _ => {
                 clients
                     .social
-                    .withdraw_consent(stack.as_agent(by, p.index, request)?)
+                    .withdraw_consent(staff.as_agent(stack, by, p.index, request)?)
                     .await?;
             }
         }
@@ -634,8 +663,9 @@ async fn run_person(
         match receiver {
             Institution::Emploi => {
                 let (k, case_id) = message("e");
-                let request = stack
+                let request = staff
                     .as_agent(
+                        stack,
                         receiver,
                         p.index,
                         v1::DecideReferralRequest {
@@ -656,8 +686,9 @@ async fn run_person(
             }
             _ => {
                 let (k, case_id) = message("s");
-                let request = stack
+                let request = staff
                     .as_agent(
+                        stack,
                         receiver,
                         p.index,
                         v1::DecideReferralRequest {
@@ -704,8 +735,9 @@ async fn run_person(
     };
     if !skip(Institution::Emploi) {
         when_delivered(|| async {
-            let request = stack
+            let request = staff
                 .as_agent(
+                    stack,
                     Institution::Emploi,
                     p.index,
                     v1::RecordDiagnosisRequest {
@@ -726,8 +758,9 @@ async fn run_person(
     };
     if !skip(Institution::Social) {
         when_delivered(|| async {
-            let request = stack
+            let request = staff
                 .as_agent(
+                    stack,
                     Institution::Social,
                     p.index,
                     v1::RecordDiagnosisRequest {
@@ -745,7 +778,8 @@ async fn run_person(
     // Whether a disagreement keeps the person out is the agreement's rule:
     // ask the employment side once it knows both halves.
     let state = loop {
-        let request = stack.as_agent(
+        let request = staff.as_agent(
+            stack,
             Institution::Emploi,
             p.index,
             v1::GetCaseRequest {
@@ -769,8 +803,9 @@ async fn run_person(
     if agreement.exclusive_social_support.is_some() && by == Institution::Social && p.fate >= 94 {
         timeline.at(arrival + p.days[2]).await;
         let request = || {
-            stack
+            staff
                 .as_agent(
+                    stack,
                     Institution::Social,
                     p.index,
                     v1::StartExclusiveSupportRequest {
@@ -780,7 +815,7 @@ async fn run_person(
                             kind: v1::EvidenceKind::SignedReferralForm as i32,
                             document_sha256: sha256_hex(&format!("évaluation sociale {}", p.index)),
                             signed_at: Some(ts(timeline.now())),
-                            collected_by: stack.agent(Institution::Social, p.index).1,
+                            collected_by: staff.agent(Institution::Social, p.index).1,
                         }),
                     },
                 )
@@ -813,7 +848,7 @@ async fn run_person(
         kind: kind as i32,
         document_sha256: sha256_hex(&format!("{what} {}", p.index)),
         signed_at: Some(ts(timeline.now())),
-        collected_by: stack.agent(Institution::Emploi, p.index).1,
+        collected_by: staff.agent(Institution::Emploi, p.index).1,
     };
     let evidence = match agreement.entry.evidence {
         EntryEvidence::SignedContractNamingSocialReferent => {
@@ -829,16 +864,17 @@ async fn run_person(
     };
     let entry = v1::CaseEntry {
         pair: Some(v1::Pair {
-            counsellor: stack.agent(Institution::Emploi, p.index).1,
-            social_worker: stack.agent(Institution::Social, p.index).1,
+            counsellor: staff.agent(Institution::Emploi, p.index).1,
+            social_worker: staff.agent(Institution::Social, p.index).1,
         }),
         track: v1::Track::Global as i32,
         evidence,
         ..Default::default()
     };
     let signed = when_delivered(|| async {
-        let request = stack
+        let request = staff
             .as_agent(
+                stack,
                 Institution::Emploi,
                 p.index,
                 v1::SignContractRequest {
@@ -891,6 +927,7 @@ async fn run_person(
             let orientation = orientation_to(rules, case_id, office, parcours, rsa_beneficiary)?;
             orient(
                 stack,
+                staff,
                 clients,
                 rules,
                 p,
@@ -908,7 +945,8 @@ async fn run_person(
         if reason == v1::ExitReason::MissedAppointments {
             // Implicit end: the threshold of missed appointments is reached.
             for i in 0..agreement.exits.missed_appointments_threshold {
-                let request = stack.as_agent(
+                let request = staff.as_agent(
+                    stack,
                     Institution::Emploi,
                     p.index,
                     v1::RecordMissedAppointmentRequest {
@@ -920,7 +958,8 @@ async fn run_person(
                 tally.rpc_calls += 1;
             }
         } else {
-            let request = stack.as_agent(
+            let request = staff.as_agent(
+                stack,
                 Institution::Emploi,
                 p.index,
                 v1::ExitCaseRequest {
