@@ -488,11 +488,8 @@ impl Casework {
     ) -> Result<Orientation> {
         let rules = self.parcours_rules()?;
         rules.check(self.side, &draft)?;
-        let now = self.clock.now();
+        let orientation = draft.decide(self.side, call.caller.agent.clone(), self.clock.now());
         self.once(call, async |tx: &mut Tx| {
-            let orientation = draft
-                .clone()
-                .decide(self.side, call.caller.agent.clone(), now);
             let case_id = orientation.case_id.as_str();
             let case = match tx.case_and_restriction(case_id).await? {
                 Some((_, true)) => return Err(restricted()),
@@ -521,13 +518,15 @@ impl Casework {
                     last.parcours
                 ))));
             }
-            self.append_orientation(tx, &orientation, Origin::Local).await?;
+            self.append_orientation(tx, &orientation, Origin::Local)
+                .await?;
             if case.is_some() && tx.partner_knows_case(case_id).await? {
                 self.tell_partner(tx, &Outbound::ParcoursChange(orientation.for_partner()))
                     .await?;
             }
-            tracing::info!(case_id = %case_id, parcours = %orientation.parcours, by = %call.caller.agent, "orientation recorded");
-            Ok(orientation)
+            // The parcours says something of the person: not in the logs.
+            tracing::info!(case_id = %case_id, by = %call.caller.agent, "orientation recorded");
+            Ok(orientation.clone())
         })
         .await
     }
@@ -877,11 +876,15 @@ impl Casework {
         self.once(call, async |tx: &mut Tx| {
             let case = self.load_partner_case(tx, &orientation.case_id).await?;
             if orientation.office_code != case.office_code {
-                return Err(FieldError::new("orientation.office_code", "must be the case's office").into());
+                return Err(FieldError::new(
+                    "orientation.office_code",
+                    "must be the case's office",
+                )
+                .into());
             }
             self.append_orientation(tx, &orientation, Origin::Partner)
                 .await?;
-            tracing::info!(case_id = %orientation.case_id, parcours = %orientation.parcours, "partner changed the parcours");
+            tracing::info!(case_id = %orientation.case_id, "partner changed the parcours");
             Ok(())
         })
         .await

@@ -295,7 +295,7 @@ fn grid(rules: &ParcoursRules, parcours: Parcours, rng: &mut Rng) -> Vec<v1::Cri
                     }
                 }
             } else {
-                (*rng.pick(&c.answers.iter().map(String::as_str).collect::<Vec<_>>())).to_owned()
+                rng.pick(&c.answers).clone()
             };
             v1::CriterionAnswer {
                 criterion: c.code.clone(),
@@ -305,77 +305,72 @@ fn grid(rules: &ParcoursRules, parcours: Parcours, rng: &mut Rng) -> Vec<v1::Cri
         .collect()
 }
 
-/// An orientation of `case_id` into `parcours` on `office`, with the
-/// parcours' first organisme référent.
-fn orientation_to(
-    rules: &ParcoursRules,
-    case_id: &str,
-    office: &str,
-    parcours: Parcours,
+/// A person followed on an office where the agreement's parcours apply:
+/// their case, and whether they receive RSA (which says who decides).
+struct Pilot<'a> {
+    rules: &'a ParcoursRules,
+    case_id: String,
+    office: &'a str,
     rsa_beneficiary: bool,
-) -> anyhow::Result<v1::Orientation> {
-    let referent = rules
-        .track(parcours)
-        .map(|t| t.referents[0])
-        .ok_or_else(|| anyhow::anyhow!("parcours {parcours} not deployed"))?;
-    Ok(v1::Orientation {
-        case_id: case_id.into(),
-        office_code: office.into(),
-        parcours: v1::Parcours::from(parcours) as i32,
-        referent: v1::OrganismeReferent::from(referent) as i32,
-        rsa_beneficiary,
-        ..Default::default()
-    })
 }
 
-/// Records the orientation of person `p` at the side that decides it (the
-/// demo's referrer, whose network matches the person's RSA status on the
-/// pilot's offices), as a dependent call.
-#[allow(clippy::too_many_arguments)]
-async fn orient(
-    stack: &Stack,
-    staff: Staff,
-    clients: &mut Clients,
-    rules: &ParcoursRules,
-    p: &Person,
-    orientation: v1::Orientation,
-    key: String,
-    rng: &mut Rng,
-    tally: &mut Tally,
-) -> anyhow::Result<()> {
-    let parcours = match v1::Parcours::try_from(orientation.parcours) {
-        Ok(v1::Parcours::Emploi) => Parcours::Emploi,
-        Ok(v1::Parcours::Social) => Parcours::Social,
-        _ => Parcours::SocioProfessionnel,
-    };
-    let criteria = grid(rules, parcours, rng);
-    let request = v1::RecordOrientationRequest {
-        idempotency_key: key,
-        orientation: Some(orientation),
-        criteria,
-    };
-    when_delivered(|| async {
-        let request = staff
-            .as_agent(stack, p.by, p.index, request.clone())
-            .map_err(|e| Status::internal(e.to_string()))?;
-        match p.by {
-            Institution::Emploi => clients
-                .emploi
-                .clone()
-                .record_orientation(request)
-                .await
-                .map(|_| ()),
-            _ => clients
-                .social
-                .clone()
-                .record_orientation(request)
-                .await
-                .map(|_| ()),
-        }
-    })
-    .await?;
-    tally.rpc_calls += 1;
-    Ok(())
+impl Pilot<'_> {
+    /// Records the person's orientation into `parcours` (with the parcours'
+    /// first organisme référent) at the side that decides it: the demo's
+    /// referrer, whose network matches the person's RSA status on the
+    /// pilot's offices. A dependent call, like the others.
+    #[allow(clippy::too_many_arguments)]
+    async fn orient(
+        &self,
+        stack: &Stack,
+        staff: Staff,
+        clients: &mut Clients,
+        p: &Person,
+        parcours: Parcours,
+        key: String,
+        rng: &mut Rng,
+        tally: &mut Tally,
+    ) -> anyhow::Result<()> {
+        let referent = self
+            .rules
+            .track(parcours)
+            .map(|t| t.referents[0])
+            .ok_or_else(|| anyhow::anyhow!("parcours {parcours} not deployed"))?;
+        let request = v1::RecordOrientationRequest {
+            idempotency_key: key,
+            orientation: Some(v1::Orientation {
+                case_id: self.case_id.clone(),
+                office_code: self.office.into(),
+                parcours: v1::Parcours::from(parcours) as i32,
+                referent: v1::OrganismeReferent::from(referent) as i32,
+                rsa_beneficiary: self.rsa_beneficiary,
+                ..Default::default()
+            }),
+            criteria: grid(self.rules, parcours, rng),
+        };
+        when_delivered(|| async {
+            let request = staff
+                .as_agent(stack, p.by, p.index, request.clone())
+                .map_err(|e| Status::internal(e.to_string()))?;
+            match p.by {
+                Institution::Emploi => clients
+                    .emploi
+                    .clone()
+                    .record_orientation(request)
+                    .await
+                    .map(|_| ()),
+                _ => clients
+                    .social
+                    .clone()
+                    .record_orientation(request)
+                    .await
+                    .map(|_| ()),
+            }
+        })
+        .await?;
+        tally.rpc_calls += 1;
+        Ok(())
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -413,33 +408,35 @@ async fn run_person(
         Some(_) => by == Institution::Social,
         None => rng.chance(52),
     };
-    let mut pilot_case = None;
-    if let Some(rules) = pilot {
+    let pilot = pilot.map(|rules| Pilot {
+        rules,
+        case_id: uuid::Uuid::now_v7().to_string(),
+        office,
+        rsa_beneficiary,
+    });
+    if let Some(pilot) = &pilot {
         let parcours = match rng.between(1, 100) {
             1..=25 => Parcours::Emploi,
             26..=40 => Parcours::Social,
             _ => Parcours::SocioProfessionnel,
         };
-        let case_id = uuid::Uuid::now_v7().to_string();
-        let orientation = orientation_to(rules, &case_id, office, parcours, rsa_beneficiary)?;
-        orient(
-            stack,
-            staff,
-            clients,
-            rules,
-            p,
-            orientation,
-            key("orientation"),
-            rng,
-            tally,
-        )
-        .await?;
+        pilot
+            .orient(
+                stack,
+                staff,
+                clients,
+                p,
+                parcours,
+                key("orientation"),
+                rng,
+                tally,
+            )
+            .await?;
         *tally.oriented.entry(parcours.code()).or_default() += 1;
         if parcours != Parcours::SocioProfessionnel {
             // Followed in the emploi or social parcours: no accompagnement global.
             return Ok(());
         }
-        pilot_case = Some(case_id);
     }
     if p.refuses_consent {
         // Informed, the person declines: nothing is recorded, nothing crosses.
@@ -482,7 +479,10 @@ async fn run_person(
         valid_from: Some(ts(start)),
         valid_until: Some(ts(start + chrono::Duration::days(730))),
         // The case the orientation opened, where there is one.
-        case_id: pilot_case.as_ref().cloned().unwrap_or_default(),
+        case_id: pilot
+            .as_ref()
+            .map(|pilot| pilot.case_id.clone())
+            .unwrap_or_default(),
         ..Default::default()
     };
     let first = *rng.pick(FIRST_NAMES);
@@ -914,7 +914,7 @@ async fn run_person(
     // A change of parcours during the support, decided by the same side:
     // towards emploi once the social barriers are lifted, towards social
     // when they come to block everything.
-    if let (Some(rules), Some(case_id), Some(reason)) = (pilot, &pilot_case, exit) {
+    if let (Some(pilot), Some(reason)) = (&pilot, exit) {
         let change = if reason == v1::ExitReason::SocialProblemSolved {
             Some((Parcours::Emploi, p.days[3]))
         } else if p.index.is_multiple_of(3) {
@@ -924,19 +924,18 @@ async fn run_person(
         };
         if let Some((parcours, day)) = change {
             timeline.at(arrival + day).await;
-            let orientation = orientation_to(rules, case_id, office, parcours, rsa_beneficiary)?;
-            orient(
-                stack,
-                staff,
-                clients,
-                rules,
-                p,
-                orientation,
-                key("parcours-change"),
-                rng,
-                tally,
-            )
-            .await?;
+            pilot
+                .orient(
+                    stack,
+                    staff,
+                    clients,
+                    p,
+                    parcours,
+                    key("parcours-change"),
+                    rng,
+                    tally,
+                )
+                .await?;
             tally.parcours_changes += 1;
         }
     }
@@ -1098,7 +1097,7 @@ pub async fn run(
     let mut pending = persons.into_iter().peekable();
     let mut running = futures_util::stream::FuturesUnordered::new();
     // The feeder's own place keeps each arrival day until its people start.
-    let mut feeder = timeline.join(1);
+    let feeder = timeline.join(1);
     let finished = |done: anyhow::Result<Tally>, tally: &mut Tally| -> anyhow::Result<()> {
         tally.add(done?);
         progress.set_message(format!(
@@ -1132,7 +1131,7 @@ pub async fn run(
             }
         }
     }
-    feeder.clear();
+    drop(feeder);
     while let Some(done) = running.next().await {
         finished(done, &mut tally)?;
     }

@@ -516,7 +516,24 @@ enum_pair!(fn organisme_referent: v1::OrganismeReferent => domain::orientation::
 /// More answers than any grid has: a longer list is refused before it is read.
 const MAX_CRITERIA: usize = 64;
 
-/// What an agent submits of an orientation, with the grid answered.
+/// An orientation's own fields with `criteria`, fields named within the
+/// `Orientation` message.
+fn orientation_with(
+    o: &v1::Orientation,
+    criteria: Vec<domain::orientation::CriterionAnswer>,
+) -> Result<domain::orientation::OrientationDraft> {
+    Ok(domain::orientation::OrientationDraft {
+        case_id: identifier("case_id", &o.case_id)?.into(),
+        office_code: person::required_text("office_code", &o.office_code, MAX_SHORT_TEXT)?,
+        parcours: enum_field("parcours", o.parcours, parcours)?,
+        criteria,
+        referent: enum_field("referent", o.referent, organisme_referent)?,
+        rsa_beneficiary: o.rsa_beneficiary,
+    })
+}
+
+/// What an agent submits of an orientation, with the grid answered (its
+/// own field beside the orientation in the request).
 pub fn orientation_draft(
     o: &v1::Orientation,
     criteria: &[v1::CriterionAnswer],
@@ -527,48 +544,32 @@ pub fn orientation_draft(
             format!("has more than {MAX_CRITERIA} answers"),
         ));
     }
-    let within = |e: FieldError| e.within("orientation");
-    Ok(domain::orientation::OrientationDraft {
-        case_id: identifier("case_id", &o.case_id).map_err(within)?.into(),
-        office_code: person::required_text("office_code", &o.office_code, MAX_SHORT_TEXT)
-            .map_err(within)?,
-        parcours: enum_field("parcours", o.parcours, parcours).map_err(within)?,
-        criteria: criteria
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                Ok(domain::orientation::CriterionAnswer {
-                    criterion: person::required_text(
-                        &format!("criteria[{i}].criterion"),
-                        &c.criterion,
-                        MAX_SHORT_TEXT,
-                    )?,
-                    answer: person::required_text(
-                        &format!("criteria[{i}].answer"),
-                        &c.answer,
-                        MAX_SHORT_TEXT,
-                    )?,
-                })
+    let criteria = criteria
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Ok(domain::orientation::CriterionAnswer {
+                criterion: person::required_text(
+                    &format!("criteria[{i}].criterion"),
+                    &c.criterion,
+                    MAX_SHORT_TEXT,
+                )?,
+                answer: person::required_text(
+                    &format!("criteria[{i}].answer"),
+                    &c.answer,
+                    MAX_SHORT_TEXT,
+                )?,
             })
-            .collect::<Result<_>>()?,
-        referent: enum_field("referent", o.referent, organisme_referent).map_err(within)?,
-        rsa_beneficiary: o.rsa_beneficiary,
-    })
+        })
+        .collect::<Result<_>>()?;
+    orientation_with(o, criteria).map_err(|e| e.within("orientation"))
 }
 
 /// A decided orientation, as the partner sends it (never with its grid).
 impl TryFrom<&v1::Orientation> for domain::orientation::Orientation {
     type Error = FieldError;
     fn try_from(o: &v1::Orientation) -> Result<Self> {
-        let draft = orientation_draft(o, &[]).map_err(|mut e| {
-            // The caller names the message: drop the prefix added above.
-            e.field = e
-                .field
-                .strip_prefix("orientation.")
-                .map(str::to_owned)
-                .unwrap_or(e.field);
-            e
-        })?;
+        let draft = orientation_with(o, vec![])?;
         let side = enum_field(
             "decided_by_institution",
             o.decided_by_institution,

@@ -25,13 +25,13 @@ use crate::{
     Backend, Database, Result, Schema, StoreError, from_json, from_micros, json, to_micros,
 };
 
-async fn orientations_of(
-    conn: &mut sqlx::AnyConnection,
+async fn orientations_of<'e>(
+    executor: impl sqlx::Executor<'e, Database = Any>,
     case_id: &str,
 ) -> Result<Vec<Orientation>> {
     sqlx::query("SELECT body FROM orientations WHERE case_id = $1 ORDER BY seq")
         .bind(case_id)
-        .fetch_all(conn)
+        .fetch_all(executor)
         .await?
         .iter()
         .map(|r| from_json(&r.try_get::<String, _>("body")?))
@@ -304,8 +304,7 @@ impl InstitutionStore {
 
     /// The case's orientations, oldest first.
     pub async fn orientations(&self, case_id: &str) -> Result<Vec<Orientation>> {
-        let mut conn = self.db.pool().acquire().await?;
-        orientations_of(&mut conn, case_id).await
+        orientations_of(self.db.pool(), case_id).await
     }
 
     pub async fn referral(&self, case_id: &str) -> Result<Option<Referral>> {
@@ -827,7 +826,7 @@ impl Tx {
 
     /// The case's orientations, oldest first.
     pub async fn orientations(&mut self, case_id: &str) -> Result<Vec<Orientation>> {
-        orientations_of(&mut self.tx, case_id).await
+        orientations_of(&mut *self.tx, case_id).await
     }
 
     /// Whether the partner holds the case: its referral came from the

@@ -240,8 +240,12 @@ impl Tx {
     ) -> Result<Option<Rows>> {
         // Locked like any read of a row about to be rewritten: the counts
         // noted here must be the ones this transaction replaces.
+        // Whether the person was oriented comes with the case, so that the
+        // many cases never oriented cost no further statement here.
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CASE_COLUMNS}, entry_recorded_by FROM cases WHERE case_id = $1{}",
+            "SELECT {CASE_COLUMNS}, entry_recorded_by,
+               (SELECT COUNT(*) FROM orientations o WHERE o.case_id = cases.case_id) AS oriented
+             FROM cases WHERE case_id = $1{}",
             self.lock
         )))
         .bind(case_id)
@@ -279,7 +283,11 @@ impl Tx {
         .await?
         .map(|r| r.try_get("body"))
         .transpose()?;
-        let orientations = self.orientations(case_id).await?;
+        let orientations = if row.try_get::<i64, _>("oriented")? > 0 {
+            self.orientations(case_id).await?
+        } else {
+            vec![]
+        };
         Ok(Some(Rows {
             case: case_from_row(&row)?,
             entry_recorded_by: row.try_get("entry_recorded_by")?,
