@@ -88,6 +88,32 @@ pub async fn start_limited(
     agreement: &str,
     limits: passerelle_runtime::config::LimitsConfig,
 ) -> TestStack {
+    start_stack(backend, min_cell_size, tls, agreement, limits, None).await
+}
+
+/// Like [`start`], each service in its own process started with
+/// `executable serve <institution>` (the bench measures each one's memory so).
+pub async fn start_in_processes(backend: Backend, executable: std::path::PathBuf) -> TestStack {
+    let agreement = "ille-et-vilaine-2023";
+    start_stack(
+        backend,
+        11,
+        false,
+        agreement,
+        Default::default(),
+        Some(executable),
+    )
+    .await
+}
+
+async fn start_stack(
+    backend: Backend,
+    min_cell_size: u64,
+    tls: bool,
+    agreement: &str,
+    limits: passerelle_runtime::config::LimitsConfig,
+    processes: Option<std::path::PathBuf>,
+) -> TestStack {
     // The first initialisation in a test binary wins (the telemetry test's own).
     std::mem::forget(passerelle_telemetry::init(
         passerelle_telemetry::TelemetryConfig::from_env(
@@ -128,6 +154,7 @@ pub async fn start_limited(
         agreement_file: None,
         agreement_renewals: 0,
         limits,
+        processes,
     };
     let stack = Stack::start(options, Arc::new(clock.clone()))
         .await

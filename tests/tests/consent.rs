@@ -218,7 +218,7 @@ async fn withdrawal_takes_effect_on_the_next_call_and_travels() {
 
 #[tokio::test]
 async fn a_withdrawal_stops_what_was_queued_before_it() {
-    let mut t = start(Backend::Sqlite, 11).await;
+    let t = start(Backend::Sqlite, 11).await;
     let consent = t.social_consent("c-queued", &[v1::Purpose::Referral]).await;
     t.stack
         .stop(Institution::Emploi)
@@ -425,7 +425,7 @@ async fn a_withdrawal_before_the_decision_withdraws_the_referral_at_the_partner(
 
 #[tokio::test]
 async fn a_case_the_partner_never_heard_of_gets_no_end_notice() {
-    let mut t = start(Backend::Sqlite, 11).await;
+    let t = start(Backend::Sqlite, 11).await;
     // The consent only: no referral, so nothing of the case reached emploi.
     let consent = t.social_consent("c-alone", &[v1::Purpose::Referral]).await;
     t.stack

@@ -380,7 +380,7 @@ async fn state(t: &TestStack, institution: Institution) -> (Vec<String>, usize, 
 #[tokio::test]
 async fn the_purge_erases_what_retention_lets_go_and_a_rerun_or_a_crash_changes_nothing() {
     on_every_backend(async |backend| {
-        let mut t = start(backend, 1).await;
+        let t = start(backend, 1).await;
         let agreement =
             passerelle_domain::agreement::shipped("ille-et-vilaine-2023").expect("agreement");
         let mut ended = vec![];
@@ -558,7 +558,7 @@ async fn restricted_at(t: &TestStack, institution: Institution, case_id: &str) -
 #[tokio::test]
 async fn a_restricted_case_is_only_kept_at_both_sides_until_lifted() {
     on_every_backend(async |backend| {
-        let mut t = start(backend, 11).await;
+        let t = start(backend, 11).await;
         let case_id = t.enter_case("restrict").await;
         // A plan change queued while the partner is down, then the restriction.
         t.stack

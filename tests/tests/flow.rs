@@ -392,7 +392,7 @@ async fn the_diagnosis_rule_follows_the_agreement() {
 /// stale; the other source's figures stay fresh.
 #[tokio::test]
 async fn a_silent_source_is_shown_from_its_last_snapshot() {
-    let mut t = start(Backend::Sqlite, 1).await;
+    let t = start(Backend::Sqlite, 1).await;
     let consent = t.social_consent("c-stale", &[v1::Purpose::Referral]).await;
     t.social_referral("r-stale", &consent, "Enora")
         .await

@@ -85,7 +85,7 @@ async fn the_same_idempotency_key_creates_one_referral() {
 #[tokio::test]
 async fn a_referral_made_while_the_employment_side_is_down_arrives_once_it_is_back() {
     on_every_backend(async |backend| {
-        let mut t = start(backend, 11).await;
+        let t = start(backend, 11).await;
         let consent = t
             .social_consent(
                 "c-down",
@@ -199,7 +199,7 @@ async fn another_agents_identical_request_under_the_same_key_is_its_own() {
 /// now follow the backoff (50 ms doubling to 400 ms in test stacks).
 #[tokio::test]
 async fn an_outage_is_retried_on_the_backoffs_schedule_whatever_commits_locally() {
-    let mut t = start(Backend::Sqlite, 11).await;
+    let t = start(Backend::Sqlite, 11).await;
     t.stack.stop(Institution::Emploi).await.expect("stop");
     let social = t.store(Institution::Social).await;
     let attempts = async || {
@@ -340,7 +340,7 @@ async fn each_cases_messages_arrive_in_order_while_cases_go_side_by_side() {
     const CASES: usize = 6;
     const VERSIONS: u32 = 4;
     on_every_backend(async |backend| {
-        let mut t = start(backend, 11).await;
+        let t = start(backend, 11).await;
         let mut cases = vec![];
         for c in 0..CASES {
             cases.push(t.enter_case(&format!("order-{c}")).await);

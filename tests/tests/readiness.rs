@@ -43,6 +43,7 @@ async fn readiness_waits_for_the_database() {
         agreement_file: None,
         agreement_renewals: 0,
         limits: Default::default(),
+        processes: None,
     };
     let mut config = service_config(&options, Institution::Emploi, &[addr; 3]);
     // The database lives in a directory that does not exist yet: it cannot be opened.

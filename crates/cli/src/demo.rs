@@ -15,12 +15,13 @@ use passerelle_contract::v1::pilotage_service_client::PilotageServiceClient;
 use passerelle_contract::v1::social_service_client::SocialServiceClient;
 use passerelle_domain::agreement::{Agreement, ChecksKind, EntryEvidence};
 use passerelle_domain::orientation::{Parcours, ParcoursRules};
-use passerelle_domain::{Clock, Institution, ManualClock, Network, Role};
+use passerelle_domain::{Clock, Institution, Network, Role};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+use crate::retry::Retrying;
 use crate::stack::Stack;
-use crate::timeline::{Place, Timeline};
+use crate::timeline::{Place, SimulatedYear, Timeline};
 use futures_util::StreamExt;
 
 /// A small deterministic generator (SplitMix64): the same seed, the same run.
@@ -122,6 +123,8 @@ pub struct Tally {
     /// Signed in while every portfolio was full: on the waiting list (Seine-et-Marne).
     pub queued: u64,
     pub rpc_calls: u64,
+    /// Calls sent again because no service answered or it was busy.
+    pub retried_calls: u64,
 }
 
 impl Tally {
@@ -154,8 +157,8 @@ impl Tally {
 
 #[derive(Clone)]
 struct Clients {
-    emploi: EmploiServiceClient<Channel>,
-    social: SocialServiceClient<Channel>,
+    emploi: EmploiServiceClient<Retrying>,
+    social: SocialServiceClient<Retrying>,
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -174,7 +177,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Status>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         match call().await {
             Err(s)
@@ -801,7 +804,8 @@ async fn run_person(
     // Axe 3 where the agreement runs it: social difficulties block any job
     // search, the social side follows the person alone.
     if agreement.exclusive_social_support.is_some() && by == Institution::Social && p.fate >= 94 {
-        timeline.at(arrival + p.days[2]).await;
+        // The office's quota is scarce: one at a time, in turn.
+        timeline.in_turn(arrival + p.days[2], p.index).await;
         let request = || {
             staff
                 .as_agent(
@@ -843,7 +847,8 @@ async fn run_person(
         }
     }
 
-    timeline.at(arrival + p.days[2]).await;
+    // A counsellor's last place is scarce: one at a time, in turn.
+    timeline.in_turn(arrival + p.days[2], p.index).await;
     let document = |kind: v1::EvidenceKind, what: &str| v1::ConsentEvidence {
         kind: kind as i32,
         document_sha256: sha256_hex(&format!("{what} {}", p.index)),
@@ -990,18 +995,30 @@ async fn run_person(
 }
 
 /// Runs the scenario for `people` persons arriving over `months` months.
+/// How long a call of the replay keeps trying a service that does not
+/// answer (restarting after a crash) before the replay gives up.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `people` through their year. With `turns`, the steps that compete
+/// for a place (signing into a counsellor's portfolio, an office's axe 3
+/// quota) take their turn in the people's order after the day's other
+/// steps, so the same seed gives the same figures however the calls
+/// interleave; without, they run side by side like every other step.
 pub async fn run(
     stack: &Stack,
-    clock: &ManualClock,
+    clock: &SimulatedYear,
     agreement: &Agreement,
     people: u64,
     seed: u64,
+    turns: bool,
 ) -> anyhow::Result<Tally> {
     let mut rng = Rng::new(seed);
     let channel = |i| Channel::from_shared(stack.url(i)).map(|e| e.connect_lazy());
+    let to_emploi = Retrying::new(channel(Institution::Emploi)?, PATIENCE);
+    let to_social = to_emploi.sharing_count(channel(Institution::Social)?);
     let clients = Clients {
-        emploi: EmploiServiceClient::new(channel(Institution::Emploi)?),
-        social: SocialServiceClient::new(channel(Institution::Social)?),
+        emploi: EmploiServiceClient::new(to_emploi.clone()),
+        social: SocialServiceClient::new(to_social),
     };
     let origin = clock.now();
     let mut tally = Tally::default();
@@ -1070,7 +1087,7 @@ pub async fn run(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     // Everyone's year at once, day by day: each day's steps side by side.
-    let timeline = Timeline::new(clock.clone());
+    let timeline = Timeline::new(clock.clone(), turns);
     let person = |(arrival, person): (i64, Person), place: Place| {
         let (timeline, mut clients) = (timeline.clone(), clients.clone());
         async move {
@@ -1139,6 +1156,7 @@ pub async fn run(
     // Let the last messages reach the partner before the committee looks.
     clock.set(origin + chrono::Duration::days(420));
     tokio::time::sleep(Duration::from_millis(300)).await;
+    tally.retried_calls = to_emploi.retries();
     Ok(tally)
 }
 
@@ -1153,10 +1171,8 @@ pub async fn dashboard(stack: &Stack) -> anyhow::Result<v1::GetDashboardResponse
     request
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
-    let channel = Channel::from_shared(stack.url(Institution::Pilotage))?
-        .connect()
-        .await?;
-    Ok(PilotageServiceClient::new(channel)
+    let channel = Channel::from_shared(stack.url(Institution::Pilotage))?.connect_lazy();
+    Ok(PilotageServiceClient::new(Retrying::new(channel, PATIENCE))
         .max_decoding_message_size(passerelle_contract::MAX_AGGREGATES_MESSAGE)
         .get_dashboard(request)
         .await?

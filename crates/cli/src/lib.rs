@@ -4,7 +4,10 @@
 
 pub mod audit;
 pub mod demo;
+pub mod fault;
 pub mod register;
+pub mod replay;
 pub mod report;
+pub mod retry;
 pub mod stack;
 pub mod timeline;

@@ -7,9 +7,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use passerelle_cli::stack::{DEV_TOKEN_TTL_SECONDS, Databases, Stack, StackOptions, dev_signer};
-use passerelle_cli::{audit, demo, register, report};
-use passerelle_domain::{Institution, ManualClock, Role, SystemClock};
+use passerelle_cli::replay::{Replay, load_agreement};
+use passerelle_cli::stack::{
+    DEV_TOKEN_TTL_SECONDS, Databases, INSTITUTIONS, Stack, StackOptions, dev_signer,
+};
+use passerelle_cli::{audit, demo, fault, register, report};
+use passerelle_domain::{Institution, Role, SystemClock};
 use passerelle_runtime::config::audience_of;
 use passerelle_runtime::server::termination_signal;
 
@@ -58,6 +61,46 @@ enum Command {
         /// Keep the data here instead of a temporary directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Each service in its own process (`passerelle serve`), on a clock
+        /// shared through a file; prints each one's peak memory.
+        #[arg(long)]
+        processes: bool,
+        /// Steps competing for a scarce place (a portfolio's last one, an
+        /// office's quota) take turns in the people's order: same seed, same
+        /// figures, at some cost in speed.
+        #[arg(long)]
+        turns: bool,
+    },
+    /// The crash test: the replay twice with each service in its own
+    /// process, undisturbed then with services killed (SIGKILL) at seeded
+    /// moments and restarted; the committee's figures must end equal (every
+    /// count, no secrecy) and both audit chains verify. Exits with 1 otherwise.
+    Fault {
+        #[arg(long, default_value_t = 300)]
+        people: u64,
+        /// How many kills in the disturbed run.
+        #[arg(long, default_value_t = 5)]
+        kills: u32,
+        #[arg(long, default_value = "ille-et-vilaine-2023")]
+        agreement: String,
+        #[arg(long, default_value_t = 35)]
+        seed: u64,
+        /// Keep the two runs' data and logs here instead of a temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Run on PostgreSQL: a server where fresh databases may be created
+        /// for each run, e.g. postgres://postgres@127.0.0.1:5432/test.
+        #[arg(long)]
+        postgres: Option<String>,
+    },
+    /// Run one service, as its own binary does (`passerelle-emploi` …):
+    /// settings from defaults, then --config FILE, then PASSERELLE_* variables.
+    Serve {
+        /// emploi, social or pilotage.
+        institution: String,
+        /// The rest is the service binary's own arguments (--config FILE, --check-config).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Write the steering committee's report (HTML with charts, and CSV)
     /// from a running steering service.
@@ -185,82 +228,45 @@ enum AuditAction {
     },
 }
 
-/// A shipped agreement by id, or an agreement file: (id, file, rules).
-fn load_agreement(
-    agreement: &str,
-) -> anyhow::Result<(
-    String,
-    Option<PathBuf>,
-    passerelle_domain::agreement::Agreement,
-)> {
-    match passerelle_domain::agreement::shipped(agreement) {
-        Ok(rules) => Ok((agreement.to_owned(), None, rules)),
-        Err(_) => {
-            let text = std::fs::read_to_string(agreement).with_context(|| {
-                format!("{agreement} is neither a shipped agreement (ille-et-vilaine-2023, seine-et-marne-2020) nor a readable agreement file")
-            })?;
-            let rules = passerelle_domain::agreement::Agreement::from_toml(&text)?;
-            Ok((rules.id.clone(), Some(PathBuf::from(agreement)), rules))
-        }
-    }
-}
-
-/// Where a replay's year starts: the demo's dates for the shipped
-/// agreements, the first day of the term for any other.
-fn replay_start(rules: &passerelle_domain::agreement::Agreement) -> chrono::DateTime<chrono::Utc> {
-    let day = match rules.id.as_str() {
-        "ille-et-vilaine-2023" => chrono::NaiveDate::from_ymd_opt(2023, 9, 4),
-        "seine-et-marne-2020" => chrono::NaiveDate::from_ymd_opt(2020, 1, 6),
-        _ => None,
-    }
-    .unwrap_or(rules.term.starts_on);
-    day.and_hms_opt(9, 0, 0).unwrap_or_default().and_utc()
-}
-
-/// Starts the three services under `rules` on SQLite in `data_dir`, runs
-/// `people` through their year and prints the committee's indicators.
+/// Starts the three services of `replay`, runs its people through their
+/// year and prints the committee's indicators.
 #[allow(clippy::print_stdout)]
-async fn replay(
-    agreement: &str,
-    agreement_file: Option<PathBuf>,
-    rules: &passerelle_domain::agreement::Agreement,
-    people: u64,
-    seed: u64,
-    data_dir: &std::path::Path,
+async fn replay_and_show(
+    replay: &Replay,
 ) -> anyhow::Result<(
     Stack,
     demo::Tally,
     passerelle_contract::v1::GetDashboardResponse,
 )> {
-    let clock = ManualClock::new(replay_start(rules));
-    let options = StackOptions {
-        data_dir: data_dir.to_path_buf(),
-        databases: Databases::Sqlite,
-        addresses: None,
-        quick_retries: true,
-        min_cell_size: 11,
-        tls: false,
-        agreement: agreement.into(),
-        agreement_file,
-        agreement_renewals: 0,
-        limits: Default::default(),
-    };
-    let stack = Stack::start(options, Arc::new(clock.clone())).await?;
+    let (stack, clock) = replay.start().await?;
     println!(
-        "\n{} — three services on 127.0.0.1 (emploi {}, social {}, pilotage {}), data in {}",
-        rules.name,
+        "\n{} — three services on 127.0.0.1 (emploi {}, social {}, pilotage {}{}), data in {}",
+        replay.rules.name,
         stack.addresses[0],
         stack.addresses[1],
         stack.addresses[2],
-        data_dir.display()
+        if replay.processes.is_some() {
+            ", each in its own process"
+        } else {
+            ""
+        },
+        replay.data_dir.display()
     );
     println!(
-        "Running {people} people through referral, consent, shared diagnosis, entry and exit…"
+        "Running {} people through referral, consent, shared diagnosis, entry and exit…",
+        replay.people
     );
-    let tally = demo::run(&stack, &clock, rules, people, seed).await?;
-    let dashboard = demo::dashboard(&stack).await?;
-    print!("{}", demo::render(&dashboard, &tally, rules)?);
+    let (tally, dashboard) = replay.run(&stack, &clock).await?;
+    print!("{}", demo::render(&dashboard, &tally, &replay.rules)?);
     Ok((stack, tally, dashboard))
+}
+
+/// A process's peak resident memory, in MiB (Linux).
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn institution(text: &str) -> anyhow::Result<Institution> {
@@ -321,11 +327,10 @@ async fn main() -> anyhow::Result<()> {
             let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
             // Each agreement in its own years, with its own three services and databases.
             for agreement in ["ille-et-vilaine-2023", "seine-et-marne-2020"] {
-                let (id, file, rules) = load_agreement(agreement)?;
+                let replay = Replay::new(agreement, people, seed, root.join(agreement))?;
                 let began = std::time::Instant::now();
-                let (stack, _tally, dashboard) =
-                    replay(&id, file, &rules, people, seed, &root.join(agreement)).await?;
-                let page = report::write(&report_dir.join(agreement), &dashboard, &rules)?;
+                let (stack, _tally, dashboard) = replay_and_show(&replay).await?;
+                let page = report::write(&report_dir.join(agreement), &dashboard, &replay.rules)?;
                 println!("Rapport du comité : {}", page.display());
                 for file in
                     demo::dpo_documents(&stack, &report_dir.join(agreement).join("rgpd")).await?
@@ -344,6 +349,8 @@ async fn main() -> anyhow::Result<()> {
             agreement,
             seed,
             data_dir,
+            processes,
+            turns,
         } => {
             let _telemetry =
                 passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
@@ -353,10 +360,14 @@ async fn main() -> anyhow::Result<()> {
                 ));
             let temp = tempfile::tempdir()?;
             let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
-            let (id, file, rules) = load_agreement(&agreement)?;
+            let (id, _, _) = load_agreement(&agreement)?;
+            let mut replay = Replay::new(&agreement, people, seed, root.join(id))?;
+            replay.turns = turns;
+            if processes {
+                replay.processes = Some(std::env::current_exe()?);
+            }
             let began = std::time::Instant::now();
-            let (stack, tally, _) =
-                replay(&id, file, &rules, people, seed, &root.join(&id)).await?;
+            let (stack, tally, _) = replay_and_show(&replay).await?;
             let seconds = began.elapsed().as_secs_f64();
             println!(
                 "{people} personnes en {seconds:.1} s : {:.0} personnes/s, {:.0} appels gRPC/s ({} appels). Cible : 100 000 personnes en moins de 60 s ({:.0} personnes/s).",
@@ -365,7 +376,93 @@ async fn main() -> anyhow::Result<()> {
                 tally.rpc_calls,
                 100_000.0 / 60.0
             );
+            for institution in INSTITUTIONS {
+                if let Some(mib) = stack.process_id(institution).and_then(peak_rss_mib) {
+                    println!(
+                        "passerelle-{institution}: {mib:.0} MiB de mémoire résidente au plus haut"
+                    );
+                }
+            }
             stack.shutdown().await?;
+        }
+        Command::Fault {
+            people,
+            kills,
+            agreement,
+            seed,
+            data_dir,
+            postgres,
+        } => {
+            let _telemetry =
+                passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
+                    "passerelle-fault",
+                    passerelle_telemetry::Format::Text,
+                    "error",
+                ));
+            let temp = tempfile::tempdir()?;
+            let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
+            let replay = Replay::new(&agreement, people, seed, root.clone())?;
+            println!(
+                "{people} people, seed {seed}, {} on {}: once undisturbed, once with {kills} services killed (SIGKILL; every fourth SIGTERM) and restarted; data and logs in {}",
+                replay.rules.name,
+                if postgres.is_some() {
+                    "PostgreSQL"
+                } else {
+                    "SQLite"
+                },
+                root.display()
+            );
+            let began = std::time::Instant::now();
+            let outcome = fault::run(
+                &replay,
+                std::env::current_exe()?,
+                kills,
+                postgres.as_deref(),
+            )
+            .await?;
+            for kill in &outcome.kills_done {
+                println!(
+                    "{} passerelle-{} on day {} ({} ms into its traffic){}",
+                    if kill.graceful {
+                        "stopped (SIGTERM)"
+                    } else {
+                        "killed (SIGKILL)"
+                    },
+                    kill.institution,
+                    kill.day,
+                    kill.after_ms,
+                    match kill.down_ms {
+                        0 => String::new(),
+                        ms => format!(", down {:.0} s", ms as f64 / 1000.0),
+                    }
+                );
+            }
+            println!(
+                "undisturbed: {} entries, {} calls sent again; with kills: {} entries, {} calls sent again (no service answered); {:.1} s",
+                outcome.undisturbed.entered,
+                outcome.undisturbed.retried_calls,
+                outcome.disturbed.entered,
+                outcome.disturbed.retried_calls,
+                began.elapsed().as_secs_f64()
+            );
+            match &outcome.difference {
+                None => println!("The committee's figures are equal, every count of them."),
+                Some(difference) => println!("The committee's figures differ:\n{difference}"),
+            }
+            for chain in &outcome.broken_chains {
+                println!("Audit chain broken: {chain}");
+            }
+            if outcome.broken_chains.is_empty() {
+                println!(
+                    "Both audit chains verify, each against its partner's heads, in both runs."
+                );
+            }
+            if !outcome.passed() {
+                std::process::exit(1);
+            }
+        }
+        Command::Serve { institution, args } => {
+            passerelle_cli::stack::serve(&institution, args).await?;
         }
         Command::Up {
             data_dir,
@@ -393,6 +490,7 @@ async fn main() -> anyhow::Result<()> {
                 agreement_file,
                 agreement_renewals: renewals,
                 limits: Default::default(),
+                processes: None,
             };
             let stack = Stack::start(options, Arc::new(SystemClock)).await?;
             let ends_on = rules.term.ends_after(renewals);

@@ -56,6 +56,10 @@ pub struct StackOptions {
     pub agreement_renewals: u32,
     /// What one client may ask of a service at once.
     pub limits: LimitsConfig,
+    /// Each service in its own process (this executable's `passerelle
+    /// serve`), on a clock shared through a file of the data directory;
+    /// all three in this process when `None`.
+    pub processes: Option<PathBuf>,
 }
 
 fn issuer_of(institution: Institution) -> String {
@@ -235,6 +239,9 @@ pub fn service_config(
     config.agreement_file = options.agreement_file.clone();
     config.agreement_renewals = options.agreement_renewals;
     config.limits = options.limits.clone();
+    if options.processes.is_some() {
+        config.simulated_clock_file = Some(clock_file(dir));
+    }
     if options.quick_retries {
         config.casework.outbox.poll_interval_ms = 100;
         config.casework.outbox.initial_backoff_ms = 50;
@@ -247,14 +254,51 @@ pub fn service_config(
     config
 }
 
+/// Runs one service as its binary does (`passerelle-emploi` …), given its
+/// institution's code and the binary's arguments: what a stack of processes
+/// starts with `serve`.
+pub async fn serve(
+    institution: &str,
+    args: impl IntoIterator<Item = String>,
+) -> anyhow::Result<()> {
+    let institution = Institution::from_code(institution).with_context(|| {
+        format!("unknown institution {institution}: emploi, social or pilotage")
+    })?;
+    let start: passerelle_runtime::binary::Start = match institution {
+        Institution::Emploi => |c, l, k| Box::pin(passerelle_emploi::start(c, l, k)),
+        Institution::Social => |c, l, k| Box::pin(passerelle_social::start(c, l, k)),
+        Institution::Pilotage => |c, l, k| Box::pin(passerelle_pilotage::start(c, l, k)),
+    };
+    let program = format!("passerelle serve {}", institution.code());
+    passerelle_runtime::binary::run_with_args(
+        institution,
+        start,
+        std::iter::once(program).chain(args),
+    )
+    .await
+}
+
+/// Where the services of a stack of processes read the time.
+pub fn clock_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("clock")
+}
+
 /// The three services, running.
 #[derive(Debug)]
 pub struct Stack {
     pub options: StackOptions,
     pub addresses: [SocketAddr; 3],
     pub clock: Arc<dyn Clock>,
-    handles: [Option<ServiceHandle>; 3],
+    /// Taken out while a service stops or starts; never held across an await.
+    handles: [std::sync::Mutex<Option<Running>>; 3],
     signer: Signer,
+}
+
+/// One service, in this process or in its own.
+#[derive(Debug)]
+enum Running {
+    Here(ServiceHandle),
+    Process(tokio::process::Child),
 }
 
 async fn start_one(config: ServiceConfig, clock: Arc<dyn Clock>) -> anyhow::Result<ServiceHandle> {
@@ -271,6 +315,12 @@ async fn start_one(config: ServiceConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
 impl Stack {
     pub async fn start(options: StackOptions, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&options.data_dir)?;
+        if options.processes.is_some() {
+            passerelle_runtime::simulated_clock::set_simulated_time(
+                &clock_file(&options.data_dir),
+                clock.now(),
+            )?;
+        }
         for name in ["dev-issuer", "emploi", "social", "pilotage"] {
             ensure_key(&options.data_dir, name)?;
         }
@@ -288,12 +338,12 @@ impl Stack {
                 found
             }
         };
-        let mut stack = Stack {
+        let stack = Stack {
             signer: dev_signer(&options.data_dir)?,
             options,
             addresses,
             clock,
-            handles: [None, None, None],
+            handles: Default::default(),
         };
         for institution in INSTITUTIONS {
             stack.restart(institution).await?;
@@ -355,27 +405,125 @@ impl Stack {
     /// Where health answers in plaintext: the service itself, or its
     /// probe listener when TLS is on.
     pub fn health_url(&self, institution: Institution) -> Option<String> {
-        let handle = self.handles[Self::index(institution)].as_ref()?;
-        Some(format!(
-            "http://{}",
-            handle.health_addr.unwrap_or(handle.addr)
-        ))
+        match self.slot(institution).as_ref()? {
+            Running::Here(handle) => Some(format!(
+                "http://{}",
+                handle.health_addr.unwrap_or(handle.addr)
+            )),
+            // Processes of a stack run without TLS: health answers on the service's port.
+            Running::Process(_) => Some(format!(
+                "http://{}",
+                self.addresses[Self::index(institution)]
+            )),
+        }
     }
 
-    /// Stops one service (its database stays).
-    pub async fn stop(&mut self, institution: Institution) -> anyhow::Result<()> {
-        if let Some(handle) = self.handles[Self::index(institution)].take() {
-            handle.shutdown().await?;
+    /// Stops one service (its database stays): a process is asked with
+    /// SIGTERM and drains like a pod would.
+    pub async fn stop(&self, institution: Institution) -> anyhow::Result<()> {
+        let running = self.slot(institution).take();
+        match running {
+            Some(Running::Here(handle)) => handle.shutdown().await?,
+            Some(Running::Process(mut child)) => {
+                let pid = child
+                    .id()
+                    .and_then(|id| rustix::process::Pid::from_raw(id as i32));
+                if let Some(pid) = pid {
+                    rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+                }
+                child.wait().await?;
+            }
+            None => {}
         }
         Ok(())
     }
 
+    /// Kills one service's process with SIGKILL, as a crash or the OOM
+    /// killer would: nothing drains, nothing is flushed.
+    pub async fn kill(&self, institution: Institution) -> anyhow::Result<()> {
+        let running = self.slot(institution).take();
+        match running {
+            Some(Running::Process(mut child)) => {
+                child.start_kill()?;
+                child.wait().await?;
+                Ok(())
+            }
+            other => {
+                *self.slot(institution) = other;
+                anyhow::bail!("only a service in its own process can be killed")
+            }
+        }
+    }
+
+    fn slot(&self, institution: Institution) -> std::sync::MutexGuard<'_, Option<Running>> {
+        self.handles[Self::index(institution)]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Another replica of `institution` in this process, on a port of its
+    /// own and the same database: what a second pod adds (PostgreSQL; one
+    /// audit chain and one relay at a time across replicas). The caller
+    /// shuts it down.
+    pub async fn start_replica(&self, institution: Institution) -> anyhow::Result<ServiceHandle> {
+        anyhow::ensure!(
+            matches!(self.options.databases, Databases::Postgres(_)),
+            "replicas share a PostgreSQL database; SQLite has one writer"
+        );
+        let mut config = self.config(institution);
+        config.listen = SocketAddr::new(config.listen.ip(), 0);
+        start_one(config, self.clock.clone()).await
+    }
+
+    /// The process ids of the services in their own processes.
+    pub fn process_id(&self, institution: Institution) -> Option<u32> {
+        match self.slot(institution).as_ref()? {
+            Running::Process(child) => child.id(),
+            Running::Here(_) => None,
+        }
+    }
+
     /// Starts (or starts again) one service on its address.
-    pub async fn restart(&mut self, institution: Institution) -> anyhow::Result<()> {
+    pub async fn restart(&self, institution: Institution) -> anyhow::Result<()> {
         self.stop(institution).await?;
-        let handle = start_one(self.config(institution), self.clock.clone()).await?;
-        self.handles[Self::index(institution)] = Some(handle);
+        let running = match &self.options.processes {
+            None => Running::Here(start_one(self.config(institution), self.clock.clone()).await?),
+            Some(executable) => Running::Process(self.spawn(executable, institution)?),
+        };
+        *self.slot(institution) = Some(running);
         self.wait_ready().await
+    }
+
+    /// `passerelle serve <institution>` with the stack's configuration of
+    /// it, its logs appended to `<institution>.log` in the data directory.
+    fn spawn(
+        &self,
+        executable: &Path,
+        institution: Institution,
+    ) -> anyhow::Result<tokio::process::Child> {
+        let dir = &self.options.data_dir;
+        let code = institution.code();
+        let config_file = dir.join(format!("{code}.toml"));
+        std::fs::write(&config_file, toml::to_string(&self.config(institution))?)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{code}.log")))?;
+        let mut command = tokio::process::Command::new(executable);
+        command
+            .args(["serve", code, "--config"])
+            .arg(&config_file)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // The driver's death takes its services with it.
+            .kill_on_drop(true);
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "warn");
+        }
+        command
+            .spawn()
+            .with_context(|| format!("cannot start {} serve {code}", executable.display()))
     }
 
     /// A development token for an agent.
@@ -426,7 +574,7 @@ impl Stack {
         )?)
     }
 
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+    pub async fn shutdown(self) -> anyhow::Result<()> {
         for institution in INSTITUTIONS {
             self.stop(institution).await?;
         }

@@ -4,30 +4,77 @@
 //! running is waiting (or done). The steps of one day therefore run side by
 //! side, and no step ever runs on another day than its own, however many
 //! people are in flight.
+//!
+//! Steps that compete for something scarce (a counsellor's last place, an
+//! office's quota) may instead take their turn: after the day's other steps,
+//! one at a time in the order of their turn, so that a replay's outcome
+//! depends on its seed only, not on which call the machine happened to
+//! finish first.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, Utc};
 use passerelle_domain::{Clock, ManualClock};
 use tokio::sync::oneshot;
 
+/// The instant a replay's services run at: in this process, and in the file
+/// services in their own processes read.
+#[derive(Debug, Clone)]
+pub struct SimulatedYear {
+    clock: ManualClock,
+    file: Option<PathBuf>,
+}
+
+impl SimulatedYear {
+    pub fn new(start: DateTime<Utc>, file: Option<PathBuf>) -> Self {
+        SimulatedYear {
+            clock: ManualClock::new(start),
+            file,
+        }
+    }
+
+    pub fn set(&self, at: DateTime<Utc>) {
+        self.clock.set(at);
+        if let Some(file) = &self.file {
+            // Services on another day than the driver would make every
+            // figure wrong: a replay cannot go on without its clock.
+            if let Err(e) = passerelle_runtime::simulated_clock::set_simulated_time(file, at) {
+                panic!("cannot write the simulated clock {}: {e}", file.display());
+            }
+        }
+    }
+}
+
+impl Clock for SimulatedYear {
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
+
 /// The day-stepped clock of a replay.
 #[derive(Debug)]
 pub struct Timeline {
-    clock: ManualClock,
+    clock: SimulatedYear,
     origin: DateTime<Utc>,
+    /// Whether turns are kept; without, a turn is the day's free part.
+    turns: bool,
     state: Mutex<State>,
 }
 
+/// A moment of a day: its free part (turn 0), where steps run side by
+/// side, then each turn taken, one at a time.
+type Moment = (i64, u64);
+
 #[derive(Debug, Default)]
 struct State {
-    /// Days since the origin the clock stands at.
-    today: i64,
+    /// Where the clock stands: days since the origin, and the turn.
+    now: Moment,
     /// Tasks taking part and not done.
     live: usize,
-    /// Of those, the ones waiting for a later day, by day.
-    waiting: BTreeMap<i64, Vec<oneshot::Sender<()>>>,
+    /// Of those, the ones waiting for a later moment, by moment.
+    waiting: BTreeMap<Moment, Vec<oneshot::Sender<()>>>,
     parked: usize,
 }
 
@@ -47,11 +94,13 @@ impl Drop for Place {
 }
 
 impl Timeline {
-    /// A timeline starting at day 0, the clock's current instant.
-    pub fn new(clock: ManualClock) -> Arc<Self> {
+    /// A timeline starting at day 0, the clock's current instant; keeping
+    /// turns, or running every step of a day side by side.
+    pub fn new(clock: SimulatedYear, turns: bool) -> Arc<Self> {
         Arc::new(Timeline {
             origin: clock.now(),
             clock,
+            turns,
             state: Mutex::new(State::default()),
         })
     }
@@ -77,7 +126,7 @@ impl Timeline {
     }
 
     pub fn today(&self) -> i64 {
-        self.lock().today
+        self.lock().now.0
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -86,13 +135,29 @@ impl Timeline {
 
     /// Returns on `day` (at once if it has come). The caller holds a place.
     pub async fn at(&self, day: i64) {
+        self.until((day, 0)).await;
+    }
+
+    /// Returns on `day` once its free steps are done and every turn before
+    /// `turn` has been taken: the caller runs alone. Each caller of a day
+    /// takes its own turn (a person's index, say).
+    pub async fn in_turn(&self, day: i64, turn: u64) {
+        let turn = if self.turns {
+            turn.saturating_add(1)
+        } else {
+            0
+        };
+        self.until((day, turn)).await;
+    }
+
+    async fn until(&self, moment: Moment) {
         let woken = {
             let mut state = self.lock();
-            if day <= state.today {
+            if moment <= state.now {
                 return;
             }
             let (tx, rx) = oneshot::channel();
-            state.waiting.entry(day).or_default().push(tx);
+            state.waiting.entry(moment).or_default().push(tx);
             state.parked += 1;
             self.advance(&mut state);
             rx
@@ -101,14 +166,16 @@ impl Timeline {
         let _ = woken.await;
     }
 
-    /// Moves the clock to the nearest awaited day while every live task waits.
+    /// Moves the clock to the nearest awaited moment while every live task waits.
     fn advance(&self, state: &mut State) {
         while state.live > 0 && state.parked == state.live {
-            let Some((day, woken)) = state.waiting.pop_first() else {
+            let Some((moment, woken)) = state.waiting.pop_first() else {
                 return;
             };
-            state.today = day;
-            self.clock.set(self.date(day));
+            if moment.0 != state.now.0 {
+                self.clock.set(self.date(moment.0));
+            }
+            state.now = moment;
             state.parked -= woken.len();
             for tx in woken {
                 let _ = tx.send(());
@@ -122,11 +189,15 @@ mod tests {
     use super::*;
 
     fn timeline() -> Arc<Timeline> {
-        Timeline::new(ManualClock::new(
-            DateTime::parse_from_rfc3339("2024-01-01T09:00:00Z")
-                .expect("valid")
-                .to_utc(),
-        ))
+        Timeline::new(
+            SimulatedYear::new(
+                DateTime::parse_from_rfc3339("2024-01-01T09:00:00Z")
+                    .expect("valid")
+                    .to_utc(),
+                None,
+            ),
+            true,
+        )
     }
 
     #[tokio::test]
@@ -180,5 +251,47 @@ mod tests {
         assert_eq!(t.today(), 0, "the quitter is still live");
         drop(quitter);
         assert_eq!(waiting.await.expect("task"), 30);
+    }
+
+    #[tokio::test]
+    async fn turns_run_one_at_a_time_in_order_after_the_free_steps() {
+        let t = timeline();
+        let log = Arc::new(Mutex::new(vec![]));
+        let mut tasks = vec![];
+        let mut places = t.join(3);
+        // Started in reverse, with a free step first for some: the order of
+        // turns is the turn's, whatever the order tasks reach them.
+        for (who, turn, free_first) in [("c", 7, true), ("b", 3, false), ("a", 1, true)] {
+            let (t, log, place) = (t.clone(), log.clone(), places.pop().expect("place"));
+            tasks.push(tokio::spawn(async move {
+                let _place = place;
+                t.at(4).await;
+                if free_first {
+                    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+                    log.lock().expect("log").push(format!("{who} free"));
+                }
+                t.in_turn(4, turn).await;
+                log.lock().expect("log").push(format!("{who} starts"));
+                // Slow and awaiting: still nobody else runs meanwhile.
+                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+                log.lock().expect("log").push(format!("{who} ends"));
+                // Same day after its turn: runs at once.
+                t.at(4).await;
+                t.in_turn(4, turn).await;
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let log = log.lock().expect("log").clone();
+        let frees = &log[..2];
+        assert!(frees.contains(&"a free".into()) && frees.contains(&"c free".into()));
+        assert_eq!(
+            &log[2..],
+            [
+                "a starts", "a ends", "b starts", "b ends", "c starts", "c ends"
+            ]
+        );
+        assert_eq!(t.today(), 4);
     }
 }

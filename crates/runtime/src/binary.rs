@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::config::ServiceConfig;
 use crate::server::{ServiceHandle, termination_signal};
+use crate::simulated_clock::SimulatedClock;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,7 +34,16 @@ pub type Start = fn(
 ) -> Pin<Box<dyn Future<Output = anyhow::Result<ServiceHandle>> + Send>>;
 
 pub async fn run(institution: Institution, start: Start) -> anyhow::Result<()> {
-    let args = Args::parse();
+    run_with_args(institution, start, std::env::args_os()).await
+}
+
+/// The same, with the arguments given (`passerelle serve` runs a service so).
+pub async fn run_with_args(
+    institution: Institution,
+    start: Start,
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> anyhow::Result<()> {
+    let args = Args::parse_from(args);
     if args.check_config {
         let config = ServiceConfig::load(institution, args.config.as_deref())?;
         #[allow(clippy::print_stdout)]
@@ -50,7 +60,14 @@ pub async fn run(institution: Institution, start: Start) -> anyhow::Result<()> {
     let config = ServiceConfig::load(institution, args.config.as_deref())?;
     tracing::info!(?config, "starting");
     let listener = TcpListener::bind(config.listen).await?;
-    let handle = start(config, listener, Arc::new(SystemClock)).await?;
+    let clock: Arc<dyn Clock> = match &config.simulated_clock_file {
+        Some(file) => {
+            tracing::warn!(file = %file.display(), "simulated clock: for replays and fault tests only");
+            Arc::new(SimulatedClock::open(file)?)
+        }
+        None => Arc::new(SystemClock),
+    };
+    let handle = start(config, listener, clock).await?;
     termination_signal().await;
     tracing::info!("termination requested; draining");
     let stopped = handle.shutdown().await;

@@ -249,6 +249,9 @@ pub struct ServiceConfig {
     pub limits: LimitsConfig,
     pub casework: CaseworkConfig,
     pub steering: SteeringConfig,
+    /// Replays and fault tests only: read the time from this file (written
+    /// by the driver of a simulated year) instead of the system clock.
+    pub simulated_clock_file: Option<PathBuf>,
 }
 
 /// The audience a service's tokens carry.
@@ -284,6 +287,7 @@ impl ServiceConfig {
             limits: LimitsConfig::default(),
             casework: CaseworkConfig::default(),
             steering: SteeringConfig::default(),
+            simulated_clock_file: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod idempotency;
 pub mod partner;
 pub mod server;
+pub mod simulated_clock;
 
 pub use config::ServiceConfig;
 pub use error::{AppError, within};
