@@ -13,16 +13,22 @@
 //! read of a jobseeker's file at the employment side (`GetJobseekerFile`:
 //! habilitation, minimisation, audit), and referrals delivered end to end
 //! per second (made at the social side, held at the employment side). Then
-//! the process's resident memory. Timings are only printed here, never
+//! the process's resident memory. On PostgreSQL, what a second replica of
+//! the employment service adds to the crossing. With `--processes`, each
+//! service runs in its own process (this binary, as `serve`) and each one's
+//! resident memory is printed. Timings are only printed here, never
 //! asserted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use passerelle_cli::stack::resident_mib;
 use passerelle_domain::{Clock, Institution, Role};
 use passerelle_tests::pb as v1;
-use passerelle_tests::{TestStack, backends, eventually, start, timestamp, with_token};
+use passerelle_tests::{
+    TestStack, backends, eventually, start, start_in_processes, timestamp, with_token,
+};
 use tonic::transport::Channel;
 
 /// One call, made again and again by each worker.
@@ -392,19 +398,6 @@ async fn referrals_delivered(
     }
 }
 
-/// This process's resident memory now and at its peak, in MiB (Linux).
-fn resident_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 fn print_row(
     backend: passerelle_tests::Backend,
     name: &str,
@@ -414,7 +407,7 @@ fn print_row(
     bare: f64,
 ) {
     println!(
-        "{:<10} {:<22} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>8.3} {:>7}",
+        "{:<10} {:<28} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>8.3} {:>7}",
         format!("{backend:?}"),
         name,
         if channels > 1 {
@@ -432,9 +425,82 @@ fn print_row(
 
 const LEVELS: [(usize, usize); 4] = [(1, 1), (16, 1), (64, 1), (64, 4)];
 
+/// The social service's token for calls to the employment side.
+fn service_token_of(t: &TestStack) -> String {
+    let request = t.as_service(Institution::Social, Institution::Emploi, ());
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .expect("token")
+        .to_owned()
+}
+
+/// What a second replica of the employment service adds on PostgreSQL: 64
+/// calls in flight over two channels, both to one replica, then one channel
+/// to each of two.
+async fn two_replicas(
+    t: &TestStack,
+    case_id: &str,
+    summary: &v1::PlanSummary,
+    seconds: f64,
+    bare: f64,
+) {
+    let token = &service_token_of(t);
+    let replica = t
+        .stack
+        .start_replica(Institution::Emploi)
+        .await
+        .expect("a second replica");
+    let first = t.stack.url(Institution::Emploi);
+    let second = format!("http://{}", replica.addr);
+    for (replicas, urls) in [(1, [&first, &first]), (2, [&first, &second])] {
+        let open = [channel(urls[0]).await, channel(urls[1]).await];
+        let calls: [(&str, Call); 2] = [
+            (
+                "crossing, replayed",
+                crossing_call(token.to_owned(), case_id.into(), summary.clone(), None),
+            ),
+            (
+                "crossing, new",
+                crossing_call(
+                    token.to_owned(),
+                    case_id.into(),
+                    summary.clone(),
+                    Some(&format!("replicas-{replicas}")),
+                ),
+            ),
+        ];
+        for (name, call) in &calls {
+            let f = measure(&open, 64, seconds, call).await;
+            print_row(
+                passerelle_tests::Backend::Postgres,
+                &format!("{name}, {replicas} repl."),
+                64,
+                2,
+                &f,
+                bare,
+            );
+        }
+    }
+    replica.shutdown().await.expect("replica stops");
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // With --processes this binary is also each service's process.
+    if args.get(1).is_some_and(|a| a == "serve") {
+        let institution = args.get(2).cloned().unwrap_or_default();
+        let rest = args.into_iter().skip(3);
+        if let Err(e) = passerelle_cli::stack::serve(&institution, rest).await {
+            eprintln!("{e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let processes = args.iter().any(|a| a == "--processes");
     let seconds = args
         .iter()
         .position(|a| a == "--seconds")
@@ -443,11 +509,16 @@ async fn main() {
         .unwrap_or(3.0);
     let bare_url = bare_server().await;
     println!(
-        "{:<10} {:<22} {:>9} {:>10} {:>9} {:>9} {:>8} {:>7}",
+        "{:<10} {:<28} {:>9} {:>10} {:>9} {:>9} {:>8} {:>7}",
         "backend", "call", "in flight", "req/s", "p50 ms", "p99 ms", "× bare", "errors"
     );
     for backend in backends() {
-        let t = start(backend, 11).await;
+        let t = if processes {
+            let executable = std::env::current_exe().expect("this bench's executable");
+            start_in_processes(backend, executable).await
+        } else {
+            start(backend, 11).await
+        };
         let (case_id, summary) = a_case(&t).await;
         // The pair's counsellor reads the case.
         let counsellor = t
@@ -460,18 +531,11 @@ async fn main() {
         let number = a_jobseeker_file(&t, "sw-bench").await;
         let emploi_url = t.stack.url(Institution::Emploi);
         let social_url = t.stack.url(Institution::Social);
+        // The bare call's rate at 64 in flight, beside the replicas' rows.
+        let mut bare_at_64 = f64::NAN;
         for (in_flight, channels) in LEVELS {
             // Fresh tokens at each level: a long run outlives a service token.
-            let service_token = {
-                let request = t.as_service(Institution::Social, Institution::Emploi, ());
-                request
-                    .metadata()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .expect("token")
-                    .to_owned()
-            };
+            let service_token = service_token_of(&t);
             let read_token = t
                 .stack
                 .token(
@@ -533,6 +597,9 @@ async fn main() {
                 let f = measure(&open, in_flight, seconds, call).await;
                 if name.starts_with("bare") {
                     bare = f.per_second;
+                    if in_flight == 64 {
+                        bare_at_64 = bare;
+                    }
                 }
                 print_row(backend, name, in_flight, channels, &f, bare);
             }
@@ -550,11 +617,33 @@ async fn main() {
                 bare,
             );
         }
-        let (now, peak) = resident_mib();
-        println!(
-            "{:<10} resident memory of this process (three services, the bare server and the clients): {now:.0} MiB now, {peak:.0} MiB at peak",
-            format!("{backend:?}")
-        );
+        if backend == passerelle_tests::Backend::Postgres && !processes {
+            two_replicas(&t, &case_id, &summary, seconds, bare_at_64).await;
+        }
+        let (now, peak) = resident_mib(None);
+        if processes {
+            println!(
+                "{:<10} resident memory of this process (the bare server and the clients): {now:.0} MiB now, {peak:.0} MiB at peak",
+                format!("{backend:?}")
+            );
+            for institution in [
+                Institution::Emploi,
+                Institution::Social,
+                Institution::Pilotage,
+            ] {
+                let pid = t.stack.process_id(institution).expect("its own process");
+                let (now, peak) = resident_mib(Some(pid));
+                println!(
+                    "{:<10} resident memory of passerelle-{institution}: {now:.0} MiB now, {peak:.0} MiB at peak",
+                    format!("{backend:?}")
+                );
+            }
+        } else {
+            println!(
+                "{:<10} resident memory of this process (three services, the bare server and the clients): {now:.0} MiB now, {peak:.0} MiB at peak",
+                format!("{backend:?}")
+            );
+        }
         t.shutdown().await;
     }
 }

@@ -276,7 +276,10 @@ mod tests {
         assert_eq!(first_difference(&a, &b), None);
         let c = figures(dashboard(41));
         let difference = first_difference(&a, &c).expect("one count differs");
-        assert!(difference.contains("40") && difference.contains("41"), "{difference}");
+        assert!(
+            difference.contains("40") && difference.contains("41"),
+            "{difference}"
+        );
     }
 
     #[test]

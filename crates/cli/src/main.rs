@@ -261,14 +261,6 @@ async fn replay_and_show(
     Ok((stack, tally, dashboard))
 }
 
-/// A process's peak resident memory, in MiB (Linux).
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 fn institution(text: &str) -> anyhow::Result<Institution> {
     Institution::from_code(text)
         .with_context(|| format!("unknown institution {text}: emploi, social or pilotage"))
@@ -377,9 +369,10 @@ async fn main() -> anyhow::Result<()> {
                 100_000.0 / 60.0
             );
             for institution in INSTITUTIONS {
-                if let Some(mib) = stack.process_id(institution).and_then(peak_rss_mib) {
+                if let Some(pid) = stack.process_id(institution) {
+                    let (_, peak) = passerelle_cli::stack::resident_mib(Some(pid));
                     println!(
-                        "passerelle-{institution}: {mib:.0} MiB de mémoire résidente au plus haut"
+                        "passerelle-{institution}: {peak:.0} MiB de mémoire résidente au plus haut"
                     );
                 }
             }

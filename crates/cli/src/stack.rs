@@ -278,6 +278,24 @@ pub async fn serve(
     .await
 }
 
+/// A process's resident memory now and at its peak, in MiB (Linux; NaN
+/// elsewhere): this one's, or the process `pid`'s.
+pub fn resident_mib(pid: Option<u32>) -> (f64, f64) {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_owned(),
+    };
+    let status = std::fs::read_to_string(path).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 /// Where the services of a stack of processes read the time.
 pub fn clock_file(data_dir: &Path) -> PathBuf {
     data_dir.join("clock")

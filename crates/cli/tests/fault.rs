@@ -37,7 +37,10 @@ fn fault(extra: &[&str]) {
     );
     assert_eq!(stdout.matches(", down 3 s").count(), 1, "{stdout}");
     for service in ["emploi", "social", "pilotage"] {
-        assert!(stdout.contains(&format!("passerelle-{service} on day")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("passerelle-{service} on day")),
+            "{stdout}"
+        );
     }
     assert!(stdout.contains("figures are equal"), "{stdout}");
     assert!(stdout.contains("Both audit chains verify"), "{stdout}");
