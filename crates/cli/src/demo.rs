@@ -615,6 +615,30 @@ async fn run_person(
     tally.rpc_calls += 3;
 
     if p.withdraws {
+        // The referral reaches the partner within moments, the withdrawal
+        // comes days later: the simulated days must not outrun the relay.
+        let receiver = match by {
+            Institution::Emploi => Institution::Social,
+            _ => Institution::Emploi,
+        };
+        when_delivered(|| async {
+            let request = staff
+                .as_agent(
+                    stack,
+                    receiver,
+                    p.index,
+                    v1::GetCaseRequest {
+                        case_id: case_id.clone(),
+                    },
+                )
+                .map_err(|e| Status::internal(e.to_string()))?;
+            match receiver {
+                Institution::Emploi => clients.emploi.clone().get_case(request).await,
+                _ => clients.social.clone().get_case(request).await,
+            }
+        })
+        .await?;
+        tally.rpc_calls += 1;
         timeline.at(arrival + p.days[0]).await;
         let request = v1::WithdrawConsentRequest {
             idempotency_key: key("withdraw"),

@@ -13,7 +13,7 @@ fn fault(extra: &[&str]) {
             "--people",
             "80",
             "--kills",
-            "4",
+            "5",
             "--seed",
             "7",
             "--data-dir",
