@@ -1020,8 +1020,9 @@ async fn run_person(
 
 /// Runs the scenario for `people` persons arriving over `months` months.
 /// How long a call of the replay keeps trying a service that does not
-/// answer (restarting after a crash) before the replay gives up.
-const PATIENCE: Duration = Duration::from_secs(60);
+/// answer (restarting after a crash, or down for an outage the crash test
+/// makes) before the replay gives up.
+const PATIENCE: Duration = Duration::from_secs(300);
 
 /// Runs `people` through their year. With `turns`, the steps that compete
 /// for a place (signing into a counsellor's portfolio, an office's axe 3

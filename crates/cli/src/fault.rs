@@ -32,9 +32,10 @@ pub struct Kill {
 
 /// `kills` kills drawn from the seed: every service in turn, on days of the
 /// year's busy part (people arrive all year; most are in support by autumn).
-/// Every fourth is a SIGTERM under load, and the second one an outage of
-/// three seconds (dozens of simulated days of the partner's messages).
-pub fn schedule(seed: u64, kills: u32) -> Vec<Kill> {
+/// Every fourth is a SIGTERM under load, and after the second the service
+/// stays down `outage_ms` while its partner goes on (simulated days of
+/// messages wait in the partner's outbox).
+pub fn schedule(seed: u64, kills: u32, outage_ms: u64) -> Vec<Kill> {
     let mut rng = Rng::new(seed ^ 0x5EED_0FFA_17FA);
     let mut plan: Vec<Kill> = (0..kills)
         .map(|i| Kill {
@@ -47,7 +48,7 @@ pub fn schedule(seed: u64, kills: u32) -> Vec<Kill> {
             day: rng.between(5, 300),
             after_ms: rng.between(0, 40) as u64,
             graceful: i % 4 == 3,
-            down_ms: if i == 1 { 3_000 } else { 0 },
+            down_ms: if i == 1 { outage_ms } else { 0 },
         })
         .collect();
     plan.sort_by_key(|k| k.day);
@@ -190,6 +191,7 @@ pub async fn run(
     replay: &Replay,
     executable: PathBuf,
     kills: u32,
+    outage_ms: u64,
     postgres: Option<&str>,
 ) -> anyhow::Result<Outcome> {
     let base = replay.data_dir.clone();
@@ -208,7 +210,7 @@ pub async fn run(
 
     setup.data_dir = base.join("killed");
     setup.databases = databases(postgres).await?;
-    let plan = schedule(replay.seed, kills);
+    let plan = schedule(replay.seed, kills, outage_ms);
     let (stack, clock) = setup.start().await?;
     let mut kills_done = vec![];
     let origin = start_of_year(&setup.rules);
@@ -284,9 +286,9 @@ mod tests {
 
     #[test]
     fn the_schedule_is_the_seeds_and_strikes_every_service() {
-        let plan = schedule(7, 5);
-        assert_eq!(plan, schedule(7, 5));
-        assert_ne!(plan, schedule(8, 5));
+        let plan = schedule(7, 5, 3_000);
+        assert_eq!(plan, schedule(7, 5, 3_000));
+        assert_ne!(plan, schedule(8, 5, 3_000));
         assert!(plan.windows(2).all(|w| w[0].day <= w[1].day));
         for institution in INSTITUTIONS {
             assert!(plan.iter().any(|k| k.institution == institution));

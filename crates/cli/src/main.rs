@@ -81,6 +81,10 @@ enum Command {
         /// How many kills in the disturbed run.
         #[arg(long, default_value_t = 5)]
         kills: u32,
+        /// How long (seconds) the service struck second stays down (the
+        /// replay's calls wait up to 300 s for a service).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=240))]
+        outage: u64,
         #[arg(long, default_value = "ille-et-vilaine-2023")]
         agreement: String,
         #[arg(long, default_value_t = 35)]
@@ -261,6 +265,27 @@ async fn replay_and_show(
     Ok((stack, tally, dashboard))
 }
 
+/// What a run of the demo, a replay or the crash test needs: quiet logs
+/// (errors only, unless `RUST_LOG` says otherwise) and where its data goes:
+/// `data_dir`, or a temporary directory removed at the end.
+fn scratch(
+    name: &str,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<(
+    passerelle_telemetry::TelemetryGuard,
+    tempfile::TempDir,
+    PathBuf,
+)> {
+    let telemetry = passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
+        name,
+        passerelle_telemetry::Format::Text,
+        "error",
+    ));
+    let temp = tempfile::tempdir()?;
+    let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
+    Ok((telemetry, temp, root))
+}
+
 fn institution(text: &str) -> anyhow::Result<Institution> {
     Institution::from_code(text)
         .with_context(|| format!("unknown institution {text}: emploi, social or pilotage"))
@@ -309,14 +334,7 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             report_dir,
         } => {
-            let _telemetry =
-                passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
-                    "passerelle-demo",
-                    passerelle_telemetry::Format::Text,
-                    "error",
-                ));
-            let temp = tempfile::tempdir()?;
-            let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
+            let (_telemetry, _temp, root) = scratch("passerelle-demo", data_dir)?;
             // Each agreement in its own years, with its own three services and databases.
             for agreement in ["ille-et-vilaine-2023", "seine-et-marne-2020"] {
                 let replay = Replay::new(agreement, people, seed, root.join(agreement))?;
@@ -344,14 +362,7 @@ async fn main() -> anyhow::Result<()> {
             processes,
             turns,
         } => {
-            let _telemetry =
-                passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
-                    "passerelle-replay",
-                    passerelle_telemetry::Format::Text,
-                    "error",
-                ));
-            let temp = tempfile::tempdir()?;
-            let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
+            let (_telemetry, _temp, root) = scratch("passerelle-replay", data_dir)?;
             let (id, _, _) = load_agreement(&agreement)?;
             let mut replay = Replay::new(&agreement, people, seed, root.join(id))?;
             replay.turns = turns;
@@ -381,19 +392,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Fault {
             people,
             kills,
+            outage,
             agreement,
             seed,
             data_dir,
             postgres,
         } => {
-            let _telemetry =
-                passerelle_telemetry::init(passerelle_telemetry::TelemetryConfig::from_env(
-                    "passerelle-fault",
-                    passerelle_telemetry::Format::Text,
-                    "error",
-                ));
-            let temp = tempfile::tempdir()?;
-            let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
+            let (_telemetry, _temp, root) = scratch("passerelle-fault", data_dir)?;
             let replay = Replay::new(&agreement, people, seed, root.clone())?;
             println!(
                 "{people} people, seed {seed}, {} on {}: once undisturbed, once with {kills} services killed (SIGKILL; every fourth SIGTERM) and restarted; data and logs in {}",
@@ -410,6 +415,7 @@ async fn main() -> anyhow::Result<()> {
                 &replay,
                 std::env::current_exe()?,
                 kills,
+                outage * 1000,
                 postgres.as_deref(),
             )
             .await?;
