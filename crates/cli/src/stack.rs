@@ -256,11 +256,14 @@ pub fn service_config(
 
 /// Runs one service as its binary does (`passerelle-emploi` …), given its
 /// institution's code and the binary's arguments: what a stack of processes
-/// starts with `serve`.
+/// starts with `serve`. It ends with the process that started it (on Linux),
+/// so a replay or a test stopped by any signal leaves no service behind.
 pub async fn serve(
     institution: &str,
     args: impl IntoIterator<Item = String>,
 ) -> anyhow::Result<()> {
+    #[cfg(target_os = "linux")]
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
     let institution = Institution::from_code(institution).with_context(|| {
         format!("unknown institution {institution}: emploi, social or pilotage")
     })?;
