@@ -582,14 +582,19 @@ impl Casework {
         .await
     }
 
-    /// The capacity rule for one more person in `counsellor`'s portfolio.
-    pub async fn admit(&self, tx: &mut Tx, counsellor: &str) -> Result<CapacityDecision> {
+    /// The capacity rule for one more person in `counsellor`'s portfolio at `now`.
+    pub async fn admit(
+        &self,
+        tx: &mut Tx,
+        counsellor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<CapacityDecision> {
         let registered = tx.counsellor(counsellor).await?.ok_or_else(|| {
             AppError(DomainError::FailedPrecondition(format!(
                 "counsellor {counsellor} is not in the working-time register: a coordinator registers them first"
             )))
         })?;
-        let current = tx.portfolio(counsellor).await?;
+        let current = tx.portfolio(counsellor, now).await?;
         Ok(self.agreement.capacity.admit(
             current,
             f64::from(registered.working_time_per_mille) / 1000.0,
@@ -605,7 +610,7 @@ impl Casework {
         now: DateTime<Utc>,
     ) -> Result<()> {
         while let Some(mut waiting) = tx.first_queued(counsellor).await? {
-            if self.admit(tx, counsellor).await? != CapacityDecision::Accept {
+            if self.admit(tx, counsellor, now).await? != CapacityDecision::Accept {
                 break;
             }
             let Some(mut entry) = waiting.pending_entry.clone() else {

@@ -999,11 +999,19 @@ impl Tx {
     }
 
     /// People a counsellor follows now (active global support).
-    pub async fn portfolio(&mut self, counsellor: &str) -> Result<u32> {
+    /// The people `counsellor` follows in global support at `now`: a case
+    /// whose period ended before `now` frees its place at once, whenever the
+    /// deadline pass gets to close it (a restricted one keeps it, as it stays
+    /// open).
+    pub async fn portfolio(&mut self, counsellor: &str, now: DateTime<Utc>) -> Result<u32> {
         let n: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM cases WHERE state = 'active' AND track = 'global' AND counsellor = $1",
+            "SELECT COUNT(*) AS n FROM cases
+             WHERE state = 'active' AND track = 'global' AND counsellor = $1
+               AND (ends_at IS NULL OR ends_at > $2
+                    OR case_id IN (SELECT case_id FROM restrictions))",
         )
         .bind(counsellor)
+        .bind(to_micros(now))
         .fetch_one(&mut *self.tx)
         .await?
         .try_get("n")?;

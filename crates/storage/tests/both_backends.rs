@@ -512,3 +512,42 @@ async fn orientations_without_a_case_count_and_are_purged_on_every_backend() {
         assert_eq!(after, store.recount().await.expect("recount"), "{url}");
     }
 }
+
+#[tokio::test]
+async fn a_portfolio_counts_the_periods_not_yet_ended_on_every_backend() {
+    for (url, _dir) in urls("portfolio").await {
+        let store = InstitutionStore::connect(&url, 4, Institution::Emploi)
+            .await
+            .expect("connect");
+        let mut tx = store.begin().await.expect("begin");
+        // Three people in global support with one counsellor, their periods
+        // ending on days 10, 20 and 30; one more in another's portfolio.
+        for (i, (counsellor, ends)) in [("c-1", 10), ("c-1", 20), ("c-1", 30), ("c-2", 30)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut case = Case::referred(&referral(&format!("p-{i}")), 45);
+            case.state = CaseState::Active;
+            case.track = Track::Global;
+            case.pair = Some(Pair {
+                counsellor: counsellor.into(),
+                social_worker: "sw-1".into(),
+            });
+            case.ends_at = Some(t0() + Duration::days(ends));
+            tx.save_case(&case, Some(Institution::Emploi))
+                .await
+                .expect("case");
+        }
+        assert_eq!(tx.portfolio("c-1", t0()).await.expect("count"), 3);
+        // Past its end a period frees its place, before the deadline pass closes it.
+        let day = |d| t0() + Duration::days(d);
+        assert_eq!(tx.portfolio("c-1", day(10)).await.expect("count"), 2);
+        assert_eq!(tx.portfolio("c-1", day(25)).await.expect("count"), 1);
+        // A restricted case stays open (nothing may change it), so it keeps its place.
+        assert!(tx.restrict("p-1", day(5)).await.expect("restricted"));
+        assert_eq!(tx.portfolio("c-1", day(25)).await.expect("count"), 2);
+        assert_eq!(tx.portfolio("c-2", day(25)).await.expect("count"), 1);
+        tx.update_statistics().await.expect("counts");
+        tx.commit().await.expect("commit");
+    }
+}

@@ -81,7 +81,7 @@ impl EmploymentSupport<'_> {
             // The ESF questionnaire stays here: the event to the partner
             // is built from the entry, which does not carry it.
             case.participant = participant.clone();
-            let event = match self.admit(tx, &entry.pair.counsellor).await? {
+            let event = match self.admit(tx, &entry.pair.counsellor, now).await? {
                 CapacityDecision::Accept => {
                     case.enter(&entry, support)?;
                     CaseEvent::Entered(entry)
@@ -217,7 +217,7 @@ impl EmploymentSupport<'_> {
             self.serve_queue(tx, &entry.counsellor, now).await?;
             Ok(PortfolioView {
                 max_portfolio: self.agreement.capacity.max_portfolio(share),
-                portfolio: tx.portfolio(&entry.counsellor).await?,
+                portfolio: tx.portfolio(&entry.counsellor, now).await?,
             })
         })
         .await
