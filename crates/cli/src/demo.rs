@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use passerelle_contract::v1;
 use passerelle_contract::v1::emploi_service_client::EmploiServiceClient;
@@ -391,6 +392,10 @@ async fn run_person(
     let staff = Staff::of(agreement);
     let key = |step: &str| format!("demo-{}-{step}", p.index);
     let by = p.by;
+    // The institution the referral goes to.
+    let receiver = by
+        .partner()
+        .context("a referral comes from emploi or social")?;
     tally.people += 1;
     let network = match by {
         Institution::Emploi => Network::Emploi,
@@ -617,10 +622,6 @@ async fn run_person(
     if p.withdraws {
         // The referral reaches the partner within moments, the withdrawal
         // comes days later: the simulated days must not outrun the relay.
-        let receiver = match by {
-            Institution::Emploi => Institution::Social,
-            _ => Institution::Emploi,
-        };
         when_delivered(|| async {
             let request = staff
                 .as_agent(
@@ -669,10 +670,6 @@ async fn run_person(
 
     // The receiving institution decides on the referral first.
     timeline.at(arrival + 2).await;
-    let receiver = match by {
-        Institution::Emploi => Institution::Social,
-        _ => Institution::Emploi,
-    };
     if (5..8).contains(&p.fate) {
         // Nobody decides: the referral expires after the agreement's delay.
         tally.referrals_left_pending += 1;
@@ -1018,7 +1015,6 @@ async fn run_person(
     Ok(())
 }
 
-/// Runs the scenario for `people` persons arriving over `months` months.
 /// How long a call of the replay keeps trying a service that does not
 /// answer (restarting after a crash, or down for an outage the crash test
 /// makes) before the replay gives up.

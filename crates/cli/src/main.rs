@@ -52,15 +52,8 @@ enum Command {
         /// How many people arrive over the year.
         #[arg(long, default_value_t = 10_000)]
         people: u64,
-        /// A shipped agreement id or an agreement file.
-        #[arg(long, default_value = "ille-et-vilaine-2023")]
-        agreement: String,
-        /// Seed of the synthetic people (same seed, same people).
-        #[arg(long, default_value_t = 35)]
-        seed: u64,
-        /// Keep the data here instead of a temporary directory.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        year: YearArgs,
         /// Each service in its own process (`passerelle serve`), on a clock
         /// shared through a file; prints each one's peak memory.
         #[arg(long)]
@@ -85,13 +78,8 @@ enum Command {
         /// replay's calls wait up to 300 s for a service).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=240))]
         outage: u64,
-        #[arg(long, default_value = "ille-et-vilaine-2023")]
-        agreement: String,
-        #[arg(long, default_value_t = 35)]
-        seed: u64,
-        /// Keep the two runs' data and logs here instead of a temporary directory.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        year: YearArgs,
         /// Run on PostgreSQL: a server where fresh databases may be created
         /// for each run, e.g. postgres://postgres@127.0.0.1:5432/test.
         #[arg(long)]
@@ -215,6 +203,20 @@ enum Command {
         #[arg(long)]
         office: Option<String>,
     },
+}
+
+/// Whose year a replay runs, and where its data goes.
+#[derive(Debug, clap::Args)]
+struct YearArgs {
+    /// A shipped agreement id or an agreement file.
+    #[arg(long, default_value = "ille-et-vilaine-2023")]
+    agreement: String,
+    /// Seed of the synthetic people (same seed, same people).
+    #[arg(long, default_value_t = 35)]
+    seed: u64,
+    /// Keep the data (and the services' logs) here instead of a temporary directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -356,15 +358,18 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Replay {
             people,
-            agreement,
-            seed,
-            data_dir,
+            year:
+                YearArgs {
+                    agreement,
+                    seed,
+                    data_dir,
+                },
             processes,
             turns,
         } => {
             let (_telemetry, _temp, root) = scratch("passerelle-replay", data_dir)?;
-            let (id, _, _) = load_agreement(&agreement)?;
-            let mut replay = Replay::new(&agreement, people, seed, root.join(id))?;
+            let mut replay = Replay::new(&agreement, people, seed, root)?;
+            replay.data_dir = replay.data_dir.join(&replay.agreement);
             replay.turns = turns;
             if processes {
                 replay.processes = Some(std::env::current_exe()?);
@@ -393,9 +398,12 @@ async fn main() -> anyhow::Result<()> {
             people,
             kills,
             outage,
-            agreement,
-            seed,
-            data_dir,
+            year:
+                YearArgs {
+                    agreement,
+                    seed,
+                    data_dir,
+                },
             postgres,
         } => {
             let (_telemetry, _temp, root) = scratch("passerelle-fault", data_dir)?;
