@@ -312,6 +312,8 @@ pub struct Stack {
     pub clock: Arc<dyn Clock>,
     /// Taken out while a service stops or starts; never held across an await.
     handles: [std::sync::Mutex<Option<Running>>; 3],
+    /// The ports taken at start, until each service's first start uses its own.
+    reserved: [std::sync::Mutex<Option<TcpListener>>; 3],
     signer: Signer,
 }
 
@@ -322,10 +324,19 @@ enum Running {
     Process(tokio::process::Child),
 }
 
-async fn start_one(config: ServiceConfig, clock: Arc<dyn Clock>) -> anyhow::Result<ServiceHandle> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+/// Starts a service in this process, on `reserved` if the stack holds its
+/// port already, else on the configured address.
+async fn start_one(
+    config: ServiceConfig,
+    clock: Arc<dyn Clock>,
+    reserved: Option<TcpListener>,
+) -> anyhow::Result<ServiceHandle> {
+    let listener = match reserved {
+        Some(listener) => listener,
+        None => TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?,
+    };
     match config.institution {
         Institution::Emploi => passerelle_emploi::start(config, listener, clock).await,
         Institution::Social => passerelle_social::start(config, listener, clock).await,
@@ -348,13 +359,20 @@ impl Stack {
         if options.tls {
             ensure_dev_certificates(&options.data_dir)?;
         }
+        // Three ports taken now so each service knows where the others are,
+        // and kept until each service starts on its own: let go earlier, a
+        // port could be given to another socket of the machine meanwhile.
+        let mut reserved: [std::sync::Mutex<Option<TcpListener>>; 3] = Default::default();
         let addresses = match options.addresses {
             Some(fixed) => fixed,
             None => {
-                // Reserve three ports now so each service knows where the others are.
                 let mut found = [SocketAddr::from(([127, 0, 0, 1], 0)); 3];
-                for slot in &mut found {
-                    *slot = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+                for (slot, kept) in found.iter_mut().zip(&mut reserved) {
+                    let listener = TcpListener::bind("127.0.0.1:0").await?;
+                    *slot = listener.local_addr()?;
+                    *kept
+                        .get_mut()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(listener);
                 }
                 found
             }
@@ -365,6 +383,7 @@ impl Stack {
             addresses,
             clock,
             handles: Default::default(),
+            reserved,
         };
         for institution in INSTITUTIONS {
             stack.restart(institution).await?;
@@ -493,7 +512,7 @@ impl Stack {
         );
         let mut config = self.config(institution);
         config.listen = SocketAddr::new(config.listen.ip(), 0);
-        start_one(config, self.clock.clone()).await
+        start_one(config, self.clock.clone(), None).await
     }
 
     /// The process ids of the services in their own processes.
@@ -507,9 +526,19 @@ impl Stack {
     /// Starts (or starts again) one service on its address.
     pub async fn restart(&self, institution: Institution) -> anyhow::Result<()> {
         self.stop(institution).await?;
+        let reserved = self.reserved[Self::index(institution)]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         let running = match &self.options.processes {
-            None => Running::Here(start_one(self.config(institution), self.clock.clone()).await?),
-            Some(executable) => Running::Process(self.spawn(executable, institution)?),
+            None => Running::Here(
+                start_one(self.config(institution), self.clock.clone(), reserved).await?,
+            ),
+            // The process binds the port itself: the stack lets it go just before.
+            Some(executable) => {
+                drop(reserved);
+                Running::Process(self.spawn(executable, institution)?)
+            }
         };
         *self.slot(institution) = Some(running);
         self.wait_ready().await
