@@ -129,7 +129,7 @@ impl Relay {
         }
     }
 
-    /// Publishes the outbox's depth and the pool's use as metrics.
+    /// Publishes the outbox's depth, the group commit's totals and the pool's use as metrics.
     pub async fn record_gauges(&self) {
         let service = self.casework.side.code();
         if let Ok(depth) = self.casework.store.outbox_depth().await {
@@ -145,6 +145,12 @@ impl Relay {
                 age.max(0.0),
             );
         }
+        let writes = self.casework.store.group_commit_counts();
+        passerelle_telemetry::metrics::record_write_batches(
+            service,
+            writes.batches,
+            writes.changes,
+        );
         let pool = self.casework.store.database().pool();
         let idle = pool.num_idle() as u64;
         passerelle_telemetry::metrics::record_pool(

@@ -108,34 +108,61 @@ where
     if let Some(stored) = store.stored_response(method, key).await? {
         return replay(stored.request_sha256 == request_sha256, &stored.response);
     }
-    let mut tx = store.begin().await?;
-    if let Some(stored) = tx.idempotent_response(method, key).await? {
-        return replay(stored.request_sha256 == request_sha256, &stored.response);
-    }
-    let result = op(&mut tx).await?;
-    let encoded = serde_json::to_vec(&result).map_err(internal)?;
-    let saved = match tx
-        .save_response(method, key, request_sha256, &encoded, clock.now())
-        .await
-    {
-        Ok(()) => tx.commit().await,
-        Err(e) => Err(e),
-    };
-    match saved {
-        Ok(()) => {
+    let done = store
+        .write(async |tx: &mut Tx| {
+            if let Some(stored) = tx.idempotent_response(method, key).await? {
+                return Ok(Done::Stored(stored));
+            }
+            let result = op(tx).await.map_err(Failed::App)?;
+            let encoded = serde_json::to_vec(&result).map_err(|e| Failed::App(internal(e)))?;
+            match tx
+                .save_response(method, key, request_sha256, &encoded, clock.now())
+                .await
+            {
+                Ok(()) => Ok(Done::Fresh(result)),
+                // A replica committed the same key first: this change is
+                // rolled back, and the call answered as that one was.
+                Err(e) if e.is_unique_violation() => Err(Failed::Raced),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await;
+    match done {
+        Ok(Done::Fresh(result)) => {
             committed();
             Ok(result)
         }
-        // A concurrent request with the same key committed first: answer as it did.
-        Err(e) if e.is_unique_violation() => {
-            let mut tx = store.begin().await?;
-            let stored = tx
-                .idempotent_response(method, key)
-                .await?
-                .ok_or_else(|| internal(e))?;
+        Ok(Done::Stored(stored)) => {
             replay(stored.request_sha256 == request_sha256, &stored.response)
         }
-        Err(e) => Err(e.into()),
+        Err(Failed::Raced) => {
+            let stored = store.stored_response(method, key).await?.ok_or_else(|| {
+                internal(std::io::Error::other(
+                    "an idempotency key taken by another writer has no stored answer",
+                ))
+            })?;
+            replay(stored.request_sha256 == request_sha256, &stored.response)
+        }
+        Err(Failed::App(e)) => Err(e),
+    }
+}
+
+/// What the write under a key came to.
+enum Done<T> {
+    Fresh(T),
+    Stored(passerelle_storage::institution::StoredResponse),
+}
+
+/// Why the write under a key was rolled back.
+enum Failed {
+    App(AppError),
+    /// Another writer committed the same key first.
+    Raced,
+}
+
+impl From<passerelle_storage::StoreError> for Failed {
+    fn from(e: passerelle_storage::StoreError) -> Self {
+        Failed::App(e.into())
     }
 }
 

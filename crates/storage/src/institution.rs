@@ -3,9 +3,11 @@
 //! record commit together or not at all.
 
 mod erasure;
+mod group_commit;
 mod statistics;
 
 pub use erasure::{ErasureReason, PurgeCandidate};
+pub use group_commit::GroupCommitCounts;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -88,6 +90,8 @@ pub struct CounsellorEntry {
 pub struct InstitutionStore {
     db: Database,
     audit: AuditLog,
+    /// The open batch of business changes ([`InstitutionStore::write`]).
+    group: std::sync::Arc<group_commit::GroupCommit>,
     /// Whose store this is: the counts it keeps are this side's.
     own: Institution,
 }
@@ -231,7 +235,12 @@ impl InstitutionStore {
 
     pub fn from_database(db: Database, own: Institution) -> Self {
         let audit = AuditLog::new(db.clone());
-        InstitutionStore { db, audit, own }
+        InstitutionStore {
+            db,
+            audit,
+            group: Default::default(),
+            own,
+        }
     }
 
     pub fn own(&self) -> Institution {
@@ -695,6 +704,30 @@ impl Tx {
         }
         self.tx.commit().await?;
         Ok(())
+    }
+
+    /// Marks where the next change of a batch starts.
+    pub(crate) async fn savepoint(&mut self) -> Result<()> {
+        sqlx::query("SAVEPOINT passerelle_change")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps the change since the savepoint.
+    pub(crate) async fn release_savepoint(&mut self) -> Result<()> {
+        sqlx::query("RELEASE SAVEPOINT passerelle_change")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Undoes the change since the savepoint, and lets the savepoint go.
+    pub(crate) async fn rollback_to_savepoint(&mut self) -> Result<()> {
+        sqlx::query("ROLLBACK TO SAVEPOINT passerelle_change")
+            .execute(&mut *self.tx)
+            .await?;
+        self.release_savepoint().await
     }
 
     pub async fn idempotent_response(

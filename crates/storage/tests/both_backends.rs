@@ -551,3 +551,141 @@ async fn a_portfolio_counts_the_periods_not_yet_ended_on_every_backend() {
         tx.commit().await.expect("commit");
     }
 }
+
+/// A change that stores `key`'s answer (the simplest write a batch carries).
+async fn store_answer(
+    tx: &mut passerelle_storage::institution::Tx,
+    key: &str,
+) -> Result<(), passerelle_storage::StoreError> {
+    tx.save_response("/batch", key, "sha", key.as_bytes(), t0())
+        .await
+}
+
+/// Waits until `n` writers queue for the open batch.
+async fn until_waiting(store: &InstitutionStore, n: usize) {
+    for _ in 0..1_000 {
+        if store.group_commit_counts().waiting == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!(
+        "{n} writers never queued: {:?}",
+        store.group_commit_counts()
+    );
+}
+
+/// Changes arriving while a batch is open share its commit, and each writer
+/// hears back only once its change is durable (readable by anyone).
+#[tokio::test]
+async fn writers_arriving_together_share_one_commit_on_every_backend() {
+    for (url, _dir) in urls("groupcommit").await {
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
+        let before = store.group_commit_counts();
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(async |tx| {
+                        store_answer(tx, "k-0").await?;
+                        held.await.expect("released");
+                        Ok::<_, passerelle_storage::StoreError>(())
+                    })
+                    .await
+            })
+        };
+        let others: Vec<_> = (1..=20)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let key = format!("k-{i}");
+                    store.write(async |tx| store_answer(tx, &key).await).await?;
+                    // Answered: durable, so visible outside the batch.
+                    let stored = store.stored_response("/batch", &key).await?;
+                    Ok::<_, passerelle_storage::StoreError>(stored.is_some())
+                })
+            })
+            .collect();
+        until_waiting(&store, 20).await;
+        release.send(()).expect("first writer waits");
+        first.await.expect("joins").expect("first change");
+        for other in others {
+            assert!(other.await.expect("joins").expect("change"), "{url}");
+        }
+        let after = store.group_commit_counts();
+        assert_eq!(
+            (
+                after.batches - before.batches,
+                after.changes - before.changes
+            ),
+            (1, 21),
+            "{url}: the 20 writers that queued behind the first joined its batch"
+        );
+    }
+}
+
+/// A change that fails, and one whose caller went away midway, are rolled
+/// back alone: the batch's other changes commit.
+#[tokio::test]
+async fn failed_and_abandoned_changes_leave_nothing_on_every_backend() {
+    for (url, _dir) in urls("groupcommitfail").await {
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        // Holds the batch open after writing, until aborted.
+        let abandoned = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(async |tx| {
+                        store_answer(tx, "abandoned").await?;
+                        started.send(()).expect("test waits");
+                        held.await.expect("never released");
+                        Ok::<_, passerelle_storage::StoreError>(())
+                    })
+                    .await
+            })
+        };
+        running.await.expect("abandoned change started");
+        let failing = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(async |tx| {
+                        store_answer(tx, "failed").await?;
+                        Err::<(), _>(passerelle_storage::StoreError::Conflict("refused".into()))
+                    })
+                    .await
+            })
+        };
+        let kept = {
+            let store = store.clone();
+            tokio::spawn(
+                async move { store.write(async |tx| store_answer(tx, "kept").await).await },
+            )
+        };
+        until_waiting(&store, 2).await;
+        abandoned.abort();
+        assert!(abandoned.await.expect_err("aborted").is_cancelled());
+        drop(release);
+        assert!(matches!(
+            failing.await.expect("joins"),
+            Err(passerelle_storage::StoreError::Conflict(_))
+        ));
+        kept.await.expect("joins").expect("kept change");
+        for (key, present) in [("abandoned", false), ("failed", false), ("kept", true)] {
+            let stored = store.stored_response("/batch", key).await.expect("read");
+            assert_eq!(stored.is_some(), present, "{url}: {key}");
+        }
+        // The batch is usable afterwards.
+        store
+            .write(async |tx| store_answer(tx, "after").await)
+            .await
+            .expect("a later change");
+    }
+}

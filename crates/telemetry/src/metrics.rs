@@ -19,6 +19,8 @@ struct Instruments {
     outbox_oldest_age: Gauge<f64>,
     outbox_abandoned: Gauge<u64>,
     pool_connections: Gauge<u64>,
+    write_batches: Gauge<u64>,
+    write_changes: Gauge<u64>,
 }
 
 fn instruments() -> &'static Instruments {
@@ -62,6 +64,16 @@ fn instruments() -> &'static Instruments {
             pool_connections: m
                 .u64_gauge("db.client.connections.usage")
                 .with_description("Database pool connections by state")
+                .build(),
+            write_batches: m
+                .u64_gauge("passerelle.write.batches")
+                .with_description("Batches of changes committed since start (group commit)")
+                .build(),
+            write_changes: m
+                .u64_gauge("passerelle.write.changes")
+                .with_description(
+                    "Changes those batches held since start: divided by the batches, the mean batch",
+                )
                 .build(),
         }
     })
@@ -131,4 +143,12 @@ pub fn record_pool(service: &'static str, used: u64, idle: u64) {
             KeyValue::new("state", "idle"),
         ],
     );
+}
+
+/// The group commit's totals since start.
+pub fn record_write_batches(service: &'static str, batches: u64, changes: u64) {
+    let attrs = [KeyValue::new("service", service)];
+    let i = instruments();
+    i.write_batches.record(batches, &attrs);
+    i.write_changes.record(changes, &attrs);
 }
