@@ -233,8 +233,14 @@ impl CaseworkRpcs {
     ) -> Answer<v1::GetCaseResponse> {
         let app = self.app()?;
         let case_id = case_id("case_id", &request.get_ref().case_id)?;
-        self.reach(&request, &case_id).await?;
-        let view = app.casework.case_view(caller(&request)?, &case_id).await?;
+        let admission = admission(&request)?;
+        // Read once: the need to know is judged on the case it shows.
+        let parts = app.casework.case_parts(&case_id).await?;
+        let (caller, rule) = (&admission.caller, &admission.rule);
+        app.casework
+            .reach_read(caller, rule, &case_id, parts.as_ref())
+            .await?;
+        let view = app.casework.case_view(caller, parts)?;
         Ok(Response::new((&view).into()))
     }
 

@@ -42,21 +42,7 @@ pub struct CaseView {
     pub orientations: Vec<Orientation>,
 }
 
-/// Everything an institution keeps of one case, as stored.
-#[derive(Debug, Clone)]
-pub struct CaseParts {
-    pub case: Case,
-    /// Whether its processing is restricted (GDPR art. 18).
-    pub restricted: bool,
-    pub referral: Option<Referral>,
-    pub diagnoses: Vec<DiagnosisHalf>,
-    pub consents: Vec<Consent>,
-    pub notes: Vec<passerelle_storage::institution::LocalNote>,
-    pub plan: Option<Plan>,
-    pub plan_summaries: Vec<PlanSummary>,
-    /// Its orientations into a parcours, oldest first.
-    pub orientations: Vec<Orientation>,
-}
+pub use passerelle_storage::institution::CaseParts;
 
 /// One item of a due list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,7 +196,37 @@ impl Casework {
             return Ok(());
         }
         let parties = self.case_parties(case_id).await?;
-        match may_reach(caller, self.own(), scope, parties.as_ref()) {
+        self.reached(caller, rule, case_id, scope, parties.as_ref())
+            .await
+    }
+
+    /// Need to know, judged on a case already read (`None`: not held here).
+    pub async fn reach_read(
+        &self,
+        caller: &Caller,
+        rule: &RpcRule,
+        case_id: &str,
+        parts: Option<&CaseParts>,
+    ) -> Result<()> {
+        let scope = rule.scope.unwrap_or(CaseScope::CasePeople);
+        if scope != CaseScope::CasePeople {
+            return Ok(());
+        }
+        let parties = parts.map(|p| self.parties_of(&p.case, p.referral.as_ref(), &p.diagnoses));
+        self.reached(caller, rule, case_id, scope, parties.as_ref())
+            .await
+    }
+
+    /// The need-to-know decision on the case's people; a refusal is audited.
+    async fn reached(
+        &self,
+        caller: &Caller,
+        rule: &RpcRule,
+        case_id: &str,
+        scope: CaseScope,
+        parties: Option<&CaseParties>,
+    ) -> Result<()> {
+        match may_reach(caller, self.own(), scope, parties) {
             Ok(()) => Ok(()),
             Err(why) => {
                 self.crossings
@@ -719,34 +735,11 @@ impl Casework {
 
     /// Everything kept of the case; `None` for a case this side does not hold.
     pub async fn case_parts(&self, case_id: &str) -> Result<Option<CaseParts>> {
-        // The case is read last: every change to its parts commits with the
-        // case, so the state shown is never older than the diagnoses or
-        // plans shown beside it (a caller waiting for both halves then reads
-        // the state they led to, not the one before).
-        let referral = self.store.referral(case_id).await?;
-        let diagnoses = self.store.diagnoses(case_id).await?;
-        let consents = self.store.consents_for_case(case_id).await?;
-        let notes = self.store.local_notes(case_id).await?;
-        let plan = self.store.own_plan(case_id).await?;
-        let plan_summaries = self.store.plan_summaries(case_id).await?;
-        let orientations = self.store.orientations(case_id).await?;
-        let Some((case, restricted)) = self.store.case_and_restriction(case_id).await? else {
-            return Ok(None);
-        };
-        Ok(Some(CaseParts {
-            case,
-            restricted,
-            referral,
-            diagnoses,
-            consents,
-            notes,
-            plan,
-            plan_summaries,
-            orientations,
-        }))
+        Ok(self.store.case_parts(case_id).await?)
     }
 
-    pub async fn case_view(&self, caller: &Caller, case_id: &str) -> Result<CaseView> {
+    /// What `caller` sees of a case read whole (`None`: not held here).
+    pub fn case_view(&self, caller: &Caller, parts: Option<CaseParts>) -> Result<CaseView> {
         let CaseParts {
             case,
             restricted: restricted_here,
@@ -757,10 +750,7 @@ impl Casework {
             plan,
             plan_summaries,
             orientations,
-        } = self
-            .case_parts(case_id)
-            .await?
-            .ok_or(AppError(DomainError::NotFound("case")))?;
+        } = parts.ok_or(AppError(DomainError::NotFound("case")))?;
         // Reading is processing too; the DPO answers for the kept data.
         if restricted_here && caller.role != Role::Dpo {
             return Err(restricted());

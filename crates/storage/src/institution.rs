@@ -40,6 +40,132 @@ async fn orientations_of<'e>(
         .collect()
 }
 
+/// Everything an institution keeps of one case, as stored.
+#[derive(Debug, Clone)]
+pub struct CaseParts {
+    pub case: Case,
+    /// Whether its processing is restricted (GDPR art. 18).
+    pub restricted: bool,
+    pub referral: Option<Referral>,
+    pub diagnoses: Vec<DiagnosisHalf>,
+    pub consents: Vec<Consent>,
+    pub notes: Vec<LocalNote>,
+    pub plan: Option<Plan>,
+    pub plan_summaries: Vec<PlanSummary>,
+    /// Its orientations into a parcours, oldest first.
+    pub orientations: Vec<Orientation>,
+}
+
+/// Reads of a case's parts, on the pool or inside a transaction.
+mod reads {
+    use super::*;
+
+    pub(super) async fn consents<'e>(
+        executor: impl sqlx::Executor<'e, Database = Any>,
+        case_id: &str,
+    ) -> Result<Vec<Consent>> {
+        sqlx::query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
+            .bind(case_id)
+            .fetch_all(executor)
+            .await?
+            .iter()
+            .map(consent_from_row)
+            .collect()
+    }
+
+    pub(super) async fn case_and_restriction<'e>(
+        executor: impl sqlx::Executor<'e, Database = Any>,
+        case_id: &str,
+    ) -> Result<Option<(Case, bool)>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS}, {RESTRICTED} FROM cases WHERE case_id = $1"
+        )))
+        .bind(case_id)
+        .fetch_optional(executor)
+        .await?;
+        row.as_ref().map(case_and_restriction_from_row).transpose()
+    }
+
+    pub(super) async fn referral<'e>(
+        executor: impl sqlx::Executor<'e, Database = Any>,
+        case_id: &str,
+    ) -> Result<Option<Referral>> {
+        sqlx::query("SELECT body FROM referrals WHERE case_id = $1")
+            .bind(case_id)
+            .fetch_optional(executor)
+            .await?
+            .map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .transpose()
+    }
+
+    pub(super) async fn diagnoses<'e>(
+        executor: impl sqlx::Executor<'e, Database = Any>,
+        case_id: &str,
+    ) -> Result<Vec<DiagnosisHalf>> {
+        sqlx::query("SELECT body FROM diagnoses WHERE case_id = $1 ORDER BY author_institution")
+            .bind(case_id)
+            .fetch_all(executor)
+            .await?
+            .iter()
+            .map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .collect()
+    }
+
+    pub(super) async fn local_notes<'e>(
+        executor: impl sqlx::Executor<'e, Database = Any>,
+        case_id: &str,
+    ) -> Result<Vec<LocalNote>> {
+        sqlx::query(
+            "SELECT author, topic, note, written_at FROM local_notes WHERE case_id = $1 ORDER BY id",
+        )
+        .bind(case_id)
+        .fetch_all(executor)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(LocalNote {
+                author: r.try_get("author")?,
+                topic: r.try_get("topic")?,
+                note: r.try_get("note")?,
+                written_at: from_micros(r.try_get("written_at")?)?,
+            })
+        })
+        .collect()
+    }
+
+    pub(super) async fn own_plan<'e>(
+        executor: impl sqlx::Executor<'e, Database = Any>,
+        case_id: &str,
+    ) -> Result<Option<Plan>> {
+        sqlx::query("SELECT body FROM plans WHERE case_id = $1 AND origin = 'local'")
+            .bind(case_id)
+            .fetch_optional(executor)
+            .await?
+            .map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .transpose()
+    }
+
+    pub(super) async fn plan_summaries<'e>(
+        executor: impl sqlx::Executor<'e, Database = Any>,
+        case_id: &str,
+    ) -> Result<Vec<PlanSummary>> {
+        sqlx::query("SELECT origin, body FROM plans WHERE case_id = $1 ORDER BY kind")
+            .bind(case_id)
+            .fetch_all(executor)
+            .await?
+            .iter()
+            .map(|r| {
+                let body: String = r.try_get("body")?;
+                if r.try_get::<String, _>("origin")? == "local" {
+                    Ok(from_json::<Plan>(&body)?.summary())
+                } else {
+                    from_json(&body)
+                }
+            })
+            .collect()
+    }
+}
+
 /// Where a referral came from, seen from this institution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -282,23 +408,42 @@ impl InstitutionStore {
     }
 
     pub async fn consents_for_case(&self, case_id: &str) -> Result<Vec<Consent>> {
-        let rows =
-            sqlx::query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
-                .bind(case_id)
-                .fetch_all(self.db.pool())
-                .await?;
-        rows.iter().map(consent_from_row).collect()
+        reads::consents(self.db.pool(), case_id).await
     }
 
     /// The case, and whether its processing is restricted, in one read.
     pub async fn case_and_restriction(&self, case_id: &str) -> Result<Option<(Case, bool)>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CASE_COLUMNS}, {RESTRICTED} FROM cases WHERE case_id = $1"
-        )))
-        .bind(case_id)
-        .fetch_optional(self.db.pool())
-        .await?;
-        row.as_ref().map(case_and_restriction_from_row).transpose()
+        reads::case_and_restriction(self.db.pool(), case_id).await
+    }
+
+    /// Everything kept of a case, read on one connection from one snapshot
+    /// (a read-only transaction): the parts always agree with the case.
+    pub async fn case_parts(&self, case_id: &str) -> Result<Option<CaseParts>> {
+        let mut tx = match self.db.backend() {
+            Backend::Sqlite => self.db.pool().begin().await?,
+            Backend::Postgres => {
+                self.db
+                    .pool()
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await?
+            }
+        };
+        let Some((case, restricted)) = reads::case_and_restriction(&mut *tx, case_id).await? else {
+            return Ok(None);
+        };
+        let parts = CaseParts {
+            case,
+            restricted,
+            referral: reads::referral(&mut *tx, case_id).await?,
+            diagnoses: reads::diagnoses(&mut *tx, case_id).await?,
+            consents: reads::consents(&mut *tx, case_id).await?,
+            notes: reads::local_notes(&mut *tx, case_id).await?,
+            plan: reads::own_plan(&mut *tx, case_id).await?,
+            plan_summaries: reads::plan_summaries(&mut *tx, case_id).await?,
+            orientations: orientations_of(&mut *tx, case_id).await?,
+        };
+        tx.commit().await?;
+        Ok(Some(parts))
     }
 
     pub async fn case(&self, case_id: &str) -> Result<Option<Case>> {
@@ -317,24 +462,11 @@ impl InstitutionStore {
     }
 
     pub async fn referral(&self, case_id: &str) -> Result<Option<Referral>> {
-        let row = sqlx::query("SELECT body FROM referrals WHERE case_id = $1")
-            .bind(case_id)
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.map(|r| from_json(&r.try_get::<String, _>("body")?))
-            .transpose()
+        reads::referral(self.db.pool(), case_id).await
     }
 
     pub async fn diagnoses(&self, case_id: &str) -> Result<Vec<DiagnosisHalf>> {
-        let rows = sqlx::query(
-            "SELECT body FROM diagnoses WHERE case_id = $1 ORDER BY author_institution",
-        )
-        .bind(case_id)
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.iter()
-            .map(|r| from_json(&r.try_get::<String, _>("body")?))
-            .collect()
+        reads::diagnoses(self.db.pool(), case_id).await
     }
 
     /// The case a consent is about, if this institution knows the consent.
@@ -348,21 +480,7 @@ impl InstitutionStore {
 
     /// A case's local notes at this institution, oldest first, with their authors.
     pub async fn local_notes(&self, case_id: &str) -> Result<Vec<LocalNote>> {
-        let rows =
-            sqlx::query("SELECT author, topic, note, written_at FROM local_notes WHERE case_id = $1 ORDER BY id")
-                .bind(case_id)
-                .fetch_all(self.db.pool())
-                .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LocalNote {
-                    author: r.try_get("author")?,
-                    topic: r.try_get("topic")?,
-                    note: r.try_get("note")?,
-                    written_at: from_micros(r.try_get("written_at")?)?,
-                })
-            })
-            .collect()
+        reads::local_notes(self.db.pool(), case_id).await
     }
 
     /// Active cases the agent follows (as counsellor or social worker) with
@@ -384,30 +502,12 @@ impl InstitutionStore {
 
     /// This institution's own plan of `kind` for a case, in full.
     pub async fn own_plan(&self, case_id: &str) -> Result<Option<Plan>> {
-        let row = sqlx::query("SELECT body FROM plans WHERE case_id = $1 AND origin = 'local'")
-            .bind(case_id)
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.map(|r| from_json(&r.try_get::<String, _>("body")?))
-            .transpose()
+        reads::own_plan(self.db.pool(), case_id).await
     }
 
     /// Summaries of both plans of a case: the own one computed, the partner's as received.
     pub async fn plan_summaries(&self, case_id: &str) -> Result<Vec<PlanSummary>> {
-        let rows = sqlx::query("SELECT origin, body FROM plans WHERE case_id = $1 ORDER BY kind")
-            .bind(case_id)
-            .fetch_all(self.db.pool())
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let body: String = r.try_get("body")?;
-                if r.try_get::<String, _>("origin")? == "local" {
-                    Ok(from_json::<Plan>(&body)?.summary())
-                } else {
-                    from_json(&body)
-                }
-            })
-            .collect()
+        reads::plan_summaries(self.db.pool(), case_id).await
     }
 
     /// Referrals received from the partner, still pending at `now` past their expiry.
@@ -910,15 +1010,7 @@ impl Tx {
     }
 
     pub async fn diagnoses(&mut self, case_id: &str) -> Result<Vec<DiagnosisHalf>> {
-        let rows = sqlx::query(
-            "SELECT body FROM diagnoses WHERE case_id = $1 ORDER BY author_institution",
-        )
-        .bind(case_id)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter()
-            .map(|r| from_json(&r.try_get::<String, _>("body")?))
-            .collect()
+        reads::diagnoses(&mut *self.tx, case_id).await
     }
 
     pub async fn insert_note(
