@@ -25,6 +25,9 @@ static INSTITUTION_POSTGRES: Migrator = sqlx::migrate!("migrations/institution/p
 static PILOTAGE_SQLITE: Migrator = sqlx::migrate!("migrations/pilotage/sqlite");
 static PILOTAGE_POSTGRES: Migrator = sqlx::migrate!("migrations/pilotage/postgres");
 
+/// Page cache of each SQLite connection, in KiB.
+const SQLITE_CACHE_KIB: u32 = 512;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -151,6 +154,21 @@ impl Database {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Each connection's page cache defaults to 2 MiB: with
+                        // a pool of them, most of a service's memory. The
+                        // operating system caches the file anyway.
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "PRAGMA cache_size = -{SQLITE_CACHE_KIB}"
+                        )))
+                        .execute(connection)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
         if backend == Backend::Sqlite {
