@@ -14,8 +14,10 @@
 //!
 //! A call cancelled midway (its client went away) cannot leave half a
 //! change behind: the next one to hold the batch rolls it back to its
-//! savepoint first. A commit whose outcome is unknown (the committer was
-//! stopped) is reported as busy: the caller retries under the same
+//! savepoint first (one cancelled while its savepoint was being set or
+//! released breaks the batch instead: none of it commits, and its members
+//! are told to try again). A commit whose outcome is unknown (the committer
+//! was stopped) is reported as busy: the caller retries under the same
 //! idempotency key and finds its answer if the commit went through.
 
 use std::sync::Arc;
@@ -132,8 +134,10 @@ impl Batch {
 
     async fn commit(mut self) -> Outcome {
         self.tidy().await;
+        // Nothing of a broken batch commits, and its members' calls, tried
+        // again under the same keys, will go through: a busy failure.
         if let Some(broken) = self.broken {
-            return Err((false, broken));
+            return Err((true, broken));
         }
         self.tx
             .commit()
