@@ -339,6 +339,13 @@ async fn a_withdrawal_ends_the_case_on_both_sides() {
         })
         .await;
 
+        // The sender records its crossing with the delivery's bookkeeping,
+        // once the partner has answered: after the partner's change is seen.
+        let social_store = t.store(Institution::Social).await;
+        eventually("outbox settled", async || {
+            social_store.outbox_depth().await.expect("depth").pending == 0
+        })
+        .await;
         // A crossing of its own: legal obligation, the case and codes only.
         let sent =
             crossings_through(&t, Institution::Social, &case_id, "ReceiveEndOfProcessing").await;
@@ -361,11 +368,6 @@ async fn a_withdrawal_ends_the_case_on_both_sides() {
                 passerelle_domain::DataCategory::Public | passerelle_domain::DataCategory::Case
             )));
         }
-        let social_store = t.store(Institution::Social).await;
-        eventually("outbox settled", async || {
-            social_store.outbox_depth().await.expect("depth").pending == 0
-        })
-        .await;
         assert_eq!(
             social_store.outbox_depth().await.expect("depth").abandoned,
             0
