@@ -29,6 +29,12 @@ use tokio::sync::Notify;
 
 type Result<T> = std::result::Result<T, AppError>;
 
+/// Whether the RPC's reach is the case's people: a case-taking RPC the
+/// contract left unscoped is for them.
+fn for_case_people(rule: &RpcRule) -> bool {
+    rule.scope.unwrap_or(CaseScope::CasePeople) == CaseScope::CasePeople
+}
+
 /// What an agent sees of one case in their own institution.
 #[derive(Debug, Clone)]
 pub struct CaseView {
@@ -190,14 +196,11 @@ impl Casework {
     /// Need to know: `caller` reaches `case_id` through the RPC of `rule`
     /// only as its scope in the contract allows; a refusal is audited.
     pub async fn reach(&self, caller: &Caller, rule: &RpcRule, case_id: &str) -> Result<()> {
-        // A case-taking RPC the contract left unscoped is for the case's people.
-        let scope = rule.scope.unwrap_or(CaseScope::CasePeople);
-        if scope != CaseScope::CasePeople {
+        if !for_case_people(rule) {
             return Ok(());
         }
         let parties = self.case_parties(case_id).await?;
-        self.reached(caller, rule, case_id, scope, parties.as_ref())
-            .await
+        self.reached(caller, rule, case_id, parties.as_ref()).await
     }
 
     /// Need to know, judged on a case already read (`None`: not held here).
@@ -208,13 +211,11 @@ impl Casework {
         case_id: &str,
         parts: Option<&CaseParts>,
     ) -> Result<()> {
-        let scope = rule.scope.unwrap_or(CaseScope::CasePeople);
-        if scope != CaseScope::CasePeople {
+        if !for_case_people(rule) {
             return Ok(());
         }
         let parties = parts.map(|p| self.parties_of(&p.case, p.referral.as_ref(), &p.diagnoses));
-        self.reached(caller, rule, case_id, scope, parties.as_ref())
-            .await
+        self.reached(caller, rule, case_id, parties.as_ref()).await
     }
 
     /// The need-to-know decision on the case's people; a refusal is audited.
@@ -223,10 +224,9 @@ impl Casework {
         caller: &Caller,
         rule: &RpcRule,
         case_id: &str,
-        scope: CaseScope,
         parties: Option<&CaseParties>,
     ) -> Result<()> {
-        match may_reach(caller, self.own(), scope, parties) {
+        match may_reach(caller, self.own(), CaseScope::CasePeople, parties) {
             Ok(()) => Ok(()),
             Err(why) => {
                 self.crossings

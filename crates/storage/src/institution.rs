@@ -411,11 +411,6 @@ impl InstitutionStore {
         reads::consents(self.db.pool(), case_id).await
     }
 
-    /// The case, and whether its processing is restricted, in one read.
-    pub async fn case_and_restriction(&self, case_id: &str) -> Result<Option<(Case, bool)>> {
-        reads::case_and_restriction(self.db.pool(), case_id).await
-    }
-
     /// Everything kept of a case, read on one connection from one snapshot
     /// (a read-only transaction): the parts always agree with the case.
     pub async fn case_parts(&self, case_id: &str) -> Result<Option<CaseParts>> {
@@ -498,11 +493,6 @@ impl InstitutionStore {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(case_from_row).collect()
-    }
-
-    /// This institution's own plan of `kind` for a case, in full.
-    pub async fn own_plan(&self, case_id: &str) -> Result<Option<Plan>> {
-        reads::own_plan(self.db.pool(), case_id).await
     }
 
     /// Summaries of both plans of a case: the own one computed, the partner's as received.
