@@ -273,6 +273,43 @@ async fn a_partner_message_about_another_case_than_it_names_is_refused() {
                 .expect("read")
                 .is_none()
         );
+        // The message did cross, refused or not: its record was durable
+        // before the answer left (read at once, from another connection).
+        // So are a fresh crossing's, written with its change, and a
+        // replay's, written alone.
+        let records = async || {
+            t.store(Institution::Emploi)
+                .await
+                .audit()
+                .entries()
+                .await
+                .expect("audit")
+                .into_iter()
+                .filter(|e| {
+                    e.case_id.as_deref() == Some(consent.case_id.as_str())
+                        && e.method.ends_with("/ReceiveReferral")
+                        && e.decision == passerelle_boundary::Decision::Allowed
+                })
+                .count()
+        };
+        assert_eq!(records().await, 1, "the refused message's record");
+        for expected in [2, 3] {
+            let request = t.direct_referral(&consent.case_id, &consent.consent_id);
+            t.emploi()
+                .await
+                .receive_referral(request)
+                .await
+                .expect("the message, then its replay");
+            assert_eq!(records().await, expected);
+        }
+        assert!(
+            t.store(Institution::Emploi)
+                .await
+                .case(&consent.case_id)
+                .await
+                .expect("read")
+                .is_some()
+        );
         t.shutdown().await;
     })
     .await;

@@ -215,6 +215,30 @@ impl CrossingControl {
         Ok(minimised.message)
     }
 
+    /// For a push whose handler writes what arrived: minimises it and
+    /// returns its audit record unwritten, to be committed with the change
+    /// it makes ([`PendingRecord`]), not in a commit of its own before it.
+    pub fn arrive<M>(&self, ticket: &Ticket, message: M) -> Result<(M, PendingRecord), Status>
+    where
+        M: prost::Message + prost::Name + Default,
+    {
+        let minimised = self
+            .minimiser
+            .minimise(&message, &ticket.allowed)
+            .map_err(|e| {
+                tracing::error!(error = %e, "minimisation failed");
+                Status::internal("internal error")
+            })?;
+        if !minimised.stripped.is_empty() {
+            tracing::warn!(method = %ticket.method, stripped = ?minimised.stripped, "fields outside the crossing's categories were dropped");
+        }
+        let entry = self.allowed_entry(ticket, &minimised.categories, minimised.kept);
+        Ok((
+            minimised.message,
+            PendingRecord::new(entry, self.audit.clone()),
+        ))
+    }
+
     /// For a pull: minimises the answer and records the crossing before it leaves.
     pub async fn release<M>(&self, ticket: &Ticket, message: M) -> Result<Response<M>, Status>
     where
@@ -408,5 +432,62 @@ mod tests {
             ]
             .into()
         );
+    }
+}
+
+/// The audit record of a crossing that arrived, not written yet. The write
+/// the crossing asks for takes it ([`PendingRecord::take`]) and commits it
+/// with the change, whatever becomes of the change; if none takes it (a
+/// replay, a message refused before any write), [`PendingRecord::settle`]
+/// writes it on its own. Either way the answer leaves once it is durable;
+/// a call cancelled before either still gets its record written.
+pub struct PendingRecord {
+    entry: std::sync::Mutex<Option<AuditEntry>>,
+    audit: Arc<dyn AuditSink>,
+}
+
+impl std::fmt::Debug for PendingRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingRecord").finish_non_exhaustive()
+    }
+}
+
+impl PendingRecord {
+    pub fn new(entry: AuditEntry, audit: Arc<dyn AuditSink>) -> Self {
+        PendingRecord {
+            entry: std::sync::Mutex::new(Some(entry)),
+            audit,
+        }
+    }
+
+    /// The entry, for a write that commits it; `None` once taken.
+    pub fn take(&self) -> Option<AuditEntry> {
+        self.entry.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Writes the record unless a write took it.
+    pub async fn settle(&self) -> Result<(), Status> {
+        let Some(entry) = self.take() else {
+            return Ok(());
+        };
+        record(&*self.audit, entry).await.map_err(|e| {
+            tracing::error!(error = %e, "audit append failed; refusing the crossing");
+            Status::unavailable("audit log unavailable")
+        })
+    }
+}
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        if let Some(entry) = self.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let audit = self.audit.clone();
+            runtime.spawn(async move {
+                if let Err(e) = record(&*audit, entry).await {
+                    tracing::error!(error = %e, "the record of a cancelled crossing could not be written");
+                }
+            });
+        }
     }
 }

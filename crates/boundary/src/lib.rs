@@ -15,7 +15,7 @@ pub mod policy;
 pub mod ports;
 
 pub use audit::{AuditEntry, AuditRecord, Decision};
-pub use crossing::{CrossingControl, SendRefusal, Ticket, allowed_categories};
+pub use crossing::{CrossingControl, PendingRecord, SendRefusal, Ticket, allowed_categories};
 pub use identity::{Caller, IdentityError, KeyPair, Principals, Signer, TrustedIssuer, Verifier};
 pub use layer::{Admission, BoundaryLayer, admission, caller};
 pub use minimise::{Minimised, Minimiser};

@@ -3,8 +3,8 @@
 //! written once here; each service's `impl` delegates to it in one line.
 //! Handlers stay thin: validate, call the casework layer, convert back.
 
-use passerelle_boundary::Ticket;
 use passerelle_boundary::layer::{admission, caller};
+use passerelle_boundary::{PendingRecord, Ticket};
 use passerelle_contract::{convert, v1};
 use passerelle_domain::orientation::Orientation;
 use passerelle_domain::plan::PlanSummary;
@@ -48,12 +48,14 @@ impl From<&CaseView> for v1::GetCaseResponse {
 }
 
 /// A push crossing, admitted and minimised: who sent it, under which
-/// ticket, and the request's digest for idempotency.
+/// ticket, the request's digest for idempotency, and its audit record, to
+/// be committed with the change it makes.
 #[derive(Debug)]
 pub struct Pushed<M> {
     pub ticket: Ticket,
     pub message: M,
     digest: String,
+    record: PendingRecord,
 }
 
 impl<M> Pushed<M> {
@@ -64,6 +66,7 @@ impl<M> Pushed<M> {
             method: &self.ticket.method,
             key,
             digest: &self.digest,
+            crossing: Some(&self.record),
         }
     }
 }
@@ -98,12 +101,17 @@ impl CaseworkRpcs {
             .await?)
     }
 
-    /// Admits a push crossing about the request's case and minimises what arrived.
-    pub async fn admit_push<M>(
+    /// Serves a push crossing about the request's case: admits it,
+    /// minimises what arrived and hands it to `handle`. Its audit record
+    /// commits with the change `handle` writes (the call's key in hand,
+    /// [`Pushed::call`]); if none took it, it is written on its own before
+    /// any answer leaves.
+    pub async fn push<M, R>(
         &self,
         request: Request<M>,
         case_id: impl Fn(&M) -> &str,
-    ) -> Result<Pushed<M>, Status>
+        handle: impl AsyncFnOnce(&Pushed<M>) -> Result<R, Status>,
+    ) -> Answer<R>
     where
         M: Message + prost::Name + Default,
     {
@@ -111,13 +119,17 @@ impl CaseworkRpcs {
         let subject = self::case_id("case_id", case_id(request.get_ref()))?;
         let crossings = &app.casework.crossings;
         let ticket = crossings.admit(&request, Some(&subject)).await?;
-        let message = crossings.receive(&ticket, request.into_inner()).await?;
+        let (message, record) = crossings.arrive(&ticket, request.into_inner())?;
         let digest = request_digest(&message.encode_to_vec());
-        Ok(Pushed {
+        let pushed = Pushed {
             ticket,
             message,
             digest,
-        })
+            record,
+        };
+        let answer = handle(&pushed).await;
+        pushed.record.settle().await?;
+        answer.map(Response::new)
     }
 
     // ---- an agent's own institution ---------------------------------------------
@@ -335,14 +347,20 @@ impl CaseworkRpcs {
         &self,
         request: Request<v1::ShareConsentRequest>,
     ) -> Answer<v1::ShareConsentResponse> {
-        let p = self.admit_push(request, |m| &m.case_id).await?;
-        let m = &p.message;
-        let consent = Consent::try_from(required("consent", m.consent.as_ref())?)
-            .map_err(within("consent"))?;
-        same_case("consent.case_id", &consent.case_id, &m.case_id)?;
-        let call = p.call(&m.idempotency_key);
-        self.app()?.casework.receive_consent(call, consent).await?;
-        Ok(Response::new(v1::ShareConsentResponse {}))
+        self.push(
+            request,
+            |m| &m.case_id,
+            async |p| {
+                let m = &p.message;
+                let consent = Consent::try_from(required("consent", m.consent.as_ref())?)
+                    .map_err(within("consent"))?;
+                same_case("consent.case_id", &consent.case_id, &m.case_id)?;
+                let call = p.call(&m.idempotency_key);
+                self.app()?.casework.receive_consent(call, consent).await?;
+                Ok(v1::ShareConsentResponse {})
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ReceiveReferral"))]
@@ -350,17 +368,23 @@ impl CaseworkRpcs {
         &self,
         request: Request<v1::ReceiveReferralRequest>,
     ) -> Answer<v1::ReceiveReferralResponse> {
-        let p = self.admit_push(request, |m| &m.case_id).await?;
-        let m = &p.message;
-        let referral = Referral::try_from(required("referral", m.referral.as_ref())?)
-            .map_err(within("referral"))?;
-        same_case("referral.case_id", &referral.case_id, &m.case_id)?;
-        let call = p.call(&m.idempotency_key);
-        self.app()?
-            .casework
-            .receive_referral(call, referral)
-            .await?;
-        Ok(Response::new(v1::ReceiveReferralResponse {}))
+        self.push(
+            request,
+            |m| &m.case_id,
+            async |p| {
+                let m = &p.message;
+                let referral = Referral::try_from(required("referral", m.referral.as_ref())?)
+                    .map_err(within("referral"))?;
+                same_case("referral.case_id", &referral.case_id, &m.case_id)?;
+                let call = p.call(&m.idempotency_key);
+                self.app()?
+                    .casework
+                    .receive_referral(call, referral)
+                    .await?;
+                Ok(v1::ReceiveReferralResponse {})
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ReceiveDiagnosis"))]
@@ -368,14 +392,20 @@ impl CaseworkRpcs {
         &self,
         request: Request<v1::ReceiveDiagnosisRequest>,
     ) -> Answer<v1::ReceiveDiagnosisResponse> {
-        let p = self.admit_push(request, |m| &m.case_id).await?;
-        let m = &p.message;
-        let half =
-            DiagnosisHalf::try_from(required("half", m.half.as_ref())?).map_err(within("half"))?;
-        same_case("half.case_id", &half.case_id, &m.case_id)?;
-        let call = p.call(&m.idempotency_key);
-        self.app()?.casework.receive_diagnosis(call, half).await?;
-        Ok(Response::new(v1::ReceiveDiagnosisResponse {}))
+        self.push(
+            request,
+            |m| &m.case_id,
+            async |p| {
+                let m = &p.message;
+                let half = DiagnosisHalf::try_from(required("half", m.half.as_ref())?)
+                    .map_err(within("half"))?;
+                same_case("half.case_id", &half.case_id, &m.case_id)?;
+                let call = p.call(&m.idempotency_key);
+                self.app()?.casework.receive_diagnosis(call, half).await?;
+                Ok(v1::ReceiveDiagnosisResponse {})
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ReceiveCaseEvent"))]
@@ -383,15 +413,22 @@ impl CaseworkRpcs {
         &self,
         request: Request<v1::ReceiveCaseEventRequest>,
     ) -> Answer<v1::ReceiveCaseEventResponse> {
-        let p = self.admit_push(request, |m| &m.case_id).await?;
-        let m = &p.message;
-        let proto = required("event", m.event.as_ref())?;
-        same_case("event.case_id", &proto.case_id, &m.case_id)?;
-        let event = passerelle_domain::CaseEvent::try_from(proto).map_err(within("event"))?;
-        let call = p.call(&m.idempotency_key);
-        let casework = &self.app()?.casework;
-        casework.receive_case_event(call, &m.case_id, event).await?;
-        Ok(Response::new(v1::ReceiveCaseEventResponse {}))
+        self.push(
+            request,
+            |m| &m.case_id,
+            async |p| {
+                let m = &p.message;
+                let proto = required("event", m.event.as_ref())?;
+                same_case("event.case_id", &proto.case_id, &m.case_id)?;
+                let event =
+                    passerelle_domain::CaseEvent::try_from(proto).map_err(within("event"))?;
+                let call = p.call(&m.idempotency_key);
+                let casework = &self.app()?.casework;
+                casework.receive_case_event(call, &m.case_id, event).await?;
+                Ok(v1::ReceiveCaseEventResponse {})
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ReceiveParcoursChange"))]
@@ -399,17 +436,24 @@ impl CaseworkRpcs {
         &self,
         request: Request<v1::ReceiveParcoursChangeRequest>,
     ) -> Answer<v1::ReceiveParcoursChangeResponse> {
-        let p = self.admit_push(request, |m| &m.case_id).await?;
-        let m = &p.message;
-        let orientation = Orientation::try_from(required("orientation", m.orientation.as_ref())?)
-            .map_err(within("orientation"))?;
-        same_case("orientation.case_id", &orientation.case_id, &m.case_id)?;
-        let call = p.call(&m.idempotency_key);
-        self.app()?
-            .casework
-            .receive_parcours_change(call, orientation)
-            .await?;
-        Ok(Response::new(v1::ReceiveParcoursChangeResponse {}))
+        self.push(
+            request,
+            |m| &m.case_id,
+            async |p| {
+                let m = &p.message;
+                let orientation =
+                    Orientation::try_from(required("orientation", m.orientation.as_ref())?)
+                        .map_err(within("orientation"))?;
+                same_case("orientation.case_id", &orientation.case_id, &m.case_id)?;
+                let call = p.call(&m.idempotency_key);
+                self.app()?
+                    .casework
+                    .receive_parcours_change(call, orientation)
+                    .await?;
+                Ok(v1::ReceiveParcoursChangeResponse {})
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ReceiveEndOfProcessing"))]
@@ -417,15 +461,21 @@ impl CaseworkRpcs {
         &self,
         request: Request<v1::ReceiveEndOfProcessingRequest>,
     ) -> Answer<v1::ReceiveEndOfProcessingResponse> {
-        let p = self.admit_push(request, |m| &m.case_id).await?;
-        let m = &p.message;
-        let end = EndOfProcessing::try_from(required("notice", m.notice.as_ref())?)
-            .map_err(within("notice"))?;
-        same_case("notice.case_id", &end.case_id, &m.case_id)?;
-        let call = p.call(&m.idempotency_key);
-        let casework = &self.app()?.casework;
-        casework.receive_end_of_processing(call, end).await?;
-        Ok(Response::new(v1::ReceiveEndOfProcessingResponse {}))
+        self.push(
+            request,
+            |m| &m.case_id,
+            async |p| {
+                let m = &p.message;
+                let end = EndOfProcessing::try_from(required("notice", m.notice.as_ref())?)
+                    .map_err(within("notice"))?;
+                same_case("notice.case_id", &end.case_id, &m.case_id)?;
+                let call = p.call(&m.idempotency_key);
+                let casework = &self.app()?.casework;
+                casework.receive_end_of_processing(call, end).await?;
+                Ok(v1::ReceiveEndOfProcessingResponse {})
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ReceiveReferralDecision"))]
@@ -433,16 +483,23 @@ impl CaseworkRpcs {
         &self,
         request: Request<v1::ReceiveReferralDecisionRequest>,
     ) -> Answer<v1::ReceiveReferralDecisionResponse> {
-        let p = self.admit_push(request, |m| &m.case_id).await?;
-        let m = &p.message;
-        let decision = ReferralDecision::try_from(required("decision", m.decision.as_ref())?)
-            .map_err(within("decision"))?;
-        let call = p.call(&m.idempotency_key);
-        let casework = &self.app()?.casework;
-        casework
-            .receive_referral_decision(call, &m.case_id, decision)
-            .await?;
-        Ok(Response::new(v1::ReceiveReferralDecisionResponse {}))
+        self.push(
+            request,
+            |m| &m.case_id,
+            async |p| {
+                let m = &p.message;
+                let decision =
+                    ReferralDecision::try_from(required("decision", m.decision.as_ref())?)
+                        .map_err(within("decision"))?;
+                let call = p.call(&m.idempotency_key);
+                let casework = &self.app()?.casework;
+                casework
+                    .receive_referral_decision(call, &m.case_id, decision)
+                    .await?;
+                Ok(v1::ReceiveReferralDecisionResponse {})
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ReceivePlanSummary"))]
@@ -450,17 +507,23 @@ impl CaseworkRpcs {
         &self,
         request: Request<v1::ReceivePlanSummaryRequest>,
     ) -> Answer<v1::ReceivePlanSummaryResponse> {
-        let p = self.admit_push(request, |m| &m.case_id).await?;
-        let m = &p.message;
-        let summary = PlanSummary::try_from(required("summary", m.summary.as_ref())?)
-            .map_err(within("summary"))?;
-        same_case("summary.case_id", &summary.case_id, &m.case_id)?;
-        let call = p.call(&m.idempotency_key);
-        self.app()?
-            .casework
-            .receive_plan_summary(call, summary)
-            .await?;
-        Ok(Response::new(v1::ReceivePlanSummaryResponse {}))
+        self.push(
+            request,
+            |m| &m.case_id,
+            async |p| {
+                let m = &p.message;
+                let summary = PlanSummary::try_from(required("summary", m.summary.as_ref())?)
+                    .map_err(within("summary"))?;
+                same_case("summary.case_id", &summary.case_id, &m.case_id)?;
+                let call = p.call(&m.idempotency_key);
+                self.app()?
+                    .casework
+                    .receive_plan_summary(call, summary)
+                    .await?;
+                Ok(v1::ReceivePlanSummaryResponse {})
+            },
+        )
+        .await
     }
 
     /// Aggregates for the steering service (a pull crossing on the public task).

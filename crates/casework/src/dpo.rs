@@ -491,16 +491,23 @@ impl CaseworkRpcs {
         &self,
         request: Request<v1::ReceiveRightsNoticeRequest>,
     ) -> Answer<v1::ReceiveRightsNoticeResponse> {
-        let p = self.admit_push(request, |m| &m.case_id).await?;
-        let m = &p.message;
-        let notice = convert::rights_notice(&m.case_id, required("notice", m.notice.as_ref())?)
-            .map_err(passerelle_runtime::within("notice"))?;
-        let call = p.call(&m.idempotency_key);
-        self.app()?
-            .casework
-            .receive_rights_notice(call, notice)
-            .await?;
-        Ok(Response::new(v1::ReceiveRightsNoticeResponse {}))
+        self.push(
+            request,
+            |m| &m.case_id,
+            async |p| {
+                let m = &p.message;
+                let notice =
+                    convert::rights_notice(&m.case_id, required("notice", m.notice.as_ref())?)
+                        .map_err(passerelle_runtime::within("notice"))?;
+                let call = p.call(&m.idempotency_key);
+                self.app()?
+                    .casework
+                    .receive_rights_notice(call, notice)
+                    .await?;
+                Ok(v1::ReceiveRightsNoticeResponse {})
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "GetSubjectAccessReport"))]

@@ -4,8 +4,8 @@
 //! are scoped by RPC and by caller: another agent's key never returns this
 //! one's answer.
 
-use passerelle_boundary::Caller;
 use passerelle_boundary::layer::admission;
+use passerelle_boundary::{Caller, PendingRecord};
 use passerelle_domain::{Clock, DomainError, FieldError};
 use passerelle_storage::InstitutionStore;
 use passerelle_storage::institution::Tx;
@@ -31,6 +31,9 @@ pub struct Call<'a> {
     pub key: &'a str,
     /// SHA-256 of the request, so a reused key with another request is refused.
     pub digest: &'a str,
+    /// The audit record of the crossing that asks for the change, if it is
+    /// one: committed with the change rather than in a commit of its own.
+    pub crossing: Option<&'a PendingRecord>,
 }
 
 /// The caller, RPC and request digest of a call made by one of this
@@ -60,6 +63,7 @@ impl<'a> Local<'a> {
             method: self.method,
             key,
             digest: &self.digest,
+            crossing: None,
         }
     }
 }
@@ -104,29 +108,38 @@ where
     let key = idempotency_key(call.key)?;
     let scope = scope(&call);
     let method = scope.as_str();
-    // A replay needs no write lock: the stored answer is read as it is.
+    // A replay needs no write lock: the stored answer is read as it is
+    // (and the crossing that asked again recorded on its own).
     if let Some(stored) = store.stored_response(method, key).await? {
+        if let Some(crossing) = call.crossing {
+            crossing
+                .settle()
+                .await
+                .map_err(|_| AppError(DomainError::Unavailable("audit log unavailable".into())))?;
+        }
         return replay(stored.request_sha256 == request_sha256, &stored.response);
     }
-    let done = store
-        .write(async |tx: &mut Tx| {
-            if let Some(stored) = tx.idempotent_response(method, key).await? {
-                return Ok(Done::Stored(stored));
-            }
-            let result = op(tx).await.map_err(Failed::App)?;
-            let encoded = serde_json::to_vec(&result).map_err(|e| Failed::App(internal(e)))?;
-            match tx
-                .save_response(method, key, request_sha256, &encoded, clock.now())
-                .await
-            {
-                Ok(()) => Ok(Done::Fresh(result)),
-                // A replica committed the same key first: this change is
-                // rolled back, and the call answered as that one was.
-                Err(e) if e.is_unique_violation() => Err(Failed::Raced),
-                Err(e) => Err(e.into()),
-            }
-        })
-        .await;
+    let change = async |tx: &mut Tx| {
+        if let Some(stored) = tx.idempotent_response(method, key).await? {
+            return Ok(Done::Stored(stored));
+        }
+        let result = op(tx).await.map_err(Failed::App)?;
+        let encoded = serde_json::to_vec(&result).map_err(|e| Failed::App(internal(e)))?;
+        match tx
+            .save_response(method, key, request_sha256, &encoded, clock.now())
+            .await
+        {
+            Ok(()) => Ok(Done::Fresh(result)),
+            // A replica committed the same key first: this change is
+            // rolled back, and the call answered as that one was.
+            Err(e) if e.is_unique_violation() => Err(Failed::Raced),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let done = match call.crossing {
+        Some(record) => store.write_recorded(record, change).await,
+        None => store.write(change).await,
+    };
     match done {
         Ok(Done::Fresh(result)) => {
             committed();

@@ -9,6 +9,7 @@ use sqlx::Row;
 use std::sync::OnceLock;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::institution::group_commit::GroupCommit;
 use crate::{Backend, Database, Result, StoreError, to_micros};
 
 /// Most records written in one transaction (one fsync) by the group commit.
@@ -22,6 +23,9 @@ pub struct AuditLog {
     // chain within a process. On PostgreSQL a table lock keeps the chain
     // linear across replicas; on SQLite the write lock does.
     writer: Arc<OnceLock<mpsc::UnboundedSender<Waiting>>>,
+    /// An institution's log is written in the batches of its business
+    /// changes instead: one writer, one commit for both.
+    batched: Option<Arc<GroupCommit>>,
 }
 
 /// An entry waiting for the writer, and who to tell once it is durable.
@@ -35,12 +39,24 @@ impl AuditLog {
         AuditLog {
             db,
             writer: Arc::new(OnceLock::new()),
+            batched: None,
+        }
+    }
+
+    /// A log whose records join `group`'s batches.
+    pub(crate) fn batched(db: Database, group: Arc<GroupCommit>) -> Self {
+        AuditLog {
+            batched: Some(group),
+            ..AuditLog::new(db)
         }
     }
 
     /// Appends durably: answers only once the record is committed, with
     /// whatever else was waiting in the same transaction.
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditRecord> {
+        if let Some(group) = &self.batched {
+            return group.record(&entry).await;
+        }
         let (done, committed) = oneshot::channel();
         self.writer()
             .send(Waiting { entry, done })
@@ -241,32 +257,44 @@ impl AuditLog {
 /// Columns of one audit row, in the order [`append_all_in`] binds them.
 const AUDIT_COLUMNS: usize = 8;
 
+/// The chain's head as a transaction that holds the chain sees it: the
+/// last sequence number and hash. Once read it stays true for the rest of
+/// the transaction, which alone may append (SQLite's write lock, or the
+/// table lock taken on PostgreSQL before reading it).
+pub(crate) type ChainHead = (i64, String);
+
 /// Appends `entries` to the chain within `tx`, in order: they commit with
 /// whatever else `tx` writes (a purge and its record, say), or not at all.
-/// The head is read once, the hashes chained in memory, the rows written in
-/// one statement.
+/// The head is read once per transaction (kept in `head`), the hashes
+/// chained in memory, the rows written in one statement.
 pub(crate) async fn append_all_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,
+    head: &mut Option<ChainHead>,
     entries: &[&AuditEntry],
 ) -> Result<Vec<AuditRecord>> {
     if entries.is_empty() {
         return Ok(vec![]);
     }
-    if backend == Backend::Postgres {
-        sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
-            .execute(&mut **tx)
-            .await?;
-    }
-    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
-        .await?;
-    let (mut seq, mut prev_hash) = match last {
-        Some(row) => (
-            row.try_get::<i64, _>("seq")?,
-            row.try_get::<String, _>("hash")?,
-        ),
-        None => (0, GENESIS_HASH.to_owned()),
+    let (mut seq, mut prev_hash) = match head.clone() {
+        Some(known) => known,
+        None => {
+            if backend == Backend::Postgres {
+                sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+            match last {
+                Some(row) => (
+                    row.try_get::<i64, _>("seq")?,
+                    row.try_get::<String, _>("hash")?,
+                ),
+                None => (0, GENESIS_HASH.to_owned()),
+            }
+        }
     };
     let mut records = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -297,7 +325,11 @@ pub(crate) async fn append_all_in(
             .bind(record.prev_hash.clone())
             .bind(record.hash.clone());
     }
+    // The head moves only once the rows are written: a failed insert
+    // leaves the chain where it was.
+    *head = None;
     insert.execute(&mut **tx).await?;
+    *head = Some((seq, prev_hash));
     Ok(records)
 }
 
@@ -330,7 +362,7 @@ async fn group_commit(db: Database, mut waiting: mpsc::UnboundedReceiver<Waiting
 
 async fn append_batch(db: &Database, entries: &[&AuditEntry]) -> Result<Vec<AuditRecord>> {
     let mut tx = db.begin_write().await?;
-    let records = append_all_in(&mut tx, db.backend(), entries).await?;
+    let records = append_all_in(&mut tx, db.backend(), &mut None, entries).await?;
     tx.commit().await?;
     Ok(records)
 }

@@ -3,7 +3,7 @@
 //! record commit together or not at all.
 
 mod erasure;
-mod group_commit;
+pub(crate) mod group_commit;
 mod statistics;
 
 pub use erasure::{ErasureReason, PurgeCandidate};
@@ -360,11 +360,13 @@ impl InstitutionStore {
     }
 
     pub fn from_database(db: Database, own: Institution) -> Self {
-        let audit = AuditLog::new(db.clone());
+        let group = group_commit::GroupCommit::new(db.clone(), own);
+        // The chain is written in the business changes' batches: one writer.
+        let audit = AuditLog::batched(db.clone(), group.clone());
         InstitutionStore {
             db,
             audit,
-            group: Default::default(),
+            group,
             own,
         }
     }
@@ -382,17 +384,7 @@ impl InstitutionStore {
     }
 
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(Tx {
-            tx: self.db.begin_write().await?,
-            own: self.own,
-            touched: BTreeMap::new(),
-            // SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL
-            // needs row locks on what a transaction reads and then rewrites.
-            lock: match self.db.backend() {
-                Backend::Postgres => " FOR UPDATE",
-                Backend::Sqlite => "",
-            },
-        })
+        Tx::begin(&self.db, self.own).await
     }
 
     /// The answer stored under a key, read without the write lock: a
@@ -643,20 +635,23 @@ impl InstitutionStore {
         if delivered.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
         let entries: Vec<&passerelle_boundary::AuditEntry> =
             delivered.iter().map(|(_, entry)| entry).collect();
-        tx.append_audits(&entries).await?;
         let ids: Vec<String> = delivered.iter().map(|(id, _)| id.to_string()).collect();
-        // Ids are integers read from the outbox, written in as numbers.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id IN ({})",
-            ids.join(", ")
-        )))
-        .bind(to_micros(at))
-        .execute(&mut *tx.tx)
-        .await?;
-        tx.commit().await
+        // In the batch of business changes: the chain has one writer.
+        self.write(async |tx: &mut Tx| {
+            tx.append_audits(&entries).await?;
+            // Ids are integers read from the outbox, written in as numbers.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id IN ({})",
+                ids.join(", ")
+            )))
+            .bind(to_micros(at))
+            .execute(&mut *tx.tx)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn record_failed_attempt(&self, id: i64, error: &str) -> Result<()> {
@@ -772,6 +767,10 @@ pub struct Tx {
     pub(crate) own: Institution,
     /// Cases this transaction changes, with their counts before it did.
     pub(crate) touched: BTreeMap<String, statistics::Noted>,
+    /// The audit chain's head once this transaction has appended to it,
+    /// and as it was when the current savepoint was set.
+    pub(crate) audit_head: Option<crate::audit::ChainHead>,
+    audit_head_at_savepoint: Option<crate::audit::ChainHead>,
 }
 
 /// A stored answer to an idempotent request.
@@ -782,6 +781,22 @@ pub struct StoredResponse {
 }
 
 impl Tx {
+    pub(crate) async fn begin(db: &Database, own: Institution) -> Result<Tx> {
+        Ok(Tx {
+            tx: db.begin_write().await?,
+            own,
+            touched: BTreeMap::new(),
+            // SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL
+            // needs row locks on what a transaction reads and then rewrites.
+            lock: match db.backend() {
+                Backend::Postgres => " FOR UPDATE",
+                Backend::Sqlite => "",
+            },
+            audit_head: None,
+            audit_head_at_savepoint: None,
+        })
+    }
+
     /// Commits. A transaction that changed cases must have updated their
     /// counts first ([`Tx::update_statistics`]): committing without it would
     /// let the committee's figures drift from the cases, so it is refused.
@@ -801,6 +816,7 @@ impl Tx {
         sqlx::query("SAVEPOINT passerelle_change")
             .execute(&mut *self.tx)
             .await?;
+        self.audit_head_at_savepoint = self.audit_head.clone();
         Ok(())
     }
 
@@ -814,9 +830,13 @@ impl Tx {
 
     /// Undoes the change since the savepoint, and lets the savepoint go.
     pub(crate) async fn rollback_to_savepoint(&mut self) -> Result<()> {
+        // Records appended since go with the rest (on PostgreSQL, so does
+        // the chain's lock if it was taken since).
+        self.audit_head = None;
         sqlx::query("ROLLBACK TO SAVEPOINT passerelle_change")
             .execute(&mut *self.tx)
             .await?;
+        self.audit_head = self.audit_head_at_savepoint.clone();
         self.release_savepoint().await
     }
 

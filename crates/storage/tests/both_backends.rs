@@ -689,3 +689,130 @@ async fn failed_and_abandoned_changes_leave_nothing_on_every_backend() {
             .expect("a later change");
     }
 }
+
+/// A crossing's record, to be written with its change.
+fn pending(store: &InstitutionStore, entry: AuditEntry) -> passerelle_boundary::PendingRecord {
+    passerelle_boundary::PendingRecord::new(entry, std::sync::Arc::new(store.audit().clone()))
+}
+
+/// A crossing's record joins the batch of the change it asks for: it
+/// commits with it, stays when the change fails (the caller hears of the
+/// failure once the record is durable), and records appended inside a
+/// change that is rolled back leave no gap in the chain.
+#[tokio::test]
+async fn crossing_records_commit_with_their_changes_and_outlive_their_failures_on_every_backend() {
+    use passerelle_storage::StoreError;
+    for (url, _dir) in urls("recorded").await {
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
+        let before = store.group_commit_counts();
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(async |tx| {
+                        store_answer(tx, "first").await?;
+                        started.send(()).expect("test waits");
+                        held.await.expect("released");
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
+            })
+        };
+        running.await.expect("first change holds the batch");
+        let kept = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let entry = pending(&store, inbound_entry(1, "k-kept"));
+                store
+                    .write_recorded(&entry, async |tx| store_answer(tx, "kept").await)
+                    .await
+            })
+        };
+        until_waiting(&store, 1).await;
+        let refused = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let entry = pending(&store, inbound_entry(2, "k-refused"));
+                let refused = store
+                    .write_recorded(&entry, async |tx| {
+                        store_answer(tx, "refused").await?;
+                        Err::<(), _>(StoreError::Conflict("refused".into()))
+                    })
+                    .await;
+                // Told of the failure only once its record is durable.
+                let log = store.audit().entries().await.expect("entries");
+                let recorded = log.iter().any(|e| e.agent.as_deref() == Some("agent-2"));
+                (refused, recorded)
+            })
+        };
+        until_waiting(&store, 2).await;
+        let rolled_back = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(async |tx| {
+                        tx.append_audit(&inbound_entry(3, "k-rolled-back")).await?;
+                        Err::<(), _>(StoreError::Conflict("undone".into()))
+                    })
+                    .await
+            })
+        };
+        until_waiting(&store, 3).await;
+        let alone = {
+            let store = store.clone();
+            tokio::spawn(async move { store.audit().append(inbound_entry(4, "k-alone")).await })
+        };
+        until_waiting(&store, 4).await;
+        release.send(()).expect("first writer waits");
+        first.await.expect("joins").expect("first change");
+        kept.await.expect("joins").expect("kept change");
+        let (refused, recorded) = refused.await.expect("joins");
+        assert!(matches!(refused, Err(StoreError::Conflict(_))), "{url}");
+        assert!(
+            recorded,
+            "{url}: the refused change's record is durable when it is answered"
+        );
+        assert!(matches!(
+            rolled_back.await.expect("joins"),
+            Err(StoreError::Conflict(_))
+        ));
+        let alone = alone.await.expect("joins").expect("record alone");
+        assert_eq!(alone.seq, 3, "{url}: the rolled-back record left no gap");
+        let after = store.group_commit_counts();
+        assert_eq!(
+            after.batches - before.batches,
+            1,
+            "{url}: one commit for all"
+        );
+        for (key, present) in [("first", true), ("kept", true), ("refused", false)] {
+            let stored = store.stored_response("/batch", key).await.expect("read");
+            assert_eq!(stored.is_some(), present, "{url}: {key}");
+        }
+        let agents: Vec<Option<String>> = store
+            .audit()
+            .entries()
+            .await
+            .expect("entries")
+            .into_iter()
+            .map(|e| e.agent)
+            .collect();
+        assert_eq!(
+            agents,
+            ["agent-1", "agent-2", "agent-4"].map(|a| Some(a.to_owned())),
+            "{url}: the crossings' records, in the order they joined, and not the one undone"
+        );
+        store.audit().verify().await.expect("one intact chain");
+        // The chain goes on from there in the next batch.
+        store
+            .write_recorded(&pending(&store, inbound_entry(5, "k-next")), async |tx| {
+                store_answer(tx, "next").await
+            })
+            .await
+            .expect("a later crossing");
+        store.audit().verify().await.expect("still intact");
+    }
+}

@@ -350,15 +350,22 @@ impl EmploiService for EmploiApi {
         &self,
         request: Request<v1::ReceiveSuspensionNoticeRequest>,
     ) -> Answer<v1::ReceiveSuspensionNoticeResponse> {
-        let p = self.casework.admit_push(request, |m| &m.case_id).await?;
-        let m = &p.message;
-        let notice = SuspensionNotice::try_from(required("notice", m.notice.as_ref())?)
-            .map_err(within("notice"))?;
-        same_case("notice.case_id", &notice.case_id, &m.case_id)?;
-        self.support()?
-            .receive_suspension(p.call(&m.idempotency_key), notice)
-            .await?;
-        Ok(Response::new(v1::ReceiveSuspensionNoticeResponse {}))
+        self.casework
+            .push(
+                request,
+                |m| &m.case_id,
+                async |p| {
+                    let m = &p.message;
+                    let notice = SuspensionNotice::try_from(required("notice", m.notice.as_ref())?)
+                        .map_err(within("notice"))?;
+                    same_case("notice.case_id", &notice.case_id, &m.case_id)?;
+                    self.support()?
+                        .receive_suspension(p.call(&m.idempotency_key), notice)
+                        .await?;
+                    Ok(v1::ReceiveSuspensionNoticeResponse {})
+                },
+            )
+            .await
     }
 
     // ---- title II: jobseeker register, RSA list, jobseeker file, habilitations ----

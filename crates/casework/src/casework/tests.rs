@@ -98,6 +98,7 @@ fn call<'a>(caller: &'a Caller, method: &'a str, key: &'a str, digest: &'a str) 
         method,
         key,
         digest,
+        crossing: None,
     }
 }
 

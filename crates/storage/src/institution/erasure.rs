@@ -195,7 +195,7 @@ impl Tx {
         } else {
             crate::Backend::Sqlite
         };
-        crate::audit::append_all_in(&mut self.tx, backend, entries).await?;
+        crate::audit::append_all_in(&mut self.tx, backend, &mut self.audit_head, entries).await?;
         Ok(())
     }
 

@@ -23,10 +23,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use std::borrow::Cow;
+
+use passerelle_boundary::PendingRecord;
+use passerelle_boundary::audit::{AuditEntry, AuditRecord};
+use passerelle_domain::Institution;
 use tokio::sync::{Mutex, MutexGuard, Notify, watch};
 
 use super::{InstitutionStore, Tx};
-use crate::{Backend, Result, StoreError};
+use crate::{Backend, Database, Result, StoreError};
 
 /// Most changes in one batch: a bound on how long the first waits. On
 /// PostgreSQL each change is a subtransaction, and past 64 of them in one
@@ -34,12 +39,15 @@ use crate::{Backend, Result, StoreError};
 /// overflow).
 const MOST_CHANGES_SQLITE: usize = 256;
 const MOST_CHANGES_POSTGRES: usize = 60;
+/// Most audit records in one batch (they need no subtransaction).
+const MOST_RECORDS: usize = 256;
 
 /// A batch's outcome as its members hear it: `Err((busy, message))`.
 type Outcome = std::result::Result<(), (bool, String)>;
 
-#[derive(Default)]
 pub(crate) struct GroupCommit {
+    db: Database,
+    own: Institution,
     /// The open batch, if any; whoever holds it is the only writer.
     open: Mutex<Option<Batch>>,
     /// Calls waiting for the batch: while some are, it stays open for them.
@@ -68,10 +76,13 @@ struct Batch {
     changes: usize,
     kept: usize,
     most_changes: usize,
+    /// Audit records appended to the chain in the batch.
+    records: usize,
     /// A call was cancelled inside its savepoint: rolled back before anything else.
     abandoned: bool,
     /// The transaction can no longer commit (a savepoint could not be
-    /// released or rolled back): every member is told it failed.
+    /// released or rolled back, a record could not be appended): every
+    /// member is told it failed.
     broken: Option<String>,
     outcome: watch::Sender<Option<Outcome>>,
 }
@@ -79,6 +90,7 @@ struct Batch {
 impl std::fmt::Debug for GroupCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupCommit")
+            .field("own", &self.own)
             .field("queued", &self.queued.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -96,12 +108,23 @@ impl Drop for Queued<'_> {
     }
 }
 
-/// A call's turn at the batch; dropped before its change is settled (the
-/// call cancelled), it marks the change to be rolled back.
+/// Where a call is in its turn at the batch, for when it is cancelled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Its change may have begun: rolled back to its savepoint.
+    Changing,
+    /// Its audit record may be half written: nothing of the batch commits.
+    Recording,
+    /// Done with the batch.
+    Settled,
+}
+
+/// A call's turn at the batch; dropped before it is settled (the call
+/// cancelled), it marks what it left to be undone.
 struct Turn<'a> {
     open: MutexGuard<'a, Option<Batch>>,
     group: &'a GroupCommit,
-    settled: bool,
+    stage: Stage,
 }
 
 impl Turn<'_> {
@@ -112,10 +135,16 @@ impl Turn<'_> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        if !self.settled
-            && let Some(batch) = self.open.as_mut()
-        {
-            batch.abandoned = true;
+        let stage = self.stage;
+        if let Some(batch) = self.open.as_mut() {
+            match stage {
+                Stage::Changing => batch.abandoned = true,
+                Stage::Recording => {
+                    batch.broken =
+                        Some("a call was cancelled while its audit record was written".into());
+                }
+                Stage::Settled => {}
+            }
         }
         self.group.done_with_batch.notify_one();
     }
@@ -132,6 +161,10 @@ impl Batch {
         }
     }
 
+    fn full(&self) -> bool {
+        self.changes >= self.most_changes || self.records >= MOST_RECORDS
+    }
+
     async fn commit(mut self) -> Outcome {
         self.tidy().await;
         // Nothing of a broken batch commits, and its members' calls, tried
@@ -146,6 +179,25 @@ impl Batch {
     }
 }
 
+fn busy(message: String) -> StoreError {
+    StoreError::Batch {
+        busy: true,
+        message,
+    }
+}
+
+/// What a call appends to the audit chain before its change.
+enum ToRecord<'a> {
+    Nothing,
+    /// A record written on its own ([`crate::audit::AuditLog::append`]).
+    Entry(&'a AuditEntry),
+    /// A crossing's record, taken once the call holds the batch.
+    Pending(&'a PendingRecord),
+}
+
+/// No change: a call that only appends an audit record.
+type NoChange = fn(&mut Tx) -> std::future::Ready<Result<()>>;
+
 impl InstitutionStore {
     /// Runs `change` in the open batch (opening one if none is) and answers
     /// once the batch holding it has committed. A change that fails is
@@ -155,65 +207,33 @@ impl InstitutionStore {
         E: From<StoreError>,
         F: AsyncFnOnce(&mut Tx) -> std::result::Result<T, E>,
     {
-        let group = &*self.group;
-        group.queued.fetch_add(1, Ordering::AcqRel);
-        let queued = Queued(group);
-        let open = group.open.lock().await;
-        drop(queued);
-        let mut turn = Turn {
-            open,
-            group,
-            settled: false,
-        };
-        if turn.open.is_none() {
-            *turn.open = Some(self.open_batch().await?);
-        }
-        let batch = turn.batch();
-        batch.tidy().await;
-        if let Some(broken) = batch.broken.clone() {
-            turn.settled = true;
-            // This call's change never ran: trying again will open a new batch.
-            return Err(StoreError::Batch {
-                busy: true,
-                message: broken,
-            }
-            .into());
-        }
-        batch.tx.savepoint().await?;
-        let result = change(&mut batch.tx).await;
-        let settled = match &result {
-            Ok(_) => batch.tx.release_savepoint().await,
-            Err(_) => {
-                batch.tx.touched.clear();
-                batch.tx.rollback_to_savepoint().await
-            }
-        };
-        if let Err(e) = settled {
-            batch.broken = Some(e.to_string());
-        }
-        batch.changes += 1;
-        batch.kept += usize::from(result.is_ok());
-        let mut outcome = batch.outcome.subscribe();
-        turn.settled = true;
-        drop(turn);
-        // A failed change was rolled back: nothing of it waits for the commit.
-        let answer = result?;
-        let heard = outcome.wait_for(Option::is_some).await;
-        match heard.as_deref() {
-            Ok(Some(Ok(()))) => Ok(answer),
-            Ok(Some(Err((busy, message)))) => Err(StoreError::Batch {
-                busy: *busy,
-                message: message.clone(),
-            }
-            .into()),
-            // The committer stopped before telling: the outcome is unknown,
-            // and a retry under the same key will find out.
-            Ok(None) | Err(_) => Err(StoreError::Batch {
-                busy: true,
-                message: "the commit's outcome is unknown".into(),
-            }
-            .into()),
-        }
+        let (_, answer) = self.group.run(ToRecord::Nothing, Some(change)).await?;
+        Ok(answer.expect("a change ran"))
+    }
+
+    /// Like [`InstitutionStore::write`], with the audit record of the
+    /// crossing that asks for the change appended to the chain in the same
+    /// batch, outside the change's savepoint: one durable commit holds
+    /// both, and the record is kept even when the change fails. Either way
+    /// the caller is answered only once the record is durable.
+    ///
+    /// The record is taken from `record` only once the call holds the
+    /// batch: a call cancelled or refused before that leaves it there, to
+    /// be written on its own ([`PendingRecord`]).
+    pub async fn write_recorded<T, E, F>(
+        &self,
+        record: &PendingRecord,
+        change: F,
+    ) -> std::result::Result<T, E>
+    where
+        E: From<StoreError>,
+        F: AsyncFnOnce(&mut Tx) -> std::result::Result<T, E>,
+    {
+        let (_, answer) = self
+            .group
+            .run(ToRecord::Pending(record), Some(change))
+            .await?;
+        Ok(answer.expect("a change ran"))
     }
 
     /// How the batching of changes went so far.
@@ -224,12 +244,152 @@ impl InstitutionStore {
             waiting: self.group.queued.load(Ordering::Relaxed),
         }
     }
+}
+
+impl GroupCommit {
+    pub(crate) fn new(db: Database, own: Institution) -> Arc<Self> {
+        Arc::new(GroupCommit {
+            db,
+            own,
+            open: Mutex::default(),
+            queued: AtomicUsize::new(0),
+            done_with_batch: Notify::new(),
+            batches: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
+        })
+    }
+
+    /// Appends `entry` to the audit chain in the open batch and answers
+    /// once it is durable: the institution's records and changes share one
+    /// writer and one commit.
+    pub(crate) async fn record(self: &Arc<Self>, entry: &AuditEntry) -> Result<AuditRecord> {
+        let (record, _) = self.run(ToRecord::Entry(entry), None::<NoChange>).await?;
+        Ok(record.expect("a record was appended"))
+    }
+
+    /// One call's turn at the batch: its record appended, then its change
+    /// in a savepoint; answered once the batch has committed (at once if
+    /// the change failed and no record waits for the commit).
+    async fn run<T, E, F>(
+        self: &Arc<Self>,
+        record: ToRecord<'_>,
+        change: Option<F>,
+    ) -> std::result::Result<(Option<AuditRecord>, Option<T>), E>
+    where
+        E: From<StoreError>,
+        F: AsyncFnOnce(&mut Tx) -> std::result::Result<T, E>,
+    {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let queued = Queued(self);
+        let open = self.open.lock().await;
+        drop(queued);
+        let mut turn = Turn {
+            open,
+            group: self,
+            stage: Stage::Changing,
+        };
+        if turn.open.is_none() {
+            *turn.open = Some(self.open_batch().await?);
+        }
+        let batch = turn.batch();
+        batch.tidy().await;
+        if let Some(broken) = batch.broken.clone() {
+            turn.stage = Stage::Settled;
+            // This call never ran: trying again will open a new batch.
+            return Err(busy(broken).into());
+        }
+        let mut appended = None;
+        let mut record_durable = None;
+        let entry = match record {
+            ToRecord::Nothing => None,
+            ToRecord::Entry(entry) => Some(Cow::Borrowed(entry)),
+            ToRecord::Pending(pending) => pending.take().map(|entry| {
+                // Counted in the metrics once durable, as a record written
+                // alone is (by whoever asked for it).
+                record_durable = Some(passerelle_boundary::ports::count(&entry));
+                Cow::Owned(entry)
+            }),
+        };
+        if let Some(entry) = entry.as_deref() {
+            turn.stage = Stage::Recording;
+            let batch = turn.batch();
+            let tx = &mut batch.tx;
+            let backend = self.db.backend();
+            match crate::audit::append_all_in(&mut tx.tx, backend, &mut tx.audit_head, &[entry])
+                .await
+            {
+                Ok(mut records) => {
+                    appended = records.pop();
+                    batch.records += 1;
+                }
+                Err(e) => {
+                    // On PostgreSQL the transaction is aborted; on SQLite
+                    // the chain is as it was, but the batch is not trusted.
+                    batch.broken = Some(e.to_string());
+                    turn.stage = Stage::Settled;
+                    return Err(busy(e.to_string()).into());
+                }
+            }
+            turn.stage = Stage::Changing;
+        }
+        let batch = turn.batch();
+        let result = match change {
+            Some(change) => {
+                batch.tx.savepoint().await?;
+                let result = change(&mut batch.tx).await;
+                let settled = match &result {
+                    Ok(_) => batch.tx.release_savepoint().await,
+                    Err(_) => {
+                        batch.tx.touched.clear();
+                        batch.tx.rollback_to_savepoint().await
+                    }
+                };
+                if let Err(e) = settled {
+                    batch.broken = Some(e.to_string());
+                }
+                batch.changes += 1;
+                batch.kept += usize::from(result.is_ok());
+                Some(result)
+            }
+            None => None,
+        };
+        let mut outcome = batch.outcome.subscribe();
+        turn.stage = Stage::Settled;
+        drop(turn);
+        let answer = match result {
+            // A failed change was rolled back: unless its record waits for
+            // the commit, nothing of it does.
+            Some(Err(e)) if appended.is_none() => return Err(e),
+            other => other,
+        };
+        let heard = outcome.wait_for(Option::is_some).await;
+        match heard.as_deref() {
+            Ok(Some(Ok(()))) => {
+                if let Some(counted) = record_durable {
+                    counted();
+                }
+                match answer {
+                    Some(Ok(answer)) => Ok((appended, Some(answer))),
+                    Some(Err(e)) => Err(e),
+                    None => Ok((appended, None)),
+                }
+            }
+            Ok(Some(Err((busy, message)))) => Err(StoreError::Batch {
+                busy: *busy,
+                message: message.clone(),
+            }
+            .into()),
+            // The committer stopped before telling: the outcome is unknown,
+            // and a retry under the same key will find out.
+            Ok(None) | Err(_) => Err(busy("the commit's outcome is unknown".into()).into()),
+        }
+    }
 
     /// Begins a batch and the task that will commit it.
-    async fn open_batch(&self) -> Result<Batch> {
-        let tx = self.begin().await?;
+    async fn open_batch(self: &Arc<Self>) -> Result<Batch> {
+        let tx = Tx::begin(&self.db, self.own).await?;
         let (outcome, _) = watch::channel(None);
-        tokio::spawn(commit_when_no_one_waits(self.group.clone()));
+        tokio::spawn(commit_when_no_one_waits(self.clone()));
         Ok(Batch {
             tx,
             changes: 0,
@@ -238,6 +398,7 @@ impl InstitutionStore {
                 Backend::Sqlite => MOST_CHANGES_SQLITE,
                 Backend::Postgres => MOST_CHANGES_POSTGRES,
             },
+            records: 0,
             abandoned: false,
             broken: None,
             outcome,
@@ -255,7 +416,7 @@ async fn commit_when_no_one_waits(group: Arc<GroupCommit>) {
         let Some(batch) = open.as_ref() else {
             return;
         };
-        let full = batch.changes >= batch.most_changes;
+        let full = batch.full();
         if group.queued.load(Ordering::Acquire) > 0 && !full && batch.broken.is_none() {
             continue;
         }
