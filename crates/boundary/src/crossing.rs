@@ -389,52 +389,6 @@ impl CrossingControl {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn public_and_case_cross_with_any_consent_and_nothing_else_unconsented() {
-        let crossing: BTreeSet<_> = [
-            DataCategory::Public,
-            DataCategory::Case,
-            DataCategory::Identity,
-            DataCategory::Barrier,
-        ]
-        .into();
-        assert_eq!(allowed_categories(&crossing, None), crossing);
-        let now = chrono::Utc::now();
-        let consent = Consent {
-            consent_id: "c".into(),
-            case_id: "k".into(),
-            purposes: [Purpose::Referral].into(),
-            recipients: [Institution::Emploi].into(),
-            categories: [DataCategory::Identity, DataCategory::LocalOnly].into(),
-            evidence: passerelle_domain::Evidence {
-                kind: passerelle_domain::EvidenceKind::SignedReferralForm,
-                document_sha256: "0".repeat(64),
-                signed_at: now,
-                collected_by: "a".into(),
-            },
-            valid_from: now,
-            valid_until: now,
-            state: passerelle_domain::ConsentState::Given,
-            state_changed_at: now,
-            holder: Institution::Social,
-        };
-        let allowed = allowed_categories(&crossing, Some(&consent));
-        assert_eq!(
-            allowed,
-            [
-                DataCategory::Public,
-                DataCategory::Case,
-                DataCategory::Identity
-            ]
-            .into()
-        );
-    }
-}
-
 /// The audit record of a crossing that arrived, not written yet. The write
 /// the crossing asks for takes it ([`PendingRecord::take`]) and commits it
 /// with the change, whatever becomes of the change; if none takes it (a
@@ -489,5 +443,51 @@ impl Drop for PendingRecord {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_and_case_cross_with_any_consent_and_nothing_else_unconsented() {
+        let crossing: BTreeSet<_> = [
+            DataCategory::Public,
+            DataCategory::Case,
+            DataCategory::Identity,
+            DataCategory::Barrier,
+        ]
+        .into();
+        assert_eq!(allowed_categories(&crossing, None), crossing);
+        let now = chrono::Utc::now();
+        let consent = Consent {
+            consent_id: "c".into(),
+            case_id: "k".into(),
+            purposes: [Purpose::Referral].into(),
+            recipients: [Institution::Emploi].into(),
+            categories: [DataCategory::Identity, DataCategory::LocalOnly].into(),
+            evidence: passerelle_domain::Evidence {
+                kind: passerelle_domain::EvidenceKind::SignedReferralForm,
+                document_sha256: "0".repeat(64),
+                signed_at: now,
+                collected_by: "a".into(),
+            },
+            valid_from: now,
+            valid_until: now,
+            state: passerelle_domain::ConsentState::Given,
+            state_changed_at: now,
+            holder: Institution::Social,
+        };
+        let allowed = allowed_categories(&crossing, Some(&consent));
+        assert_eq!(
+            allowed,
+            [
+                DataCategory::Public,
+                DataCategory::Case,
+                DataCategory::Identity
+            ]
+            .into()
+        );
     }
 }
