@@ -16,8 +16,9 @@
 //! the process's resident memory. On PostgreSQL, what a second replica of
 //! the employment service adds to the crossing. With `--processes`, each
 //! service runs in its own process (this binary, as `serve`) and each one's
-//! resident memory is printed. Timings are only printed here, never
-//! asserted.
+//! resident memory is printed. `--only TEXT` runs the rows whose name holds
+//! TEXT (and the bare call), to profile one. Timings are only printed here,
+//! never asserted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -507,6 +508,15 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
+    // `--only TEXT`: the rows whose name holds TEXT (the bare call always
+    // runs, for the ratio), to profile one of them.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_default();
+    let wanted = |name: &str| name.starts_with("bare") || name.contains(only.as_str());
     let bare_url = bare_server().await;
     println!(
         "{:<10} {:<28} {:>9} {:>10} {:>9} {:>9} {:>8} {:>7}",
@@ -589,7 +599,7 @@ async fn main() {
                 ),
             ];
             let mut bare = f64::NAN;
-            for (name, call, url) in &calls {
+            for (name, call, url) in calls.iter().filter(|(name, ..)| wanted(name)) {
                 let mut open = vec![];
                 for _ in 0..channels {
                     open.push(channel(url).await);
@@ -603,21 +613,23 @@ async fn main() {
                 }
                 print_row(backend, name, in_flight, channels, &f, bare);
             }
-            let mut open = vec![];
-            for _ in 0..channels {
-                open.push(channel(&social_url).await);
+            if wanted("referrals delivered") {
+                let mut open = vec![];
+                for _ in 0..channels {
+                    open.push(channel(&social_url).await);
+                }
+                let f = referrals_delivered(&t, &open, in_flight, seconds).await;
+                print_row(
+                    backend,
+                    "referrals delivered",
+                    in_flight,
+                    channels,
+                    &f,
+                    bare,
+                );
             }
-            let f = referrals_delivered(&t, &open, in_flight, seconds).await;
-            print_row(
-                backend,
-                "referrals delivered",
-                in_flight,
-                channels,
-                &f,
-                bare,
-            );
         }
-        if backend == passerelle_tests::Backend::Postgres && !processes {
+        if backend == passerelle_tests::Backend::Postgres && !processes && wanted("repl.") {
             two_replicas(&t, &case_id, &summary, seconds, bare_at_64).await;
         }
         let (now, peak) = resident_mib(None);

@@ -12,6 +12,13 @@
 //! a change are held until the batch commits, as they would be by its own
 //! transaction.
 //!
+//! The institution's audit records are written in the same batches: a
+//! crossing's record with the change it asks for (kept even when the change
+//! fails), a record on its own (a replay, a read) beside them. They are
+//! chained in the order their calls joined and appended in one statement
+//! just before the commit, so on PostgreSQL the chain's lock (one linear
+//! chain across replicas) is held only for that statement and the commit.
+//!
 //! A call cancelled midway (its client went away) cannot leave half a
 //! change behind: the next one to hold the batch rolls it back to its
 //! savepoint first (one cancelled while its savepoint was being set or
@@ -22,8 +29,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-use std::borrow::Cow;
 
 use passerelle_boundary::PendingRecord;
 use passerelle_boundary::audit::{AuditEntry, AuditRecord};
@@ -42,8 +47,9 @@ const MOST_CHANGES_POSTGRES: usize = 60;
 /// Most audit records in one batch (they need no subtransaction).
 const MOST_RECORDS: usize = 256;
 
-/// A batch's outcome as its members hear it: `Err((busy, message))`.
-type Outcome = std::result::Result<(), (bool, String)>;
+/// A batch's outcome as its members hear it: the records it appended to
+/// the audit chain, in the order they joined, or `Err((busy, message))`.
+type Outcome = std::result::Result<Arc<Vec<AuditRecord>>, (bool, String)>;
 
 pub(crate) struct GroupCommit {
     db: Database,
@@ -76,13 +82,13 @@ struct Batch {
     changes: usize,
     kept: usize,
     most_changes: usize,
-    /// Audit records appended to the chain in the batch.
-    records: usize,
+    /// Audit records to append to the chain in one statement just before
+    /// the commit (on PostgreSQL the chain's lock is held only then).
+    records: Vec<AuditEntry>,
     /// A call was cancelled inside its savepoint: rolled back before anything else.
     abandoned: bool,
     /// The transaction can no longer commit (a savepoint could not be
-    /// released or rolled back, a record could not be appended): every
-    /// member is told it failed.
+    /// released or rolled back): every member is told it failed.
     broken: Option<String>,
     outcome: watch::Sender<Option<Outcome>>,
 }
@@ -108,23 +114,12 @@ impl Drop for Queued<'_> {
     }
 }
 
-/// Where a call is in its turn at the batch, for when it is cancelled.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// Its change may have begun: rolled back to its savepoint.
-    Changing,
-    /// Its audit record may be half written: nothing of the batch commits.
-    Recording,
-    /// Done with the batch.
-    Settled,
-}
-
 /// A call's turn at the batch; dropped before it is settled (the call
 /// cancelled), it marks what it left to be undone.
 struct Turn<'a> {
     open: MutexGuard<'a, Option<Batch>>,
     group: &'a GroupCommit,
-    stage: Stage,
+    settled: bool,
 }
 
 impl Turn<'_> {
@@ -135,16 +130,10 @@ impl Turn<'_> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        let stage = self.stage;
-        if let Some(batch) = self.open.as_mut() {
-            match stage {
-                Stage::Changing => batch.abandoned = true,
-                Stage::Recording => {
-                    batch.broken =
-                        Some("a call was cancelled while its audit record was written".into());
-                }
-                Stage::Settled => {}
-            }
+        if !self.settled
+            && let Some(batch) = self.open.as_mut()
+        {
+            batch.abandoned = true;
         }
         self.group.done_with_batch.notify_one();
     }
@@ -162,20 +151,25 @@ impl Batch {
     }
 
     fn full(&self) -> bool {
-        self.changes >= self.most_changes || self.records >= MOST_RECORDS
+        self.changes >= self.most_changes || self.records.len() >= MOST_RECORDS
     }
 
-    async fn commit(mut self) -> Outcome {
+    async fn commit(mut self, backend: Backend) -> Outcome {
         self.tidy().await;
         // Nothing of a broken batch commits, and its members' calls, tried
         // again under the same keys, will go through: a busy failure.
         if let Some(broken) = self.broken {
             return Err((true, broken));
         }
-        self.tx
-            .commit()
-            .await
-            .map_err(|e| (e.is_busy(), e.to_string()))
+        let failed = |e: StoreError| (e.is_busy(), e.to_string());
+        let entries: Vec<&AuditEntry> = self.records.iter().collect();
+        let tx = &mut self.tx;
+        let records =
+            crate::audit::append_all_in(&mut tx.tx, backend, &mut tx.audit_head, &entries)
+                .await
+                .map_err(failed)?;
+        self.tx.commit().await.map_err(failed)?;
+        Ok(Arc::new(records))
     }
 }
 
@@ -267,9 +261,10 @@ impl GroupCommit {
         Ok(record.expect("a record was appended"))
     }
 
-    /// One call's turn at the batch: its record appended, then its change
-    /// in a savepoint; answered once the batch has committed (at once if
-    /// the change failed and no record waits for the commit).
+    /// One call's turn at the batch: its record queued for the batch's
+    /// commit, then its change run in a savepoint; answered once the batch
+    /// has committed (at once if the change failed and no record waits for
+    /// the commit).
     async fn run<T, E, F>(
         self: &Arc<Self>,
         record: ToRecord<'_>,
@@ -286,7 +281,7 @@ impl GroupCommit {
         let mut turn = Turn {
             open,
             group: self,
-            stage: Stage::Changing,
+            settled: false,
         };
         if turn.open.is_none() {
             *turn.open = Some(self.open_batch().await?);
@@ -294,44 +289,24 @@ impl GroupCommit {
         let batch = turn.batch();
         batch.tidy().await;
         if let Some(broken) = batch.broken.clone() {
-            turn.stage = Stage::Settled;
+            turn.settled = true;
             // This call never ran: trying again will open a new batch.
             return Err(busy(broken).into());
         }
-        let mut appended = None;
         let mut record_durable = None;
-        let entry = match record {
+        let recorded = match record {
             ToRecord::Nothing => None,
-            ToRecord::Entry(entry) => Some(Cow::Borrowed(entry)),
-            ToRecord::Pending(pending) => pending.take().map(|entry| {
+            ToRecord::Entry(entry) => Some(entry.clone()),
+            ToRecord::Pending(pending) => pending.take().inspect(|entry| {
                 // Counted in the metrics once durable, as a record written
                 // alone is (by whoever asked for it).
-                record_durable = Some(passerelle_boundary::ports::count(&entry));
-                Cow::Owned(entry)
+                record_durable = Some(passerelle_boundary::ports::count(entry));
             }),
-        };
-        if let Some(entry) = entry.as_deref() {
-            turn.stage = Stage::Recording;
-            let batch = turn.batch();
-            let tx = &mut batch.tx;
-            let backend = self.db.backend();
-            match crate::audit::append_all_in(&mut tx.tx, backend, &mut tx.audit_head, &[entry])
-                .await
-            {
-                Ok(mut records) => {
-                    appended = records.pop();
-                    batch.records += 1;
-                }
-                Err(e) => {
-                    // On PostgreSQL the transaction is aborted; on SQLite
-                    // the chain is as it was, but the batch is not trusted.
-                    batch.broken = Some(e.to_string());
-                    turn.stage = Stage::Settled;
-                    return Err(busy(e.to_string()).into());
-                }
-            }
-            turn.stage = Stage::Changing;
         }
+        .map(|entry| {
+            batch.records.push(entry);
+            batch.records.len() - 1
+        });
         let batch = turn.batch();
         let result = match change {
             Some(change) => {
@@ -354,20 +329,21 @@ impl GroupCommit {
             None => None,
         };
         let mut outcome = batch.outcome.subscribe();
-        turn.stage = Stage::Settled;
+        turn.settled = true;
         drop(turn);
         let answer = match result {
             // A failed change was rolled back: unless its record waits for
             // the commit, nothing of it does.
-            Some(Err(e)) if appended.is_none() => return Err(e),
+            Some(Err(e)) if recorded.is_none() => return Err(e),
             other => other,
         };
         let heard = outcome.wait_for(Option::is_some).await;
         match heard.as_deref() {
-            Ok(Some(Ok(()))) => {
+            Ok(Some(Ok(records))) => {
                 if let Some(counted) = record_durable {
                     counted();
                 }
+                let appended = recorded.and_then(|i| records.get(i).cloned());
                 match answer {
                     Some(Ok(answer)) => Ok((appended, Some(answer))),
                     Some(Err(e)) => Err(e),
@@ -398,7 +374,7 @@ impl GroupCommit {
                 Backend::Sqlite => MOST_CHANGES_SQLITE,
                 Backend::Postgres => MOST_CHANGES_POSTGRES,
             },
-            records: 0,
+            records: Vec::new(),
             abandoned: false,
             broken: None,
             outcome,
@@ -423,9 +399,9 @@ async fn commit_when_no_one_waits(group: Arc<GroupCommit>) {
         let batch = open.take().expect("checked above");
         let outcome = batch.outcome.clone();
         let changes = batch.kept as u64;
-        let committed = batch.commit().await;
+        let committed = batch.commit(group.db.backend()).await;
         match &committed {
-            Ok(()) => {
+            Ok(_) => {
                 group.batches.fetch_add(1, Ordering::Relaxed);
                 group.changes.fetch_add(changes, Ordering::Relaxed);
             }
