@@ -1281,11 +1281,19 @@ impl Tx {
         body: &T,
         updated_at: DateTime<Utc>,
     ) -> Result<()> {
-        self.touch(case_id).await?;
+        // The committee's counts read this side's own plans only: a
+        // partner's summary changes none, so its case's counts are not
+        // read before and after (eight statements of a ReceivePlanSummary's
+        // fourteen). Each kind has one holder, so a summary never replaces
+        // an own plan; the guard below keeps it so whatever a caller sends.
+        if origin == Origin::Local {
+            self.touch(case_id).await?;
+        }
         sqlx::query(
             "INSERT INTO plans (case_id, kind, origin, body, updated_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (case_id, kind) DO UPDATE SET origin = excluded.origin, body = excluded.body,
-                updated_at = excluded.updated_at",
+                updated_at = excluded.updated_at
+             WHERE plans.origin = excluded.origin",
         )
         .bind(case_id)
         .bind(kind.code())

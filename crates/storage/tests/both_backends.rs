@@ -816,3 +816,65 @@ async fn crossing_records_commit_with_their_changes_and_outlive_their_failures_o
         store.audit().verify().await.expect("still intact");
     }
 }
+
+/// A partner's plan summary never replaces this side's own plan (each kind
+/// has one holder, and the committee's counts read own plans without
+/// noting the case for a summary).
+#[tokio::test]
+async fn a_partners_summary_never_replaces_an_own_plan_on_every_backend() {
+    use sqlx::Row;
+    for (url, _dir) in urls("plans").await {
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
+        let mut tx = store.begin().await.expect("begin");
+        let own = serde_json::json!({"themes": "own"});
+        let summary = serde_json::json!({"themes": "partner's"});
+        tx.save_plan("k-1", plan::PlanKind::Social, Origin::Local, &own, t0())
+            .await
+            .expect("own plan");
+        tx.save_plan(
+            "k-1",
+            plan::PlanKind::Social,
+            Origin::Partner,
+            &summary,
+            t0(),
+        )
+        .await
+        .expect("a summary of the same kind");
+        tx.save_plan(
+            "k-1",
+            plan::PlanKind::Employment,
+            Origin::Partner,
+            &summary,
+            t0(),
+        )
+        .await
+        .expect("the partner's own kind");
+        tx.update_statistics().await.expect("counts");
+        tx.commit().await.expect("commit");
+        let rows =
+            sqlx::query("SELECT kind, origin, body FROM plans WHERE case_id = 'k-1' ORDER BY kind")
+                .fetch_all(store.database().pool())
+                .await
+                .expect("plans");
+        let kept: Vec<(String, String, String)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("kind").expect("kind"),
+                    r.try_get("origin").expect("origin"),
+                    r.try_get("body").expect("body"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                ("employment".into(), "partner".into(), summary.to_string()),
+                ("social".into(), "local".into(), own.to_string()),
+            ],
+            "{url}"
+        );
+    }
+}
