@@ -638,8 +638,7 @@ impl InstitutionStore {
         let entries: Vec<&passerelle_boundary::AuditEntry> =
             delivered.iter().map(|(_, entry)| entry).collect();
         let ids: Vec<String> = delivered.iter().map(|(id, _)| id.to_string()).collect();
-        // In the batch of business changes: the chain has one writer.
-        self.write(async |tx: &mut Tx| {
+        let bookkeeping = async |tx: &mut Tx| {
             tx.append_audits(&entries).await?;
             // Ids are integers read from the outbox, written in as numbers.
             sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -649,9 +648,21 @@ impl InstitutionStore {
             .bind(to_micros(at))
             .execute(&mut *tx.tx)
             .await?;
-            Ok(())
-        })
-        .await
+            Ok::<_, StoreError>(())
+        };
+        match self.db.backend() {
+            // One writer at a time on SQLite: the bookkeeping joins the
+            // batch of business changes rather than wait for its lock.
+            Backend::Sqlite => self.write(bookkeeping).await,
+            // On PostgreSQL it commits beside the batch (row locks suffice,
+            // the chain's lock is taken for its records only), so the relay
+            // does not wait in line behind the agents' changes.
+            Backend::Postgres => {
+                let mut tx = self.begin().await?;
+                bookkeeping(&mut tx).await?;
+                tx.commit().await
+            }
+        }
     }
 
     pub async fn record_failed_attempt(&self, id: i64, error: &str) -> Result<()> {
@@ -946,6 +957,7 @@ impl Tx {
     /// caller answers busy and the retry lands after it.
     pub async fn append_orientation(&mut self, o: &Orientation, origin: Origin) -> Result<bool> {
         self.touch(&o.case_id).await?;
+        self.changes(&o.case_id, statistics::Part::Orientations);
         let next: i64 = sqlx::query(
             "SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) AS next FROM orientations WHERE case_id = $1",
         )
@@ -1000,6 +1012,7 @@ impl Tx {
 
     pub async fn upsert_diagnosis(&mut self, d: &DiagnosisHalf) -> Result<()> {
         self.touch(&d.case_id).await?;
+        self.changes(&d.case_id, statistics::Part::Diagnoses);
         sqlx::query(
             "INSERT INTO diagnoses (case_id, author_institution, agreement, recorded_at, body) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (case_id, author_institution) DO UPDATE
@@ -1288,6 +1301,7 @@ impl Tx {
         // an own plan; the guard below keeps it so whatever a caller sends.
         if origin == Origin::Local {
             self.touch(case_id).await?;
+            self.changes(case_id, statistics::Part::OwnPlan);
         }
         sqlx::query(
             "INSERT INTO plans (case_id, kind, origin, body, updated_at) VALUES ($1, $2, $3, $4, $5)

@@ -72,6 +72,27 @@ struct Rows {
 pub(crate) struct Noted {
     counts: Vec<(CubeKey, i64)>,
     referral: Option<KnownReferral>,
+    /// Its other rows as read then, each dropped once a write of this
+    /// transaction changes it: the counts after are computed from the
+    /// case's row read again and these, instead of every row read again.
+    kept: Known,
+}
+
+/// Rows of a case already read in this transaction and not changed since
+/// (`None`: read them).
+#[derive(Debug, Clone, Default)]
+struct Known {
+    authors: Option<Vec<String>>,
+    plan: Option<Option<String>>,
+    orientations: Option<Vec<Orientation>>,
+}
+
+/// A part of a case a write changes, besides its own row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Part {
+    Diagnoses,
+    OwnPlan,
+    Orientations,
 }
 
 fn facts(own: Institution, rows: Rows) -> Result<CaseFacts> {
@@ -190,10 +211,27 @@ impl Tx {
         if self.touched.contains_key(case_id) {
             return Ok(());
         }
-        let (counts, referral) = self.counts_now(case_id, None).await?;
-        self.touched
-            .insert(case_id.to_owned(), Noted { counts, referral });
+        let (counts, referral, kept) = self.counts_now(case_id, None, Known::default()).await?;
+        self.touched.insert(
+            case_id.to_owned(),
+            Noted {
+                counts,
+                referral,
+                kept,
+            },
+        );
         Ok(())
+    }
+
+    /// Notes that this transaction changes `part` of a touched case.
+    pub(crate) fn changes(&mut self, case_id: &str, part: Part) {
+        if let Some(noted) = self.touched.get_mut(case_id) {
+            match part {
+                Part::Diagnoses => noted.kept.authors = None,
+                Part::OwnPlan => noted.kept.plan = None,
+                Part::Orientations => noted.kept.orientations = None,
+            }
+        }
     }
 
     /// A referral rewritten in this transaction (a rectification): its new
@@ -209,7 +247,7 @@ impl Tx {
     /// The case's counts as its rows stand in this transaction (none for a
     /// case it does not hold).
     pub(crate) async fn counts_of(&mut self, case_id: &str) -> Result<Vec<(CubeKey, i64)>> {
-        Ok(self.counts_now(case_id, None).await?.0)
+        Ok(self.counts_now(case_id, None, Known::default()).await?.0)
     }
 
     /// The counts of `case_id` as its rows stand in this transaction, and
@@ -219,24 +257,34 @@ impl Tx {
         &mut self,
         case_id: &str,
         referral: Option<KnownReferral>,
-    ) -> Result<(Vec<(CubeKey, i64)>, Option<KnownReferral>)> {
-        Ok(match self.case_rows(case_id, referral).await? {
+        known: Known,
+    ) -> Result<(Vec<(CubeKey, i64)>, Option<KnownReferral>, Known)> {
+        Ok(match self.case_rows(case_id, referral, known).await? {
             Some(rows) => {
                 let referral = rows.referral.clone();
-                (contributions(&facts(self.own, rows)?), referral)
+                let kept = Known {
+                    authors: Some(rows.authors.clone()),
+                    plan: Some(rows.plan.clone()),
+                    orientations: Some(rows.orientations.clone()),
+                };
+                (contributions(&facts(self.own, rows)?), referral, kept)
             }
+            // No case yet: whatever comes is read afresh.
             None => (
                 orientation_counts(self.own, &self.orientations(case_id).await?),
                 None,
+                Known::default(),
             ),
         })
     }
 
-    /// The case's rows; `referral` when already read in this transaction.
+    /// The case's rows; `referral` and `known` when already read in this
+    /// transaction (and not changed since).
     async fn case_rows(
         &mut self,
         case_id: &str,
         referral: Option<KnownReferral>,
+        known: Known,
     ) -> Result<Option<Rows>> {
         // Locked like any read of a row about to be rewritten: the counts
         // noted here must be the ones this transaction replaces.
@@ -268,25 +316,31 @@ impl Tx {
                 })
                 .transpose()?,
         };
-        let authors = sqlx::query("SELECT author_institution FROM diagnoses WHERE case_id = $1")
+        let authors = match known.authors {
+            Some(authors) => authors,
+            None => sqlx::query("SELECT author_institution FROM diagnoses WHERE case_id = $1")
+                .bind(case_id)
+                .fetch_all(&mut *self.tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("author_institution"))
+                .collect::<std::result::Result<_, _>>()?,
+        };
+        let plan = match known.plan {
+            Some(plan) => plan,
+            None => sqlx::query(
+                "SELECT body FROM plans WHERE case_id = $1 AND origin = 'local' ORDER BY kind",
+            )
             .bind(case_id)
-            .fetch_all(&mut *self.tx)
+            .fetch_optional(&mut *self.tx)
             .await?
-            .iter()
-            .map(|r| r.try_get("author_institution"))
-            .collect::<std::result::Result<_, _>>()?;
-        let plan = sqlx::query(
-            "SELECT body FROM plans WHERE case_id = $1 AND origin = 'local' ORDER BY kind",
-        )
-        .bind(case_id)
-        .fetch_optional(&mut *self.tx)
-        .await?
-        .map(|r| r.try_get("body"))
-        .transpose()?;
-        let orientations = if row.try_get::<i64, _>("oriented")? > 0 {
-            self.orientations(case_id).await?
-        } else {
-            vec![]
+            .map(|r| r.try_get("body"))
+            .transpose()?,
+        };
+        let orientations = match known.orientations {
+            Some(orientations) => orientations,
+            None if row.try_get::<i64, _>("oriented")? > 0 => self.orientations(case_id).await?,
+            None => vec![],
         };
         Ok(Some(Rows {
             case: case_from_row(&row)?,
@@ -305,7 +359,9 @@ impl Tx {
         let touched = std::mem::take(&mut self.touched);
         let mut change: BTreeMap<CubeKey, i64> = BTreeMap::new();
         for (case_id, before) in touched {
-            let (after, _) = self.counts_now(&case_id, before.referral).await?;
+            let (after, ..) = self
+                .counts_now(&case_id, before.referral, before.kept)
+                .await?;
             for (k, n) in difference(&before.counts, &after) {
                 *change.entry(k).or_insert(0) += n;
             }
