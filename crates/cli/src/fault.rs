@@ -15,6 +15,7 @@ use crate::demo::{self, Rng, Tally};
 use crate::replay::{Replay, start_of_year};
 use crate::stack::{Databases, INSTITUTIONS, Stack};
 use crate::timeline::SimulatedYear;
+use passerelle_storage::InstitutionStore;
 use passerelle_storage::testing::fresh_postgres_database;
 
 /// One kill: the service, the day of the year, how long into that day's
@@ -65,11 +66,13 @@ pub struct Outcome {
     pub difference: Option<String>,
     /// Audit chains that did not verify, named.
     pub broken_chains: Vec<String>,
+    /// Institutions whose kept counts differ from a recount of their cases.
+    pub miscounted: Vec<String>,
 }
 
 impl Outcome {
     pub fn passed(&self) -> bool {
-        self.difference.is_none() && self.broken_chains.is_empty()
+        self.difference.is_none() && self.broken_chains.is_empty() && self.miscounted.is_empty()
     }
 }
 
@@ -145,6 +148,29 @@ async fn broken_chains(stack: &Stack) -> anyhow::Result<Vec<String>> {
     Ok(broken)
 }
 
+/// Each institution whose committee counts, kept change by change, differ
+/// from a recount of its cases: a crash or a batch must never let them drift.
+async fn miscounted(stack: &Stack, run: &str) -> anyhow::Result<Vec<String>> {
+    let mut differ = vec![];
+    for own in [Institution::Emploi, Institution::Social] {
+        let store = InstitutionStore::connect(&stack.config(own).database_url.0, 2, own).await?;
+        let kept = passerelle_domain::statistics::summed(store.statistics().await?);
+        let recounted = store.recount().await?;
+        if kept != recounted {
+            let keys = kept
+                .keys()
+                .chain(recounted.keys())
+                .filter(|k| kept.get(*k) != recounted.get(*k))
+                .count();
+            differ.push(format!(
+                "{own} ({run}): {keys} count(s) differ from a recount"
+            ));
+        }
+        store.database().close().await;
+    }
+    Ok(differ)
+}
+
 /// Kills each planned service once the clock reaches its day, and starts it again.
 async fn strike(
     stack: &Stack,
@@ -206,6 +232,7 @@ pub async fn run(
     let (undisturbed, _) = setup.run(&stack, &clock).await?;
     let expected = settled(&stack, None).await?;
     let mut broken = broken_chains(&stack).await?;
+    let mut counts = miscounted(&stack, "undisturbed").await?;
     stack.shutdown().await?;
 
     setup.data_dir = base.join("killed");
@@ -240,6 +267,7 @@ pub async fn run(
     let (disturbed, _) = ran?;
     let found = settled(&stack, Some(&expected)).await?;
     broken.extend(broken_chains(&stack).await?);
+    counts.extend(miscounted(&stack, "with kills").await?);
     stack.shutdown().await?;
     Ok(Outcome {
         undisturbed,
@@ -247,6 +275,7 @@ pub async fn run(
         kills_done,
         difference: first_difference(&expected, &found),
         broken_chains: broken,
+        miscounted: counts,
     })
 }
 

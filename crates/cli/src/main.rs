@@ -464,6 +464,12 @@ async fn main() -> anyhow::Result<()> {
                     "Both audit chains verify, each against its partner's heads, in both runs."
                 );
             }
+            for institution in &outcome.miscounted {
+                println!("Counts drifted: {institution}");
+            }
+            if outcome.miscounted.is_empty() {
+                println!("Each institution's counts equal a recount of its cases, in both runs.");
+            }
             if !outcome.passed() {
                 std::process::exit(1);
             }
