@@ -391,6 +391,20 @@ impl TestStack {
         with_token(message, &token)
     }
 
+    /// Every record of a service's audit log, read from another connection
+    /// (so only what is committed).
+    pub async fn audit_entries(
+        &self,
+        institution: Institution,
+    ) -> Vec<passerelle_boundary::AuditEntry> {
+        self.store(institution)
+            .await
+            .audit()
+            .entries()
+            .await
+            .expect("audit")
+    }
+
     /// A second connection to a service's own database, to inspect it.
     pub async fn store(&self, institution: Institution) -> InstitutionStore {
         InstitutionStore::connect(

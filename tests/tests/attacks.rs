@@ -278,12 +278,8 @@ async fn a_partner_message_about_another_case_than_it_names_is_refused() {
         // So are a fresh crossing's, written with its change, and a
         // replay's, written alone.
         let records = async || {
-            t.store(Institution::Emploi)
+            t.audit_entries(Institution::Emploi)
                 .await
-                .audit()
-                .entries()
-                .await
-                .expect("audit")
                 .into_iter()
                 .filter(|e| {
                     e.case_id.as_deref() == Some(consent.case_id.as_str())

@@ -9,12 +9,8 @@ use passerelle_tests::*;
 use tonic::Code;
 
 async fn denials(t: &TestStack, institution: Institution, case_id: &str) -> Vec<String> {
-    t.store(institution)
+    t.audit_entries(institution)
         .await
-        .audit()
-        .entries()
-        .await
-        .expect("audit")
         .into_iter()
         .filter(|e| e.decision == Decision::Denied && e.case_id.as_deref() == Some(case_id))
         .filter_map(|e| e.reason)
@@ -297,12 +293,8 @@ async fn crossings_through(
     case_id: &str,
     rpc: &str,
 ) -> Vec<passerelle_boundary::AuditEntry> {
-    t.store(institution)
+    t.audit_entries(institution)
         .await
-        .audit()
-        .entries()
-        .await
-        .expect("audit")
         .into_iter()
         .filter(|e| e.case_id.as_deref() == Some(case_id) && e.method.ends_with(rpc))
         .collect()

@@ -29,12 +29,8 @@ async fn outbound(
     case_id: &str,
     rpc: &str,
 ) -> Vec<AuditEntry> {
-    t.store(institution)
+    t.audit_entries(institution)
         .await
-        .audit()
-        .entries()
-        .await
-        .expect("audit")
         .into_iter()
         .filter(|e| {
             e.direction == Direction::Outbound

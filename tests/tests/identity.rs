@@ -93,13 +93,7 @@ async fn bad_tokens_are_unauthenticated() {
         let status = get_case_with(&t, token.as_deref()).await;
         assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
     }
-    let denied = t
-        .store(Institution::Social)
-        .await
-        .audit()
-        .entries()
-        .await
-        .expect("audit");
+    let denied = t.audit_entries(Institution::Social).await;
     assert_eq!(
         denied
             .iter()
@@ -178,13 +172,7 @@ async fn a_valid_token_of_an_institution_not_on_the_allow_list_is_denied() {
         Code::Unauthenticated
     );
 
-    let entries = t
-        .store(Institution::Emploi)
-        .await
-        .audit()
-        .entries()
-        .await
-        .expect("audit");
+    let entries = t.audit_entries(Institution::Emploi).await;
     assert!(
         entries.iter().any(|e| e.decision == Decision::Denied
             && e.agent_institution == Some(Institution::Pilotage))

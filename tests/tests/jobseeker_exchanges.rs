@@ -236,13 +236,7 @@ async fn the_rsa_list_reaches_habilitated_agents_only_and_resumes() {
         );
 
         // Every read and every refusal is in the employment side's audit log.
-        let entries = t
-            .store(Institution::Emploi)
-            .await
-            .audit()
-            .entries()
-            .await
-            .expect("audit");
+        let entries = t.audit_entries(Institution::Emploi).await;
         let reads: Vec<_> = entries
             .iter()
             .filter(|e| e.method.ends_with("/StreamRsaJobseekerList"))
@@ -398,13 +392,7 @@ async fn the_jobseeker_file_is_read_per_agent_habilitation_and_kept_nowhere_else
         );
 
         // Audited with its subject and the categories that left.
-        let entries = t
-            .store(Institution::Emploi)
-            .await
-            .audit()
-            .entries()
-            .await
-            .expect("audit");
+        let entries = t.audit_entries(Institution::Emploi).await;
         let subject = format!("jobseeker:{number}");
         let allowed: Vec<_> = entries
             .iter()

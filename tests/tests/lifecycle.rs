@@ -960,13 +960,7 @@ async fn exclusive_social_support_suspends_the_employment_follow_up_within_quota
             .and_then(|a| a.case)
             .expect("case");
         assert_eq!(at(at_emploi.ends_at), started_at + Months::new(6));
-        let entries = t
-            .store(Institution::Emploi)
-            .await
-            .audit()
-            .entries()
-            .await
-            .expect("audit");
+        let entries = t.audit_entries(Institution::Emploi).await;
         let received = entries
             .iter()
             .find(|e| e.method.ends_with("/ReceiveSuspensionNotice"))

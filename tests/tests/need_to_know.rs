@@ -75,12 +75,8 @@ async fn an_agent_outside_the_case_neither_changes_nor_reads_it() {
         assert_eq!(status.code(), Code::PermissionDenied);
         // The refusals are audited, naming the case.
         let denied = t
-            .store(Institution::Emploi)
+            .audit_entries(Institution::Emploi)
             .await
-            .audit()
-            .entries()
-            .await
-            .expect("audit")
             .into_iter()
             .filter(|e| {
                 e.decision == passerelle_boundary::Decision::Denied

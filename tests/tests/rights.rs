@@ -330,13 +330,7 @@ async fn the_access_report_lists_what_is_held_and_what_crossed_and_the_joint_one
         assert!(theirs["local_only_values"].as_u64() > Some(0));
         // Both ends audited it: legal obligation, subject access.
         for institution in [Institution::Emploi, Institution::Social] {
-            let entries = t
-                .store(institution)
-                .await
-                .audit()
-                .entries()
-                .await
-                .expect("audit");
+            let entries = t.audit_entries(institution).await;
             let crossing = entries
                 .iter()
                 .find(|e| e.method.ends_with("/GetSubjectAccessPart"))

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::audit::{AuditEntry, Decision, Direction};
 use crate::identity::Caller;
 use crate::layer::admission;
-use crate::minimise::Minimiser;
+use crate::minimise::{Minimised, Minimiser};
 use crate::policy::{CrossingRule, Flow};
 use crate::ports::{AuditSink, ConsentRegister, record};
 
@@ -194,25 +194,28 @@ impl CrossingControl {
         })
     }
 
+    /// `message` narrowed to what the ticket allows to cross.
+    fn minimise<M>(&self, ticket: &Ticket, message: &M) -> Result<Minimised<M>, Status>
+    where
+        M: prost::Message + prost::Name + Default,
+    {
+        self.minimiser
+            .minimise(message, &ticket.allowed)
+            .map_err(|e| {
+                tracing::error!(error = %e, "minimisation failed");
+                Status::internal("internal error")
+            })
+    }
+
     /// For a push: minimises what arrived and records the crossing, before
     /// the handler acts on it.
     pub async fn receive<M>(&self, ticket: &Ticket, message: M) -> Result<M, Status>
     where
         M: prost::Message + prost::Name + Default,
     {
-        let minimised = self
-            .minimiser
-            .minimise(&message, &ticket.allowed)
-            .map_err(|e| {
-                tracing::error!(error = %e, "minimisation failed");
-                Status::internal("internal error")
-            })?;
-        if !minimised.stripped.is_empty() {
-            tracing::warn!(method = %ticket.method, stripped = ?minimised.stripped, "fields outside the crossing's categories were dropped");
-        }
-        self.record(self.allowed_entry(ticket, &minimised.categories, minimised.kept))
-            .await?;
-        Ok(minimised.message)
+        let (message, record) = self.arrive(ticket, message)?;
+        record.settle().await?;
+        Ok(message)
     }
 
     /// For a push whose handler writes what arrived: minimises it and
@@ -222,13 +225,7 @@ impl CrossingControl {
     where
         M: prost::Message + prost::Name + Default,
     {
-        let minimised = self
-            .minimiser
-            .minimise(&message, &ticket.allowed)
-            .map_err(|e| {
-                tracing::error!(error = %e, "minimisation failed");
-                Status::internal("internal error")
-            })?;
+        let minimised = self.minimise(ticket, &message)?;
         if !minimised.stripped.is_empty() {
             tracing::warn!(method = %ticket.method, stripped = ?minimised.stripped, "fields outside the crossing's categories were dropped");
         }
@@ -244,13 +241,7 @@ impl CrossingControl {
     where
         M: prost::Message + prost::Name + Default,
     {
-        let minimised = self
-            .minimiser
-            .minimise(&message, &ticket.allowed)
-            .map_err(|e| {
-                tracing::error!(error = %e, "minimisation failed");
-                Status::internal("internal error")
-            })?;
+        let minimised = self.minimise(ticket, &message)?;
         self.record(self.allowed_entry(ticket, &minimised.categories, minimised.kept))
             .await?;
         Ok(Response::new(minimised.message))
