@@ -55,7 +55,7 @@ impl AuditLog {
     /// whatever else was waiting in the same transaction.
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditRecord> {
         if let Some(group) = &self.batched {
-            return group.record(&entry).await;
+            return group.record(entry).await;
         }
         let (done, committed) = oneshot::channel();
         self.writer()

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use passerelle_boundary::audit::{AuditEntry, Direction};
+use passerelle_boundary::audit::{AuditEntry, AuditRecord, Direction};
 use passerelle_domain::Referral;
 
 use chrono::{DateTime, Utc};
@@ -185,18 +185,17 @@ impl Tx {
 
     /// Records `entry` in the audit chain as part of this transaction.
     pub async fn append_audit(&mut self, entry: &AuditEntry) -> Result<()> {
-        self.append_audits(&[entry]).await
+        self.append_audits(&[entry]).await.map(drop)
     }
 
     /// Records `entries`, in order, as part of this transaction.
-    pub async fn append_audits(&mut self, entries: &[&AuditEntry]) -> Result<()> {
+    pub async fn append_audits(&mut self, entries: &[&AuditEntry]) -> Result<Vec<AuditRecord>> {
         let backend = if self.is_postgres() {
             crate::Backend::Postgres
         } else {
             crate::Backend::Sqlite
         };
-        crate::audit::append_all_in(&mut self.tx, backend, &mut self.audit_head, entries).await?;
-        Ok(())
+        crate::audit::append_all_in(&mut self.tx, backend, &mut self.audit_head, entries).await
     }
 
     /// Restricts processing of the case (GDPR art. 18); `false` if it already was.

@@ -154,7 +154,7 @@ impl Batch {
         self.changes >= self.most_changes || self.records.len() >= MOST_RECORDS
     }
 
-    async fn commit(mut self, backend: Backend) -> Outcome {
+    async fn commit(mut self) -> Outcome {
         self.tidy().await;
         // Nothing of a broken batch commits, and its members' calls, tried
         // again under the same keys, will go through: a busy failure.
@@ -163,11 +163,7 @@ impl Batch {
         }
         let failed = |e: StoreError| (e.is_busy(), e.to_string());
         let entries: Vec<&AuditEntry> = self.records.iter().collect();
-        let tx = &mut self.tx;
-        let records =
-            crate::audit::append_all_in(&mut tx.tx, backend, &mut tx.audit_head, &entries)
-                .await
-                .map_err(failed)?;
+        let records = self.tx.append_audits(&entries).await.map_err(failed)?;
         self.tx.commit().await.map_err(failed)?;
         Ok(Arc::new(records))
     }
@@ -184,7 +180,7 @@ fn busy(message: String) -> StoreError {
 enum ToRecord<'a> {
     Nothing,
     /// A record written on its own ([`crate::audit::AuditLog::append`]).
-    Entry(&'a AuditEntry),
+    Entry(AuditEntry),
     /// A crossing's record, taken once the call holds the batch.
     Pending(&'a PendingRecord),
 }
@@ -256,7 +252,7 @@ impl GroupCommit {
     /// Appends `entry` to the audit chain in the open batch and answers
     /// once it is durable: the institution's records and changes share one
     /// writer and one commit.
-    pub(crate) async fn record(self: &Arc<Self>, entry: &AuditEntry) -> Result<AuditRecord> {
+    pub(crate) async fn record(self: &Arc<Self>, entry: AuditEntry) -> Result<AuditRecord> {
         let (record, _) = self.run(ToRecord::Entry(entry), None::<NoChange>).await?;
         Ok(record.expect("a record was appended"))
     }
@@ -296,7 +292,7 @@ impl GroupCommit {
         let mut record_durable = None;
         let recorded = match record {
             ToRecord::Nothing => None,
-            ToRecord::Entry(entry) => Some(entry.clone()),
+            ToRecord::Entry(entry) => Some(entry),
             ToRecord::Pending(pending) => pending.take().inspect(|entry| {
                 // Counted in the metrics once durable, as a record written
                 // alone is (by whoever asked for it).
@@ -307,7 +303,6 @@ impl GroupCommit {
             batch.records.push(entry);
             batch.records.len() - 1
         });
-        let batch = turn.batch();
         let result = match change {
             Some(change) => {
                 batch.tx.savepoint().await?;
@@ -399,7 +394,7 @@ async fn commit_when_no_one_waits(group: Arc<GroupCommit>) {
         let batch = open.take().expect("checked above");
         let outcome = batch.outcome.clone();
         let changes = batch.kept as u64;
-        let committed = batch.commit(group.db.backend()).await;
+        let committed = batch.commit().await;
         match &committed {
             Ok(_) => {
                 group.batches.fetch_add(1, Ordering::Relaxed);

@@ -87,6 +87,16 @@ struct Known {
     orientations: Option<Vec<Orientation>>,
 }
 
+impl Known {
+    fn of(rows: &Rows) -> Self {
+        Known {
+            authors: Some(rows.authors.clone()),
+            plan: Some(rows.plan.clone()),
+            orientations: Some(rows.orientations.clone()),
+        }
+    }
+}
+
 /// A part of a case a write changes, besides its own row.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Part {
@@ -211,7 +221,10 @@ impl Tx {
         if self.touched.contains_key(case_id) {
             return Ok(());
         }
-        let (counts, referral, kept) = self.counts_now(case_id, None, Known::default()).await?;
+        let rows = self.case_rows(case_id, None, Known::default()).await?;
+        // What the change does not rewrite is not read again after it.
+        let kept = rows.as_ref().map(Known::of).unwrap_or_default();
+        let (counts, referral) = self.counts_from(case_id, rows).await?;
         self.touched.insert(
             case_id.to_owned(),
             Noted {
@@ -258,22 +271,25 @@ impl Tx {
         case_id: &str,
         referral: Option<KnownReferral>,
         known: Known,
-    ) -> Result<(Vec<(CubeKey, i64)>, Option<KnownReferral>, Known)> {
-        Ok(match self.case_rows(case_id, referral, known).await? {
+    ) -> Result<(Vec<(CubeKey, i64)>, Option<KnownReferral>)> {
+        let rows = self.case_rows(case_id, referral, known).await?;
+        self.counts_from(case_id, rows).await
+    }
+
+    /// The counts of the case whose rows are `rows`, and its referral's facts.
+    async fn counts_from(
+        &mut self,
+        case_id: &str,
+        rows: Option<Rows>,
+    ) -> Result<(Vec<(CubeKey, i64)>, Option<KnownReferral>)> {
+        Ok(match rows {
             Some(rows) => {
                 let referral = rows.referral.clone();
-                let kept = Known {
-                    authors: Some(rows.authors.clone()),
-                    plan: Some(rows.plan.clone()),
-                    orientations: Some(rows.orientations.clone()),
-                };
-                (contributions(&facts(self.own, rows)?), referral, kept)
+                (contributions(&facts(self.own, rows)?), referral)
             }
-            // No case yet: whatever comes is read afresh.
             None => (
                 orientation_counts(self.own, &self.orientations(case_id).await?),
                 None,
-                Known::default(),
             ),
         })
     }
@@ -359,7 +375,7 @@ impl Tx {
         let touched = std::mem::take(&mut self.touched);
         let mut change: BTreeMap<CubeKey, i64> = BTreeMap::new();
         for (case_id, before) in touched {
-            let (after, ..) = self
+            let (after, _) = self
                 .counts_now(&case_id, before.referral, before.kept)
                 .await?;
             for (k, n) in difference(&before.counts, &after) {
