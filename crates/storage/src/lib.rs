@@ -138,6 +138,9 @@ pub struct Database {
     backend: Backend,
 }
 
+/// A pooled PostgreSQL connection idle longer than this is pinged before use.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 impl Database {
     /// Connects, creating an SQLite file if needed, and applies migrations.
     pub async fn connect(url: &str, schema: Schema, max_connections: u32) -> Result<Self> {
@@ -154,6 +157,19 @@ impl Database {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // A ping before every use is a round trip (on SQLite a hop to the
+            // connection's thread) per query. A PostgreSQL connection idle
+            // for a while may have been dropped by the server or the network:
+            // that one is checked; one in steady use, or an SQLite file's, is not.
+            .test_before_acquire(false)
+            .before_acquire(move |connection, meta| {
+                Box::pin(async move {
+                    if backend == Backend::Postgres && meta.idle_for > PING_WHEN_IDLE_FOR {
+                        sqlx::Connection::ping(connection).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
