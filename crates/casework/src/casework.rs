@@ -3,6 +3,7 @@
 //! in one transaction, and wakes the relay. Handlers only convert and call.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use passerelle_boundary::need_to_know::{CaseParties, CaseScope, may_reach, may_read_note};
@@ -121,19 +122,25 @@ impl Casework {
 
     /// Runs `op` once per (method, key), in one transaction with its
     /// answer and the committee's counts of the cases it changed; a fresh
-    /// commit wakes the relay for what `op` queued.
+    /// commit wakes the relay if `op` queued a message (only then: each
+    /// pass of the relay reads the outbox).
     pub async fn once<T, F>(&self, call: Call<'_>, op: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned,
         F: AsyncFnOnce(&mut Tx) -> Result<T>,
     {
+        let queued = std::sync::atomic::AtomicBool::new(false);
         let change = async |tx: &mut Tx| {
+            let before = tx.enqueued();
             let answer = op(tx).await?;
             tx.update_statistics().await?;
+            queued.store(tx.enqueued() > before, Ordering::Relaxed);
             Ok(answer)
         };
         idempotency::once(&self.store, &*self.clock, call, change, || {
-            self.wake_relay.notify_one()
+            if queued.load(Ordering::Relaxed) {
+                self.wake_relay.notify_one();
+            }
         })
         .await
     }

@@ -108,9 +108,16 @@ where
     let key = idempotency_key(call.key)?;
     let scope = scope(&call);
     let method = scope.as_str();
+    let mut ticket = store.key_ticket(method, key);
     // A replay needs no write lock: the stored answer is read as it is
     // (and the crossing that asked again recorded on its own).
-    if let Some(stored) = store.stored_response(method, key).await? {
+    let mut stored = store.stored_response(method, key).await?;
+    // One call of this process at a time writes under a key; one that
+    // waited for another's looks again, so the write needs no look-up.
+    if stored.is_none() && ticket.write().await {
+        stored = store.stored_response(method, key).await?;
+    }
+    if let Some(stored) = stored {
         if let Some(crossing) = call.crossing {
             crossing
                 .settle()
@@ -120,18 +127,16 @@ where
         return replay(stored.request_sha256 == request_sha256, &stored.response);
     }
     let change = async |tx: &mut Tx| {
-        if let Some(stored) = tx.idempotent_response(method, key).await? {
-            return Ok(Done::Stored(stored));
-        }
         let result = op(tx).await.map_err(Failed::App)?;
         let encoded = serde_json::to_vec(&result).map_err(|e| Failed::App(internal(e)))?;
         match tx
             .save_response(method, key, request_sha256, &encoded, clock.now())
             .await
         {
-            Ok(()) => Ok(Done::Fresh(result)),
-            // A replica committed the same key first: this change is
-            // rolled back, and the call answered as that one was.
+            Ok(()) => Ok(result),
+            // Another replica committed the same key since the look-up:
+            // this change is rolled back, and the call answered as that
+            // one was.
             Err(e) if e.is_unique_violation() => Err(Failed::Raced),
             Err(e) => Err(e.into()),
         }
@@ -141,12 +146,9 @@ where
         None => store.write(change).await,
     };
     match done {
-        Ok(Done::Fresh(result)) => {
+        Ok(result) => {
             committed();
             Ok(result)
-        }
-        Ok(Done::Stored(stored)) => {
-            replay(stored.request_sha256 == request_sha256, &stored.response)
         }
         Err(Failed::Raced) => {
             let stored = store.stored_response(method, key).await?.ok_or_else(|| {
@@ -158,12 +160,6 @@ where
         }
         Err(Failed::App(e)) => Err(e),
     }
-}
-
-/// What the write under a key came to.
-enum Done<T> {
-    Fresh(T),
-    Stored(passerelle_storage::institution::StoredResponse),
 }
 
 /// Why the write under a key was rolled back.

@@ -4,10 +4,12 @@
 
 mod erasure;
 pub(crate) mod group_commit;
+mod keys_in_flight;
 mod statistics;
 
 pub use erasure::{ErasureReason, PurgeCandidate};
 pub use group_commit::GroupCommitCounts;
+pub use keys_in_flight::KeyTicket;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -73,19 +75,6 @@ mod reads {
             .collect()
     }
 
-    pub(super) async fn case_and_restriction<'e>(
-        executor: impl sqlx::Executor<'e, Database = Any>,
-        case_id: &str,
-    ) -> Result<Option<(Case, bool)>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CASE_COLUMNS}, {RESTRICTED} FROM cases WHERE case_id = $1"
-        )))
-        .bind(case_id)
-        .fetch_optional(executor)
-        .await?;
-        row.as_ref().map(case_and_restriction_from_row).transpose()
-    }
-
     pub(super) async fn referral<'e>(
         executor: impl sqlx::Executor<'e, Database = Any>,
         case_id: &str,
@@ -133,18 +122,6 @@ mod reads {
         .collect()
     }
 
-    pub(super) async fn own_plan<'e>(
-        executor: impl sqlx::Executor<'e, Database = Any>,
-        case_id: &str,
-    ) -> Result<Option<Plan>> {
-        sqlx::query("SELECT body FROM plans WHERE case_id = $1 AND origin = 'local'")
-            .bind(case_id)
-            .fetch_optional(executor)
-            .await?
-            .map(|r| from_json(&r.try_get::<String, _>("body")?))
-            .transpose()
-    }
-
     pub(super) async fn plan_summaries<'e>(
         executor: impl sqlx::Executor<'e, Database = Any>,
         case_id: &str,
@@ -163,6 +140,141 @@ mod reads {
                 }
             })
             .collect()
+    }
+
+    /// Everything kept of a case in one statement: one snapshot on both
+    /// backends with no transaction around it, and one hop to SQLite's
+    /// connection thread (one round trip to PostgreSQL) instead of one per
+    /// part. Each part's rows fill the columns it needs; `n` and `k` order
+    /// them as their own reads did.
+    pub(super) async fn case_parts<'e>(
+        executor: impl sqlx::Executor<'e, Database = Any>,
+        case_id: &str,
+    ) -> Result<Option<CaseParts>> {
+        let mut found = None;
+        let mut consents = Vec::new();
+        let mut bodies = CaseBodies::default();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(case_parts_sql()))
+            .bind(case_id)
+            .fetch_all(executor)
+            .await?;
+        for row in &rows {
+            let part = row.try_get::<String, _>("part")?;
+            if part == "case" {
+                found = Some(case_and_restriction_from_row(row)?);
+                continue;
+            }
+            if part == "consent" {
+                consents.push(consent_from_columns(row, "consent_")?);
+                continue;
+            }
+            let body: String = row.try_get("body")?;
+            match part.as_str() {
+                "referral" => bodies.referral = Some(from_json(&body)?),
+                "diagnosis" => bodies.diagnoses.push(from_json(&body)?),
+                "plan" => {
+                    if row.try_get::<String, _>("origin")? == Origin::Local.code() {
+                        let plan: Plan = from_json(&body)?;
+                        bodies.plan_summaries.push(plan.summary());
+                        bodies.plan = Some(plan);
+                    } else {
+                        bodies.plan_summaries.push(from_json(&body)?);
+                    }
+                }
+                "orientation" => bodies.orientations.push(from_json(&body)?),
+                "note" => bodies.notes.push(LocalNote {
+                    author: row.try_get("origin")?,
+                    topic: row.try_get("k")?,
+                    note: body,
+                    written_at: from_micros(row.try_get("at")?)?,
+                }),
+                other => return Err(StoreError::Corrupt(format!("unknown case part {other}"))),
+            }
+        }
+        Ok(found.map(|(case, restricted)| CaseParts {
+            case,
+            restricted,
+            referral: bodies.referral,
+            diagnoses: bodies.diagnoses,
+            consents,
+            notes: bodies.notes,
+            plan: bodies.plan,
+            plan_summaries: bodies.plan_summaries,
+            orientations: bodies.orientations,
+        }))
+    }
+
+    #[derive(Default)]
+    struct CaseBodies {
+        referral: Option<Referral>,
+        diagnoses: Vec<DiagnosisHalf>,
+        plan: Option<Plan>,
+        plan_summaries: Vec<PlanSummary>,
+        orientations: Vec<Orientation>,
+        notes: Vec<LocalNote>,
+    }
+
+    /// The consents' columns, as the union's last ones (`consent_` before
+    /// each name: a consent's `state` is not its case's), with their types.
+    const CONSENT_COLUMNS: [(&str, &str); 14] = [
+        ("consent_id", "TEXT"),
+        ("case_id", "TEXT"),
+        ("purposes", "TEXT"),
+        ("recipients", "TEXT"),
+        ("categories", "TEXT"),
+        ("evidence_kind", "TEXT"),
+        ("evidence_sha256", "TEXT"),
+        ("evidence_signed_at", "BIGINT"),
+        ("evidence_collected_by", "TEXT"),
+        ("valid_from", "BIGINT"),
+        ("valid_until", "BIGINT"),
+        ("state", "TEXT"),
+        ("state_changed_at", "BIGINT"),
+        ("holder", "TEXT"),
+    ];
+
+    /// The one statement of [`case_parts`], built once.
+    fn case_parts_sql() -> &'static str {
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        SQL.get_or_init(|| {
+            let nulls = |n: usize| vec!["NULL"; n].join(", ");
+            let case_nulls = nulls(CASE_COLUMNS.split(", ").count() + 1);
+            let consent_nulls = nulls(CONSENT_COLUMNS.len());
+            // The first branch names and types every column (PostgreSQL
+            // resolves the others' NULLs from it).
+            let typed_consent_nulls = CONSENT_COLUMNS
+                .iter()
+                .map(|(name, ty)| format!("CAST(NULL AS {ty}) AS consent_{name}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let consent_columns = CONSENT_COLUMNS
+                .iter()
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let other = |part: &str, n: &str, k: &str, origin: &str, body: &str, at: &str, table: &str| {
+                format!(
+                    " UNION ALL SELECT '{part}', {n}, {k}, {origin}, {body}, {at}, {case_nulls}, {consent_nulls} \
+                     FROM {table} WHERE case_id = $1"
+                )
+            };
+            let mut sql = format!(
+                "SELECT 'case' AS part, CAST(NULL AS BIGINT) AS n, CAST(NULL AS TEXT) AS k, \
+                 CAST(NULL AS TEXT) AS origin, CAST(NULL AS TEXT) AS body, CAST(NULL AS BIGINT) AS at, \
+                 {CASE_COLUMNS}, {RESTRICTED}, {typed_consent_nulls} FROM cases WHERE case_id = $1"
+            );
+            sql += &format!(
+                " UNION ALL SELECT 'consent', state_changed_at, NULL, NULL, NULL, NULL, {case_nulls}, \
+                 {consent_columns} FROM consents WHERE case_id = $1"
+            );
+            sql += &other("referral", "NULL", "NULL", "NULL", "body", "NULL", "referrals");
+            sql += &other("diagnosis", "NULL", "author_institution", "NULL", "body", "NULL", "diagnoses");
+            sql += &other("plan", "NULL", "kind", "origin", "body", "NULL", "plans");
+            sql += &other("orientation", "seq", "NULL", "NULL", "body", "NULL", "orientations");
+            sql += &other("note", "id", "topic", "author", "note", "written_at", "local_notes");
+            sql += " ORDER BY part, n, k";
+            sql
+        })
     }
 }
 
@@ -220,6 +332,8 @@ pub struct InstitutionStore {
     group: std::sync::Arc<group_commit::GroupCommit>,
     /// Whose store this is: the counts it keeps are this side's.
     own: Institution,
+    /// Idempotency keys being served by this process.
+    keys: std::sync::Arc<keys_in_flight::KeysInFlight>,
 }
 
 fn codes<T: Copy>(set: &BTreeSet<T>, code: fn(T) -> &'static str) -> String {
@@ -238,32 +352,49 @@ fn parse_code<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
 }
 
 fn consent_from_row(row: &AnyRow) -> Result<Consent> {
+    consent_from_columns(row, "")
+}
+
+/// A consent from columns named as in its table, after `prefix`.
+fn consent_from_columns(row: &AnyRow, prefix: &str) -> Result<Consent> {
+    let column = |name: &str| format!("{prefix}{name}");
     Ok(Consent {
-        consent_id: row.try_get::<String, _>("consent_id")?.into(),
-        case_id: row.try_get::<String, _>("case_id")?.into(),
-        purposes: parse_codes(&row.try_get::<String, _>("purposes")?, Purpose::from_code)?,
+        consent_id: row
+            .try_get::<String, _>(column("consent_id").as_str())?
+            .into(),
+        case_id: row.try_get::<String, _>(column("case_id").as_str())?.into(),
+        purposes: parse_codes(
+            &row.try_get::<String, _>(column("purposes").as_str())?,
+            Purpose::from_code,
+        )?,
         recipients: parse_codes(
-            &row.try_get::<String, _>("recipients")?,
+            &row.try_get::<String, _>(column("recipients").as_str())?,
             Institution::from_code,
         )?,
         categories: parse_codes(
-            &row.try_get::<String, _>("categories")?,
+            &row.try_get::<String, _>(column("categories").as_str())?,
             DataCategory::from_code,
         )?,
         evidence: Evidence {
             kind: parse_code(
-                &row.try_get::<String, _>("evidence_kind")?,
+                &row.try_get::<String, _>(column("evidence_kind").as_str())?,
                 EvidenceKind::from_code,
             )?,
-            document_sha256: row.try_get("evidence_sha256")?,
-            signed_at: from_micros(row.try_get("evidence_signed_at")?)?,
-            collected_by: row.try_get("evidence_collected_by")?,
+            document_sha256: row.try_get(column("evidence_sha256").as_str())?,
+            signed_at: from_micros(row.try_get(column("evidence_signed_at").as_str())?)?,
+            collected_by: row.try_get(column("evidence_collected_by").as_str())?,
         },
-        valid_from: from_micros(row.try_get("valid_from")?)?,
-        valid_until: from_micros(row.try_get("valid_until")?)?,
-        state: parse_code(&row.try_get::<String, _>("state")?, ConsentState::from_code)?,
-        state_changed_at: from_micros(row.try_get("state_changed_at")?)?,
-        holder: parse_code(&row.try_get::<String, _>("holder")?, Institution::from_code)?,
+        valid_from: from_micros(row.try_get(column("valid_from").as_str())?)?,
+        valid_until: from_micros(row.try_get(column("valid_until").as_str())?)?,
+        state: parse_code(
+            &row.try_get::<String, _>(column("state").as_str())?,
+            ConsentState::from_code,
+        )?,
+        state_changed_at: from_micros(row.try_get(column("state_changed_at").as_str())?)?,
+        holder: parse_code(
+            &row.try_get::<String, _>(column("holder").as_str())?,
+            Institution::from_code,
+        )?,
     })
 }
 
@@ -368,6 +499,7 @@ impl InstitutionStore {
             audit,
             group,
             own,
+            keys: std::sync::Arc::default(),
         }
     }
 
@@ -387,9 +519,17 @@ impl InstitutionStore {
         Tx::begin(&self.db, self.own).await
     }
 
+    /// A call's ticket for an idempotency key, taken before it looks the
+    /// key up: only one call of this process writes under a key at a time,
+    /// and the next hears of it ([`KeyTicket::write`]).
+    pub fn key_ticket(&self, method: &str, key: &str) -> KeyTicket {
+        self.keys.ticket(method, key)
+    }
+
     /// The answer stored under a key, read without the write lock: a
     /// replay is answered from it, and a key seen for the first time goes
-    /// on to a write transaction that looks again.
+    /// on to a write ([`InstitutionStore::key_ticket`]) whose insert of the
+    /// key catches another replica's.
     pub async fn stored_response(&self, method: &str, key: &str) -> Result<Option<StoredResponse>> {
         let row = sqlx::query(STORED_RESPONSE)
             .bind(method)
@@ -403,34 +543,10 @@ impl InstitutionStore {
         reads::consents(self.db.pool(), case_id).await
     }
 
-    /// Everything kept of a case, read on one connection from one snapshot
-    /// (a read-only transaction): the parts always agree with the case.
+    /// Everything kept of a case, from one snapshot: the parts always
+    /// agree with the case.
     pub async fn case_parts(&self, case_id: &str) -> Result<Option<CaseParts>> {
-        let mut tx = match self.db.backend() {
-            Backend::Sqlite => self.db.pool().begin().await?,
-            Backend::Postgres => {
-                self.db
-                    .pool()
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .await?
-            }
-        };
-        let Some((case, restricted)) = reads::case_and_restriction(&mut *tx, case_id).await? else {
-            return Ok(None);
-        };
-        let parts = CaseParts {
-            case,
-            restricted,
-            referral: reads::referral(&mut *tx, case_id).await?,
-            diagnoses: reads::diagnoses(&mut *tx, case_id).await?,
-            consents: reads::consents(&mut *tx, case_id).await?,
-            notes: reads::local_notes(&mut *tx, case_id).await?,
-            plan: reads::own_plan(&mut *tx, case_id).await?,
-            plan_summaries: reads::plan_summaries(&mut *tx, case_id).await?,
-            orientations: orientations_of(&mut *tx, case_id).await?,
-        };
-        tx.commit().await?;
-        Ok(Some(parts))
+        reads::case_parts(self.db.pool(), case_id).await
     }
 
     pub async fn case(&self, case_id: &str) -> Result<Option<Case>> {
@@ -782,6 +898,25 @@ pub struct Tx {
     /// and as it was when the current savepoint was set.
     pub(crate) audit_head: Option<crate::audit::ChainHead>,
     audit_head_at_savepoint: Option<crate::audit::ChainHead>,
+    /// Where the batch's one savepoint stands.
+    savepoint: Savepoint,
+    /// Messages queued in the outbox ([`Tx::enqueued`]).
+    enqueued: u64,
+}
+
+/// The state of a batch's savepoint (at most one is set at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Savepoint {
+    /// None is set.
+    None,
+    /// Set before the change now running.
+    Set,
+    /// Set before a change that succeeded: released together with the
+    /// setting of the next one (one statement instead of two), or by the
+    /// commit.
+    Kept,
+    /// A statement on it was interrupted: whether it ran is unknown.
+    Unknown,
 }
 
 /// A stored answer to an idempotent request.
@@ -805,6 +940,8 @@ impl Tx {
             },
             audit_head: None,
             audit_head_at_savepoint: None,
+            savepoint: Savepoint::None,
+            enqueued: 0,
         })
     }
 
@@ -822,33 +959,61 @@ impl Tx {
         Ok(())
     }
 
-    /// Marks where the next change of a batch starts.
+    /// Marks where the next change of a batch starts, releasing the
+    /// previous change's savepoint in the same round trip.
     pub(crate) async fn savepoint(&mut self) -> Result<()> {
-        sqlx::query("SAVEPOINT passerelle_change")
-            .execute(&mut *self.tx)
-            .await?;
+        let statements = match self.savepoint {
+            Savepoint::None => "SAVEPOINT passerelle_change",
+            Savepoint::Kept => "RELEASE SAVEPOINT passerelle_change; SAVEPOINT passerelle_change",
+            Savepoint::Set | Savepoint::Unknown => {
+                return Err(StoreError::Corrupt(format!(
+                    "a savepoint was set while the batch's was {:?}",
+                    self.savepoint
+                )));
+            }
+        };
+        self.savepoints(statements, Savepoint::Set).await?;
         self.audit_head_at_savepoint = self.audit_head.clone();
         Ok(())
     }
 
-    /// Keeps the change since the savepoint.
-    pub(crate) async fn release_savepoint(&mut self) -> Result<()> {
-        sqlx::query("RELEASE SAVEPOINT passerelle_change")
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
+    /// Keeps the change since the savepoint (released with the next one set).
+    pub(crate) fn keep_savepoint(&mut self) {
+        debug_assert_eq!(self.savepoint, Savepoint::Set);
+        self.savepoint = Savepoint::Kept;
     }
 
     /// Undoes the change since the savepoint, and lets the savepoint go.
     pub(crate) async fn rollback_to_savepoint(&mut self) -> Result<()> {
+        if self.savepoint != Savepoint::Set {
+            return Err(StoreError::Corrupt(format!(
+                "a change was rolled back while the batch's savepoint was {:?}",
+                self.savepoint
+            )));
+        }
         // Records appended since go with the rest (on PostgreSQL, so does
         // the chain's lock if it was taken since).
         self.audit_head = None;
-        sqlx::query("ROLLBACK TO SAVEPOINT passerelle_change")
-            .execute(&mut *self.tx)
-            .await?;
+        self.savepoints(
+            "ROLLBACK TO SAVEPOINT passerelle_change; RELEASE SAVEPOINT passerelle_change",
+            Savepoint::None,
+        )
+        .await?;
         self.audit_head = self.audit_head_at_savepoint.clone();
-        self.release_savepoint().await
+        Ok(())
+    }
+
+    /// The savepoint's state, as `Unknown` while a statement on it runs
+    /// (a call cancelled midway leaves it so).
+    pub(crate) fn savepoint_state(&self) -> Savepoint {
+        self.savepoint
+    }
+
+    async fn savepoints(&mut self, statements: &'static str, then: Savepoint) -> Result<()> {
+        self.savepoint = Savepoint::Unknown;
+        sqlx::raw_sql(statements).execute(&mut *self.tx).await?;
+        self.savepoint = then;
+        Ok(())
     }
 
     pub async fn idempotent_response(
@@ -1339,7 +1504,14 @@ impl Tx {
         .bind(passerelle_telemetry::propagation::current_as_text())
         .execute(&mut *self.tx)
         .await?;
+        self.enqueued += 1;
         Ok(())
+    }
+
+    /// Messages queued in the outbox through this transaction so far
+    /// (compared before and after a change: whether it queued any).
+    pub fn enqueued(&self) -> u64 {
+        self.enqueued
     }
 }
 

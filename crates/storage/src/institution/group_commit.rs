@@ -19,6 +19,9 @@
 //! just before the commit, so on PostgreSQL the chain's lock (one linear
 //! chain across replicas) is held only for that statement and the commit.
 //!
+//! A change's savepoint is released in the same statement that sets the
+//! next one's (or by the commit): one round trip per change fewer.
+//!
 //! A call cancelled midway (its client went away) cannot leave half a
 //! change behind: the next one to hold the batch rolls it back to its
 //! savepoint first (one cancelled while its savepoint was being set or
@@ -35,7 +38,7 @@ use passerelle_boundary::audit::{AuditEntry, AuditRecord};
 use passerelle_domain::Institution;
 use tokio::sync::{Mutex, MutexGuard, Notify, watch};
 
-use super::{InstitutionStore, Tx};
+use super::{InstitutionStore, Savepoint, Tx};
 use crate::{Backend, Database, Result, StoreError};
 
 /// Most changes in one batch: a bound on how long the first waits. On
@@ -144,8 +147,20 @@ impl Batch {
     async fn tidy(&mut self) {
         if std::mem::take(&mut self.abandoned) {
             self.tx.touched.clear();
-            if let Err(e) = self.tx.rollback_to_savepoint().await {
-                self.broken = Some(e.to_string());
+            match self.tx.savepoint_state() {
+                Savepoint::Set => {
+                    if let Err(e) = self.tx.rollback_to_savepoint().await {
+                        self.broken = Some(e.to_string());
+                    }
+                }
+                Savepoint::Unknown => {
+                    self.broken = Some(
+                        "a call was cancelled while the batch's savepoint was being set or released"
+                            .into(),
+                    );
+                }
+                // The call was cancelled before its change began.
+                Savepoint::None | Savepoint::Kept => {}
             }
         }
     }
@@ -307,15 +322,14 @@ impl GroupCommit {
             Some(change) => {
                 batch.tx.savepoint().await?;
                 let result = change(&mut batch.tx).await;
-                let settled = match &result {
-                    Ok(_) => batch.tx.release_savepoint().await,
+                match &result {
+                    Ok(_) => batch.tx.keep_savepoint(),
                     Err(_) => {
                         batch.tx.touched.clear();
-                        batch.tx.rollback_to_savepoint().await
+                        if let Err(e) = batch.tx.rollback_to_savepoint().await {
+                            batch.broken = Some(e.to_string());
+                        }
                     }
-                };
-                if let Err(e) = settled {
-                    batch.broken = Some(e.to_string());
                 }
                 batch.changes += 1;
                 batch.kept += usize::from(result.is_ok());
