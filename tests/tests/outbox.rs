@@ -193,6 +193,56 @@ async fn another_agents_identical_request_under_the_same_key_is_its_own() {
     .await;
 }
 
+/// A client that retries before its first call was answered sends the same
+/// key again while the first is still being written: every one of the calls
+/// gets the first's answer, and the change is made once. (The change no
+/// longer looks its key up inside the batch: one call of a process writes
+/// under a key at a time, and the next looks again.)
+#[tokio::test]
+async fn calls_under_one_key_at_the_same_time_make_one_change_and_share_its_answer() {
+    on_every_backend(async |backend| {
+        let t = start(backend, 11).await;
+        let request = v1::RecordConsentRequest {
+            idempotency_key: "retried-at-once-1".into(),
+            consent: Some(consent(
+                &t.clock,
+                &[v1::Purpose::Referral],
+                &[v1::Institution::Emploi],
+            )),
+        };
+        let calls = (0..16).map(|_| {
+            let request = t.as_agent(
+                Institution::Social,
+                passerelle_domain::Role::SocialWorker,
+                "sw-rennes-1",
+                Institution::Social,
+                request.clone(),
+            );
+            async {
+                let mut social = t.social().await;
+                social.record_consent(request).await
+            }
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        let first = answers[0].as_ref().expect("answered").get_ref().clone();
+        for answer in &answers {
+            let answer = answer.as_ref().expect("every call is answered");
+            assert_eq!(answer.get_ref(), &first, "{backend:?}");
+        }
+        let social = t.store(Institution::Social).await;
+        let consents: i64 = sqlx::Row::get(
+            &sqlx::query("SELECT COUNT(*) AS n FROM consents")
+                .fetch_one(social.database().pool())
+                .await
+                .expect("count"),
+            "n",
+        );
+        assert_eq!(consents, 1, "one consent made, {backend:?}");
+        t.shutdown().await;
+    })
+    .await;
+}
+
 /// Found by measuring an outage from outside: every local commit woke the
 /// relay, so the first waiting message was tried once per commit instead of
 /// on the backoff's schedule. Under a steady stream of commits, the attempts

@@ -147,12 +147,43 @@ async fn institution_store_round_trips_on_every_backend() {
         tx.save_response("/m", "key", "sha", b"resp", t0())
             .await
             .expect("idempotency");
+        // Notes written "z" then "a": they come back in the order written.
+        for topic in ["z-first", "a-second"] {
+            tx.insert_note("k-1", "sw-1", topic, &format!("{topic} note"), t0())
+                .await
+                .expect("note");
+        }
         tx.update_statistics().await.expect("counts");
         tx.commit().await.expect("commit");
 
         assert_eq!(
             store.consents_for_case("k-1").await.expect("read"),
             vec![consent("k-1")],
+            "{url}"
+        );
+        // Everything kept of the case, in one read.
+        let parts = store
+            .case_parts("k-1")
+            .await
+            .expect("parts")
+            .expect("a case");
+        assert_eq!(parts.case, case, "{url}");
+        assert!(!parts.restricted);
+        assert_eq!(parts.consents, vec![consent("k-1")], "{url}");
+        assert_eq!(parts.referral, Some(referral("k-1")), "{url}");
+        let topics: Vec<_> = parts.notes.iter().map(|n| n.topic.as_str()).collect();
+        assert_eq!(topics, ["z-first", "a-second"], "{url}");
+        assert_eq!(parts.notes[0].note, "z-first note");
+        assert_eq!(parts.notes[0].author, "sw-1");
+        assert_eq!(parts.notes[0].written_at, t0());
+        assert!(parts.diagnoses.is_empty() && parts.orientations.is_empty());
+        assert!(parts.plan.is_none() && parts.plan_summaries.is_empty());
+        assert!(
+            store
+                .case_parts("k-unknown")
+                .await
+                .expect("parts")
+                .is_none(),
             "{url}"
         );
         assert_eq!(store.case("k-1").await.expect("read"), Some(case), "{url}");
@@ -687,6 +718,75 @@ async fn failed_and_abandoned_changes_leave_nothing_on_every_backend() {
             .write(async |tx| store_answer(tx, "after").await)
             .await
             .expect("a later change");
+    }
+}
+
+/// A change's savepoint is released only when the next one is set (one
+/// statement for both): a change failing after a kept one, in one batch,
+/// undoes itself and nothing of the one before or after it.
+#[tokio::test]
+async fn a_failed_change_between_kept_ones_undoes_only_itself_on_every_backend() {
+    for (url, _dir) in urls("groupcommitbetween").await {
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        let spawn_write = |key: &'static str, fails: bool| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(async |tx| {
+                        store_answer(tx, key).await?;
+                        if fails {
+                            return Err(passerelle_storage::StoreError::Conflict("refused".into()));
+                        }
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        // The first holds the batch until the others queue behind it, in order.
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(async |tx| {
+                        store_answer(tx, "first").await?;
+                        started.send(()).expect("test waits");
+                        held.await.expect("released");
+                        Ok::<_, passerelle_storage::StoreError>(())
+                    })
+                    .await
+            })
+        };
+        running.await.expect("first change started");
+        let second = spawn_write("second", true);
+        until_waiting(&store, 1).await;
+        let third = spawn_write("third", false);
+        until_waiting(&store, 2).await;
+        let fourth = spawn_write("fourth", true);
+        until_waiting(&store, 3).await;
+        release.send(()).expect("first waits");
+        first.await.expect("joins").expect("first kept");
+        assert!(second.await.expect("joins").is_err());
+        third.await.expect("joins").expect("third kept");
+        assert!(fourth.await.expect("joins").is_err());
+        for (key, present) in [
+            ("first", true),
+            ("second", false),
+            ("third", true),
+            ("fourth", false),
+        ] {
+            let stored = store.stored_response("/batch", key).await.expect("read");
+            assert_eq!(stored.is_some(), present, "{url}: {key}");
+        }
+        let counts = store.group_commit_counts();
+        assert_eq!(
+            (counts.batches, counts.changes),
+            (1, 2),
+            "{url}: one batch, two kept"
+        );
     }
 }
 
