@@ -531,22 +531,30 @@ impl InstitutionStore {
     /// on to a write ([`InstitutionStore::key_ticket`]) whose insert of the
     /// key catches another replica's.
     pub async fn stored_response(&self, method: &str, key: &str) -> Result<Option<StoredResponse>> {
-        let row = sqlx::query(STORED_RESPONSE)
-            .bind(method)
-            .bind(key)
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.as_ref().map(stored_response).transpose()
+        self.db
+            .read(async |connection| {
+                let row = sqlx::query(STORED_RESPONSE)
+                    .bind(method)
+                    .bind(key)
+                    .fetch_optional(connection)
+                    .await?;
+                row.as_ref().map(stored_response).transpose()
+            })
+            .await
     }
 
     pub async fn consents_for_case(&self, case_id: &str) -> Result<Vec<Consent>> {
-        reads::consents(self.db.pool(), case_id).await
+        self.db
+            .read(async |connection| reads::consents(connection, case_id).await)
+            .await
     }
 
     /// Everything kept of a case, from one snapshot: the parts always
     /// agree with the case.
     pub async fn case_parts(&self, case_id: &str) -> Result<Option<CaseParts>> {
-        reads::case_parts(self.db.pool(), case_id).await
+        self.db
+            .read(async |connection| reads::case_parts(connection, case_id).await)
+            .await
     }
 
     pub async fn case(&self, case_id: &str) -> Result<Option<Case>> {

@@ -176,11 +176,15 @@ impl Tx {
 
 impl InstitutionStore {
     pub async fn jobseeker(&self, number: &str) -> Result<Option<Jobseeker>> {
-        let row = sqlx::query("SELECT * FROM jobseekers WHERE jobseeker_number = $1")
-            .bind(number)
-            .fetch_optional(self.database().pool())
-            .await?;
-        row.as_ref().map(jobseeker_from).transpose()
+        self.database()
+            .read(async |connection| {
+                let row = sqlx::query("SELECT * FROM jobseekers WHERE jobseeker_number = $1")
+                    .bind(number)
+                    .fetch_optional(connection)
+                    .await?;
+                row.as_ref().map(jobseeker_from).transpose()
+            })
+            .await
     }
 
     pub async fn rsa_list_published(&self, month: &str) -> Result<Option<u64>> {

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod institution;
 pub mod jobseekers;
 pub mod pilotage;
+mod readers;
 pub mod testing;
 
 use std::str::FromStr;
@@ -136,6 +137,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// Connections kept aside for single reads ([`Database::read`]).
+    readers: std::sync::Arc<readers::Readers>,
 }
 
 /// A pooled PostgreSQL connection idle longer than this is pinged before use.
@@ -200,7 +203,11 @@ impl Database {
             (Schema::Pilotage, Backend::Postgres) => &PILOTAGE_POSTGRES,
         };
         migrator.run(&pool).await?;
-        Ok(Database { pool, backend })
+        Ok(Database {
+            pool,
+            backend,
+            readers: std::sync::Arc::new(readers::Readers::new(max_connections)),
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -209,6 +216,16 @@ impl Database {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Runs a read of one statement (or of several that need no common
+    /// snapshot) on a connection kept aside for reads: it skips the test
+    /// the pool runs on every connection given back to it.
+    pub async fn read<T>(
+        &self,
+        read: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T>,
+    ) -> Result<T> {
+        self.readers.read(&self.pool, self.backend, read).await
     }
 
     /// Readiness: the database answers.
@@ -229,6 +246,7 @@ impl Database {
     }
 
     pub async fn close(&self) {
+        self.readers.close();
         self.pool.close().await;
     }
 }

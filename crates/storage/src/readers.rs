@@ -1,0 +1,188 @@
+//! Connections kept aside for single reads. sqlx tests a connection each
+//! time it goes back to its pool (a ping: on SQLite a hop to the
+//! connection's thread, on PostgreSQL a round trip), which doubled the cost
+//! of a one-statement read. A read that ran to its end leaves its
+//! connection in a known state, so it is kept here for the next read
+//! instead; one cancelled midway, or that failed for any reason but the
+//! statement's own, goes back to the pool, which tests it.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use sqlx::AnyConnection;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool};
+
+use crate::{Backend, PING_WHEN_IDLE_FOR, Result, StoreError};
+
+/// A connection kept aside, and since when.
+type Kept = (PoolConnection<Any>, Instant);
+
+#[derive(Debug)]
+pub(crate) struct Readers {
+    /// `None` once the database is closing: nothing more is kept.
+    kept: Mutex<Option<Vec<Kept>>>,
+    /// Most connections kept aside: the rest of the pool stays for writes.
+    most: usize,
+}
+
+impl Readers {
+    pub(crate) fn new(max_connections: u32) -> Self {
+        Readers {
+            kept: Mutex::new(Some(Vec::new())),
+            most: (max_connections as usize / 2).max(1),
+        }
+    }
+
+    /// Runs `read` on a kept connection (or one from the pool).
+    pub(crate) async fn read<T>(
+        &self,
+        pool: &AnyPool,
+        backend: Backend,
+        read: impl AsyncFnOnce(&mut AnyConnection) -> Result<T>,
+    ) -> Result<T> {
+        let mut connection = self.connection(pool, backend).await?;
+        let result = read(&mut connection).await;
+        let sound = match &result {
+            Ok(_) => true,
+            // The statement's own failure (a constraint, a value it could
+            // not decode) leaves the connection as sound as before.
+            Err(StoreError::Database(e)) => matches!(
+                e,
+                sqlx::Error::Database(_)
+                    | sqlx::Error::RowNotFound
+                    | sqlx::Error::ColumnDecode { .. }
+                    | sqlx::Error::ColumnNotFound(_)
+                    | sqlx::Error::TypeNotFound { .. }
+            ),
+            Err(_) => true,
+        };
+        if sound
+            && let Some(kept) = self
+                .kept
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+            && kept.len() < self.most
+        {
+            kept.push((connection, Instant::now()));
+        }
+        result
+    }
+
+    /// Gives every kept connection back to the pool, and keeps no more
+    /// (a closing pool waits for all its connections).
+    pub(crate) fn close(&self) {
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(kept);
+    }
+
+    async fn connection(&self, pool: &AnyPool, backend: Backend) -> Result<PoolConnection<Any>> {
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .and_then(Vec::pop);
+        if let Some((mut connection, since)) = kept {
+            // As the pool does: a PostgreSQL connection idle for a while may
+            // have been dropped by the server or the network.
+            let stale = backend == Backend::Postgres && since.elapsed() > PING_WHEN_IDLE_FOR;
+            if !stale || sqlx::Connection::ping(&mut *connection).await.is_ok() {
+                return Ok(connection);
+            }
+        }
+        Ok(pool.acquire().await?)
+    }
+
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, Vec::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_finished_read_keeps_its_connection_and_a_cancelled_one_does_not() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}/r.db?mode=rwc", dir.path().display());
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .expect("pool");
+        let readers = Readers::new(4);
+        let one = async |c: &mut AnyConnection| {
+            sqlx::query("SELECT 1").execute(&mut *c).await?;
+            Ok(())
+        };
+        readers
+            .read(&pool, Backend::Sqlite, one)
+            .await
+            .expect("read");
+        readers
+            .read(&pool, Backend::Sqlite, one)
+            .await
+            .expect("read");
+        assert_eq!(
+            readers.kept(),
+            1,
+            "the same connection, kept for the next read"
+        );
+        // A statement's own failure keeps it too.
+        let failing = async |c: &mut AnyConnection| {
+            sqlx::query("SELECT * FROM no_such_table")
+                .execute(&mut *c)
+                .await?;
+            Ok(())
+        };
+        assert!(readers.read(&pool, Backend::Sqlite, failing).await.is_err());
+        assert_eq!(readers.kept(), 1);
+        // Cancelled midway: back to the pool, not kept.
+        let slow = async |c: &mut AnyConnection| {
+            sqlx::query("SELECT 1").execute(&mut *c).await?;
+            std::future::pending::<()>().await;
+            Ok(())
+        };
+        let cancelled = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            readers.read(&pool, Backend::Sqlite, slow),
+        )
+        .await;
+        assert!(cancelled.is_err());
+        assert_eq!(readers.kept(), 0);
+        // No more are kept aside than half the pool.
+        let held = futures_util::future::join_all((0..4).map(|_| {
+            readers.read(&pool, Backend::Sqlite, async |c: &mut AnyConnection| {
+                sqlx::query("SELECT 1").execute(&mut *c).await?;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Ok(())
+            })
+        }))
+        .await;
+        assert!(held.iter().all(Result::is_ok));
+        assert_eq!(readers.kept(), 2);
+        // Closing gives them back, so the pool can close.
+        readers.close();
+        readers
+            .read(&pool, Backend::Sqlite, one)
+            .await
+            .expect("read");
+        assert_eq!(readers.kept(), 0, "nothing kept once closed");
+        tokio::time::timeout(std::time::Duration::from_secs(5), pool.close())
+            .await
+            .expect("the pool closes");
+    }
+}
