@@ -55,7 +55,13 @@ impl AuditLog {
     /// whatever else was waiting in the same transaction.
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditRecord> {
         if let Some(group) = &self.batched {
-            return group.record(entry).await;
+            // Written by a task of its own: a caller that goes away while
+            // the record waits for its batch (its client cancelled) does
+            // not take the record with it, as with the writer task below.
+            let group = group.clone();
+            return tokio::spawn(async move { group.record(entry).await })
+                .await
+                .map_err(|e| StoreError::Config(format!("the audit write stopped: {e}")))?;
         }
         let (done, committed) = oneshot::channel();
         self.writer()

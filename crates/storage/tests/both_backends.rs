@@ -790,6 +790,56 @@ async fn a_failed_change_between_kept_ones_undoes_only_itself_on_every_backend()
     }
 }
 
+/// A record written on its own (a replay, a read, a refusal) survives its
+/// caller going away while it waits for the batch: it is durable once the
+/// batch commits, though nobody waits for it any more.
+#[tokio::test]
+async fn a_record_outlives_its_caller_cancelled_while_it_waits_for_the_batch_on_every_backend() {
+    for (url, _dir) in urls("cancelledrecord").await {
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        let holder = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(async |tx| {
+                        store_answer(tx, "holder").await?;
+                        started.send(()).expect("test waits");
+                        held.await.expect("released");
+                        Ok::<_, passerelle_storage::StoreError>(())
+                    })
+                    .await
+            })
+        };
+        running.await.expect("the batch is held");
+        let cancelled = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            store.audit().append(inbound_entry(7, "k-cancelled")),
+        )
+        .await;
+        assert!(cancelled.is_err(), "{url}: still waiting for the batch");
+        release.send(()).expect("holder waits");
+        holder.await.expect("joins").expect("holder kept");
+        let mut found = false;
+        for _ in 0..200 {
+            let entries = store.audit().entries().await.expect("entries");
+            if entries
+                .iter()
+                .any(|e| e.case_id.as_deref() == Some("k-cancelled"))
+            {
+                found = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(found, "{url}: the record of a cancelled caller was lost");
+        store.audit().verify().await.expect("the chain verifies");
+    }
+}
+
 /// A crossing's record, to be written with its change.
 fn pending(store: &InstitutionStore, entry: AuditEntry) -> passerelle_boundary::PendingRecord {
     passerelle_boundary::PendingRecord::new(entry, std::sync::Arc::new(store.audit().clone()))
