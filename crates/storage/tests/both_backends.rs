@@ -592,6 +592,33 @@ async fn store_answer(
         .await
 }
 
+/// A change that stores `key`'s answer and then holds the batch open until
+/// the returned sender is used (or dropped); answers once it has started.
+async fn hold_batch(
+    store: &InstitutionStore,
+    key: &'static str,
+) -> (
+    tokio::task::JoinHandle<Result<(), passerelle_storage::StoreError>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let store = store.clone();
+    let holder = tokio::spawn(async move {
+        store
+            .write(async |tx| {
+                store_answer(tx, key).await?;
+                started.send(()).expect("test waits");
+                // Released, or dropped by a test that aborts the holder.
+                let _ = held.await;
+                Ok(())
+            })
+            .await
+    });
+    running.await.expect("the holding change started");
+    (holder, release)
+}
+
 /// Waits until `n` writers queue for the open batch.
 async fn until_waiting(store: &InstitutionStore, n: usize) {
     for _ in 0..1_000 {
@@ -666,23 +693,8 @@ async fn failed_and_abandoned_changes_leave_nothing_on_every_backend() {
         let store = InstitutionStore::connect(&url, 4, Institution::Social)
             .await
             .expect("connect");
-        let (release, held) = tokio::sync::oneshot::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel::<()>();
         // Holds the batch open after writing, until aborted.
-        let abandoned = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .write(async |tx| {
-                        store_answer(tx, "abandoned").await?;
-                        started.send(()).expect("test waits");
-                        held.await.expect("never released");
-                        Ok::<_, passerelle_storage::StoreError>(())
-                    })
-                    .await
-            })
-        };
-        running.await.expect("abandoned change started");
+        let (abandoned, release) = hold_batch(&store, "abandoned").await;
         let failing = {
             let store = store.clone();
             tokio::spawn(async move {
@@ -730,8 +742,6 @@ async fn a_failed_change_between_kept_ones_undoes_only_itself_on_every_backend()
         let store = InstitutionStore::connect(&url, 4, Institution::Social)
             .await
             .expect("connect");
-        let (release, held) = tokio::sync::oneshot::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel::<()>();
         let spawn_write = |key: &'static str, fails: bool| {
             let store = store.clone();
             tokio::spawn(async move {
@@ -747,20 +757,7 @@ async fn a_failed_change_between_kept_ones_undoes_only_itself_on_every_backend()
             })
         };
         // The first holds the batch until the others queue behind it, in order.
-        let first = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .write(async |tx| {
-                        store_answer(tx, "first").await?;
-                        started.send(()).expect("test waits");
-                        held.await.expect("released");
-                        Ok::<_, passerelle_storage::StoreError>(())
-                    })
-                    .await
-            })
-        };
-        running.await.expect("first change started");
+        let (first, release) = hold_batch(&store, "first").await;
         let second = spawn_write("second", true);
         until_waiting(&store, 1).await;
         let third = spawn_write("third", false);
@@ -799,22 +796,7 @@ async fn a_record_outlives_its_caller_cancelled_while_it_waits_for_the_batch_on_
         let store = InstitutionStore::connect(&url, 4, Institution::Social)
             .await
             .expect("connect");
-        let (release, held) = tokio::sync::oneshot::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel::<()>();
-        let holder = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .write(async |tx| {
-                        store_answer(tx, "holder").await?;
-                        started.send(()).expect("test waits");
-                        held.await.expect("released");
-                        Ok::<_, passerelle_storage::StoreError>(())
-                    })
-                    .await
-            })
-        };
-        running.await.expect("the batch is held");
+        let (holder, release) = hold_batch(&store, "holder").await;
         let cancelled = tokio::time::timeout(
             std::time::Duration::from_millis(50),
             store.audit().append(inbound_entry(7, "k-cancelled")),
