@@ -57,6 +57,47 @@ fn known_referral(origin: &str, body: &str) -> Result<KnownReferral> {
     ))
 }
 
+/// Which of a case's other rows its counts still need read.
+struct Wanted {
+    referral: bool,
+    authors: bool,
+    plan: bool,
+}
+
+impl Wanted {
+    fn any(&self) -> bool {
+        self.referral || self.authors || self.plan
+    }
+
+    /// One statement for the parts wanted, built once for each combination.
+    fn sql(&self) -> &'static str {
+        static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        let all = SQL.get_or_init(|| {
+            (0..8)
+                .map(|bits| {
+                    // Each branch names its columns: any of them may come
+                    // first. Of the own plans (one per kind), the first by
+                    // kind counts.
+                    let parts: Vec<&str> = [
+                        (1, "SELECT 'referral' AS part, origin AS a, body AS b FROM referrals WHERE case_id = $1"),
+                        (2, "SELECT 'author' AS part, author_institution AS a, CAST(NULL AS TEXT) AS b FROM diagnoses WHERE case_id = $1"),
+                        (4, "SELECT 'plan' AS part, kind AS a, body AS b FROM plans WHERE case_id = $1 AND origin = 'local'"),
+                    ]
+                    .into_iter()
+                    .filter(|(bit, _)| bits & bit != 0)
+                    .map(|(_, sql)| sql)
+                    .collect();
+                    format!("{} ORDER BY part, a", parts.join(" UNION ALL "))
+                })
+                .collect()
+        });
+        let bits = usize::from(self.referral)
+            | usize::from(self.authors) << 1
+            | usize::from(self.plan) << 2;
+        &all[bits]
+    }
+}
+
 /// What a case's counts depend on, from its rows.
 struct Rows {
     case: Case,
@@ -318,41 +359,35 @@ impl Tx {
         else {
             return Ok(None);
         };
-        let referral = match referral {
-            Some(known) => Some(known),
-            None => sqlx::query("SELECT origin, body FROM referrals WHERE case_id = $1")
-                .bind(case_id)
-                .fetch_optional(&mut *self.tx)
-                .await?
-                .map(|r| {
-                    known_referral(
-                        &r.try_get::<String, _>("origin")?,
-                        &r.try_get::<String, _>("body")?,
-                    )
-                })
-                .transpose()?,
+        // The parts not known yet, in one statement (each is a hop to
+        // SQLite's connection thread, a round trip to PostgreSQL, on the
+        // batch's one connection).
+        let wanted = Wanted {
+            referral: referral.is_none(),
+            authors: known.authors.is_none(),
+            plan: known.plan.is_none(),
         };
-        let authors = match known.authors {
-            Some(authors) => authors,
-            None => sqlx::query("SELECT author_institution FROM diagnoses WHERE case_id = $1")
+        let (mut read_referral, mut authors, mut plan) = (None, vec![], None);
+        if wanted.any() {
+            for part in sqlx::query(wanted.sql())
                 .bind(case_id)
                 .fetch_all(&mut *self.tx)
                 .await?
-                .iter()
-                .map(|r| r.try_get("author_institution"))
-                .collect::<std::result::Result<_, _>>()?,
-        };
-        let plan = match known.plan {
-            Some(plan) => plan,
-            None => sqlx::query(
-                "SELECT body FROM plans WHERE case_id = $1 AND origin = 'local' ORDER BY kind",
-            )
-            .bind(case_id)
-            .fetch_optional(&mut *self.tx)
-            .await?
-            .map(|r| r.try_get("body"))
-            .transpose()?,
-        };
+            {
+                let (a, b) = (
+                    part.try_get::<String, _>("a")?,
+                    part.try_get::<String, _>("b"),
+                );
+                match part.try_get::<String, _>("part")?.as_str() {
+                    "author" => authors.push(a),
+                    "plan" => plan = plan.or(Some(b?)),
+                    _ => read_referral = Some(known_referral(&a, &b?)?),
+                }
+            }
+        }
+        let referral = referral.or(read_referral);
+        let authors = known.authors.unwrap_or(authors);
+        let plan = known.plan.unwrap_or(plan);
         let orientations = match known.orientations {
             Some(orientations) => orientations,
             None if row.try_get::<i64, _>("oriented")? > 0 => self.orientations(case_id).await?,
