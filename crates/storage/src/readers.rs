@@ -4,7 +4,8 @@
 //! of a one-statement read. A read that ran to its end leaves its
 //! connection in a known state, so it is kept here for the next read
 //! instead; one cancelled midway, or that failed for any reason but the
-//! statement's own, goes back to the pool, which tests it.
+//! statement's own, goes back to the pool, which tests it. Reads take
+//! turns at the kept connections in the order they arrive.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
@@ -24,13 +25,20 @@ pub(crate) struct Readers {
     kept: Mutex<Option<Vec<Kept>>>,
     /// Most connections kept aside: the rest of the pool stays for writes.
     most: usize,
+    /// One turn per kept connection, taken in arrival order: without it a
+    /// read arriving later could take a kept connection while an earlier
+    /// one waits on the pool (whose connections the kept ones no longer
+    /// go back to), and the slowest reads waited longest.
+    turns: tokio::sync::Semaphore,
 }
 
 impl Readers {
     pub(crate) fn new(max_connections: u32) -> Self {
+        let most = (max_connections as usize / 2).max(1);
         Readers {
             kept: Mutex::new(Some(Vec::new())),
-            most: (max_connections as usize / 2).max(1),
+            most,
+            turns: tokio::sync::Semaphore::new(most),
         }
     }
 
@@ -41,6 +49,10 @@ impl Readers {
         backend: Backend,
         read: impl AsyncFnOnce(&mut AnyConnection) -> Result<T>,
     ) -> Result<T> {
+        let Ok(_turn) = self.turns.acquire().await else {
+            // Closing: straight from the pool, and back to it.
+            return read(&mut *pool.acquire().await?).await;
+        };
         let mut connection = self.connection(pool, backend).await?;
         let result = read(&mut connection).await;
         let sound = match &result {
@@ -73,6 +85,7 @@ impl Readers {
     /// Gives every kept connection back to the pool, and keeps no more
     /// (a closing pool waits for all its connections).
     pub(crate) fn close(&self) {
+        self.turns.close();
         let kept = self
             .kept
             .lock()
@@ -112,6 +125,7 @@ impl Readers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
     async fn a_finished_read_keeps_its_connection_and_a_cancelled_one_does_not() {
@@ -163,17 +177,22 @@ mod tests {
         .await;
         assert!(cancelled.is_err());
         assert_eq!(readers.kept(), 0);
-        // No more are kept aside than half the pool.
-        let held = futures_util::future::join_all((0..4).map(|_| {
+        // No more are kept aside than half the pool, and reads take turns at them.
+        let (running, most_running) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let held = futures_util::future::join_all((0..6).map(|_| {
             readers.read(&pool, Backend::Sqlite, async |c: &mut AnyConnection| {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most_running.fetch_max(now, Ordering::SeqCst);
                 sqlx::query("SELECT 1").execute(&mut *c).await?;
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
                 Ok(())
             })
         }))
         .await;
         assert!(held.iter().all(Result::is_ok));
         assert_eq!(readers.kept(), 2);
+        assert_eq!(most_running.load(Ordering::SeqCst), 2);
         // Closing gives them back, so the pool can close.
         readers.close();
         readers
