@@ -357,42 +357,49 @@ fn consent_from_row(row: &AnyRow) -> Result<Consent> {
 
 /// A consent from columns named as in its table, after `prefix`.
 fn consent_from_columns(row: &AnyRow, prefix: &str) -> Result<Consent> {
-    let column = |name: &str| format!("{prefix}{name}");
+    // Every crossing reads consents without a prefix: no allocation then.
+    let column = |name: &'static str| -> std::borrow::Cow<'static, str> {
+        if prefix.is_empty() {
+            name.into()
+        } else {
+            format!("{prefix}{name}").into()
+        }
+    };
     Ok(Consent {
         consent_id: row
-            .try_get::<String, _>(column("consent_id").as_str())?
+            .try_get::<String, _>(column("consent_id").as_ref())?
             .into(),
-        case_id: row.try_get::<String, _>(column("case_id").as_str())?.into(),
+        case_id: row.try_get::<String, _>(column("case_id").as_ref())?.into(),
         purposes: parse_codes(
-            &row.try_get::<String, _>(column("purposes").as_str())?,
+            &row.try_get::<String, _>(column("purposes").as_ref())?,
             Purpose::from_code,
         )?,
         recipients: parse_codes(
-            &row.try_get::<String, _>(column("recipients").as_str())?,
+            &row.try_get::<String, _>(column("recipients").as_ref())?,
             Institution::from_code,
         )?,
         categories: parse_codes(
-            &row.try_get::<String, _>(column("categories").as_str())?,
+            &row.try_get::<String, _>(column("categories").as_ref())?,
             DataCategory::from_code,
         )?,
         evidence: Evidence {
             kind: parse_code(
-                &row.try_get::<String, _>(column("evidence_kind").as_str())?,
+                &row.try_get::<String, _>(column("evidence_kind").as_ref())?,
                 EvidenceKind::from_code,
             )?,
-            document_sha256: row.try_get(column("evidence_sha256").as_str())?,
-            signed_at: from_micros(row.try_get(column("evidence_signed_at").as_str())?)?,
-            collected_by: row.try_get(column("evidence_collected_by").as_str())?,
+            document_sha256: row.try_get(column("evidence_sha256").as_ref())?,
+            signed_at: from_micros(row.try_get(column("evidence_signed_at").as_ref())?)?,
+            collected_by: row.try_get(column("evidence_collected_by").as_ref())?,
         },
-        valid_from: from_micros(row.try_get(column("valid_from").as_str())?)?,
-        valid_until: from_micros(row.try_get(column("valid_until").as_str())?)?,
+        valid_from: from_micros(row.try_get(column("valid_from").as_ref())?)?,
+        valid_until: from_micros(row.try_get(column("valid_until").as_ref())?)?,
         state: parse_code(
-            &row.try_get::<String, _>(column("state").as_str())?,
+            &row.try_get::<String, _>(column("state").as_ref())?,
             ConsentState::from_code,
         )?,
-        state_changed_at: from_micros(row.try_get(column("state_changed_at").as_str())?)?,
+        state_changed_at: from_micros(row.try_get(column("state_changed_at").as_ref())?)?,
         holder: parse_code(
-            &row.try_get::<String, _>(column("holder").as_str())?,
+            &row.try_get::<String, _>(column("holder").as_ref())?,
             Institution::from_code,
         )?,
     })
@@ -1022,19 +1029,6 @@ impl Tx {
         sqlx::raw_sql(statements).execute(&mut *self.tx).await?;
         self.savepoint = then;
         Ok(())
-    }
-
-    pub async fn idempotent_response(
-        &mut self,
-        method: &str,
-        key: &str,
-    ) -> Result<Option<StoredResponse>> {
-        let row = sqlx::query(STORED_RESPONSE)
-            .bind(method)
-            .bind(key)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        row.as_ref().map(stored_response).transpose()
     }
 
     pub async fn save_response(

@@ -204,14 +204,14 @@ async fn institution_store_round_trips_on_every_backend() {
         tx.upsert_consent(&consent("k-1"))
             .await
             .expect("stale share");
-        let stored = tx
-            .idempotent_response("/m", "key")
+        tx.update_statistics().await.expect("counts");
+        tx.commit().await.expect("commit");
+        let stored = store
+            .stored_response("/m", "key")
             .await
             .expect("lookup")
             .expect("stored");
         assert_eq!(stored.response, b"resp");
-        tx.update_statistics().await.expect("counts");
-        tx.commit().await.expect("commit");
         assert_eq!(
             store.consents_for_case("k-1").await.expect("read")[0].state,
             ConsentState::Withdrawn
