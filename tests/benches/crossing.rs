@@ -13,7 +13,8 @@
 //! read of a jobseeker's file at the employment side (`GetJobseekerFile`:
 //! habilitation, minimisation, audit), and referrals delivered end to end
 //! per second (made at the social side, held at the employment side). Then
-//! the process's resident memory. On PostgreSQL, what a second replica of
+//! the process's resident memory. Before the levels, the four calls in turn
+//! at a steady 1,000 a second (an open loop) and the memory under that load. On PostgreSQL, what a second replica of
 //! the employment service adds to the crossing. With `--processes`, each
 //! service runs in its own process (this binary, as `serve`) and each one's
 //! resident memory is printed. `--only TEXT` runs the rows whose name holds
@@ -402,6 +403,53 @@ async fn referrals_delivered(
     }
 }
 
+/// `rate` calls a second for `seconds`, taken in turn from `calls`, each
+/// started on time whatever the others' progress (an open loop, as many
+/// independent clients make): the load the services must bear, not the most
+/// they can take. Memory is read under this load.
+async fn paced(calls: &[(Channel, Call)], rate: u64, seconds: f64) -> Figures {
+    // Ticks of 10 ms: tokio's timer resolution is a millisecond.
+    let ticks_per_second = 100;
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / ticks_per_second);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let per_tick = rate.div_ceil(u64::from(ticks_per_second));
+    let began = Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    let mut latencies = vec![];
+    let mut errors = 0;
+    let mut settle = |done: Result<Option<Duration>, tokio::task::JoinError>| match done {
+        Ok(Some(latency)) => latencies.push(latency),
+        _ => errors += 1,
+    };
+    let mut n = 0u64;
+    for _ in 0..(seconds * f64::from(ticks_per_second)) as u64 {
+        tick.tick().await;
+        for _ in 0..per_tick {
+            let (channel, call) = &calls[n as usize % calls.len()];
+            let (channel, call) = (channel.clone(), call.clone());
+            running.spawn(async move {
+                let started = Instant::now();
+                call(channel, n).await.then(|| started.elapsed())
+            });
+            n += 1;
+        }
+        while let Some(done) = running.try_join_next() {
+            settle(done);
+        }
+    }
+    while let Some(done) = running.join_next().await {
+        settle(done);
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    latencies.sort();
+    Figures {
+        per_second: latencies.len() as f64 / elapsed,
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+        errors,
+    }
+}
+
 fn print_row(
     backend: passerelle_tests::Backend,
     name: &str,
@@ -414,7 +462,10 @@ fn print_row(
         "{:<10} {:<28} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>8.3} {:>7}",
         format!("{backend:?}"),
         name,
-        if channels > 1 {
+        if in_flight == 0 {
+            // Paced: as many in flight as the rate and the latency make.
+            "open".to_owned()
+        } else if channels > 1 {
             format!("{in_flight}/{channels}ch")
         } else {
             in_flight.to_string()
@@ -426,6 +477,9 @@ fn print_row(
         f.errors
     );
 }
+
+/// The steady load under which memory is read (the 1,000 req/s).
+const PACED_RATE: u64 = 1_000;
 
 const LEVELS: [(usize, usize); 4] = [(1, 1), (16, 1), (64, 1), (64, 4)];
 
@@ -491,6 +545,34 @@ async fn two_replicas(
     replica.shutdown().await.expect("replica stops");
 }
 
+/// Each service's resident memory now and at its peak (with `--processes`),
+/// or this whole process's.
+fn print_memory(backend: passerelle_tests::Backend, t: &TestStack, processes: bool, when: &str) {
+    let backend = format!("{backend:?}");
+    if processes {
+        let (now, peak) = resident_mib(None);
+        println!(
+            "{backend:<10} resident memory {when} of this process (the bare server and the clients): {now:.0} MiB now, {peak:.0} MiB at peak"
+        );
+        for institution in [
+            Institution::Emploi,
+            Institution::Social,
+            Institution::Pilotage,
+        ] {
+            let pid = t.stack.process_id(institution).expect("its own process");
+            let (now, peak) = resident_mib(Some(pid));
+            println!(
+                "{backend:<10} resident memory {when} of passerelle-{institution}: {now:.0} MiB now, {peak:.0} MiB at peak"
+            );
+        }
+    } else {
+        let (now, peak) = resident_mib(None);
+        println!(
+            "{backend:<10} resident memory {when} of this process (three services, the bare server and the clients): {now:.0} MiB now, {peak:.0} MiB at peak"
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -505,7 +587,7 @@ async fn main() {
         return;
     }
     let processes = args.iter().any(|a| a == "--processes");
-    let seconds = args
+    let seconds: f64 = args
         .iter()
         .position(|a| a == "--seconds")
         .and_then(|i| args.get(i + 1))
@@ -544,6 +626,53 @@ async fn main() {
         let number = a_jobseeker_file(&t, "sw-bench").await;
         let emploi_url = t.stack.url(Institution::Emploi);
         let social_url = t.stack.url(Institution::Social);
+        // First, before any level pushes memory to its peak: the four calls
+        // in turn at a steady 1,000 a second, and each service's memory under it.
+        if wanted("paced") {
+            let emploi = channel(&emploi_url).await;
+            let token = service_token_of(&t);
+            let calls: Vec<(Channel, Call)> = vec![
+                (
+                    emploi.clone(),
+                    crossing_call(token.clone(), case_id.clone(), summary.clone(), None),
+                ),
+                (
+                    emploi.clone(),
+                    crossing_call(token, case_id.clone(), summary.clone(), Some("paced")),
+                ),
+                (
+                    emploi.clone(),
+                    read_call(
+                        t.stack
+                            .token(
+                                Institution::Emploi,
+                                Role::Counsellor,
+                                &counsellor,
+                                Institution::Emploi,
+                            )
+                            .expect("token"),
+                        case_id.clone(),
+                    ),
+                ),
+                (
+                    emploi,
+                    partner_read_call(
+                        t.stack
+                            .token(
+                                Institution::Social,
+                                Role::SocialWorker,
+                                "sw-bench",
+                                Institution::Emploi,
+                            )
+                            .expect("token"),
+                        number.clone(),
+                    ),
+                ),
+            ];
+            let f = paced(&calls, PACED_RATE, seconds.max(5.0)).await;
+            print_row(backend, "paced mix (4 calls)", 0, 1, &f, f64::NAN);
+            print_memory(backend, &t, processes, "at 1,000 calls/s");
+        }
         // The bare call's rate at 64 in flight, beside the replicas' rows.
         let mut bare_at_64 = f64::NAN;
         for (in_flight, channels) in LEVELS {
@@ -635,30 +764,7 @@ async fn main() {
         if backend == passerelle_tests::Backend::Postgres && !processes && wanted("repl.") {
             two_replicas(&t, &case_id, &summary, seconds, bare_at_64).await;
         }
-        let (now, peak) = resident_mib(None);
-        if processes {
-            println!(
-                "{:<10} resident memory of this process (the bare server and the clients): {now:.0} MiB now, {peak:.0} MiB at peak",
-                format!("{backend:?}")
-            );
-            for institution in [
-                Institution::Emploi,
-                Institution::Social,
-                Institution::Pilotage,
-            ] {
-                let pid = t.stack.process_id(institution).expect("its own process");
-                let (now, peak) = resident_mib(Some(pid));
-                println!(
-                    "{:<10} resident memory of passerelle-{institution}: {now:.0} MiB now, {peak:.0} MiB at peak",
-                    format!("{backend:?}")
-                );
-            }
-        } else {
-            println!(
-                "{:<10} resident memory of this process (three services, the bare server and the clients): {now:.0} MiB now, {peak:.0} MiB at peak",
-                format!("{backend:?}")
-            );
-        }
+        print_memory(backend, &t, processes, "at the end");
         t.shutdown().await;
     }
 }
