@@ -9,7 +9,8 @@
 //! no token, no database), a replayed crossing (`ReceivePlanSummary` with
 //! the same key: token, consent check, minimisation, a durable audit record,
 //! the stored answer), a new crossing (a fresh key each call: the change
-//! written too), an agent's local read (`GetCase`), a Département agent's
+//! written too), on one case and spread over 64 (one case's changes take
+//! turns: they rewrite the same rows; different cases' need not), an agent's local read (`GetCase`), a Département agent's
 //! read of a jobseeker's file at the employment side (`GetJobseekerFile`:
 //! habilitation, minimisation, audit), and referrals delivered end to end
 //! per second (made at the social side, held at the employment side). Then
@@ -18,7 +19,8 @@
 //! the employment service adds to the crossing. With `--processes`, each
 //! service runs in its own process (this binary, as `serve`) and each one's
 //! resident memory is printed. `--only TEXT` runs the rows whose name holds
-//! TEXT (and the bare call), to profile one. Timings are only printed here,
+//! TEXT (and the bare call), to profile one; `--backend sqlite|postgres`
+//! runs one backend only. Timings are only printed here,
 //! never asserted.
 
 use std::sync::Arc;
@@ -138,12 +140,20 @@ fn authorised<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+/// Cases the crossings fall on, each with the plan summary sent for it.
+type Cases = Arc<Vec<(String, v1::PlanSummary)>>;
+
+/// Cases the "64 cases" row spreads its crossings over: as many as calls
+/// in flight at most (one case's changes take turns by design: they
+/// rewrite the same rows).
+const SPREAD_OVER: usize = 64;
+
 /// A case at both sides with a plan summary, and the tokens to call with.
-async fn a_case(t: &TestStack) -> (String, v1::PlanSummary) {
-    let case_id = t.enter_case("bench").await;
+async fn a_case(t: &TestStack, label: &str) -> (String, v1::PlanSummary) {
+    let case_id = t.enter_case(label).await;
     t.social()
         .await
-        .update_plan(t.social_plan_request("bench-plan", &case_id, "Un logement"))
+        .update_plan(t.social_plan_request(&format!("{label}-plan"), &case_id, "Un logement"))
         .await
         .expect("plan");
     let emploi = t.store(Institution::Emploi).await;
@@ -237,19 +247,16 @@ fn partner_read_call(token: String, number: String) -> Call {
 }
 
 /// A crossing replayed under one key (`fresh_keys_of: None`) or under a
-/// new key each call, unique to the level it is named after.
-fn crossing_call(
-    token: String,
-    case_id: String,
-    summary: v1::PlanSummary,
-    fresh_keys_of: Option<&str>,
-) -> Call {
+/// new key each call, unique to the level it is named after; call `n` is
+/// about the `n`th of `cases`, in turn.
+fn crossing_call(token: String, cases: Cases, fresh_keys_of: Option<&str>) -> Call {
     let level = fresh_keys_of.map(str::to_owned);
     Arc::new(move |channel, n| {
         let key = match &level {
             None => "bench-replayed".to_owned(),
             Some(level) => format!("bench-new-{level}-{n}"),
         };
+        let (case_id, summary) = &cases[n as usize % cases.len()];
         let request = authorised(
             v1::ReceivePlanSummaryRequest {
                 idempotency_key: key,
@@ -498,13 +505,7 @@ fn service_token_of(t: &TestStack) -> String {
 /// What a second replica of the employment service adds on PostgreSQL: 64
 /// calls in flight over two channels, both to one replica, then one channel
 /// to each of two.
-async fn two_replicas(
-    t: &TestStack,
-    case_id: &str,
-    summary: &v1::PlanSummary,
-    seconds: f64,
-    bare: f64,
-) {
+async fn two_replicas(t: &TestStack, one_case: &Cases, spread: &Cases, seconds: f64, bare: f64) {
     let token = &service_token_of(t);
     let replica = t
         .stack
@@ -515,18 +516,25 @@ async fn two_replicas(
     let second = format!("http://{}", replica.addr);
     for (replicas, urls) in [(1, [&first, &first]), (2, [&first, &second])] {
         let open = [channel(urls[0]).await, channel(urls[1]).await];
-        let calls: [(&str, Call); 2] = [
+        let calls: [(&str, Call); 3] = [
             (
                 "crossing, replayed",
-                crossing_call(token.to_owned(), case_id.into(), summary.clone(), None),
+                crossing_call(token.to_owned(), one_case.clone(), None),
             ),
             (
                 "crossing, new",
                 crossing_call(
                     token.to_owned(),
-                    case_id.into(),
-                    summary.clone(),
+                    one_case.clone(),
                     Some(&format!("replicas-{replicas}")),
+                ),
+            ),
+            (
+                "crossing, new, 64 cases",
+                crossing_call(
+                    token.to_owned(),
+                    spread.clone(),
+                    Some(&format!("replicas-spread-{replicas}")),
                 ),
             ),
         ];
@@ -607,14 +615,33 @@ async fn main() {
         "{:<10} {:<28} {:>9} {:>10} {:>9} {:>9} {:>8} {:>7}",
         "backend", "call", "in flight", "req/s", "p50 ms", "p99 ms", "× bare", "errors"
     );
-    for backend in backends() {
+    // `--backend sqlite|postgres`: one backend only (to profile it).
+    let backend_wanted = args
+        .iter()
+        .position(|a| a == "--backend")
+        .and_then(|i| args.get(i + 1))
+        .map(|b| b.to_lowercase());
+    for backend in backends().into_iter().filter(|b| {
+        backend_wanted
+            .as_ref()
+            .is_none_or(|w| format!("{b:?}").to_lowercase() == *w)
+    }) {
         let t = if processes {
             let executable = std::env::current_exe().expect("this bench's executable");
             start_in_processes(backend, executable).await
         } else {
             start(backend, 11).await
         };
-        let (case_id, summary) = a_case(&t).await;
+        let (case_id, summary) = a_case(&t, "bench").await;
+        let one_case: Cases = Arc::new(vec![(case_id.clone(), summary.clone())]);
+        // Set up only when its rows run: each case takes a few calls.
+        let mut spread = vec![(case_id.clone(), summary.clone())];
+        if wanted("64 cases") {
+            for i in 1..SPREAD_OVER {
+                spread.push(a_case(&t, &format!("bench-{i}")).await);
+            }
+        }
+        let spread: Cases = Arc::new(spread);
         // The pair's counsellor reads the case.
         let counsellor = t
             .case_at_emploi(&case_id)
@@ -634,11 +661,11 @@ async fn main() {
             let calls: Vec<(Channel, Call)> = vec![
                 (
                     emploi.clone(),
-                    crossing_call(token.clone(), case_id.clone(), summary.clone(), None),
+                    crossing_call(token.clone(), one_case.clone(), None),
                 ),
                 (
                     emploi.clone(),
-                    crossing_call(token, case_id.clone(), summary.clone(), Some("paced")),
+                    crossing_call(token, one_case.clone(), Some("paced")),
                 ),
                 (
                     emploi.clone(),
@@ -697,25 +724,24 @@ async fn main() {
                 )
                 .expect("token");
             let level = format!("{in_flight}-{channels}");
-            let calls: [(&str, Call, &str); 5] = [
+            let calls: [(&str, Call, &str); 6] = [
                 ("bare tonic (health)", bare_call(), bare_url.as_str()),
                 (
                     "crossing, replayed",
-                    crossing_call(
-                        service_token.clone(),
-                        case_id.clone(),
-                        summary.clone(),
-                        None,
-                    ),
+                    crossing_call(service_token.clone(), one_case.clone(), None),
                     emploi_url.as_str(),
                 ),
                 (
                     "crossing, new",
+                    crossing_call(service_token.clone(), one_case.clone(), Some(&level)),
+                    emploi_url.as_str(),
+                ),
+                (
+                    "crossing, new, 64 cases",
                     crossing_call(
                         service_token.clone(),
-                        case_id.clone(),
-                        summary.clone(),
-                        Some(&level),
+                        spread.clone(),
+                        Some(&format!("spread-{level}")),
                     ),
                     emploi_url.as_str(),
                 ),
@@ -762,7 +788,7 @@ async fn main() {
             }
         }
         if backend == passerelle_tests::Backend::Postgres && !processes && wanted("repl.") {
-            two_replicas(&t, &case_id, &summary, seconds, bare_at_64).await;
+            two_replicas(&t, &one_case, &spread, seconds, bare_at_64).await;
         }
         print_memory(backend, &t, processes, "at the end");
         t.shutdown().await;
