@@ -226,7 +226,7 @@ impl Casework {
             reason,
         );
         entry.fields = fields;
-        tx.append_audit(&entry).await?;
+        tx.append_audit(&entry);
         Ok(())
     }
 
@@ -362,8 +362,7 @@ pub async fn purge(
                 candidate.ended_at.date_naive(),
                 agreement.id
             ),
-        ))
-        .await?;
+        ));
         tx.update_statistics().await?;
         tx.commit().await?;
     }

@@ -263,44 +263,34 @@ impl AuditLog {
 /// Columns of one audit row, in the order [`append_all_in`] binds them.
 const AUDIT_COLUMNS: usize = 8;
 
-/// The chain's head as a transaction that holds the chain sees it: the
-/// last sequence number and hash. Once read it stays true for the rest of
-/// the transaction, which alone may append (SQLite's write lock, or the
-/// table lock taken on PostgreSQL before reading it).
-pub(crate) type ChainHead = (i64, String);
-
 /// Appends `entries` to the chain within `tx`, in order: they commit with
 /// whatever else `tx` writes (a purge and its record, say), or not at all.
-/// The head is read once per transaction (kept in `head`), the hashes
-/// chained in memory, the rows written in one statement.
+/// The head is read once the transaction holds the chain (SQLite's write
+/// lock, or the table lock taken here on PostgreSQL, held until the
+/// commit), the hashes chained in memory, the rows written in one statement.
+/// Called once per transaction, just before its commit.
 pub(crate) async fn append_all_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,
-    head: &mut Option<ChainHead>,
     entries: &[&AuditEntry],
 ) -> Result<Vec<AuditRecord>> {
     if entries.is_empty() {
         return Ok(vec![]);
     }
-    let (mut seq, mut prev_hash) = match head.clone() {
-        Some(known) => known,
-        None => {
-            if backend == Backend::Postgres {
-                sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut **tx)
-                .await?;
-            match last {
-                Some(row) => (
-                    row.try_get::<i64, _>("seq")?,
-                    row.try_get::<String, _>("hash")?,
-                ),
-                None => (0, GENESIS_HASH.to_owned()),
-            }
-        }
+    if backend == Backend::Postgres {
+        sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut **tx)
+            .await?;
+    }
+    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (mut seq, mut prev_hash) = match last {
+        Some(row) => (
+            row.try_get::<i64, _>("seq")?,
+            row.try_get::<String, _>("hash")?,
+        ),
+        None => (0, GENESIS_HASH.to_owned()),
     };
     let mut records = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -331,11 +321,7 @@ pub(crate) async fn append_all_in(
             .bind(record.prev_hash.clone())
             .bind(record.hash.clone());
     }
-    // The head moves only once the rows are written: a failed insert
-    // leaves the chain where it was.
-    *head = None;
     insert.execute(&mut **tx).await?;
-    *head = Some((seq, prev_hash));
     Ok(records)
 }
 
@@ -368,7 +354,7 @@ async fn group_commit(db: Database, mut waiting: mpsc::UnboundedReceiver<Waiting
 
 async fn append_batch(db: &Database, entries: &[&AuditEntry]) -> Result<Vec<AuditRecord>> {
     let mut tx = db.begin_write().await?;
-    let records = append_all_in(&mut tx, db.backend(), &mut None, entries).await?;
+    let records = append_all_in(&mut tx, db.backend(), entries).await?;
     tx.commit().await?;
     Ok(records)
 }

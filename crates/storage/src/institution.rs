@@ -28,6 +28,7 @@ use crate::audit::AuditLog;
 use crate::{
     Backend, Database, Result, Schema, StoreError, from_json, from_micros, json, to_micros,
 };
+use passerelle_boundary::audit::{AuditEntry, AuditRecord};
 
 async fn orientations_of<'e>(
     executor: impl sqlx::Executor<'e, Database = Any>,
@@ -760,17 +761,16 @@ impl InstitutionStore {
     /// partner answers a resent key from its idempotency record).
     pub async fn mark_delivered(
         &self,
-        delivered: &[(i64, passerelle_boundary::AuditEntry)],
+        delivered: &[(i64, AuditEntry)],
         at: DateTime<Utc>,
     ) -> Result<()> {
         if delivered.is_empty() {
             return Ok(());
         }
-        let entries: Vec<&passerelle_boundary::AuditEntry> =
-            delivered.iter().map(|(_, entry)| entry).collect();
+        let entries: Vec<&AuditEntry> = delivered.iter().map(|(_, entry)| entry).collect();
         let ids: Vec<String> = delivered.iter().map(|(id, _)| id.to_string()).collect();
         let bookkeeping = async |tx: &mut Tx| {
-            tx.append_audits(&entries).await?;
+            tx.append_audits(&entries);
             // Ids are integers read from the outbox, written in as numbers.
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id IN ({})",
@@ -786,7 +786,7 @@ impl InstitutionStore {
             // batch of business changes rather than wait for its lock.
             Backend::Sqlite => self.write(bookkeeping).await,
             // On PostgreSQL it commits beside the batch (row locks suffice,
-            // the chain's lock is taken for its records only), so the relay
+            // the chain's lock is taken at its commit only), so the relay
             // does not wait in line behind the agents' changes.
             Backend::Postgres => {
                 let mut tx = self.begin().await?;
@@ -907,12 +907,16 @@ pub struct Tx {
     /// Appended to reads of rows the transaction will rewrite.
     pub(crate) lock: &'static str,
     pub(crate) own: Institution,
+    backend: Backend,
     /// Cases this transaction changes, with their counts before it did.
     pub(crate) touched: BTreeMap<String, statistics::Noted>,
-    /// The audit chain's head once this transaction has appended to it,
-    /// and as it was when the current savepoint was set.
-    pub(crate) audit_head: Option<crate::audit::ChainHead>,
-    audit_head_at_savepoint: Option<crate::audit::ChainHead>,
+    /// Audit records to append to the chain when the transaction commits,
+    /// in order, and how many there were when the current savepoint was
+    /// set: appended in one statement just before the commit, so that on
+    /// PostgreSQL the chain's lock is held only then, never while changes
+    /// run (by another replica's batch, or this one's next).
+    pub(crate) audits: Vec<AuditEntry>,
+    audits_at_savepoint: usize,
     /// Where the batch's one savepoint stands.
     savepoint: Savepoint,
     /// Messages queued in the outbox ([`Tx::enqueued`]).
@@ -946,6 +950,7 @@ impl Tx {
         Ok(Tx {
             tx: db.begin_write().await?,
             own,
+            backend: db.backend(),
             touched: BTreeMap::new(),
             // SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL
             // needs row locks on what a transaction reads and then rewrites.
@@ -953,8 +958,8 @@ impl Tx {
                 Backend::Postgres => " FOR UPDATE",
                 Backend::Sqlite => "",
             },
-            audit_head: None,
-            audit_head_at_savepoint: None,
+            audits: Vec::new(),
+            audits_at_savepoint: 0,
             savepoint: Savepoint::None,
             enqueued: 0,
         })
@@ -964,14 +969,25 @@ impl Tx {
     /// counts first ([`Tx::update_statistics`]): committing without it would
     /// let the committee's figures drift from the cases, so it is refused.
     pub async fn commit(self) -> Result<()> {
+        self.commit_with_records().await.map(drop)
+    }
+
+    /// Commits, and answers the audit records it appended, in order.
+    pub(crate) async fn commit_with_records(mut self) -> Result<Vec<AuditRecord>> {
         if !self.touched.is_empty() {
             return Err(StoreError::Corrupt(format!(
                 "{} changed case(s) committed without their counts updated",
                 self.touched.len()
             )));
         }
+        let entries: Vec<&AuditEntry> = self.audits.iter().collect();
+        let records = crate::audit::append_all_in(&mut self.tx, self.backend, &entries).await?;
         self.tx.commit().await?;
-        Ok(())
+        Ok(records)
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        self.backend == Backend::Postgres
     }
 
     /// Marks where the next change of a batch starts, releasing the
@@ -988,7 +1004,7 @@ impl Tx {
             }
         };
         self.savepoints(statements, Savepoint::Set).await?;
-        self.audit_head_at_savepoint = self.audit_head.clone();
+        self.audits_at_savepoint = self.audits.len();
         Ok(())
     }
 
@@ -1006,16 +1022,13 @@ impl Tx {
                 self.savepoint
             )));
         }
-        // Records appended since go with the rest (on PostgreSQL, so does
-        // the chain's lock if it was taken since).
-        self.audit_head = None;
+        // Records appended since go with the rest of the change.
+        self.audits.truncate(self.audits_at_savepoint);
         self.savepoints(
             "ROLLBACK TO SAVEPOINT passerelle_change; RELEASE SAVEPOINT passerelle_change",
             Savepoint::None,
         )
-        .await?;
-        self.audit_head = self.audit_head_at_savepoint.clone();
-        Ok(())
+        .await
     }
 
     /// The savepoint's state, as `Unknown` while a statement on it runs

@@ -387,6 +387,59 @@ async fn one_relay_lease_at_a_time_on_postgres() {
     );
 }
 
+/// A change's audit records are appended when its batch commits: on
+/// PostgreSQL another replica appends to the one chain while the batch is
+/// still running its changes (the chain's lock is taken at commit only),
+/// and both records are in the chain once the batch commits.
+#[tokio::test]
+async fn a_running_batch_does_not_hold_the_chain_on_postgres() {
+    let Some(base) = postgres_base_url() else {
+        return;
+    };
+    let url = fresh_postgres_database(&base, "chain-lock")
+        .await
+        .expect("database");
+    let running = InstitutionStore::connect(&url, 4, Institution::Social)
+        .await
+        .expect("connect");
+    let other_replica = InstitutionStore::connect(&url, 4, Institution::Social)
+        .await
+        .expect("connect");
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let (started, appended) = tokio::sync::oneshot::channel::<()>();
+    let holder = {
+        let running = running.clone();
+        tokio::spawn(async move {
+            running
+                .write(async |tx| {
+                    tx.append_audit(&inbound_entry(1, "k-in-change"));
+                    started.send(()).expect("test waits");
+                    let _ = held.await;
+                    Ok::<_, passerelle_storage::StoreError>(())
+                })
+                .await
+        })
+    };
+    appended.await.expect("the change appended its record");
+    // Would wait for the batch's commit, which waits for this test, if the
+    // batch held the chain's lock.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        other_replica
+            .audit()
+            .append(inbound_entry(2, "k-other-replica")),
+    )
+    .await
+    .expect("the other replica appended while the batch runs")
+    .expect("append");
+    release.send(()).expect("holder waits");
+    holder.await.expect("joined").expect("the batch committed");
+    let entries = running.audit().entries().await.expect("entries");
+    let cases: Vec<_> = entries.iter().filter_map(|e| e.case_id.clone()).collect();
+    assert_eq!(cases, ["k-other-replica", "k-in-change"]);
+    running.audit().verify().await.expect("one intact chain");
+}
+
 /// Group commit: appends made at once, from two handles on the same database
 /// (two replicas), are each committed when their caller hears back (another
 /// connection reads the record at once) and form one linear chain.
@@ -887,7 +940,7 @@ async fn crossing_records_commit_with_their_changes_and_outlive_their_failures_o
             tokio::spawn(async move {
                 store
                     .write(async |tx| {
-                        tx.append_audit(&inbound_entry(3, "k-rolled-back")).await?;
+                        tx.append_audit(&inbound_entry(3, "k-rolled-back"));
                         Err::<(), _>(StoreError::Conflict("undone".into()))
                     })
                     .await

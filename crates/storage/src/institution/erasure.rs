@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use passerelle_boundary::audit::{AuditEntry, AuditRecord, Direction};
+use passerelle_boundary::audit::{AuditEntry, Direction};
 use passerelle_domain::Referral;
 
 use chrono::{DateTime, Utc};
@@ -62,10 +62,6 @@ const CASE_TABLES: [&str; 8] = [
 ];
 
 impl Tx {
-    fn is_postgres(&self) -> bool {
-        !self.lock.is_empty()
-    }
-
     /// Erases everything held about the person of `case_id` (its consent
     /// records too unless `keep_consents`). `false` when this side held no
     /// such case (never, or no longer): erasing twice changes nothing.
@@ -183,19 +179,16 @@ impl Tx {
         Ok(fields)
     }
 
-    /// Records `entry` in the audit chain as part of this transaction.
-    pub async fn append_audit(&mut self, entry: &AuditEntry) -> Result<()> {
-        self.append_audits(&[entry]).await.map(drop)
+    /// Records `entry` in the audit chain as part of this transaction (it
+    /// is appended when the transaction commits; a change rolled back to its
+    /// savepoint takes its records with it).
+    pub fn append_audit(&mut self, entry: &AuditEntry) {
+        self.append_audits(&[entry]);
     }
 
     /// Records `entries`, in order, as part of this transaction.
-    pub async fn append_audits(&mut self, entries: &[&AuditEntry]) -> Result<Vec<AuditRecord>> {
-        let backend = if self.is_postgres() {
-            crate::Backend::Postgres
-        } else {
-            crate::Backend::Sqlite
-        };
-        crate::audit::append_all_in(&mut self.tx, backend, &mut self.audit_head, entries).await
+    pub fn append_audits(&mut self, entries: &[&AuditEntry]) {
+        self.audits.extend(entries.iter().map(|&e| e.clone()));
     }
 
     /// Restricts processing of the case (GDPR art. 18); `false` if it already was.
