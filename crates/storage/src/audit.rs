@@ -278,9 +278,13 @@ pub(crate) async fn append_all_in(
         return Ok(vec![]);
     }
     if backend == Backend::Postgres {
-        sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
-            .execute(&mut **tx)
-            .await?;
+        // Only transactions committing hold the chain, briefly: wait for
+        // them whatever a batch's changes may wait.
+        sqlx::raw_sql(
+            "SET LOCAL lock_timeout = 0; LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE",
+        )
+        .execute(&mut **tx)
+        .await?;
     }
     let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut **tx)

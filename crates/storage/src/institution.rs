@@ -994,6 +994,15 @@ impl Tx {
     /// previous change's savepoint in the same round trip.
     pub(crate) async fn savepoint(&mut self) -> Result<()> {
         let statements = match self.savepoint {
+            // A batch holds the row locks of every change it ran until it
+            // commits: a change of it waiting on another transaction (another
+            // replica's batch) for long is likely one half of a deadlock,
+            // which PostgreSQL would break only after a second, again and
+            // again as the batches go on. It waits a batch's commit at most
+            // instead, then fails alone as busy (retried by its caller).
+            Savepoint::None if self.is_postgres() => {
+                "SET LOCAL lock_timeout = '100ms'; SAVEPOINT passerelle_change"
+            }
             Savepoint::None => "SAVEPOINT passerelle_change",
             Savepoint::Kept => "RELEASE SAVEPOINT passerelle_change; SAVEPOINT passerelle_change",
             Savepoint::Set | Savepoint::Unknown => {

@@ -440,6 +440,55 @@ async fn a_running_batch_does_not_hold_the_chain_on_postgres() {
     running.audit().verify().await.expect("one intact chain");
 }
 
+/// Two replicas' batches each hold their changes' locks until they commit:
+/// a change that would wait on the other's (here, the same idempotency key
+/// written by both) waits a batch's commit at most, then fails alone as
+/// busy; it does not hold its own batch, and the other's, in a deadlock
+/// PostgreSQL breaks only after a second, batch after batch.
+#[tokio::test]
+async fn a_change_waiting_on_another_replicas_batch_gives_up_as_busy_on_postgres() {
+    let Some(base) = postgres_base_url() else {
+        return;
+    };
+    let url = fresh_postgres_database(&base, "lock-wait")
+        .await
+        .expect("database");
+    let first = InstitutionStore::connect(&url, 4, Institution::Social)
+        .await
+        .expect("connect");
+    let second = InstitutionStore::connect(&url, 4, Institution::Social)
+        .await
+        .expect("connect");
+    let (holder, release) = hold_batch(&first, "k-both-replicas").await;
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        second.write(async |tx| store_answer(tx, "k-both-replicas").await),
+    )
+    .await
+    .expect("the change gave up while the other batch was still open");
+    match waited {
+        Err(e) => assert!(e.is_busy(), "busy, to be retried: {e}"),
+        Ok(()) => panic!("two replicas wrote the same key"),
+    }
+    // The second replica's batch went on without it.
+    second
+        .write(async |tx| store_answer(tx, "k-second-alone").await)
+        .await
+        .expect("the next change");
+    release.send(()).expect("holder waits");
+    holder
+        .await
+        .expect("joined")
+        .expect("the first batch committed");
+    assert!(
+        second
+            .stored_response("/batch", "k-both-replicas")
+            .await
+            .expect("read")
+            .is_some()
+    );
+}
+
 /// Group commit: appends made at once, from two handles on the same database
 /// (two replicas), are each committed when their caller hears back (another
 /// connection reads the record at once) and form one linear chain.
