@@ -357,20 +357,25 @@ async fn concurrent_rewrites_of_a_case_lose_nothing_on_every_backend() {
 
 /// Only one relay at a time: a second lease is refused while the first is
 /// held (PostgreSQL; several replicas share it), and granted once released.
-#[tokio::test]
-async fn one_relay_lease_at_a_time_on_postgres() {
-    let Some(base) = postgres_base_url() else {
-        return;
-    };
-    let url = fresh_postgres_database(&base, "lease")
+/// Two handles on one fresh PostgreSQL database (two replicas of the
+/// social service), when a server is configured.
+async fn two_replicas_on_postgres(label: &str) -> Option<(InstitutionStore, InstitutionStore)> {
+    let url = fresh_postgres_database(&postgres_base_url()?, label)
         .await
         .expect("database");
-    let first = InstitutionStore::connect(&url, 4, Institution::Social)
-        .await
-        .expect("connect");
-    let second = InstitutionStore::connect(&url, 4, Institution::Social)
-        .await
-        .expect("connect");
+    let connect = async || {
+        InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect")
+    };
+    Some((connect().await, connect().await))
+}
+
+#[tokio::test]
+async fn one_relay_lease_at_a_time_on_postgres() {
+    let Some((first, second)) = two_replicas_on_postgres("lease").await else {
+        return;
+    };
     let lease = first
         .try_relay_lease()
         .await
@@ -393,18 +398,9 @@ async fn one_relay_lease_at_a_time_on_postgres() {
 /// and both records are in the chain once the batch commits.
 #[tokio::test]
 async fn a_running_batch_does_not_hold_the_chain_on_postgres() {
-    let Some(base) = postgres_base_url() else {
+    let Some((running, other_replica)) = two_replicas_on_postgres("chain-lock").await else {
         return;
     };
-    let url = fresh_postgres_database(&base, "chain-lock")
-        .await
-        .expect("database");
-    let running = InstitutionStore::connect(&url, 4, Institution::Social)
-        .await
-        .expect("connect");
-    let other_replica = InstitutionStore::connect(&url, 4, Institution::Social)
-        .await
-        .expect("connect");
     let (release, held) = tokio::sync::oneshot::channel::<()>();
     let (started, appended) = tokio::sync::oneshot::channel::<()>();
     let holder = {
@@ -447,18 +443,9 @@ async fn a_running_batch_does_not_hold_the_chain_on_postgres() {
 /// PostgreSQL breaks only after a second, batch after batch.
 #[tokio::test]
 async fn a_change_waiting_on_another_replicas_batch_gives_up_as_busy_on_postgres() {
-    let Some(base) = postgres_base_url() else {
+    let Some((first, second)) = two_replicas_on_postgres("lock-wait").await else {
         return;
     };
-    let url = fresh_postgres_database(&base, "lock-wait")
-        .await
-        .expect("database");
-    let first = InstitutionStore::connect(&url, 4, Institution::Social)
-        .await
-        .expect("connect");
-    let second = InstitutionStore::connect(&url, 4, Institution::Social)
-        .await
-        .expect("connect");
     let (holder, release) = hold_batch(&first, "k-both-replicas").await;
     let waited = tokio::time::timeout(
         std::time::Duration::from_secs(20),
