@@ -10,18 +10,19 @@
 //! the same key: token, consent check, minimisation, a durable audit record,
 //! the stored answer), a new crossing (a fresh key each call: the change
 //! written too), on one case and spread over 64 (one case's changes take
-//! turns: they rewrite the same rows; different cases' need not), an agent's local read (`GetCase`), a Département agent's
-//! read of a jobseeker's file at the employment side (`GetJobseekerFile`:
+//! turns: they rewrite the same rows; different cases' need not), an
+//! agent's local read (`GetCase`), a Département agent's read of a
+//! jobseeker's file at the employment side (`GetJobseekerFile`:
 //! habilitation, minimisation, audit), and referrals delivered end to end
 //! per second (made at the social side, held at the employment side). Then
 //! the process's resident memory. Before the levels, the four calls in turn
-//! at a steady 1,000 a second (an open loop) and the memory under that load. On PostgreSQL, what a second replica of
-//! the employment service adds to the crossing. With `--processes`, each
-//! service runs in its own process (this binary, as `serve`) and each one's
-//! resident memory is printed. `--only TEXT` runs the rows whose name holds
-//! TEXT (and the bare call), to profile one; `--backend sqlite|postgres`
-//! runs one backend only. Timings are only printed here,
-//! never asserted.
+//! at a steady 1,000 a second (an open loop) and the memory under that
+//! load. On PostgreSQL, what a second replica of the employment service adds
+//! to the crossing. With `--processes`, each service runs in its own process
+//! (this binary, as `serve`) and each one's resident memory is printed.
+//! `--only TEXT` runs the rows whose name holds TEXT (and the bare call), to
+//! profile one; `--backend sqlite|postgres` runs one backend only. Timings
+//! are only printed here, never asserted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -490,6 +491,33 @@ const PACED_RATE: u64 = 1_000;
 
 const LEVELS: [(usize, usize); 4] = [(1, 1), (16, 1), (64, 1), (64, 4)];
 
+/// The token of the case's counsellor, reading it at the employment side.
+fn read_token(t: &TestStack, counsellor: &str) -> String {
+    t.stack
+        .token(
+            Institution::Emploi,
+            Role::Counsellor,
+            counsellor,
+            Institution::Emploi,
+        )
+        .expect("token")
+}
+
+/// The Département agent habilitated to read jobseeker files.
+const PARTNER_AGENT: &str = "sw-bench";
+
+/// The token of the Département agent habilitated to read jobseeker files.
+fn partner_token(t: &TestStack) -> String {
+    t.stack
+        .token(
+            Institution::Social,
+            Role::SocialWorker,
+            PARTNER_AGENT,
+            Institution::Emploi,
+        )
+        .expect("token")
+}
+
 /// The social service's token for calls to the employment side.
 fn service_token_of(t: &TestStack) -> String {
     let request = t.as_service(Institution::Social, Institution::Emploi, ());
@@ -557,8 +585,8 @@ async fn two_replicas(t: &TestStack, one_case: &Cases, spread: &Cases, seconds: 
 /// or this whole process's.
 fn print_memory(backend: passerelle_tests::Backend, t: &TestStack, processes: bool, when: &str) {
     let backend = format!("{backend:?}");
+    let (now, peak) = resident_mib(None);
     if processes {
-        let (now, peak) = resident_mib(None);
         println!(
             "{backend:<10} resident memory {when} of this process (the bare server and the clients): {now:.0} MiB now, {peak:.0} MiB at peak"
         );
@@ -574,7 +602,6 @@ fn print_memory(backend: passerelle_tests::Backend, t: &TestStack, processes: bo
             );
         }
     } else {
-        let (now, peak) = resident_mib(None);
         println!(
             "{backend:<10} resident memory {when} of this process (three services, the bare server and the clients): {now:.0} MiB now, {peak:.0} MiB at peak"
         );
@@ -650,7 +677,7 @@ async fn main() {
             .and_then(|c| c.pair)
             .map(|p| p.counsellor)
             .expect("pair");
-        let number = a_jobseeker_file(&t, "sw-bench").await;
+        let number = a_jobseeker_file(&t, PARTNER_AGENT).await;
         let emploi_url = t.stack.url(Institution::Emploi);
         let social_url = t.stack.url(Institution::Social);
         // First, before any level pushes memory to its peak: the four calls
@@ -669,32 +696,9 @@ async fn main() {
                 ),
                 (
                     emploi.clone(),
-                    read_call(
-                        t.stack
-                            .token(
-                                Institution::Emploi,
-                                Role::Counsellor,
-                                &counsellor,
-                                Institution::Emploi,
-                            )
-                            .expect("token"),
-                        case_id.clone(),
-                    ),
+                    read_call(read_token(&t, &counsellor), case_id.clone()),
                 ),
-                (
-                    emploi,
-                    partner_read_call(
-                        t.stack
-                            .token(
-                                Institution::Social,
-                                Role::SocialWorker,
-                                "sw-bench",
-                                Institution::Emploi,
-                            )
-                            .expect("token"),
-                        number.clone(),
-                    ),
-                ),
+                (emploi, partner_read_call(partner_token(&t), number.clone())),
             ];
             let f = paced(&calls, PACED_RATE, seconds.max(5.0)).await;
             print_row(backend, "paced mix (4 calls)", 0, 1, &f, f64::NAN);
@@ -705,24 +709,6 @@ async fn main() {
         for (in_flight, channels) in LEVELS {
             // Fresh tokens at each level: a long run outlives a service token.
             let service_token = service_token_of(&t);
-            let read_token = t
-                .stack
-                .token(
-                    Institution::Emploi,
-                    Role::Counsellor,
-                    &counsellor,
-                    Institution::Emploi,
-                )
-                .expect("token");
-            let partner_token = t
-                .stack
-                .token(
-                    Institution::Social,
-                    Role::SocialWorker,
-                    "sw-bench",
-                    Institution::Emploi,
-                )
-                .expect("token");
             let level = format!("{in_flight}-{channels}");
             let calls: [(&str, Call, &str); 6] = [
                 ("bare tonic (health)", bare_call(), bare_url.as_str()),
@@ -747,12 +733,12 @@ async fn main() {
                 ),
                 (
                     "local read (GetCase)",
-                    read_call(read_token, case_id.clone()),
+                    read_call(read_token(&t, &counsellor), case_id.clone()),
                     emploi_url.as_str(),
                 ),
                 (
                     "partner read (DUDE)",
-                    partner_read_call(partner_token, number.clone()),
+                    partner_read_call(partner_token(&t), number.clone()),
                     emploi_url.as_str(),
                 ),
             ];

@@ -14,6 +14,7 @@ pub use keys_in_flight::KeyTicket;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use passerelle_boundary::audit::{AuditEntry, AuditRecord};
 use passerelle_domain::orientation::Orientation;
 use passerelle_domain::plan::{Plan, PlanKind, PlanSummary};
 use passerelle_domain::{
@@ -28,7 +29,6 @@ use crate::audit::AuditLog;
 use crate::{
     Backend, Database, Result, Schema, StoreError, from_json, from_micros, json, to_micros,
 };
-use passerelle_boundary::audit::{AuditEntry, AuditRecord};
 
 async fn orientations_of<'e>(
     executor: impl sqlx::Executor<'e, Database = Any>,
@@ -904,8 +904,6 @@ pub struct ExclusiveStarts {
 #[derive(Debug)]
 pub struct Tx {
     pub(crate) tx: Transaction<'static, Any>,
-    /// Appended to reads of rows the transaction will rewrite.
-    pub(crate) lock: &'static str,
     pub(crate) own: Institution,
     backend: Backend,
     /// Cases this transaction changes, with their counts before it did.
@@ -952,12 +950,6 @@ impl Tx {
             own,
             backend: db.backend(),
             touched: BTreeMap::new(),
-            // SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL
-            // needs row locks on what a transaction reads and then rewrites.
-            lock: match db.backend() {
-                Backend::Postgres => " FOR UPDATE",
-                Backend::Sqlite => "",
-            },
             audits: Vec::new(),
             audits_at_savepoint: 0,
             savepoint: Savepoint::None,
@@ -988,6 +980,16 @@ impl Tx {
 
     pub(crate) fn is_postgres(&self) -> bool {
         self.backend == Backend::Postgres
+    }
+
+    /// Appended to reads of rows the transaction will rewrite: SQLite's
+    /// BEGIN IMMEDIATE already serialises writers; PostgreSQL needs row
+    /// locks on what a transaction reads and then rewrites.
+    pub(crate) fn lock(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
     }
 
     /// Marks where the next change of a batch starts, releasing the
@@ -1078,7 +1080,7 @@ impl Tx {
     pub async fn consent(&mut self, consent_id: &str) -> Result<Option<Consent>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM consents WHERE consent_id = $1{}",
-            self.lock
+            self.lock()
         )))
         .bind(consent_id)
         .fetch_optional(&mut *self.tx)
@@ -1251,7 +1253,7 @@ impl Tx {
     pub async fn case_and_restriction(&mut self, case_id: &str) -> Result<Option<(Case, bool)>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CASE_COLUMNS}, {RESTRICTED} FROM cases WHERE case_id = $1{}",
-            self.lock
+            self.lock()
         )))
         .bind(case_id)
         .fetch_optional(&mut *self.tx)
@@ -1262,7 +1264,7 @@ impl Tx {
     pub async fn case(&mut self, case_id: &str) -> Result<Option<Case>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1{}",
-            self.lock
+            self.lock()
         )))
         .bind(case_id)
         .fetch_optional(&mut *self.tx)
@@ -1360,7 +1362,7 @@ impl Tx {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CASE_COLUMNS} FROM cases WHERE state = 'queued' AND counsellor = $1
              ORDER BY queued_at, case_id LIMIT 1{}",
-            self.lock
+            self.lock()
         )))
         .bind(counsellor)
         .fetch_optional(&mut *self.tx)
@@ -1372,7 +1374,7 @@ impl Tx {
     pub async fn counsellor(&mut self, counsellor: &str) -> Result<Option<CounsellorEntry>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT counsellor, working_time_per_mille, office_code FROM counsellors WHERE counsellor = $1{}",
-            self.lock
+            self.lock()
         )))
         .bind(counsellor)
         .fetch_optional(&mut *self.tx)

@@ -401,22 +401,8 @@ async fn a_running_batch_does_not_hold_the_chain_on_postgres() {
     let Some((running, other_replica)) = two_replicas_on_postgres("chain-lock").await else {
         return;
     };
-    let (release, held) = tokio::sync::oneshot::channel::<()>();
-    let (started, appended) = tokio::sync::oneshot::channel::<()>();
-    let holder = {
-        let running = running.clone();
-        tokio::spawn(async move {
-            running
-                .write(async |tx| {
-                    tx.append_audit(&inbound_entry(1, "k-in-change"));
-                    started.send(()).expect("test waits");
-                    let _ = held.await;
-                    Ok::<_, passerelle_storage::StoreError>(())
-                })
-                .await
-        })
-    };
-    appended.await.expect("the change appended its record");
+    let (holder, release) =
+        hold_batch_recording(&running, "k-held", Some(inbound_entry(1, "k-in-change"))).await;
     // Would wait for the batch's commit, which waits for this test, if the
     // batch held the chain's lock.
     tokio::time::timeout(
@@ -690,6 +676,18 @@ async fn hold_batch(
     tokio::task::JoinHandle<Result<(), passerelle_storage::StoreError>>,
     tokio::sync::oneshot::Sender<()>,
 ) {
+    hold_batch_recording(store, key, None).await
+}
+
+/// [`hold_batch`], the change also recording `entry` in the audit chain.
+async fn hold_batch_recording(
+    store: &InstitutionStore,
+    key: &'static str,
+    entry: Option<AuditEntry>,
+) -> (
+    tokio::task::JoinHandle<Result<(), passerelle_storage::StoreError>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let (release, held) = tokio::sync::oneshot::channel::<()>();
     let (started, running) = tokio::sync::oneshot::channel::<()>();
     let store = store.clone();
@@ -697,6 +695,9 @@ async fn hold_batch(
         store
             .write(async |tx| {
                 store_answer(tx, key).await?;
+                if let Some(entry) = &entry {
+                    tx.append_audit(entry);
+                }
                 started.send(()).expect("test waits");
                 // Released, or dropped by a test that aborts the holder.
                 let _ = held.await;

@@ -138,7 +138,7 @@ impl Tx {
     pub async fn referral(&mut self, case_id: &str) -> Result<Option<Referral>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT body FROM referrals WHERE case_id = $1{}",
-            self.lock
+            self.lock()
         )))
         .bind(case_id)
         .fetch_optional(&mut *self.tx)

@@ -351,7 +351,7 @@ impl Tx {
             "SELECT {CASE_COLUMNS}, entry_recorded_by,
                (SELECT COUNT(*) FROM orientations o WHERE o.case_id = cases.case_id) AS oriented
              FROM cases WHERE case_id = $1{}",
-            self.lock
+            self.lock()
         )))
         .bind(case_id)
         .fetch_optional(&mut *self.tx)
@@ -577,7 +577,7 @@ impl InstitutionStore {
         let mut tx = self.begin().await?;
         let built: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT built FROM statistics_state WHERE id = 1{}",
-            tx.lock
+            tx.lock()
         )))
         .fetch_one(&mut *tx.tx)
         .await?
