@@ -126,53 +126,21 @@ where
         }
         return replay(stored.request_sha256 == request_sha256, &stored.response);
     }
-    let change = async |tx: &mut Tx| {
-        let result = op(tx).await.map_err(Failed::App)?;
-        let encoded = serde_json::to_vec(&result).map_err(|e| Failed::App(internal(e)))?;
-        match tx
-            .save_response(method, key, request_sha256, &encoded, clock.now())
-            .await
-        {
-            Ok(()) => Ok(result),
-            // Another replica committed the same key since the look-up:
-            // this change is rolled back, and the call answered as that
-            // one was.
-            Err(e) if e.is_unique_violation() => Err(Failed::Raced),
-            Err(e) => Err(e.into()),
-        }
+    // Should another replica commit the same key before this change does,
+    // the batch holding it fails as busy (its answer is stored at the
+    // commit): the call, tried again, gets that replica's answer.
+    let change = async |tx: &mut Tx| -> Result<T> {
+        let result = op(tx).await?;
+        let encoded = serde_json::to_vec(&result).map_err(internal)?;
+        tx.save_response(method, key, request_sha256, &encoded, clock.now());
+        Ok(result)
     };
-    let done = match call.crossing {
+    let result = match call.crossing {
         Some(record) => store.write_recorded(record, change).await,
         None => store.write(change).await,
-    };
-    match done {
-        Ok(result) => {
-            committed();
-            Ok(result)
-        }
-        Err(Failed::Raced) => {
-            let stored = store.stored_response(method, key).await?.ok_or_else(|| {
-                internal(std::io::Error::other(
-                    "an idempotency key taken by another writer has no stored answer",
-                ))
-            })?;
-            replay(stored.request_sha256 == request_sha256, &stored.response)
-        }
-        Err(Failed::App(e)) => Err(e),
-    }
-}
-
-/// Why the write under a key was rolled back.
-enum Failed {
-    App(AppError),
-    /// Another writer committed the same key first.
-    Raced,
-}
-
-impl From<passerelle_storage::StoreError> for Failed {
-    fn from(e: passerelle_storage::StoreError) -> Self {
-        Failed::App(e.into())
-    }
+    }?;
+    committed();
+    Ok(result)
 }
 
 /// Where a key is unique: the RPC and the caller (institution and agent).

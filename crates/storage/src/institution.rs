@@ -915,6 +915,11 @@ pub struct Tx {
     /// run (by another replica's batch, or this one's next).
     pub(crate) audits: Vec<AuditEntry>,
     audits_at_savepoint: usize,
+    /// Answers to idempotent requests, stored when the transaction commits
+    /// (one statement for a whole batch's instead of a round trip per
+    /// change), and how many there were when the current savepoint was set.
+    answers: Vec<AnswerToStore>,
+    answers_at_savepoint: usize,
     /// Where the batch's one savepoint stands.
     savepoint: Savepoint,
     /// Messages queued in the outbox ([`Tx::enqueued`]).
@@ -936,6 +941,52 @@ pub(crate) enum Savepoint {
     Unknown,
 }
 
+/// An answer to an idempotent request, stored at the commit.
+#[derive(Debug)]
+struct AnswerToStore {
+    method: String,
+    key: String,
+    request_sha256: String,
+    response: Vec<u8>,
+    at: i64,
+}
+
+/// Most answers stored in one statement (five values each).
+const ANSWERS_PER_STATEMENT: usize = 200;
+
+/// Stores a transaction's answers, a few hundred per statement. A key
+/// already taken (another replica committed it since the call looked)
+/// makes the transaction fail as busy: its changes must not commit twice.
+async fn store_answers(
+    tx: &mut Transaction<'static, Any>,
+    answers: &[AnswerToStore],
+) -> Result<()> {
+    for chunk in answers.chunks(ANSWERS_PER_STATEMENT) {
+        // Only placeholders are formatted in; every value is bound.
+        let sql = format!(
+            "INSERT INTO idempotency (method, idempotency_key, request_sha256, response, created_at) VALUES {} ON CONFLICT (method, idempotency_key) DO NOTHING",
+            crate::values_placeholders(chunk.len(), 5)
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for answer in chunk {
+            insert = insert
+                .bind(answer.method.clone())
+                .bind(answer.key.clone())
+                .bind(answer.request_sha256.clone())
+                .bind(answer.response.clone())
+                .bind(answer.at);
+        }
+        let stored = insert.execute(&mut **tx).await?.rows_affected();
+        if stored != chunk.len() as u64 {
+            return Err(StoreError::Batch {
+                busy: true,
+                message: "another writer stored an answer under one of the transaction's idempotency keys first".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A stored answer to an idempotent request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
@@ -952,6 +1003,8 @@ impl Tx {
             touched: BTreeMap::new(),
             audits: Vec::new(),
             audits_at_savepoint: 0,
+            answers: Vec::new(),
+            answers_at_savepoint: 0,
             savepoint: Savepoint::None,
             enqueued: 0,
         })
@@ -972,6 +1025,7 @@ impl Tx {
                 self.touched.len()
             )));
         }
+        store_answers(&mut self.tx, &self.answers).await?;
         let entries: Vec<&AuditEntry> = self.audits.iter().collect();
         let records = crate::audit::append_all_in(&mut self.tx, self.backend, &entries).await?;
         self.tx.commit().await?;
@@ -1016,6 +1070,7 @@ impl Tx {
         };
         self.savepoints(statements, Savepoint::Set).await?;
         self.audits_at_savepoint = self.audits.len();
+        self.answers_at_savepoint = self.answers.len();
         Ok(())
     }
 
@@ -1035,6 +1090,7 @@ impl Tx {
         }
         // Records appended since go with the rest of the change.
         self.audits.truncate(self.audits_at_savepoint);
+        self.answers.truncate(self.answers_at_savepoint);
         self.savepoints(
             "ROLLBACK TO SAVEPOINT passerelle_change; RELEASE SAVEPOINT passerelle_change",
             Savepoint::None,
@@ -1055,25 +1111,25 @@ impl Tx {
         Ok(())
     }
 
-    pub async fn save_response(
+    /// Stores the answer to an idempotent request with the change it made:
+    /// written when the transaction commits. Should another writer (another
+    /// replica) have committed an answer under the same key meanwhile, the
+    /// whole transaction fails as busy: retried, the call finds that answer.
+    pub fn save_response(
         &mut self,
         method: &str,
         key: &str,
         request_sha256: &str,
         response: &[u8],
         at: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO idempotency (method, idempotency_key, request_sha256, response, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(method)
-        .bind(key)
-        .bind(request_sha256)
-        .bind(response)
-        .bind(to_micros(at))
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+    ) {
+        self.answers.push(AnswerToStore {
+            method: method.to_owned(),
+            key: key.to_owned(),
+            request_sha256: request_sha256.to_owned(),
+            response: response.to_vec(),
+            at: to_micros(at),
+        });
     }
 
     /// A consent, locked until the transaction ends.

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use passerelle_boundary::audit::{AuditEntry, Decision, Direction};
 use passerelle_domain::*;
-use passerelle_storage::institution::Origin;
+use passerelle_storage::institution::{CounsellorEntry, Origin};
 use passerelle_storage::testing::{fresh_postgres_database, postgres_base_url};
 use passerelle_storage::{InstitutionStore, PilotageStore};
 
@@ -144,9 +144,7 @@ async fn institution_store_round_trips_on_every_backend() {
         tx.enqueue("m-1", &Outbound::Referral(referral("k-1")), t0())
             .await
             .expect("enqueue");
-        tx.save_response("/m", "key", "sha", b"resp", t0())
-            .await
-            .expect("idempotency");
+        tx.save_response("/m", "key", "sha", b"resp", t0());
         // Notes written "z" then "a": they come back in the order written.
         for topic in ["z-first", "a-second"] {
             tx.insert_note("k-1", "sw-1", topic, &format!("{topic} note"), t0())
@@ -658,13 +656,34 @@ async fn a_portfolio_counts_the_periods_not_yet_ended_on_every_backend() {
     }
 }
 
-/// A change that stores `key`'s answer (the simplest write a batch carries).
+/// A change that writes a row under `key` (at once) and stores its answer
+/// (at the commit): what an idempotent RPC's change does.
 async fn store_answer(
     tx: &mut passerelle_storage::institution::Tx,
     key: &str,
 ) -> Result<(), passerelle_storage::StoreError> {
-    tx.save_response("/batch", key, "sha", key.as_bytes(), t0())
+    let row = CounsellorEntry {
+        counsellor: key.into(),
+        working_time_per_mille: 1000,
+        office_code: "office".into(),
+    };
+    tx.upsert_counsellor(&row, "batch", t0()).await?;
+    tx.save_response("/batch", key, "sha", key.as_bytes(), t0());
+    Ok(())
+}
+
+/// Whether [`store_answer`]'s change under `key` committed: its row and its
+/// answer, both or neither.
+async fn committed(store: &InstitutionStore, key: &str) -> bool {
+    let answer = store
+        .stored_response("/batch", key)
         .await
+        .expect("read")
+        .is_some();
+    let mut tx = store.begin().await.expect("begin");
+    let row = tx.counsellor(key).await.expect("read").is_some();
+    assert_eq!(answer, row, "{key}: a change's row and its answer commit together");
+    answer
 }
 
 /// A change that stores `key`'s answer and then holds the batch open until
@@ -812,14 +831,45 @@ async fn failed_and_abandoned_changes_leave_nothing_on_every_backend() {
         ));
         kept.await.expect("joins").expect("kept change");
         for (key, present) in [("abandoned", false), ("failed", false), ("kept", true)] {
-            let stored = store.stored_response("/batch", key).await.expect("read");
-            assert_eq!(stored.is_some(), present, "{url}: {key}");
+            assert_eq!(committed(&store, key).await, present, "{url}: {key}");
         }
         // The batch is usable afterwards.
         store
             .write(async |tx| store_answer(tx, "after").await)
             .await
             .expect("a later change");
+    }
+}
+
+/// An answer is stored at the commit: under a key another writer (another
+/// replica) committed since the call looked it up, the batch fails as busy
+/// and nothing of it commits; tried again, the call finds that answer.
+#[tokio::test]
+async fn a_key_taken_since_its_look_up_fails_the_batch_as_busy_on_every_backend() {
+    for (url, _dir) in urls("taken-key").await {
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
+        store
+            .write(async |tx| store_answer(tx, "taken").await)
+            .await
+            .expect("the first writer");
+        let (beside, release) = hold_batch(&store, "beside").await;
+        let taken = {
+            let store = store.clone();
+            tokio::spawn(async move { store.write(async |tx| store_answer(tx, "taken").await).await })
+        };
+        until_waiting(&store, 1).await;
+        release.send(()).expect("holder waits");
+        for (key, outcome) in [("beside", beside), ("taken", taken)] {
+            match outcome.await.expect("joins") {
+                Err(e) => assert!(e.is_busy(), "{url}: {key}: busy, to be retried: {e}"),
+                Ok(()) => panic!("{url}: {key}: a change under a taken key committed"),
+            }
+        }
+        assert!(!committed(&store, "beside").await, "{url}");
+        let counts = store.group_commit_counts();
+        assert_eq!((counts.batches, counts.changes), (1, 1), "{url}: only the first writer's");
     }
 }
 
@@ -865,8 +915,7 @@ async fn a_failed_change_between_kept_ones_undoes_only_itself_on_every_backend()
             ("third", true),
             ("fourth", false),
         ] {
-            let stored = store.stored_response("/batch", key).await.expect("read");
-            assert_eq!(stored.is_some(), present, "{url}: {key}");
+            assert_eq!(committed(&store, key).await, present, "{url}: {key}");
         }
         let counts = store.group_commit_counts();
         assert_eq!(
@@ -1011,8 +1060,7 @@ async fn crossing_records_commit_with_their_changes_and_outlive_their_failures_o
             "{url}: one commit for all"
         );
         for (key, present) in [("first", true), ("kept", true), ("refused", false)] {
-            let stored = store.stored_response("/batch", key).await.expect("read");
-            assert_eq!(stored.is_some(), present, "{url}: {key}");
+            assert_eq!(committed(&store, key).await, present, "{url}: {key}");
         }
         let agents: Vec<Option<String>> = store
             .audit()
