@@ -909,17 +909,18 @@ pub struct Tx {
     /// Cases this transaction changes, with their counts before it did.
     pub(crate) touched: BTreeMap<String, statistics::Noted>,
     /// Audit records to append to the chain when the transaction commits,
-    /// in order, and how many there were when the current savepoint was
-    /// set: appended in one statement just before the commit, so that on
-    /// PostgreSQL the chain's lock is held only then, never while changes
+    /// in order: appended in one statement just before the commit, so that
+    /// on PostgreSQL the chain's lock is held only then, never while changes
     /// run (by another replica's batch, or this one's next).
     pub(crate) audits: Vec<AuditEntry>,
-    audits_at_savepoint: usize,
     /// Answers to idempotent requests, stored when the transaction commits
-    /// (one statement for a whole batch's instead of a round trip per
-    /// change), and how many there were when the current savepoint was set.
+    /// (one statement for a whole batch's instead of a round trip per change).
     answers: Vec<AnswerToStore>,
-    answers_at_savepoint: usize,
+    /// Cases erased by the transaction, each with how many answers were
+    /// queued before its erasure: those naming it are not stored.
+    erased: Vec<(String, usize)>,
+    /// How long those three lists were when the current savepoint was set.
+    at_savepoint: Queued,
     /// Where the batch's one savepoint stands.
     savepoint: Savepoint,
     /// Messages queued in the outbox ([`Tx::enqueued`]).
@@ -941,6 +942,14 @@ pub(crate) enum Savepoint {
     Unknown,
 }
 
+/// Lengths of a transaction's lists of what it writes at its commit.
+#[derive(Debug, Clone, Copy, Default)]
+struct Queued {
+    audits: usize,
+    answers: usize,
+    erased: usize,
+}
+
 /// An answer to an idempotent request, stored at the commit.
 #[derive(Debug)]
 struct AnswerToStore {
@@ -959,7 +968,7 @@ const ANSWERS_PER_STATEMENT: usize = 200;
 /// makes the transaction fail as busy: its changes must not commit twice.
 async fn store_answers(
     tx: &mut Transaction<'static, Any>,
-    answers: &[AnswerToStore],
+    answers: &[&AnswerToStore],
 ) -> Result<()> {
     for chunk in answers.chunks(ANSWERS_PER_STATEMENT) {
         // Only placeholders are formatted in; every value is bound.
@@ -987,6 +996,33 @@ async fn store_answers(
     Ok(())
 }
 
+/// The answers queued, but those naming a case erased after them (the
+/// erasure deletes the stored answers naming the case: it would miss these).
+fn answers_to_store<'a>(
+    answers: &'a [AnswerToStore],
+    erased: &[(String, usize)],
+) -> Vec<&'a AnswerToStore> {
+    answers
+        .iter()
+        .enumerate()
+        .filter(|(i, answer)| {
+            !erased.iter().any(|(case_id, queued_before)| {
+                i < queued_before && names(&answer.response, case_id)
+            })
+        })
+        .map(|(_, answer)| answer)
+        .collect()
+}
+
+/// Whether a stored answer names `case_id` (as the erasure's look-up of
+/// stored answers does).
+fn names(response: &[u8], case_id: &str) -> bool {
+    !case_id.is_empty()
+        && response
+            .windows(case_id.len())
+            .any(|window| window == case_id.as_bytes())
+}
+
 /// A stored answer to an idempotent request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
@@ -1002,9 +1038,9 @@ impl Tx {
             backend: db.backend(),
             touched: BTreeMap::new(),
             audits: Vec::new(),
-            audits_at_savepoint: 0,
             answers: Vec::new(),
-            answers_at_savepoint: 0,
+            erased: Vec::new(),
+            at_savepoint: Queued::default(),
             savepoint: Savepoint::None,
             enqueued: 0,
         })
@@ -1025,11 +1061,18 @@ impl Tx {
                 self.touched.len()
             )));
         }
-        store_answers(&mut self.tx, &self.answers).await?;
+        let answers = answers_to_store(&self.answers, &self.erased);
+        store_answers(&mut self.tx, &answers).await?;
         let entries: Vec<&AuditEntry> = self.audits.iter().collect();
         let records = crate::audit::append_all_in(&mut self.tx, self.backend, &entries).await?;
         self.tx.commit().await?;
         Ok(records)
+    }
+
+    /// Notes that `case_id` is erased: the answers queued so far that name it
+    /// are not stored.
+    pub(crate) fn forget_answers_naming(&mut self, case_id: &str) {
+        self.erased.push((case_id.to_owned(), self.answers.len()));
     }
 
     pub(crate) fn is_postgres(&self) -> bool {
@@ -1069,8 +1112,11 @@ impl Tx {
             }
         };
         self.savepoints(statements, Savepoint::Set).await?;
-        self.audits_at_savepoint = self.audits.len();
-        self.answers_at_savepoint = self.answers.len();
+        self.at_savepoint = Queued {
+            audits: self.audits.len(),
+            answers: self.answers.len(),
+            erased: self.erased.len(),
+        };
         Ok(())
     }
 
@@ -1089,8 +1135,9 @@ impl Tx {
             )));
         }
         // Records appended since go with the rest of the change.
-        self.audits.truncate(self.audits_at_savepoint);
-        self.answers.truncate(self.answers_at_savepoint);
+        self.audits.truncate(self.at_savepoint.audits);
+        self.answers.truncate(self.at_savepoint.answers);
+        self.erased.truncate(self.at_savepoint.erased);
         self.savepoints(
             "ROLLBACK TO SAVEPOINT passerelle_change; RELEASE SAVEPOINT passerelle_change",
             Savepoint::None,

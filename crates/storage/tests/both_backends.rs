@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use passerelle_boundary::audit::{AuditEntry, Decision, Direction};
 use passerelle_domain::*;
-use passerelle_storage::institution::{CounsellorEntry, Origin};
+use passerelle_storage::institution::{CounsellorEntry, ErasureReason, Origin};
 use passerelle_storage::testing::{fresh_postgres_database, postgres_base_url};
 use passerelle_storage::{InstitutionStore, PilotageStore};
 
@@ -617,6 +617,70 @@ async fn orientations_without_a_case_count_and_are_purged_on_every_backend() {
     }
 }
 
+/// Answers are stored at the commit: one naming a case that a later change
+/// of the same transaction erases is not stored (the erasure deletes the
+/// stored answers naming the case), one queued after the erasure is, and an
+/// erasure rolled back to its savepoint forgets nothing.
+#[tokio::test]
+async fn an_erasure_takes_the_answers_of_its_transaction_naming_the_case_on_every_backend() {
+    for (url, _dir) in urls("erased-answers").await {
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
+        let (held, release) = hold_batch(&store, "holder").await;
+        let answer = |key: &'static str, body: &'static str| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(async |tx| {
+                        tx.save_response("/m", key, "sha", body.as_bytes(), t0());
+                        Ok::<_, passerelle_storage::StoreError>(())
+                    })
+                    .await
+            })
+        };
+        let erase = |case_id: &'static str, then_fail: bool| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(async |tx| {
+                        tx.erase_case(case_id, ErasureReason::Request, false, t0())
+                            .await?;
+                        tx.update_statistics().await?;
+                        if then_fail {
+                            return Err(passerelle_storage::StoreError::Conflict("refused".into()));
+                        }
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        // In one batch, in this order.
+        let mut calls = vec![answer("before", r#"{"case_id":"k-erased"}"#)];
+        until_waiting(&store, 1).await;
+        calls.push(answer("other-case", r#"{"case_id":"k-kept"}"#));
+        until_waiting(&store, 2).await;
+        calls.push(erase("k-kept", true));
+        until_waiting(&store, 3).await;
+        calls.push(erase("k-erased", false));
+        until_waiting(&store, 4).await;
+        calls.push(answer("after", r#"{"case_id":"k-erased"}"#));
+        until_waiting(&store, 5).await;
+        release.send(()).expect("holder waits");
+        held.await.expect("joins").expect("holder");
+        let outcomes: Vec<bool> = futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|joined| joined.expect("joins").is_ok())
+            .collect();
+        assert_eq!(outcomes, [true, true, false, true, true], "{url}");
+        for (key, stored) in [("before", false), ("other-case", true), ("after", true)] {
+            let found = store.stored_response("/m", key).await.expect("read");
+            assert_eq!(found.is_some(), stored, "{url}: {key}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_portfolio_counts_the_periods_not_yet_ended_on_every_backend() {
     for (url, _dir) in urls("portfolio").await {
@@ -682,7 +746,10 @@ async fn committed(store: &InstitutionStore, key: &str) -> bool {
         .is_some();
     let mut tx = store.begin().await.expect("begin");
     let row = tx.counsellor(key).await.expect("read").is_some();
-    assert_eq!(answer, row, "{key}: a change's row and its answer commit together");
+    assert_eq!(
+        answer, row,
+        "{key}: a change's row and its answer commit together"
+    );
     answer
 }
 
@@ -857,7 +924,11 @@ async fn a_key_taken_since_its_look_up_fails_the_batch_as_busy_on_every_backend(
         let (beside, release) = hold_batch(&store, "beside").await;
         let taken = {
             let store = store.clone();
-            tokio::spawn(async move { store.write(async |tx| store_answer(tx, "taken").await).await })
+            tokio::spawn(async move {
+                store
+                    .write(async |tx| store_answer(tx, "taken").await)
+                    .await
+            })
         };
         until_waiting(&store, 1).await;
         release.send(()).expect("holder waits");
@@ -869,7 +940,11 @@ async fn a_key_taken_since_its_look_up_fails_the_batch_as_busy_on_every_backend(
         }
         assert!(!committed(&store, "beside").await, "{url}");
         let counts = store.group_commit_counts();
-        assert_eq!((counts.batches, counts.changes), (1, 1), "{url}: only the first writer's");
+        assert_eq!(
+            (counts.batches, counts.changes),
+            (1, 1),
+            "{url}: only the first writer's"
+        );
     }
 }
 

@@ -96,6 +96,8 @@ impl Tx {
             .bind(case_id)
             .execute(&mut *self.tx)
             .await?;
+        // And those of this transaction, stored only when it commits.
+        self.forget_answers_naming(case_id);
         if !keep_consents {
             self.erase_consents(case_id).await?;
         }
