@@ -591,7 +591,7 @@ async fn orientations_without_a_case_count_and_are_purged_on_every_backend() {
         let mut tx = store.begin().await.expect("begin");
         tx.erase_case(
             "k-oriented",
-            passerelle_storage::institution::ErasureReason::Retention,
+            ErasureReason::Retention,
             true,
             purge_at(24),
         )
