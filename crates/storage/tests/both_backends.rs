@@ -589,14 +589,9 @@ async fn orientations_without_a_case_count_and_are_purged_on_every_backend() {
         assert_eq!(due.len(), 1, "{url}");
         assert_eq!(due[0].case_id, "k-oriented");
         let mut tx = store.begin().await.expect("begin");
-        tx.erase_case(
-            "k-oriented",
-            ErasureReason::Retention,
-            true,
-            purge_at(24),
-        )
-        .await
-        .expect("erase");
+        tx.erase_case("k-oriented", ErasureReason::Retention, true, purge_at(24))
+            .await
+            .expect("erase");
         tx.update_statistics().await.expect("counts");
         tx.commit().await.expect("commit");
         assert!(
