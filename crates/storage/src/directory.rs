@@ -46,7 +46,7 @@ impl Tx {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let tx = &mut self.tx;
+        let tx = self.db().await?;
         for s in structures {
             let body = json(s)?;
             sqlx::query(
@@ -58,7 +58,7 @@ impl Tx {
             .bind(&body)
             .bind(by)
             .bind(to_micros(at))
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
             history(tx, "structures", &s.id, "upsert", Some(&body), by, at).await?;
         }
@@ -68,7 +68,7 @@ impl Tx {
                 Some(known) => Some(known.clone()),
                 None => sqlx::query("SELECT body FROM directory_structures WHERE id = $1")
                     .bind(&service.structure_id)
-                    .fetch_optional(&mut **tx)
+                    .fetch_optional(&mut *tx)
                     .await?
                     .map(|r| from_json::<Structure>(&r.try_get::<String, _>("body")?))
                     .transpose()?,
@@ -95,7 +95,7 @@ impl Tx {
             .bind(i64::from(sensitive))
             .bind(by)
             .bind(to_micros(at))
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
             history(tx, "services", &service.id, "upsert", Some(&body), by, at).await?;
         }
@@ -105,12 +105,12 @@ impl Tx {
     pub async fn delete_service(&mut self, id: &str, by: &str, at: DateTime<Utc>) -> Result<bool> {
         let gone = sqlx::query("DELETE FROM directory_services WHERE id = $1")
             .bind(id)
-            .execute(&mut *self.tx)
+            .execute(self.db().await?)
             .await?
             .rows_affected()
             > 0;
         if gone {
-            history(&mut self.tx, "services", id, "delete", None, by, at).await?;
+            history(self.db().await?, "services", id, "delete", None, by, at).await?;
         }
         Ok(gone)
     }
@@ -119,7 +119,7 @@ impl Tx {
     pub async fn stored_service(&mut self, id: &str) -> Result<Option<Service>> {
         let row = sqlx::query("SELECT body FROM directory_services WHERE id = $1")
             .bind(id)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(self.db().await?)
             .await?;
         row.map(|r| from_json(&r.try_get::<String, _>("body")?))
             .transpose()
@@ -138,13 +138,13 @@ impl Tx {
         .bind(&c.email)
         .bind(&c.updated_by)
         .bind(to_micros(c.updated_at))
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         let body = json(&serde_json::json!({
             "name": c.name, "phone": c.phone, "email": c.email
         }))?;
         history(
-            &mut self.tx,
+            self.db().await?,
             "contact_points",
             &c.office_code,
             "upsert",
@@ -271,7 +271,7 @@ fn found(row: &sqlx::any::AnyRow) -> Result<Found> {
 }
 
 async fn history(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut sqlx::AnyConnection,
     collection: &str,
     id: &str,
     action: &str,
@@ -289,10 +289,10 @@ async fn history(
     .bind(body.map(str::to_owned))
     .bind(by)
     .bind(to_micros(at))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE directory_meta SET version = version + 1 WHERE singleton = 1")
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }

@@ -23,7 +23,7 @@ use passerelle_domain::{
     Track, Verdict,
 };
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::audit::AuditLog;
 use crate::{
@@ -777,7 +777,7 @@ impl InstitutionStore {
                 ids.join(", ")
             )))
             .bind(to_micros(at))
-            .execute(&mut *tx.tx)
+            .execute(tx.db().await?)
             .await?;
             Ok::<_, StoreError>(())
         };
@@ -903,7 +903,9 @@ pub struct ExclusiveStarts {
 /// One unit of work.
 #[derive(Debug)]
 pub struct Tx {
-    pub(crate) tx: Transaction<'static, Any>,
+    /// Reached through [`Tx::db`], which first sets a savepoint waiting
+    /// for its change's first statement.
+    conn: Transaction<'static, Any>,
     pub(crate) own: Institution,
     backend: Backend,
     /// Cases this transaction changes, with their counts before it did.
@@ -932,6 +934,11 @@ pub struct Tx {
 pub(crate) enum Savepoint {
     /// None is set.
     None,
+    /// Asked for on SQLite, not set yet: its statements go with the
+    /// change's first statement, in the same query (one hop to SQLite's
+    /// connection thread for both). `after_kept`: they release the previous
+    /// change's savepoint first.
+    Waiting { after_kept: bool },
     /// Set before the change now running.
     Set,
     /// Set before a change that succeeded: released together with the
@@ -1033,7 +1040,7 @@ pub struct StoredResponse {
 impl Tx {
     pub(crate) async fn begin(db: &Database, own: Institution) -> Result<Tx> {
         Ok(Tx {
-            tx: db.begin_write().await?,
+            conn: db.begin_write().await?,
             own,
             backend: db.backend(),
             touched: BTreeMap::new(),
@@ -1062,10 +1069,10 @@ impl Tx {
             )));
         }
         let answers = answers_to_store(&self.answers, &self.erased);
-        store_answers(&mut self.tx, &answers).await?;
+        store_answers(&mut self.conn, &answers).await?;
         let entries: Vec<&AuditEntry> = self.audits.iter().collect();
-        let records = crate::audit::append_all_in(&mut self.tx, self.backend, &entries).await?;
-        self.tx.commit().await?;
+        let records = crate::audit::append_all_in(&mut self.conn, self.backend, &entries).await?;
+        self.conn.commit().await?;
         Ok(records)
     }
 
@@ -1090,7 +1097,8 @@ impl Tx {
     }
 
     /// Marks where the next change of a batch starts, releasing the
-    /// previous change's savepoint in the same round trip.
+    /// previous change's savepoint in the same round trip. On SQLite the
+    /// statements wait for the change's first one ([`Tx::db`]).
     pub(crate) async fn savepoint(&mut self) -> Result<()> {
         let statements = match self.savepoint {
             // A batch holds the row locks of every change it ran until it
@@ -1102,9 +1110,16 @@ impl Tx {
             Savepoint::None if self.is_postgres() => {
                 "SET LOCAL lock_timeout = '100ms'; SAVEPOINT passerelle_change"
             }
-            Savepoint::None => "SAVEPOINT passerelle_change",
-            Savepoint::Kept => "RELEASE SAVEPOINT passerelle_change; SAVEPOINT passerelle_change",
-            Savepoint::Set | Savepoint::Unknown => {
+            Savepoint::Kept if self.is_postgres() => {
+                "RELEASE SAVEPOINT passerelle_change; SAVEPOINT passerelle_change"
+            }
+            Savepoint::None | Savepoint::Kept => {
+                let after_kept = self.savepoint == Savepoint::Kept;
+                self.savepoint = Savepoint::Waiting { after_kept };
+                self.mark_savepoint();
+                return Ok(());
+            }
+            Savepoint::Set | Savepoint::Unknown | Savepoint::Waiting { .. } => {
                 return Err(StoreError::Corrupt(format!(
                     "a savepoint was set while the batch's was {:?}",
                     self.savepoint
@@ -1112,32 +1127,99 @@ impl Tx {
             }
         };
         self.savepoints(statements, Savepoint::Set).await?;
+        self.mark_savepoint();
+        Ok(())
+    }
+
+    fn mark_savepoint(&mut self) {
         self.at_savepoint = Queued {
             audits: self.audits.len(),
             answers: self.answers.len(),
             erased: self.erased.len(),
         };
-        Ok(())
+    }
+
+    /// The statements of a savepoint waiting to be set, if one is.
+    fn waiting_savepoint(&self) -> Option<&'static str> {
+        match self.savepoint {
+            Savepoint::Waiting { after_kept: true } => {
+                Some("RELEASE SAVEPOINT passerelle_change; SAVEPOINT passerelle_change")
+            }
+            Savepoint::Waiting { after_kept: false } => Some("SAVEPOINT passerelle_change"),
+            _ => None,
+        }
+    }
+
+    /// The transaction's connection, once a savepoint waiting for the
+    /// change's first statement is set.
+    pub(crate) async fn db(&mut self) -> Result<&mut AnyConnection> {
+        if let Some(statements) = self.waiting_savepoint() {
+            self.savepoints(statements, Savepoint::Set).await?;
+        }
+        Ok(&mut *self.conn)
+    }
+
+    /// Runs a read that is often a change's first statement, with the
+    /// savepoint waiting for it sent in the same query (SQLite runs the
+    /// statements of a query one after the other, parameters bound across
+    /// them).
+    async fn fetch_optional_first(&mut self, sql: String, key: &str) -> Result<Option<AnyRow>> {
+        let Some(statements) = self.waiting_savepoint() else {
+            return Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(key)
+                .fetch_optional(&mut *self.conn)
+                .await?);
+        };
+        self.savepoint = Savepoint::Unknown;
+        // All of it: a fetch of one row stops at the first statement's end.
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(format!("{statements}; {sql}")))
+            .bind(key)
+            .fetch_all(&mut *self.conn)
+            .await?;
+        self.savepoint = Savepoint::Set;
+        Ok((!rows.is_empty()).then(|| rows.swap_remove(0)))
     }
 
     /// Keeps the change since the savepoint (released with the next one set).
     pub(crate) fn keep_savepoint(&mut self) {
-        debug_assert_eq!(self.savepoint, Savepoint::Set);
-        self.savepoint = Savepoint::Kept;
+        self.savepoint = match self.savepoint {
+            // The change ran no statement: the savepoint never was.
+            Savepoint::Waiting { after_kept: true } => Savepoint::Kept,
+            Savepoint::Waiting { after_kept: false } => Savepoint::None,
+            other => {
+                debug_assert_eq!(other, Savepoint::Set);
+                Savepoint::Kept
+            }
+        };
     }
 
     /// Undoes the change since the savepoint, and lets the savepoint go.
     pub(crate) async fn rollback_to_savepoint(&mut self) -> Result<()> {
-        if self.savepoint != Savepoint::Set {
-            return Err(StoreError::Corrupt(format!(
-                "a change was rolled back while the batch's savepoint was {:?}",
-                self.savepoint
-            )));
-        }
         // Records appended since go with the rest of the change.
-        self.audits.truncate(self.at_savepoint.audits);
-        self.answers.truncate(self.at_savepoint.answers);
-        self.erased.truncate(self.at_savepoint.erased);
+        let undo_queued = |tx: &mut Self| {
+            tx.audits.truncate(tx.at_savepoint.audits);
+            tx.answers.truncate(tx.at_savepoint.answers);
+            tx.erased.truncate(tx.at_savepoint.erased);
+        };
+        match self.savepoint {
+            Savepoint::Set => {}
+            // The change ran no statement: only what it queued is undone.
+            Savepoint::Waiting { after_kept } => {
+                undo_queued(self);
+                self.savepoint = if after_kept {
+                    Savepoint::Kept
+                } else {
+                    Savepoint::None
+                };
+                return Ok(());
+            }
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "a change was rolled back while the batch's savepoint was {other:?}"
+                )));
+            }
+        }
+        undo_queued(self);
         self.savepoints(
             "ROLLBACK TO SAVEPOINT passerelle_change; RELEASE SAVEPOINT passerelle_change",
             Savepoint::None,
@@ -1153,7 +1235,7 @@ impl Tx {
 
     async fn savepoints(&mut self, statements: &'static str, then: Savepoint) -> Result<()> {
         self.savepoint = Savepoint::Unknown;
-        sqlx::raw_sql(statements).execute(&mut *self.tx).await?;
+        sqlx::raw_sql(statements).execute(&mut *self.conn).await?;
         self.savepoint = then;
         Ok(())
     }
@@ -1186,7 +1268,7 @@ impl Tx {
             self.lock()
         )))
         .bind(consent_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.db().await?)
         .await?;
         row.as_ref().map(consent_from_row).transpose()
     }
@@ -1195,7 +1277,7 @@ impl Tx {
         let rows =
             sqlx::query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
                 .bind(case_id)
-                .fetch_all(&mut *self.tx)
+                .fetch_all(self.db().await?)
                 .await?;
         rows.iter().map(consent_from_row).collect()
     }
@@ -1224,7 +1306,7 @@ impl Tx {
         .bind(c.state.code())
         .bind(to_micros(c.state_changed_at))
         .bind(c.holder.code())
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(())
     }
@@ -1241,7 +1323,7 @@ impl Tx {
         .bind(to_micros(r.referred_at))
         .bind(origin.code())
         .bind(json(r)?)
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1256,7 +1338,7 @@ impl Tx {
             "SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) AS next FROM orientations WHERE case_id = $1",
         )
         .bind(o.case_id.as_str())
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.db().await?)
         .await?
         .try_get("next")?;
         let done = sqlx::query(
@@ -1268,14 +1350,14 @@ impl Tx {
         .bind(origin.code())
         .bind(to_micros(o.decided_at))
         .bind(json(o)?)
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// The case's orientations, oldest first.
     pub async fn orientations(&mut self, case_id: &str) -> Result<Vec<Orientation>> {
-        orientations_of(&mut *self.tx, case_id).await
+        orientations_of(self.db().await?, case_id).await
     }
 
     /// Whether the partner holds the case: its referral came from the
@@ -1289,7 +1371,7 @@ impl Tx {
         )
         .bind(case_id)
         .bind(Origin::Partner.code())
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.db().await?)
         .await?
         .is_some())
     }
@@ -1298,7 +1380,7 @@ impl Tx {
         Ok(
             sqlx::query("SELECT 1 AS one FROM referrals WHERE case_id = $1")
                 .bind(case_id)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(self.db().await?)
                 .await?
                 .is_some(),
         )
@@ -1321,13 +1403,13 @@ impl Tx {
         })
         .bind(to_micros(d.recorded_at))
         .bind(json(d)?)
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(())
     }
 
     pub async fn diagnoses(&mut self, case_id: &str) -> Result<Vec<DiagnosisHalf>> {
-        reads::diagnoses(&mut *self.tx, case_id).await
+        reads::diagnoses(self.db().await?, case_id).await
     }
 
     pub async fn insert_note(
@@ -1344,7 +1426,7 @@ impl Tx {
             .bind(topic)
             .bind(note)
             .bind(to_micros(at))
-            .execute(&mut *self.tx)
+            .execute(self.db().await?)
             .await?;
         Ok(())
     }
@@ -1354,24 +1436,20 @@ impl Tx {
     /// The case to be changed (locked on PostgreSQL) and whether its
     /// processing is restricted, in one read.
     pub async fn case_and_restriction(&mut self, case_id: &str) -> Result<Option<(Case, bool)>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT {CASE_COLUMNS}, {RESTRICTED} FROM cases WHERE case_id = $1{}",
             self.lock()
-        )))
-        .bind(case_id)
-        .fetch_optional(&mut *self.tx)
-        .await?;
+        );
+        let row = self.fetch_optional_first(sql, case_id).await?;
         row.as_ref().map(case_and_restriction_from_row).transpose()
     }
 
     pub async fn case(&mut self, case_id: &str) -> Result<Option<Case>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1{}",
             self.lock()
-        )))
-        .bind(case_id)
-        .fetch_optional(&mut *self.tx)
-        .await?;
+        );
+        let row = self.fetch_optional_first(sql, case_id).await?;
         row.as_ref().map(case_from_row).transpose()
     }
 
@@ -1435,7 +1513,7 @@ impl Tx {
         .bind(json(&c.entry_evidence)?)
         .bind(c.participant.as_ref().map(json).transpose()?)
         .bind(i64::from(c.qualification_gained))
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(())
     }
@@ -1454,7 +1532,7 @@ impl Tx {
         )
         .bind(counsellor)
         .bind(to_micros(now))
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.db().await?)
         .await?
         .try_get("n")?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
@@ -1468,7 +1546,7 @@ impl Tx {
             self.lock()
         )))
         .bind(counsellor)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.db().await?)
         .await?;
         row.as_ref().map(case_from_row).transpose()
     }
@@ -1480,7 +1558,7 @@ impl Tx {
             self.lock()
         )))
         .bind(counsellor)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.db().await?)
         .await?;
         row.map(|r| {
             Ok(CounsellorEntry {
@@ -1512,7 +1590,7 @@ impl Tx {
         .bind(&entry.office_code)
         .bind(by)
         .bind(to_micros(at))
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(())
     }
@@ -1523,7 +1601,7 @@ impl Tx {
             sqlx::query("SELECT quota FROM office_quotas WHERE office_code = $1 AND year = $2")
                 .bind(office_code)
                 .bind(i64::from(year))
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(self.db().await?)
                 .await?;
         row.map(|r| {
             u32::try_from(r.try_get::<i64, _>("quota")?)
@@ -1551,7 +1629,7 @@ impl Tx {
         .bind(i64::from(quota))
         .bind(by)
         .bind(to_micros(at))
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(())
     }
@@ -1570,7 +1648,7 @@ impl Tx {
         .bind(office_code)
         .bind(to_micros(from))
         .bind(to_micros(to))
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.db().await?)
         .await?;
         let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(ExclusiveStarts {
@@ -1608,7 +1686,7 @@ impl Tx {
         .bind(origin.code())
         .bind(json(body)?)
         .bind(to_micros(updated_at))
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(())
     }
@@ -1631,7 +1709,7 @@ impl Tx {
         .bind(json(message)?)
         .bind(to_micros(at))
         .bind(passerelle_telemetry::propagation::current_as_text())
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         self.enqueued += 1;
         Ok(())

@@ -59,7 +59,7 @@ impl Tx {
             .bind(i64::from(j.rsa_beneficiary))
             .bind(file)
             .bind(to_micros(at))
-            .execute(&mut *self.tx)
+            .execute(self.db().await?)
             .await?;
         }
         Ok(())
@@ -75,7 +75,7 @@ impl Tx {
     ) -> Result<Option<u64>> {
         let exists = sqlx::query("SELECT 1 AS one FROM rsa_lists WHERE month = $1")
             .bind(month)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(self.db().await?)
             .await?
             .is_some();
         if exists {
@@ -89,7 +89,7 @@ impl Tx {
              FROM jobseekers WHERE rsa_beneficiary = 1",
         )
         .bind(month)
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?
         .rows_affected();
         sqlx::query(
@@ -99,7 +99,7 @@ impl Tx {
         .bind(rows as i64)
         .bind(by)
         .bind(to_micros(at))
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(Some(rows))
     }
@@ -123,7 +123,7 @@ impl Tx {
             .bind(scope.code())
             .bind(by)
             .bind(to_micros(at))
-            .execute(&mut *self.tx)
+            .execute(self.db().await?)
             .await?;
         } else {
             sqlx::query(
@@ -135,7 +135,7 @@ impl Tx {
             .bind(scope.code())
             .bind(by)
             .bind(to_micros(at))
-            .execute(&mut *self.tx)
+            .execute(self.db().await?)
             .await?;
         }
         sqlx::query(
@@ -146,7 +146,7 @@ impl Tx {
         .bind(scope.code())
         .bind(i64::from(!revoke))
         .bind(to_micros(at))
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(())
     }
@@ -168,7 +168,7 @@ impl Tx {
         .bind(i64::from(habilitate))
         .bind(by)
         .bind(to_micros(at))
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(())
     }

@@ -952,12 +952,24 @@ async fn a_failed_change_between_kept_ones_undoes_only_itself_on_every_backend()
         let store = InstitutionStore::connect(&url, 4, Institution::Social)
             .await
             .expect("connect");
-        let spawn_write = |key: &'static str, fails: bool| {
+        let mut tx = store.begin().await.expect("begin");
+        tx.save_case(&Case::referred(&referral("k-between"), 30), None)
+            .await
+            .expect("case");
+        tx.update_statistics().await.expect("counts");
+        tx.commit().await.expect("commit");
+        // A change reading its case first (on SQLite the savepoint goes
+        // with that read), then writing; or failing before any statement.
+        let spawn_write = |key: &'static str, writes: bool, fails: bool| {
             let store = store.clone();
             tokio::spawn(async move {
                 store
                     .write(async |tx| {
-                        store_answer(tx, key).await?;
+                        if writes {
+                            let case = tx.case("k-between").await?;
+                            assert!(case.is_some(), "the first read found the case");
+                            store_answer(tx, key).await?;
+                        }
                         if fails {
                             return Err(passerelle_storage::StoreError::Conflict("refused".into()));
                         }
@@ -968,30 +980,40 @@ async fn a_failed_change_between_kept_ones_undoes_only_itself_on_every_backend()
         };
         // The first holds the batch until the others queue behind it, in order.
         let (first, release) = hold_batch(&store, "first").await;
-        let second = spawn_write("second", true);
-        until_waiting(&store, 1).await;
-        let third = spawn_write("third", false);
-        until_waiting(&store, 2).await;
-        let fourth = spawn_write("fourth", true);
-        until_waiting(&store, 3).await;
+        let mut others = vec![];
+        for (i, (key, writes, fails)) in [
+            ("second", true, true),
+            ("third", true, false),
+            ("fourth", false, true),
+            ("fifth", true, true),
+            ("sixth", true, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            others.push((key, fails, spawn_write(key, writes, fails)));
+            until_waiting(&store, i + 1).await;
+        }
         release.send(()).expect("first waits");
         first.await.expect("joins").expect("first kept");
-        assert!(second.await.expect("joins").is_err());
-        third.await.expect("joins").expect("third kept");
-        assert!(fourth.await.expect("joins").is_err());
+        for (key, fails, other) in others {
+            let outcome = other.await.expect("joins");
+            assert_eq!(outcome.is_err(), fails, "{url}: {key}: {outcome:?}");
+        }
         for (key, present) in [
             ("first", true),
             ("second", false),
             ("third", true),
-            ("fourth", false),
+            ("fifth", false),
+            ("sixth", true),
         ] {
             assert_eq!(committed(&store, key).await, present, "{url}: {key}");
         }
         let counts = store.group_commit_counts();
         assert_eq!(
             (counts.batches, counts.changes),
-            (1, 2),
-            "{url}: one batch, two kept"
+            (1, 3),
+            "{url}: one batch, three kept"
         );
     }
 }

@@ -77,13 +77,13 @@ impl Tx {
         self.update_statistics().await?;
         let case = self.case(case_id).await?;
         let counts: BTreeMap<_, _> = summed(self.counts_of(case_id).await?);
-        add_counts_to(&mut self.tx, CountTable::Erased, &counts).await?;
+        add_counts_to(self.db().await?, CountTable::Erased, &counts).await?;
         for table in CASE_TABLES {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE case_id = $1"
             )))
             .bind(case_id)
-            .execute(&mut *self.tx)
+            .execute(self.db().await?)
             .await?;
         }
         // Stored answers of idempotent calls name the case they were about.
@@ -94,7 +94,7 @@ impl Tx {
         };
         sqlx::query(answers)
             .bind(case_id)
-            .execute(&mut *self.tx)
+            .execute(self.db().await?)
             .await?;
         // And those of this transaction, stored only when it commits.
         self.forget_answers_naming(case_id);
@@ -103,7 +103,7 @@ impl Tx {
         }
         sqlx::query("DELETE FROM cases WHERE case_id = $1")
             .bind(case_id)
-            .execute(&mut *self.tx)
+            .execute(self.db().await?)
             .await?;
         let Some(case) = case else {
             return Ok(false);
@@ -118,7 +118,7 @@ impl Tx {
         .bind(to_micros(at))
         .bind(reason.code())
         .bind(i64::from(keep_consents))
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(true)
     }
@@ -127,11 +127,11 @@ impl Tx {
     pub async fn erase_consents(&mut self, case_id: &str) -> Result<()> {
         sqlx::query("DELETE FROM consents WHERE case_id = $1")
             .bind(case_id)
-            .execute(&mut *self.tx)
+            .execute(self.db().await?)
             .await?;
         sqlx::query("UPDATE erased_cases SET consents_kept = 0 WHERE case_id = $1")
             .bind(case_id)
-            .execute(&mut *self.tx)
+            .execute(self.db().await?)
             .await?;
         Ok(())
     }
@@ -143,7 +143,7 @@ impl Tx {
             self.lock()
         )))
         .bind(case_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.db().await?)
         .await?;
         row.map(|r| from_json(&r.try_get::<String, _>("body")?))
             .transpose()
@@ -155,7 +155,7 @@ impl Tx {
         sqlx::query("UPDATE referrals SET body = $1 WHERE case_id = $2")
             .bind(json(referral)?)
             .bind(referral.case_id.as_str())
-            .execute(&mut *self.tx)
+            .execute(self.db().await?)
             .await?;
         self.referral_rewritten(referral);
         Ok(())
@@ -169,7 +169,7 @@ impl Tx {
             "SELECT entry_json FROM audit_log WHERE case_id = $1 AND decision = 'allowed' ORDER BY seq",
         )
         .bind(case_id)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.db().await?)
         .await?;
         let mut fields = BTreeSet::new();
         for row in &rows {
@@ -200,7 +200,7 @@ impl Tx {
         )
         .bind(case_id)
         .bind(to_micros(since))
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -209,7 +209,7 @@ impl Tx {
     pub async fn lift_restriction(&mut self, case_id: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM restrictions WHERE case_id = $1")
             .bind(case_id)
-            .execute(&mut *self.tx)
+            .execute(self.db().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -228,7 +228,7 @@ impl Tx {
         .bind(case_id)
         .bind(purpose.code())
         .bind(to_micros(at))
-        .execute(&mut *self.tx)
+        .execute(self.db().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -238,7 +238,7 @@ impl Tx {
         Ok(
             sqlx::query("SELECT 1 AS one FROM erased_cases WHERE case_id = $1")
                 .bind(case_id)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(self.db().await?)
                 .await?
                 .is_some(),
         )

@@ -145,7 +145,7 @@ impl Batch {
         if std::mem::take(&mut self.abandoned) {
             self.tx.touched.clear();
             match self.tx.savepoint_state() {
-                Savepoint::Set => {
+                Savepoint::Set | Savepoint::Waiting { .. } => {
                     if let Err(e) = self.tx.rollback_to_savepoint().await {
                         self.broken = Some(e.to_string());
                     }

@@ -354,7 +354,7 @@ impl Tx {
             self.lock()
         )))
         .bind(case_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.db().await?)
         .await?
         else {
             return Ok(None);
@@ -371,7 +371,7 @@ impl Tx {
         if wanted.any() {
             for part in sqlx::query(wanted.sql())
                 .bind(case_id)
-                .fetch_all(&mut *self.tx)
+                .fetch_all(self.db().await?)
                 .await?
             {
                 let (a, b) = (
@@ -417,7 +417,7 @@ impl Tx {
                 *change.entry(k).or_insert(0) += n;
             }
         }
-        add_counts(&mut self.tx, &change).await
+        add_counts(self.db().await?, &change).await
     }
 }
 
@@ -562,11 +562,11 @@ impl InstitutionStore {
     async fn rebuild_in(&self, tx: &mut Tx) -> Result<()> {
         let counts = self.recount().await?;
         sqlx::query("DELETE FROM statistics")
-            .execute(&mut *tx.tx)
+            .execute(tx.db().await?)
             .await?;
-        add_counts(&mut tx.tx, &counts).await?;
+        add_counts(tx.db().await?, &counts).await?;
         sqlx::query("UPDATE statistics_state SET built = 1 WHERE id = 1")
-            .execute(&mut *tx.tx)
+            .execute(tx.db().await?)
             .await?;
         Ok(())
     }
@@ -579,7 +579,7 @@ impl InstitutionStore {
             "SELECT built FROM statistics_state WHERE id = 1{}",
             tx.lock()
         )))
-        .fetch_one(&mut *tx.tx)
+        .fetch_one(tx.db().await?)
         .await?
         .try_get("built")?;
         if built == 0 {
