@@ -20,13 +20,15 @@
 //! chain across replicas) is held only for that statement and the commit.
 //!
 //! A change's savepoint is released in the same statement that sets the
-//! next one's (or by the commit): one round trip per change fewer.
+//! next one's (or by the commit): one round trip per change fewer. On
+//! SQLite both are sent with the change's first statement, usually the read
+//! of its case ([`Tx::db`] sets them before any other): one hop fewer again.
 //!
 //! A call cancelled midway (its client went away) cannot leave half a
 //! change behind: the next one to hold the batch rolls it back to its
 //! savepoint first (one cancelled while its savepoint was being set or
-//! released breaks the batch instead: none of it commits, and its members
-//! are told to try again). A commit whose outcome is unknown (the committer
+//! released, or during the read that carries them, breaks the batch
+//! instead: none of it commits, and its members are told to try again). A commit whose outcome is unknown (the committer
 //! was stopped) is reported as busy: the caller retries under the same
 //! idempotency key and finds its answer if the commit went through.
 
