@@ -1098,27 +1098,12 @@ impl Tx {
 
     /// Marks where the next change of a batch starts, releasing the
     /// previous change's savepoint in the same round trip. On SQLite the
-    /// statements wait for the change's first one ([`Tx::db`]).
+    /// statements wait for the change's first one ([`Tx::db`]); PostgreSQL
+    /// cannot send them with another statement's parameters: sent now.
     pub(crate) async fn savepoint(&mut self) -> Result<()> {
-        let statements = match self.savepoint {
-            // A batch holds the row locks of every change it ran until it
-            // commits: a change of it waiting on another transaction (another
-            // replica's batch) for long is likely one half of a deadlock,
-            // which PostgreSQL would break only after a second, again and
-            // again as the batches go on. It waits a batch's commit at most
-            // instead, then fails alone as busy (retried by its caller).
-            Savepoint::None if self.is_postgres() => {
-                "SET LOCAL lock_timeout = '100ms'; SAVEPOINT passerelle_change"
-            }
-            Savepoint::Kept if self.is_postgres() => {
-                "RELEASE SAVEPOINT passerelle_change; SAVEPOINT passerelle_change"
-            }
-            Savepoint::None | Savepoint::Kept => {
-                let after_kept = self.savepoint == Savepoint::Kept;
-                self.savepoint = Savepoint::Waiting { after_kept };
-                self.mark_savepoint();
-                return Ok(());
-            }
+        let after_kept = match self.savepoint {
+            Savepoint::None => false,
+            Savepoint::Kept => true,
             Savepoint::Set | Savepoint::Unknown | Savepoint::Waiting { .. } => {
                 return Err(StoreError::Corrupt(format!(
                     "a savepoint was set while the batch's was {:?}",
@@ -1126,28 +1111,36 @@ impl Tx {
                 )));
             }
         };
-        self.savepoints(statements, Savepoint::Set).await?;
-        self.mark_savepoint();
-        Ok(())
-    }
-
-    fn mark_savepoint(&mut self) {
+        self.savepoint = Savepoint::Waiting { after_kept };
         self.at_savepoint = Queued {
             audits: self.audits.len(),
             answers: self.answers.len(),
             erased: self.erased.len(),
         };
+        if self.is_postgres() {
+            self.db().await?;
+        }
+        Ok(())
     }
 
     /// The statements of a savepoint waiting to be set, if one is.
     fn waiting_savepoint(&self) -> Option<&'static str> {
-        match self.savepoint {
-            Savepoint::Waiting { after_kept: true } => {
-                Some("RELEASE SAVEPOINT passerelle_change; SAVEPOINT passerelle_change")
+        let Savepoint::Waiting { after_kept } = self.savepoint else {
+            return None;
+        };
+        Some(match (after_kept, self.backend) {
+            (true, _) => "RELEASE SAVEPOINT passerelle_change; SAVEPOINT passerelle_change",
+            // A batch holds the row locks of every change it ran until it
+            // commits: a change of it waiting on another transaction (another
+            // replica's batch) for long is likely one half of a deadlock,
+            // which PostgreSQL would break only after a second, again and
+            // again as the batches go on. It waits a batch's commit at most
+            // instead, then fails alone as busy (retried by its caller).
+            (false, Backend::Postgres) => {
+                "SET LOCAL lock_timeout = '100ms'; SAVEPOINT passerelle_change"
             }
-            Savepoint::Waiting { after_kept: false } => Some("SAVEPOINT passerelle_change"),
-            _ => None,
-        }
+            (false, Backend::Sqlite) => "SAVEPOINT passerelle_change",
+        })
     }
 
     /// The transaction's connection, once a savepoint waiting for the

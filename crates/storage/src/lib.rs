@@ -120,16 +120,6 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T>
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-impl StoreError {
-    /// A unique or primary-key violation: another writer got there first.
-    pub fn is_unique_violation(&self) -> bool {
-        match self {
-            StoreError::Database(sqlx::Error::Database(e)) => e.is_unique_violation(),
-            _ => false,
-        }
-    }
-}
-
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A connection pool with the schema of one service applied.

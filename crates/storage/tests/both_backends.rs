@@ -731,6 +731,15 @@ async fn store_answer(
     Ok(())
 }
 
+/// [`store_answer`] under `key` in a task of its own.
+fn spawn_answer(
+    store: &InstitutionStore,
+    key: &'static str,
+) -> tokio::task::JoinHandle<Result<(), passerelle_storage::StoreError>> {
+    let store = store.clone();
+    tokio::spawn(async move { store.write(async |tx| store_answer(tx, key).await).await })
+}
+
 /// Whether [`store_answer`]'s change under `key` committed: its row and its
 /// answer, both or neither.
 async fn committed(store: &InstitutionStore, key: &str) -> bool {
@@ -877,12 +886,7 @@ async fn failed_and_abandoned_changes_leave_nothing_on_every_backend() {
                     .await
             })
         };
-        let kept = {
-            let store = store.clone();
-            tokio::spawn(
-                async move { store.write(async |tx| store_answer(tx, "kept").await).await },
-            )
-        };
+        let kept = spawn_answer(&store, "kept");
         until_waiting(&store, 2).await;
         abandoned.abort();
         assert!(abandoned.await.expect_err("aborted").is_cancelled());
@@ -917,14 +921,7 @@ async fn a_key_taken_since_its_look_up_fails_the_batch_as_busy_on_every_backend(
             .await
             .expect("the first writer");
         let (beside, release) = hold_batch(&store, "beside").await;
-        let taken = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .write(async |tx| store_answer(tx, "taken").await)
-                    .await
-            })
-        };
+        let taken = spawn_answer(&store, "taken");
         until_waiting(&store, 1).await;
         release.send(()).expect("holder waits");
         for (key, outcome) in [("beside", beside), ("taken", taken)] {

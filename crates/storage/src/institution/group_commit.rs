@@ -28,9 +28,10 @@
 //! change behind: the next one to hold the batch rolls it back to its
 //! savepoint first (one cancelled while its savepoint was being set or
 //! released, or during the read that carries them, breaks the batch
-//! instead: none of it commits, and its members are told to try again). A commit whose outcome is unknown (the committer
-//! was stopped) is reported as busy: the caller retries under the same
-//! idempotency key and finds its answer if the commit went through.
+//! instead: none of it commits, and its members are told to try again). A
+//! commit whose outcome is unknown (the committer was stopped) is reported
+//! as busy: the caller retries under the same idempotency key and finds its
+//! answer if the commit went through.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
