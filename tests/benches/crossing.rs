@@ -306,11 +306,8 @@ async fn referrals_delivered(
     // Opened once: polling must not compete with what it measures.
     let emploi = t.store(Institution::Emploi).await;
     let held = async || -> i64 {
-        use sqlx::Row;
-        sqlx::query("SELECT COUNT(*) AS n FROM referrals")
-            .fetch_one(emploi.database().pool())
+        passerelle_storage::testing::count(emploi.database(), "SELECT COUNT(*) AS n FROM referrals")
             .await
-            .and_then(|row| row.try_get("n"))
             .expect("count")
     };
     let before = held().await;

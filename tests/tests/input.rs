@@ -107,16 +107,12 @@ async fn malformed_referrals_name_the_field_and_write_nothing() {
             queued.iter().all(|m| m.message.kind() == "consent"),
             "{queued:?}"
         );
-        let idempotency_rows: i64 = {
-            use sqlx::Row;
-            sqlx::query(
-                "SELECT COUNT(*) AS n FROM idempotency WHERE method LIKE '%CreateReferral %'",
-            )
-            .fetch_one(store.database().pool())
-            .await
-            .expect("count")
-            .get("n")
-        };
+        let idempotency_rows: i64 = passerelle_storage::testing::count(
+            store.database(),
+            "SELECT COUNT(*) AS n FROM idempotency WHERE method LIKE '%CreateReferral %'",
+        )
+        .await
+        .expect("count");
         assert_eq!(idempotency_rows, 0, "{backend:?}");
         t.shutdown().await;
     })

@@ -70,12 +70,12 @@ async fn the_same_idempotency_key_creates_one_referral() {
             store.outbox_depth().await.expect("depth").pending == 0
         })
         .await;
-        use sqlx::Row;
-        let queued: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE kind = 'referral'")
-            .fetch_one(store.database().pool())
-            .await
-            .expect("count")
-            .get("n");
+        let queued: i64 = passerelle_storage::testing::count(
+            store.database(),
+            "SELECT COUNT(*) AS n FROM outbox WHERE kind = 'referral'",
+        )
+        .await
+        .expect("count");
         assert_eq!(queued, 1, "{backend:?}: one referral, one message");
         t.shutdown().await;
     })
@@ -105,12 +105,12 @@ async fn a_referral_made_while_the_employment_side_is_down_arrives_once_it_is_ba
             .expect("accepted while the partner is down");
         let social = t.store(Institution::Social).await;
         eventually("a failed attempt is recorded", async || {
-            use sqlx::Row;
-            sqlx::query("SELECT COALESCE(MAX(attempts), 0) AS n FROM outbox")
-                .fetch_one(social.database().pool())
-                .await
-                .expect("q")
-                .get::<i64, _>("n")
+            passerelle_storage::testing::count(
+                social.database(),
+                "SELECT COALESCE(MAX(attempts), 0) AS n FROM outbox",
+            )
+            .await
+            .expect("q")
                 > 0
         })
         .await;
@@ -230,13 +230,12 @@ async fn calls_under_one_key_at_the_same_time_make_one_change_and_share_its_answ
             assert_eq!(answer.get_ref(), &first, "{backend:?}");
         }
         let social = t.store(Institution::Social).await;
-        let consents: i64 = sqlx::Row::get(
-            &sqlx::query("SELECT COUNT(*) AS n FROM consents")
-                .fetch_one(social.database().pool())
-                .await
-                .expect("count"),
-            "n",
-        );
+        let consents: i64 = passerelle_storage::testing::count(
+            social.database(),
+            "SELECT COUNT(*) AS n FROM consents",
+        )
+        .await
+        .expect("count");
         assert_eq!(consents, 1, "one consent made, {backend:?}");
         t.shutdown().await;
     })
@@ -253,12 +252,12 @@ async fn an_outage_is_retried_on_the_backoffs_schedule_whatever_commits_locally(
     t.stack.stop(Institution::Emploi).await.expect("stop");
     let social = t.store(Institution::Social).await;
     let attempts = async || {
-        use sqlx::Row;
-        sqlx::query("SELECT COALESCE(MAX(attempts), 0) AS n FROM outbox")
-            .fetch_one(social.database().pool())
-            .await
-            .expect("q")
-            .get::<i64, _>("n")
+        passerelle_storage::testing::count(
+            social.database(),
+            "SELECT COALESCE(MAX(attempts), 0) AS n FROM outbox",
+        )
+        .await
+        .expect("q")
     };
     // A first message waits for the partner.
     t.social_consent("c-outage-0", &[v1::Purpose::Referral])

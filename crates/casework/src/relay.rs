@@ -151,13 +151,8 @@ impl Relay {
             writes.batches,
             writes.changes,
         );
-        let pool = self.casework.store.database().pool();
-        let idle = pool.num_idle() as u64;
-        passerelle_telemetry::metrics::record_pool(
-            service,
-            u64::from(pool.size()).saturating_sub(idle),
-            idle,
-        );
+        let (in_use, idle) = self.casework.store.database().connections();
+        passerelle_telemetry::metrics::record_pool(service, in_use, idle);
     }
 
     /// One pass over the pending messages, in order. `Ok(true)` when it did

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::sql::{Conn, Row, query};
 use passerelle_boundary::audit::{
     AuditEntry, AuditRecord, Decision, GENESIS_HASH, chain_hash, verify_chain,
 };
-use sqlx::Row;
 use std::sync::OnceLock;
 use tokio::sync::{mpsc, oneshot};
 
@@ -83,10 +83,10 @@ impl AuditLog {
     }
 
     pub async fn records(&self) -> Result<Vec<AuditRecord>> {
-        let rows =
-            sqlx::query("SELECT seq, entry_json, prev_hash, hash FROM audit_log ORDER BY seq")
-                .fetch_all(self.db.pool())
-                .await?;
+        let rows = query("SELECT seq, entry_json, prev_hash, hash FROM audit_log ORDER BY seq")
+            .large()
+            .fetch_all(&self.db)
+            .await?;
         rows.iter().map(record_of).collect()
     }
 
@@ -110,7 +110,7 @@ impl AuditLog {
         let mut found = vec![];
         let mut after = filter.after_seq;
         loop {
-            let rows = sqlx::query(
+            let rows = query(
                 "SELECT seq, entry_json, prev_hash, hash FROM audit_log
                  WHERE seq > $1
                    AND ($2 = '' OR case_id = $2)
@@ -124,7 +124,7 @@ impl AuditLog {
             .bind(filter.from.map(to_micros).unwrap_or(i64::MIN))
             .bind(filter.to.map(to_micros).unwrap_or(i64::MAX))
             .bind(PAGE)
-            .fetch_all(self.db.pool())
+            .fetch_all(&self.db)
             .await?;
             let exhausted = (rows.len() as i64) < PAGE;
             for row in &rows {
@@ -152,8 +152,8 @@ impl AuditLog {
 
     /// The chain's head: its last sequence number and hash.
     pub async fn head(&self) -> Result<Option<(i64, String)>> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(self.db.pool())
+        let row = query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.db)
             .await?;
         row.map(|r| Ok((r.try_get("seq")?, r.try_get("hash")?)))
             .transpose()
@@ -162,12 +162,12 @@ impl AuditLog {
     /// The last record that is not itself about anchoring: an anchor is due
     /// only when something else was recorded since the last one.
     pub async fn last_substantive_seq(&self) -> Result<i64> {
-        let row = sqlx::query(
+        let row = query(
             "SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_log WHERE method NOT LIKE '%AuditAnchor%'",
         )
-        .fetch_one(self.db.pool())
+        .fetch_one(&self.db)
         .await?;
-        Ok(row.try_get("seq")?)
+        row.try_get("seq")
     }
 
     /// The hash of each record among `seqs` this log holds (`None` for a
@@ -176,10 +176,10 @@ impl AuditLog {
         let (Some(first), Some(last)) = (seqs.iter().min(), seqs.iter().max()) else {
             return Ok(vec![]);
         };
-        let rows = sqlx::query("SELECT seq, hash FROM audit_log WHERE seq >= $1 AND seq <= $2")
+        let rows = query("SELECT seq, hash FROM audit_log WHERE seq >= $1 AND seq <= $2")
             .bind(*first)
             .bind(*last)
-            .fetch_all(self.db.pool())
+            .fetch_all(&self.db)
             .await?;
         let mut held = std::collections::HashMap::with_capacity(rows.len());
         for r in &rows {
@@ -194,7 +194,7 @@ impl AuditLog {
         anchor: &AuditAnchor,
         received_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<()> {
-        sqlx::query(
+        query(
             "INSERT INTO partner_audit_anchors (seq, hash, anchored_at, received_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (seq) DO NOTHING",
         )
@@ -202,17 +202,16 @@ impl AuditLog {
         .bind(&anchor.hash)
         .bind(to_micros(anchor.at))
         .bind(to_micros(received_at))
-        .execute(self.db.pool())
+        .execute(&self.db)
         .await?;
         Ok(())
     }
 
     /// The partner's heads kept here, oldest first.
     pub async fn partner_anchors(&self) -> Result<Vec<AuditAnchor>> {
-        let rows =
-            sqlx::query("SELECT seq, hash, anchored_at FROM partner_audit_anchors ORDER BY seq")
-                .fetch_all(self.db.pool())
-                .await?;
+        let rows = query("SELECT seq, hash, anchored_at FROM partner_audit_anchors ORDER BY seq")
+            .fetch_all(&self.db)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(AuditAnchor {
@@ -226,8 +225,8 @@ impl AuditLog {
 
     /// The last own head sent to the partner (its sequence number), 0 if none.
     pub async fn last_sent_anchor(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT seq FROM own_audit_anchor WHERE id = 1")
-            .fetch_optional(self.db.pool())
+        let row = query("SELECT seq FROM own_audit_anchor WHERE id = 1")
+            .fetch_optional(&self.db)
             .await?;
         Ok(row.map(|r| r.try_get("seq")).transpose()?.unwrap_or(0))
     }
@@ -237,13 +236,13 @@ impl AuditLog {
         seq: i64,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<()> {
-        sqlx::query(
+        query(
             "INSERT INTO own_audit_anchor (id, seq, sent_at) VALUES (1, $1, $2)
              ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, sent_at = excluded.sent_at",
         )
         .bind(seq)
         .bind(to_micros(at))
-        .execute(self.db.pool())
+        .execute(&self.db)
         .await?;
         Ok(())
     }
@@ -270,7 +269,7 @@ const AUDIT_COLUMNS: usize = 8;
 /// commit), the hashes chained in memory, the rows written in one statement.
 /// Called once per transaction, just before its commit.
 pub(crate) async fn append_all_in(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut Conn,
     backend: Backend,
     entries: &[&AuditEntry],
 ) -> Result<Vec<AuditRecord>> {
@@ -280,14 +279,14 @@ pub(crate) async fn append_all_in(
     if backend == Backend::Postgres {
         // Only transactions committing hold the chain, briefly: wait for
         // them whatever a batch's changes may wait.
-        sqlx::raw_sql(
+        crate::sql::batch(
+            tx,
             "SET LOCAL lock_timeout = 0; LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE",
         )
-        .execute(&mut **tx)
         .await?;
     }
-    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
+    let last = query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
         .await?;
     let (mut seq, mut prev_hash) = match last {
         Some(row) => (
@@ -313,7 +312,7 @@ pub(crate) async fn append_all_in(
         "INSERT INTO audit_log (seq, at, method, case_id, decision, entry_json, prev_hash, hash) VALUES {}",
         crate::values_placeholders(records.len(), AUDIT_COLUMNS)
     );
-    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut insert = query(sql);
     for (entry, record) in entries.iter().zip(&records) {
         insert = insert
             .bind(record.seq)
@@ -325,7 +324,7 @@ pub(crate) async fn append_all_in(
             .bind(record.prev_hash.clone())
             .bind(record.hash.clone());
     }
-    insert.execute(&mut **tx).await?;
+    insert.execute(&mut *tx).await?;
     Ok(records)
 }
 
@@ -363,7 +362,7 @@ async fn append_batch(db: &Database, entries: &[&AuditEntry]) -> Result<Vec<Audi
     Ok(records)
 }
 
-fn record_of(row: &sqlx::any::AnyRow) -> Result<AuditRecord> {
+fn record_of(row: &Row) -> Result<AuditRecord> {
     Ok(AuditRecord {
         seq: row.try_get("seq")?,
         entry_json: row.try_get("entry_json")?,

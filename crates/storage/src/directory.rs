@@ -2,9 +2,9 @@
 //! Every write records who and when in `directory_history`, in the same
 //! transaction.
 
+use crate::sql::{Conn, Row, query};
 use chrono::{DateTime, Utc};
 use passerelle_domain::directory::{Candidate, Service, Structure, looks_sensitive};
-use sqlx::Row;
 
 use crate::institution::{InstitutionStore, Tx};
 use crate::{Result, StoreError, from_json, from_micros, json, to_micros};
@@ -49,7 +49,7 @@ impl Tx {
         let tx = self.db().await?;
         for s in structures {
             let body = json(s)?;
-            sqlx::query(
+            query(
                 "INSERT INTO directory_structures (id, body, updated_by, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_by = excluded.updated_by,
                     updated_at = excluded.updated_at",
@@ -66,7 +66,7 @@ impl Tx {
             // The batch's own structures first: an import reads none back.
             let structure = match structures.iter().find(|s| s.id == service.structure_id) {
                 Some(known) => Some(known.clone()),
-                None => sqlx::query("SELECT body FROM directory_structures WHERE id = $1")
+                None => query("SELECT body FROM directory_structures WHERE id = $1")
                     .bind(&service.structure_id)
                     .fetch_optional(&mut *tx)
                     .await?
@@ -82,7 +82,7 @@ impl Tx {
             // An explicit flag wins; otherwise the words decide.
             let sensitive = sensitive.unwrap_or_else(|| looks_sensitive(service, Some(&structure)));
             let body = json(service)?;
-            sqlx::query(
+            query(
                 "INSERT INTO directory_services (id, structure_id, body, sensitive, updated_by, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (id) DO UPDATE SET structure_id = excluded.structure_id, body = excluded.body,
@@ -103,11 +103,10 @@ impl Tx {
     }
 
     pub async fn delete_service(&mut self, id: &str, by: &str, at: DateTime<Utc>) -> Result<bool> {
-        let gone = sqlx::query("DELETE FROM directory_services WHERE id = $1")
+        let gone = query("DELETE FROM directory_services WHERE id = $1")
             .bind(id)
             .execute(self.db().await?)
             .await?
-            .rows_affected()
             > 0;
         if gone {
             history(self.db().await?, "services", id, "delete", None, by, at).await?;
@@ -117,7 +116,7 @@ impl Tx {
 
     /// The service as stored, for a rights check before it is replaced.
     pub async fn stored_service(&mut self, id: &str) -> Result<Option<Service>> {
-        let row = sqlx::query("SELECT body FROM directory_services WHERE id = $1")
+        let row = query("SELECT body FROM directory_services WHERE id = $1")
             .bind(id)
             .fetch_optional(self.db().await?)
             .await?;
@@ -126,7 +125,7 @@ impl Tx {
     }
 
     pub async fn set_contact_point(&mut self, c: &ContactPoint) -> Result<()> {
-        sqlx::query(
+        query(
             "INSERT INTO directory_contact_points (office_code, name, phone, email, updated_by, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (office_code) DO UPDATE SET name = excluded.name, phone = excluded.phone,
@@ -159,20 +158,20 @@ impl Tx {
 
 impl InstitutionStore {
     pub async fn directory_service(&self, id: &str) -> Result<Option<Found>> {
-        let row = sqlx::query(
+        let row = query(
             "SELECT s.body, s.sensitive, st.body AS structure_body FROM directory_services s
              LEFT JOIN directory_structures st ON st.id = s.structure_id WHERE s.id = $1",
         )
         .bind(id)
-        .fetch_optional(self.database().pool())
+        .fetch_optional(self.database())
         .await?;
         row.as_ref().map(found).transpose()
     }
 
     pub async fn directory_structure(&self, id: &str) -> Result<Option<Structure>> {
-        let row = sqlx::query("SELECT body FROM directory_structures WHERE id = $1")
+        let row = query("SELECT body FROM directory_structures WHERE id = $1")
             .bind(id)
-            .fetch_optional(self.database().pool())
+            .fetch_optional(self.database())
             .await?;
         row.map(|r| from_json(&r.try_get::<String, _>("body")?))
             .transpose()
@@ -180,35 +179,36 @@ impl InstitutionStore {
 
     /// Every service with its structure: what the search index is built from.
     pub async fn directory_services(&self) -> Result<Vec<Found>> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT s.body, s.sensitive, st.body AS structure_body FROM directory_services s
              LEFT JOIN directory_structures st ON st.id = s.structure_id ORDER BY s.id",
         )
-        .fetch_all(self.database().pool())
+        .large()
+        .fetch_all(self.database())
         .await?;
         rows.iter().map(found).collect()
     }
 
     /// Changes with every write: a search index built at this version is current.
     pub async fn directory_version(&self) -> Result<i64> {
-        Ok(
-            sqlx::query("SELECT version FROM directory_meta WHERE singleton = 1")
-                .fetch_one(self.database().pool())
-                .await?
-                .try_get("version")?,
-        )
+        query("SELECT version FROM directory_meta WHERE singleton = 1")
+            .fetch_one(self.database())
+            .await?
+            .try_get("version")
     }
 
     /// The whole directory, in id order, for a data·inclusion export.
     pub async fn directory_export(&self) -> Result<(Vec<Structure>, Vec<Service>)> {
-        let pool = self.database().pool();
-        let structures = sqlx::query("SELECT body FROM directory_structures ORDER BY id")
+        let pool = self.database();
+        let structures = query("SELECT body FROM directory_structures ORDER BY id")
+            .large()
             .fetch_all(pool)
             .await?
             .iter()
             .map(|r| from_json(&r.try_get::<String, _>("body")?))
             .collect::<Result<_>>()?;
-        let services = sqlx::query("SELECT body FROM directory_services ORDER BY id")
+        let services = query("SELECT body FROM directory_services ORDER BY id")
+            .large()
             .fetch_all(pool)
             .await?
             .iter()
@@ -218,13 +218,13 @@ impl InstitutionStore {
     }
 
     pub async fn directory_history(&self, collection: &str, id: &str) -> Result<Vec<Change>> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT action, changed_by, changed_at FROM directory_history
              WHERE collection = $1 AND record_id = $2 ORDER BY id",
         )
         .bind(collection)
         .bind(id)
-        .fetch_all(self.database().pool())
+        .fetch_all(self.database())
         .await?;
         rows.iter()
             .map(|r| {
@@ -238,11 +238,11 @@ impl InstitutionStore {
     }
 
     pub async fn contact_points(&self) -> Result<Vec<ContactPoint>> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT office_code, name, phone, email, updated_by, updated_at
              FROM directory_contact_points ORDER BY office_code",
         )
-        .fetch_all(self.database().pool())
+        .fetch_all(self.database())
         .await?;
         rows.iter()
             .map(|r| {
@@ -259,7 +259,7 @@ impl InstitutionStore {
     }
 }
 
-fn found(row: &sqlx::any::AnyRow) -> Result<Found> {
+fn found(row: &Row) -> Result<Found> {
     let structure: Option<String> = row.try_get("structure_body")?;
     Ok(Found {
         candidate: Candidate {
@@ -271,7 +271,7 @@ fn found(row: &sqlx::any::AnyRow) -> Result<Found> {
 }
 
 async fn history(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut Conn,
     collection: &str,
     id: &str,
     action: &str,
@@ -279,7 +279,7 @@ async fn history(
     by: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
+    query(
         "INSERT INTO directory_history (collection, record_id, action, body, changed_by, changed_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -291,7 +291,7 @@ async fn history(
     .bind(to_micros(at))
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE directory_meta SET version = version + 1 WHERE singleton = 1")
+    query("UPDATE directory_meta SET version = version + 1 WHERE singleton = 1")
         .execute(&mut *tx)
         .await?;
     Ok(())

@@ -13,6 +13,7 @@ pub use keys_in_flight::KeyTicket;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::sql::{Conn, Row, Target, query};
 use chrono::{DateTime, Utc};
 use passerelle_boundary::audit::{AuditEntry, AuditRecord};
 use passerelle_domain::orientation::Orientation;
@@ -22,8 +23,6 @@ use passerelle_domain::{
     ExitReason, Institution, Network, Outbound, Pair, Purpose, Referent, Referral, ReferralState,
     Track, Verdict,
 };
-use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::audit::AuditLog;
 use crate::{
@@ -31,10 +30,10 @@ use crate::{
 };
 
 async fn orientations_of<'e>(
-    executor: impl sqlx::Executor<'e, Database = Any>,
+    executor: impl Into<Target<'e>>,
     case_id: &str,
 ) -> Result<Vec<Orientation>> {
-    sqlx::query("SELECT body FROM orientations WHERE case_id = $1 ORDER BY seq")
+    query("SELECT body FROM orientations WHERE case_id = $1 ORDER BY seq")
         .bind(case_id)
         .fetch_all(executor)
         .await?
@@ -64,10 +63,10 @@ mod reads {
     use super::*;
 
     pub(super) async fn consents<'e>(
-        executor: impl sqlx::Executor<'e, Database = Any>,
+        executor: impl Into<Target<'e>>,
         case_id: &str,
     ) -> Result<Vec<Consent>> {
-        sqlx::query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
+        query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
             .bind(case_id)
             .fetch_all(executor)
             .await?
@@ -77,10 +76,10 @@ mod reads {
     }
 
     pub(super) async fn referral<'e>(
-        executor: impl sqlx::Executor<'e, Database = Any>,
+        executor: impl Into<Target<'e>>,
         case_id: &str,
     ) -> Result<Option<Referral>> {
-        sqlx::query("SELECT body FROM referrals WHERE case_id = $1")
+        query("SELECT body FROM referrals WHERE case_id = $1")
             .bind(case_id)
             .fetch_optional(executor)
             .await?
@@ -89,10 +88,10 @@ mod reads {
     }
 
     pub(super) async fn diagnoses<'e>(
-        executor: impl sqlx::Executor<'e, Database = Any>,
+        executor: impl Into<Target<'e>>,
         case_id: &str,
     ) -> Result<Vec<DiagnosisHalf>> {
-        sqlx::query("SELECT body FROM diagnoses WHERE case_id = $1 ORDER BY author_institution")
+        query("SELECT body FROM diagnoses WHERE case_id = $1 ORDER BY author_institution")
             .bind(case_id)
             .fetch_all(executor)
             .await?
@@ -102,10 +101,10 @@ mod reads {
     }
 
     pub(super) async fn local_notes<'e>(
-        executor: impl sqlx::Executor<'e, Database = Any>,
+        executor: impl Into<Target<'e>>,
         case_id: &str,
     ) -> Result<Vec<LocalNote>> {
-        sqlx::query(
+        query(
             "SELECT author, topic, note, written_at FROM local_notes WHERE case_id = $1 ORDER BY id",
         )
         .bind(case_id)
@@ -124,10 +123,10 @@ mod reads {
     }
 
     pub(super) async fn plan_summaries<'e>(
-        executor: impl sqlx::Executor<'e, Database = Any>,
+        executor: impl Into<Target<'e>>,
         case_id: &str,
     ) -> Result<Vec<PlanSummary>> {
-        sqlx::query("SELECT origin, body FROM plans WHERE case_id = $1 ORDER BY kind")
+        query("SELECT origin, body FROM plans WHERE case_id = $1 ORDER BY kind")
             .bind(case_id)
             .fetch_all(executor)
             .await?
@@ -149,13 +148,13 @@ mod reads {
     /// part. Each part's rows fill the columns it needs; `n` and `k` order
     /// them as their own reads did.
     pub(super) async fn case_parts<'e>(
-        executor: impl sqlx::Executor<'e, Database = Any>,
+        executor: impl Into<Target<'e>>,
         case_id: &str,
     ) -> Result<Option<CaseParts>> {
         let mut found = None;
         let mut consents = Vec::new();
         let mut bodies = CaseBodies::default();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(case_parts_sql()))
+        let rows = query(case_parts_sql())
             .bind(case_id)
             .fetch_all(executor)
             .await?;
@@ -352,12 +351,12 @@ fn parse_code<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown code {text}")))
 }
 
-fn consent_from_row(row: &AnyRow) -> Result<Consent> {
+fn consent_from_row(row: &Row) -> Result<Consent> {
     consent_from_columns(row, "")
 }
 
 /// A consent from columns named as in its table, after `prefix`.
-fn consent_from_columns(row: &AnyRow, prefix: &str) -> Result<Consent> {
+fn consent_from_columns(row: &Row, prefix: &str) -> Result<Consent> {
     // Every crossing reads consents without a prefix: no allocation then.
     let column = |name: &'static str| -> std::borrow::Cow<'static, str> {
         if prefix.is_empty() {
@@ -406,7 +405,7 @@ fn consent_from_columns(row: &AnyRow, prefix: &str) -> Result<Consent> {
     })
 }
 
-fn optional_instant(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>> {
+fn optional_instant(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>> {
     row.try_get::<Option<i64>, _>(column)?
         .map(from_micros)
         .transpose()
@@ -416,14 +415,14 @@ fn optional_instant(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>>
 /// of the case's own read; BIGINT on both backends.
 const RESTRICTED: &str = "CAST(CASE WHEN EXISTS (SELECT 1 FROM restrictions r WHERE r.case_id = cases.case_id) THEN 1 ELSE 0 END AS BIGINT) AS restricted";
 
-fn case_and_restriction_from_row(row: &AnyRow) -> Result<(Case, bool)> {
+fn case_and_restriction_from_row(row: &Row) -> Result<(Case, bool)> {
     Ok((
         case_from_row(row)?,
         row.try_get::<i64, _>("restricted")? == 1,
     ))
 }
 
-pub(crate) fn case_from_row(row: &AnyRow) -> Result<Case> {
+pub(crate) fn case_from_row(row: &Row) -> Result<Case> {
     let counsellor: Option<String> = row.try_get("counsellor")?;
     let social_worker: Option<String> = row.try_get("social_worker")?;
     Ok(Case {
@@ -541,7 +540,7 @@ impl InstitutionStore {
     pub async fn stored_response(&self, method: &str, key: &str) -> Result<Option<StoredResponse>> {
         self.db
             .read(async |connection| {
-                let row = sqlx::query(STORED_RESPONSE)
+                let row = query(STORED_RESPONSE)
                     .bind(method)
                     .bind(key)
                     .fetch_optional(connection)
@@ -566,76 +565,76 @@ impl InstitutionStore {
     }
 
     pub async fn case(&self, case_id: &str) -> Result<Option<Case>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = query(format!(
             "SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1"
-        )))
+        ))
         .bind(case_id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&self.db)
         .await?;
         row.as_ref().map(case_from_row).transpose()
     }
 
     /// The case's orientations, oldest first.
     pub async fn orientations(&self, case_id: &str) -> Result<Vec<Orientation>> {
-        orientations_of(self.db.pool(), case_id).await
+        orientations_of(&self.db, case_id).await
     }
 
     pub async fn referral(&self, case_id: &str) -> Result<Option<Referral>> {
-        reads::referral(self.db.pool(), case_id).await
+        reads::referral(&self.db, case_id).await
     }
 
     pub async fn diagnoses(&self, case_id: &str) -> Result<Vec<DiagnosisHalf>> {
-        reads::diagnoses(self.db.pool(), case_id).await
+        reads::diagnoses(&self.db, case_id).await
     }
 
     /// The case a consent is about, if this institution knows the consent.
     pub async fn consent_case(&self, consent_id: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT case_id FROM consents WHERE consent_id = $1")
+        let row = query("SELECT case_id FROM consents WHERE consent_id = $1")
             .bind(consent_id)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&self.db)
             .await?;
-        row.map(|r| Ok(r.try_get("case_id")?)).transpose()
+        row.map(|r| r.try_get("case_id")).transpose()
     }
 
     /// A case's local notes at this institution, oldest first, with their authors.
     pub async fn local_notes(&self, case_id: &str) -> Result<Vec<LocalNote>> {
-        reads::local_notes(self.db.pool(), case_id).await
+        reads::local_notes(&self.db, case_id).await
     }
 
     /// Active cases the agent follows (as counsellor or social worker) with
     /// a review or a period end on or before `horizon`.
     pub async fn active_cases_due(&self, agent: &str, horizon: DateTime<Utc>) -> Result<Vec<Case>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = query(format!(
             "SELECT {CASE_COLUMNS} FROM cases
              WHERE (counsellor = $1 OR social_worker = $1)
                AND ((state = 'active' AND ((review_due_at IS NOT NULL AND review_due_at <= $2) OR ends_at <= $2))
                  OR (state = 'exited' AND follow_up_due_at <= $2 AND follow_up_in_employment IS NULL))
              ORDER BY ends_at, case_id"
-        )))
+        ))
         .bind(agent)
         .bind(to_micros(horizon))
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         rows.iter().map(case_from_row).collect()
     }
 
     /// Summaries of both plans of a case: the own one computed, the partner's as received.
     pub async fn plan_summaries(&self, case_id: &str) -> Result<Vec<PlanSummary>> {
-        reads::plan_summaries(self.db.pool(), case_id).await
+        reads::plan_summaries(&self.db, case_id).await
     }
 
     /// Referrals received from the partner, still pending at `now` past their expiry.
     pub async fn expired_referrals(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Case>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = query(format!(
             "SELECT {} FROM cases c JOIN referrals r ON r.case_id = c.case_id
              WHERE c.referral_state = 'pending' AND c.referral_expires_at <= $1 AND r.origin = 'partner'
                AND c.case_id NOT IN (SELECT case_id FROM restrictions)
              ORDER BY c.referral_expires_at, c.case_id LIMIT $2",
             prefixed("c", CASE_COLUMNS)
-        )))
+        ))
         .bind(to_micros(now))
         .bind(limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         rows.iter().map(case_from_row).collect()
     }
@@ -647,16 +646,16 @@ impl InstitutionStore {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Case>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = query(format!(
             "SELECT {CASE_COLUMNS} FROM cases
              WHERE state = 'active' AND track = 'global' AND ends_at <= $1 AND entry_recorded_by = $2
                AND case_id NOT IN (SELECT case_id FROM restrictions)
              ORDER BY ends_at, case_id LIMIT $3"
-        )))
+        ))
         .bind(to_micros(now))
         .bind(own.code())
         .bind(limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         rows.iter().map(case_from_row).collect()
     }
@@ -664,25 +663,25 @@ impl InstitutionStore {
     /// An office's open cases (pending referrals, diagnoses under way, people
     /// in support), with what this side knows of the diagnosis.
     pub async fn office_open_cases(&self, office_code: &str) -> Result<Vec<OpenCase>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = query(format!(
             "SELECT {}, r.origin AS referral_origin FROM cases c JOIN referrals r ON r.case_id = c.case_id
              WHERE c.office_code = $1 AND c.state IN ('referred', 'diagnosed', 'queued', 'active')
              ORDER BY c.referred_at, c.case_id",
             prefixed("c", CASE_COLUMNS)
-        )))
+        ))
         .bind(office_code)
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         // Every half of those cases in one read, not one per case.
         let mut halves: std::collections::HashMap<String, Vec<DiagnosisHalf>> =
             std::collections::HashMap::new();
-        for row in sqlx::query(
+        for row in query(
             "SELECT d.body FROM diagnoses d JOIN cases c ON c.case_id = d.case_id
              WHERE c.office_code = $1 AND c.state IN ('referred', 'diagnosed', 'queued', 'active')
              ORDER BY d.case_id, d.author_institution",
         )
         .bind(office_code)
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?
         {
             let half: DiagnosisHalf = from_json(&row.try_get::<String, _>("body")?)?;
@@ -717,10 +716,10 @@ impl InstitutionStore {
         match self.db.backend() {
             Backend::Sqlite => Ok(Some(RelayLease { tx: None })),
             Backend::Postgres => {
-                let mut tx = self.db.pool().begin().await?;
-                let held: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1) AS held")
+                let mut tx = self.db.begin_write().await?;
+                let held: bool = query("SELECT pg_try_advisory_xact_lock($1) AS held")
                     .bind(RELAY_LOCK_KEY)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut tx)
                     .await?
                     .try_get("held")?;
                 Ok(held.then_some(RelayLease { tx: Some(tx) }))
@@ -730,7 +729,7 @@ impl InstitutionStore {
 
     /// The oldest undelivered messages, in the order they were written.
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<PendingMessage>> {
-        let rows = sqlx::query(
+        let rows = query(
             // A restricted case's messages wait (in order) until it is lifted;
             // what concerns the person's rights goes out regardless.
             "SELECT id, message_key, payload, attempts, trace_context FROM outbox
@@ -740,7 +739,7 @@ impl InstitutionStore {
              ORDER BY id LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         rows.iter()
             .map(|r| {
@@ -772,10 +771,10 @@ impl InstitutionStore {
         let bookkeeping = async |tx: &mut Tx| {
             tx.append_audits(&entries);
             // Ids are integers read from the outbox, written in as numbers.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+            query(format!(
                 "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id IN ({})",
                 ids.join(", ")
-            )))
+            ))
             .bind(to_micros(at))
             .execute(tx.db().await?)
             .await?;
@@ -797,34 +796,34 @@ impl InstitutionStore {
     }
 
     pub async fn record_failed_attempt(&self, id: i64, error: &str) -> Result<()> {
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2")
+        query("UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2")
             .bind(error)
             .bind(id)
-            .execute(self.db.pool())
+            .execute(&self.db)
             .await?;
         Ok(())
     }
 
     /// Gives up on a message the partner refused for good, keeping it for review.
     pub async fn abandon(&self, id: i64, at: DateTime<Utc>, error: &str) -> Result<()> {
-        sqlx::query("UPDATE outbox SET abandoned_at = $1, attempts = attempts + 1, last_error = $2 WHERE id = $3")
+        query("UPDATE outbox SET abandoned_at = $1, attempts = attempts + 1, last_error = $2 WHERE id = $3")
             .bind(to_micros(at))
             .bind(error)
             .bind(id)
-            .execute(self.db.pool())
+            .execute(&self.db)
             .await?;
         Ok(())
     }
 
     pub async fn outbox_depth(&self) -> Result<OutboxDepth> {
-        let row = sqlx::query(
+        let row = query(
             "SELECT
                COUNT(CASE WHEN delivered_at IS NULL AND abandoned_at IS NULL THEN 1 END) AS pending,
                COUNT(abandoned_at) AS abandoned,
                MIN(CASE WHEN delivered_at IS NULL AND abandoned_at IS NULL THEN created_at END) AS oldest
              FROM outbox",
         )
-        .fetch_one(self.db.pool())
+        .fetch_one(&self.db)
         .await?;
         Ok(OutboxDepth {
             pending: row.try_get("pending")?,
@@ -837,7 +836,7 @@ impl InstitutionStore {
 const STORED_RESPONSE: &str =
     "SELECT request_sha256, response FROM idempotency WHERE method = $1 AND idempotency_key = $2";
 
-fn stored_response(row: &AnyRow) -> Result<StoredResponse> {
+fn stored_response(row: &Row) -> Result<StoredResponse> {
     Ok(StoredResponse {
         request_sha256: row.try_get("request_sha256")?,
         response: row.try_get("response")?,
@@ -858,7 +857,7 @@ const RELAY_LOCK_KEY: i64 = 0x7061_7373_6572_656c; // "passerel"
 /// Held while one replica relays the outbox.
 #[derive(Debug)]
 pub struct RelayLease {
-    tx: Option<Transaction<'static, Any>>,
+    tx: Option<Conn>,
 }
 
 impl RelayLease {
@@ -905,7 +904,7 @@ pub struct ExclusiveStarts {
 pub struct Tx {
     /// Reached through [`Tx::db`], which first sets a savepoint waiting
     /// for its change's first statement.
-    conn: Transaction<'static, Any>,
+    conn: Conn,
     pub(crate) own: Institution,
     backend: Backend,
     /// Cases this transaction changes, with their counts before it did.
@@ -934,10 +933,10 @@ pub struct Tx {
 pub(crate) enum Savepoint {
     /// None is set.
     None,
-    /// Asked for on SQLite, not set yet: its statements go with the
-    /// change's first statement, in the same query (one hop to SQLite's
-    /// connection thread for both). `after_kept`: they release the previous
-    /// change's savepoint first.
+    /// Asked for on SQLite, not set yet: set by the change's first
+    /// statement ([`Tx::db`]), so a change that fails before any costs
+    /// nothing. `after_kept`: they release the previous change's savepoint
+    /// first.
     Waiting { after_kept: bool },
     /// Set before the change now running.
     Set,
@@ -973,17 +972,14 @@ const ANSWERS_PER_STATEMENT: usize = 200;
 /// Stores a transaction's answers, a few hundred per statement. A key
 /// already taken (another replica committed it since the call looked)
 /// makes the transaction fail as busy: its changes must not commit twice.
-async fn store_answers(
-    tx: &mut Transaction<'static, Any>,
-    answers: &[&AnswerToStore],
-) -> Result<()> {
+async fn store_answers(tx: &mut Conn, answers: &[&AnswerToStore]) -> Result<()> {
     for chunk in answers.chunks(ANSWERS_PER_STATEMENT) {
         // Only placeholders are formatted in; every value is bound.
         let sql = format!(
             "INSERT INTO idempotency (method, idempotency_key, request_sha256, response, created_at) VALUES {} ON CONFLICT (method, idempotency_key) DO NOTHING",
             crate::values_placeholders(chunk.len(), 5)
         );
-        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut insert = query(sql);
         for answer in chunk {
             insert = insert
                 .bind(answer.method.clone())
@@ -992,7 +988,7 @@ async fn store_answers(
                 .bind(answer.response.clone())
                 .bind(answer.at);
         }
-        let stored = insert.execute(&mut **tx).await?.rows_affected();
+        let stored = insert.execute(&mut *tx).await?;
         if stored != chunk.len() as u64 {
             return Err(StoreError::Batch {
                 busy: true,
@@ -1145,32 +1141,16 @@ impl Tx {
 
     /// The transaction's connection, once a savepoint waiting for the
     /// change's first statement is set.
-    pub(crate) async fn db(&mut self) -> Result<&mut AnyConnection> {
+    pub(crate) async fn db(&mut self) -> Result<&mut Conn> {
         if let Some(statements) = self.waiting_savepoint() {
             self.savepoints(statements, Savepoint::Set).await?;
         }
-        Ok(&mut *self.conn)
+        Ok(&mut self.conn)
     }
 
-    /// Runs a read that is often a change's first statement, with the
-    /// savepoint waiting for it sent in the same query (SQLite runs the
-    /// statements of a query one after the other, parameters bound across
-    /// them).
-    async fn fetch_optional_first(&mut self, sql: String, key: &str) -> Result<Option<AnyRow>> {
-        let Some(statements) = self.waiting_savepoint() else {
-            return Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(key)
-                .fetch_optional(&mut *self.conn)
-                .await?);
-        };
-        self.savepoint = Savepoint::Unknown;
-        // All of it: a fetch of one row stops at the first statement's end.
-        let mut rows = sqlx::query(sqlx::AssertSqlSafe(format!("{statements}; {sql}")))
-            .bind(key)
-            .fetch_all(&mut *self.conn)
-            .await?;
-        self.savepoint = Savepoint::Set;
-        Ok((!rows.is_empty()).then(|| rows.swap_remove(0)))
+    /// Runs a read that is often a change's first statement.
+    async fn fetch_optional_first(&mut self, sql: String, key: &str) -> Result<Option<Row>> {
+        query(sql).bind(key).fetch_optional(self.db().await?).await
     }
 
     /// Keeps the change since the savepoint (released with the next one set).
@@ -1228,7 +1208,7 @@ impl Tx {
 
     async fn savepoints(&mut self, statements: &'static str, then: Savepoint) -> Result<()> {
         self.savepoint = Savepoint::Unknown;
-        sqlx::raw_sql(statements).execute(&mut *self.conn).await?;
+        crate::sql::batch(&mut self.conn, statements).await?;
         self.savepoint = then;
         Ok(())
     }
@@ -1256,10 +1236,10 @@ impl Tx {
 
     /// A consent, locked until the transaction ends.
     pub async fn consent(&mut self, consent_id: &str) -> Result<Option<Consent>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = query(format!(
             "SELECT * FROM consents WHERE consent_id = $1{}",
             self.lock()
-        )))
+        ))
         .bind(consent_id)
         .fetch_optional(self.db().await?)
         .await?;
@@ -1267,18 +1247,17 @@ impl Tx {
     }
 
     pub async fn consents_for_case(&mut self, case_id: &str) -> Result<Vec<Consent>> {
-        let rows =
-            sqlx::query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
-                .bind(case_id)
-                .fetch_all(self.db().await?)
-                .await?;
+        let rows = query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
+            .bind(case_id)
+            .fetch_all(self.db().await?)
+            .await?;
         rows.iter().map(consent_from_row).collect()
     }
 
     /// Inserts a consent, or takes the newer state of a known one (a consent
     /// only ever moves away from `given`, so the latest change wins).
     pub async fn upsert_consent(&mut self, c: &Consent) -> Result<()> {
-        sqlx::query(
+        query(
             "INSERT INTO consents (consent_id, case_id, purposes, recipients, categories, evidence_kind, evidence_sha256,
                 evidence_signed_at, evidence_collected_by, valid_from, valid_until, state, state_changed_at, holder)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
@@ -1307,7 +1286,7 @@ impl Tx {
     /// Inserts a referral; `false` when the case already has one.
     pub async fn insert_referral(&mut self, r: &Referral, origin: Origin) -> Result<bool> {
         self.touch(&r.case_id).await?;
-        let done = sqlx::query(
+        let done = query(
             "INSERT INTO referrals (case_id, referring_network, referred_at, origin, body) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (case_id) DO NOTHING",
         )
@@ -1318,7 +1297,7 @@ impl Tx {
         .bind(json(r)?)
         .execute(self.db().await?)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// Appends an orientation to its case's history (which may precede the
@@ -1327,14 +1306,14 @@ impl Tx {
     pub async fn append_orientation(&mut self, o: &Orientation, origin: Origin) -> Result<bool> {
         self.touch(&o.case_id).await?;
         self.changes(&o.case_id, statistics::Part::Orientations);
-        let next: i64 = sqlx::query(
+        let next: i64 = query(
             "SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) AS next FROM orientations WHERE case_id = $1",
         )
         .bind(o.case_id.as_str())
         .fetch_one(self.db().await?)
         .await?
         .try_get("next")?;
-        let done = sqlx::query(
+        let done = query(
             "INSERT INTO orientations (case_id, seq, origin, decided_at, body) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (case_id, seq) DO NOTHING",
         )
@@ -1345,7 +1324,7 @@ impl Tx {
         .bind(json(o)?)
         .execute(self.db().await?)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// The case's orientations, oldest first.
@@ -1357,7 +1336,7 @@ impl Tx {
     /// partner, or a message about the case (not a mere consent copy) was
     /// queued for the partner, which a later message follows in order.
     pub async fn partner_knows_case(&mut self, case_id: &str) -> Result<bool> {
-        Ok(sqlx::query(
+        Ok(query(
             "SELECT 1 AS one FROM referrals WHERE case_id = $1 AND origin = $2
              UNION ALL SELECT 1 AS one FROM outbox
                WHERE case_id = $1 AND kind <> 'consent' AND abandoned_at IS NULL",
@@ -1370,19 +1349,17 @@ impl Tx {
     }
 
     pub async fn referral_exists(&mut self, case_id: &str) -> Result<bool> {
-        Ok(
-            sqlx::query("SELECT 1 AS one FROM referrals WHERE case_id = $1")
-                .bind(case_id)
-                .fetch_optional(self.db().await?)
-                .await?
-                .is_some(),
-        )
+        Ok(query("SELECT 1 AS one FROM referrals WHERE case_id = $1")
+            .bind(case_id)
+            .fetch_optional(self.db().await?)
+            .await?
+            .is_some())
     }
 
     pub async fn upsert_diagnosis(&mut self, d: &DiagnosisHalf) -> Result<()> {
         self.touch(&d.case_id).await?;
         self.changes(&d.case_id, statistics::Part::Diagnoses);
-        sqlx::query(
+        query(
             "INSERT INTO diagnoses (case_id, author_institution, agreement, recorded_at, body) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (case_id, author_institution) DO UPDATE
              SET agreement = excluded.agreement, recorded_at = excluded.recorded_at, body = excluded.body
@@ -1413,7 +1390,7 @@ impl Tx {
         note: &str,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO local_notes (case_id, author, topic, note, written_at) VALUES ($1, $2, $3, $4, $5)")
+        query("INSERT INTO local_notes (case_id, author, topic, note, written_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(case_id)
             .bind(author)
             .bind(topic)
@@ -1454,7 +1431,7 @@ impl Tx {
         entry_recorded_by: Option<Institution>,
     ) -> Result<()> {
         self.touch(&c.case_id).await?;
-        sqlx::query(
+        query(
             "INSERT INTO cases (case_id, track, state, counsellor, social_worker, referring_network, referred_at,
                 diagnosed_at, entered_at, exited_at, exit_reason, entry_recorded_by, renewals, ends_at, review_due_at,
                 office_code, referral_state, referral_expires_at, referral_decided_at, refusal_reason, referent,
@@ -1517,7 +1494,7 @@ impl Tx {
     /// deadline pass gets to close it (a restricted one keeps it, as it stays
     /// open).
     pub async fn portfolio(&mut self, counsellor: &str, now: DateTime<Utc>) -> Result<u32> {
-        let n: i64 = sqlx::query(
+        let n: i64 = query(
             "SELECT COUNT(*) AS n FROM cases
              WHERE state = 'active' AND track = 'global' AND counsellor = $1
                AND (ends_at IS NULL OR ends_at > $2
@@ -1533,11 +1510,11 @@ impl Tx {
 
     /// The case waiting longest for a place with `counsellor`, locked.
     pub async fn first_queued(&mut self, counsellor: &str) -> Result<Option<Case>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = query(format!(
             "SELECT {CASE_COLUMNS} FROM cases WHERE state = 'queued' AND counsellor = $1
              ORDER BY queued_at, case_id LIMIT 1{}",
             self.lock()
-        )))
+        ))
         .bind(counsellor)
         .fetch_optional(self.db().await?)
         .await?;
@@ -1546,10 +1523,10 @@ impl Tx {
 
     /// A counsellor's entry in the working-time register, locked.
     pub async fn counsellor(&mut self, counsellor: &str) -> Result<Option<CounsellorEntry>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = query(format!(
             "SELECT counsellor, working_time_per_mille, office_code FROM counsellors WHERE counsellor = $1{}",
             self.lock()
-        )))
+        ))
         .bind(counsellor)
         .fetch_optional(self.db().await?)
         .await?;
@@ -1572,7 +1549,7 @@ impl Tx {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
+        query(
             "INSERT INTO counsellors (counsellor, working_time_per_mille, office_code, updated_by, updated_at)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (counsellor) DO UPDATE SET working_time_per_mille = excluded.working_time_per_mille,
@@ -1590,12 +1567,11 @@ impl Tx {
 
     /// The quota an office obtained for `year` on its express request.
     pub async fn office_quota(&mut self, office_code: &str, year: i32) -> Result<Option<u32>> {
-        let row =
-            sqlx::query("SELECT quota FROM office_quotas WHERE office_code = $1 AND year = $2")
-                .bind(office_code)
-                .bind(i64::from(year))
-                .fetch_optional(self.db().await?)
-                .await?;
+        let row = query("SELECT quota FROM office_quotas WHERE office_code = $1 AND year = $2")
+            .bind(office_code)
+            .bind(i64::from(year))
+            .fetch_optional(self.db().await?)
+            .await?;
         row.map(|r| {
             u32::try_from(r.try_get::<i64, _>("quota")?)
                 .map_err(|_| StoreError::Corrupt("negative quota".into()))
@@ -1611,7 +1587,7 @@ impl Tx {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
+        query(
             "INSERT INTO office_quotas (office_code, year, quota, granted_by, granted_at)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (office_code, year) DO UPDATE SET quota = excluded.quota,
@@ -1634,7 +1610,7 @@ impl Tx {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<ExclusiveStarts> {
-        let row = sqlx::query(
+        let row = query(
             "SELECT COUNT(CASE WHEN office_code = $1 THEN 1 END) AS office, COUNT(*) AS total
              FROM cases WHERE exclusive_started_at >= $2 AND exclusive_started_at < $3",
         )
@@ -1668,7 +1644,7 @@ impl Tx {
             self.touch(case_id).await?;
             self.changes(case_id, statistics::Part::OwnPlan);
         }
-        sqlx::query(
+        query(
             "INSERT INTO plans (case_id, kind, origin, body, updated_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (case_id, kind) DO UPDATE SET origin = excluded.origin, body = excluded.body,
                 updated_at = excluded.updated_at
@@ -1692,7 +1668,7 @@ impl Tx {
         at: DateTime<Utc>,
     ) -> Result<()> {
         // The context of the call that queues it: the delivery continues its trace.
-        sqlx::query(
+        query(
             "INSERT INTO outbox (message_key, case_id, kind, payload, created_at, trace_context)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )

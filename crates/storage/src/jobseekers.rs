@@ -1,10 +1,9 @@
 //! The jobseeker register, the monthly RSA lists and the habilitations of
 //! Département agents, in the employment side's database.
 
+use crate::sql::{Row, query};
 use chrono::{DateTime, Utc};
 use passerelle_domain::jobseeker::{FileDetails, HabilitationScope, Jobseeker, RsaRow};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::institution::{InstitutionStore, Tx};
 use crate::{Result, from_json, json, to_micros};
@@ -17,7 +16,7 @@ pub struct HabilitationCount {
     pub pending_requests: u32,
 }
 
-fn jobseeker_from(row: &AnyRow) -> Result<Jobseeker> {
+fn jobseeker_from(row: &Row) -> Result<Jobseeker> {
     let details: FileDetails = from_json(&row.try_get::<String, _>("file")?)?;
     Ok(Jobseeker {
         jobseeker_number: row.try_get("jobseeker_number")?,
@@ -37,7 +36,7 @@ impl Tx {
     pub async fn upsert_jobseekers(&mut self, list: &[Jobseeker], at: DateTime<Utc>) -> Result<()> {
         for j in list {
             let file = json(&j.details)?;
-            sqlx::query(
+            query(
                 "INSERT INTO jobseekers (jobseeker_number, first_name, last_name, birth_date, registration_date,
                     registration_category, agency_code, support_modality, rsa_beneficiary, file, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -73,7 +72,7 @@ impl Tx {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<u64>> {
-        let exists = sqlx::query("SELECT 1 AS one FROM rsa_lists WHERE month = $1")
+        let exists = query("SELECT 1 AS one FROM rsa_lists WHERE month = $1")
             .bind(month)
             .fetch_optional(self.db().await?)
             .await?
@@ -81,7 +80,7 @@ impl Tx {
         if exists {
             return Ok(None);
         }
-        let rows = sqlx::query(
+        let rows = query(
             "INSERT INTO rsa_list_rows (month, seq, jobseeker_number, first_name, last_name, birth_date,
                 registration_date, registration_category, agency_code, support_modality)
              SELECT $1, ROW_NUMBER() OVER (ORDER BY jobseeker_number), jobseeker_number, first_name, last_name,
@@ -91,8 +90,8 @@ impl Tx {
         .bind(month)
         .execute(self.db().await?)
         .await?
-        .rows_affected();
-        sqlx::query(
+        ;
+        query(
             "INSERT INTO rsa_lists (month, row_count, published_by, published_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(month)
@@ -115,7 +114,7 @@ impl Tx {
         at: DateTime<Utc>,
     ) -> Result<()> {
         if revoke {
-            sqlx::query(
+            query(
                 "UPDATE habilitations SET revoked_by = $3, revoked_at = $4
                  WHERE agent = $1 AND scope = $2 AND revoked_at IS NULL",
             )
@@ -126,7 +125,7 @@ impl Tx {
             .execute(self.db().await?)
             .await?;
         } else {
-            sqlx::query(
+            query(
                 "INSERT INTO habilitations (agent, scope, granted_by, granted_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (agent, scope) DO UPDATE SET granted_by = excluded.granted_by,
                     granted_at = excluded.granted_at, revoked_by = NULL, revoked_at = NULL",
@@ -138,7 +137,7 @@ impl Tx {
             .execute(self.db().await?)
             .await?;
         }
-        sqlx::query(
+        query(
             "UPDATE habilitation_requests SET resolved_at = $4
              WHERE agent = $1 AND scope = $2 AND habilitate = $3 AND resolved_at IS NULL",
         )
@@ -159,7 +158,7 @@ impl Tx {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
+        query(
             "INSERT INTO habilitation_requests (agent, scope, habilitate, requested_by, requested_at)
              VALUES ($1, $2, $3, $4, $5)",
         )
@@ -178,7 +177,7 @@ impl InstitutionStore {
     pub async fn jobseeker(&self, number: &str) -> Result<Option<Jobseeker>> {
         self.database()
             .read(async |connection| {
-                let row = sqlx::query("SELECT * FROM jobseekers WHERE jobseeker_number = $1")
+                let row = query("SELECT * FROM jobseekers WHERE jobseeker_number = $1")
                     .bind(number)
                     .fetch_optional(connection)
                     .await?;
@@ -188,9 +187,9 @@ impl InstitutionStore {
     }
 
     pub async fn rsa_list_published(&self, month: &str) -> Result<Option<u64>> {
-        let row = sqlx::query("SELECT row_count FROM rsa_lists WHERE month = $1")
+        let row = query("SELECT row_count FROM rsa_lists WHERE month = $1")
             .bind(month)
-            .fetch_optional(self.database().pool())
+            .fetch_optional(self.database())
             .await?;
         row.map(|r| Ok(r.try_get::<i64, _>("row_count")? as u64))
             .transpose()
@@ -198,7 +197,7 @@ impl InstitutionStore {
 
     /// Up to `limit` rows of the month's list after `after_seq`.
     pub async fn rsa_rows(&self, month: &str, after_seq: u64, limit: i64) -> Result<Vec<RsaRow>> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT seq, jobseeker_number, first_name, last_name, birth_date, registration_date,
                 registration_category, agency_code, support_modality
              FROM rsa_list_rows WHERE month = $1 AND seq > $2 ORDER BY seq LIMIT $3",
@@ -206,7 +205,7 @@ impl InstitutionStore {
         .bind(month)
         .bind(after_seq as i64)
         .bind(limit)
-        .fetch_all(self.database().pool())
+        .fetch_all(self.database())
         .await?;
         rows.iter()
             .map(|r| {
@@ -227,12 +226,12 @@ impl InstitutionStore {
 
     /// Whether `agent` holds `scope` now.
     pub async fn habilitated(&self, agent: &str, scope: HabilitationScope) -> Result<bool> {
-        Ok(sqlx::query(
+        Ok(query(
             "SELECT 1 AS one FROM habilitations WHERE agent = $1 AND scope = $2 AND revoked_at IS NULL",
         )
         .bind(agent)
         .bind(scope.code())
-        .fetch_optional(self.database().pool())
+        .fetch_optional(self.database())
         .await?
         .is_some())
     }
@@ -240,13 +239,13 @@ impl InstitutionStore {
     pub async fn habilitation_counts(&self) -> Result<Vec<HabilitationCount>> {
         let mut out = vec![];
         for scope in HabilitationScope::ALL {
-            let row = sqlx::query(
+            let row = query(
                 "SELECT
                     (SELECT COUNT(*) FROM habilitations WHERE scope = $1 AND revoked_at IS NULL) AS agents,
                     (SELECT COUNT(*) FROM habilitation_requests WHERE scope = $1 AND resolved_at IS NULL) AS pending",
             )
             .bind(scope.code())
-            .fetch_one(self.database().pool())
+            .fetch_one(self.database())
             .await?;
             out.push(HabilitationCount {
                 scope: *scope,

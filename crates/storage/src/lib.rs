@@ -1,6 +1,7 @@
 //! Storage for the three services. SQLite is the embedded default, PostgreSQL
-//! the production database; both run the same runtime queries through sqlx's
-//! `Any` driver, with migrations kept per backend.
+//! the production database; both run the same runtime queries, written once
+//! ([`sql`]: sqlx's PostgreSQL driver, rusqlite for SQLite), with migrations
+//! kept per backend.
 
 pub mod audit;
 pub mod directory;
@@ -8,15 +9,17 @@ pub mod institution;
 pub mod jobseekers;
 pub mod pilotage;
 mod readers;
+mod sql;
 pub mod testing;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::AnyPool;
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::Connection;
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
 
 pub use institution::InstitutionStore;
 pub use pilotage::PilotageStore;
@@ -60,6 +63,8 @@ pub enum Schema {
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("configuration: {0}")]
@@ -83,6 +88,10 @@ impl StoreError {
         match self {
             StoreError::Batch { busy, .. } => *busy,
             StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
             StoreError::Database(sqlx::Error::Database(db)) => {
                 // SQLite: BUSY, LOCKED and their extended codes; PostgreSQL:
                 // serialization_failure, deadlock_detected, lock_not_available.
@@ -125,10 +134,17 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A connection pool with the schema of one service applied.
 #[derive(Debug, Clone)]
 pub struct Database {
-    pool: AnyPool,
-    backend: Backend,
-    /// Connections kept aside for single reads ([`Database::read`]).
-    readers: std::sync::Arc<readers::Readers>,
+    pools: Pools,
+}
+
+#[derive(Debug, Clone)]
+enum Pools {
+    Sqlite(sql::SqlitePool),
+    Postgres {
+        pool: PgPool,
+        /// Connections kept aside for single reads ([`Database::read`]).
+        readers: std::sync::Arc<readers::Readers>,
+    },
 }
 
 /// A pooled PostgreSQL connection idle longer than this is pinged before use.
@@ -137,107 +153,139 @@ const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 impl Database {
     /// Connects, creating an SQLite file if needed, and applies migrations.
     pub async fn connect(url: &str, schema: Schema, max_connections: u32) -> Result<Self> {
-        install_default_drivers();
         let backend = Backend::of_url(url)?;
-        let url = match backend {
-            // Create the file on first start; a fresh machine needs nothing else.
-            Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
-                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
-            }
-            _ => url.to_owned(),
-        };
-        let options = sqlx::any::AnyConnectOptions::from_str(&url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            // A ping before every use is a round trip (on SQLite a hop to the
-            // connection's thread) per query. A PostgreSQL connection idle
-            // for a while may have been dropped by the server or the network:
-            // that one is checked; one in steady use, or an SQLite file's, is not.
-            .test_before_acquire(false)
-            .before_acquire(move |connection, meta| {
-                Box::pin(async move {
-                    if backend == Backend::Postgres && meta.idle_for > PING_WHEN_IDLE_FOR {
-                        sqlx::Connection::ping(connection).await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .after_connect(move |connection, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // Each connection's page cache defaults to 2 MiB: with
-                        // a pool of them, most of a service's memory. The
-                        // operating system caches the file anyway.
-                        sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "PRAGMA cache_size = -{SQLITE_CACHE_KIB}"
-                        )))
-                        .execute(connection)
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await?;
-        if backend == Backend::Sqlite {
-            // WAL lets readers work while the outbox relay writes.
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
-        }
         let migrator = match (schema, backend) {
             (Schema::Institution, Backend::Sqlite) => &INSTITUTION_SQLITE,
             (Schema::Institution, Backend::Postgres) => &INSTITUTION_POSTGRES,
             (Schema::Pilotage, Backend::Sqlite) => &PILOTAGE_SQLITE,
             (Schema::Pilotage, Backend::Postgres) => &PILOTAGE_POSTGRES,
         };
-        migrator.run(&pool).await?;
-        Ok(Database {
-            pool,
-            backend,
-            readers: std::sync::Arc::new(readers::Readers::new(max_connections)),
-        })
-    }
-
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+        let pools = match backend {
+            Backend::Sqlite => {
+                // Create the file on first start; a fresh machine needs nothing else.
+                let url = if url.contains("mode=") || url.contains(":memory:") {
+                    url.to_owned()
+                } else {
+                    format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+                };
+                let pool = sql::SqlitePool::new(&url, max_connections, SQLITE_CACHE_KIB)?;
+                // WAL lets readers work while the outbox relay writes. The
+                // connection stays open in the pool (an in-memory database
+                // lives as long as one does).
+                let mut first = sql::Conn::Sqlite(pool.acquire_writer().await?);
+                sql::batch(&mut first, "PRAGMA journal_mode = WAL").await?;
+                drop(first);
+                // Migrations are sqlx's, on a connection of its own.
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?;
+                let mut migrating = sqlx::SqliteConnection::connect_with(&options).await?;
+                migrator.run_direct(None, &mut migrating, false).await?;
+                migrating.close().await?;
+                Pools::Sqlite(pool)
+            }
+            Backend::Postgres => {
+                let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    // A ping before every use is a round trip per query. A
+                    // connection idle for a while may have been dropped by
+                    // the server or the network: that one is checked; one
+                    // in steady use is not.
+                    .test_before_acquire(false)
+                    .before_acquire(move |connection, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for > PING_WHEN_IDLE_FOR {
+                                Connection::ping(connection).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
+                    .connect_with(options)
+                    .await?;
+                migrator.run(&pool).await?;
+                Pools::Postgres {
+                    pool,
+                    readers: std::sync::Arc::new(readers::Readers::new(max_connections)),
+                }
+            }
+        };
+        Ok(Database { pools })
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.pools {
+            Pools::Sqlite(_) => Backend::Sqlite,
+            Pools::Postgres { .. } => Backend::Postgres,
+        }
+    }
+
+    /// A connection of the pool.
+    pub(crate) async fn acquire(&self) -> Result<sql::Conn> {
+        Ok(match &self.pools {
+            Pools::Sqlite(pool) => sql::Conn::Sqlite(pool.acquire().await?),
+            Pools::Postgres { pool, .. } => sql::Conn::Postgres(pool.acquire().await?),
+        })
+    }
+
+    /// A connection for a write outside a transaction: on SQLite it holds
+    /// this process's turn at the write lock.
+    pub(crate) async fn acquire_writer(&self) -> Result<sql::Conn> {
+        Ok(match &self.pools {
+            Pools::Sqlite(pool) => sql::Conn::Sqlite(pool.acquire_writer().await?),
+            Pools::Postgres { pool, .. } => sql::Conn::Postgres(pool.acquire().await?),
+        })
     }
 
     /// Runs a read of one statement (or of several that need no common
-    /// snapshot) on a connection kept aside for reads: it skips the test
-    /// the pool runs on every connection given back to it.
-    pub async fn read<T>(
+    /// snapshot). On PostgreSQL it runs on a connection kept aside for
+    /// reads: it skips the test the pool runs on every connection given
+    /// back to it.
+    pub(crate) async fn read<T>(
         &self,
-        read: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T>,
+        read: impl AsyncFnOnce(&mut sql::Conn) -> Result<T>,
     ) -> Result<T> {
-        self.readers.read(&self.pool, self.backend, read).await
+        match &self.pools {
+            Pools::Sqlite(pool) => read(&mut sql::Conn::Sqlite(pool.acquire().await?)).await,
+            Pools::Postgres { pool, readers } => readers.read(pool, read).await,
+        }
+    }
+
+    /// Connections in use and idle, for the pool's metrics.
+    pub fn connections(&self) -> (u64, u64) {
+        match &self.pools {
+            Pools::Sqlite(pool) => pool.connections(),
+            Pools::Postgres { pool, .. } => {
+                let idle = pool.num_idle() as u64;
+                (u64::from(pool.size()).saturating_sub(idle), idle)
+            }
+        }
     }
 
     /// Readiness: the database answers.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sql::query("SELECT 1").fetch_one(self).await?;
         Ok(())
     }
 
     /// Starts a transaction that will write. On SQLite it takes the write
-    /// lock at once (`BEGIN IMMEDIATE`): a deferred transaction that reads
-    /// first and writes later fails with SQLITE_BUSY when another writer got
-    /// in between, whereas an immediate one waits its turn (busy timeout).
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+    /// lock at once (`BEGIN IMMEDIATE`), once this process's other writers
+    /// are done: a deferred transaction that reads first and writes later
+    /// fails with SQLITE_BUSY when another writer got in between.
+    pub(crate) async fn begin_write(&self) -> Result<sql::Conn> {
+        Ok(match &self.pools {
+            Pools::Sqlite(pool) => sql::Conn::Sqlite(pool.begin_write().await?),
+            Pools::Postgres { pool, .. } => sql::Conn::PostgresTx(pool.begin().await?),
         })
     }
 
     pub async fn close(&self) {
-        self.readers.close();
-        self.pool.close().await;
+        match &self.pools {
+            Pools::Sqlite(pool) => pool.close(),
+            Pools::Postgres { pool, readers } => {
+                readers.close();
+                pool.close().await;
+            }
+        }
     }
 }
 

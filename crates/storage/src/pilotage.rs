@@ -1,9 +1,9 @@
 //! The steering service's store: snapshots of each institution's aggregates.
 
+use crate::sql::query;
 use chrono::{DateTime, Utc};
 use passerelle_domain::statistics::{CubeKey, measure_named};
 use passerelle_domain::{Indicators, Institution};
-use sqlx::Row;
 
 use crate::audit::AuditLog;
 use crate::{Database, Result, Schema, StoreError, from_micros, to_micros, values_placeholders};
@@ -48,14 +48,14 @@ impl PilotageStore {
         fetched_at: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.db.begin_write().await?;
-        let id: i64 = sqlx::query(
+        let id: i64 = query(
             "INSERT INTO indicator_snapshots (source, computed_at, fetched_at, entry_delay_days_sum, entry_delay_count)
              VALUES ($1, $2, $3, 0, 0) RETURNING id",
         )
         .bind(indicators.source.code())
         .bind(to_micros(indicators.computed_at))
         .bind(to_micros(fetched_at))
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await?
         .try_get("id")?;
         let cells: Vec<(String, String, i64)> = std::iter::once((
@@ -79,7 +79,7 @@ impl PilotageStore {
                 "INSERT INTO indicator_cells (snapshot_id, metric, cell_key, count) VALUES {}",
                 values_placeholders(chunk.len(), 4)
             );
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut insert = query(sql);
             for (metric, key, n) in chunk {
                 insert = insert
                     .bind(id)
@@ -87,21 +87,21 @@ impl PilotageStore {
                     .bind(key.clone())
                     .bind(*n);
             }
-            insert.execute(&mut *tx).await?;
+            insert.execute(&mut tx).await?;
         }
         // Older snapshots of this source are of no more use.
-        sqlx::query(
+        query(
             "DELETE FROM indicator_cells WHERE snapshot_id IN
                (SELECT id FROM indicator_snapshots WHERE source = $1 AND id <> $2)",
         )
         .bind(indicators.source.code())
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        sqlx::query("DELETE FROM indicator_snapshots WHERE source = $1 AND id <> $2")
+        query("DELETE FROM indicator_snapshots WHERE source = $1 AND id <> $2")
             .bind(indicators.source.code())
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -109,12 +109,12 @@ impl PilotageStore {
 
     /// The most recent snapshot received from `source`.
     pub async fn latest_snapshot(&self, source: Institution) -> Result<Option<Indicators>> {
-        let Some(row) = sqlx::query(
+        let Some(row) = query(
             "SELECT id, computed_at FROM indicator_snapshots
              WHERE source = $1 ORDER BY fetched_at DESC, id DESC LIMIT 1",
         )
         .bind(source.code())
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&self.db)
         .await?
         else {
             return Ok(None);
@@ -126,11 +126,11 @@ impl PilotageStore {
             counts: vec![],
             counsellor_fte_per_mille: 0,
         };
-        let cells = sqlx::query(
+        let cells = query(
             "SELECT metric, cell_key, count FROM indicator_cells WHERE snapshot_id = $1 ORDER BY metric, cell_key",
         )
         .bind(id)
-        .fetch_all(self.db.pool())
+        .large().fetch_all(&self.db)
         .await?;
         for cell in &cells {
             let metric: String = cell.try_get("metric")?;

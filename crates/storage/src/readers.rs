@@ -1,6 +1,5 @@
-//! Connections kept aside for single reads. sqlx tests a connection each
-//! time it goes back to its pool (a ping: on SQLite a hop to the
-//! connection's thread, on PostgreSQL a round trip), which doubled the cost
+//! PostgreSQL connections kept aside for single reads. sqlx tests a
+//! connection each time it goes back to its pool (a round trip), which doubled the cost
 //! of a one-statement read. A read that ran to its end leaves its
 //! connection in a known state, so it is kept here for the next read
 //! instead; one cancelled midway, or that failed for any reason but the
@@ -10,14 +9,14 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use sqlx::AnyConnection;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyPool};
+use sqlx::{PgPool, Postgres};
 
-use crate::{Backend, PING_WHEN_IDLE_FOR, Result, StoreError};
+use crate::sql::Conn;
+use crate::{PING_WHEN_IDLE_FOR, Result, StoreError};
 
 /// A connection kept aside, and since when.
-type Kept = (PoolConnection<Any>, Instant);
+type Kept = (PoolConnection<Postgres>, Instant);
 
 #[derive(Debug)]
 pub(crate) struct Readers {
@@ -45,16 +44,18 @@ impl Readers {
     /// Runs `read` on a kept connection (or one from the pool).
     pub(crate) async fn read<T>(
         &self,
-        pool: &AnyPool,
-        backend: Backend,
-        read: impl AsyncFnOnce(&mut AnyConnection) -> Result<T>,
+        pool: &PgPool,
+        read: impl AsyncFnOnce(&mut Conn) -> Result<T>,
     ) -> Result<T> {
         let Ok(_turn) = self.turns.acquire().await else {
             // Closing: straight from the pool, and back to it.
-            return read(&mut *pool.acquire().await?).await;
+            return read(&mut Conn::Postgres(pool.acquire().await?)).await;
         };
-        let mut connection = self.connection(pool, backend).await?;
-        let result = read(&mut connection).await;
+        let mut conn = Conn::Postgres(self.connection(pool).await?);
+        let result = read(&mut conn).await;
+        let Conn::Postgres(connection) = conn else {
+            return result;
+        };
         let sound = match &result {
             Ok(_) => true,
             // The statement's own failure (a constraint, a value it could
@@ -94,7 +95,7 @@ impl Readers {
         drop(kept);
     }
 
-    async fn connection(&self, pool: &AnyPool, backend: Backend) -> Result<PoolConnection<Any>> {
+    async fn connection(&self, pool: &PgPool) -> Result<PoolConnection<Postgres>> {
         let kept = self
             .kept
             .lock()
@@ -104,7 +105,7 @@ impl Readers {
         if let Some((mut connection, since)) = kept {
             // As the pool does: a PostgreSQL connection idle for a while may
             // have been dropped by the server or the network.
-            let stale = backend == Backend::Postgres && since.elapsed() > PING_WHEN_IDLE_FOR;
+            let stale = since.elapsed() > PING_WHEN_IDLE_FOR;
             if !stale || sqlx::Connection::ping(&mut *connection).await.is_ok() {
                 return Ok(connection);
             }
@@ -125,54 +126,55 @@ impl Readers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::query;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
     async fn a_finished_read_keeps_its_connection_and_a_cancelled_one_does_not() {
-        sqlx::any::install_default_drivers();
-        let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}/r.db?mode=rwc", dir.path().display());
-        let pool = sqlx::any::AnyPoolOptions::new()
+        let Some(base) = crate::testing::postgres_base_url() else {
+            assert!(
+                std::env::var_os("PASSERELLE_REQUIRE_POSTGRES").is_none(),
+                "PASSERELLE_TEST_POSTGRES is required"
+            );
+            eprintln!("skipped: PASSERELLE_TEST_POSTGRES is not set");
+            return;
+        };
+        let url = crate::testing::fresh_postgres_database(&base, "readers")
+            .await
+            .expect("database");
+        let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
             .connect(&url)
             .await
             .expect("pool");
         let readers = Readers::new(4);
-        let one = async |c: &mut AnyConnection| {
-            sqlx::query("SELECT 1").execute(&mut *c).await?;
+        let one = async |c: &mut Conn| {
+            query("SELECT 1").execute(c).await?;
             Ok(())
         };
-        readers
-            .read(&pool, Backend::Sqlite, one)
-            .await
-            .expect("read");
-        readers
-            .read(&pool, Backend::Sqlite, one)
-            .await
-            .expect("read");
+        readers.read(&pool, one).await.expect("read");
+        readers.read(&pool, one).await.expect("read");
         assert_eq!(
             readers.kept(),
             1,
             "the same connection, kept for the next read"
         );
         // A statement's own failure keeps it too.
-        let failing = async |c: &mut AnyConnection| {
-            sqlx::query("SELECT * FROM no_such_table")
-                .execute(&mut *c)
-                .await?;
+        let failing = async |c: &mut Conn| {
+            query("SELECT * FROM no_such_table").execute(c).await?;
             Ok(())
         };
-        assert!(readers.read(&pool, Backend::Sqlite, failing).await.is_err());
+        assert!(readers.read(&pool, failing).await.is_err());
         assert_eq!(readers.kept(), 1);
         // Cancelled midway: back to the pool, not kept.
-        let slow = async |c: &mut AnyConnection| {
-            sqlx::query("SELECT 1").execute(&mut *c).await?;
+        let slow = async |c: &mut Conn| {
+            query("SELECT 1").execute(c).await?;
             std::future::pending::<()>().await;
             Ok(())
         };
         let cancelled = tokio::time::timeout(
             std::time::Duration::from_millis(20),
-            readers.read(&pool, Backend::Sqlite, slow),
+            readers.read(&pool, slow),
         )
         .await;
         assert!(cancelled.is_err());
@@ -180,10 +182,10 @@ mod tests {
         // No more are kept aside than half the pool, and reads take turns at them.
         let (running, most_running) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let held = futures_util::future::join_all((0..6).map(|_| {
-            readers.read(&pool, Backend::Sqlite, async |c: &mut AnyConnection| {
+            readers.read(&pool, async |c: &mut Conn| {
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 most_running.fetch_max(now, Ordering::SeqCst);
-                sqlx::query("SELECT 1").execute(&mut *c).await?;
+                query("SELECT 1").execute(c).await?;
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 running.fetch_sub(1, Ordering::SeqCst);
                 Ok(())
@@ -195,10 +197,7 @@ mod tests {
         assert_eq!(most_running.load(Ordering::SeqCst), 2);
         // Closing gives them back, so the pool can close.
         readers.close();
-        readers
-            .read(&pool, Backend::Sqlite, one)
-            .await
-            .expect("read");
+        readers.read(&pool, one).await.expect("read");
         assert_eq!(readers.kept(), 0, "nothing kept once closed");
         tokio::time::timeout(std::time::Duration::from_secs(5), pool.close())
             .await

@@ -13,7 +13,6 @@ pub fn postgres_base_url() -> Option<String> {
 /// Creates an empty database on that server and returns its URL, so each
 /// test owns its databases and tests can run in parallel.
 pub async fn fresh_postgres_database(base_url: &str, label: &str) -> super::Result<String> {
-    sqlx::any::install_default_drivers();
     let name = format!(
         "passerelle_{}_{}",
         label
@@ -23,7 +22,7 @@ pub async fn fresh_postgres_database(base_url: &str, label: &str) -> super::Resu
             .to_lowercase(),
         uuid_like_suffix()
     );
-    let mut conn = sqlx::AnyConnection::connect(base_url).await?;
+    let mut conn = sqlx::PgConnection::connect(base_url).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await?;
@@ -47,4 +46,28 @@ fn uuid_like_suffix() -> String {
         nanos,
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Runs one statement on a store's database, as a test tampering with it
+/// would; answers how many rows it changed.
+pub async fn execute(db: &super::Database, sql: &str) -> super::Result<u64> {
+    crate::sql::query(sql.to_owned()).execute(db).await
+}
+
+/// A count (`SELECT COUNT(*) AS n …`, the first column) on a store's database.
+pub async fn count(db: &super::Database, sql: &str) -> super::Result<i64> {
+    crate::sql::query(sql.to_owned())
+        .fetch_one(db)
+        .await?
+        .try_get(0)
+}
+
+/// The rows of a query whose columns are all text.
+pub async fn text_rows(db: &super::Database, sql: &str) -> super::Result<Vec<Vec<String>>> {
+    crate::sql::query(sql.to_owned())
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(|row| (0..row.width()).map(|i| row.try_get(i)).collect())
+        .collect()
 }

@@ -250,13 +250,14 @@ async fn audit_log_chains_and_refuses_changes_on_every_backend() {
         }
         store.audit().verify().await.expect("intact");
         assert_eq!(store.audit().entries().await.expect("entries").len(), 3);
-        let tamper = sqlx::query("UPDATE audit_log SET decision = 'denied' WHERE seq = 2")
-            .execute(store.database().pool())
-            .await;
+        let tamper = passerelle_storage::testing::execute(
+            store.database(),
+            "UPDATE audit_log SET decision = 'denied' WHERE seq = 2",
+        )
+        .await;
         assert!(tamper.is_err(), "{url}: the audit log must refuse updates");
-        let delete = sqlx::query("DELETE FROM audit_log")
-            .execute(store.database().pool())
-            .await;
+        let delete =
+            passerelle_storage::testing::execute(store.database(), "DELETE FROM audit_log").await;
         assert!(delete.is_err(), "{url}: the audit log must refuse deletes");
     }
 }
@@ -1181,7 +1182,6 @@ async fn crossing_records_commit_with_their_changes_and_outlive_their_failures_o
 /// noting the case for a summary).
 #[tokio::test]
 async fn a_partners_summary_never_replaces_an_own_plan_on_every_backend() {
-    use sqlx::Row;
     for (url, _dir) in urls("plans").await {
         let store = InstitutionStore::connect(&url, 4, Institution::Social)
             .await
@@ -1212,20 +1212,15 @@ async fn a_partners_summary_never_replaces_an_own_plan_on_every_backend() {
         .expect("the partner's own kind");
         tx.update_statistics().await.expect("counts");
         tx.commit().await.expect("commit");
-        let rows =
-            sqlx::query("SELECT kind, origin, body FROM plans WHERE case_id = 'k-1' ORDER BY kind")
-                .fetch_all(store.database().pool())
-                .await
-                .expect("plans");
+        let rows = passerelle_storage::testing::text_rows(
+            store.database(),
+            "SELECT kind, origin, body FROM plans WHERE case_id = 'k-1' ORDER BY kind",
+        )
+        .await
+        .expect("plans");
         let kept: Vec<(String, String, String)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    r.try_get("kind").expect("kind"),
-                    r.try_get("origin").expect("origin"),
-                    r.try_get("body").expect("body"),
-                )
-            })
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
             .collect();
         assert_eq!(
             kept,

@@ -171,15 +171,11 @@ impl ServiceState for PilotageApp {
     }
 
     fn start_background(&self, mut shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        let pool = self.store.database().pool().clone();
+        let database = self.store.database().clone();
         vec![tokio::spawn(async move {
             loop {
-                let idle = pool.num_idle() as u64;
-                passerelle_telemetry::metrics::record_pool(
-                    "pilotage",
-                    u64::from(pool.size()).saturating_sub(idle),
-                    idle,
-                );
+                let (in_use, idle) = database.connections();
+                passerelle_telemetry::metrics::record_pool("pilotage", in_use, idle);
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
                     _ = shutdown.changed() => return,

@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use passerelle_boundary::audit::{AuditEntry, Direction};
 use passerelle_domain::Referral;
 
+use crate::sql::query;
 use chrono::{DateTime, Utc};
 use passerelle_domain::statistics::summed;
 use passerelle_domain::{Case, CaseState};
-use sqlx::Row;
 
 use super::statistics::{CountTable, add_counts_to};
 use super::{CASE_COLUMNS, InstitutionStore, Tx, case_from_row};
@@ -79,12 +79,10 @@ impl Tx {
         let counts: BTreeMap<_, _> = summed(self.counts_of(case_id).await?);
         add_counts_to(self.db().await?, CountTable::Erased, &counts).await?;
         for table in CASE_TABLES {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE case_id = $1"
-            )))
-            .bind(case_id)
-            .execute(self.db().await?)
-            .await?;
+            query(format!("DELETE FROM {table} WHERE case_id = $1"))
+                .bind(case_id)
+                .execute(self.db().await?)
+                .await?;
         }
         // Stored answers of idempotent calls name the case they were about.
         let answers = if self.is_postgres() {
@@ -92,7 +90,7 @@ impl Tx {
         } else {
             "DELETE FROM idempotency WHERE instr(response, CAST($1 AS BLOB)) > 0"
         };
-        sqlx::query(answers)
+        query(answers)
             .bind(case_id)
             .execute(self.db().await?)
             .await?;
@@ -101,14 +99,14 @@ impl Tx {
         if !keep_consents {
             self.erase_consents(case_id).await?;
         }
-        sqlx::query("DELETE FROM cases WHERE case_id = $1")
+        query("DELETE FROM cases WHERE case_id = $1")
             .bind(case_id)
             .execute(self.db().await?)
             .await?;
         let Some(case) = case else {
             return Ok(false);
         };
-        sqlx::query(
+        query(
             "INSERT INTO erased_cases (case_id, ended_at, erased_at, reason, consents_kept)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (case_id) DO NOTHING",
@@ -125,11 +123,11 @@ impl Tx {
 
     /// Erases the consent records of a case (and their copies waiting to be sent).
     pub async fn erase_consents(&mut self, case_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM consents WHERE case_id = $1")
+        query("DELETE FROM consents WHERE case_id = $1")
             .bind(case_id)
             .execute(self.db().await?)
             .await?;
-        sqlx::query("UPDATE erased_cases SET consents_kept = 0 WHERE case_id = $1")
+        query("UPDATE erased_cases SET consents_kept = 0 WHERE case_id = $1")
             .bind(case_id)
             .execute(self.db().await?)
             .await?;
@@ -138,10 +136,10 @@ impl Tx {
 
     /// The referral of a case as this transaction sees it.
     pub async fn referral(&mut self, case_id: &str) -> Result<Option<Referral>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = query(format!(
             "SELECT body FROM referrals WHERE case_id = $1{}",
             self.lock()
-        )))
+        ))
         .bind(case_id)
         .fetch_optional(self.db().await?)
         .await?;
@@ -152,7 +150,7 @@ impl Tx {
     /// Rewrites a stored referral (a rectification); the case's counts follow.
     pub async fn replace_referral(&mut self, referral: &Referral) -> Result<()> {
         self.touch(&referral.case_id).await?;
-        sqlx::query("UPDATE referrals SET body = $1 WHERE case_id = $2")
+        query("UPDATE referrals SET body = $1 WHERE case_id = $2")
             .bind(json(referral)?)
             .bind(referral.case_id.as_str())
             .execute(self.db().await?)
@@ -165,7 +163,7 @@ impl Tx {
     /// about the case: what the partner received, and so must hear of again
     /// if it changes (GDPR art. 19).
     pub async fn fields_sent(&mut self, case_id: &str) -> Result<BTreeSet<String>> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT entry_json FROM audit_log WHERE case_id = $1 AND decision = 'allowed' ORDER BY seq",
         )
         .bind(case_id)
@@ -195,23 +193,23 @@ impl Tx {
 
     /// Restricts processing of the case (GDPR art. 18); `false` if it already was.
     pub async fn restrict(&mut self, case_id: &str, since: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query(
+        let done = query(
             "INSERT INTO restrictions (case_id, since) VALUES ($1, $2) ON CONFLICT (case_id) DO NOTHING",
         )
         .bind(case_id)
         .bind(to_micros(since))
         .execute(self.db().await?)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// Lifts a restriction; `false` if there was none.
     pub async fn lift_restriction(&mut self, case_id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM restrictions WHERE case_id = $1")
+        let done = query("DELETE FROM restrictions WHERE case_id = $1")
             .bind(case_id)
             .execute(self.db().await?)
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// Records the person's objection to `purpose` for the case (GDPR art. 21).
@@ -221,7 +219,7 @@ impl Tx {
         purpose: passerelle_domain::Purpose,
         at: DateTime<Utc>,
     ) -> Result<bool> {
-        let done = sqlx::query(
+        let done = query(
             "INSERT INTO objections (case_id, purpose, objected_at) VALUES ($1, $2, $3)
              ON CONFLICT (case_id, purpose) DO NOTHING",
         )
@@ -230,13 +228,13 @@ impl Tx {
         .bind(to_micros(at))
         .execute(self.db().await?)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// Whether this side erased the case's data already.
     pub async fn was_erased(&mut self, case_id: &str) -> Result<bool> {
         Ok(
-            sqlx::query("SELECT 1 AS one FROM erased_cases WHERE case_id = $1")
+            query("SELECT 1 AS one FROM erased_cases WHERE case_id = $1")
                 .bind(case_id)
                 .fetch_optional(self.db().await?)
                 .await?
@@ -249,9 +247,9 @@ impl InstitutionStore {
     /// Whether processing of the case is restricted (GDPR art. 18).
     pub async fn restricted(&self, case_id: &str) -> Result<bool> {
         Ok(
-            sqlx::query("SELECT 1 AS one FROM restrictions WHERE case_id = $1")
+            query("SELECT 1 AS one FROM restrictions WHERE case_id = $1")
                 .bind(case_id)
-                .fetch_optional(self.database().pool())
+                .fetch_optional(self.database())
                 .await?
                 .is_some(),
         )
@@ -264,10 +262,10 @@ impl InstitutionStore {
         purpose: passerelle_domain::Purpose,
     ) -> Result<bool> {
         Ok(
-            sqlx::query("SELECT 1 AS one FROM objections WHERE case_id = $1 AND purpose = $2")
+            query("SELECT 1 AS one FROM objections WHERE case_id = $1 AND purpose = $2")
                 .bind(case_id)
                 .bind(purpose.code())
-                .fetch_optional(self.database().pool())
+                .fetch_optional(self.database())
                 .await?
                 .is_some(),
         )
@@ -293,14 +291,15 @@ impl InstitutionStore {
             .unwrap_or(now);
         // The earliest date a case can have ended on narrows the scan; the
         // case's own rule decides.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = query(format!(
             "SELECT {CASE_COLUMNS} FROM cases WHERE state IN ('exited', 'not_entered')
                AND COALESCE(exited_at, referral_decided_at, diagnosed_at, referred_at) <= $1
                AND case_id NOT IN (SELECT case_id FROM restrictions)
              ORDER BY case_id"
-        )))
+        ))
         .bind(to_micros(cutoff))
-        .fetch_all(self.database().pool())
+        .large()
+        .fetch_all(self.database())
         .await?;
         let mut out = vec![];
         for row in &rows {
@@ -323,14 +322,15 @@ impl InstitutionStore {
         }
         // People oriented into a parcours and never referred: their
         // orientations go once the last one is as old as a case's data.
-        let unreferred = sqlx::query(
+        let unreferred = query(
             "SELECT case_id, MAX(decided_at) AS last FROM orientations
              WHERE case_id NOT IN (SELECT case_id FROM cases)
                AND case_id NOT IN (SELECT case_id FROM restrictions)
              GROUP BY case_id HAVING MAX(decided_at) <= $1 ORDER BY case_id",
         )
         .bind(to_micros(cutoff))
-        .fetch_all(self.database().pool())
+        .large()
+        .fetch_all(self.database())
         .await?;
         for row in &unreferred {
             let last = from_micros(row.try_get("last")?)?;
@@ -345,10 +345,11 @@ impl InstitutionStore {
                 }
             }
         }
-        let kept = sqlx::query(
+        let kept = query(
             "SELECT case_id, ended_at FROM erased_cases WHERE consents_kept = 1 ORDER BY case_id",
         )
-        .fetch_all(self.database().pool())
+        .large()
+        .fetch_all(self.database())
         .await?;
         for row in &kept {
             let ended: Option<i64> = row.try_get("ended_at")?;

@@ -7,14 +7,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::sql::{Conn, Row, query};
 use passerelle_domain::orientation::Orientation;
 use passerelle_domain::plan::Plan;
 use passerelle_domain::statistics::{
     CaseFacts, CubeKey, ReferralFacts, contributions, difference, orientation_counts, summed,
 };
 use passerelle_domain::{Case, Institution, Referral};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::{CASE_COLUMNS, InstitutionStore, Tx, case_from_row};
 use crate::{Result, StoreError, from_json, values_placeholders};
@@ -174,7 +173,7 @@ fn facts(own: Institution, rows: Rows) -> Result<CaseFacts> {
     })
 }
 
-fn count_row(row: &AnyRow) -> Result<(CubeKey, i64)> {
+fn count_row(row: &Row) -> Result<(CubeKey, i64)> {
     Ok((
         CubeKey {
             measure: row.try_get("measure")?,
@@ -188,7 +187,7 @@ fn count_row(row: &AnyRow) -> Result<(CubeKey, i64)> {
 }
 
 /// Orientation rows grouped by case, each case's oldest first.
-fn orientations_by_case(rows: Vec<AnyRow>) -> Result<BTreeMap<String, Vec<Orientation>>> {
+fn orientations_by_case(rows: Vec<Row>) -> Result<BTreeMap<String, Vec<Orientation>>> {
     let mut numbered: BTreeMap<String, Vec<(i64, Orientation)>> = BTreeMap::new();
     for r in rows {
         numbered.entry(r.try_get("case_id")?).or_default().push((
@@ -223,12 +222,12 @@ impl CountTable {
 
 /// Adds `counts` to the stored ones, in key order (so that concurrent
 /// transactions lock the rows they share in the same order).
-async fn add_counts(conn: &mut sqlx::AnyConnection, counts: &BTreeMap<CubeKey, i64>) -> Result<()> {
+async fn add_counts(conn: &mut Conn, counts: &BTreeMap<CubeKey, i64>) -> Result<()> {
     add_counts_to(conn, CountTable::Statistics, counts).await
 }
 
 pub(crate) async fn add_counts_to(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut Conn,
     table: CountTable,
     counts: &BTreeMap<CubeKey, i64>,
 ) -> Result<()> {
@@ -241,7 +240,7 @@ pub(crate) async fn add_counts_to(
              DO UPDATE SET value = {table}.value + excluded.value",
             values_placeholders(chunk.len(), 6)
         );
-        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut insert = query(sql);
         for (k, n) in chunk {
             insert = insert
                 .bind(k.measure.clone())
@@ -347,12 +346,12 @@ impl Tx {
         // noted here must be the ones this transaction replaces.
         // Whether the person was oriented comes with the case, so that the
         // many cases never oriented cost no further statement here.
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let Some(row) = query(format!(
             "SELECT {CASE_COLUMNS}, entry_recorded_by,
                (SELECT COUNT(*) FROM orientations o WHERE o.case_id = cases.case_id) AS oriented
              FROM cases WHERE case_id = $1{}",
             self.lock()
-        )))
+        ))
         .bind(case_id)
         .fetch_optional(self.db().await?)
         .await?
@@ -369,7 +368,7 @@ impl Tx {
         };
         let (mut read_referral, mut authors, mut plan) = (None, vec![], None);
         if wanted.any() {
-            for part in sqlx::query(wanted.sql())
+            for part in query(wanted.sql())
                 .bind(case_id)
                 .fetch_all(self.db().await?)
                 .await?
@@ -424,11 +423,12 @@ impl Tx {
 impl InstitutionStore {
     /// The counts as kept, zeros left out.
     pub async fn statistics(&self) -> Result<Vec<(CubeKey, i64)>> {
-        sqlx::query(
+        query(
             "SELECT measure, month, office, network, breakdown, value FROM statistics
              WHERE value <> 0 ORDER BY measure, month, office, network, breakdown",
         )
-        .fetch_all(self.database().pool())
+        .large()
+        .fetch_all(self.database())
         .await?
         .iter()
         .map(count_row)
@@ -437,11 +437,11 @@ impl InstitutionStore {
 
     /// Full-time equivalents of the working-time register, in thousandths.
     pub async fn counsellor_fte_per_mille(&self) -> Result<u64> {
-        let n: Option<i64> = sqlx::query(
+        let n: Option<i64> = query(
             // PostgreSQL sums BIGINTs as NUMERIC: back to BIGINT for both backends.
             "SELECT CAST(SUM(working_time_per_mille) AS BIGINT) AS n FROM counsellors",
         )
-        .fetch_one(self.database().pool())
+        .fetch_one(self.database())
         .await?
         .try_get("n")?;
         Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
@@ -450,28 +450,27 @@ impl InstitutionStore {
     /// The counts computed afresh from every case: what the kept counts
     /// must equal. Reads the cases a page at a time.
     pub async fn recount(&self) -> Result<BTreeMap<CubeKey, i64>> {
-        let pool = self.database().pool();
+        let pool = self.database();
         let mut counts: BTreeMap<CubeKey, i64> = BTreeMap::new();
         let mut after = String::new();
         loop {
-            let page = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let page = query(format!(
                 "SELECT {CASE_COLUMNS}, entry_recorded_by FROM cases WHERE case_id > $1 ORDER BY case_id LIMIT $2"
-            )))
+            ))
             .bind(&after)
             .bind(REBUILD_PAGE)
-            .fetch_all(pool)
+            .large().fetch_all(pool)
             .await?;
             let Some(last) = page.last() else { break };
             let last: String = last.try_get("case_id")?;
             let range = |sql: &str| {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{sql} WHERE case_id > $1 AND case_id <= $2"
-                )))
-                .bind(after.clone())
-                .bind(last.clone())
+                query(format!("{sql} WHERE case_id > $1 AND case_id <= $2"))
+                    .bind(after.clone())
+                    .bind(last.clone())
             };
             let mut referrals: BTreeMap<String, KnownReferral> = BTreeMap::new();
             for r in range("SELECT case_id, origin, body FROM referrals")
+                .large()
                 .fetch_all(pool)
                 .await?
             {
@@ -485,6 +484,7 @@ impl InstitutionStore {
             }
             let mut authors: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for r in range("SELECT case_id, author_institution FROM diagnoses")
+                .large()
                 .fetch_all(pool)
                 .await?
             {
@@ -495,6 +495,7 @@ impl InstitutionStore {
             }
             let mut plans: BTreeMap<String, String> = BTreeMap::new();
             for r in range("SELECT case_id, origin, body FROM plans")
+                .large()
                 .fetch_all(pool)
                 .await?
             {
@@ -504,6 +505,7 @@ impl InstitutionStore {
             }
             let mut orientations = orientations_by_case(
                 range("SELECT case_id, seq, body FROM orientations")
+                    .large()
                     .fetch_all(pool)
                     .await?,
             )?;
@@ -526,10 +528,11 @@ impl InstitutionStore {
         }
         // People oriented and not referred (yet): their orientations alone.
         let unreferred = orientations_by_case(
-            sqlx::query(
+            query(
                 "SELECT case_id, seq, body FROM orientations
                  WHERE case_id NOT IN (SELECT case_id FROM cases)",
             )
+            .large()
             .fetch_all(pool)
             .await?,
         )?;
@@ -539,11 +542,11 @@ impl InstitutionStore {
             }
         }
         // Erased cases are gone from the rows; their counts are kept apart.
-        for row in sqlx::query(
-            "SELECT measure, month, office, network, breakdown, value FROM erased_statistics",
-        )
-        .fetch_all(pool)
-        .await?
+        for row in
+            query("SELECT measure, month, office, network, breakdown, value FROM erased_statistics")
+                .large()
+                .fetch_all(pool)
+                .await?
         {
             let (k, n) = count_row(&row)?;
             *counts.entry(k).or_insert(0) += n;
@@ -561,11 +564,11 @@ impl InstitutionStore {
 
     async fn rebuild_in(&self, tx: &mut Tx) -> Result<()> {
         let counts = self.recount().await?;
-        sqlx::query("DELETE FROM statistics")
+        query("DELETE FROM statistics")
             .execute(tx.db().await?)
             .await?;
         add_counts(tx.db().await?, &counts).await?;
-        sqlx::query("UPDATE statistics_state SET built = 1 WHERE id = 1")
+        query("UPDATE statistics_state SET built = 1 WHERE id = 1")
             .execute(tx.db().await?)
             .await?;
         Ok(())
@@ -575,10 +578,10 @@ impl InstitutionStore {
     /// it while the others wait on the state row.
     pub(crate) async fn build_statistics_once(&self) -> Result<()> {
         let mut tx = self.begin().await?;
-        let built: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let built: i64 = query(format!(
             "SELECT built FROM statistics_state WHERE id = 1{}",
             tx.lock()
-        )))
+        ))
         .fetch_one(tx.db().await?)
         .await?
         .try_get("built")?;

@@ -1,0 +1,792 @@
+//! One way to run a statement on either backend, written once: the queries
+//! of the stores bind values and read rows through it, whatever the
+//! database.
+//!
+//! PostgreSQL runs through sqlx's typed driver. SQLite runs through
+//! rusqlite, on the calling task's own thread: sqlx runs each SQLite
+//! connection on a thread of its own, and each statement was a hop there
+//! and back (two thread wake-ups, ~50 µs, against 5-15 µs of SQLite's own
+//! work), which bounded a batch of changes, run one statement after the
+//! other, to a few thousand changes a second. A statement here runs to its
+//! end within one poll, so a cancelled call never leaves one half-run. What
+//! may wait long stays off the async threads: the durable commit (an fsync)
+//! runs on the blocking pool, and writers wait for SQLite's one write lock
+//! in line in this process ([`SqlitePool::writer`]), never in SQLite's busy
+//! handler.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::{Arguments, Column, Postgres, Row as _, TypeInfo, ValueRef as _};
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+
+use crate::{Database, Result, StoreError};
+
+/// A value bound to a statement, or read from a row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    /// A NULL of the type PostgreSQL is to be told.
+    Null(Kind),
+    Int(i64),
+    Real(f64),
+    Bool(bool),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Int,
+    Real,
+    Bool,
+    Text,
+    Blob,
+}
+
+/// What can be bound to a statement.
+pub(crate) trait Bind {
+    const KIND: Kind;
+    fn value(self) -> Value;
+}
+
+macro_rules! bind {
+    ($kind:ident, $variant:ident: $($t:ty => $conv:expr),+ $(,)?) => {$(
+        impl Bind for $t {
+            const KIND: Kind = Kind::$kind;
+            fn value(self) -> Value {
+                #[allow(clippy::redundant_closure_call)]
+                Value::$variant(($conv)(self))
+            }
+        }
+    )+};
+}
+
+bind!(Int, Int: i64 => |v| v, i32 => i64::from, u32 => i64::from);
+bind!(Real, Real: f64 => |v| v);
+bind!(Bool, Bool: bool => |v| v);
+bind!(Text, Text: String => |v| v, &str => str::to_owned, &String => String::clone);
+bind!(Blob, Blob: Vec<u8> => |v| v, &[u8] => <[u8]>::to_vec, &Vec<u8> => Vec::clone);
+
+impl<T: Bind> Bind for Option<T> {
+    const KIND: Kind = T::KIND;
+    fn value(self) -> Value {
+        match self {
+            Some(v) => v.value(),
+            None => Value::Null(T::KIND),
+        }
+    }
+}
+
+/// What can be read from a row's column.
+pub(crate) trait Decode: Sized {
+    fn decode(value: &Value) -> std::result::Result<Self, String>;
+}
+
+impl Decode for i64 {
+    fn decode(value: &Value) -> std::result::Result<Self, String> {
+        match value {
+            Value::Int(i) => Ok(*i),
+            Value::Bool(b) => Ok(i64::from(*b)),
+            other => Err(format!("expected an integer, found {other:?}")),
+        }
+    }
+}
+
+impl Decode for bool {
+    fn decode(value: &Value) -> std::result::Result<Self, String> {
+        match value {
+            Value::Bool(b) => Ok(*b),
+            Value::Int(i) => Ok(*i != 0),
+            other => Err(format!("expected a boolean, found {other:?}")),
+        }
+    }
+}
+
+impl Decode for f64 {
+    fn decode(value: &Value) -> std::result::Result<Self, String> {
+        match value {
+            Value::Real(r) => Ok(*r),
+            #[allow(clippy::cast_precision_loss)]
+            Value::Int(i) => Ok(*i as f64),
+            other => Err(format!("expected a number, found {other:?}")),
+        }
+    }
+}
+
+impl Decode for String {
+    fn decode(value: &Value) -> std::result::Result<Self, String> {
+        match value {
+            Value::Text(s) => Ok(s.clone()),
+            other => Err(format!("expected text, found {other:?}")),
+        }
+    }
+}
+
+impl Decode for Vec<u8> {
+    fn decode(value: &Value) -> std::result::Result<Self, String> {
+        match value {
+            Value::Blob(b) => Ok(b.clone()),
+            Value::Text(s) => Ok(s.as_bytes().to_vec()),
+            other => Err(format!("expected bytes, found {other:?}")),
+        }
+    }
+}
+
+impl<T: Decode> Decode for Option<T> {
+    fn decode(value: &Value) -> std::result::Result<Self, String> {
+        match value {
+            Value::Null(_) => Ok(None),
+            other => T::decode(other).map(Some),
+        }
+    }
+}
+
+/// A column named or numbered.
+pub(crate) trait ColumnIndex {
+    fn position(&self, row: &Row) -> Result<usize>;
+}
+
+impl ColumnIndex for &str {
+    fn position(&self, row: &Row) -> Result<usize> {
+        row.columns
+            .iter()
+            .position(|c| &**c == *self)
+            .ok_or_else(|| StoreError::Corrupt(format!("no column {self}")))
+    }
+}
+
+impl ColumnIndex for usize {
+    fn position(&self, row: &Row) -> Result<usize> {
+        (*self < row.values.len())
+            .then_some(*self)
+            .ok_or_else(|| StoreError::Corrupt(format!("no column {self}")))
+    }
+}
+
+/// A row read, whole: its columns' names and values.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    columns: Arc<[Box<str>]>,
+    values: Vec<Value>,
+}
+
+impl Row {
+    pub(crate) fn width(&self) -> usize {
+        self.values.len()
+    }
+
+    pub(crate) fn try_get<T: Decode, I: ColumnIndex>(&self, column: I) -> Result<T> {
+        let at = column.position(self)?;
+        T::decode(&self.values[at])
+            .map_err(|e| StoreError::Corrupt(format!("column {}: {e}", self.columns[at])))
+    }
+}
+
+/// A statement and its values, run by one of the `fetch` or `execute`
+/// methods on a connection or on the database (a connection of its pool).
+#[must_use]
+pub(crate) struct Query {
+    sql: Cow<'static, str>,
+    values: Vec<Value>,
+    /// May read many rows ([`Query::large`]).
+    large: bool,
+}
+
+pub(crate) fn query(sql: impl Into<Cow<'static, str>>) -> Query {
+    Query {
+        sql: sql.into(),
+        values: Vec::new(),
+        large: false,
+    }
+}
+
+/// Where a statement runs: a connection, or any of the database's.
+pub(crate) enum Target<'c> {
+    Conn(&'c mut Conn),
+    Database(&'c Database),
+}
+
+impl<'c> From<&'c mut Conn> for Target<'c> {
+    fn from(conn: &'c mut Conn) -> Self {
+        Target::Conn(conn)
+    }
+}
+
+impl<'c> From<&'c Database> for Target<'c> {
+    fn from(db: &'c Database) -> Self {
+        Target::Database(db)
+    }
+}
+
+/// How many rows a statement is read for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    None,
+    One,
+    All,
+}
+
+impl Query {
+    pub(crate) fn bind(mut self, value: impl Bind) -> Self {
+        self.values.push(value.value());
+        self
+    }
+
+    /// Marks a statement that may read many rows (a whole table, a
+    /// recount): on SQLite it runs on the blocking pool, not on the async
+    /// thread the calls to the service share.
+    pub(crate) fn large(mut self) -> Self {
+        self.large = true;
+        self
+    }
+
+    /// Runs the statement; answers how many rows it changed.
+    pub(crate) async fn execute<'c>(self, on: impl Into<Target<'c>>) -> Result<u64> {
+        Ok(self.run(on.into(), Want::None).await?.0)
+    }
+
+    pub(crate) async fn fetch_all<'c>(self, on: impl Into<Target<'c>>) -> Result<Vec<Row>> {
+        Ok(self.run(on.into(), Want::All).await?.1)
+    }
+
+    pub(crate) async fn fetch_optional<'c>(self, on: impl Into<Target<'c>>) -> Result<Option<Row>> {
+        Ok(self.run(on.into(), Want::One).await?.1.pop())
+    }
+
+    pub(crate) async fn fetch_one<'c>(self, on: impl Into<Target<'c>>) -> Result<Row> {
+        self.fetch_optional(on)
+            .await?
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+    }
+
+    async fn run(self, on: Target<'_>, want: Want) -> Result<(u64, Vec<Row>)> {
+        match on {
+            Target::Conn(conn) => conn.run(self, want).await,
+            Target::Database(db) => {
+                // A write outside a transaction takes its turn at SQLite's
+                // write lock like any other ([`SqlitePool::writer`]).
+                let mut conn = if want == Want::None {
+                    db.acquire_writer().await?
+                } else {
+                    db.acquire().await?
+                };
+                conn.run(self, want).await
+            }
+        }
+    }
+}
+
+/// Statements of no value run one after the other (savepoints, settings).
+pub(crate) async fn batch(conn: &mut Conn, statements: &str) -> Result<()> {
+    match conn {
+        Conn::Sqlite(c) => Ok(c.get()?.execute_batch(statements)?),
+        Conn::Postgres(c) => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statements.to_owned()))
+                .execute(&mut **c)
+                .await?;
+            Ok(())
+        }
+        Conn::PostgresTx(tx) => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statements.to_owned()))
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// A connection of either backend, alone or holding a transaction.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    Sqlite(SqliteConn),
+    Postgres(PoolConnection<Postgres>),
+    PostgresTx(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Conn {
+    async fn run(&mut self, query: Query, want: Want) -> Result<(u64, Vec<Row>)> {
+        let Query { sql, values, large } = query;
+        match self {
+            Conn::Sqlite(c) if large => {
+                let connection = c.take()?;
+                let (connection, result) = tokio::task::spawn_blocking(move || {
+                    let result = sqlite_run(&connection, &sql, &values, want);
+                    (connection, result)
+                })
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("read task: {e}")))?;
+                c.put_back(connection);
+                result
+            }
+            Conn::Sqlite(c) => sqlite_run(c.get()?, &sql, &values, want),
+            Conn::Postgres(c) => postgres_run(c, &sql, values, want).await,
+            Conn::PostgresTx(tx) => postgres_run(tx, &sql, values, want).await,
+        }
+    }
+
+    /// Commits the transaction this connection holds. SQLite's commit
+    /// waits for the disk (fsync): it runs on the blocking pool.
+    pub(crate) async fn commit(self) -> Result<()> {
+        match self {
+            Conn::Sqlite(mut c) => {
+                let connection = c.take()?;
+                let (connection, committed) = tokio::task::spawn_blocking(move || {
+                    let committed = connection.execute_batch("COMMIT");
+                    (connection, committed)
+                })
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("commit task: {e}")))?;
+                c.put_back(connection);
+                Ok(committed?)
+            }
+            Conn::PostgresTx(tx) => Ok(tx.commit().await?),
+            Conn::Postgres(_) => Err(StoreError::Corrupt(
+                "commit on a connection holding no transaction".into(),
+            )),
+        }
+    }
+
+    /// Rolls the transaction back now (dropped, it would roll back too,
+    /// only later on PostgreSQL).
+    pub(crate) async fn rollback(self) -> Result<()> {
+        match self {
+            Conn::Sqlite(c) => Ok(c.get()?.execute_batch("ROLLBACK")?),
+            Conn::PostgresTx(tx) => Ok(tx.rollback().await?),
+            Conn::Postgres(_) => Ok(()),
+        }
+    }
+}
+
+fn sqlite_run(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    values: &[Value],
+    want: Want,
+) -> Result<(u64, Vec<Row>)> {
+    let mut statement = conn.prepare_cached(sql)?;
+    // Parameters are written `$1`, `$2`… as PostgreSQL wants them; SQLite
+    // numbers them in order of first appearance, so each is bound by name.
+    for index in 1..=statement.parameter_count() {
+        let position = match statement.parameter_name(index) {
+            Some(name) => name[1..]
+                .parse::<usize>()
+                .map_err(|_| StoreError::Corrupt(format!("parameter {name} is not numbered")))?,
+            None => index,
+        };
+        let value = values
+            .get(position - 1)
+            .ok_or_else(|| StoreError::Corrupt(format!("parameter ${position} has no value")))?;
+        match value {
+            Value::Null(_) => statement.raw_bind_parameter(index, rusqlite::types::Null)?,
+            Value::Int(i) => statement.raw_bind_parameter(index, i)?,
+            Value::Real(r) => statement.raw_bind_parameter(index, r)?,
+            Value::Bool(b) => statement.raw_bind_parameter(index, i64::from(*b))?,
+            Value::Text(s) => statement.raw_bind_parameter(index, s.as_str())?,
+            Value::Blob(b) => statement.raw_bind_parameter(index, b.as_slice())?,
+        }
+    }
+    let columns: Arc<[Box<str>]> = statement
+        .column_names()
+        .into_iter()
+        .map(Box::from)
+        .collect();
+    let mut found = Vec::new();
+    let mut rows = statement.raw_query();
+    while let Some(row) = rows.next()? {
+        if want == Want::None {
+            continue;
+        }
+        let values = (0..columns.len())
+            .map(|i| {
+                Ok(match row.get_ref(i)? {
+                    ValueRef::Null => Value::Null(Kind::Text),
+                    ValueRef::Integer(i) => Value::Int(i),
+                    ValueRef::Real(r) => Value::Real(r),
+                    ValueRef::Text(t) => Value::Text(
+                        std::str::from_utf8(t)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                            .to_owned(),
+                    ),
+                    ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        found.push(Row {
+            columns: columns.clone(),
+            values,
+        });
+        if want == Want::One {
+            break;
+        }
+    }
+    drop(rows);
+    Ok((conn.changes(), found))
+}
+
+async fn postgres_run(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+    values: Vec<Value>,
+    want: Want,
+) -> Result<(u64, Vec<Row>)> {
+    let mut arguments = PgArguments::default();
+    for value in values {
+        let added = match value {
+            Value::Null(Kind::Int) => arguments.add(None::<i64>),
+            Value::Null(Kind::Real) => arguments.add(None::<f64>),
+            Value::Null(Kind::Bool) => arguments.add(None::<bool>),
+            Value::Null(Kind::Text) => arguments.add(None::<String>),
+            Value::Null(Kind::Blob) => arguments.add(None::<Vec<u8>>),
+            Value::Int(i) => arguments.add(i),
+            Value::Real(r) => arguments.add(r),
+            Value::Bool(b) => arguments.add(b),
+            Value::Text(s) => arguments.add(s),
+            Value::Blob(b) => arguments.add(b),
+        };
+        added.map_err(|e| StoreError::Corrupt(format!("bind: {e}")))?;
+    }
+    let statement = sqlx::query_with(sqlx::AssertSqlSafe(sql.to_owned()), arguments);
+    match want {
+        Want::None => Ok((statement.execute(conn).await?.rows_affected(), Vec::new())),
+        Want::One => {
+            let row = statement.fetch_optional(conn).await?;
+            Ok((0, row.iter().map(postgres_row).collect::<Result<_>>()?))
+        }
+        Want::All => {
+            let rows = statement.fetch_all(conn).await?;
+            let columns = rows.first().map(postgres_columns);
+            let rows = rows
+                .iter()
+                .map(|r| postgres_values(r, columns.clone().unwrap_or_else(|| postgres_columns(r))))
+                .collect::<Result<_>>()?;
+            Ok((0, rows))
+        }
+    }
+}
+
+fn postgres_columns(row: &PgRow) -> Arc<[Box<str>]> {
+    row.columns().iter().map(|c| Box::from(c.name())).collect()
+}
+
+fn postgres_row(row: &PgRow) -> Result<Row> {
+    postgres_values(row, postgres_columns(row))
+}
+
+/// A row's values, by the types PostgreSQL says they have.
+fn postgres_values(row: &PgRow, columns: Arc<[Box<str>]>) -> Result<Row> {
+    let values = (0..columns.len())
+        .map(|i| {
+            let raw = row.try_get_raw(i)?;
+            if raw.is_null() {
+                return Ok(Value::Null(Kind::Text));
+            }
+            let type_name = raw.type_info().name().to_owned();
+            Ok(match type_name.as_str() {
+                "INT8" => Value::Int(row.try_get::<i64, _>(i)?),
+                "INT4" => Value::Int(i64::from(row.try_get::<i32, _>(i)?)),
+                "INT2" => Value::Int(i64::from(row.try_get::<i16, _>(i)?)),
+                "FLOAT8" => Value::Real(row.try_get::<f64, _>(i)?),
+                "FLOAT4" => Value::Real(f64::from(row.try_get::<f32, _>(i)?)),
+                "BOOL" => Value::Bool(row.try_get::<bool, _>(i)?),
+                "BYTEA" => Value::Blob(row.try_get::<Vec<u8>, _>(i)?),
+                "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" | "CHAR" => {
+                    Value::Text(row.try_get::<String, _>(i)?)
+                }
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "column {}: type {other} is not read",
+                        columns[i]
+                    )));
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Row { columns, values })
+}
+
+/// SQLite connections to one file, opened on demand up to a bound.
+#[derive(Debug, Clone)]
+pub(crate) struct SqlitePool {
+    shared: Arc<SqliteShared>,
+}
+
+#[derive(Debug)]
+struct SqliteShared {
+    /// What `sqlite3_open_v2` is given, and how.
+    target: PathBuf,
+    flags: rusqlite::OpenFlags,
+    cache_kib: u32,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+    permits: Arc<Semaphore>,
+    most: usize,
+    /// SQLite lets one writer at a time: writers of this process wait for
+    /// their turn here, asleep, rather than in SQLite's busy handler on an
+    /// async thread, which would hold up the tasks queued on that thread
+    /// (the one holding the lock among them, maybe).
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// How long a statement waits for a lock another process holds.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Prepared statements kept per connection: every query of the stores.
+const SQLITE_STATEMENTS_KEPT: usize = 256;
+
+impl SqlitePool {
+    /// A pool for `url` (`sqlite://path?mode=rwc`, `sqlite:file:name?mode=memory&cache=shared`).
+    pub(crate) fn new(url: &str, max_connections: u32, cache_kib: u32) -> Result<Self> {
+        use rusqlite::OpenFlags;
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| StoreError::Config("an SQLite URL starts with sqlite:".into()))?;
+        let (target, flags) = if rest.starts_with("file:") {
+            // A URI: SQLite reads its parameters itself.
+            (
+                rest.to_owned(),
+                OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE,
+            )
+        } else {
+            let (path, parameters) = rest.split_once('?').unwrap_or((rest, ""));
+            let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE;
+            for parameter in parameters.split('&').filter(|p| !p.is_empty()) {
+                match parameter {
+                    "mode=rwc" => flags |= OpenFlags::SQLITE_OPEN_CREATE,
+                    "mode=rw" => {}
+                    "mode=ro" => flags = OpenFlags::SQLITE_OPEN_READ_ONLY,
+                    other => {
+                        return Err(StoreError::Config(format!(
+                            "SQLite URL parameter {other} is not understood"
+                        )));
+                    }
+                }
+            }
+            (path.to_owned(), flags)
+        };
+        Ok(SqlitePool {
+            shared: Arc::new(SqliteShared {
+                target: PathBuf::from(target),
+                flags: flags | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                cache_kib,
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(max_connections.max(1) as usize)),
+                most: max_connections.max(1) as usize,
+                writer: Arc::new(tokio::sync::Mutex::new(())),
+            }),
+        })
+    }
+
+    fn open(&self) -> Result<rusqlite::Connection> {
+        let shared = &self.shared;
+        let connection = rusqlite::Connection::open_with_flags(&shared.target, shared.flags)?;
+        connection.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+        connection.set_prepared_statement_cache_capacity(SQLITE_STATEMENTS_KEPT);
+        // Each connection's page cache defaults to 2 MiB: with a pool of
+        // them, most of a service's memory. The operating system caches the
+        // file anyway. Foreign keys are checked, as sqlx did; a commit is
+        // durable when it returns (FULL, SQLite's default, said aloud).
+        connection.execute_batch(&format!(
+            "PRAGMA cache_size = -{}; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL",
+            shared.cache_kib
+        ))?;
+        Ok(connection)
+    }
+
+    /// A connection, once one of the pool's is free.
+    pub(crate) async fn acquire(&self) -> Result<SqliteConn> {
+        let permit = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.shared.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?
+        .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        let idle = self
+            .shared
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let connection = match idle {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        Ok(SqliteConn {
+            connection: Some(connection),
+            pool: self.shared.clone(),
+            _permit: permit,
+            _writing: None,
+        })
+    }
+
+    /// A connection holding this process's turn to write.
+    pub(crate) async fn acquire_writer(&self) -> Result<SqliteConn> {
+        let turn = self.shared.writer.clone().lock_owned().await;
+        let mut conn = self.acquire().await?;
+        conn._writing = Some(turn);
+        Ok(conn)
+    }
+
+    /// A connection that began a write transaction.
+    pub(crate) async fn begin_write(&self) -> Result<SqliteConn> {
+        let conn = self.acquire_writer().await?;
+        conn.get()?.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(conn)
+    }
+
+    /// Connections in use and idle.
+    pub(crate) fn connections(&self) -> (u64, u64) {
+        let idle = self
+            .shared
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len() as u64;
+        let in_use = (self.shared.most - self.shared.permits.available_permits()) as u64;
+        (in_use, idle)
+    }
+
+    /// Closes the idle connections and opens no more.
+    pub(crate) fn close(&self) {
+        self.shared.permits.close();
+        self.shared
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// A connection of an [`SqlitePool`], back to it when dropped.
+#[derive(Debug)]
+pub(crate) struct SqliteConn {
+    /// `None` only while a commit runs on the blocking pool.
+    connection: Option<rusqlite::Connection>,
+    pool: Arc<SqliteShared>,
+    _permit: OwnedSemaphorePermit,
+    /// This process's turn to write, when taken: released after the
+    /// connection is back (field order).
+    _writing: Option<OwnedMutexGuard<()>>,
+}
+
+impl SqliteConn {
+    fn get(&self) -> Result<&rusqlite::Connection> {
+        self.connection
+            .as_ref()
+            .ok_or_else(|| StoreError::Corrupt("connection lost in a commit".into()))
+    }
+
+    fn take(&mut self) -> Result<rusqlite::Connection> {
+        self.connection
+            .take()
+            .ok_or_else(|| StoreError::Corrupt("connection lost in a commit".into()))
+    }
+
+    fn put_back(&mut self, connection: rusqlite::Connection) {
+        self.connection = Some(connection);
+    }
+}
+
+impl Drop for SqliteConn {
+    fn drop(&mut self) {
+        // One left inside a transaction (its call was cancelled) is closed,
+        // which rolls the transaction back, rather than kept.
+        if let Some(connection) = self.connection.take()
+            && connection.is_autocommit()
+            && !self.pool.permits.is_closed()
+        {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(connection);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn parameters_bind_by_their_number_whatever_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/p.db?mode=rwc", dir.path().display());
+        let pool = SqlitePool::new(&url, 2, 512).unwrap();
+        let mut conn = Conn::Sqlite(pool.acquire().await.unwrap());
+        let row = query("SELECT $2 AS b, $1 AS a, $2 || $1 AS ba, $3 AS n")
+            .bind("one")
+            .bind("two")
+            .bind(None::<i64>)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(row.try_get::<String, _>("a").unwrap(), "one");
+        assert_eq!(row.try_get::<String, _>("b").unwrap(), "two");
+        assert_eq!(row.try_get::<String, _>("ba").unwrap(), "twoone");
+        assert_eq!(row.try_get::<Option<i64>, _>("n").unwrap(), None);
+        assert!(row.try_get::<i64, _>("a").is_err());
+        assert!(row.try_get::<String, _>("missing").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_connection_dropped_inside_a_transaction_rolls_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+        let pool = SqlitePool::new(&url, 2, 512).unwrap();
+        let mut conn = Conn::Sqlite(pool.acquire_writer().await.unwrap());
+        batch(&mut conn, "CREATE TABLE t (x INTEGER)")
+            .await
+            .unwrap();
+        drop(conn);
+        let mut writing = Conn::Sqlite(pool.begin_write().await.unwrap());
+        query("INSERT INTO t (x) VALUES ($1)")
+            .bind(1_i64)
+            .execute(&mut writing)
+            .await
+            .unwrap();
+        drop(writing);
+        let mut conn = Conn::Sqlite(pool.acquire().await.unwrap());
+        let n: i64 = query("SELECT COUNT(*) AS n FROM t")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        assert_eq!(n, 0);
+        let mut writing = Conn::Sqlite(pool.begin_write().await.unwrap());
+        let changed = query("INSERT INTO t (x) VALUES ($1), ($1)")
+            .bind(2_i64)
+            .execute(&mut writing)
+            .await
+            .unwrap();
+        assert_eq!(changed, 2);
+        // A large read runs on the blocking pool and gives the connection
+        // back, still inside its transaction.
+        let rows = query("SELECT x FROM t WHERE x = $1")
+            .bind(2_i64)
+            .large()
+            .fetch_all(&mut writing)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        query("INSERT INTO t (x) VALUES (3)")
+            .execute(&mut writing)
+            .await
+            .unwrap();
+        writing.commit().await.unwrap();
+        let n: i64 = query("SELECT COUNT(*) AS n FROM t")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        assert_eq!(n, 3);
+    }
+}
