@@ -143,9 +143,8 @@ mod reads {
     }
 
     /// Everything kept of a case in one statement: one snapshot on both
-    /// backends with no transaction around it, and one hop to SQLite's
-    /// connection thread (one round trip to PostgreSQL) instead of one per
-    /// part. Each part's rows fill the columns it needs; `n` and `k` order
+    /// backends with no transaction around it, and one round trip to
+    /// PostgreSQL instead of one per part. Each part's rows fill the columns it needs; `n` and `k` order
     /// them as their own reads did.
     pub(super) async fn case_parts<'e>(
         executor: impl Into<Target<'e>>,
@@ -1148,11 +1147,6 @@ impl Tx {
         Ok(&mut self.conn)
     }
 
-    /// Runs a read that is often a change's first statement.
-    async fn fetch_optional_first(&mut self, sql: String, key: &str) -> Result<Option<Row>> {
-        query(sql).bind(key).fetch_optional(self.db().await?).await
-    }
-
     /// Keeps the change since the savepoint (released with the next one set).
     pub(crate) fn keep_savepoint(&mut self) {
         self.savepoint = match self.savepoint {
@@ -1410,7 +1404,10 @@ impl Tx {
             "SELECT {CASE_COLUMNS}, {RESTRICTED} FROM cases WHERE case_id = $1{}",
             self.lock()
         );
-        let row = self.fetch_optional_first(sql, case_id).await?;
+        let row = query(sql)
+            .bind(case_id)
+            .fetch_optional(self.db().await?)
+            .await?;
         row.as_ref().map(case_and_restriction_from_row).transpose()
     }
 
@@ -1419,7 +1416,10 @@ impl Tx {
             "SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1{}",
             self.lock()
         );
-        let row = self.fetch_optional_first(sql, case_id).await?;
+        let row = query(sql)
+            .bind(case_id)
+            .fetch_optional(self.db().await?)
+            .await?;
         row.as_ref().map(case_from_row).transpose()
     }
 

@@ -112,7 +112,7 @@ pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<String> {
 }
 
 /// `($1, $2), ($3, $4)…` for a multi-row insert of `rows` rows of `columns`
-/// values: the `Any` driver's query builder writes `?`, which PostgreSQL refuses.
+/// values, numbered as both backends read them.
 pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
     (0..rows)
         .map(|r| {

@@ -21,8 +21,8 @@
 //!
 //! A change's savepoint is released in the same statement that sets the
 //! next one's (or by the commit): one round trip per change fewer. On
-//! SQLite both are sent with the change's first statement, usually the read
-//! of its case ([`Tx::db`] sets them before any other): one hop fewer again.
+//! SQLite both wait for the change's first statement ([`Tx::db`] sets them
+//! before any other): a change that fails before any costs nothing.
 //!
 //! A call cancelled midway (its client went away) cannot leave half a
 //! change behind: the next one to hold the batch rolls it back to its

@@ -358,9 +358,8 @@ impl Tx {
         else {
             return Ok(None);
         };
-        // The parts not known yet, in one statement (each is a hop to
-        // SQLite's connection thread, a round trip to PostgreSQL, on the
-        // batch's one connection).
+        // The parts not known yet, in one statement (each is a round trip
+        // to PostgreSQL on the batch's one connection).
         let wanted = Wanted {
             referral: referral.is_none(),
             authors: known.authors.is_none(),
