@@ -313,15 +313,8 @@ impl Conn {
         let Query { sql, values, large } = query;
         match self {
             Conn::Sqlite(c) if large => {
-                let connection = c.take()?;
-                let (connection, result) = tokio::task::spawn_blocking(move || {
-                    let result = sqlite_run(&connection, &sql, &values, want);
-                    (connection, result)
-                })
-                .await
-                .map_err(|e| StoreError::Corrupt(format!("read task: {e}")))?;
-                c.put_back(connection);
-                result
+                c.on_blocking_pool(move |connection| sqlite_run(connection, &sql, &values, want))
+                    .await?
             }
             Conn::Sqlite(c) => sqlite_run(c.get()?, &sql, &values, want),
             Conn::Postgres(c) => postgres_run(c, &sql, values, want).await,
@@ -333,17 +326,9 @@ impl Conn {
     /// waits for the disk (fsync): it runs on the blocking pool.
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
-            Conn::Sqlite(mut c) => {
-                let connection = c.take()?;
-                let (connection, committed) = tokio::task::spawn_blocking(move || {
-                    let committed = connection.execute_batch("COMMIT");
-                    (connection, committed)
-                })
-                .await
-                .map_err(|e| StoreError::Corrupt(format!("commit task: {e}")))?;
-                c.put_back(connection);
-                Ok(committed?)
-            }
+            Conn::Sqlite(mut c) => Ok(c
+                .on_blocking_pool(|connection| connection.execute_batch("COMMIT"))
+                .await??),
             Conn::PostgresTx(tx) => Ok(tx.commit().await?),
             Conn::Postgres(_) => Err(StoreError::Corrupt(
                 "commit on a connection holding no transaction".into(),
@@ -621,7 +606,7 @@ impl SqlitePool {
             connection: Some(connection),
             pool: self.shared.clone(),
             _permit: permit,
-            _writing: None,
+            writing: None,
         })
     }
 
@@ -629,7 +614,7 @@ impl SqlitePool {
     pub(crate) async fn acquire_writer(&self) -> Result<SqliteConn> {
         let turn = self.shared.writer.clone().lock_owned().await;
         let mut conn = self.acquire().await?;
-        conn._writing = Some(turn);
+        conn.writing = Some(turn);
         Ok(conn)
     }
 
@@ -672,24 +657,38 @@ pub(crate) struct SqliteConn {
     _permit: OwnedSemaphorePermit,
     /// This process's turn to write, when taken: released after the
     /// connection is back (field order).
-    _writing: Option<OwnedMutexGuard<()>>,
+    writing: Option<OwnedMutexGuard<()>>,
 }
 
 impl SqliteConn {
     fn get(&self) -> Result<&rusqlite::Connection> {
         self.connection
             .as_ref()
-            .ok_or_else(|| StoreError::Corrupt("connection lost in a commit".into()))
+            .ok_or_else(|| StoreError::Corrupt("connection lost to a cancelled call".into()))
     }
 
-    fn take(&mut self) -> Result<rusqlite::Connection> {
-        self.connection
+    /// Runs `work` on the connection on the blocking pool. The turn to
+    /// write goes along: should the caller stop waiting (cancelled), the
+    /// turn is released only once the work is done and the connection
+    /// closed, never while it may still hold SQLite's write lock.
+    async fn on_blocking_pool<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&rusqlite::Connection) -> T + Send + 'static,
+    ) -> Result<T> {
+        let connection = self
+            .connection
             .take()
-            .ok_or_else(|| StoreError::Corrupt("connection lost in a commit".into()))
-    }
-
-    fn put_back(&mut self, connection: rusqlite::Connection) {
+            .ok_or_else(|| StoreError::Corrupt("connection lost to a cancelled call".into()))?;
+        let writing = self.writing.take();
+        let (connection, writing, done) = tokio::task::spawn_blocking(move || {
+            let done = work(&connection);
+            (connection, writing, done)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("blocking task: {e}")))?;
         self.connection = Some(connection);
+        self.writing = writing;
+        Ok(done)
     }
 }
 
@@ -788,5 +787,30 @@ mod tests {
             .try_get("n")
             .unwrap();
         assert_eq!(n, 3);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_large_read_keeps_the_turn_to_write_until_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/c.db?mode=rwc", dir.path().display());
+        let pool = SqlitePool::new(&url, 4, 512).unwrap();
+        let mut writing = Conn::Sqlite(pool.begin_write().await.unwrap());
+        let long = query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)
+             SELECT COUNT(*) AS n FROM n",
+        )
+        .large()
+        .fetch_one(&mut writing);
+        // Its caller stops waiting while the read runs on the blocking pool.
+        let cancelled = tokio::time::timeout(Duration::from_millis(20), long).await;
+        assert!(cancelled.is_err(), "the read outlasts 20 ms");
+        drop(writing);
+        let too_soon = tokio::time::timeout(Duration::from_millis(50), pool.acquire_writer()).await;
+        assert!(too_soon.is_err(), "the turn is held until the read ends");
+        let mut next = Conn::Sqlite(pool.begin_write().await.unwrap());
+        batch(&mut next, "CREATE TABLE after_it (x INTEGER)")
+            .await
+            .unwrap();
+        next.commit().await.unwrap();
     }
 }
