@@ -752,13 +752,7 @@ mod tests {
             .unwrap();
         drop(writing);
         let mut conn = Conn::Sqlite(pool.acquire().await.unwrap());
-        let n: i64 = query("SELECT COUNT(*) AS n FROM t")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap()
-            .try_get("n")
-            .unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(rows_in_t(&mut conn).await, 0);
         let mut writing = Conn::Sqlite(pool.begin_write().await.unwrap());
         let changed = query("INSERT INTO t (x) VALUES ($1), ($1)")
             .bind(2_i64)
@@ -780,13 +774,16 @@ mod tests {
             .await
             .unwrap();
         writing.commit().await.unwrap();
-        let n: i64 = query("SELECT COUNT(*) AS n FROM t")
-            .fetch_one(&mut conn)
+        assert_eq!(rows_in_t(&mut conn).await, 3);
+    }
+
+    async fn rows_in_t(conn: &mut Conn) -> i64 {
+        query("SELECT COUNT(*) AS n FROM t")
+            .fetch_one(conn)
             .await
             .unwrap()
             .try_get("n")
-            .unwrap();
-        assert_eq!(n, 3);
+            .unwrap()
     }
 
     #[tokio::test]
