@@ -163,7 +163,7 @@ impl Database {
         let pools = match backend {
             Backend::Sqlite => {
                 // Create the file on first start; a fresh machine needs nothing else.
-                let url = if url.contains("mode=") || url.contains(":memory:") {
+                let url = if url.contains("mode=") {
                     url.to_owned()
                 } else {
                     format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })

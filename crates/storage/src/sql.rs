@@ -529,6 +529,12 @@ impl SqlitePool {
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
             .ok_or_else(|| StoreError::Config("an SQLite URL starts with sqlite:".into()))?;
+        if rest.starts_with(":memory:") {
+            // Each connection would open a database of its own.
+            return Err(StoreError::Config(
+                "an in-memory SQLite database is shared by name: sqlite:file:NAME?mode=memory&cache=shared".into(),
+            ));
+        }
         let (target, flags) = if rest.starts_with("file:") {
             // A URI: SQLite reads its parameters itself.
             (
@@ -809,5 +815,25 @@ mod tests {
             .await
             .unwrap();
         next.commit().await.unwrap();
+    }
+
+    #[test]
+    fn sqlite_urls_name_a_file_or_a_shared_memory_database() {
+        let pool = |url: &str| SqlitePool::new(url, 1, 512).map(|p| p.shared.target.clone());
+        assert_eq!(
+            pool("sqlite://.passerelle/emploi.db?mode=rwc").unwrap(),
+            PathBuf::from(".passerelle/emploi.db")
+        );
+        assert_eq!(
+            pool("sqlite:///var/lib/p.db").unwrap(),
+            PathBuf::from("/var/lib/p.db")
+        );
+        assert_eq!(
+            pool("sqlite:file:m?mode=memory&cache=shared").unwrap(),
+            PathBuf::from("file:m?mode=memory&cache=shared")
+        );
+        assert!(pool("sqlite::memory:").is_err());
+        assert!(pool("sqlite://p.db?journal=off").is_err());
+        assert!(pool("postgres://x/y").is_err());
     }
 }
