@@ -46,7 +46,7 @@ impl Tx {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let tx = self.db().await?;
+        let tx = self.db();
         for s in structures {
             let body = json(s)?;
             query(
@@ -105,11 +105,11 @@ impl Tx {
     pub async fn delete_service(&mut self, id: &str, by: &str, at: DateTime<Utc>) -> Result<bool> {
         let gone = query("DELETE FROM directory_services WHERE id = $1")
             .bind(id)
-            .execute(self.db().await?)
+            .execute(self.db())
             .await?
             > 0;
         if gone {
-            history(self.db().await?, "services", id, "delete", None, by, at).await?;
+            history(self.db(), "services", id, "delete", None, by, at).await?;
         }
         Ok(gone)
     }
@@ -118,7 +118,7 @@ impl Tx {
     pub async fn stored_service(&mut self, id: &str) -> Result<Option<Service>> {
         let row = query("SELECT body FROM directory_services WHERE id = $1")
             .bind(id)
-            .fetch_optional(self.db().await?)
+            .fetch_optional(self.db())
             .await?;
         row.map(|r| from_json(&r.try_get::<String, _>("body")?))
             .transpose()
@@ -137,13 +137,13 @@ impl Tx {
         .bind(&c.email)
         .bind(&c.updated_by)
         .bind(to_micros(c.updated_at))
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         let body = json(&serde_json::json!({
             "name": c.name, "phone": c.phone, "email": c.email
         }))?;
         history(
-            self.db().await?,
+            self.db(),
             "contact_points",
             &c.office_code,
             "upsert",

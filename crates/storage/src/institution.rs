@@ -144,8 +144,8 @@ mod reads {
 
     /// Everything kept of a case in one statement: one snapshot on both
     /// backends with no transaction around it, and one round trip to
-    /// PostgreSQL instead of one per part. Each part's rows fill the columns it needs; `n` and `k` order
-    /// them as their own reads did.
+    /// PostgreSQL instead of one per part. Each part's rows fill the
+    /// columns it needs; `n` and `k` order them as their own reads did.
     pub(super) async fn case_parts<'e>(
         executor: impl Into<Target<'e>>,
         case_id: &str,
@@ -775,7 +775,7 @@ impl InstitutionStore {
                 ids.join(", ")
             ))
             .bind(to_micros(at))
-            .execute(tx.db().await?)
+            .execute(tx.db())
             .await?;
             Ok::<_, StoreError>(())
         };
@@ -901,8 +901,7 @@ pub struct ExclusiveStarts {
 /// One unit of work.
 #[derive(Debug)]
 pub struct Tx {
-    /// Reached through [`Tx::db`], which first sets a savepoint waiting
-    /// for its change's first statement.
+    /// Reached through [`Tx::db`].
     conn: Conn,
     pub(crate) own: Institution,
     backend: Backend,
@@ -932,11 +931,6 @@ pub struct Tx {
 pub(crate) enum Savepoint {
     /// None is set.
     None,
-    /// Asked for on SQLite, not set yet: set by the change's first
-    /// statement ([`Tx::db`]), so a change that fails before any costs
-    /// nothing. `after_kept`: they release the previous change's savepoint
-    /// first.
-    Waiting { after_kept: bool },
     /// Set before the change now running.
     Set,
     /// Set before a change that succeeded: released together with the
@@ -1092,101 +1086,61 @@ impl Tx {
     }
 
     /// Marks where the next change of a batch starts, releasing the
-    /// previous change's savepoint in the same round trip. On SQLite the
-    /// statements wait for the change's first one ([`Tx::db`]); PostgreSQL
-    /// cannot send them with another statement's parameters: sent now.
+    /// previous change's savepoint in the same round trip.
     pub(crate) async fn savepoint(&mut self) -> Result<()> {
-        let after_kept = match self.savepoint {
-            Savepoint::None => false,
-            Savepoint::Kept => true,
-            Savepoint::Set | Savepoint::Unknown | Savepoint::Waiting { .. } => {
-                return Err(StoreError::Corrupt(format!(
-                    "a savepoint was set while the batch's was {:?}",
-                    self.savepoint
-                )));
+        let statements = match (self.savepoint, self.backend) {
+            (Savepoint::Kept, _) => {
+                "RELEASE SAVEPOINT passerelle_change; SAVEPOINT passerelle_change"
             }
-        };
-        self.savepoint = Savepoint::Waiting { after_kept };
-        self.at_savepoint = Queued {
-            audits: self.audits.len(),
-            answers: self.answers.len(),
-            erased: self.erased.len(),
-        };
-        if self.is_postgres() {
-            self.db().await?;
-        }
-        Ok(())
-    }
-
-    /// The statements of a savepoint waiting to be set, if one is.
-    fn waiting_savepoint(&self) -> Option<&'static str> {
-        let Savepoint::Waiting { after_kept } = self.savepoint else {
-            return None;
-        };
-        Some(match (after_kept, self.backend) {
-            (true, _) => "RELEASE SAVEPOINT passerelle_change; SAVEPOINT passerelle_change",
             // A batch holds the row locks of every change it ran until it
             // commits: a change of it waiting on another transaction (another
             // replica's batch) for long is likely one half of a deadlock,
             // which PostgreSQL would break only after a second, again and
             // again as the batches go on. It waits a batch's commit at most
             // instead, then fails alone as busy (retried by its caller).
-            (false, Backend::Postgres) => {
+            (Savepoint::None, Backend::Postgres) => {
                 "SET LOCAL lock_timeout = '100ms'; SAVEPOINT passerelle_change"
             }
-            (false, Backend::Sqlite) => "SAVEPOINT passerelle_change",
-        })
+            (Savepoint::None, Backend::Sqlite) => "SAVEPOINT passerelle_change",
+            (Savepoint::Set | Savepoint::Unknown, _) => {
+                return Err(StoreError::Corrupt(format!(
+                    "a savepoint was set while the batch's was {:?}",
+                    self.savepoint
+                )));
+            }
+        };
+        self.savepoints(statements, Savepoint::Set).await?;
+        self.at_savepoint = Queued {
+            audits: self.audits.len(),
+            answers: self.answers.len(),
+            erased: self.erased.len(),
+        };
+        Ok(())
     }
 
-    /// The transaction's connection, once a savepoint waiting for the
-    /// change's first statement is set.
-    pub(crate) async fn db(&mut self) -> Result<&mut Conn> {
-        if let Some(statements) = self.waiting_savepoint() {
-            self.savepoints(statements, Savepoint::Set).await?;
-        }
-        Ok(&mut self.conn)
+    /// The transaction's connection.
+    pub(crate) fn db(&mut self) -> &mut Conn {
+        &mut self.conn
     }
 
     /// Keeps the change since the savepoint (released with the next one set).
     pub(crate) fn keep_savepoint(&mut self) {
-        self.savepoint = match self.savepoint {
-            // The change ran no statement: the savepoint never was.
-            Savepoint::Waiting { after_kept: true } => Savepoint::Kept,
-            Savepoint::Waiting { after_kept: false } => Savepoint::None,
-            other => {
-                debug_assert_eq!(other, Savepoint::Set);
-                Savepoint::Kept
-            }
-        };
+        debug_assert_eq!(self.savepoint, Savepoint::Set);
+        self.savepoint = Savepoint::Kept;
     }
 
     /// Undoes the change since the savepoint, and lets the savepoint go.
     pub(crate) async fn rollback_to_savepoint(&mut self) -> Result<()> {
-        // Records appended since go with the rest of the change.
-        let undo_queued = |tx: &mut Self| {
-            tx.audits.truncate(tx.at_savepoint.audits);
-            tx.answers.truncate(tx.at_savepoint.answers);
-            tx.erased.truncate(tx.at_savepoint.erased);
-        };
-        match self.savepoint {
-            Savepoint::Set => {}
-            // The change ran no statement: only what it queued is undone.
-            Savepoint::Waiting { after_kept } => {
-                undo_queued(self);
-                self.savepoint = if after_kept {
-                    Savepoint::Kept
-                } else {
-                    Savepoint::None
-                };
-                return Ok(());
-            }
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "a change was rolled back while the batch's savepoint was {other:?}"
-                )));
-            }
+        if self.savepoint != Savepoint::Set {
+            return Err(StoreError::Corrupt(format!(
+                "a change was rolled back while the batch's savepoint was {:?}",
+                self.savepoint
+            )));
         }
-        undo_queued(self);
+        // Records appended since go with the rest of the change.
+        self.audits.truncate(self.at_savepoint.audits);
+        self.answers.truncate(self.at_savepoint.answers);
+        self.erased.truncate(self.at_savepoint.erased);
         self.savepoints(
             "ROLLBACK TO SAVEPOINT passerelle_change; RELEASE SAVEPOINT passerelle_change",
             Savepoint::None,
@@ -1235,7 +1189,7 @@ impl Tx {
             self.lock()
         ))
         .bind(consent_id)
-        .fetch_optional(self.db().await?)
+        .fetch_optional(self.db())
         .await?;
         row.as_ref().map(consent_from_row).transpose()
     }
@@ -1243,7 +1197,7 @@ impl Tx {
     pub async fn consents_for_case(&mut self, case_id: &str) -> Result<Vec<Consent>> {
         let rows = query("SELECT * FROM consents WHERE case_id = $1 ORDER BY state_changed_at")
             .bind(case_id)
-            .fetch_all(self.db().await?)
+            .fetch_all(self.db())
             .await?;
         rows.iter().map(consent_from_row).collect()
     }
@@ -1272,7 +1226,7 @@ impl Tx {
         .bind(c.state.code())
         .bind(to_micros(c.state_changed_at))
         .bind(c.holder.code())
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -1289,7 +1243,7 @@ impl Tx {
         .bind(to_micros(r.referred_at))
         .bind(origin.code())
         .bind(json(r)?)
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(done == 1)
     }
@@ -1304,7 +1258,7 @@ impl Tx {
             "SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) AS next FROM orientations WHERE case_id = $1",
         )
         .bind(o.case_id.as_str())
-        .fetch_one(self.db().await?)
+        .fetch_one(self.db())
         .await?
         .try_get("next")?;
         let done = query(
@@ -1316,14 +1270,14 @@ impl Tx {
         .bind(origin.code())
         .bind(to_micros(o.decided_at))
         .bind(json(o)?)
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(done == 1)
     }
 
     /// The case's orientations, oldest first.
     pub async fn orientations(&mut self, case_id: &str) -> Result<Vec<Orientation>> {
-        orientations_of(self.db().await?, case_id).await
+        orientations_of(self.db(), case_id).await
     }
 
     /// Whether the partner holds the case: its referral came from the
@@ -1337,7 +1291,7 @@ impl Tx {
         )
         .bind(case_id)
         .bind(Origin::Partner.code())
-        .fetch_optional(self.db().await?)
+        .fetch_optional(self.db())
         .await?
         .is_some())
     }
@@ -1345,7 +1299,7 @@ impl Tx {
     pub async fn referral_exists(&mut self, case_id: &str) -> Result<bool> {
         Ok(query("SELECT 1 AS one FROM referrals WHERE case_id = $1")
             .bind(case_id)
-            .fetch_optional(self.db().await?)
+            .fetch_optional(self.db())
             .await?
             .is_some())
     }
@@ -1367,13 +1321,13 @@ impl Tx {
         })
         .bind(to_micros(d.recorded_at))
         .bind(json(d)?)
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(())
     }
 
     pub async fn diagnoses(&mut self, case_id: &str) -> Result<Vec<DiagnosisHalf>> {
-        reads::diagnoses(self.db().await?, case_id).await
+        reads::diagnoses(self.db(), case_id).await
     }
 
     pub async fn insert_note(
@@ -1390,7 +1344,7 @@ impl Tx {
             .bind(topic)
             .bind(note)
             .bind(to_micros(at))
-            .execute(self.db().await?)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -1404,10 +1358,7 @@ impl Tx {
             "SELECT {CASE_COLUMNS}, {RESTRICTED} FROM cases WHERE case_id = $1{}",
             self.lock()
         );
-        let row = query(sql)
-            .bind(case_id)
-            .fetch_optional(self.db().await?)
-            .await?;
+        let row = query(sql).bind(case_id).fetch_optional(self.db()).await?;
         row.as_ref().map(case_and_restriction_from_row).transpose()
     }
 
@@ -1416,10 +1367,7 @@ impl Tx {
             "SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1{}",
             self.lock()
         );
-        let row = query(sql)
-            .bind(case_id)
-            .fetch_optional(self.db().await?)
-            .await?;
+        let row = query(sql).bind(case_id).fetch_optional(self.db()).await?;
         row.as_ref().map(case_from_row).transpose()
     }
 
@@ -1483,7 +1431,7 @@ impl Tx {
         .bind(json(&c.entry_evidence)?)
         .bind(c.participant.as_ref().map(json).transpose()?)
         .bind(i64::from(c.qualification_gained))
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -1502,7 +1450,7 @@ impl Tx {
         )
         .bind(counsellor)
         .bind(to_micros(now))
-        .fetch_one(self.db().await?)
+        .fetch_one(self.db())
         .await?
         .try_get("n")?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
@@ -1516,7 +1464,7 @@ impl Tx {
             self.lock()
         ))
         .bind(counsellor)
-        .fetch_optional(self.db().await?)
+        .fetch_optional(self.db())
         .await?;
         row.as_ref().map(case_from_row).transpose()
     }
@@ -1528,7 +1476,7 @@ impl Tx {
             self.lock()
         ))
         .bind(counsellor)
-        .fetch_optional(self.db().await?)
+        .fetch_optional(self.db())
         .await?;
         row.map(|r| {
             Ok(CounsellorEntry {
@@ -1560,7 +1508,7 @@ impl Tx {
         .bind(&entry.office_code)
         .bind(by)
         .bind(to_micros(at))
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -1570,7 +1518,7 @@ impl Tx {
         let row = query("SELECT quota FROM office_quotas WHERE office_code = $1 AND year = $2")
             .bind(office_code)
             .bind(i64::from(year))
-            .fetch_optional(self.db().await?)
+            .fetch_optional(self.db())
             .await?;
         row.map(|r| {
             u32::try_from(r.try_get::<i64, _>("quota")?)
@@ -1598,7 +1546,7 @@ impl Tx {
         .bind(i64::from(quota))
         .bind(by)
         .bind(to_micros(at))
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -1617,7 +1565,7 @@ impl Tx {
         .bind(office_code)
         .bind(to_micros(from))
         .bind(to_micros(to))
-        .fetch_one(self.db().await?)
+        .fetch_one(self.db())
         .await?;
         let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(ExclusiveStarts {
@@ -1655,7 +1603,7 @@ impl Tx {
         .bind(origin.code())
         .bind(json(body)?)
         .bind(to_micros(updated_at))
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -1678,7 +1626,7 @@ impl Tx {
         .bind(json(message)?)
         .bind(to_micros(at))
         .bind(passerelle_telemetry::propagation::current_as_text())
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         self.enqueued += 1;
         Ok(())

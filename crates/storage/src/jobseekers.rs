@@ -58,7 +58,7 @@ impl Tx {
             .bind(i64::from(j.rsa_beneficiary))
             .bind(file)
             .bind(to_micros(at))
-            .execute(self.db().await?)
+            .execute(self.db())
             .await?;
         }
         Ok(())
@@ -74,7 +74,7 @@ impl Tx {
     ) -> Result<Option<u64>> {
         let exists = query("SELECT 1 AS one FROM rsa_lists WHERE month = $1")
             .bind(month)
-            .fetch_optional(self.db().await?)
+            .fetch_optional(self.db())
             .await?
             .is_some();
         if exists {
@@ -88,7 +88,7 @@ impl Tx {
              FROM jobseekers WHERE rsa_beneficiary = 1",
         )
         .bind(month)
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?
         ;
         query(
@@ -98,7 +98,7 @@ impl Tx {
         .bind(rows as i64)
         .bind(by)
         .bind(to_micros(at))
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(Some(rows))
     }
@@ -122,7 +122,7 @@ impl Tx {
             .bind(scope.code())
             .bind(by)
             .bind(to_micros(at))
-            .execute(self.db().await?)
+            .execute(self.db())
             .await?;
         } else {
             query(
@@ -134,7 +134,7 @@ impl Tx {
             .bind(scope.code())
             .bind(by)
             .bind(to_micros(at))
-            .execute(self.db().await?)
+            .execute(self.db())
             .await?;
         }
         query(
@@ -145,7 +145,7 @@ impl Tx {
         .bind(scope.code())
         .bind(i64::from(!revoke))
         .bind(to_micros(at))
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -167,7 +167,7 @@ impl Tx {
         .bind(i64::from(habilitate))
         .bind(by)
         .bind(to_micros(at))
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(())
     }

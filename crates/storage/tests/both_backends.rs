@@ -956,8 +956,8 @@ async fn a_failed_change_between_kept_ones_undoes_only_itself_on_every_backend()
             .expect("case");
         tx.update_statistics().await.expect("counts");
         tx.commit().await.expect("commit");
-        // A change reading its case first (on SQLite the savepoint goes
-        // with that read), then writing; or failing before any statement.
+        // A change reading its case first, then writing; or failing before
+        // any statement.
         let spawn_write = |key: &'static str, writes: bool, fails: bool| {
             let store = store.clone();
             tokio::spawn(async move {

@@ -77,11 +77,11 @@ impl Tx {
         self.update_statistics().await?;
         let case = self.case(case_id).await?;
         let counts: BTreeMap<_, _> = summed(self.counts_of(case_id).await?);
-        add_counts_to(self.db().await?, CountTable::Erased, &counts).await?;
+        add_counts_to(self.db(), CountTable::Erased, &counts).await?;
         for table in CASE_TABLES {
             query(format!("DELETE FROM {table} WHERE case_id = $1"))
                 .bind(case_id)
-                .execute(self.db().await?)
+                .execute(self.db())
                 .await?;
         }
         // Stored answers of idempotent calls name the case they were about.
@@ -90,10 +90,7 @@ impl Tx {
         } else {
             "DELETE FROM idempotency WHERE instr(response, CAST($1 AS BLOB)) > 0"
         };
-        query(answers)
-            .bind(case_id)
-            .execute(self.db().await?)
-            .await?;
+        query(answers).bind(case_id).execute(self.db()).await?;
         // And those of this transaction, stored only when it commits.
         self.forget_answers_naming(case_id);
         if !keep_consents {
@@ -101,7 +98,7 @@ impl Tx {
         }
         query("DELETE FROM cases WHERE case_id = $1")
             .bind(case_id)
-            .execute(self.db().await?)
+            .execute(self.db())
             .await?;
         let Some(case) = case else {
             return Ok(false);
@@ -116,7 +113,7 @@ impl Tx {
         .bind(to_micros(at))
         .bind(reason.code())
         .bind(i64::from(keep_consents))
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(true)
     }
@@ -125,11 +122,11 @@ impl Tx {
     pub async fn erase_consents(&mut self, case_id: &str) -> Result<()> {
         query("DELETE FROM consents WHERE case_id = $1")
             .bind(case_id)
-            .execute(self.db().await?)
+            .execute(self.db())
             .await?;
         query("UPDATE erased_cases SET consents_kept = 0 WHERE case_id = $1")
             .bind(case_id)
-            .execute(self.db().await?)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -141,7 +138,7 @@ impl Tx {
             self.lock()
         ))
         .bind(case_id)
-        .fetch_optional(self.db().await?)
+        .fetch_optional(self.db())
         .await?;
         row.map(|r| from_json(&r.try_get::<String, _>("body")?))
             .transpose()
@@ -153,7 +150,7 @@ impl Tx {
         query("UPDATE referrals SET body = $1 WHERE case_id = $2")
             .bind(json(referral)?)
             .bind(referral.case_id.as_str())
-            .execute(self.db().await?)
+            .execute(self.db())
             .await?;
         self.referral_rewritten(referral);
         Ok(())
@@ -167,7 +164,7 @@ impl Tx {
             "SELECT entry_json FROM audit_log WHERE case_id = $1 AND decision = 'allowed' ORDER BY seq",
         )
         .bind(case_id)
-        .fetch_all(self.db().await?)
+        .fetch_all(self.db())
         .await?;
         let mut fields = BTreeSet::new();
         for row in &rows {
@@ -198,7 +195,7 @@ impl Tx {
         )
         .bind(case_id)
         .bind(to_micros(since))
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(done == 1)
     }
@@ -207,7 +204,7 @@ impl Tx {
     pub async fn lift_restriction(&mut self, case_id: &str) -> Result<bool> {
         let done = query("DELETE FROM restrictions WHERE case_id = $1")
             .bind(case_id)
-            .execute(self.db().await?)
+            .execute(self.db())
             .await?;
         Ok(done == 1)
     }
@@ -226,7 +223,7 @@ impl Tx {
         .bind(case_id)
         .bind(purpose.code())
         .bind(to_micros(at))
-        .execute(self.db().await?)
+        .execute(self.db())
         .await?;
         Ok(done == 1)
     }
@@ -236,7 +233,7 @@ impl Tx {
         Ok(
             query("SELECT 1 AS one FROM erased_cases WHERE case_id = $1")
                 .bind(case_id)
-                .fetch_optional(self.db().await?)
+                .fetch_optional(self.db())
                 .await?
                 .is_some(),
         )

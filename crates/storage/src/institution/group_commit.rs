@@ -20,9 +20,7 @@
 //! chain across replicas) is held only for that statement and the commit.
 //!
 //! A change's savepoint is released in the same statement that sets the
-//! next one's (or by the commit): one round trip per change fewer. On
-//! SQLite both wait for the change's first statement ([`Tx::db`] sets them
-//! before any other): a change that fails before any costs nothing.
+//! next one's (or by the commit): one round trip per change fewer.
 //!
 //! A call cancelled midway (its client went away) cannot leave half a
 //! change behind: the next one to hold the batch rolls it back to its
@@ -148,7 +146,7 @@ impl Batch {
         if std::mem::take(&mut self.abandoned) {
             self.tx.touched.clear();
             match self.tx.savepoint_state() {
-                Savepoint::Set | Savepoint::Waiting { .. } => {
+                Savepoint::Set => {
                     if let Err(e) = self.tx.rollback_to_savepoint().await {
                         self.broken = Some(e.to_string());
                     }

@@ -353,7 +353,7 @@ impl Tx {
             self.lock()
         ))
         .bind(case_id)
-        .fetch_optional(self.db().await?)
+        .fetch_optional(self.db())
         .await?
         else {
             return Ok(None);
@@ -369,7 +369,7 @@ impl Tx {
         if wanted.any() {
             for part in query(wanted.sql())
                 .bind(case_id)
-                .fetch_all(self.db().await?)
+                .fetch_all(self.db())
                 .await?
             {
                 let (a, b) = (
@@ -415,7 +415,7 @@ impl Tx {
                 *change.entry(k).or_insert(0) += n;
             }
         }
-        add_counts(self.db().await?, &change).await
+        add_counts(self.db(), &change).await
     }
 }
 
@@ -563,12 +563,10 @@ impl InstitutionStore {
 
     async fn rebuild_in(&self, tx: &mut Tx) -> Result<()> {
         let counts = self.recount().await?;
-        query("DELETE FROM statistics")
-            .execute(tx.db().await?)
-            .await?;
-        add_counts(tx.db().await?, &counts).await?;
+        query("DELETE FROM statistics").execute(tx.db()).await?;
+        add_counts(tx.db(), &counts).await?;
         query("UPDATE statistics_state SET built = 1 WHERE id = 1")
-            .execute(tx.db().await?)
+            .execute(tx.db())
             .await?;
         Ok(())
     }
@@ -581,7 +579,7 @@ impl InstitutionStore {
             "SELECT built FROM statistics_state WHERE id = 1{}",
             tx.lock()
         ))
-        .fetch_one(tx.db().await?)
+        .fetch_one(tx.db())
         .await?
         .try_get("built")?;
         if built == 0 {
