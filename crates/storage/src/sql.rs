@@ -283,21 +283,15 @@ impl Query {
 
 /// Statements of no value run one after the other (savepoints, settings).
 pub(crate) async fn batch(conn: &mut Conn, statements: &str) -> Result<()> {
-    match conn {
-        Conn::Sqlite(c) => Ok(c.get()?.execute_batch(statements)?),
-        Conn::Postgres(c) => {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statements.to_owned()))
-                .execute(&mut **c)
-                .await?;
-            Ok(())
-        }
-        Conn::PostgresTx(tx) => {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statements.to_owned()))
-                .execute(&mut **tx)
-                .await?;
-            Ok(())
-        }
-    }
+    let postgres: &mut sqlx::PgConnection = match conn {
+        Conn::Sqlite(c) => return Ok(c.get()?.execute_batch(statements)?),
+        Conn::Postgres(c) => c,
+        Conn::PostgresTx(tx) => tx,
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statements.to_owned()))
+        .execute(postgres)
+        .await?;
+    Ok(())
 }
 
 /// A connection of either backend, alone or holding a transaction.
@@ -438,28 +432,28 @@ async fn postgres_run(
     let statement = sqlx::query_with(sqlx::AssertSqlSafe(sql.to_owned()), arguments);
     match want {
         Want::None => Ok((statement.execute(conn).await?.rows_affected(), Vec::new())),
-        Want::One => {
-            let row = statement.fetch_optional(conn).await?;
-            Ok((0, row.iter().map(postgres_row).collect::<Result<_>>()?))
-        }
-        Want::All => {
-            let rows = statement.fetch_all(conn).await?;
-            let columns = rows.first().map(postgres_columns);
+        Want::One | Want::All => {
+            let rows = if want == Want::One {
+                statement.fetch_optional(conn).await?.into_iter().collect()
+            } else {
+                statement.fetch_all(conn).await?
+            };
+            // The rows of one statement share their columns' names.
+            let Some(first) = rows.first() else {
+                return Ok((0, Vec::new()));
+            };
+            let columns: Arc<[Box<str>]> = first
+                .columns()
+                .iter()
+                .map(|c| Box::from(c.name()))
+                .collect();
             let rows = rows
                 .iter()
-                .map(|r| postgres_values(r, columns.clone().unwrap_or_else(|| postgres_columns(r))))
+                .map(|r| postgres_values(r, columns.clone()))
                 .collect::<Result<_>>()?;
             Ok((0, rows))
         }
     }
-}
-
-fn postgres_columns(row: &PgRow) -> Arc<[Box<str>]> {
-    row.columns().iter().map(|c| Box::from(c.name())).collect()
-}
-
-fn postgres_row(row: &PgRow) -> Result<Row> {
-    postgres_values(row, postgres_columns(row))
 }
 
 /// A row's values, by the types PostgreSQL says they have.
