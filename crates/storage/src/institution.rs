@@ -918,7 +918,12 @@ pub struct Tx {
     /// Cases erased by the transaction, each with how many answers were
     /// queued before its erasure: those naming it are not stored.
     erased: Vec<(String, usize)>,
-    /// How long those three lists were when the current savepoint was set.
+    /// What the transaction's changes add to the committee's counts, added
+    /// to the stored ones in one statement just before the commit: the
+    /// shared count rows are written once per batch instead of once per
+    /// change, and on PostgreSQL locked only for the commit (as the chain is).
+    pub(crate) counts: Vec<(passerelle_domain::statistics::CubeKey, i64)>,
+    /// How long those four lists were when the current savepoint was set.
     at_savepoint: Queued,
     /// Where the batch's one savepoint stands.
     savepoint: Savepoint,
@@ -947,6 +952,7 @@ struct Queued {
     audits: usize,
     answers: usize,
     erased: usize,
+    counts: usize,
 }
 
 /// An answer to an idempotent request, stored at the commit.
@@ -1036,6 +1042,7 @@ impl Tx {
             audits: Vec::new(),
             answers: Vec::new(),
             erased: Vec::new(),
+            counts: Vec::new(),
             at_savepoint: Queued::default(),
             savepoint: Savepoint::None,
             enqueued: 0,
@@ -1059,6 +1066,14 @@ impl Tx {
         }
         let answers = answers_to_store(&self.answers, &self.erased);
         store_answers(&mut self.conn, &answers).await?;
+        // The counts before the chain: every replica's batch takes the
+        // count rows (in key order) then the chain's lock, never the reverse.
+        if self.backend == Backend::Postgres && !self.counts.is_empty() {
+            // Only transactions committing hold them, briefly: wait for
+            // them whatever a batch's changes may wait.
+            crate::sql::batch(&mut self.conn, "SET LOCAL lock_timeout = 0").await?;
+        }
+        statistics::add_counts_up(&mut self.conn, &self.counts).await?;
         let entries: Vec<&AuditEntry> = self.audits.iter().collect();
         let records = crate::audit::append_all_in(&mut self.conn, self.backend, &entries).await?;
         self.conn.commit().await?;
@@ -1114,6 +1129,7 @@ impl Tx {
             audits: self.audits.len(),
             answers: self.answers.len(),
             erased: self.erased.len(),
+            counts: self.counts.len(),
         };
         Ok(())
     }
@@ -1141,6 +1157,7 @@ impl Tx {
         self.audits.truncate(self.at_savepoint.audits);
         self.answers.truncate(self.at_savepoint.answers);
         self.erased.truncate(self.at_savepoint.erased);
+        self.counts.truncate(self.at_savepoint.counts);
         self.savepoints(
             "ROLLBACK TO SAVEPOINT passerelle_change; RELEASE SAVEPOINT passerelle_change",
             Savepoint::None,

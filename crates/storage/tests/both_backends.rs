@@ -1016,6 +1016,142 @@ async fn a_failed_change_between_kept_ones_undoes_only_itself_on_every_backend()
     }
 }
 
+/// A person oriented into the social parcours by the Département: counted
+/// in figures (month, office) that every such person shares.
+fn oriented_to_social(case_id: &str) -> orientation::Orientation {
+    use passerelle_domain::orientation::{OrganismeReferent, Orientation, Parcours};
+    Orientation {
+        case_id: case_id.into(),
+        office_code: "AD-REDON-VALLONS".into(),
+        parcours: Parcours::Social,
+        criteria: vec![],
+        referent: OrganismeReferent::Departement,
+        rsa_beneficiary: true,
+        decided_by_institution: Institution::Social,
+        decided_by: "sw-1".into(),
+        decided_at: t0(),
+    }
+}
+
+/// A change that orients `case_id`'s person, and counts it.
+async fn orient(
+    tx: &mut passerelle_storage::institution::Tx,
+    case_id: &str,
+) -> Result<(), passerelle_storage::StoreError> {
+    tx.append_orientation(&oriented_to_social(case_id), Origin::Local)
+        .await?;
+    tx.update_statistics().await
+}
+
+/// A change that orients `case_id`'s person and then holds its batch open
+/// until the returned sender is used (or dropped); answers once counted.
+async fn hold_batch_orienting(
+    store: &InstitutionStore,
+    case_id: &'static str,
+) -> (
+    tokio::task::JoinHandle<Result<(), passerelle_storage::StoreError>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let store = store.clone();
+    let holder = tokio::spawn(async move {
+        store
+            .write(async |tx| {
+                orient(tx, case_id).await?;
+                started.send(()).expect("test waits");
+                let _ = held.await;
+                Ok(())
+            })
+            .await
+    });
+    running.await.expect("the holding change started");
+    (holder, release)
+}
+
+/// The kept counts as (measure, breakdown, value), checked against a recount.
+async fn counted(store: &InstitutionStore, url: &str) -> Vec<(String, String, i64)> {
+    let kept: std::collections::BTreeMap<_, _> = store
+        .statistics()
+        .await
+        .expect("counts")
+        .into_iter()
+        .collect();
+    assert_eq!(kept, store.recount().await.expect("recount"), "{url}");
+    kept.into_iter()
+        .map(|(k, n)| (k.measure, k.key, n))
+        .collect()
+}
+
+fn social_orientations(n: i64) -> Vec<(String, String, i64)> {
+    vec![("orientations".into(), "social".into(), n)]
+}
+
+/// A change's difference to the committee's counts is written with its
+/// batch's commit: the differences of a change that fails, or whose caller
+/// went away, go with the rest of it, and the kept counts equal a recount.
+#[tokio::test]
+async fn counts_commit_with_their_batch_and_leave_with_failed_changes_on_every_backend() {
+    for (url, _dir) in urls("batchcounts").await {
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
+        let spawn_orient = |case_id: &'static str, fails: bool| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(async |tx| {
+                        orient(tx, case_id).await?;
+                        if fails {
+                            return Err(passerelle_storage::StoreError::Conflict("refused".into()));
+                        }
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        // Counted, then held open until aborted: its caller went away.
+        let (abandoned, release) = hold_batch_orienting(&store, "k-abandoned").await;
+        let failed = spawn_orient("k-failed", true);
+        until_waiting(&store, 1).await;
+        let kept = spawn_orient("k-kept", false);
+        until_waiting(&store, 2).await;
+        abandoned.abort();
+        assert!(abandoned.await.expect_err("aborted").is_cancelled());
+        drop(release);
+        assert!(failed.await.expect("joins").is_err(), "{url}");
+        kept.await.expect("joins").expect("kept change");
+        assert_eq!(store.group_commit_counts().batches, 1, "{url}: one batch");
+        assert_eq!(
+            counted(&store, &url).await,
+            social_orientations(1),
+            "{url}: the kept change's only"
+        );
+    }
+}
+
+/// The count rows are shared by every case of a month and office: a
+/// running batch does not hold them (it writes its counts as it commits),
+/// so another replica's change to the same counts commits meanwhile instead
+/// of waiting for it and giving up as busy.
+#[tokio::test]
+async fn a_running_batch_does_not_hold_the_counts_on_postgres() {
+    let Some((running, other_replica)) = two_replicas_on_postgres("count-lock").await else {
+        return;
+    };
+    let (holder, release) = hold_batch_orienting(&running, "k-held").await;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        other_replica.write(async |tx| orient(tx, "k-other-replica").await),
+    )
+    .await
+    .expect("the other replica's change ended")
+    .expect("committed while the batch runs");
+    release.send(()).expect("holder waits");
+    holder.await.expect("joined").expect("the batch committed");
+    assert_eq!(counted(&running, "postgres").await, social_orientations(2));
+}
+
 /// A record written on its own (a replay, a read, a refusal) survives its
 /// caller going away while it waits for the batch: it is durable once the
 /// batch commits, though nobody waits for it any more.

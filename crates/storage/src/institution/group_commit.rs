@@ -19,6 +19,12 @@
 //! just before the commit, so on PostgreSQL the chain's lock (one linear
 //! chain across replicas) is held only for that statement and the commit.
 //!
+//! The committee's counts likewise: the batch's changes add up their
+//! differences, written in one statement just before the chain's. The count
+//! rows every case of a month and office shares are locked only for the
+//! commit: another replica's changes to them are not held up (and given up
+//! as busy) for as long as a batch runs.
+//!
 //! A change's savepoint is released in the same statement that sets the
 //! next one's (or by the commit): one round trip per change fewer.
 //!

@@ -226,6 +226,15 @@ async fn add_counts(conn: &mut Conn, counts: &BTreeMap<CubeKey, i64>) -> Result<
     add_counts_to(conn, CountTable::Statistics, counts).await
 }
 
+/// Adds a transaction's changes to the counts, summed by key first.
+pub(crate) async fn add_counts_up(conn: &mut Conn, changes: &[(CubeKey, i64)]) -> Result<()> {
+    let mut summed: BTreeMap<CubeKey, i64> = BTreeMap::new();
+    for (k, n) in changes {
+        *summed.entry(k.clone()).or_insert(0) += n;
+    }
+    add_counts(conn, &summed).await
+}
+
 pub(crate) async fn add_counts_to(
     conn: &mut Conn,
     table: CountTable,
@@ -403,19 +412,21 @@ impl Tx {
 
     /// Replaces the noted counts of every case this transaction changed by
     /// its new ones: the committee's counts and the cases never disagree.
-    /// A write transaction runs it last, before [`Tx::commit`].
+    /// A write transaction runs it last, before [`Tx::commit`], which
+    /// writes the difference (with the rest of its batch's).
     pub async fn update_statistics(&mut self) -> Result<()> {
         let touched = std::mem::take(&mut self.touched);
-        let mut change: BTreeMap<CubeKey, i64> = BTreeMap::new();
         for (case_id, before) in touched {
             let (after, _) = self
                 .counts_now(&case_id, before.referral, before.kept)
                 .await?;
-            for (k, n) in difference(&before.counts, &after) {
-                *change.entry(k).or_insert(0) += n;
-            }
+            self.counts.extend(
+                difference(&before.counts, &after)
+                    .into_iter()
+                    .filter(|(_, n)| *n != 0),
+            );
         }
-        add_counts(self.db(), &change).await
+        Ok(())
     }
 }
 
