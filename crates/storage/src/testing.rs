@@ -71,3 +71,23 @@ pub async fn text_rows(db: &super::Database, sql: &str) -> super::Result<Vec<Vec
         .map(|row| (0..row.width()).map(|i| row.try_get(i)).collect())
         .collect()
 }
+
+/// The committee's counts kept by `store`, once checked equal to a recount
+/// of its cases (what every change must keep true).
+pub async fn counts_equal_to_a_recount(
+    store: &crate::InstitutionStore,
+    label: &str,
+) -> std::collections::BTreeMap<passerelle_domain::statistics::CubeKey, i64> {
+    let kept: std::collections::BTreeMap<_, _> = store
+        .statistics()
+        .await
+        .expect("counts")
+        .into_iter()
+        .collect();
+    assert_eq!(
+        kept,
+        store.recount().await.expect("recount"),
+        "{label}: the kept counts differ from a recount"
+    );
+    kept
+}

@@ -770,6 +770,14 @@ async fn hold_batch(
     hold_batch_recording(store, key, None).await
 }
 
+/// What a held change writes before it holds its batch open.
+enum Held {
+    /// A key's answer, and the record of the crossing that asked for it.
+    Answer(&'static str, Option<AuditEntry>),
+    /// A person's orientation, counted.
+    Orientation(&'static str),
+}
+
 /// [`hold_batch`], the change also recording `entry` in the audit chain.
 async fn hold_batch_recording(
     store: &InstitutionStore,
@@ -779,19 +787,36 @@ async fn hold_batch_recording(
     tokio::task::JoinHandle<Result<(), passerelle_storage::StoreError>>,
     tokio::sync::oneshot::Sender<()>,
 ) {
-    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    hold_batch_writing(store, Held::Answer(key, entry)).await
+}
+
+/// A change that writes `held` and then holds its batch open until the
+/// returned sender is used (or dropped); answers once it has written.
+async fn hold_batch_writing(
+    store: &InstitutionStore,
+    held: Held,
+) -> (
+    tokio::task::JoinHandle<Result<(), passerelle_storage::StoreError>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (release, until_released) = tokio::sync::oneshot::channel::<()>();
     let (started, running) = tokio::sync::oneshot::channel::<()>();
     let store = store.clone();
     let holder = tokio::spawn(async move {
         store
             .write(async |tx| {
-                store_answer(tx, key).await?;
-                if let Some(entry) = &entry {
-                    tx.append_audit(entry);
+                match &held {
+                    Held::Answer(key, entry) => {
+                        store_answer(tx, key).await?;
+                        if let Some(entry) = entry {
+                            tx.append_audit(entry);
+                        }
+                    }
+                    Held::Orientation(case_id) => orient(tx, case_id).await?,
                 }
                 started.send(()).expect("test waits");
                 // Released, or dropped by a test that aborts the holder.
-                let _ = held.await;
+                let _ = until_released.await;
                 Ok(())
             })
             .await
@@ -1043,42 +1068,11 @@ async fn orient(
     tx.update_statistics().await
 }
 
-/// A change that orients `case_id`'s person and then holds its batch open
-/// until the returned sender is used (or dropped); answers once counted.
-async fn hold_batch_orienting(
-    store: &InstitutionStore,
-    case_id: &'static str,
-) -> (
-    tokio::task::JoinHandle<Result<(), passerelle_storage::StoreError>>,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let (release, held) = tokio::sync::oneshot::channel::<()>();
-    let (started, running) = tokio::sync::oneshot::channel::<()>();
-    let store = store.clone();
-    let holder = tokio::spawn(async move {
-        store
-            .write(async |tx| {
-                orient(tx, case_id).await?;
-                started.send(()).expect("test waits");
-                let _ = held.await;
-                Ok(())
-            })
-            .await
-    });
-    running.await.expect("the holding change started");
-    (holder, release)
-}
-
 /// The kept counts as (measure, breakdown, value), checked against a recount.
 async fn counted(store: &InstitutionStore, url: &str) -> Vec<(String, String, i64)> {
-    let kept: std::collections::BTreeMap<_, _> = store
-        .statistics()
+    passerelle_storage::testing::counts_equal_to_a_recount(store, url)
         .await
-        .expect("counts")
         .into_iter()
-        .collect();
-    assert_eq!(kept, store.recount().await.expect("recount"), "{url}");
-    kept.into_iter()
         .map(|(k, n)| (k.measure, k.key, n))
         .collect()
 }
@@ -1111,7 +1105,8 @@ async fn counts_commit_with_their_batch_and_leave_with_failed_changes_on_every_b
             })
         };
         // Counted, then held open until aborted: its caller went away.
-        let (abandoned, release) = hold_batch_orienting(&store, "k-abandoned").await;
+        let (abandoned, release) =
+            hold_batch_writing(&store, Held::Orientation("k-abandoned")).await;
         let failed = spawn_orient("k-failed", true);
         until_waiting(&store, 1).await;
         let kept = spawn_orient("k-kept", false);
@@ -1139,7 +1134,7 @@ async fn a_running_batch_does_not_hold_the_counts_on_postgres() {
     let Some((running, other_replica)) = two_replicas_on_postgres("count-lock").await else {
         return;
     };
-    let (holder, release) = hold_batch_orienting(&running, "k-held").await;
+    let (holder, release) = hold_batch_writing(&running, Held::Orientation("k-held")).await;
     tokio::time::timeout(
         std::time::Duration::from_secs(20),
         other_replica.write(async |tx| orient(tx, "k-other-replica").await),
