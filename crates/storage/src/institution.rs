@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use passerelle_boundary::audit::{AuditEntry, AuditRecord};
 use passerelle_domain::orientation::Orientation;
 use passerelle_domain::plan::{Plan, PlanKind, PlanSummary};
+use passerelle_domain::statistics::CubeKey;
 use passerelle_domain::{
     Case, CaseState, Consent, ConsentState, DataCategory, DiagnosisHalf, Evidence, EvidenceKind,
     ExitReason, Institution, Network, Outbound, Pair, Purpose, Referent, Referral, ReferralState,
@@ -922,7 +923,7 @@ pub struct Tx {
     /// to the stored ones in one statement just before the commit: the
     /// shared count rows are written once per batch instead of once per
     /// change, and on PostgreSQL locked only for the commit (as the chain is).
-    pub(crate) counts: Vec<(passerelle_domain::statistics::CubeKey, i64)>,
+    counts: Vec<(CubeKey, i64)>,
     /// How long those four lists were when the current savepoint was set.
     at_savepoint: Queued,
     /// Where the batch's one savepoint stands.

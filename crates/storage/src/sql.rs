@@ -713,11 +713,17 @@ impl Drop for SqliteConn {
 mod tests {
     use super::*;
 
+    /// A pool of `connections` on a database file of its own, kept while
+    /// the directory lives.
+    fn file_pool(connections: u32) -> (tempfile::TempDir, SqlitePool) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/test.db?mode=rwc", dir.path().display());
+        (dir, SqlitePool::new(&url, connections, 512).unwrap())
+    }
+
     #[tokio::test]
     async fn parameters_bind_by_their_number_whatever_their_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/p.db?mode=rwc", dir.path().display());
-        let pool = SqlitePool::new(&url, 2, 512).unwrap();
+        let (_dir, pool) = file_pool(2);
         let mut conn = Conn::Sqlite(pool.acquire().await.unwrap());
         let row = query("SELECT $2 AS b, $1 AS a, $2 || $1 AS ba, $3 AS n")
             .bind("one")
@@ -736,9 +742,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_dropped_inside_a_transaction_rolls_it_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
-        let pool = SqlitePool::new(&url, 2, 512).unwrap();
+        let (_dir, pool) = file_pool(2);
         let mut conn = Conn::Sqlite(pool.acquire_writer().await.unwrap());
         batch(&mut conn, "CREATE TABLE t (x INTEGER)")
             .await
@@ -788,9 +792,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_large_read_keeps_the_turn_to_write_until_it_is_done() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/c.db?mode=rwc", dir.path().display());
-        let pool = SqlitePool::new(&url, 4, 512).unwrap();
+        let (_dir, pool) = file_pool(4);
         let mut writing = Conn::Sqlite(pool.begin_write().await.unwrap());
         let long = query(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)
