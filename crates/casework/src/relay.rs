@@ -63,6 +63,9 @@ enum Failure {
     Permanent(String),
 }
 
+/// How often the relay publishes the outbox's depth and the batches' totals.
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 pub struct Relay {
     pub casework: Casework,
@@ -97,9 +100,15 @@ impl Relay {
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(self.config.initial_backoff_ms);
+        let mut gauges_due = tokio::time::Instant::now();
         loop {
             let pass = self.pass().await;
-            self.record_gauges().await;
+            // Gauges are read once a second at most: a busy relay passes
+            // hundreds of times a second.
+            if tokio::time::Instant::now() >= gauges_due {
+                self.record_gauges().await;
+                gauges_due = tokio::time::Instant::now() + GAUGES_EVERY;
+            }
             // After a failure the backoff runs its course: a local commit
             // does not wake the relay early, or an outage would be hammered
             // once per commit.

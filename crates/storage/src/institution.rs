@@ -816,15 +816,7 @@ impl InstitutionStore {
     }
 
     pub async fn outbox_depth(&self) -> Result<OutboxDepth> {
-        let row = query(
-            "SELECT
-               COUNT(CASE WHEN delivered_at IS NULL AND abandoned_at IS NULL THEN 1 END) AS pending,
-               COUNT(abandoned_at) AS abandoned,
-               MIN(CASE WHEN delivered_at IS NULL AND abandoned_at IS NULL THEN created_at END) AS oldest
-             FROM outbox",
-        )
-        .fetch_one(&self.db)
-        .await?;
+        let row = query(OUTBOX_DEPTH).fetch_one(&self.db).await?;
         Ok(OutboxDepth {
             pending: row.try_get("pending")?,
             abandoned: row.try_get("abandoned")?,
@@ -832,6 +824,23 @@ impl InstitutionStore {
         })
     }
 }
+
+/// Whether the partner holds a case (`$1`; `$2` the partner's origin code).
+/// Through the outbox's index by case: delivered messages stay, so the
+/// outbox grows with every change told to the partner.
+pub(crate) const PARTNER_KNOWS_CASE: &str =
+    "SELECT 1 AS one FROM referrals WHERE case_id = $1 AND origin = $2
+     UNION ALL SELECT 1 AS one FROM outbox
+       WHERE case_id = $1 AND kind <> 'consent' AND abandoned_at IS NULL";
+
+/// The relay's gauges. Each part reads through its partial index: what is
+/// pending or given up, never the delivered messages that make up the rest.
+pub(crate) const OUTBOX_DEPTH: &str = "SELECT
+       (SELECT COUNT(*) FROM outbox
+         WHERE delivered_at IS NULL AND abandoned_at IS NULL) AS pending,
+       (SELECT COUNT(*) FROM outbox WHERE abandoned_at IS NOT NULL) AS abandoned,
+       (SELECT MIN(created_at) FROM outbox
+         WHERE delivered_at IS NULL AND abandoned_at IS NULL) AS oldest";
 
 const STORED_RESPONSE: &str =
     "SELECT request_sha256, response FROM idempotency WHERE method = $1 AND idempotency_key = $2";
@@ -1302,16 +1311,12 @@ impl Tx {
     /// partner, or a message about the case (not a mere consent copy) was
     /// queued for the partner, which a later message follows in order.
     pub async fn partner_knows_case(&mut self, case_id: &str) -> Result<bool> {
-        Ok(query(
-            "SELECT 1 AS one FROM referrals WHERE case_id = $1 AND origin = $2
-             UNION ALL SELECT 1 AS one FROM outbox
-               WHERE case_id = $1 AND kind <> 'consent' AND abandoned_at IS NULL",
-        )
-        .bind(case_id)
-        .bind(Origin::Partner.code())
-        .fetch_optional(self.db())
-        .await?
-        .is_some())
+        Ok(query(PARTNER_KNOWS_CASE)
+            .bind(case_id)
+            .bind(Origin::Partner.code())
+            .fetch_optional(self.db())
+            .await?
+            .is_some())
     }
 
     pub async fn referral_exists(&mut self, case_id: &str) -> Result<bool> {

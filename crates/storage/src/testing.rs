@@ -91,3 +91,47 @@ pub async fn counts_equal_to_a_recount(
     );
     kept
 }
+
+/// The plans each backend chooses for the questions asked of the outbox on
+/// every relay pass or change, one line per step. On PostgreSQL sequential
+/// scans are discouraged first, so a missing index shows at any table size.
+pub async fn outbox_lookup_plans(
+    store: &crate::InstitutionStore,
+) -> super::Result<Vec<(&'static str, Vec<String>)>> {
+    use crate::institution::{OUTBOX_DEPTH, PARTNER_KNOWS_CASE};
+    let lookups: [(&'static str, &str, &[&str]); 2] = [
+        (
+            "partner_knows_case",
+            PARTNER_KNOWS_CASE,
+            &["case-1", "partner"],
+        ),
+        ("outbox_depth", OUTBOX_DEPTH, &[]),
+    ];
+    let mut plans = Vec::new();
+    for (name, sql, values) in lookups {
+        let mut tx = store.begin().await?;
+        let postgres = tx.is_postgres();
+        if postgres {
+            crate::sql::query("SET LOCAL enable_seqscan = off")
+                .execute(tx.db())
+                .await?;
+        }
+        let explain = if postgres {
+            "EXPLAIN"
+        } else {
+            "EXPLAIN QUERY PLAN"
+        };
+        let mut statement = crate::sql::query(format!("{explain} {sql}"));
+        for value in values {
+            statement = statement.bind(*value);
+        }
+        let rows = statement.fetch_all(tx.db()).await?;
+        let column = if postgres { "QUERY PLAN" } else { "detail" };
+        let lines = rows
+            .iter()
+            .map(|row| row.try_get(column))
+            .collect::<super::Result<Vec<String>>>()?;
+        plans.push((name, lines));
+    }
+    Ok(plans)
+}

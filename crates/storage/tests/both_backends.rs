@@ -1363,3 +1363,35 @@ async fn a_partners_summary_never_replaces_an_own_plan_on_every_backend() {
         );
     }
 }
+
+/// Delivered messages stay in the outbox, so it grows with every change told
+/// to the partner: the questions asked of it on every change or relay pass
+/// read through indexes, never the whole table (at 100,000 people a scan took
+/// most of a service's time).
+#[tokio::test]
+async fn the_outbox_is_never_read_whole_on_every_backend() {
+    for (url, _dir) in urls("outbox_lookups").await {
+        let store = InstitutionStore::connect(&url, 2, Institution::Social)
+            .await
+            .expect("connect");
+        let plans = passerelle_storage::testing::outbox_lookup_plans(&store)
+            .await
+            .expect("plans");
+        assert_eq!(plans.len(), 2);
+        for (lookup, plan) in plans {
+            let whole = plan.iter().find(|step| {
+                step.contains("Seq Scan on outbox")
+                    || step.trim() == "SCAN outbox"
+                    || step.trim().starts_with("SCAN outbox ") && !step.contains("USING")
+            });
+            assert!(
+                whole.is_none(),
+                "{url}: {lookup} reads the whole outbox: {plan:#?}"
+            );
+            assert!(
+                plan.iter().any(|step| step.contains("outbox")),
+                "{url}: {lookup}'s plan names no outbox step: {plan:#?}"
+            );
+        }
+    }
+}
