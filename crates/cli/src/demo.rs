@@ -1136,6 +1136,10 @@ pub async fn run(
     let mut running = futures_util::stream::FuturesUnordered::new();
     // The feeder's own place keeps each arrival day until its people start.
     let feeder = timeline.join(1);
+    // Where the bar is not drawn (a file, a CI log), a plain line now and
+    // then says the run is alive and how far it is.
+    let started = std::time::Instant::now();
+    let next_line = std::cell::Cell::new(started + PROGRESS_LINE_EVERY);
     let finished = |done: anyhow::Result<Tally>, tally: &mut Tally| -> anyhow::Result<()> {
         tally.add(done?);
         progress.set_message(format!(
@@ -1145,6 +1149,14 @@ pub async fn run(
             tally.rpc_calls
         ));
         progress.inc(1);
+        if progress.is_hidden() && std::time::Instant::now() >= next_line.get() {
+            next_line.set(next_line.get() + PROGRESS_LINE_EVERY);
+            let (done, today) = (progress.position(), timeline.today());
+            eprintln!(
+                "{}",
+                progress_line(done, people, today, tally, started.elapsed())
+            );
+        }
         Ok(())
     };
     loop {
@@ -1179,6 +1191,19 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(300)).await;
     tally.retried_calls = to_emploi.retries();
     Ok(tally)
+}
+
+/// How often a run whose bar is hidden prints where it is.
+const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(10);
+
+fn progress_line(done: u64, people: u64, today: i64, tally: &Tally, elapsed: Duration) -> String {
+    format!(
+        "replay: {done}/{people} personnes · jour {today} · {} entrées, {} appels gRPC · {:.0} personnes/s · {:.0} s",
+        tally.entered,
+        tally.rpc_calls,
+        done as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+        elapsed.as_secs_f64(),
+    )
 }
 
 pub async fn dashboard(stack: &Stack) -> anyhow::Result<v1::GetDashboardResponse> {
@@ -1480,5 +1505,19 @@ mod tests {
             assert_eq!(x, b.between(3, 12));
             assert!((3..=12).contains(&x));
         }
+    }
+
+    #[test]
+    fn a_hidden_bar_s_line_says_how_far_and_how_fast() {
+        let tally = Tally {
+            entered: 12,
+            rpc_calls: 3_456,
+            ..Tally::default()
+        };
+        let line = progress_line(400, 10_000, 37, &tally, Duration::from_secs(20));
+        assert_eq!(
+            line,
+            "replay: 400/10000 personnes · jour 37 · 12 entrées, 3456 appels gRPC · 20 personnes/s · 20 s"
+        );
     }
 }
