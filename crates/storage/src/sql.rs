@@ -341,17 +341,50 @@ impl Conn {
     }
 }
 
+/// Statements with more values than this get SQLite's `?N` parameters.
+const BOUND_BY_NAME_UP_TO: usize = 16;
+
+/// `sql` with each `$N` outside quotes written `?N`: the same parameter
+/// for SQLite, at position N whatever the order of appearance.
+fn numbered_for_sqlite(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quote = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(open), _) if c == open => quote = None,
+            (None, '$') if chars.peek().is_some_and(char::is_ascii_digit) => {
+                out.push('?');
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn sqlite_run(
     conn: &rusqlite::Connection,
     sql: &str,
     values: &[Value],
     want: Want,
 ) -> Result<(u64, Vec<Row>)> {
-    let mut statement = conn.prepare_cached(sql)?;
     // Parameters are written `$1`, `$2`… as PostgreSQL wants them; SQLite
     // numbers them in order of first appearance, so each is bound by name.
+    // A name costs SQLite a walk of the statement's names, when parsed and
+    // when bound: a statement of many rows' values (a batch's records) is
+    // given SQLite's own `?N` instead, whose number is its position.
+    let numbered = values.len() > BOUND_BY_NAME_UP_TO;
+    let mut statement = if numbered {
+        conn.prepare_cached(&numbered_for_sqlite(sql))?
+    } else {
+        conn.prepare_cached(sql)?
+    };
     for index in 1..=statement.parameter_count() {
         let position = match statement.parameter_name(index) {
+            _ if numbered => index,
             Some(name) => name[1..]
                 .parse::<usize>()
                 .map_err(|_| StoreError::Corrupt(format!("parameter {name} is not numbered")))?,
@@ -738,6 +771,41 @@ mod tests {
         assert_eq!(row.try_get::<Option<i64>, _>("n").unwrap(), None);
         assert!(row.try_get::<i64, _>("a").is_err());
         assert!(row.try_get::<String, _>("missing").is_err());
+    }
+
+    #[tokio::test]
+    async fn many_parameters_bind_by_their_number_whatever_their_order() {
+        let (_dir, pool) = file_pool(2);
+        let mut conn = Conn::Sqlite(pool.acquire().await.unwrap());
+        // More values than are bound by name, the last first and one twice,
+        // with a `$` in a literal that is no parameter.
+        let many = BOUND_BY_NAME_UP_TO as i64 + 4;
+        let columns: Vec<String> = (1..=many).rev().map(|n| format!("${n} AS c{n}")).collect();
+        let sql = format!(
+            "SELECT {}, $1 + $2 AS sum, '$1' AS text",
+            columns.join(", ")
+        );
+        let mut statement = query(sql);
+        for n in 1..=many {
+            statement = statement.bind(n * 10);
+        }
+        let row = statement.fetch_one(&mut conn).await.unwrap();
+        for n in 1..=many {
+            assert_eq!(
+                row.try_get::<i64, _>(format!("c{n}").as_str()).unwrap(),
+                n * 10
+            );
+        }
+        assert_eq!(row.try_get::<i64, _>("sum").unwrap(), 30);
+        assert_eq!(row.try_get::<String, _>("text").unwrap(), "$1");
+    }
+
+    #[test]
+    fn numbered_parameters_leave_quoted_text_alone() {
+        assert_eq!(
+            numbered_for_sqlite(r#"SELECT $12, '$1 ''$2''', "$3", $ , $x, $3"#),
+            r#"SELECT ?12, '$1 ''$2''', "$3", $ , $x, ?3"#
+        );
     }
 
     #[tokio::test]
