@@ -1,7 +1,7 @@
 //! Three services wired together on one machine: development keys, one
 //! configuration per service, each with its own database.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -315,6 +315,50 @@ pub struct Stack {
     /// The ports taken at start, until each service's first start uses its own.
     reserved: [std::sync::Mutex<Option<TcpListener>>; 3],
     signer: Signer,
+    /// Agents' tokens, kept as a client keeps its access token (signing one
+    /// per call cost the replay's driver a twentieth of its time).
+    tokens: KeptTokens,
+}
+
+/// Whose token, for which audience: institution, role, agent, audience.
+type TokenFor = (Institution, Role, String, Institution);
+
+/// Tokens handed out, each signed again once `kept_for` has gone.
+#[derive(Debug)]
+struct KeptTokens {
+    kept_for: std::time::Duration,
+    tokens: std::sync::Mutex<HashMap<TokenFor, (String, std::time::Instant)>>,
+}
+
+impl KeptTokens {
+    fn new(kept_for: std::time::Duration) -> Self {
+        KeptTokens {
+            kept_for,
+            tokens: Default::default(),
+        }
+    }
+
+    /// The token kept for `key` if signed less than `kept_for` before `now`,
+    /// else a new one from `sign`, kept from `now`.
+    fn get_or_sign(
+        &self,
+        key: TokenFor,
+        now: std::time::Instant,
+        sign: impl FnOnce() -> anyhow::Result<String>,
+    ) -> anyhow::Result<String> {
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((token, signed_at)) = tokens.get(&key)
+            && now.saturating_duration_since(*signed_at) < self.kept_for
+        {
+            return Ok(token.clone());
+        }
+        let token = sign()?;
+        tokens.insert(key, (token.clone(), now));
+        Ok(token)
+    }
 }
 
 /// One service, in this process or in its own.
@@ -384,6 +428,8 @@ impl Stack {
             clock,
             handles: Default::default(),
             reserved,
+            // Half a token's life: a kept one never nears its expiry.
+            tokens: KeptTokens::new(std::time::Duration::from_secs(DEV_TOKEN_TTL_SECONDS / 2)),
         };
         for institution in INSTITUTIONS {
             stack.restart(institution).await?;
@@ -576,7 +622,6 @@ impl Stack {
             .with_context(|| format!("cannot start {} serve {code}", executable.display()))
     }
 
-    /// A development token for an agent.
     /// A development token for an agent of an approved association, which
     /// acts under the Département's delegation.
     pub fn association_token(&self, agent: &str, association: &str) -> anyhow::Result<String> {
@@ -590,6 +635,9 @@ impl Stack {
         )?)
     }
 
+    /// A development token for an agent: the one handed out before while
+    /// it has more than half its life ahead (tokens live on the wall clock,
+    /// not the simulated one).
     pub fn token(
         &self,
         institution: Institution,
@@ -597,13 +645,16 @@ impl Stack {
         agent: &str,
         audience: Institution,
     ) -> anyhow::Result<String> {
-        Ok(self.signer.sign(
-            agent,
-            institution,
-            role,
-            &audience_of(audience),
-            DEV_TOKEN_TTL_SECONDS,
-        )?)
+        let key = (institution, role, agent.to_owned(), audience);
+        self.tokens.get_or_sign(key, std::time::Instant::now(), || {
+            Ok(self.signer.sign(
+                agent,
+                institution,
+                role,
+                &audience_of(audience),
+                DEV_TOKEN_TTL_SECONDS,
+            )?)
+        })
     }
 
     /// A development token for a coordinator (or any agent) of `office`.
@@ -629,5 +680,52 @@ impl Stack {
             self.stop(institution).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_kept_for_its_key_until_its_time_is_up() {
+        let kept = KeptTokens::new(std::time::Duration::from_secs(60));
+        let t0 = std::time::Instant::now();
+        let key = |agent: &str| {
+            (
+                Institution::Social,
+                Role::SocialWorker,
+                agent.to_owned(),
+                Institution::Social,
+            )
+        };
+        let signed = std::cell::Cell::new(0);
+        let sign = || {
+            signed.set(signed.get() + 1);
+            Ok(format!("token-{}", signed.get()))
+        };
+        let first = kept.get_or_sign(key("sw-1"), t0, sign).expect("signed");
+        let again = std::time::Duration::from_secs(59);
+        assert_eq!(
+            kept.get_or_sign(key("sw-1"), t0 + again, sign)
+                .expect("kept"),
+            first
+        );
+        assert_eq!(signed.get(), 1, "a kept token is not signed again");
+        assert_eq!(
+            kept.get_or_sign(key("sw-2"), t0, sign).expect("signed"),
+            "token-2"
+        );
+        let later = std::time::Duration::from_secs(60);
+        assert_eq!(
+            kept.get_or_sign(key("sw-1"), t0 + later, sign)
+                .expect("renewed"),
+            "token-3"
+        );
+        assert_eq!(
+            kept.get_or_sign(key("sw-1"), t0 + later, sign)
+                .expect("kept"),
+            "token-3"
+        );
     }
 }
