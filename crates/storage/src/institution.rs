@@ -2,7 +2,7 @@
 //! go through [`Tx`], so a change, its outbox message and its idempotency
 //! record commit together or not at all.
 
-mod erasure;
+pub(crate) mod erasure;
 pub(crate) mod group_commit;
 mod keys_in_flight;
 mod statistics;

@@ -92,23 +92,30 @@ pub async fn counts_equal_to_a_recount(
     kept
 }
 
-/// The plans each backend chooses for the questions asked of the outbox on
-/// every relay pass or change, one line per step. On PostgreSQL sequential
-/// scans are discouraged first, so a missing index shows at any table size.
-pub async fn outbox_lookup_plans(
+/// The plans each backend chooses for lookups into tables that only grow
+/// (the outbox; orientations, until the retention purge), asked on every
+/// change, relay pass or housekeeping pass: one line per step. On
+/// PostgreSQL sequential scans are discouraged first, so a missing index
+/// shows at any table size.
+pub async fn growing_table_lookup_plans(
     store: &crate::InstitutionStore,
 ) -> super::Result<Vec<(&'static str, Vec<String>)>> {
+    use crate::institution::erasure::PURGE_UNREFERRED_ORIENTATIONS;
     use crate::institution::{OUTBOX_DEPTH, PARTNER_KNOWS_CASE};
-    let lookups: [(&'static str, &str, &[&str]); 2] = [
+    type Binds = fn(crate::sql::Query) -> crate::sql::Query;
+    let lookups: [(&'static str, &str, Binds); 3] = [
+        ("partner_knows_case", PARTNER_KNOWS_CASE, |q| {
+            q.bind("case-1").bind("partner")
+        }),
+        ("outbox_depth", OUTBOX_DEPTH, |q| q),
         (
-            "partner_knows_case",
-            PARTNER_KNOWS_CASE,
-            &["case-1", "partner"],
+            "purge_unreferred_orientations",
+            PURGE_UNREFERRED_ORIENTATIONS,
+            |q| q.bind(0_i64),
         ),
-        ("outbox_depth", OUTBOX_DEPTH, &[]),
     ];
     let mut plans = Vec::new();
-    for (name, sql, values) in lookups {
+    for (name, sql, binds) in lookups {
         let mut tx = store.begin().await?;
         let postgres = tx.is_postgres();
         if postgres {
@@ -121,11 +128,9 @@ pub async fn outbox_lookup_plans(
         } else {
             "EXPLAIN QUERY PLAN"
         };
-        let mut statement = crate::sql::query(format!("{explain} {sql}"));
-        for value in values {
-            statement = statement.bind(*value);
-        }
-        let rows = statement.fetch_all(tx.db()).await?;
+        let rows = binds(crate::sql::query(format!("{explain} {sql}")))
+            .fetch_all(tx.db())
+            .await?;
         let column = if postgres { "QUERY PLAN" } else { "detail" };
         let lines = rows
             .iter()

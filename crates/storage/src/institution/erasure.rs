@@ -19,6 +19,16 @@ use super::statistics::{CountTable, add_counts_to};
 use super::{CASE_COLUMNS, InstitutionStore, Tx, case_from_row};
 use crate::{Result, from_json, from_micros, json, to_micros};
 
+/// People oriented and never referred whose last orientation is on or
+/// before `$1`: only those with an orientation that old are looked at
+/// (`orientations_by_date`).
+pub(crate) const PURGE_UNREFERRED_ORIENTATIONS: &str =
+    "SELECT case_id, MAX(decided_at) AS last FROM orientations
+     WHERE case_id IN (SELECT case_id FROM orientations WHERE decided_at <= $1)
+       AND case_id NOT IN (SELECT case_id FROM cases)
+       AND case_id NOT IN (SELECT case_id FROM restrictions)
+     GROUP BY case_id HAVING MAX(decided_at) <= $1 ORDER BY case_id";
+
 /// Why a case's personal data were erased.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErasureReason {
@@ -319,16 +329,11 @@ impl InstitutionStore {
         }
         // People oriented into a parcours and never referred: their
         // orientations go once the last one is as old as a case's data.
-        let unreferred = query(
-            "SELECT case_id, MAX(decided_at) AS last FROM orientations
-             WHERE case_id NOT IN (SELECT case_id FROM cases)
-               AND case_id NOT IN (SELECT case_id FROM restrictions)
-             GROUP BY case_id HAVING MAX(decided_at) <= $1 ORDER BY case_id",
-        )
-        .bind(to_micros(cutoff))
-        .large()
-        .fetch_all(self.database())
-        .await?;
+        let unreferred = query(PURGE_UNREFERRED_ORIENTATIONS)
+            .bind(to_micros(cutoff))
+            .large()
+            .fetch_all(self.database())
+            .await?;
         for row in &unreferred {
             let last = from_micros(row.try_get("last")?)?;
             if due(data_months, last) {
