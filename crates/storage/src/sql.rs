@@ -383,12 +383,16 @@ fn sqlite_run(
         conn.prepare_cached(sql)?
     };
     for index in 1..=statement.parameter_count() {
-        let position = match statement.parameter_name(index) {
-            _ if numbered => index,
-            Some(name) => name[1..]
-                .parse::<usize>()
-                .map_err(|_| StoreError::Corrupt(format!("parameter {name} is not numbered")))?,
-            None => index,
+        // A `?N` statement is not asked its names: that walks them too.
+        let position = if numbered {
+            index
+        } else {
+            match statement.parameter_name(index) {
+                Some(name) => name[1..].parse::<usize>().map_err(|_| {
+                    StoreError::Corrupt(format!("parameter {name} is not numbered"))
+                })?,
+                None => index,
+            }
         };
         let value = values
             .get(position - 1)
