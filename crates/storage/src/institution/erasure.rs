@@ -293,11 +293,9 @@ impl InstitutionStore {
                 .checked_add_months(chrono::Months::new(months))
                 .is_some_and(|until| until <= now)
         };
-        let cutoff = now
-            .checked_sub_months(chrono::Months::new(data_months))
-            .unwrap_or(now);
-        // The earliest date a case can have ended on narrows the scan; the
-        // case's own rule decides.
+        // The latest date a case can have ended on and be due narrows the
+        // scan; the case's own rule decides.
+        let cutoff = latest_due_end(now, data_months);
         let rows = query(format!(
             "SELECT {CASE_COLUMNS} FROM cases WHERE state IN ('exited', 'not_entered')
                AND COALESCE(exited_at, referral_decided_at, diagnosed_at, referred_at) <= $1
@@ -369,5 +367,80 @@ impl InstitutionStore {
             }
         }
         Ok(out)
+    }
+}
+
+/// The latest end a record can have and be `months` past it at `now`: the
+/// scans' bound, inclusive. Not simply `now - months`: adding months clamps
+/// to the month's last day (31 January + 1 month = 28 February), so records
+/// that ended up to three days after `now - months` can already be due
+/// (on 28 February, those of 29, 30 and 31 January). A bound a few days
+/// wide costs a few rows read; the exact rule is applied to each.
+fn latest_due_end(now: DateTime<Utc>, months: u32) -> DateTime<Utc> {
+    now.checked_sub_months(chrono::Months::new(months))
+        .map_or(now, |back| back + chrono::Duration::days(3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::latest_due_end;
+    use chrono::{DateTime, Duration, Months, TimeZone, Utc};
+
+    fn due(ended: DateTime<Utc>, months: u32, now: DateTime<Utc>) -> bool {
+        ended
+            .checked_add_months(Months::new(months))
+            .is_some_and(|until| until <= now)
+    }
+
+    /// Every day of four years (a leap year among them), at three times of
+    /// day, for the retentions agreements use: whatever ended within ten
+    /// days either side of `now - months` and is due lies within the bound,
+    /// and the bound is at most three days past `now - months`.
+    #[test]
+    fn every_record_due_lies_within_the_scans_bound() {
+        let start = Utc
+            .with_ymd_and_hms(2027, 1, 1, 0, 0, 0)
+            .single()
+            .expect("date");
+        let mut missed = vec![];
+        for day in 0..(4 * 366) {
+            for hour in [0, 11, 23] {
+                let now = start + Duration::days(day) + Duration::hours(hour);
+                for months in [1, 2, 3, 6, 12, 18, 24, 36, 60] {
+                    let bound = latest_due_end(now, months);
+                    let back = now.checked_sub_months(Months::new(months)).expect("date");
+                    assert!(bound - back <= Duration::days(3));
+                    for offset in -10 * 24..=10 * 24 {
+                        let ended = back + Duration::hours(offset);
+                        if due(ended, months, now) && ended > bound {
+                            missed.push((now, months, ended));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            missed.is_empty(),
+            "{} missed, first {:?}",
+            missed.len(),
+            missed.first()
+        );
+    }
+
+    /// What `now - months` alone would miss: on 28 February, a record of
+    /// 31 January is one month old.
+    #[test]
+    fn a_month_after_the_thirty_first_of_january_is_the_end_of_february() {
+        let now = Utc
+            .with_ymd_and_hms(2027, 2, 28, 12, 0, 0)
+            .single()
+            .expect("date");
+        let ended = Utc
+            .with_ymd_and_hms(2027, 1, 31, 12, 0, 0)
+            .single()
+            .expect("date");
+        assert!(due(ended, 1, now));
+        assert!(ended > now.checked_sub_months(Months::new(1)).expect("date"));
+        assert!(ended <= latest_due_end(now, 1));
     }
 }
