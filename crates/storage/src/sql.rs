@@ -321,9 +321,16 @@ impl Conn {
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
             Conn::Sqlite(mut c) => {
-                c.on_blocking_pool(|connection| connection.execute_batch("COMMIT"))
-                    .await??;
-                if let Some(checkpoints) = &c.pool.checkpoints {
+                let (committed, wal_pages) = c
+                    .on_blocking_pool(|connection| {
+                        let committed = connection.execute_batch("COMMIT");
+                        (committed, checkpointer::wal_pages_after_commit())
+                    })
+                    .await?;
+                committed?;
+                if let Some(checkpoints) = &c.pool.checkpoints
+                    && wal_pages >= checkpointer::CHECKPOINT_PAST
+                {
                     // Full: a checkpoint is already due.
                     let _ = checkpoints.try_send(());
                 }
@@ -632,14 +639,13 @@ impl SqlitePool {
         // after a crash: the WAL holds what was committed).
         connection.execute_batch(&format!(
             "PRAGMA cache_size = -{}; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;
-             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = {}",
+             PRAGMA temp_store = MEMORY",
             shared.cache_kib,
-            if shared.checkpoints.is_some() {
-                checkpointer::WRITERS_CHECKPOINT_PAST
-            } else {
-                checkpointer::SQLITE_DEFAULT_CHECKPOINT_PAST
-            }
         ))?;
+        if shared.checkpoints.is_some() {
+            // In place of SQLite's own checkpoint after a commit.
+            connection.wal_hook(Some(checkpointer::after_commit));
+        }
         Ok(connection)
     }
 
@@ -713,23 +719,47 @@ impl SqlitePool {
 /// passes 1,000 pages: a commit in every few then also copies megabytes and
 /// waits for a second fsync, and with one writer at a time every writer
 /// after it waits too (4% of the replay's process, all on the writers'
-/// path). A thread of the pool's own does it instead, beside the writers
-/// (a passive checkpoint takes no lock they need), at most every
-/// [`PAUSE`](checkpointer::PAUSE) after commits. The writers keep
-/// SQLite's own checkpoint as a backstop, much later.
+/// path). Here the commit only notes the WAL's length (SQLite's hook after
+/// a commit); past the same 1,000 pages it wakes a thread of the pool's
+/// own, which checkpoints beside the writers (a passive checkpoint takes no
+/// lock they need). Should that thread fall behind, the writers checkpoint
+/// as SQLite would, much later.
 mod checkpointer {
+    use std::cell::Cell;
+    use std::ffi::c_int;
     use std::path::{Path, PathBuf};
     use std::sync::mpsc::{SyncSender, sync_channel};
-    use std::time::Duration;
 
-    /// Between two checkpoints: a few megabytes of WAL at the highest rates.
-    pub(super) const PAUSE: Duration = Duration::from_millis(100);
-    /// The writers' own checkpoint, should this thread fall behind (40 MiB
-    /// of 4 KiB pages).
-    pub(super) const WRITERS_CHECKPOINT_PAST: u32 = 10_000;
-    pub(super) const SQLITE_DEFAULT_CHECKPOINT_PAST: u32 = 1_000;
+    /// WAL pages past which the thread checkpoints (SQLite's own bound).
+    pub(super) const CHECKPOINT_PAST: c_int = 1_000;
+    /// WAL pages past which the committing writer checkpoints itself
+    /// (40 MiB of 4 KiB pages).
+    pub(super) const WRITERS_CHECKPOINT_PAST: c_int = 10_000;
 
-    /// The thread, woken by each commit; it ends once the pool is gone.
+    thread_local! {
+        /// The WAL's length after the last commit on this thread.
+        static WAL_PAGES: Cell<c_int> = const { Cell::new(0) };
+    }
+
+    /// SQLite's hook after each commit, on the committing thread.
+    pub(super) fn after_commit(wal: &rusqlite::hooks::Wal, pages: c_int) -> rusqlite::Result<()> {
+        WAL_PAGES.set(pages);
+        if pages >= WRITERS_CHECKPOINT_PAST {
+            // The commit has happened whatever this answers; busy (the
+            // thread is at it) or failed, the next commit tries again.
+            let _ = wal.checkpoint();
+        }
+        Ok(())
+    }
+
+    /// The WAL's length the hook noted for the commit just run on this
+    /// thread (0 if none).
+    pub(super) fn wal_pages_after_commit() -> c_int {
+        WAL_PAGES.replace(0)
+    }
+
+    /// The thread, woken by commits that leave a long WAL; it ends once
+    /// the pool is gone.
     pub(super) fn start(target: &Path, flags: rusqlite::OpenFlags) -> Option<SyncSender<()>> {
         let (wake, woken) = sync_channel::<()>(1);
         let target: PathBuf = target.to_owned();
@@ -747,10 +777,9 @@ mod checkpointer {
                         && let Err(e) =
                             c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {
-                        // Busy (a writer's backstop checkpoint running): next time.
+                        // Busy (a writer's checkpoint running): next time.
                         tracing::debug!(error = %e, "checkpoint");
                     }
-                    std::thread::sleep(PAUSE);
                 }
             })
             .inspect_err(|e| tracing::warn!(error = %e, "no checkpoint thread: writers checkpoint"))
@@ -850,13 +879,14 @@ mod tests {
         assert_eq!(setting("temp_store"), 2, "MEMORY");
         assert_eq!(
             setting("wal_autocheckpoint"),
-            i64::from(checkpointer::WRITERS_CHECKPOINT_PAST)
+            0,
+            "SQLite's own checkpoint replaced"
         );
     }
 
-    /// Committed pages reach the database file soon after the commit, well
-    /// before the WAL holds enough of them for a writer to copy them back
-    /// (SQLite's default would leave these 2 MiB in the WAL).
+    /// Committed pages reach the database file soon after a commit leaves
+    /// a long WAL, though no writer copies them back (not before ten times
+    /// as many).
     #[tokio::test]
     async fn commits_are_copied_into_the_database_file_beside_the_writers() {
         let (dir, pool) = file_pool(2);
@@ -871,7 +901,7 @@ mod tests {
         let file = dir.path().join("test.db");
         let before = std::fs::metadata(&file).unwrap().len();
         let mut conn = Conn::Sqlite(pool.begin_write().await.unwrap());
-        for _ in 0..512 {
+        for _ in 0..1_100 {
             query("INSERT INTO pages (body) VALUES (zeroblob(4096))")
                 .execute(&mut conn)
                 .await
@@ -879,7 +909,7 @@ mod tests {
         }
         conn.commit().await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::fs::metadata(&file).unwrap().len() < before + 2 * 1024 * 1024 {
+        while std::fs::metadata(&file).unwrap().len() < before + 4 * 1024 * 1024 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the commit is still only in the WAL"
