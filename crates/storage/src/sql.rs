@@ -306,11 +306,22 @@ impl Conn {
     async fn run(&mut self, query: Query, want: Want) -> Result<(u64, Vec<Row>)> {
         let Query { sql, values, large } = query;
         match self {
+            // A statement outside a transaction commits by itself.
             Conn::Sqlite(c) if large => {
-                c.on_blocking_pool(move |connection| sqlite_run(connection, &sql, &values, want))
-                    .await?
+                let (ran, wal_pages) = c
+                    .on_blocking_pool(move |connection| {
+                        let ran = sqlite_run(connection, &sql, &values, want);
+                        (ran, checkpointer::wal_pages_after_commit())
+                    })
+                    .await?;
+                c.after_commit(wal_pages);
+                ran
             }
-            Conn::Sqlite(c) => sqlite_run(c.get()?, &sql, &values, want),
+            Conn::Sqlite(c) => {
+                let ran = sqlite_run(c.get()?, &sql, &values, want);
+                c.after_commit(checkpointer::wal_pages_after_commit());
+                ran
+            }
             Conn::Postgres(c) => postgres_run(c, &sql, values, want).await,
             Conn::PostgresTx(tx) => postgres_run(tx, &sql, values, want).await,
         }
@@ -327,14 +338,8 @@ impl Conn {
                         (committed, checkpointer::wal_pages_after_commit())
                     })
                     .await?;
-                committed?;
-                if let Some(checkpoints) = &c.pool.checkpoints
-                    && wal_pages >= checkpointer::CHECKPOINT_PAST
-                {
-                    // Full: a checkpoint is already due.
-                    let _ = checkpoints.try_send(());
-                }
-                Ok(())
+                c.after_commit(wal_pages);
+                Ok(committed?)
             }
             Conn::PostgresTx(tx) => Ok(tx.commit().await?),
             Conn::Postgres(_) => Err(StoreError::Corrupt(
@@ -753,7 +758,8 @@ mod checkpointer {
     }
 
     /// The WAL's length the hook noted for the commit just run on this
-    /// thread (0 if none).
+    /// thread, read once (0 if none: the hook runs only when a commit
+    /// happens, and every statement and commit reads it after running).
     pub(super) fn wal_pages_after_commit() -> c_int {
         WAL_PAGES.replace(0)
     }
@@ -805,6 +811,17 @@ impl SqliteConn {
         self.connection
             .as_ref()
             .ok_or_else(|| StoreError::Corrupt("connection lost to a cancelled call".into()))
+    }
+
+    /// Wakes the checkpoint thread if the commit just run (a transaction's
+    /// or a lone statement's; `wal_pages` 0 if none) left a long WAL.
+    fn after_commit(&self, wal_pages: std::ffi::c_int) {
+        if let Some(checkpoints) = &self.pool.checkpoints
+            && wal_pages >= checkpointer::CHECKPOINT_PAST
+        {
+            // Full: a checkpoint is already due.
+            let _ = checkpoints.try_send(());
+        }
     }
 
     /// Runs `work` on the connection on the blocking pool. The turn to
@@ -886,35 +903,44 @@ mod tests {
 
     /// Committed pages reach the database file soon after a commit leaves
     /// a long WAL, though no writer copies them back (not before ten times
-    /// as many).
+    /// as many): a transaction's commit, and lone statements', each of
+    /// which commits by itself.
     #[tokio::test]
     async fn commits_are_copied_into_the_database_file_beside_the_writers() {
-        let (dir, pool) = file_pool(2);
-        let mut conn = Conn::Sqlite(pool.acquire_writer().await.unwrap());
-        batch(
-            &mut conn,
-            "PRAGMA journal_mode = WAL; CREATE TABLE pages (body BLOB NOT NULL)",
-        )
-        .await
-        .unwrap();
-        drop(conn);
-        let file = dir.path().join("test.db");
-        let before = std::fs::metadata(&file).unwrap().len();
-        let mut conn = Conn::Sqlite(pool.begin_write().await.unwrap());
-        for _ in 0..1_100 {
-            query("INSERT INTO pages (body) VALUES (zeroblob(4096))")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-        conn.commit().await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::fs::metadata(&file).unwrap().len() < before + 4 * 1024 * 1024 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the commit is still only in the WAL"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        for in_a_transaction in [true, false] {
+            let (dir, pool) = file_pool(2);
+            let mut conn = Conn::Sqlite(pool.acquire_writer().await.unwrap());
+            batch(
+                &mut conn,
+                "PRAGMA journal_mode = WAL; CREATE TABLE pages (body BLOB NOT NULL)",
+            )
+            .await
+            .unwrap();
+            drop(conn);
+            let file = dir.path().join("test.db");
+            let before = std::fs::metadata(&file).unwrap().len();
+            let mut conn = Conn::Sqlite(if in_a_transaction {
+                pool.begin_write().await.unwrap()
+            } else {
+                pool.acquire_writer().await.unwrap()
+            });
+            for _ in 0..1_100 {
+                query("INSERT INTO pages (body) VALUES (zeroblob(4096))")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            if in_a_transaction {
+                conn.commit().await.unwrap();
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::fs::metadata(&file).unwrap().len() < before + 4 * 1024 * 1024 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "in a transaction: {in_a_transaction}: the commits are still only in the WAL"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
 

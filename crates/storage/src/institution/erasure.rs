@@ -386,6 +386,12 @@ mod tests {
     use super::latest_due_end;
     use chrono::{DateTime, Duration, Months, TimeZone, Utc};
 
+    fn at(year: i32, month: u32, day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(year, month, day, hour, 0, 0)
+            .single()
+            .expect("date")
+    }
+
     fn due(ended: DateTime<Utc>, months: u32, now: DateTime<Utc>) -> bool {
         ended
             .checked_add_months(Months::new(months))
@@ -393,15 +399,13 @@ mod tests {
     }
 
     /// Every day of four years (a leap year among them), at three times of
-    /// day, for the retentions agreements use: whatever ended within ten
-    /// days either side of `now - months` and is due lies within the bound,
-    /// and the bound is at most three days past `now - months`.
+    /// day, for the retentions agreements use: whatever ended within five
+    /// days either side of `now - months` (hour by hour) and is due lies
+    /// within the bound, and the bound is at most three days past
+    /// `now - months`.
     #[test]
     fn every_record_due_lies_within_the_scans_bound() {
-        let start = Utc
-            .with_ymd_and_hms(2027, 1, 1, 0, 0, 0)
-            .single()
-            .expect("date");
+        let start = at(2027, 1, 1, 0);
         let mut missed = vec![];
         for day in 0..(4 * 366) {
             for hour in [0, 11, 23] {
@@ -410,7 +414,7 @@ mod tests {
                     let bound = latest_due_end(now, months);
                     let back = now.checked_sub_months(Months::new(months)).expect("date");
                     assert!(bound - back <= Duration::days(3));
-                    for offset in -10 * 24..=10 * 24 {
+                    for offset in -5 * 24..=5 * 24 {
                         let ended = back + Duration::hours(offset);
                         if due(ended, months, now) && ended > bound {
                             missed.push((now, months, ended));
@@ -431,14 +435,8 @@ mod tests {
     /// 31 January is one month old.
     #[test]
     fn a_month_after_the_thirty_first_of_january_is_the_end_of_february() {
-        let now = Utc
-            .with_ymd_and_hms(2027, 2, 28, 12, 0, 0)
-            .single()
-            .expect("date");
-        let ended = Utc
-            .with_ymd_and_hms(2027, 1, 31, 12, 0, 0)
-            .single()
-            .expect("date");
+        let now = at(2027, 2, 28, 12);
+        let ended = at(2027, 1, 31, 12);
         assert!(due(ended, 1, now));
         assert!(ended > now.checked_sub_months(Months::new(1)).expect("date"));
         assert!(ended <= latest_due_end(now, 1));
