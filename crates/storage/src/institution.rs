@@ -758,6 +758,11 @@ impl InstitutionStore {
     /// log, in one transaction: a delivery is never kept without its record.
     /// If this fails the messages stay pending and are sent again (the
     /// partner answers a resent key from its idempotency record).
+    ///
+    /// A delivered message keeps its row (what left, when, for which case)
+    /// but not its payload: the person's data it carried is the partner's
+    /// to keep now, and a copy here served nothing (storage limitation,
+    /// GDPR art. 5(1)(e)); its crossing is in the audit log.
     pub async fn mark_delivered(
         &self,
         delivered: &[(i64, AuditEntry)],
@@ -772,7 +777,8 @@ impl InstitutionStore {
             tx.append_audits(&entries);
             // Ids are integers read from the outbox, written in as numbers.
             query(format!(
-                "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id IN ({})",
+                "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL, payload = '' \
+                 WHERE id IN ({})",
                 ids.join(", ")
             ))
             .bind(to_micros(at))

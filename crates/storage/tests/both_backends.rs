@@ -232,6 +232,18 @@ async fn institution_store_round_trips_on_every_backend() {
         assert!(store.pending_outbox(10).await.expect("pending").is_empty());
         let recorded = store.audit().entries().await.expect("audit");
         assert_eq!(recorded.last(), Some(&crossing));
+        // What left is kept as a row, without the person's data it carried.
+        let kept = passerelle_storage::testing::text_rows(
+            store.database(),
+            "SELECT case_id, kind, payload FROM outbox WHERE delivered_at IS NOT NULL",
+        )
+        .await
+        .expect("outbox");
+        assert_eq!(
+            kept,
+            vec![vec!["k-1".to_owned(), "referral".to_owned(), String::new()]],
+            "{url}"
+        );
     }
 }
 
