@@ -734,8 +734,8 @@ impl SqlitePool {
 /// a checkpoint copies each page once however many commits rewrote it, and
 /// the same pages are rewritten by every commit (the audit chain's end, the
 /// committee's counts, the indexes' leaves), so copying five times less
-/// often copies far fewer pages per commit: new crossings +10-35% at 16 and
-/// 64 in flight (SQLite, four runs in turn, 2026-12-07).
+/// often copies far fewer pages per commit: new crossings at 64 in flight
+/// +7-48% (runs in turn, 2026-12-07; at 16 within the noise).
 mod checkpointer {
     use std::cell::Cell;
     use std::ffi::c_int;
