@@ -100,10 +100,10 @@ pub async fn counts_equal_to_a_recount(
 pub async fn growing_table_lookup_plans(
     store: &crate::InstitutionStore,
 ) -> super::Result<Vec<(&'static str, Vec<String>)>> {
-    use crate::institution::erasure::PURGE_UNREFERRED_ORIENTATIONS;
+    use crate::institution::erasure::{PURGE_KEPT_CONSENTS, PURGE_UNREFERRED_ORIENTATIONS};
     use crate::institution::{OUTBOX_DEPTH, PARTNER_KNOWS_CASE};
     type Binds = fn(crate::sql::Query) -> crate::sql::Query;
-    let lookups: [(&'static str, &str, Binds); 3] = [
+    let lookups: [(&'static str, &str, Binds); 4] = [
         ("partner_knows_case", PARTNER_KNOWS_CASE, |q| {
             q.bind("case-1").bind("partner")
         }),
@@ -113,6 +113,9 @@ pub async fn growing_table_lookup_plans(
             PURGE_UNREFERRED_ORIENTATIONS,
             |q| q.bind(0_i64),
         ),
+        ("purge_kept_consents", PURGE_KEPT_CONSENTS, |q| {
+            q.bind(0_i64)
+        }),
     ];
     let mut plans = Vec::new();
     for (name, sql, binds) in lookups {

@@ -29,6 +29,13 @@ pub(crate) const PURGE_UNREFERRED_ORIENTATIONS: &str =
        AND case_id NOT IN (SELECT case_id FROM restrictions)
      GROUP BY case_id HAVING MAX(decided_at) <= $1 ORDER BY case_id";
 
+/// Erased cases whose consent records are kept, ended on or before `$1`,
+/// the longest ended first: only those are looked at, in the index's order
+/// (`erased_cases_keeping_consents`), not every case ever erased.
+pub(crate) const PURGE_KEPT_CONSENTS: &str =
+    "SELECT case_id, ended_at FROM erased_cases WHERE consents_kept = 1 AND ended_at <= $1
+     ORDER BY ended_at, case_id";
+
 /// Why a case's personal data were erased.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErasureReason {
@@ -345,12 +352,11 @@ impl InstitutionStore {
                 }
             }
         }
-        let kept = query(
-            "SELECT case_id, ended_at FROM erased_cases WHERE consents_kept = 1 ORDER BY case_id",
-        )
-        .large()
-        .fetch_all(self.database())
-        .await?;
+        let kept = query(PURGE_KEPT_CONSENTS)
+            .bind(to_micros(latest_due_end(now, consent_months)))
+            .large()
+            .fetch_all(self.database())
+            .await?;
         for row in &kept {
             let ended: Option<i64> = row.try_get("ended_at")?;
             if let Some(ended) = ended.map(from_micros).transpose()?
