@@ -909,7 +909,7 @@ mod tests {
     }
 
     /// Committed pages reach the database file soon after a commit leaves
-    /// a long WAL, though no writer copies them back (not before ten times
+    /// a long WAL, though no writer copies them back (not before four times
     /// as many): a transaction's commit, and lone statements', each of
     /// which commits by itself.
     #[tokio::test]
