@@ -274,6 +274,132 @@ async fn audit_log_chains_and_refuses_changes_on_every_backend() {
     }
 }
 
+/// A database deployed before migration `last + 1`: the institution's
+/// migrations up to `last` only, applied from a copy of their directory.
+async fn migrated_up_to(url: &str, last: u32) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    let backend = if url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations/institution")
+        .join(backend);
+    let earlier = tempfile::tempdir().expect("tempdir");
+    for file in std::fs::read_dir(&all).expect("migrations") {
+        let path = file.expect("migration").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let version: u32 = name
+            .split('_')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u32::MAX);
+        if version <= last {
+            std::fs::copy(&path, earlier.path().join(name)).expect("copy");
+        }
+    }
+    sqlx::any::install_default_drivers();
+    let url = if backend == "sqlite" {
+        format!("{url}?mode=rwc")
+    } else {
+        url.to_owned()
+    };
+    let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
+    sqlx::migrate::Migrator::new(earlier.path())
+        .await
+        .expect("migrations")
+        .run(&mut conn)
+        .await
+        .expect("earlier migrations");
+    conn
+}
+
+#[tokio::test]
+async fn an_audit_log_written_before_its_hashes_lost_their_index_still_chains_on_every_backend() {
+    use passerelle_boundary::audit::{GENESIS_HASH, chain_hash};
+    for (url, _dir) in urls("audit_rebuilt").await {
+        // Three records chained as the store did, before migration 15.
+        let mut conn = migrated_up_to(&url, 14).await;
+        let mut prev_hash = GENESIS_HASH.to_owned();
+        for seq in 1..=3_i64 {
+            let entry = inbound_entry(seq as usize, &format!("case-{seq}"));
+            let entry_json = entry.canonical_json();
+            let hash = chain_hash(&prev_hash, &entry_json);
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at, method, case_id, decision, entry_json, prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, 'allowed', $5, $6, $7)",
+            )
+            .bind(seq)
+            .bind(seq * 1_000_000)
+            .bind(entry.method.clone())
+            .bind(entry.case_id.as_ref().map(|c| c.to_string()))
+            .bind(entry_json)
+            .bind(prev_hash.clone())
+            .bind(hash.clone())
+            .execute(&mut conn)
+            .await
+            .expect("an earlier record");
+            prev_hash = hash;
+        }
+        drop(conn);
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("the later migrations");
+        let audit = store.audit();
+        audit
+            .append(inbound_entry(4, "case-4"))
+            .await
+            .expect("append");
+        audit
+            .verify()
+            .await
+            .expect("the chain runs through the rebuild");
+        let kept = audit.records().await.expect("records");
+        assert_eq!(kept.len(), 4, "{url}");
+        assert_eq!(
+            kept[3].prev_hash, prev_hash,
+            "{url}: appended after the earlier head"
+        );
+        let db = store.database();
+        use passerelle_storage::testing::{count, execute};
+        let (by_case, unique_hash) = if url.starts_with("sqlite:") {
+            (
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'audit_by_case'",
+                "SELECT COUNT(*) FROM pragma_index_list('audit_log') WHERE \"unique\" = 1",
+            )
+        } else {
+            (
+                "SELECT COUNT(*) FROM pg_indexes WHERE tablename = 'audit_log' AND indexname = 'audit_by_case'",
+                "SELECT COUNT(*) FROM pg_indexes WHERE tablename = 'audit_log' AND indexdef LIKE '%UNIQUE%(hash)%'",
+            )
+        };
+        assert_eq!(
+            count(db, by_case).await.expect("index"),
+            1,
+            "{url}: the index by case"
+        );
+        assert_eq!(
+            count(db, unique_hash).await.expect("index"),
+            0,
+            "{url}: no index on hashes"
+        );
+        let tamper = execute(db, "UPDATE audit_log SET decision = 'denied' WHERE seq = 2").await;
+        assert!(
+            tamper.is_err(),
+            "{url}: the rebuilt log must refuse updates"
+        );
+        let delete = execute(db, "DELETE FROM audit_log WHERE seq = 1").await;
+        assert!(
+            delete.is_err(),
+            "{url}: the rebuilt log must refuse deletes"
+        );
+    }
+}
+
 #[tokio::test]
 async fn pilotage_snapshots_round_trip_on_every_backend() {
     for (url, _dir) in urls("pilotage").await {
