@@ -642,10 +642,15 @@ impl SqlitePool {
         // (a batch of changes passes that): with temp_store = MEMORY it stays
         // in memory, as long as its transaction (nothing in it is needed
         // after a crash: the WAL holds what was committed).
+        // The WAL file keeps the length it once reached (a long read holding
+        // the checkpoint back, the writers' backstop): past twice the
+        // checkpoint thread's bound it is cut back when SQLite starts it
+        // over, so a burst does not hold the disk for the process's life.
         connection.execute_batch(&format!(
             "PRAGMA cache_size = -{}; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;
-             PRAGMA temp_store = MEMORY",
+             PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = {}",
             shared.cache_kib,
+            checkpointer::WAL_KEPT_BYTES,
         ))?;
         if shared.checkpoints.is_some() {
             // In place of SQLite's own checkpoint after a commit.
@@ -744,6 +749,9 @@ mod checkpointer {
 
     /// WAL pages past which the thread checkpoints (20 MiB of 4 KiB pages).
     pub(super) const CHECKPOINT_PAST: c_int = 5_000;
+    /// The WAL file's length SQLite cuts it back to when it starts it over
+    /// (twice the thread's bound).
+    pub(super) const WAL_KEPT_BYTES: i64 = 2 * CHECKPOINT_PAST as i64 * 4096;
     /// WAL pages past which the committing writer checkpoints itself
     /// (80 MiB).
     pub(super) const WRITERS_CHECKPOINT_PAST: c_int = 20_000;
@@ -906,6 +914,51 @@ mod tests {
             0,
             "SQLite's own checkpoint replaced"
         );
+        assert_eq!(setting("journal_size_limit"), checkpointer::WAL_KEPT_BYTES);
+    }
+
+    /// A WAL grown past its kept length (one long transaction here) is cut
+    /// back once copied into the database file and started over.
+    #[tokio::test]
+    async fn a_wal_grown_long_is_cut_back_once_started_over() {
+        let (dir, pool) = file_pool(2);
+        let mut conn = Conn::Sqlite(pool.acquire_writer().await.unwrap());
+        batch(
+            &mut conn,
+            "PRAGMA journal_mode = WAL; CREATE TABLE pages (body BLOB NOT NULL)",
+        )
+        .await
+        .unwrap();
+        drop(conn);
+        let wal = dir.path().join("test.db-wal");
+        let kept = checkpointer::WAL_KEPT_BYTES as u64;
+        let mut conn = Conn::Sqlite(pool.begin_write().await.unwrap());
+        // A tenth past the kept length, eight pages a row.
+        let rows = kept as usize * 11 / 10 / (8 * 4096);
+        for _ in 0..rows {
+            query("INSERT INTO pages (body) VALUES (zeroblob(8 * 4096))")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.commit().await.unwrap();
+        assert!(std::fs::metadata(&wal).unwrap().len() > kept);
+        // Once the thread has copied it all, the next commit starts the WAL
+        // over, and cuts it back.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&wal).unwrap().len() > kept {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL keeps {} bytes",
+                std::fs::metadata(&wal).unwrap().len()
+            );
+            let mut writing = Conn::Sqlite(pool.acquire_writer().await.unwrap());
+            query("INSERT INTO pages (body) VALUES (x'00')")
+                .execute(&mut writing)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Committed pages reach the database file soon after a commit leaves
