@@ -197,7 +197,7 @@ impl CrossingControl {
     /// `message` narrowed to what the ticket allows to cross.
     fn minimise<M>(&self, ticket: &Ticket, message: &M) -> Result<Minimised<M>, Status>
     where
-        M: prost::Message + prost::Name + Default,
+        M: prost::Message + prost::Name + Default + Clone,
     {
         self.minimiser
             .minimise(message, &ticket.allowed)
@@ -211,7 +211,7 @@ impl CrossingControl {
     /// the handler acts on it.
     pub async fn receive<M>(&self, ticket: &Ticket, message: M) -> Result<M, Status>
     where
-        M: prost::Message + prost::Name + Default,
+        M: prost::Message + prost::Name + Default + Clone,
     {
         let (message, record) = self.arrive(ticket, message)?;
         record.settle().await?;
@@ -223,7 +223,7 @@ impl CrossingControl {
     /// it makes ([`PendingRecord`]), not in a commit of its own before it.
     pub fn arrive<M>(&self, ticket: &Ticket, message: M) -> Result<(M, PendingRecord), Status>
     where
-        M: prost::Message + prost::Name + Default,
+        M: prost::Message + prost::Name + Default + Clone,
     {
         let minimised = self.minimise(ticket, &message)?;
         if !minimised.stripped.is_empty() {
@@ -239,7 +239,7 @@ impl CrossingControl {
     /// For a pull: minimises the answer and records the crossing before it leaves.
     pub async fn release<M>(&self, ticket: &Ticket, message: M) -> Result<Response<M>, Status>
     where
-        M: prost::Message + prost::Name + Default,
+        M: prost::Message + prost::Name + Default + Clone,
     {
         let minimised = self.minimise(ticket, &message)?;
         self.record(self.allowed_entry(ticket, &minimised.categories, minimised.kept))

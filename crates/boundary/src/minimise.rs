@@ -3,7 +3,8 @@
 //! cleared before the message leaves (defence in depth). Unclassified fields
 //! are cleared too: deny by default.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use passerelle_contract::{convert, v1};
 use passerelle_domain::DataCategory;
@@ -17,6 +18,10 @@ use prost_reflect::{
 pub struct Minimiser {
     pool: DescriptorPool,
     category: ExtensionDescriptor,
+    /// Each field's category by the field's full name, read once: prost-reflect
+    /// decodes a field's options anew each time they are asked for, and
+    /// every crossing asks for every field it carries.
+    categories: Arc<HashMap<Box<str>, Option<DataCategory>>>,
 }
 
 /// A message after minimisation, with what was kept and stripped (field
@@ -42,6 +47,8 @@ struct Report {
     kept: Vec<String>,
     stripped: Vec<String>,
     categories: BTreeSet<DataCategory>,
+    /// A field was cleared (stripped, or an empty shell dropped).
+    changed: bool,
 }
 
 impl Minimiser {
@@ -53,18 +60,27 @@ impl Minimiser {
 
     pub fn from_pool(pool: DescriptorPool) -> Option<Self> {
         let category = pool.get_extension_by_name("passerelle.v1.data_category")?;
-        Some(Minimiser { pool, category })
+        let categories = pool
+            .all_messages()
+            .flat_map(|message| message.fields().collect::<Vec<_>>())
+            .map(|field| {
+                let annotated = annotated_category(&category, &field);
+                (Box::from(field.full_name()), annotated)
+            })
+            .collect();
+        Some(Minimiser {
+            pool,
+            category,
+            categories: Arc::new(categories),
+        })
     }
 
     /// The category a field is annotated with, if any.
     pub fn category(&self, field: &FieldDescriptor) -> Option<DataCategory> {
-        let n = field
-            .options()
-            .get_extension(&self.category)
-            .as_enum_number()?;
-        v1::DataCategory::try_from(n)
-            .ok()
-            .and_then(convert::data_category)
+        match self.categories.get(field.full_name()) {
+            Some(known) => *known,
+            None => annotated_category(&self.category, field),
+        }
     }
 
     /// Minimises a generated message for a crossing allowing `allowed`.
@@ -74,7 +90,7 @@ impl Minimiser {
         allowed: &BTreeSet<DataCategory>,
     ) -> Result<Minimised<M>, MinimiseError>
     where
-        M: Message + prost::Name + Default,
+        M: Message + prost::Name + Default + Clone,
     {
         let name = M::full_name();
         let descriptor = self
@@ -84,8 +100,13 @@ impl Minimiser {
         let mut dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
             .map_err(|_| MinimiseError::Decode(name.clone()))?;
         let report = self.minimise_dynamic(&mut dynamic, allowed);
-        let message = M::decode(dynamic.encode_to_vec().as_slice())
-            .map_err(|_| MinimiseError::Decode(name))?;
+        // Nothing cleared: the message as it came (most crossings).
+        let message = if report.changed {
+            M::decode(dynamic.encode_to_vec().as_slice())
+                .map_err(|_| MinimiseError::Decode(name))?
+        } else {
+            message.clone()
+        };
         Ok(Minimised {
             message,
             kept: report.kept,
@@ -97,7 +118,7 @@ impl Minimiser {
     /// Paths of the set fields of a message (for the audit record), without changing it.
     pub fn present_fields<M>(&self, message: &M) -> Vec<String>
     where
-        M: Message + prost::Name + Default,
+        M: Message + prost::Name + Default + Clone,
     {
         let all: BTreeSet<DataCategory> = DataCategory::ALL.iter().copied().collect();
         self.minimise(message, &all)
@@ -160,6 +181,7 @@ impl Minimiser {
                         } else {
                             // Everything inside was stripped: the empty shell goes too.
                             message.clear_field(&field);
+                            report.changed = true;
                         }
                     } else {
                         if !report.kept.contains(&path) {
@@ -172,11 +194,23 @@ impl Minimiser {
                 _ => {
                     message.clear_field(&field);
                     report.stripped.push(path);
+                    report.changed = true;
                 }
             }
         }
         kept_any
     }
+}
+
+/// The category a field's options annotate it with, if any.
+fn annotated_category(
+    extension: &ExtensionDescriptor,
+    field: &FieldDescriptor,
+) -> Option<DataCategory> {
+    let n = field.options().get_extension(extension).as_enum_number()?;
+    v1::DataCategory::try_from(n)
+        .ok()
+        .and_then(convert::data_category)
 }
 
 /// Our own messages are walked field by field; well-known types such as
@@ -342,5 +376,64 @@ message Census {
             assert!(text.contains(name), "{name} lost");
         }
         assert!(!text.contains("1234"));
+    }
+
+    #[test]
+    fn every_field_s_category_is_the_one_its_options_annotate() {
+        let minimiser = Minimiser::from_contract();
+        let mut fields = 0;
+        for message in passerelle_contract::descriptor_pool().all_messages() {
+            for field in message.fields() {
+                assert!(
+                    minimiser.categories.contains_key(field.full_name()),
+                    "{} read once",
+                    field.full_name()
+                );
+                assert_eq!(
+                    minimiser.category(&field),
+                    annotated_category(&minimiser.category, &field),
+                    "{}",
+                    field.full_name()
+                );
+                fields += 1;
+            }
+        }
+        assert!(fields > 100, "the contract's fields: {fields}");
+    }
+
+    #[test]
+    fn a_message_that_may_cross_whole_comes_out_as_it_came_and_an_empty_shell_does_not() {
+        let minimiser = Minimiser::from_contract();
+        let referral = v1::Referral {
+            case_id: "k".into(),
+            person: Some(v1::PersonIdentity {
+                first_name: "Léa".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let allowed = [DataCategory::Case, DataCategory::Identity].into();
+        let out = minimiser.minimise(&referral, &allowed).expect("minimised");
+        assert_eq!(out.message, referral);
+        assert!(out.stripped.is_empty());
+        // A sub-message set but empty keeps nothing: the shell goes, though
+        // no field of it was stripped.
+        let shell = v1::Referral {
+            contact: Some(v1::Contact::default()),
+            ..referral.clone()
+        };
+        let out = minimiser
+            .minimise(
+                &shell,
+                &[
+                    DataCategory::Case,
+                    DataCategory::Identity,
+                    DataCategory::Contact,
+                ]
+                .into(),
+            )
+            .expect("minimised");
+        assert_eq!(out.message, referral);
+        assert!(out.stripped.is_empty());
     }
 }

@@ -408,7 +408,7 @@ impl Relay {
         consent: Option<&Consent>,
     ) -> Result<Sent, Failure>
     where
-        M: prost::Message + prost::Name + Default + 'static,
+        M: prost::Message + prost::Name + Default + Clone + 'static,
     {
         let rule = self
             .policy
