@@ -917,10 +917,8 @@ mod tests {
         assert_eq!(setting("journal_size_limit"), checkpointer::WAL_KEPT_BYTES);
     }
 
-    /// A WAL grown past its kept length (one long transaction here) is cut
-    /// back once copied into the database file and started over.
-    #[tokio::test]
-    async fn a_wal_grown_long_is_cut_back_once_started_over() {
+    /// A pool on a database in WAL mode with a table of `pages`.
+    async fn wal_file_pool() -> (tempfile::TempDir, SqlitePool) {
         let (dir, pool) = file_pool(2);
         let mut conn = Conn::Sqlite(pool.acquire_writer().await.unwrap());
         batch(
@@ -929,18 +927,30 @@ mod tests {
         )
         .await
         .unwrap();
-        drop(conn);
+        (dir, pool)
+    }
+
+    /// `rows` rows of eight pages each.
+    async fn insert_pages(conn: &mut Conn, rows: usize) {
+        for _ in 0..rows {
+            query("INSERT INTO pages (body) VALUES (zeroblob(8 * 4096))")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// A WAL grown past its kept length (one long transaction here) is cut
+    /// back once copied into the database file and started over.
+    #[tokio::test]
+    async fn a_wal_grown_long_is_cut_back_once_started_over() {
+        let (dir, pool) = wal_file_pool().await;
         let wal = dir.path().join("test.db-wal");
         let kept = checkpointer::WAL_KEPT_BYTES as u64;
         let mut conn = Conn::Sqlite(pool.begin_write().await.unwrap());
         // A tenth past the kept length, eight pages a row.
         let rows = kept as usize * 11 / 10 / (8 * 4096);
-        for _ in 0..rows {
-            query("INSERT INTO pages (body) VALUES (zeroblob(8 * 4096))")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
+        insert_pages(&mut conn, rows).await;
         conn.commit().await.unwrap();
         assert!(std::fs::metadata(&wal).unwrap().len() > kept);
         // Once the thread has copied it all, the next commit starts the WAL
@@ -968,15 +978,7 @@ mod tests {
     #[tokio::test]
     async fn commits_are_copied_into_the_database_file_beside_the_writers() {
         for in_a_transaction in [true, false] {
-            let (dir, pool) = file_pool(2);
-            let mut conn = Conn::Sqlite(pool.acquire_writer().await.unwrap());
-            batch(
-                &mut conn,
-                "PRAGMA journal_mode = WAL; CREATE TABLE pages (body BLOB NOT NULL)",
-            )
-            .await
-            .unwrap();
-            drop(conn);
+            let (dir, pool) = wal_file_pool().await;
             let file = dir.path().join("test.db");
             let before = std::fs::metadata(&file).unwrap().len();
             let mut conn = Conn::Sqlite(if in_a_transaction {
@@ -987,12 +989,7 @@ mod tests {
             // Some 1.15 times the thread's bound, eight pages a row (fewer
             // lone statements, each its own commit and fsync).
             let rows = checkpointer::CHECKPOINT_PAST as usize / 8 + 100;
-            for _ in 0..rows {
-                query("INSERT INTO pages (body) VALUES (zeroblob(8 * 4096))")
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-            }
+            insert_pages(&mut conn, rows).await;
             if in_a_transaction {
                 conn.commit().await.unwrap();
             }
