@@ -198,9 +198,7 @@ fn the_minimiser_never_lets_a_category_through_that_is_not_allowed() {
         (inputs(request.encode_to_vec()), categories),
         |(bytes, allowed): (Vec<u8>, BTreeSet<DataCategory>)| {
             if let Ok(m) = v1::CreateReferralRequest::decode(bytes.as_slice()) {
-                let out = minimiser
-                    .minimise(&m, &allowed)
-                    .expect("a contract message");
+                let out = minimiser.minimise(m, &allowed).expect("a contract message");
                 prop_assert!(out.categories.is_subset(&allowed), "{:?}", out.categories);
                 if !allowed.contains(&DataCategory::LocalOnly) {
                     prop_assert!(out.message.local_note.is_empty());

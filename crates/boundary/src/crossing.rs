@@ -195,9 +195,9 @@ impl CrossingControl {
     }
 
     /// `message` narrowed to what the ticket allows to cross.
-    fn minimise<M>(&self, ticket: &Ticket, message: &M) -> Result<Minimised<M>, Status>
+    fn minimise<M>(&self, ticket: &Ticket, message: M) -> Result<Minimised<M>, Status>
     where
-        M: prost::Message + prost::Name + Default + Clone,
+        M: prost::Message + prost::Name + Default,
     {
         self.minimiser
             .minimise(message, &ticket.allowed)
@@ -211,7 +211,7 @@ impl CrossingControl {
     /// the handler acts on it.
     pub async fn receive<M>(&self, ticket: &Ticket, message: M) -> Result<M, Status>
     where
-        M: prost::Message + prost::Name + Default + Clone,
+        M: prost::Message + prost::Name + Default,
     {
         let (message, record) = self.arrive(ticket, message)?;
         record.settle().await?;
@@ -223,9 +223,9 @@ impl CrossingControl {
     /// it makes ([`PendingRecord`]), not in a commit of its own before it.
     pub fn arrive<M>(&self, ticket: &Ticket, message: M) -> Result<(M, PendingRecord), Status>
     where
-        M: prost::Message + prost::Name + Default + Clone,
+        M: prost::Message + prost::Name + Default,
     {
-        let minimised = self.minimise(ticket, &message)?;
+        let minimised = self.minimise(ticket, message)?;
         if !minimised.stripped.is_empty() {
             tracing::warn!(method = %ticket.method, stripped = ?minimised.stripped, "fields outside the crossing's categories were dropped");
         }
@@ -239,9 +239,9 @@ impl CrossingControl {
     /// For a pull: minimises the answer and records the crossing before it leaves.
     pub async fn release<M>(&self, ticket: &Ticket, message: M) -> Result<Response<M>, Status>
     where
-        M: prost::Message + prost::Name + Default + Clone,
+        M: prost::Message + prost::Name + Default,
     {
-        let minimised = self.minimise(ticket, &message)?;
+        let minimised = self.minimise(ticket, message)?;
         self.record(self.allowed_entry(ticket, &minimised.categories, minimised.kept))
             .await?;
         Ok(Response::new(minimised.message))

@@ -86,11 +86,11 @@ impl Minimiser {
     /// Minimises a generated message for a crossing allowing `allowed`.
     pub fn minimise<M>(
         &self,
-        message: &M,
+        message: M,
         allowed: &BTreeSet<DataCategory>,
     ) -> Result<Minimised<M>, MinimiseError>
     where
-        M: Message + prost::Name + Default + Clone,
+        M: Message + prost::Name + Default,
     {
         let name = M::full_name();
         let descriptor = self
@@ -105,7 +105,7 @@ impl Minimiser {
             M::decode(dynamic.encode_to_vec().as_slice())
                 .map_err(|_| MinimiseError::Decode(name))?
         } else {
-            message.clone()
+            message
         };
         Ok(Minimised {
             message,
@@ -113,17 +113,6 @@ impl Minimiser {
             stripped: report.stripped,
             categories: report.categories,
         })
-    }
-
-    /// Paths of the set fields of a message (for the audit record), without changing it.
-    pub fn present_fields<M>(&self, message: &M) -> Vec<String>
-    where
-        M: Message + prost::Name + Default + Clone,
-    {
-        let all: BTreeSet<DataCategory> = DataCategory::ALL.iter().copied().collect();
-        self.minimise(message, &all)
-            .map(|m| m.kept)
-            .unwrap_or_default()
     }
 
     fn minimise_dynamic(
@@ -310,7 +299,7 @@ message Census {
             ..Default::default()
         };
         let out = minimiser
-            .minimise(&evidence, &[DataCategory::Case].into())
+            .minimise(evidence.clone(), &[DataCategory::Case].into())
             .expect("minimised");
         assert_eq!(out.message.signed_at, evidence.signed_at);
         assert_eq!(out.kept, vec!["signed_at"]);
@@ -332,7 +321,7 @@ message Census {
             ..Default::default()
         };
         let allowed = [DataCategory::Case, DataCategory::Identity].into();
-        let out = minimiser.minimise(&referral, &allowed).expect("minimised");
+        let out = minimiser.minimise(referral, &allowed).expect("minimised");
         assert_eq!(out.message.contact, None);
         assert_eq!(
             out.message.person.as_ref().map(|p| p.first_name.as_str()),
@@ -413,7 +402,9 @@ message Census {
             ..Default::default()
         };
         let allowed = [DataCategory::Case, DataCategory::Identity].into();
-        let out = minimiser.minimise(&referral, &allowed).expect("minimised");
+        let out = minimiser
+            .minimise(referral.clone(), &allowed)
+            .expect("minimised");
         assert_eq!(out.message, referral);
         assert!(out.stripped.is_empty());
         // A sub-message set but empty keeps nothing: the shell goes, though
@@ -424,7 +415,7 @@ message Census {
         };
         let out = minimiser
             .minimise(
-                &shell,
+                shell,
                 &[
                     DataCategory::Case,
                     DataCategory::Identity,

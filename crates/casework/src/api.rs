@@ -113,7 +113,7 @@ impl CaseworkRpcs {
         handle: impl AsyncFnOnce(&Pushed<M>) -> Result<R, Status>,
     ) -> Answer<R>
     where
-        M: Message + prost::Name + Default + Clone,
+        M: Message + prost::Name + Default,
     {
         let app = self.app()?;
         let subject = self::case_id("case_id", case_id(request.get_ref()))?;

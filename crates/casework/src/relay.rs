@@ -408,7 +408,7 @@ impl Relay {
         consent: Option<&Consent>,
     ) -> Result<Sent, Failure>
     where
-        M: prost::Message + prost::Name + Default + Clone + 'static,
+        M: prost::Message + prost::Name + Default + 'static,
     {
         let rule = self
             .policy
@@ -418,7 +418,7 @@ impl Relay {
         let allowed: BTreeSet<DataCategory> = allowed_categories(&rule.categories, consent);
         let out = self
             .minimiser
-            .minimise(&message, &allowed)
+            .minimise(message, &allowed)
             .map_err(|e| Failure::Permanent(e.to_string()))?;
         let request = self.target.request(out.message).map_err(|s| classify(&s))?;
         // Every crossing's answer is empty: `()` decodes it.
