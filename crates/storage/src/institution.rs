@@ -2,6 +2,7 @@
 //! go through [`Tx`], so a change, its outbox message and its idempotency
 //! record commit together or not at all.
 
+mod consent_cache;
 pub(crate) mod erasure;
 pub(crate) mod group_commit;
 mod keys_in_flight;
@@ -334,7 +335,14 @@ pub struct InstitutionStore {
     own: Institution,
     /// Idempotency keys being served by this process.
     keys: std::sync::Arc<keys_in_flight::KeysInFlight>,
+    /// The consents of the cases last asked about (SQLite).
+    consents: std::sync::Arc<consent_cache::ConsentCache>,
 }
+
+/// The tables a consent lives in: a commit changing them makes the consent
+/// cache's reads stale. (SQLite's update hook, which sees the changes, is
+/// skipped by a DELETE without WHERE: none is run on them.)
+pub(crate) const CONSENT_TABLES: &[&str] = &["consents"];
 
 fn codes<T: Copy>(set: &BTreeSet<T>, code: fn(T) -> &'static str) -> String {
     set.iter().map(|v| code(*v)).collect::<Vec<_>>().join(",")
@@ -507,6 +515,7 @@ impl InstitutionStore {
             group,
             own,
             keys: std::sync::Arc::default(),
+            consents: std::sync::Arc::default(),
         }
     }
 
@@ -550,10 +559,24 @@ impl InstitutionStore {
             .await
     }
 
+    /// A case's consents, as fresh as a read: kept between calls on SQLite
+    /// (`consent_cache.rs` says how they stay fresh).
     pub async fn consents_for_case(&self, case_id: &str) -> Result<Vec<Consent>> {
-        self.db
-            .read(async |connection| reads::consents(connection, case_id).await)
-            .await
+        let read = async || {
+            self.db
+                .read(async |connection| reads::consents(connection, case_id).await)
+                .await
+        };
+        let Some(before) = self.db.consent_changes() else {
+            return read().await;
+        };
+        if let Some(kept) = self.consents.get(case_id, before) {
+            return Ok(kept);
+        }
+        let consents = read().await?;
+        let after = self.db.consent_changes().unwrap_or(before);
+        self.consents.put(case_id, &consents, before, after);
+        Ok(consents)
     }
 
     /// Everything kept of a case, from one snapshot: the parts always

@@ -168,7 +168,11 @@ impl Database {
                 } else {
                     format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
                 };
-                let pool = sql::SqlitePool::new(&url, max_connections, SQLITE_CACHE_KIB)?;
+                let watched = match schema {
+                    Schema::Institution => institution::CONSENT_TABLES,
+                    Schema::Pilotage => &[],
+                };
+                let pool = sql::SqlitePool::new(&url, max_connections, SQLITE_CACHE_KIB, watched)?;
                 // WAL lets readers work while the outbox relay writes. The
                 // connection stays open in the pool (an in-memory database
                 // lives as long as one does).
@@ -216,6 +220,16 @@ impl Database {
         match self.pools {
             Pools::Sqlite(_) => Backend::Sqlite,
             Pools::Postgres { .. } => Backend::Postgres,
+        }
+    }
+
+    /// How many commits changed the consent tables so far, on SQLite
+    /// ([`sql::SqlitePool::watched_changes`]); `None` on PostgreSQL, whose
+    /// other replicas' commits this process does not see.
+    pub(crate) fn consent_changes(&self) -> Option<u64> {
+        match &self.pools {
+            Pools::Sqlite(pool) => Some(pool.watched_changes()),
+            Pools::Postgres { .. } => None,
         }
     }
 

@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -284,7 +285,11 @@ impl Query {
 /// Statements of no value run one after the other (savepoints, settings).
 pub(crate) async fn batch(conn: &mut Conn, statements: &str) -> Result<()> {
     let postgres: &mut sqlx::PgConnection = match conn {
-        Conn::Sqlite(c) => return Ok(c.get()?.execute_batch(statements)?),
+        Conn::Sqlite(c) => {
+            c.get()?.execute_batch(statements)?;
+            c.after_commit(0);
+            return Ok(());
+        }
         Conn::Postgres(c) => c,
         Conn::PostgresTx(tx) => tx,
     };
@@ -352,7 +357,12 @@ impl Conn {
     /// only later on PostgreSQL).
     pub(crate) async fn rollback(self) -> Result<()> {
         match self {
-            Conn::Sqlite(c) => Ok(c.get()?.execute_batch("ROLLBACK")?),
+            Conn::Sqlite(c) => {
+                c.get()?.execute_batch("ROLLBACK")?;
+                // Nothing it changed was ever seen.
+                c.changed_watched.store(false, Ordering::Relaxed);
+                Ok(())
+            }
             Conn::PostgresTx(tx) => Ok(tx.rollback().await?),
             Conn::Postgres(_) => Ok(()),
         }
@@ -555,7 +565,7 @@ struct SqliteShared {
     target: PathBuf,
     flags: rusqlite::OpenFlags,
     cache_kib: u32,
-    idle: Mutex<Vec<rusqlite::Connection>>,
+    idle: Mutex<Vec<Idle>>,
     permits: Arc<Semaphore>,
     most: usize,
     /// SQLite lets one writer at a time: writers of this process wait for
@@ -566,6 +576,18 @@ struct SqliteShared {
     /// Wakes the thread that copies the WAL back into the database file,
     /// `None` if it could not be started (the writers then do it).
     checkpoints: Option<std::sync::mpsc::SyncSender<()>>,
+    /// Tables whose every change is counted ([`SqlitePool::watched_changes`]).
+    watched: &'static [&'static str],
+    /// Commits that changed a watched table, so far.
+    watched_changes: AtomicU64,
+}
+
+/// An idle connection, and whether it changed a watched table in the
+/// transaction it has open (set by SQLite's update hook).
+#[derive(Debug)]
+struct Idle {
+    connection: rusqlite::Connection,
+    changed_watched: Arc<AtomicBool>,
 }
 
 /// How long a statement waits for a lock another process holds.
@@ -575,7 +597,14 @@ const SQLITE_STATEMENTS_KEPT: usize = 256;
 
 impl SqlitePool {
     /// A pool for `url` (`sqlite://path?mode=rwc`, `sqlite:file:name?mode=memory&cache=shared`).
-    pub(crate) fn new(url: &str, max_connections: u32, cache_kib: u32) -> Result<Self> {
+    /// Every commit that changes one of the `watched` tables is counted
+    /// ([`SqlitePool::watched_changes`]).
+    pub(crate) fn new(
+        url: &str,
+        max_connections: u32,
+        cache_kib: u32,
+        watched: &'static [&'static str],
+    ) -> Result<Self> {
         use rusqlite::OpenFlags;
         let rest = url
             .strip_prefix("sqlite://")
@@ -624,11 +653,22 @@ impl SqlitePool {
                 permits: Arc::new(Semaphore::new(max_connections.max(1) as usize)),
                 most: max_connections.max(1) as usize,
                 writer: Arc::new(tokio::sync::Mutex::new(())),
+                watched,
+                watched_changes: AtomicU64::new(0),
             }),
         })
     }
 
-    fn open(&self) -> Result<rusqlite::Connection> {
+    /// How many commits changed a watched table so far: a value read
+    /// before a read and again after it tells whether what it read may
+    /// have changed since. Counted once the commit is visible to new
+    /// reads (a commit of another process is not counted: this process is
+    /// the database's only writer).
+    pub(crate) fn watched_changes(&self) -> u64 {
+        self.shared.watched_changes.load(Ordering::Acquire)
+    }
+
+    fn open(&self) -> Result<Idle> {
         let shared = &self.shared;
         let connection = rusqlite::Connection::open_with_flags(&shared.target, shared.flags)?;
         connection.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
@@ -656,7 +696,22 @@ impl SqlitePool {
             // In place of SQLite's own checkpoint after a commit.
             connection.wal_hook(Some(checkpointer::after_commit));
         }
-        Ok(connection)
+        let changed_watched = Arc::new(AtomicBool::new(false));
+        if !shared.watched.is_empty() {
+            // Every row changed, whatever the statement: none is missed.
+            let (changed, watched) = (changed_watched.clone(), shared.watched);
+            connection.update_hook(Some(
+                move |_: rusqlite::hooks::Action, _: &str, table: &str, _: i64| {
+                    if watched.contains(&table) {
+                        changed.store(true, Ordering::Relaxed);
+                    }
+                },
+            ))?;
+        }
+        Ok(Idle {
+            connection,
+            changed_watched,
+        })
     }
 
     /// A connection, once one of the pool's is free.
@@ -674,12 +729,16 @@ impl SqlitePool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let connection = match idle {
+        let Idle {
+            connection,
+            changed_watched,
+        } = match idle {
             Some(c) => c,
             None => self.open()?,
         };
         Ok(SqliteConn {
             connection: Some(connection),
+            changed_watched,
             pool: self.shared.clone(),
             _permit: permit,
             writing: None,
@@ -815,6 +874,8 @@ pub(crate) struct SqliteConn {
     /// `None` only while a commit runs on the blocking pool.
     connection: Option<rusqlite::Connection>,
     pool: Arc<SqliteShared>,
+    /// A watched table changed in the transaction open on it.
+    changed_watched: Arc<AtomicBool>,
     _permit: OwnedSemaphorePermit,
     /// This process's turn to write, when taken: released after the
     /// connection is back (field order).
@@ -828,14 +889,25 @@ impl SqliteConn {
             .ok_or_else(|| StoreError::Corrupt("connection lost to a cancelled call".into()))
     }
 
-    /// Wakes the checkpoint thread if the commit just run (a transaction's
-    /// or a lone statement's; `wal_pages` 0 if none) left a long WAL.
+    /// After a statement or a commit: wakes the checkpoint thread if the
+    /// commit just run (a transaction's or a lone statement's; `wal_pages`
+    /// 0 if none) left a long WAL, and counts it if it changed a watched
+    /// table (now visible to new reads; within a transaction, only once it
+    /// commits).
     fn after_commit(&self, wal_pages: std::ffi::c_int) {
         if let Some(checkpoints) = &self.pool.checkpoints
             && wal_pages >= checkpointer::CHECKPOINT_PAST
         {
             // Full: a checkpoint is already due.
             let _ = checkpoints.try_send(());
+        }
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(rusqlite::Connection::is_autocommit)
+            && self.changed_watched.swap(false, Ordering::AcqRel)
+        {
+            self.pool.watched_changes.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -876,7 +948,10 @@ impl Drop for SqliteConn {
                 .idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(connection);
+                .push(Idle {
+                    connection,
+                    changed_watched: self.changed_watched.clone(),
+                });
         }
     }
 }
@@ -890,7 +965,7 @@ mod tests {
     fn file_pool(connections: u32) -> (tempfile::TempDir, SqlitePool) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/test.db?mode=rwc", dir.path().display());
-        (dir, SqlitePool::new(&url, connections, 512).unwrap())
+        (dir, SqlitePool::new(&url, connections, 512, &[]).unwrap())
     }
 
     /// What every connection is opened with: checked foreign keys, a
@@ -1134,7 +1209,7 @@ mod tests {
 
     #[test]
     fn sqlite_urls_name_a_file_or_a_shared_memory_database() {
-        let pool = |url: &str| SqlitePool::new(url, 1, 512).map(|p| p.shared.target.clone());
+        let pool = |url: &str| SqlitePool::new(url, 1, 512, &[]).map(|p| p.shared.target.clone());
         assert_eq!(
             pool("sqlite://.passerelle/emploi.db?mode=rwc").unwrap(),
             PathBuf::from(".passerelle/emploi.db")
