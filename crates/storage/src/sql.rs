@@ -578,8 +578,35 @@ struct SqliteShared {
     checkpoints: Option<std::sync::mpsc::SyncSender<()>>,
     /// Tables whose every change is counted ([`SqlitePool::watched_changes`]).
     watched: &'static [&'static str],
-    /// Commits that changed a watched table, so far.
-    watched_changes: AtomicU64,
+    /// Commits that changed a watched table, so far: one count per
+    /// database file, shared by every pool of this process on it.
+    watched_changes: Arc<AtomicU64>,
+}
+
+/// The count of commits changing watched tables of the database at
+/// `target`, shared by this process's pools on it (a test's or a tool's
+/// store beside the service's): a count per pool would miss the others'.
+fn watched_changes_of(target: &std::path::Path) -> Arc<AtomicU64> {
+    static COUNTS: Mutex<Vec<(PathBuf, std::sync::Weak<AtomicU64>)>> = Mutex::new(Vec::new());
+    // Named as SQLite is given it: a URI (an in-memory database) as is, a
+    // path made absolute.
+    let key = if target.to_str().is_some_and(|t| t.starts_with("file:")) {
+        target.to_owned()
+    } else {
+        std::path::absolute(target).unwrap_or_else(|_| target.to_owned())
+    };
+    let mut counts = COUNTS.lock().unwrap_or_else(PoisonError::into_inner);
+    counts.retain(|(_, count)| count.strong_count() > 0);
+    if let Some(count) = counts
+        .iter()
+        .find(|(path, _)| *path == key)
+        .and_then(|(_, count)| count.upgrade())
+    {
+        return count;
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    counts.push((key, Arc::downgrade(&count)));
+    count
 }
 
 /// An idle connection, and whether it changed a watched table in the
@@ -643,6 +670,7 @@ impl SqlitePool {
         };
         let target = PathBuf::from(target);
         let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let watched_changes = watched_changes_of(&target);
         Ok(SqlitePool {
             shared: Arc::new(SqliteShared {
                 checkpoints: checkpointer::start(&target, flags),
@@ -654,7 +682,7 @@ impl SqlitePool {
                 most: max_connections.max(1) as usize,
                 writer: Arc::new(tokio::sync::Mutex::new(())),
                 watched,
-                watched_changes: AtomicU64::new(0),
+                watched_changes,
             }),
         })
     }
@@ -662,8 +690,9 @@ impl SqlitePool {
     /// How many commits changed a watched table so far: a value read
     /// before a read and again after it tells whether what it read may
     /// have changed since. Counted once the commit is visible to new
-    /// reads (a commit of another process is not counted: this process is
-    /// the database's only writer).
+    /// reads, whichever of this process's pools on the file made it (a
+    /// commit of another process is not counted: this process is the
+    /// database's only writer).
     pub(crate) fn watched_changes(&self) -> u64 {
         self.shared.watched_changes.load(Ordering::Acquire)
     }

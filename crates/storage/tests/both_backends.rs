@@ -263,6 +263,14 @@ async fn a_consent_is_read_as_it_stands_after_every_change_on_every_backend() {
         assert_eq!(read("k-1").await, vec![consent("k-1")], "{url}");
         assert_eq!(read("k-1").await, vec![consent("k-1")], "read again: {url}");
         assert!(read("k-2").await.is_empty(), "{url}");
+        // A second store on the same database (a test's, a tool's) sees
+        // the first's changes too.
+        let beside = InstitutionStore::connect(&url, 2, Institution::Social)
+            .await
+            .expect("connect");
+        let read_beside =
+            async |case_id: &str| beside.consents_for_case(case_id).await.expect("read");
+        assert_eq!(read_beside("k-1").await, vec![consent("k-1")], "{url}");
 
         // Withdrawn in a group-committed change.
         let mut withdrawn = consent("k-1");
@@ -273,6 +281,7 @@ async fn a_consent_is_read_as_it_stands_after_every_change_on_every_backend() {
             .await
             .expect("withdraw");
         assert_eq!(read("k-1").await, vec![withdrawn.clone()], "{url}");
+        assert_eq!(read_beside("k-1").await, vec![withdrawn.clone()], "{url}");
 
         // A consent recorded for a case read before, when it had none.
         let mut other = consent("k-2");

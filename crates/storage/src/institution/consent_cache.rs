@@ -5,15 +5,17 @@
 //! Kept exactly as fresh as a read: what was read is kept under the count
 //! of commits that had changed the consent table before the read began
 //! ([`crate::Database::consent_changes`], counted by SQLite's update hook on
-//! every row whatever the statement, once the commit is visible), and only
-//! if no such commit came while it was read. Any later such commit makes
+//! every row whatever the statement, once the commit is visible, whichever
+//! of this process's pools on the file made it), and only if no such commit
+//! came while it was read. Any later such commit makes
 //! everything kept stale at once. The count moves before the writing call is
 //! answered, so a withdrawal takes effect on the next call. Expiry needs
 //! nothing: the boundary judges the consents against its clock each time.
 //!
-//! SQLite only, whose one process is the database's only writer; on
-//! PostgreSQL another replica's withdrawal would not be seen here, so every
-//! read goes to the database.
+//! SQLite only, whose one process is the database's only writer (a
+//! `passerelle purge --database` from another process is for a stopped
+//! service); on PostgreSQL another replica's withdrawal would not be seen
+//! here, so every read goes to the database.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
