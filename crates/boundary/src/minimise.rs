@@ -305,20 +305,27 @@ message Census {
         assert_eq!(out.kept, vec!["signed_at"]);
     }
 
-    #[test]
-    fn generated_messages_are_minimised_by_their_contract_name() {
-        let minimiser = Minimiser::from_contract();
-        let referral = v1::Referral {
+    /// A referral holding a case id (case) and a first name (identity).
+    fn case_and_first_name() -> v1::Referral {
+        v1::Referral {
             case_id: "k".into(),
             person: Some(v1::PersonIdentity {
                 first_name: "Léa".into(),
                 ..Default::default()
             }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn generated_messages_are_minimised_by_their_contract_name() {
+        let minimiser = Minimiser::from_contract();
+        let referral = v1::Referral {
             contact: Some(v1::Contact {
                 phone: "0600000000".into(),
                 ..Default::default()
             }),
-            ..Default::default()
+            ..case_and_first_name()
         };
         let allowed = [DataCategory::Case, DataCategory::Identity].into();
         let out = minimiser.minimise(referral, &allowed).expect("minimised");
@@ -393,14 +400,7 @@ message Census {
     #[test]
     fn a_message_that_may_cross_whole_comes_out_as_it_came_and_an_empty_shell_does_not() {
         let minimiser = Minimiser::from_contract();
-        let referral = v1::Referral {
-            case_id: "k".into(),
-            person: Some(v1::PersonIdentity {
-                first_name: "Léa".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let referral = case_and_first_name();
         let allowed = [DataCategory::Case, DataCategory::Identity].into();
         let out = minimiser
             .minimise(referral.clone(), &allowed)

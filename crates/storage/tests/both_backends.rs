@@ -247,6 +247,11 @@ async fn institution_store_round_trips_on_every_backend() {
     }
 }
 
+/// The case's consents as `store` reads them.
+async fn consents_of(store: &InstitutionStore, case_id: &str) -> Vec<Consent> {
+    store.consents_for_case(case_id).await.expect("read")
+}
+
 /// A case's consents are read as they stand after every kind of change to
 /// them (on SQLite they are kept between reads; a withdrawal must take
 /// effect on the next one), and a change rolled back changes nothing.
@@ -256,21 +261,30 @@ async fn a_consent_is_read_as_it_stands_after_every_change_on_every_backend() {
         let store = InstitutionStore::connect(&url, 4, Institution::Social)
             .await
             .expect("connect");
-        let read = async |case_id: &str| store.consents_for_case(case_id).await.expect("read");
         let mut tx = store.begin().await.expect("begin");
         tx.upsert_consent(&consent("k-1")).await.expect("given");
         tx.commit().await.expect("commit");
-        assert_eq!(read("k-1").await, vec![consent("k-1")], "{url}");
-        assert_eq!(read("k-1").await, vec![consent("k-1")], "read again: {url}");
-        assert!(read("k-2").await.is_empty(), "{url}");
+        assert_eq!(
+            consents_of(&store, "k-1").await,
+            vec![consent("k-1")],
+            "{url}"
+        );
+        assert_eq!(
+            consents_of(&store, "k-1").await,
+            vec![consent("k-1")],
+            "read again: {url}"
+        );
+        assert!(consents_of(&store, "k-2").await.is_empty(), "{url}");
         // A second store on the same database (a test's, a tool's) sees
         // the first's changes too.
         let beside = InstitutionStore::connect(&url, 2, Institution::Social)
             .await
             .expect("connect");
-        let read_beside =
-            async |case_id: &str| beside.consents_for_case(case_id).await.expect("read");
-        assert_eq!(read_beside("k-1").await, vec![consent("k-1")], "{url}");
+        assert_eq!(
+            consents_of(&beside, "k-1").await,
+            vec![consent("k-1")],
+            "{url}"
+        );
 
         // Withdrawn in a group-committed change.
         let mut withdrawn = consent("k-1");
@@ -280,8 +294,16 @@ async fn a_consent_is_read_as_it_stands_after_every_change_on_every_backend() {
             .write(async |tx| tx.upsert_consent(&withdrawn).await)
             .await
             .expect("withdraw");
-        assert_eq!(read("k-1").await, vec![withdrawn.clone()], "{url}");
-        assert_eq!(read_beside("k-1").await, vec![withdrawn.clone()], "{url}");
+        assert_eq!(
+            consents_of(&store, "k-1").await,
+            vec![withdrawn.clone()],
+            "{url}"
+        );
+        assert_eq!(
+            consents_of(&beside, "k-1").await,
+            vec![withdrawn.clone()],
+            "{url}"
+        );
 
         // A consent recorded for a case read before, when it had none.
         let mut other = consent("k-2");
@@ -290,13 +312,21 @@ async fn a_consent_is_read_as_it_stands_after_every_change_on_every_backend() {
             .write(async |tx| tx.upsert_consent(&other).await)
             .await
             .expect("record");
-        assert_eq!(read("k-2").await, vec![other.clone()], "{url}");
+        assert_eq!(
+            consents_of(&store, "k-2").await,
+            vec![other.clone()],
+            "{url}"
+        );
 
         // A transaction rolled back (dropped) leaves the consents as they were.
         let mut tx = store.begin().await.expect("begin");
         tx.erase_consents("k-2").await.expect("erase");
         drop(tx);
-        assert_eq!(read("k-2").await, vec![other.clone()], "{url}");
+        assert_eq!(
+            consents_of(&store, "k-2").await,
+            vec![other.clone()],
+            "{url}"
+        );
 
         // A lone statement outside any transaction, as a tool would run it.
         passerelle_storage::testing::execute(
@@ -305,14 +335,18 @@ async fn a_consent_is_read_as_it_stands_after_every_change_on_every_backend() {
         )
         .await
         .expect("update");
-        assert_eq!(read("k-1").await[0].state, ConsentState::Given, "{url}");
+        assert_eq!(
+            consents_of(&store, "k-1").await[0].state,
+            ConsentState::Given,
+            "{url}"
+        );
 
         // Erased.
         let mut tx = store.begin().await.expect("begin");
         tx.erase_consents("k-2").await.expect("erase");
         tx.commit().await.expect("commit");
-        assert!(read("k-2").await.is_empty(), "{url}");
-        assert_eq!(read("k-1").await.len(), 1, "{url}");
+        assert!(consents_of(&store, "k-2").await.is_empty(), "{url}");
+        assert_eq!(consents_of(&store, "k-1").await.len(), 1, "{url}");
     }
 }
 
