@@ -32,17 +32,18 @@ pub fn case_id(field: &str, value: &str) -> Result<String, AppError> {
     convert::identifier(field, value).map_err(AppError::from)
 }
 
-impl From<&CaseView> for v1::GetCaseResponse {
-    fn from(view: &CaseView) -> Self {
+impl From<&CaseView<'_>> for v1::GetCaseResponse {
+    fn from(view: &CaseView<'_>) -> Self {
+        let parts = view.parts;
         v1::GetCaseResponse {
-            case: Some((&view.case).into()),
-            referral: view.referral.as_ref().map(Into::into),
-            diagnoses: view.diagnoses.iter().map(Into::into).collect(),
-            consents: view.consents.iter().map(Into::into).collect(),
-            local_notes: view.local_notes.clone(),
-            plan: view.plan.as_ref().map(Into::into),
-            plan_summaries: view.plan_summaries.iter().map(Into::into).collect(),
-            orientations: view.orientations.iter().map(Into::into).collect(),
+            case: Some((&parts.case).into()),
+            referral: parts.referral.as_ref().map(Into::into),
+            diagnoses: parts.diagnoses.iter().map(Into::into).collect(),
+            consents: parts.consents.iter().map(Into::into).collect(),
+            local_notes: view.local_notes.iter().map(|n| (*n).to_owned()).collect(),
+            plan: parts.plan.as_ref().map(Into::into),
+            plan_summaries: parts.plan_summaries.iter().map(Into::into).collect(),
+            orientations: parts.orientations.iter().map(Into::into).collect(),
         }
     }
 }
@@ -250,9 +251,9 @@ impl CaseworkRpcs {
         let parts = app.casework.case_parts(&case_id).await?;
         let (caller, rule) = (&admission.caller, &admission.rule);
         app.casework
-            .reach_read(caller, rule, &case_id, parts.as_ref())
+            .reach_read(caller, rule, &case_id, parts.as_deref())
             .await?;
-        let view = app.casework.case_view(caller, parts)?;
+        let view = app.casework.case_view(caller, parts.as_deref())?;
         Ok(Response::new((&view).into()))
     }
 

@@ -38,15 +38,11 @@ fn for_case_people(rule: &RpcRule) -> bool {
 
 /// What an agent sees of one case in their own institution.
 #[derive(Debug, Clone)]
-pub struct CaseView {
-    pub case: Case,
-    pub referral: Option<Referral>,
-    pub diagnoses: Vec<DiagnosisHalf>,
-    pub consents: Vec<Consent>,
-    pub local_notes: Vec<String>,
-    pub plan: Option<Plan>,
-    pub plan_summaries: Vec<PlanSummary>,
-    pub orientations: Vec<Orientation>,
+pub struct CaseView<'a> {
+    /// The case read whole (shared with what is kept of it).
+    pub parts: &'a CaseParts,
+    /// The local notes the caller may read.
+    pub local_notes: Vec<&'a str>,
 }
 
 pub use passerelle_storage::institution::CaseParts;
@@ -741,45 +737,31 @@ impl Casework {
     }
 
     /// Everything kept of the case; `None` for a case this side does not hold.
-    pub async fn case_parts(&self, case_id: &str) -> Result<Option<CaseParts>> {
+    pub async fn case_parts(&self, case_id: &str) -> Result<Option<Arc<CaseParts>>> {
         Ok(self.store.case_parts(case_id).await?)
     }
 
     /// What `caller` sees of a case read whole (`None`: not held here).
-    pub fn case_view(&self, caller: &Caller, parts: Option<CaseParts>) -> Result<CaseView> {
-        let CaseParts {
-            case,
-            restricted: restricted_here,
-            referral,
-            diagnoses,
-            consents,
-            notes,
-            plan,
-            plan_summaries,
-            orientations,
-        } = parts.ok_or(AppError(DomainError::NotFound("case")))?;
+    pub fn case_view<'a>(
+        &self,
+        caller: &Caller,
+        parts: Option<&'a CaseParts>,
+    ) -> Result<CaseView<'a>> {
+        let parts = parts.ok_or(AppError(DomainError::NotFound("case")))?;
         // Reading is processing too; the DPO answers for the kept data.
-        if restricted_here && caller.role != Role::Dpo {
+        if parts.restricted && caller.role != Role::Dpo {
             return Err(restricted());
         }
         // Local notes are for the pair, the office's coordinator and their
         // authors; the people come from what was just read.
-        let parties = self.parties_of(&case, referral.as_ref(), &diagnoses);
-        let local_notes = notes
-            .into_iter()
+        let parties = self.parties_of(&parts.case, parts.referral.as_ref(), &parts.diagnoses);
+        let local_notes = parts
+            .notes
+            .iter()
             .filter(|n| may_read_note(caller, &parties, &n.author))
-            .map(|n| n.note)
+            .map(|n| n.note.as_str())
             .collect();
-        Ok(CaseView {
-            case,
-            referral,
-            diagnoses,
-            consents,
-            local_notes,
-            plan,
-            plan_summaries,
-            orientations,
-        })
+        Ok(CaseView { parts, local_notes })
     }
 
     // ---- what the partner sends ------------------------------------------------

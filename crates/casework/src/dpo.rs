@@ -91,7 +91,10 @@ impl Casework {
             plan_summaries: summaries,
             orientations,
             ..
-        }) = self.case_parts(case_id).await?
+        }) = self
+            .case_parts(case_id)
+            .await?
+            .map(std::sync::Arc::unwrap_or_clone)
         else {
             return Ok(Held::default());
         };

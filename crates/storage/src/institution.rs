@@ -2,7 +2,7 @@
 //! go through [`Tx`], so a change, its outbox message and its idempotency
 //! record commit together or not at all.
 
-mod consent_cache;
+mod case_cache;
 pub(crate) mod erasure;
 pub(crate) mod group_commit;
 mod keys_in_flight;
@@ -45,7 +45,7 @@ async fn orientations_of<'e>(
 }
 
 /// Everything an institution keeps of one case, as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CaseParts {
     pub case: Case,
     /// Whether its processing is restricted (GDPR art. 18).
@@ -58,6 +58,8 @@ pub struct CaseParts {
     pub plan_summaries: Vec<PlanSummary>,
     /// Its orientations into a parcours, oldest first.
     pub orientations: Vec<Orientation>,
+    /// The length of what was read, as stored: what keeping it costs.
+    pub(crate) stored_bytes: usize,
 }
 
 /// Reads of a case's parts, on the pool or inside a transaction.
@@ -155,11 +157,13 @@ mod reads {
         let mut found = None;
         let mut consents = Vec::new();
         let mut bodies = CaseBodies::default();
+        let mut stored_bytes = 0;
         let rows = query(case_parts_sql())
             .bind(case_id)
             .fetch_all(executor)
             .await?;
         for row in &rows {
+            stored_bytes += row.stored_bytes();
             let part = row.try_get::<String, _>("part")?;
             if part == "case" {
                 found = Some(case_and_restriction_from_row(row)?);
@@ -202,6 +206,7 @@ mod reads {
             plan: bodies.plan,
             plan_summaries: bodies.plan_summaries,
             orientations: bodies.orientations,
+            stored_bytes,
         }))
     }
 
@@ -235,7 +240,7 @@ mod reads {
     ];
 
     /// The one statement of [`case_parts`], built once.
-    fn case_parts_sql() -> &'static str {
+    pub(super) fn case_parts_sql() -> &'static str {
         static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         SQL.get_or_init(|| {
             let nulls = |n: usize| vec!["NULL"; n].join(", ");
@@ -336,13 +341,28 @@ pub struct InstitutionStore {
     /// Idempotency keys being served by this process.
     keys: std::sync::Arc<keys_in_flight::KeysInFlight>,
     /// The consents of the cases last asked about (SQLite).
-    consents: std::sync::Arc<consent_cache::ConsentCache>,
+    consents: std::sync::Arc<case_cache::CaseCache<Vec<Consent>>>,
+    /// The cases last read whole (SQLite).
+    parts: std::sync::Arc<case_cache::CaseCache<CaseParts>>,
 }
 
-/// The tables a consent lives in: a commit changing them makes the consent
-/// cache's reads stale. (SQLite's update hook, which sees the changes, is
-/// skipped by a DELETE without WHERE: none is run on them.)
-pub(crate) const CONSENT_TABLES: &[&str] = &["consents"];
+/// The tables a case's parts are read from ([`reads::case_parts`]), each
+/// with its `case_id`: a commit changing a row of a case in one of them
+/// makes what is kept of that case from that table stale
+/// (`institution/case_cache.rs`).
+pub(crate) const CASE_TABLES: &[&str] = &[
+    "cases",
+    "restrictions",
+    "consents",
+    "referrals",
+    "diagnoses",
+    "plans",
+    "orientations",
+    "local_notes",
+];
+
+/// The table a case's consents are read from.
+const CONSENT_TABLES: &[&str] = &["consents"];
 
 fn codes<T: Copy>(set: &BTreeSet<T>, code: fn(T) -> &'static str) -> String {
     set.iter().map(|v| code(*v)).collect::<Vec<_>>().join(",")
@@ -515,7 +535,8 @@ impl InstitutionStore {
             group,
             own,
             keys: std::sync::Arc::default(),
-            consents: std::sync::Arc::default(),
+            consents: std::sync::Arc::new(case_cache::CaseCache::new(CONSENT_TABLES)),
+            parts: std::sync::Arc::new(case_cache::CaseCache::new(CASE_TABLES)),
         }
     }
 
@@ -560,31 +581,51 @@ impl InstitutionStore {
     }
 
     /// A case's consents, as fresh as a read: kept between calls on SQLite
-    /// (`consent_cache.rs` says how they stay fresh).
+    /// (`case_cache.rs` says how they stay fresh).
     pub async fn consents_for_case(&self, case_id: &str) -> Result<Vec<Consent>> {
         let read = async || {
             self.db
                 .read(async |connection| reads::consents(connection, case_id).await)
                 .await
         };
-        let Some(before) = self.db.consent_changes() else {
+        let Some(stamps) = self.db.case_stamps() else {
             return read().await;
         };
-        if let Some(kept) = self.consents.get(case_id, before) {
-            return Ok(kept);
+        if let Some(kept) = self.consents.get(stamps, case_id) {
+            return Ok(kept.as_ref().clone());
         }
+        let since = stamps.now();
         let consents = read().await?;
-        let after = self.db.consent_changes().unwrap_or(before);
-        self.consents.put(case_id, &consents, before, after);
+        self.consents.put(
+            stamps,
+            case_id,
+            std::sync::Arc::new(consents.clone()),
+            since,
+        );
         Ok(consents)
     }
 
     /// Everything kept of a case, from one snapshot: the parts always
-    /// agree with the case.
-    pub async fn case_parts(&self, case_id: &str) -> Result<Option<CaseParts>> {
-        self.db
-            .read(async |connection| reads::case_parts(connection, case_id).await)
-            .await
+    /// agree with the case. Kept between calls on SQLite, as fresh as a
+    /// read (`case_cache.rs`), and shared rather than copied.
+    pub async fn case_parts(&self, case_id: &str) -> Result<Option<std::sync::Arc<CaseParts>>> {
+        let read = async || {
+            self.db
+                .read(async |connection| reads::case_parts(connection, case_id).await)
+                .await
+        };
+        let Some(stamps) = self.db.case_stamps() else {
+            return Ok(read().await?.map(std::sync::Arc::new));
+        };
+        if let Some(kept) = self.parts.get(stamps, case_id) {
+            return Ok(Some(kept));
+        }
+        let since = stamps.now();
+        let parts = read().await?.map(std::sync::Arc::new);
+        if let Some(parts) = &parts {
+            self.parts.put(stamps, case_id, parts.clone(), since);
+        }
+        Ok(parts)
     }
 
     pub async fn case(&self, case_id: &str) -> Result<Option<Case>> {
@@ -1714,5 +1755,26 @@ impl passerelle_boundary::ConsentRegister for InstitutionStore {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part added to a case's one read must be watched too, or what is
+    /// kept of the case would miss its changes.
+    #[test]
+    fn every_table_a_case_is_read_from_is_watched() {
+        let sql = reads::case_parts_sql();
+        let tables: BTreeSet<&str> = sql
+            .split("FROM ")
+            .skip(1)
+            .filter_map(|rest| rest.split_whitespace().next())
+            .collect();
+        assert!(tables.len() >= 8, "{tables:?}");
+        for table in tables {
+            assert!(CASE_TABLES.contains(&table), "{table} is not watched");
+        }
     }
 }

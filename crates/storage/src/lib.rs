@@ -169,7 +169,7 @@ impl Database {
                     format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
                 };
                 let watched = match schema {
-                    Schema::Institution => institution::CONSENT_TABLES,
+                    Schema::Institution => institution::CASE_TABLES,
                     Schema::Pilotage => &[],
                 };
                 let pool = sql::SqlitePool::new(&url, max_connections, SQLITE_CACHE_KIB, watched)?;
@@ -184,6 +184,7 @@ impl Database {
                 let mut migrating = sqlx::SqliteConnection::connect_with(&options).await?;
                 migrator.run_direct(None, &mut migrating, false).await?;
                 migrating.close().await?;
+                pool.reopen_idle()?;
                 Pools::Sqlite(pool)
             }
             Backend::Postgres => {
@@ -223,12 +224,12 @@ impl Database {
         }
     }
 
-    /// How many commits changed the consent tables so far, on SQLite
-    /// ([`sql::SqlitePool::watched_changes`]); `None` on PostgreSQL, whose
+    /// Which cases the commits changed, on SQLite
+    /// ([`sql::SqlitePool::case_stamps`]); `None` on PostgreSQL, whose
     /// other replicas' commits this process does not see.
-    pub(crate) fn consent_changes(&self) -> Option<u64> {
+    pub(crate) fn case_stamps(&self) -> Option<&sql::CaseStamps> {
         match &self.pools {
-            Pools::Sqlite(pool) => Some(pool.watched_changes()),
+            Pools::Sqlite(pool) => Some(pool.case_stamps()),
             Pools::Postgres { .. } => None,
         }
     }

@@ -16,7 +16,6 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,6 +26,9 @@ use sqlx::{Arguments, Column, Postgres, Row as _, TypeInfo, ValueRef as _};
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::{Database, Result, StoreError};
+
+mod case_changes;
+pub(crate) use case_changes::CaseStamps;
 
 /// A value bound to a statement, or read from a row.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,6 +181,18 @@ pub(crate) struct Row {
 impl Row {
     pub(crate) fn width(&self) -> usize {
         self.values.len()
+    }
+
+    /// About how many bytes its values hold.
+    pub(crate) fn stored_bytes(&self) -> usize {
+        self.values
+            .iter()
+            .map(|value| match value {
+                Value::Text(text) => text.len(),
+                Value::Blob(blob) => blob.len(),
+                _ => 8,
+            })
+            .sum()
     }
 
     pub(crate) fn try_get<T: Decode, I: ColumnIndex>(&self, column: I) -> Result<T> {
@@ -359,8 +373,10 @@ impl Conn {
         match self {
             Conn::Sqlite(c) => {
                 c.get()?.execute_batch("ROLLBACK")?;
-                // Nothing it changed was ever seen.
-                c.changed_watched.store(false, Ordering::Relaxed);
+                if let Some(watch) = &c.watch {
+                    // Nothing it changed was ever seen.
+                    watch.rolled_back();
+                }
                 Ok(())
             }
             Conn::PostgresTx(tx) => Ok(tx.rollback().await?),
@@ -576,45 +592,20 @@ struct SqliteShared {
     /// Wakes the thread that copies the WAL back into the database file,
     /// `None` if it could not be started (the writers then do it).
     checkpoints: Option<std::sync::mpsc::SyncSender<()>>,
-    /// Tables whose every change is counted ([`SqlitePool::watched_changes`]).
+    /// Tables (each with a `case_id` column) whose every change stamps
+    /// its case ([`SqlitePool::case_stamps`]).
     watched: &'static [&'static str],
-    /// Commits that changed a watched table, so far: one count per
-    /// database file, shared by every pool of this process on it.
-    watched_changes: Arc<AtomicU64>,
+    /// Which cases the commits changed: one set of stamps per database
+    /// file, shared by every pool of this process on it.
+    stamps: Arc<CaseStamps>,
 }
 
-/// The count of commits changing watched tables of the database at
-/// `target`, shared by this process's pools on it (a test's or a tool's
-/// store beside the service's): a count per pool would miss the others'.
-fn watched_changes_of(target: &std::path::Path) -> Arc<AtomicU64> {
-    static COUNTS: Mutex<Vec<(PathBuf, std::sync::Weak<AtomicU64>)>> = Mutex::new(Vec::new());
-    // Named as SQLite is given it: a URI (an in-memory database) as is, a
-    // path made absolute.
-    let key = if target.to_str().is_some_and(|t| t.starts_with("file:")) {
-        target.to_owned()
-    } else {
-        std::path::absolute(target).unwrap_or_else(|_| target.to_owned())
-    };
-    let mut counts = COUNTS.lock().unwrap_or_else(PoisonError::into_inner);
-    counts.retain(|(_, count)| count.strong_count() > 0);
-    if let Some(count) = counts
-        .iter()
-        .find(|(path, _)| *path == key)
-        .and_then(|(_, count)| count.upgrade())
-    {
-        return count;
-    }
-    let count = Arc::new(AtomicU64::new(0));
-    counts.push((key, Arc::downgrade(&count)));
-    count
-}
-
-/// An idle connection, and whether it changed a watched table in the
-/// transaction it has open (set by SQLite's update hook).
+/// An idle connection, and its watch over the watched tables (`None` if
+/// there are none).
 #[derive(Debug)]
 struct Idle {
     connection: rusqlite::Connection,
-    changed_watched: Arc<AtomicBool>,
+    watch: Option<case_changes::Watch>,
 }
 
 /// How long a statement waits for a lock another process holds.
@@ -624,8 +615,8 @@ const SQLITE_STATEMENTS_KEPT: usize = 256;
 
 impl SqlitePool {
     /// A pool for `url` (`sqlite://path?mode=rwc`, `sqlite:file:name?mode=memory&cache=shared`).
-    /// Every commit that changes one of the `watched` tables is counted
-    /// ([`SqlitePool::watched_changes`]).
+    /// Every commit that changes a row of one of the `watched` tables
+    /// stamps the row's case ([`SqlitePool::case_stamps`]).
     pub(crate) fn new(
         url: &str,
         max_connections: u32,
@@ -670,7 +661,7 @@ impl SqlitePool {
         };
         let target = PathBuf::from(target);
         let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let watched_changes = watched_changes_of(&target);
+        let stamps = case_changes::stamps_of(&target);
         Ok(SqlitePool {
             shared: Arc::new(SqliteShared {
                 checkpoints: checkpointer::start(&target, flags),
@@ -682,19 +673,36 @@ impl SqlitePool {
                 most: max_connections.max(1) as usize,
                 writer: Arc::new(tokio::sync::Mutex::new(())),
                 watched,
-                watched_changes,
+                stamps,
             }),
         })
     }
 
-    /// How many commits changed a watched table so far: a value read
-    /// before a read and again after it tells whether what it read may
-    /// have changed since. Counted once the commit is visible to new
-    /// reads, whichever of this process's pools on the file made it (a
-    /// commit of another process is not counted: this process is the
-    /// database's only writer).
-    pub(crate) fn watched_changes(&self) -> u64 {
-        self.shared.watched_changes.load(Ordering::Acquire)
+    /// Which cases the commits changed so far, in the watched tables:
+    /// stamped once the commit is visible to new reads and before its
+    /// caller is answered, whichever of this process's pools on the file
+    /// made it (a commit of another process is not stamped: this process
+    /// is the database's only writer).
+    pub(crate) fn case_stamps(&self) -> &CaseStamps {
+        &self.shared.stamps
+    }
+
+    /// Replaces the idle connections with a new one: those opened before
+    /// the migrations watch no table the migrations created. The new one
+    /// is opened first (an in-memory database lives as long as one of its
+    /// connections does).
+    pub(crate) fn reopen_idle(&self) -> Result<()> {
+        let fresh = self.open()?;
+        let before = std::mem::replace(
+            &mut *self
+                .shared
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            vec![fresh],
+        );
+        drop(before);
+        Ok(())
     }
 
     fn open(&self) -> Result<Idle> {
@@ -725,22 +733,16 @@ impl SqlitePool {
             // In place of SQLite's own checkpoint after a commit.
             connection.wal_hook(Some(checkpointer::after_commit));
         }
-        let changed_watched = Arc::new(AtomicBool::new(false));
-        if !shared.watched.is_empty() {
-            // Every row changed, whatever the statement: none is missed.
-            let (changed, watched) = (changed_watched.clone(), shared.watched);
-            connection.update_hook(Some(
-                move |_: rusqlite::hooks::Action, _: &str, table: &str, _: i64| {
-                    if watched.contains(&table) {
-                        changed.store(true, Ordering::Relaxed);
-                    }
-                },
-            ))?;
-        }
-        Ok(Idle {
-            connection,
-            changed_watched,
-        })
+        let watch = if shared.watched.is_empty() {
+            None
+        } else {
+            Some(case_changes::Watch::install(
+                &connection,
+                shared.watched,
+                shared.stamps.clone(),
+            )?)
+        };
+        Ok(Idle { connection, watch })
     }
 
     /// A connection, once one of the pool's is free.
@@ -758,16 +760,13 @@ impl SqlitePool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let Idle {
-            connection,
-            changed_watched,
-        } = match idle {
+        let Idle { connection, watch } = match idle {
             Some(c) => c,
             None => self.open()?,
         };
         Ok(SqliteConn {
             connection: Some(connection),
-            changed_watched,
+            watch,
             pool: self.shared.clone(),
             _permit: permit,
             writing: None,
@@ -903,8 +902,8 @@ pub(crate) struct SqliteConn {
     /// `None` only while a commit runs on the blocking pool.
     connection: Option<rusqlite::Connection>,
     pool: Arc<SqliteShared>,
-    /// A watched table changed in the transaction open on it.
-    changed_watched: Arc<AtomicBool>,
+    /// Its watch over the watched tables.
+    watch: Option<case_changes::Watch>,
     _permit: OwnedSemaphorePermit,
     /// This process's turn to write, when taken: released after the
     /// connection is back (field order).
@@ -920,9 +919,8 @@ impl SqliteConn {
 
     /// After a statement or a commit: wakes the checkpoint thread if the
     /// commit just run (a transaction's or a lone statement's; `wal_pages`
-    /// 0 if none) left a long WAL, and counts it if it changed a watched
-    /// table (now visible to new reads; within a transaction, only once it
-    /// commits).
+    /// 0 if none) left a long WAL, and stamps the cases it changed (now
+    /// visible to new reads; within a transaction, only once it commits).
     fn after_commit(&self, wal_pages: std::ffi::c_int) {
         if let Some(checkpoints) = &self.pool.checkpoints
             && wal_pages >= checkpointer::CHECKPOINT_PAST
@@ -930,13 +928,8 @@ impl SqliteConn {
             // Full: a checkpoint is already due.
             let _ = checkpoints.try_send(());
         }
-        if self
-            .connection
-            .as_ref()
-            .is_some_and(rusqlite::Connection::is_autocommit)
-            && self.changed_watched.swap(false, Ordering::AcqRel)
-        {
-            self.pool.watched_changes.fetch_add(1, Ordering::AcqRel);
+        if let (Some(watch), Some(connection)) = (&self.watch, &self.connection) {
+            watch.after_commit(connection.is_autocommit());
         }
     }
 
@@ -979,7 +972,7 @@ impl Drop for SqliteConn {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(Idle {
                     connection,
-                    changed_watched: self.changed_watched.clone(),
+                    watch: self.watch.take(),
                 });
         }
     }

@@ -350,6 +350,131 @@ async fn a_consent_is_read_as_it_stands_after_every_change_on_every_backend() {
     }
 }
 
+/// A case read whole is read as it stands after every kind of change to
+/// it (on SQLite it is kept between reads, case by case): compared each
+/// time with a store that never read it before.
+#[tokio::test]
+async fn a_case_is_read_whole_as_it_stands_after_every_change_on_every_backend() {
+    for (url, _dir) in urls("case_reads").await {
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
+        let as_it_stands = async |what: &str| {
+            let read = store.case_parts("k-1").await.expect("read");
+            let fresh = InstitutionStore::connect(&url, 1, Institution::Social)
+                .await
+                .expect("connect")
+                .case_parts("k-1")
+                .await
+                .expect("read");
+            assert_eq!(read, fresh, "{url}: after {what}");
+            // Read twice: the second may be the kept one.
+            assert_eq!(
+                store.case_parts("k-1").await.expect("read"),
+                fresh,
+                "{url}: after {what}, read again"
+            );
+            fresh
+        };
+        assert!(as_it_stands("nothing").await.is_none());
+        let mut case = Case::referred(&referral("k-1"), 45);
+        store
+            .write(async |tx| {
+                tx.insert_referral(&referral("k-1"), Origin::Local).await?;
+                tx.save_case(&case, None).await?;
+                tx.update_statistics().await
+            })
+            .await
+            .expect("referred");
+        assert!(as_it_stands("the referral").await.is_some());
+        // Another case's change leaves this one's read as it was.
+        let mut other = consent("k-2");
+        other.consent_id = "c-2".into();
+        let mut tx = store.begin().await.expect("begin");
+        tx.upsert_consent(&other).await.expect("consent");
+        tx.commit().await.expect("commit");
+        as_it_stands("another case's consent").await;
+
+        case.referral_state = ReferralState::Accepted;
+        case.referral_decided_at = Some(t0() + Duration::days(2));
+        store
+            .write(async |tx| {
+                tx.save_case(&case, None).await?;
+                tx.update_statistics().await
+            })
+            .await
+            .expect("accepted");
+        let parts = as_it_stands("its acceptance").await.expect("a case");
+        assert_eq!(parts.case.referral_state, ReferralState::Accepted);
+
+        let mut tx = store.begin().await.expect("begin");
+        tx.upsert_consent(&consent("k-1")).await.expect("consent");
+        tx.insert_note("k-1", "sw-1", "first", "a note", t0())
+            .await
+            .expect("note");
+        tx.update_statistics().await.expect("counts");
+        tx.commit().await.expect("commit");
+        let parts = as_it_stands("a consent and a note").await.expect("a case");
+        assert_eq!((parts.consents.len(), parts.notes.len()), (1, 1));
+
+        store
+            .write(async |tx| {
+                tx.append_orientation(&oriented_to_social("k-1"), Origin::Local)
+                    .await?;
+                tx.update_statistics().await
+            })
+            .await
+            .expect("oriented");
+        as_it_stands("an orientation").await;
+
+        // A change rolled back (dropped) leaves it as it was.
+        let mut tx = store.begin().await.expect("begin");
+        tx.insert_note("k-1", "sw-1", "second", "dropped", t0())
+            .await
+            .expect("note");
+        drop(tx);
+        let parts = as_it_stands("a dropped change").await.expect("a case");
+        assert_eq!(parts.notes.len(), 1);
+
+        let mut tx = store.begin().await.expect("begin");
+        assert!(tx.restrict("k-1", t0()).await.expect("restricted"));
+        tx.commit().await.expect("commit");
+        assert!(
+            as_it_stands("a restriction")
+                .await
+                .expect("a case")
+                .restricted
+        );
+        let mut tx = store.begin().await.expect("begin");
+        assert!(tx.lift_restriction("k-1").await.expect("lifted"));
+        tx.commit().await.expect("commit");
+        assert!(
+            !as_it_stands("its lifting")
+                .await
+                .expect("a case")
+                .restricted
+        );
+
+        // A lone statement outside any transaction, as a tool would run it.
+        passerelle_storage::testing::execute(
+            store.database(),
+            "UPDATE local_notes SET note = 'rewritten' WHERE case_id = 'k-1'",
+        )
+        .await
+        .expect("update");
+        let parts = as_it_stands("a lone update").await.expect("a case");
+        assert_eq!(parts.notes[0].note, "rewritten");
+
+        let mut tx = store.begin().await.expect("begin");
+        tx.erase_case("k-1", ErasureReason::Request, false, t0())
+            .await
+            .expect("erased");
+        tx.update_statistics().await.expect("counts");
+        tx.commit().await.expect("commit");
+        assert!(as_it_stands("its erasure").await.is_none());
+    }
+}
+
 #[tokio::test]
 async fn audit_log_chains_and_refuses_changes_on_every_backend() {
     for (url, _dir) in urls("audit").await {
