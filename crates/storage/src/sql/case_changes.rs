@@ -201,14 +201,25 @@ impl Watch {
                 let Some(index) = tables.iter().position(|t| *t == table) else {
                     return Ok(rusqlite::types::Null);
                 };
+                let mut case_ids = Vec::with_capacity(2);
+                for i in 1..3 {
+                    match context.get_raw(i) {
+                        rusqlite::types::ValueRef::Null => {}
+                        rusqlite::types::ValueRef::Text(id) => {
+                            case_ids.push(String::from_utf8_lossy(id).into_owned());
+                        }
+                        // Not a case id this process writes: the row stays
+                        // unnoted, so its commit stamps every case (a
+                        // failure here would fail the statement).
+                        _ => return Ok(rusqlite::types::Null),
+                    }
+                }
                 let mut changes = lock(&noting);
                 Changes::count(&mut changes.noted, index);
-                for i in 1..3 {
-                    if let Some(case_id) = context.get::<Option<String>>(i)? {
-                        changes
-                            .cases
-                            .insert((tables[index], case_id.into_boxed_str()));
-                    }
+                for case_id in case_ids {
+                    changes
+                        .cases
+                        .insert((tables[index], case_id.into_boxed_str()));
                 }
                 Ok(rusqlite::types::Null)
             },
@@ -355,6 +366,20 @@ mod tests {
             stamps.now(),
             "a commit changing nothing watched takes no number"
         );
+    }
+
+    #[test]
+    fn a_row_whose_case_id_is_not_text_stamps_every_case() {
+        let stamps = Arc::new(CaseStamps::default());
+        let (connection, watch) = connection_with(&stamps);
+        let since = stamps.now();
+        // A column of TEXT affinity stores a number as text; a blob stays one.
+        run(
+            &connection,
+            &watch,
+            "INSERT INTO cases VALUES (X'2A', 'new')",
+        );
+        assert!(stamps.changed_since(&["consents"], "b", since));
     }
 
     #[test]
