@@ -587,22 +587,15 @@ impl InstitutionStore {
             self.db
                 .read(async |connection| reads::consents(connection, case_id).await)
                 .await
+                .map(Some)
         };
-        let Some(stamps) = self.db.case_stamps() else {
-            return read().await;
-        };
-        if let Some(kept) = self.consents.get(stamps, case_id) {
-            return Ok(kept.as_ref().clone());
-        }
-        let since = stamps.now();
-        let consents = read().await?;
-        self.consents.put(
-            stamps,
-            case_id,
-            std::sync::Arc::new(consents.clone()),
-            since,
-        );
-        Ok(consents)
+        let consents = self
+            .consents
+            .kept_or_read(self.db.case_stamps(), case_id, read)
+            .await?;
+        Ok(consents
+            .map(|kept| kept.as_ref().clone())
+            .unwrap_or_default())
     }
 
     /// Everything kept of a case, from one snapshot: the parts always
@@ -614,18 +607,9 @@ impl InstitutionStore {
                 .read(async |connection| reads::case_parts(connection, case_id).await)
                 .await
         };
-        let Some(stamps) = self.db.case_stamps() else {
-            return Ok(read().await?.map(std::sync::Arc::new));
-        };
-        if let Some(kept) = self.parts.get(stamps, case_id) {
-            return Ok(Some(kept));
-        }
-        let since = stamps.now();
-        let parts = read().await?.map(std::sync::Arc::new);
-        if let Some(parts) = &parts {
-            self.parts.put(stamps, case_id, parts.clone(), since);
-        }
-        Ok(parts)
+        self.parts
+            .kept_or_read(self.db.case_stamps(), case_id, read)
+            .await
     }
 
     pub async fn case(&self, case_id: &str) -> Result<Option<Case>> {

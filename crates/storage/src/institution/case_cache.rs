@@ -74,8 +74,32 @@ impl<T: Weigh> CaseCache<T> {
         }
     }
 
+    /// The case's value: the one kept if none of its rows changed since, or
+    /// else `read` (`None`: nothing to keep), kept if still current. No
+    /// stamps (PostgreSQL): always `read`.
+    pub(crate) async fn kept_or_read(
+        &self,
+        stamps: Option<&CaseStamps>,
+        case_id: &str,
+        read: impl AsyncFnOnce() -> crate::Result<Option<T>>,
+    ) -> crate::Result<Option<Arc<T>>> {
+        let Some(stamps) = stamps else {
+            return Ok(read().await?.map(Arc::new));
+        };
+        if let Some(kept) = self.get(stamps, case_id) {
+            return Ok(Some(kept));
+        }
+        // Taken before the read begins: a commit after it stamps later.
+        let since = stamps.now();
+        let value = read().await?.map(Arc::new);
+        if let Some(value) = &value {
+            self.put(stamps, case_id, value.clone(), since);
+        }
+        Ok(value)
+    }
+
     /// The case's value if kept and none of its rows changed since.
-    pub(crate) fn get(&self, stamps: &CaseStamps, case_id: &str) -> Option<Arc<T>> {
+    fn get(&self, stamps: &CaseStamps, case_id: &str) -> Option<Arc<T>> {
         let mut kept = self.lock();
         let (value, since) = kept.by_case.get(case_id)?;
         if stamps.changed_since(self.tables, case_id, *since) {
@@ -88,7 +112,7 @@ impl<T: Weigh> CaseCache<T> {
     /// Keeps `value`, read after `since` was taken ([`CaseStamps::now`]),
     /// unless a commit changed the case since: what was read may already
     /// be stale then.
-    pub(crate) fn put(&self, stamps: &CaseStamps, case_id: &str, value: Arc<T>, since: u64) {
+    fn put(&self, stamps: &CaseStamps, case_id: &str, value: Arc<T>, since: u64) {
         let weight = value.weight();
         if weight > MOST_BYTES || stamps.changed_since(self.tables, case_id, since) {
             return;
@@ -157,6 +181,35 @@ mod tests {
         assert_eq!(value(&cache, &stamps, "b"), Some(2));
         cache.put(&stamps, "a", Arc::new(3), stamps.now());
         assert_eq!(value(&cache, &stamps, "a"), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_value_is_read_once_until_its_case_changes_and_always_without_stamps() {
+        let (stamps, cache) = (CaseStamps::default(), CaseCache::new(TABLES));
+        let reads = std::cell::Cell::new(0);
+        let read = async || {
+            reads.set(reads.get() + 1);
+            Ok(Some(reads.get()))
+        };
+        let value = async |stamps| {
+            cache
+                .kept_or_read(stamps, "a", read)
+                .await
+                .unwrap()
+                .map(|v| *v)
+        };
+        assert_eq!(value(Some(&stamps)).await, Some(1));
+        assert_eq!(value(Some(&stamps)).await, Some(1), "kept");
+        stamps.stamp("consents", "a");
+        assert_eq!(value(Some(&stamps)).await, Some(2), "read again");
+        assert_eq!(value(None).await, Some(3), "no stamps: read every time");
+        assert_eq!(value(None).await, Some(4));
+        // Nothing read, nothing kept.
+        let none = cache
+            .kept_or_read(Some(&stamps), "b", async || Ok(None))
+            .await
+            .unwrap();
+        assert!(none.is_none() && cache.get(&stamps, "b").is_none());
     }
 
     #[test]
