@@ -344,12 +344,17 @@ pub struct InstitutionStore {
     consents: std::sync::Arc<case_cache::CaseCache<Vec<Consent>>>,
     /// The cases last read whole (SQLite).
     parts: std::sync::Arc<case_cache::CaseCache<CaseParts>>,
+    /// The cases as write transactions last read them (SQLite, [`Tx::case`]).
+    case_rows: std::sync::Arc<case_cache::CaseCache<Case>>,
 }
 
 /// The tables a case's parts are read from ([`reads::case_parts`]), each
 /// with its `case_id`: a commit changing a row of a case in one of them
 /// makes what is kept of that case from that table stale
 /// (`institution/case_cache.rs`).
+/// The table [`Tx::case`] reads a case from.
+pub(crate) const CASE_ROW_TABLES: &[&str] = &["cases"];
+
 pub(crate) const CASE_TABLES: &[&str] = &[
     "cases",
     "restrictions",
@@ -526,7 +531,8 @@ impl InstitutionStore {
     }
 
     pub fn from_database(db: Database, own: Institution) -> Self {
-        let group = group_commit::GroupCommit::new(db.clone(), own);
+        let case_rows = std::sync::Arc::new(case_cache::CaseCache::new(CASE_ROW_TABLES));
+        let group = group_commit::GroupCommit::new(db.clone(), own, case_rows.clone());
         // The chain is written in the business changes' batches: one writer.
         let audit = AuditLog::batched(db.clone(), group.clone());
         InstitutionStore {
@@ -537,6 +543,7 @@ impl InstitutionStore {
             keys: std::sync::Arc::default(),
             consents: std::sync::Arc::new(case_cache::CaseCache::new(CONSENT_TABLES)),
             parts: std::sync::Arc::new(case_cache::CaseCache::new(CASE_TABLES)),
+            case_rows,
         }
     }
 
@@ -553,7 +560,7 @@ impl InstitutionStore {
     }
 
     pub async fn begin(&self) -> Result<Tx> {
-        Tx::begin(&self.db, self.own).await
+        Tx::begin(&self.db, self.own, self.case_rows.clone()).await
     }
 
     /// A call's ticket for an idempotency key, taken before it looks the
@@ -993,6 +1000,8 @@ pub struct Tx {
     savepoint: Savepoint,
     /// Messages queued in the outbox ([`Tx::enqueued`]).
     enqueued: u64,
+    /// The cases as write transactions last read them ([`Tx::case`]).
+    case_rows: std::sync::Arc<case_cache::CaseCache<Case>>,
 }
 
 /// The state of a batch's savepoint (at most one is set at a time).
@@ -1097,7 +1106,11 @@ pub struct StoredResponse {
 }
 
 impl Tx {
-    pub(crate) async fn begin(db: &Database, own: Institution) -> Result<Tx> {
+    pub(crate) async fn begin(
+        db: &Database,
+        own: Institution,
+        case_rows: std::sync::Arc<case_cache::CaseCache<Case>>,
+    ) -> Result<Tx> {
         Ok(Tx {
             conn: db.begin_write().await?,
             own,
@@ -1110,6 +1123,7 @@ impl Tx {
             at_savepoint: Queued::default(),
             savepoint: Savepoint::None,
             enqueued: 0,
+            case_rows,
         })
     }
 
@@ -1439,7 +1453,30 @@ impl Tx {
         row.as_ref().map(case_and_restriction_from_row).transpose()
     }
 
+    /// The case as this transaction sees it. On SQLite a case is read once
+    /// until a commit changes it: kept as a write transaction read it, it
+    /// is served to the next one while no stamp of its row is later and
+    /// this transaction did not change it. Every commit a write transaction
+    /// sees was stamped before it could begin, whichever connection or pool
+    /// of this process made it (`sql/case_changes.rs`). Most changes read
+    /// their case first, and most leave its row as it was.
     pub async fn case(&mut self, case_id: &str) -> Result<Option<Case>> {
+        let (Some(watch), kept) = (self.conn.watch().cloned(), self.case_rows.clone()) else {
+            return self.read_case(case_id).await;
+        };
+        if watch.changed_in_transaction(CASE_ROW_TABLES, case_id) {
+            // Its own change, not committed: neither kept nor served.
+            return self.read_case(case_id).await;
+        }
+        let case = kept
+            .kept_or_read(Some(watch.stamps()), case_id, async || {
+                self.read_case(case_id).await
+            })
+            .await?;
+        Ok(case.map(|case| case.as_ref().clone()))
+    }
+
+    async fn read_case(&mut self, case_id: &str) -> Result<Option<Case>> {
         let sql = format!(
             "SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1{}",
             self.lock()

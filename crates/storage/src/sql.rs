@@ -322,6 +322,15 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
+    /// The watch over what this connection's open transaction changes
+    /// (SQLite, a pool watching case tables).
+    pub(crate) fn watch(&self) -> Option<&case_changes::Watch> {
+        match self {
+            Conn::Sqlite(c) => c.watch.as_ref(),
+            Conn::Postgres(_) | Conn::PostgresTx(_) => None,
+        }
+    }
+
     async fn run(&mut self, query: Query, want: Want) -> Result<(u64, Vec<Row>)> {
         let Query { sql, values, large } = query;
         match self {

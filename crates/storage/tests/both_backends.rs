@@ -354,6 +354,118 @@ async fn a_consent_is_read_as_it_stands_after_every_change_on_every_backend() {
 /// it (on SQLite it is kept between reads, case by case): compared each
 /// time with a store that never read it before.
 #[tokio::test]
+async fn a_write_transaction_reads_its_case_as_it_stands_after_every_change_on_every_backend() {
+    for (url, _dir) in urls("case_rows").await {
+        let store = InstitutionStore::connect(&url, 4, Institution::Social)
+            .await
+            .expect("connect");
+        // Another store on the same database: another pool, as a tool's.
+        let beside = InstitutionStore::connect(&url, 1, Institution::Social)
+            .await
+            .expect("connect");
+        let as_it_stands = async |what: &str| {
+            let read = async |store: &InstitutionStore| {
+                let mut tx = store.begin().await.expect("begin");
+                tx.case("k-1").await.expect("read")
+            };
+            let fresh = read(
+                &InstitutionStore::connect(&url, 1, Institution::Social)
+                    .await
+                    .expect("connect"),
+            )
+            .await;
+            assert_eq!(read(&store).await, fresh, "{url}: after {what}");
+            // Read twice: the second may be the kept one.
+            assert_eq!(read(&store).await, fresh, "{url}: after {what}, again");
+            // And in a batch of changes, as a call's change reads it.
+            let in_batch = store
+                .write(async |tx| tx.case("k-1").await)
+                .await
+                .expect("batch");
+            assert_eq!(in_batch, fresh, "{url}: after {what}, in a batch");
+            fresh
+        };
+        assert!(as_it_stands("nothing").await.is_none());
+        let mut case = Case::referred(&referral("k-1"), 45);
+        store
+            .write(async |tx| {
+                tx.insert_referral(&referral("k-1"), Origin::Local).await?;
+                tx.save_case(&case, None).await?;
+                tx.update_statistics().await
+            })
+            .await
+            .expect("referred");
+        assert!(as_it_stands("the referral").await.is_some());
+
+        // A batch's change reads the case, changes it, reads it again.
+        case.referral_state = ReferralState::Accepted;
+        case.referral_decided_at = Some(t0() + Duration::days(2));
+        let (before, after) = store
+            .write(async |tx| {
+                let before = tx.case("k-1").await?.expect("a case");
+                tx.save_case(&case, None).await?;
+                let after = tx.case("k-1").await?.expect("a case");
+                tx.update_statistics().await?;
+                Ok::<_, passerelle_storage::StoreError>((before, after))
+            })
+            .await
+            .expect("accepted");
+        assert_eq!(before.referral_state, ReferralState::Pending, "{url}");
+        assert_eq!(after.referral_state, ReferralState::Accepted, "{url}");
+        let read = as_it_stands("its acceptance").await.expect("a case");
+        assert_eq!(read.referral_state, ReferralState::Accepted, "{url}");
+
+        // Its own change, read and dropped: never served to the next.
+        let mut tx = store.begin().await.expect("begin");
+        let mut dropped = case.clone();
+        dropped.refusal_reason = Some("dropped".into());
+        tx.save_case(&dropped, None).await.expect("save");
+        assert_eq!(
+            tx.case("k-1")
+                .await
+                .expect("read")
+                .expect("a case")
+                .refusal_reason
+                .as_deref(),
+            Some("dropped"),
+            "{url}: a transaction reads its own change"
+        );
+        drop(tx);
+        let read = as_it_stands("a dropped change").await.expect("a case");
+        assert_eq!(read.refusal_reason, case.refusal_reason, "{url}");
+
+        // Another pool's change, then a lone statement as a tool would run it.
+        case.refusal_reason = Some("another pool".into());
+        let mut tx = beside.begin().await.expect("begin");
+        tx.save_case(&case, None).await.expect("save");
+        tx.update_statistics().await.expect("counts");
+        tx.commit().await.expect("commit");
+        let read = as_it_stands("another pool's change").await.expect("a case");
+        assert_eq!(
+            read.refusal_reason.as_deref(),
+            Some("another pool"),
+            "{url}"
+        );
+        passerelle_storage::testing::execute(
+            store.database(),
+            "UPDATE cases SET refusal_reason = 'a tool' WHERE case_id = 'k-1'",
+        )
+        .await
+        .expect("update");
+        let read = as_it_stands("a lone update").await.expect("a case");
+        assert_eq!(read.refusal_reason.as_deref(), Some("a tool"), "{url}");
+
+        let mut tx = store.begin().await.expect("begin");
+        tx.erase_case("k-1", ErasureReason::Request, false, t0())
+            .await
+            .expect("erased");
+        tx.update_statistics().await.expect("counts");
+        tx.commit().await.expect("commit");
+        assert!(as_it_stands("its erasure").await.is_none());
+    }
+}
+
+#[tokio::test]
 async fn a_case_is_read_whole_as_it_stands_after_every_change_on_every_backend() {
     for (url, _dir) in urls("case_reads").await {
         let store = InstitutionStore::connect(&url, 4, Institution::Social)

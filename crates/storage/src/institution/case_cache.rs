@@ -1,7 +1,7 @@
 //! What was read of the cases last asked about, kept between calls: every
-//! crossing on the basis of consent reads its case's consents, and an
-//! agent's `GetCase` reads the whole case; both change far less often than
-//! they are read.
+//! crossing on the basis of consent reads its case's consents, an agent's
+//! `GetCase` reads the whole case, and most changes read their case's row
+//! first (`Tx::case`); all change far less often than they are read.
 //!
 //! Kept exactly as fresh as a read, case by case: a read is kept with the
 //! number of the last commit before it began, and served as long as no
@@ -9,7 +9,8 @@
 //! ([`crate::sql::CaseStamps`]: SQLite's triggers and update hook see every
 //! row, whatever the statement, and a commit is stamped once visible and
 //! before its caller is answered, whichever of this process's pools on the
-//! file made it). A withdrawal thus takes effect on the next call. Expiry
+//! file made it; stamped already as it commits, for what write
+//! transactions keep). A withdrawal thus takes effect on the next call. Expiry
 //! needs nothing: the boundary judges the consents against its clock each
 //! time.
 //!
@@ -38,6 +39,13 @@ impl Weigh for Vec<passerelle_domain::Consent> {
     fn weight(&self) -> usize {
         // A consent's sets and evidence: a few hundred bytes.
         64 + self.len() * 512
+    }
+}
+
+impl Weigh for passerelle_domain::Case {
+    fn weight(&self) -> usize {
+        // Its dates, codes and a few short texts.
+        1024
     }
 }
 

@@ -10,6 +10,13 @@
 //! it read is current as long as no stamp of its tables and case passed that
 //! number ([`CaseStamps::changed_since`]).
 //!
+//! The same (table, case) pairs are stamped a first time by SQLite's commit
+//! hook, before the commit is visible and while its writer still holds the
+//! write lock: a write transaction, which can begin only after that, finds
+//! every commit it sees stamped already, so what it reads may be kept for
+//! the next write transaction too (`Tx::case`). Readers outside a write
+//! transaction go by the second stamp, given once the commit is visible.
+//!
 //! SQLite's update hook counts the same rows, independently: should it
 //! count more than the triggers noted (a connection opened before the
 //! tables existed, a table rebuilt since), the commit stamps every case.
@@ -64,9 +71,10 @@ impl CaseStamps {
                 .any(|table| self.slots[slot(table, case_id)].load(Ordering::SeqCst) > since)
     }
 
-    /// Stamps what a commit changed, once it is visible to new reads. A
-    /// read that began before it took a smaller number and is stale by its
-    /// stamps; one that began after its number was given reads its changes.
+    /// Stamps what a commit changed: as it commits (the commit hook), then
+    /// once it is visible to new reads. A read that began before the second
+    /// took a smaller number and is stale by its stamps; one that began
+    /// after it reads its changes.
     fn committed(&self, changes: &Changes) {
         if changes.rows.is_empty() && changes.noted.is_empty() {
             return;
@@ -183,6 +191,14 @@ impl Watch {
         use rusqlite::functions::FunctionFlags;
         let changes = Arc::new(Mutex::new(Changes::default()));
         let counted = changes.clone();
+        // Stamped before the commit is visible, for write transactions.
+        let committing = changes.clone();
+        let stamps_at_commit = stamps.clone();
+        connection.commit_hook(Some(move || {
+            stamps_at_commit.committed(&lock(&committing));
+            // The commit goes ahead.
+            false
+        }))?;
         connection.update_hook(Some(
             move |_: rusqlite::hooks::Action, _: &str, table: &str, _: i64| {
                 if let Some(table) = tables.iter().position(|t| *t == table) {
@@ -261,6 +277,22 @@ impl Watch {
         }
         let changes = std::mem::take(&mut *lock(&self.changes));
         self.stamps.committed(&changes);
+    }
+
+    /// Whether the transaction open on the connection changed a row of
+    /// `case_id` in one of `tables` (or rows it could not attribute): what
+    /// it reads of them then is its own, not yet committed.
+    pub(crate) fn changed_in_transaction(&self, tables: &[&'static str], case_id: &str) -> bool {
+        let changes = lock(&self.changes);
+        changes.unattributed()
+            || tables
+                .iter()
+                .any(|table| changes.cases.contains(&(*table, Box::from(case_id))))
+    }
+
+    /// The stamps of the connection's database file.
+    pub(crate) fn stamps(&self) -> &CaseStamps {
+        &self.stamps
     }
 
     /// After a rollback: nothing it changed was ever seen.
@@ -366,6 +398,63 @@ mod tests {
             stamps.now(),
             "a commit changing nothing watched takes no number"
         );
+    }
+
+    #[test]
+    fn a_commit_is_stamped_as_it_commits_before_its_writer_goes_on() {
+        let stamps = Arc::new(CaseStamps::default());
+        let (connection, watch) = connection_with(&stamps);
+        let since = stamps.now();
+        run(
+            &connection,
+            &watch,
+            "BEGIN; INSERT INTO cases VALUES ('a', 'new')",
+        );
+        // The commit alone, without what its writer does after it: the
+        // next write transaction may begin in between.
+        connection.execute_batch("COMMIT").unwrap();
+        assert!(stamps.changed_since(&["cases"], "a", since));
+        assert!(!stamps.changed_since(&["cases"], "b", since));
+        let at_commit = stamps.now();
+        watch.after_commit(connection.is_autocommit());
+        assert!(
+            stamps.changed_since(&["cases"], "a", at_commit),
+            "stamped again once visible, for the reads that began meanwhile"
+        );
+        // A lone statement commits by itself: stamped as it commits too.
+        let since = stamps.now();
+        connection
+            .execute_batch("UPDATE cases SET state = 'active'")
+            .unwrap();
+        assert!(stamps.changed_since(&["cases"], "a", since));
+    }
+
+    #[test]
+    fn a_transaction_knows_the_cases_it_changed_until_it_ends() {
+        let stamps = Arc::new(CaseStamps::default());
+        let (connection, watch) = connection_with(&stamps);
+        run(&connection, &watch, "INSERT INTO cases VALUES ('a', 'new')");
+        assert!(!watch.changed_in_transaction(&["cases"], "a"));
+        run(&connection, &watch, "BEGIN; UPDATE cases SET state = 'x'");
+        assert!(watch.changed_in_transaction(&["cases"], "a"));
+        assert!(watch.changed_in_transaction(&["consents", "cases"], "a"));
+        assert!(!watch.changed_in_transaction(&["consents"], "a"));
+        assert!(!watch.changed_in_transaction(&["cases"], "b"));
+        connection.execute_batch("ROLLBACK").unwrap();
+        watch.rolled_back();
+        assert!(!watch.changed_in_transaction(&["cases"], "a"));
+        run(&connection, &watch, "BEGIN; DELETE FROM cases");
+        assert!(watch.changed_in_transaction(&["cases"], "a"));
+        run(&connection, &watch, "COMMIT");
+        assert!(!watch.changed_in_transaction(&["cases"], "a"));
+        // Rows it could not attribute: any case may have changed.
+        run(
+            &connection,
+            &watch,
+            "BEGIN; INSERT INTO cases VALUES (X'2A', 'new')",
+        );
+        assert!(watch.changed_in_transaction(&["consents"], "b"));
+        run(&connection, &watch, "COMMIT");
     }
 
     #[test]
