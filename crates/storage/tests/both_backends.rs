@@ -353,6 +353,31 @@ async fn a_consent_is_read_as_it_stands_after_every_change_on_every_backend() {
 /// A case read whole is read as it stands after every kind of change to
 /// it (on SQLite it is kept between reads, case by case): compared each
 /// time with a store that never read it before.
+/// A case referred here, with its referral, as a change of a batch writes it.
+async fn referred(store: &InstitutionStore, case_id: &str) -> Case {
+    let case = Case::referred(&referral(case_id), 45);
+    store
+        .write(async |tx| {
+            tx.insert_referral(&referral(case_id), Origin::Local)
+                .await?;
+            tx.save_case(&case, None).await?;
+            tx.update_statistics().await
+        })
+        .await
+        .expect("referred");
+    case
+}
+
+/// Erases a case at the person's request.
+async fn erase(store: &InstitutionStore, case_id: &str) {
+    let mut tx = store.begin().await.expect("begin");
+    tx.erase_case(case_id, ErasureReason::Request, false, t0())
+        .await
+        .expect("erased");
+    tx.update_statistics().await.expect("counts");
+    tx.commit().await.expect("commit");
+}
+
 #[tokio::test]
 async fn a_write_transaction_reads_its_case_as_it_stands_after_every_change_on_every_backend() {
     for (url, _dir) in urls("case_rows").await {
@@ -386,15 +411,7 @@ async fn a_write_transaction_reads_its_case_as_it_stands_after_every_change_on_e
             fresh
         };
         assert!(as_it_stands("nothing").await.is_none());
-        let mut case = Case::referred(&referral("k-1"), 45);
-        store
-            .write(async |tx| {
-                tx.insert_referral(&referral("k-1"), Origin::Local).await?;
-                tx.save_case(&case, None).await?;
-                tx.update_statistics().await
-            })
-            .await
-            .expect("referred");
+        let mut case = referred(&store, "k-1").await;
         assert!(as_it_stands("the referral").await.is_some());
 
         // A batch's change reads the case, changes it, reads it again.
@@ -455,12 +472,7 @@ async fn a_write_transaction_reads_its_case_as_it_stands_after_every_change_on_e
         let read = as_it_stands("a lone update").await.expect("a case");
         assert_eq!(read.refusal_reason.as_deref(), Some("a tool"), "{url}");
 
-        let mut tx = store.begin().await.expect("begin");
-        tx.erase_case("k-1", ErasureReason::Request, false, t0())
-            .await
-            .expect("erased");
-        tx.update_statistics().await.expect("counts");
-        tx.commit().await.expect("commit");
+        erase(&store, "k-1").await;
         assert!(as_it_stands("its erasure").await.is_none());
     }
 }
@@ -489,15 +501,7 @@ async fn a_case_is_read_whole_as_it_stands_after_every_change_on_every_backend()
             fresh
         };
         assert!(as_it_stands("nothing").await.is_none());
-        let mut case = Case::referred(&referral("k-1"), 45);
-        store
-            .write(async |tx| {
-                tx.insert_referral(&referral("k-1"), Origin::Local).await?;
-                tx.save_case(&case, None).await?;
-                tx.update_statistics().await
-            })
-            .await
-            .expect("referred");
+        let mut case = referred(&store, "k-1").await;
         assert!(as_it_stands("the referral").await.is_some());
         // Another case's change leaves this one's read as it was.
         let mut other = consent("k-2");
@@ -577,12 +581,7 @@ async fn a_case_is_read_whole_as_it_stands_after_every_change_on_every_backend()
         let parts = as_it_stands("a lone update").await.expect("a case");
         assert_eq!(parts.notes[0].note, "rewritten");
 
-        let mut tx = store.begin().await.expect("begin");
-        tx.erase_case("k-1", ErasureReason::Request, false, t0())
-            .await
-            .expect("erased");
-        tx.update_statistics().await.expect("counts");
-        tx.commit().await.expect("commit");
+        erase(&store, "k-1").await;
         assert!(as_it_stands("its erasure").await.is_none());
     }
 }
