@@ -352,9 +352,6 @@ pub struct InstitutionStore {
 /// with its `case_id`: a commit changing a row of a case in one of them
 /// makes what is kept of that case from that table stale
 /// (`institution/case_cache.rs`).
-/// The table [`Tx::case`] reads a case from.
-pub(crate) const CASE_ROW_TABLES: &[&str] = &["cases"];
-
 pub(crate) const CASE_TABLES: &[&str] = &[
     "cases",
     "restrictions",
@@ -365,6 +362,9 @@ pub(crate) const CASE_TABLES: &[&str] = &[
     "orientations",
     "local_notes",
 ];
+
+/// The table [`Tx::case`] reads a case from.
+pub(crate) const CASE_ROW_TABLES: &[&str] = &["cases"];
 
 /// The table a case's consents are read from.
 const CONSENT_TABLES: &[&str] = &["consents"];
@@ -1794,7 +1794,11 @@ mod tests {
             .filter_map(|rest| rest.split_whitespace().next())
             .collect();
         assert!(tables.len() >= 8, "{tables:?}");
-        for table in tables {
+        for table in tables
+            .into_iter()
+            .chain(CASE_ROW_TABLES.iter().copied())
+            .chain(CONSENT_TABLES.iter().copied())
+        {
             assert!(CASE_TABLES.contains(&table), "{table} is not watched");
         }
     }
