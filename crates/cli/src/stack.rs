@@ -408,6 +408,22 @@ impl Stack {
         // port could be given to another socket of the machine meanwhile.
         let mut reserved: [std::sync::Mutex<Option<TcpListener>>; 3] = Default::default();
         let addresses = match options.addresses {
+            // Services of this process: every port bound before the first
+            // service starts. A service reaching a partner not listening yet
+            // could otherwise find its connection given that very port as
+            // its own (Linux connects a socket to itself then), and the
+            // partner could not listen on it.
+            Some(fixed) if options.processes.is_none() => {
+                for (address, kept) in fixed.iter().zip(&mut reserved) {
+                    let listener = TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("cannot listen on {address}"))?;
+                    *kept
+                        .get_mut()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(listener);
+                }
+                fixed
+            }
             Some(fixed) => fixed,
             None => {
                 let mut found = [SocketAddr::from(([127, 0, 0, 1], 0)); 3];
