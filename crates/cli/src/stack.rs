@@ -409,10 +409,11 @@ impl Stack {
         let mut reserved: [std::sync::Mutex<Option<TcpListener>>; 3] = Default::default();
         let addresses = match options.addresses {
             // Services of this process: every port bound before the first
-            // service starts. A service reaching a partner not listening yet
-            // could otherwise find its connection given that very port as
-            // its own (Linux connects a socket to itself then), and the
-            // partner could not listen on it.
+            // service starts. A client or a service dialling one not
+            // listening yet could otherwise be given that very port for its
+            // own end (fixed ports may lie in the ephemeral range; Linux then
+            // connects the socket to itself), and the service could not
+            // listen on it.
             Some(fixed) if options.processes.is_none() => {
                 for (address, kept) in fixed.iter().zip(&mut reserved) {
                     let listener = TcpListener::bind(address)
