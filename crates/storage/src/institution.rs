@@ -340,12 +340,8 @@ pub struct InstitutionStore {
     own: Institution,
     /// Idempotency keys being served by this process.
     keys: std::sync::Arc<keys_in_flight::KeysInFlight>,
-    /// The consents of the cases last asked about (SQLite).
-    consents: std::sync::Arc<case_cache::CaseCache<Vec<Consent>>>,
-    /// The cases last read whole (SQLite).
-    parts: std::sync::Arc<case_cache::CaseCache<CaseParts>>,
-    /// The cases as write transactions last read them (SQLite, [`Tx::case`]).
-    case_rows: std::sync::Arc<case_cache::CaseCache<Case>>,
+    /// What is kept of the cases between calls (SQLite).
+    kept: std::sync::Arc<case_cache::KeptCases>,
 }
 
 /// The tables a case's parts are read from ([`reads::case_parts`]), each
@@ -367,7 +363,7 @@ pub(crate) const CASE_TABLES: &[&str] = &[
 pub(crate) const CASE_ROW_TABLES: &[&str] = &["cases"];
 
 /// The table a case's consents are read from.
-const CONSENT_TABLES: &[&str] = &["consents"];
+pub(crate) const CONSENT_TABLES: &[&str] = &["consents"];
 
 fn codes<T: Copy>(set: &BTreeSet<T>, code: fn(T) -> &'static str) -> String {
     set.iter().map(|v| code(*v)).collect::<Vec<_>>().join(",")
@@ -531,8 +527,8 @@ impl InstitutionStore {
     }
 
     pub fn from_database(db: Database, own: Institution) -> Self {
-        let case_rows = std::sync::Arc::new(case_cache::CaseCache::new(CASE_ROW_TABLES));
-        let group = group_commit::GroupCommit::new(db.clone(), own, case_rows.clone());
+        let kept = std::sync::Arc::new(case_cache::KeptCases::new());
+        let group = group_commit::GroupCommit::new(db.clone(), own, kept.clone());
         // The chain is written in the business changes' batches: one writer.
         let audit = AuditLog::batched(db.clone(), group.clone());
         InstitutionStore {
@@ -541,9 +537,7 @@ impl InstitutionStore {
             group,
             own,
             keys: std::sync::Arc::default(),
-            consents: std::sync::Arc::new(case_cache::CaseCache::new(CONSENT_TABLES)),
-            parts: std::sync::Arc::new(case_cache::CaseCache::new(CASE_TABLES)),
-            case_rows,
+            kept,
         }
     }
 
@@ -559,8 +553,15 @@ impl InstitutionStore {
         &self.audit
     }
 
+    /// Whether anything of the case is kept in memory (for tests: an
+    /// erased case's must not be).
+    #[doc(hidden)]
+    pub fn keeps_anything_of(&self, case_id: &str) -> bool {
+        self.kept.holds(case_id)
+    }
+
     pub async fn begin(&self) -> Result<Tx> {
-        Tx::begin(&self.db, self.own, self.case_rows.clone()).await
+        Tx::begin(&self.db, self.own, self.kept.clone()).await
     }
 
     /// A call's ticket for an idempotency key, taken before it looks the
@@ -597,6 +598,7 @@ impl InstitutionStore {
                 .map(Some)
         };
         let consents = self
+            .kept
             .consents
             .kept_or_read(self.db.case_stamps(), case_id, read)
             .await?;
@@ -614,7 +616,8 @@ impl InstitutionStore {
                 .read(async |connection| reads::case_parts(connection, case_id).await)
                 .await
         };
-        self.parts
+        self.kept
+            .parts
             .kept_or_read(self.db.case_stamps(), case_id, read)
             .await
     }
@@ -1000,8 +1003,9 @@ pub struct Tx {
     savepoint: Savepoint,
     /// Messages queued in the outbox ([`Tx::enqueued`]).
     enqueued: u64,
-    /// The cases as write transactions last read them ([`Tx::case`]).
-    case_rows: std::sync::Arc<case_cache::CaseCache<Case>>,
+    /// What its store keeps of the cases between calls ([`Tx::case`]; an
+    /// erasure lets go of the case's at the commit).
+    kept: std::sync::Arc<case_cache::KeptCases>,
 }
 
 /// The state of a batch's savepoint (at most one is set at a time).
@@ -1109,7 +1113,7 @@ impl Tx {
     pub(crate) async fn begin(
         db: &Database,
         own: Institution,
-        case_rows: std::sync::Arc<case_cache::CaseCache<Case>>,
+        kept: std::sync::Arc<case_cache::KeptCases>,
     ) -> Result<Tx> {
         Ok(Tx {
             conn: db.begin_write().await?,
@@ -1123,7 +1127,7 @@ impl Tx {
             at_savepoint: Queued::default(),
             savepoint: Savepoint::None,
             enqueued: 0,
-            case_rows,
+            kept,
         })
     }
 
@@ -1155,6 +1159,9 @@ impl Tx {
         let entries: Vec<&AuditEntry> = self.audits.iter().collect();
         let records = crate::audit::append_all_in(&mut self.conn, self.backend, &entries).await?;
         self.conn.commit().await?;
+        for (case_id, _) in &self.erased {
+            self.kept.forget(case_id);
+        }
         Ok(records)
     }
 
@@ -1461,14 +1468,17 @@ impl Tx {
     /// of this process made it (`sql/case_changes.rs`). Most changes read
     /// their case first, and most leave its row as it was.
     pub async fn case(&mut self, case_id: &str) -> Result<Option<Case>> {
-        let (Some(watch), kept) = (self.conn.watch().cloned(), self.case_rows.clone()) else {
+        let Some(watch) = self.conn.watch().cloned() else {
             return self.read_case(case_id).await;
         };
         if watch.changed_in_transaction(CASE_ROW_TABLES, case_id) {
             // Its own change, not committed: neither kept nor served.
             return self.read_case(case_id).await;
         }
-        let case = kept
+        let case = self
+            .kept
+            .clone()
+            .rows
             .kept_or_read(Some(watch.stamps()), case_id, async || {
                 self.read_case(case_id).await
             })

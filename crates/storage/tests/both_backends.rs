@@ -376,6 +376,10 @@ async fn erase(store: &InstitutionStore, case_id: &str) {
         .expect("erased");
     tx.update_statistics().await.expect("counts");
     tx.commit().await.expect("commit");
+    assert!(
+        !store.keeps_anything_of(case_id),
+        "nothing of an erased case stays in memory"
+    );
 }
 
 #[tokio::test]
@@ -472,6 +476,11 @@ async fn a_write_transaction_reads_its_case_as_it_stands_after_every_change_on_e
         let read = as_it_stands("a lone update").await.expect("a case");
         assert_eq!(read.refusal_reason.as_deref(), Some("a tool"), "{url}");
 
+        assert_eq!(
+            store.keeps_anything_of("k-1"),
+            url.starts_with("sqlite"),
+            "{url}: kept before its erasure (SQLite only)"
+        );
         erase(&store, "k-1").await;
         assert!(as_it_stands("its erasure").await.is_none());
     }
@@ -581,6 +590,11 @@ async fn a_case_is_read_whole_as_it_stands_after_every_change_on_every_backend()
         let parts = as_it_stands("a lone update").await.expect("a case");
         assert_eq!(parts.notes[0].note, "rewritten");
 
+        assert_eq!(
+            store.keeps_anything_of("k-1"),
+            url.starts_with("sqlite"),
+            "{url}: kept before its erasure (SQLite only)"
+        );
         erase(&store, "k-1").await;
         assert!(as_it_stands("its erasure").await.is_none());
     }

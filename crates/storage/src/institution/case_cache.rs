@@ -56,6 +56,42 @@ impl Weigh for super::CaseParts {
     }
 }
 
+/// Everything kept of the cases by one store: each cache as fresh as a read.
+#[derive(Debug)]
+pub(crate) struct KeptCases {
+    /// The consents of the cases last asked about.
+    pub(crate) consents: CaseCache<Vec<passerelle_domain::Consent>>,
+    /// The cases last read whole.
+    pub(crate) parts: CaseCache<super::CaseParts>,
+    /// The cases as write transactions last read them (`Tx::case`).
+    pub(crate) rows: CaseCache<passerelle_domain::Case>,
+}
+
+impl KeptCases {
+    pub(crate) fn new() -> Self {
+        KeptCases {
+            consents: CaseCache::new(super::CONSENT_TABLES),
+            parts: CaseCache::new(super::CASE_TABLES),
+            rows: CaseCache::new(super::CASE_ROW_TABLES),
+        }
+    }
+
+    /// Lets go of what is kept of an erased case: its stamps already keep it
+    /// from being served, and nothing of it stays in memory either.
+    pub(crate) fn forget(&self, case_id: &str) {
+        self.consents.lock().remove(case_id);
+        self.parts.lock().remove(case_id);
+        self.rows.lock().remove(case_id);
+    }
+
+    /// Whether anything of the case is kept.
+    pub(crate) fn holds(&self, case_id: &str) -> bool {
+        self.consents.lock().by_case.contains_key(case_id)
+            || self.parts.lock().by_case.contains_key(case_id)
+            || self.rows.lock().by_case.contains_key(case_id)
+    }
+}
+
 /// What was read of each case, with the number it was read under.
 #[derive(Debug)]
 pub(crate) struct CaseCache<T> {

@@ -42,10 +42,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use passerelle_boundary::PendingRecord;
 use passerelle_boundary::audit::{AuditEntry, AuditRecord};
-use passerelle_domain::{Case, Institution};
+use passerelle_domain::Institution;
 use tokio::sync::{Mutex, MutexGuard, Notify, watch};
 
-use super::case_cache::CaseCache;
+use super::case_cache::KeptCases;
 use super::{InstitutionStore, Savepoint, Tx};
 use crate::{Backend, Database, Result, StoreError};
 
@@ -65,8 +65,8 @@ type Outcome = std::result::Result<Arc<Vec<AuditRecord>>, (bool, String)>;
 pub(crate) struct GroupCommit {
     db: Database,
     own: Institution,
-    /// The cases as write transactions last read them ([`Tx::case`]).
-    case_rows: Arc<CaseCache<Case>>,
+    /// What the store keeps of the cases between calls ([`Tx::case`]).
+    kept: Arc<KeptCases>,
     /// The open batch, if any; whoever holds it is the only writer.
     open: Mutex<Option<Batch>>,
     /// Calls waiting for the batch: while some are, it stays open for them.
@@ -260,15 +260,11 @@ impl InstitutionStore {
 }
 
 impl GroupCommit {
-    pub(crate) fn new(
-        db: Database,
-        own: Institution,
-        case_rows: Arc<CaseCache<Case>>,
-    ) -> Arc<Self> {
+    pub(crate) fn new(db: Database, own: Institution, kept: Arc<KeptCases>) -> Arc<Self> {
         Arc::new(GroupCommit {
             db,
             own,
-            case_rows,
+            kept,
             open: Mutex::default(),
             queued: AtomicUsize::new(0),
             done_with_batch: Notify::new(),
@@ -386,7 +382,7 @@ impl GroupCommit {
 
     /// Begins a batch and the task that will commit it.
     async fn open_batch(self: &Arc<Self>) -> Result<Batch> {
-        let tx = Tx::begin(&self.db, self.own, self.case_rows.clone()).await?;
+        let tx = Tx::begin(&self.db, self.own, self.kept.clone()).await?;
         let (outcome, _) = watch::channel(None);
         tokio::spawn(commit_when_no_one_waits(self.clone()));
         Ok(Batch {
