@@ -368,8 +368,14 @@ async fn referred(store: &InstitutionStore, case_id: &str) -> Case {
     case
 }
 
-/// Erases a case at the person's request.
-async fn erase(store: &InstitutionStore, case_id: &str) {
+/// Erases a case at the person's request, just read: kept until then on
+/// SQLite, nothing of it kept after.
+async fn erase(store: &InstitutionStore, url: &str, case_id: &str) {
+    assert_eq!(
+        store.keeps_anything_of(case_id),
+        url.starts_with("sqlite"),
+        "{url}: kept before its erasure (SQLite only)"
+    );
     let mut tx = store.begin().await.expect("begin");
     tx.erase_case(case_id, ErasureReason::Request, false, t0())
         .await
@@ -378,7 +384,7 @@ async fn erase(store: &InstitutionStore, case_id: &str) {
     tx.commit().await.expect("commit");
     assert!(
         !store.keeps_anything_of(case_id),
-        "nothing of an erased case stays in memory"
+        "{url}: nothing of an erased case stays in memory"
     );
 }
 
@@ -476,12 +482,7 @@ async fn a_write_transaction_reads_its_case_as_it_stands_after_every_change_on_e
         let read = as_it_stands("a lone update").await.expect("a case");
         assert_eq!(read.refusal_reason.as_deref(), Some("a tool"), "{url}");
 
-        assert_eq!(
-            store.keeps_anything_of("k-1"),
-            url.starts_with("sqlite"),
-            "{url}: kept before its erasure (SQLite only)"
-        );
-        erase(&store, "k-1").await;
+        erase(&store, &url, "k-1").await;
         assert!(as_it_stands("its erasure").await.is_none());
     }
 }
@@ -590,12 +591,7 @@ async fn a_case_is_read_whole_as_it_stands_after_every_change_on_every_backend()
         let parts = as_it_stands("a lone update").await.expect("a case");
         assert_eq!(parts.notes[0].note, "rewritten");
 
-        assert_eq!(
-            store.keeps_anything_of("k-1"),
-            url.starts_with("sqlite"),
-            "{url}: kept before its erasure (SQLite only)"
-        );
-        erase(&store, "k-1").await;
+        erase(&store, &url, "k-1").await;
         assert!(as_it_stands("its erasure").await.is_none());
     }
 }
