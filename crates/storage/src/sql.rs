@@ -1023,6 +1023,30 @@ mod tests {
         assert_eq!(setting("journal_size_limit"), checkpointer::WAL_KEPT_BYTES);
     }
 
+    /// SQLite as `.cargo/config.toml` has it built: no process-wide mutex
+    /// around every allocation nor around the connections' page caches.
+    #[tokio::test]
+    async fn sqlite_is_built_without_its_process_wide_locks() {
+        let (_dir, pool) = file_pool(1);
+        let conn = pool.acquire().await.unwrap();
+        let connection = conn.get().unwrap();
+        let mut statement = connection.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+    }
+
     /// A pool on a database in WAL mode with a table of `pages`.
     async fn wal_file_pool() -> (tempfile::TempDir, SqlitePool) {
         let (dir, pool) = file_pool(2);
