@@ -126,6 +126,9 @@ pub struct Tally {
     pub rpc_calls: u64,
     /// Calls sent again because no service answered or it was busy.
     pub retried_calls: u64,
+    /// Dependent calls answered "not yet" (the partner had not heard of the
+    /// change they follow) and sent again; not in `rpc_calls`.
+    pub not_yet_calls: u64,
 }
 
 impl Tally {
@@ -153,6 +156,7 @@ impl Tally {
         self.portfolio_full += other.portfolio_full;
         self.queued += other.queued;
         self.rpc_calls += other.rpc_calls;
+        self.not_yet_calls += other.not_yet_calls;
     }
 }
 
@@ -173,7 +177,8 @@ fn ts(at: DateTime<Utc>) -> prost_types::Timestamp {
 
 /// The partner learns of a change through the outbox a moment later: a
 /// dependent call is retried while it still answers NOT_FOUND / FAILED_PRECONDITION.
-async fn when_delivered<T, F, Fut>(mut call: F) -> Result<T, Status>
+/// Each such answer is counted in `not_yet`: calls the services served too.
+async fn when_delivered<T, F, Fut>(not_yet: &mut u64, mut call: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Status>>,
@@ -185,6 +190,7 @@ where
                 if matches!(s.code(), Code::NotFound | Code::FailedPrecondition)
                     && tokio::time::Instant::now() < deadline =>
             {
+                *not_yet += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             other => return other,
@@ -352,7 +358,7 @@ impl Pilot<'_> {
             }),
             criteria: grid(self.rules, parcours, rng),
         };
-        when_delivered(|| async {
+        when_delivered(&mut tally.not_yet_calls, || async {
             let request = staff
                 .as_agent(stack, p.by, p.index, request.clone())
                 .map_err(|e| Status::internal(e.to_string()))?;
@@ -622,7 +628,7 @@ async fn run_person(
     if p.withdraws {
         // The referral reaches the partner within moments, the withdrawal
         // comes days later: the simulated days must not outrun the relay.
-        when_delivered(|| async {
+        when_delivered(&mut tally.not_yet_calls, || async {
             let request = staff
                 .as_agent(
                     stack,
@@ -682,7 +688,7 @@ async fn run_person(
     } else {
         (v1::ReferralState::Accepted, String::new())
     };
-    when_delivered(|| async {
+    when_delivered(&mut tally.not_yet_calls, || async {
         let message = |prefix: &str| (format!("{prefix}-{}", key("decide")), case_id.clone());
         match receiver {
             Institution::Emploi => {
@@ -758,7 +764,7 @@ async fn run_person(
         ..Default::default()
     };
     if !skip(Institution::Emploi) {
-        when_delivered(|| async {
+        when_delivered(&mut tally.not_yet_calls, || async {
             let request = staff
                 .as_agent(
                     stack,
@@ -781,7 +787,7 @@ async fn run_person(
         ..half
     };
     if !skip(Institution::Social) {
-        when_delivered(|| async {
+        when_delivered(&mut tally.not_yet_calls, || async {
             let request = staff
                 .as_agent(
                     stack,
@@ -849,7 +855,7 @@ async fn run_person(
         tally.rpc_calls += 1;
         // The employment side's acceptance reaches the social side through
         // the outbox: the start waits for it like any dependent call.
-        let started = when_delivered(|| async {
+        let started = when_delivered(&mut tally.not_yet_calls, || async {
             clients
                 .social
                 .clone()
@@ -897,7 +903,7 @@ async fn run_person(
         evidence,
         ..Default::default()
     };
-    let signed = when_delivered(|| async {
+    let signed = when_delivered(&mut tally.not_yet_calls, || async {
         let request = staff
             .as_agent(
                 stack,
