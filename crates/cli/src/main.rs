@@ -378,7 +378,7 @@ async fn main() -> anyhow::Result<()> {
             let (stack, tally, _) = replay_and_show(&replay).await?;
             let seconds = began.elapsed().as_secs_f64();
             println!(
-                "{people} personnes en {seconds:.1} s : {:.0} personnes/s, {:.0} appels gRPC/s ({} appels, et {} répétés faute de livraison encore). Cible : 100 000 personnes en moins de 60 s ({:.0} personnes/s).",
+                "{people} personnes en {seconds:.1} s : {:.0} personnes/s, {:.0} appels gRPC/s ({} appels, plus {} renvoyés parce que le partenaire n'avait pas encore reçu le message attendu). Cible : 100 000 personnes en moins de 60 s ({:.0} personnes/s).",
                 people as f64 / seconds,
                 tally.rpc_calls as f64 / seconds,
                 tally.rpc_calls,
